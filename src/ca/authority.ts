@@ -1,0 +1,305 @@
+import type { KeyObject } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import * as asn from '@peculiar/asn1-x509';
+import { MtlsError } from '../errors.js';
+import { parseCertificate, randomSerial, signCertificate, wholeSeconds, type Certificate } from '../pki/certificate.js';
+import { keyIdentifier, type NameConstraintsInput } from '../pki/extensions.js';
+import { DEFAULT_KEY_TYPE, exportPrivateKey, generateKeyPair, keyWeakness, loadPrivateKey, type KeyType } from '../pki/keys.js';
+import { nameConstraintViolations } from '../pki/name-match.js';
+import { buildName, checkDnsName, checkTrustDomain, formatDn, parseSpiffeId, printable } from '../pki/names.js';
+import { OID } from '../pki/oid.js';
+import { encodePem } from '../pki/pem.js';
+import { checkLeafNames, intermediateExtensions, leafExtensions, rootExtensions, type LeafNames, type LeafProfile, type RequestedNames } from '../pki/profiles.js';
+import { SqliteStore } from '../store/sqlite.js';
+import type { CertificateStore, InventoryRecord } from '../store/store.js';
+import { shortTime } from '../util/duration.js';
+import { stageFiles, type PendingFile } from '../util/fs.js';
+import { caPaths, type CaConfig } from './home.js';
+
+const DAY = 86400e3;
+/** Backdating absorbs small clock skew between the CA and relying parties (as step-ca does). */
+const BACKDATE_MS = 60e3;
+
+export interface InitOptions {
+  home: string;
+  /** Default `mtlskit CA`. */
+  name?: string;
+  /** Key type of the root and the intermediate. Default ec-p256. */
+  keyType?: KeyType;
+  trustDomain?: string;
+  permitDns?: string[];
+  /** CIDRs, e.g. 10.0.0.0/8. */
+  permitIp?: string[];
+  /** Encrypts both CA keys at rest (PKCS#8, PBES2 AES-256). */
+  passphrase?: string;
+  /** Default 10 years. */
+  rootValidityMs?: number;
+  /** Default 5 years. */
+  intermediateValidityMs?: number;
+  now?: Date;
+}
+
+export interface IssueRequest {
+  profile: LeafProfile;
+  /** File name and subject CN. */
+  name: string;
+  names: RequestedNames;
+  /** Default 90 days. */
+  validityMs?: number;
+  /** Key to generate (ignored when `publicKey` is given). Default ec-p256. */
+  keyType?: KeyType;
+  /** Certify this key (from a CSR) instead of generating one. */
+  publicKey?: KeyObject;
+  now?: Date;
+}
+
+export interface Issued {
+  certificate: Certificate;
+  /** PEM: the leaf followed by the intermediate. */
+  chainPem: string;
+  /** Present when the CA generated the key. */
+  privateKey?: KeyObject;
+  record: InventoryRecord;
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export function checkCertName(name: string): string {
+  if (!NAME_RE.test(name)) {
+    throw new MtlsError('BAD_NAME', `name '${printable(name)}' must be 1-64 letters, digits, dot, hyphen or underscore (it becomes the file name and the CN)`);
+  }
+  return name;
+}
+
+function checkCidr(cidr: string): string {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(cidr);
+  const family = m ? (m[1]!.includes(':') ? 6 : 4) : 0;
+  if (!m || !net.isIP(m[1]!) || Number(m[2]) > (family === 6 ? 128 : 32)) {
+    throw new MtlsError('BAD_NAME', `'${printable(cidr)}' is not a CIDR range; write it like 10.0.0.0/8 or fd00::/8`);
+  }
+  return cidr;
+}
+
+/**
+ * The certificate authority: a self-signed root and an online intermediate (pathlen 0) that signs leaves,
+ * an inventory of everything issued, and the rules that keep issued certificates correct.
+ */
+export class CertificateAuthority {
+  private intermediateKey?: KeyObject;
+
+  private constructor(
+    readonly home: string,
+    readonly config: CaConfig,
+    readonly root: Certificate,
+    readonly intermediate: Certificate,
+    readonly store: CertificateStore,
+    private readonly passphrase: string | undefined,
+  ) {}
+
+  /**
+   * Creates a CA in `home`. Everything is built in a temporary sibling directory and renamed into place, so
+   * a failure leaves nothing behind; an existing CA is never overwritten.
+   */
+  static async init(opts: InitOptions): Promise<CertificateAuthority> {
+    const p = caPaths(opts.home);
+    if (fs.existsSync(p.config) || fs.existsSync(p.rootCert) || fs.existsSync(p.intermediateCert)) {
+      throw new MtlsError('CA_EXISTS', `a CA already exists in ${opts.home}; use it, or choose another --home`);
+    }
+    if (fs.existsSync(opts.home) && fs.readdirSync(opts.home).length > 0) {
+      throw new MtlsError('CA_EXISTS', `${opts.home} is not empty; choose an empty or new directory for the CA home`);
+    }
+    const now = wholeSeconds(opts.now ?? new Date());
+    const keyType = opts.keyType ?? DEFAULT_KEY_TYPE;
+    const name = opts.name ?? 'mtlskit CA';
+    if (name.length === 0 || name.length > 48) throw new MtlsError('BAD_NAME', 'the CA name must be 1-48 characters (it becomes part of the CA certificates\' CN)');
+    const trustDomain = opts.trustDomain === undefined ? undefined : checkTrustDomain(opts.trustDomain);
+    const permittedDns = (opts.permitDns ?? []).map((d) => checkDnsName(d.replace(/^\./, '')));
+    const permittedIp = (opts.permitIp ?? []).map(checkCidr);
+    if (opts.passphrase !== undefined && opts.passphrase.length < 8) {
+      throw new MtlsError('BAD_INPUT', 'the CA passphrase must be at least 8 characters');
+    }
+    const constrained = permittedDns.length + permittedIp.length > 0 || trustDomain !== undefined;
+    const constraints: NameConstraintsInput = {
+      permittedDns,
+      permittedIp,
+      permittedUri: trustDomain ? [trustDomain] : [],
+      // CA/Browser Forum practice for constrained CAs: without permitted IP ranges, exclude all of them.
+      excludedIp: constrained && permittedIp.length === 0 ? ['0.0.0.0/0', '::/0'] : [],
+    };
+
+    const rootKeys = generateKeyPair(keyType);
+    const intKeys = generateKeyPair(keyType);
+    const org = { oid: OID.organizationName, value: name };
+    const rootName = buildName([org, { oid: OID.commonName, value: `${name} Root` }]);
+    const intName = buildName([org, { oid: OID.commonName, value: `${name} Intermediate` }]);
+    const rootDer = signCertificate({
+      serial: randomSerial(), issuer: rootName, subject: rootName,
+      notBefore: new Date(now.getTime() - BACKDATE_MS), notAfter: new Date(now.getTime() + (opts.rootValidityMs ?? 3650 * DAY)),
+      publicKey: rootKeys.publicKey, extensions: rootExtensions(rootKeys.publicKey),
+    }, rootKeys.privateKey);
+    const intDer = signCertificate({
+      serial: randomSerial(), issuer: rootName, subject: intName,
+      notBefore: new Date(now.getTime() - BACKDATE_MS), notAfter: new Date(now.getTime() + Math.min(opts.intermediateValidityMs ?? 1825 * DAY, opts.rootValidityMs ?? 3650 * DAY)),
+      publicKey: intKeys.publicKey, extensions: intermediateExtensions(intKeys.publicKey, keyIdentifier(rootKeys.publicKey), constraints),
+    }, rootKeys.privateKey);
+
+    const config: CaConfig = {
+      version: 1, name, keyType, permittedDns, permittedIp, encrypted: opts.passphrase !== undefined, createdAt: now.toISOString(),
+      ...(trustDomain ? { trustDomain } : {}),
+    };
+    const parent = path.dirname(opts.home);
+    try {
+      fs.mkdirSync(parent, { recursive: true });
+    } catch (err) {
+      throw new MtlsError('IO', `cannot create ${parent} (${(err as NodeJS.ErrnoException).code}); check the path and its permissions`);
+    }
+    let tmp: string;
+    try {
+      tmp = fs.mkdtempSync(path.join(parent, `.${path.basename(opts.home)}.init-`));
+    } catch (err) {
+      throw new MtlsError('IO', `cannot write in ${parent} (${(err as NodeJS.ErrnoException).code}); choose a writable --home`);
+    }
+    try {
+      fs.chmodSync(tmp, 0o700);
+      const t = caPaths(tmp);
+      const rootPem = encodePem('CERTIFICATE', rootDer);
+      const files: PendingFile[] = [
+        { path: t.config, data: JSON.stringify(config, null, 2) + '\n', mode: 0o644 },
+        { path: t.rootCert, data: rootPem, mode: 0o644 },
+        { path: t.bundle, data: rootPem, mode: 0o644 },
+        { path: t.intermediateCert, data: encodePem('CERTIFICATE', intDer), mode: 0o644 },
+        { path: t.rootKey, data: exportPrivateKey(rootKeys.privateKey, opts.passphrase), mode: 0o600 },
+        { path: t.intermediateKey, data: exportPrivateKey(intKeys.privateKey, opts.passphrase), mode: 0o600 },
+      ];
+      stageFiles(files).commit();
+      await new SqliteStore(t.inventory, { create: true }).close();
+      if (fs.existsSync(opts.home)) fs.rmdirSync(opts.home);
+      fs.renameSync(tmp, opts.home);
+    } catch (err) {
+      fs.rmSync(tmp, { recursive: true, force: true });
+      if (err instanceof MtlsError) throw err;
+      throw new MtlsError('IO', `cannot create the CA in ${opts.home} (${(err as Error).message}); check the directory`, { cause: err });
+    }
+    return CertificateAuthority.open(opts.home, opts.passphrase);
+  }
+
+  /** Opens an existing CA. The intermediate key is read (and decrypted) only when something is signed. */
+  static async open(home: string, passphrase?: string): Promise<CertificateAuthority> {
+    const p = caPaths(home);
+    if (!fs.existsSync(p.config)) {
+      throw new MtlsError('CA_NOT_FOUND', `no CA in ${home}; create one with 'mtls ca init --home ${home}' or point --home / MTLS_HOME at yours`);
+    }
+    let config: CaConfig;
+    try {
+      config = JSON.parse(fs.readFileSync(p.config, 'utf8')) as CaConfig;
+    } catch (err) {
+      throw new MtlsError('BAD_INPUT', `${p.config} is damaged (${(err as Error).message}); restore it from a backup`);
+    }
+    const root = parseCertificate(pemFileDer(p.rootCert), p.rootCert);
+    const intermediate = parseCertificate(pemFileDer(p.intermediateCert), p.intermediateCert);
+    const store = new SqliteStore(p.inventory);
+    return new CertificateAuthority(home, config, root, intermediate, store, passphrase);
+  }
+
+  /** The chain clients need next to a leaf: the intermediate. */
+  get intermediatePem(): string {
+    return encodePem('CERTIFICATE', this.intermediate.der);
+  }
+
+  get bundlePem(): string {
+    return encodePem('CERTIFICATE', this.root.der);
+  }
+
+  async close(): Promise<void> {
+    await this.store.close();
+  }
+
+  private signingKey(): KeyObject {
+    if (!this.intermediateKey) {
+      const file = caPaths(this.home).intermediateKey;
+      let data: Buffer;
+      try {
+        data = fs.readFileSync(file);
+      } catch {
+        throw new MtlsError('CA_NOT_FOUND', `the intermediate key ${file} is missing; restore it to issue certificates`);
+      }
+      this.intermediateKey = loadPrivateKey(data, `CA key ${file}`, this.passphrase);
+    }
+    return this.intermediateKey;
+  }
+
+  /** Checks names against the CA's own constraints and trust domain before anything is signed. */
+  private checkPolicy(names: LeafNames): void {
+    const td = this.config.trustDomain;
+    for (const uri of names.uri) {
+      const id = parseSpiffeId(uri);
+      if (td && id.trustDomain !== td) {
+        throw new MtlsError('NAME_NOT_PERMITTED', `refused: SPIFFE ID ${uri} is outside this CA's trust domain '${td}'`);
+      }
+    }
+    const violations = this.intermediate.nameConstraints
+      ? nameConstraintViolations({ ...names, directory: [], other: [], problems: [] }, [], this.intermediate.nameConstraints)
+      : [];
+    if (violations.length) throw new MtlsError('NAME_NOT_PERMITTED', `refused: ${violations[0]}; this CA may only issue for its permitted names`);
+  }
+
+  /**
+   * Issues a leaf certificate and records it. `publish` (e.g. writing the files) runs inside the inventory
+   * transaction: if it fails, the record is rolled back.
+   */
+  async issue(req: IssueRequest, publish?: (issued: Issued) => void | Promise<void>): Promise<Issued> {
+    checkCertName(req.name);
+    const names = checkLeafNames(req.profile, req.names);
+    this.checkPolicy(names);
+    const now = wholeSeconds(req.now ?? new Date());
+    const validity = req.validityMs ?? 90 * DAY;
+    const notAfter = wholeSeconds(new Date(now.getTime() + validity));
+    if (notAfter > this.intermediate.notAfter) {
+      const maxDays = Math.floor((this.intermediate.notAfter.getTime() - now.getTime()) / DAY);
+      throw new MtlsError('VALIDITY_EXCEEDS_ISSUER', `the certificate would outlive the intermediate CA (valid until ${shortTime(this.intermediate.notAfter)}); use --validity ${Math.max(maxDays, 0)}d or less, or renew the intermediate`);
+    }
+    if (now < this.intermediate.notBefore || now > this.intermediate.notAfter) {
+      throw new MtlsError('VALIDITY_EXCEEDS_ISSUER', `the intermediate CA is not valid now (valid ${shortTime(this.intermediate.notBefore)} to ${shortTime(this.intermediate.notAfter)})`);
+    }
+    const notBefore = new Date(Math.max(now.getTime() - BACKDATE_MS, this.intermediate.notBefore.getTime()));
+    let privateKey: KeyObject | undefined;
+    let publicKey = req.publicKey;
+    if (!publicKey) {
+      const pair = generateKeyPair(req.keyType ?? DEFAULT_KEY_TYPE);
+      privateKey = pair.privateKey;
+      publicKey = pair.publicKey;
+    }
+    const weak = keyWeakness(publicKey);
+    if (weak) throw new MtlsError('CSR_REFUSED', `refused: ${weak}`);
+    const subject = buildName([{ oid: OID.organizationName, value: this.config.name }, { oid: OID.commonName, value: req.name }]);
+    const issuerKeyId = this.intermediate.subjectKeyId ?? keyIdentifier(this.intermediate.publicKey!);
+    const der = signCertificate({
+      serial: randomSerial(), issuer: buildNameFromDer(this.intermediate), subject, notBefore, notAfter, publicKey,
+      extensions: leafExtensions(req.profile, names, publicKey, issuerKeyId, false),
+    }, this.signingKey());
+    const certificate = parseCertificate(der);
+    const record: InventoryRecord = {
+      serial: certificate.serialHex, profile: req.profile, subject: formatDn(certificate.subject), issuer: formatDn(certificate.issuer),
+      sans: [...names.dns.map((d) => `DNS:${d}`), ...names.ip.map((i) => `IP:${i}`), ...names.email.map((e) => `email:${e}`), ...names.uri.map((u) => `URI:${u}`)],
+      spiffeId: names.uri[0] ?? null, notBefore, notAfter, fingerprint256: certificate.fingerprint256, status: 'valid', issuedAt: now, der,
+    };
+    const issued: Issued = { certificate, chainPem: encodePem('CERTIFICATE', der) + this.intermediatePem, record, ...(privateKey ? { privateKey } : {}) };
+    await this.store.add(record, publish ? () => publish(issued) : undefined);
+    return issued;
+  }
+}
+
+function pemFileDer(file: string): Buffer {
+  const text = fs.readFileSync(file, 'utf8');
+  const m = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/.exec(text);
+  if (!m) throw new MtlsError('BAD_PEM', `${file} holds no certificate; the CA home is damaged`);
+  return Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64');
+}
+
+/** The issuer Name of a leaf is the intermediate's subject, byte for byte (RFC 5280 name chaining). */
+function buildNameFromDer(issuer: Certificate): asn.Name {
+  return AsnConvert.parse(issuer.subjectDer, asn.Name);
+}

@@ -1,0 +1,30 @@
+import { MtlsError } from '../errors.js';
+import { parseDuration } from '../util/duration.js';
+import { readPassphraseFile } from '../util/fs.js';
+
+/** Commander collector for repeatable options (`--dns a --dns b`, also `--dns a,b`). */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, ...value.split(',').map((v) => v.trim()).filter((v) => v.length > 0)];
+}
+
+export function optionalDuration(text: string | undefined, what: string): number | undefined {
+  return text === undefined ? undefined : parseDuration(text, what);
+}
+
+export function optionalPassphrase(file: string | undefined): string | undefined {
+  return file === undefined ? undefined : readPassphraseFile(file);
+}
+
+/** Parses an ISO-8601 time given on the command line. */
+export function parseTime(text: string, what: string): Date {
+  if (!/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/.test(text)) {
+    throw new MtlsError('BAD_INPUT', `${what} '${text}' is not an ISO-8601 time; write it like 2026-11-24T10:00Z`);
+  }
+  const d = new Date(text);
+  if (Number.isNaN(d.getTime())) throw new MtlsError('BAD_INPUT', `${what} '${text}' is not a valid date`);
+  return d;
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('hex') : v), 2) + '\n');
+}

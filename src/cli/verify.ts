@@ -1,0 +1,49 @@
+import type { Command } from 'commander';
+import { MtlsError } from '../errors.js';
+import { readCertificates } from '../pki/certificate.js';
+import { formatDn } from '../pki/names.js';
+import { certLabel, verifyChain, type Purpose } from '../pki/verify.js';
+import { readInput } from '../util/fs.js';
+import { parseTime, printJson } from './common.js';
+
+export function registerVerify(program: Command): void {
+  program.command('verify <cert>')
+    .description('validate a certificate path (RFC 5280, strict profile); exit 0 valid, 1 invalid, 2 unusable input')
+    .requiredOption('--ca <bundle>', 'trusted CA certificates (PEM)')
+    .option('--untrusted <file>', 'intermediate certificates that may complete the chain (PEM)')
+    .option('--at <time>', 'validate at this ISO-8601 time instead of now')
+    .option('--dns <name>', 'the certificate must be valid for this host name')
+    .option('--ip <address>', 'the certificate must be valid for this IP address')
+    .option('--purpose <purpose>', 'server | client | any', 'any')
+    .option('--max-depth <n>', 'most intermediate CAs allowed', '8')
+    .option('--spiffe-id <pattern>', 'the certificate must carry a SPIFFE ID matching this (* = one segment)')
+    .option('--json', 'machine-readable output')
+    .action((file: string, o: { ca: string; untrusted?: string; at?: string; dns?: string; ip?: string; purpose: string; maxDepth: string; spiffeId?: string; json?: boolean }) => {
+      if (o.dns !== undefined && o.ip !== undefined) throw new MtlsError('USAGE', 'give either --dns or --ip, not both');
+      if (!['server', 'client', 'any'].includes(o.purpose)) throw new MtlsError('USAGE', `--purpose '${o.purpose}' must be server, client or any`);
+      if (!/^\d{1,3}$/.test(o.maxDepth)) throw new MtlsError('USAGE', `--max-depth '${o.maxDepth}' must be a whole number`);
+      const [leaf, ...rest] = readCertificates(readInput(file, 'certificate'), file);
+      const anchors = readCertificates(readInput(o.ca, 'CA bundle'), o.ca);
+      const intermediates = [...rest, ...(o.untrusted ? readCertificates(readInput(o.untrusted, 'intermediates file'), o.untrusted) : [])];
+      const at = o.at === undefined ? new Date() : parseTime(o.at, '--at');
+      const result = verifyChain(leaf!, {
+        trustAnchors: anchors, intermediates, at, purpose: o.purpose as Purpose, maxDepth: Number(o.maxDepth),
+        ...(o.dns !== undefined ? { dns: o.dns } : {}), ...(o.ip !== undefined ? { ip: o.ip } : {}), ...(o.spiffeId !== undefined ? { spiffeId: o.spiffeId } : {}),
+      });
+      if (o.json) {
+        printJson({
+          valid: result.valid, at: at.toISOString(), spiffeId: result.spiffeId?.uri ?? null,
+          chain: result.chain.map((c) => ({ subject: formatDn(c.subject), issuer: formatDn(c.issuer), serial: c.serialHex, fingerprint256: c.fingerprint256 })),
+          problems: result.problems,
+        });
+      } else if (result.valid) {
+        console.log(`${file}: OK`);
+        console.log(`  chain: ${result.chain.map((c) => `'${certLabel(c)}'`).join(' <- ')} (trusted)`);
+        if (result.spiffeId) console.log(`  SPIFFE ID: ${result.spiffeId.uri}`);
+      } else {
+        console.log(`${file}: INVALID`);
+        for (const p of result.problems) console.log(`  - ${p.message}`);
+      }
+      process.exitCode = result.valid ? 0 : 1;
+    });
+}

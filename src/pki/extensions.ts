@@ -1,0 +1,184 @@
+import crypto, { type KeyObject } from 'node:crypto';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import * as asn from '@peculiar/asn1-x509';
+import { readChildren, readSingle } from './der.js';
+import { addGeneralName, emptyNames, parseGeneralNames, type SubjectNames } from './general-names.js';
+import { spkiDer } from './keys.js';
+import { OID } from './oid.js';
+
+/** An extension as it sits in a certificate. */
+export interface RawExtension {
+  oid: string;
+  critical: boolean;
+  value: Buffer;
+}
+
+export const KEY_USAGES = [
+  'digitalSignature', 'nonRepudiation', 'keyEncipherment', 'dataEncipherment', 'keyAgreement',
+  'keyCertSign', 'cRLSign', 'encipherOnly', 'decipherOnly',
+] as const;
+export type KeyUsageName = (typeof KEY_USAGES)[number];
+
+export interface BasicConstraints {
+  ca: boolean;
+  pathLen?: number;
+}
+
+/** Permitted and excluded subtrees, by name form (RFC 5280 4.2.1.10). IP entries are CIDR text. */
+export interface NameConstraints {
+  permitted?: SubjectNames;
+  excluded?: SubjectNames;
+}
+
+// ---- building ----
+
+function der(value: unknown): Buffer {
+  return Buffer.from(AsnConvert.serialize(value));
+}
+
+export function basicConstraintsExt(ca: boolean, pathLen?: number): RawExtension {
+  return { oid: OID.basicConstraints, critical: true, value: der(new asn.BasicConstraints(pathLen === undefined ? { cA: ca } : { cA: ca, pathLenConstraint: pathLen })) };
+}
+
+/** KeyUsage as a DER BIT STRING with trailing zero bits removed (X.690 11.2.2), always critical. */
+export function keyUsageExt(usages: KeyUsageName[]): RawExtension {
+  let bits = 0;
+  for (const u of usages) bits |= 1 << KEY_USAGES.indexOf(u);
+  const highest = 31 - Math.clz32(bits);
+  const nbytes = Math.floor(highest / 8) + 1;
+  const body = Buffer.alloc(nbytes);
+  for (let i = 0; i <= highest; i++) if (bits & (1 << i)) body[i >> 3]! |= 0x80 >> (i & 7);
+  const unused = nbytes * 8 - (highest + 1);
+  return { oid: OID.keyUsage, critical: true, value: Buffer.concat([Buffer.from([0x03, nbytes + 1, unused]), body]) };
+}
+
+export function extKeyUsageExt(oids: string[], critical = false): RawExtension {
+  return { oid: OID.extKeyUsage, critical, value: der(new asn.ExtendedKeyUsage(oids)) };
+}
+
+export interface SanInput {
+  dns?: string[];
+  ip?: string[];
+  email?: string[];
+  uri?: string[];
+}
+
+/** RFC 5280: the SAN must be critical when the subject is empty. */
+export function subjectAltNameExt(names: SanInput, critical: boolean): RawExtension {
+  const gn: asn.GeneralName[] = [
+    ...(names.dns ?? []).map((d) => new asn.GeneralName({ dNSName: d })),
+    ...(names.ip ?? []).map((i) => new asn.GeneralName({ iPAddress: i })),
+    ...(names.email ?? []).map((e) => new asn.GeneralName({ rfc822Name: e })),
+    ...(names.uri ?? []).map((u) => new asn.GeneralName({ uniformResourceIdentifier: u })),
+  ];
+  return { oid: OID.subjectAltName, critical, value: der(new asn.SubjectAlternativeName(gn)) };
+}
+
+export interface NameConstraintsInput {
+  permittedDns?: string[];
+  permittedIp?: string[];
+  permittedUri?: string[];
+  permittedEmail?: string[];
+  excludedDns?: string[];
+  excludedIp?: string[];
+}
+
+/** NameConstraints, critical as RFC 5280 requires. IPs are CIDR text (`10.0.0.0/8`). */
+export function nameConstraintsExt(nc: NameConstraintsInput): RawExtension {
+  const subtrees = (dns: string[] = [], ip: string[] = [], uri: string[] = [], email: string[] = []) => {
+    const list = [
+      ...dns.map((d) => new asn.GeneralName({ dNSName: d })),
+      ...ip.map((i) => new asn.GeneralName({ iPAddress: i })),
+      ...uri.map((u) => new asn.GeneralName({ uniformResourceIdentifier: u })),
+      ...email.map((e) => new asn.GeneralName({ rfc822Name: e })),
+    ].map((base) => new asn.GeneralSubtree({ base }));
+    return list.length ? new asn.GeneralSubtrees(list) : undefined;
+  };
+  const value = new asn.NameConstraints({});
+  const permitted = subtrees(nc.permittedDns, nc.permittedIp, nc.permittedUri, nc.permittedEmail);
+  const excluded = subtrees(nc.excludedDns, nc.excludedIp);
+  if (permitted) value.permittedSubtrees = permitted;
+  if (excluded) value.excludedSubtrees = excluded;
+  return { oid: OID.nameConstraints, critical: true, value: der(value) };
+}
+
+/** RFC 7093 section 2 method 1: the leftmost 160 bits of the SHA-256 of the subjectPublicKey bits. */
+export function keyIdentifier(publicKey: KeyObject): Buffer {
+  const spki = AsnConvert.parse(spkiDer(publicKey), asn.SubjectPublicKeyInfo);
+  return crypto.createHash('sha256').update(Buffer.from(spki.subjectPublicKey)).digest().subarray(0, 20);
+}
+
+export function subjectKeyIdExt(keyId: Buffer): RawExtension {
+  return { oid: OID.subjectKeyIdentifier, critical: false, value: der(new asn.SubjectKeyIdentifier(keyId)) };
+}
+
+export function authorityKeyIdExt(keyId: Buffer): RawExtension {
+  return { oid: OID.authorityKeyIdentifier, critical: false, value: der(new asn.AuthorityKeyIdentifier({ keyIdentifier: new asn.KeyIdentifier(keyId) })) };
+}
+
+// ---- parsing: each returns the value, or throws with a message naming the extension ----
+
+export function parseBasicConstraints(value: Buffer): BasicConstraints {
+  const bc = AsnConvert.parse(value, asn.BasicConstraints);
+  if (bc.pathLenConstraint !== undefined && bc.pathLenConstraint < 0) throw new Error('negative pathLenConstraint');
+  return bc.pathLenConstraint === undefined ? { ca: bc.cA } : { ca: bc.cA, pathLen: bc.pathLenConstraint };
+}
+
+export function parseKeyUsage(value: Buffer): KeyUsageName[] {
+  const t = readSingle(value, 'keyUsage');
+  if (t.tag !== 0x03 || t.value.length < 1) throw new Error('not a BIT STRING');
+  const unused = t.value[0]!;
+  const bytes = t.value.subarray(1);
+  if (unused > 7 || (bytes.length === 0 && unused !== 0)) throw new Error('bad unused-bits count');
+  const out: KeyUsageName[] = [];
+  for (let i = 0; i < bytes.length * 8 - unused; i++) {
+    if (bytes[i >> 3]! & (0x80 >> (i & 7))) {
+      const name = KEY_USAGES[i];
+      if (name) out.push(name);
+    }
+  }
+  if (out.length === 0) throw new Error('no key usage bit is set');
+  return out;
+}
+
+export function parseExtKeyUsage(value: Buffer): string[] {
+  const list = Array.from(AsnConvert.parse(value, asn.ExtendedKeyUsage));
+  if (list.length === 0) throw new Error('empty extended key usage list');
+  return list;
+}
+
+export function parseSubjectAltName(value: Buffer): SubjectNames {
+  return parseGeneralNames(value, 'subjectAltName');
+}
+
+export function parseNameConstraints(value: Buffer): NameConstraints {
+  const seq = readSingle(value, 'nameConstraints');
+  if (seq.tag !== 0x30) throw new Error('not a SEQUENCE');
+  const out: NameConstraints = {};
+  for (const part of readChildren(seq.value, 'nameConstraints')) {
+    if (part.tag !== 0xa0 && part.tag !== 0xa1) throw new Error(`unexpected field 0x${part.tag.toString(16)}`);
+    const names = emptyNames();
+    for (const subtree of readChildren(part.value, 'GeneralSubtree')) {
+      if (subtree.tag !== 0x30) throw new Error('GeneralSubtree is not a SEQUENCE');
+      const [base, ...rest] = readChildren(subtree.value, 'GeneralSubtree');
+      if (!base) throw new Error('GeneralSubtree without a base');
+      // RFC 5280: minimum MUST be zero (absent in DER) and maximum MUST be absent.
+      if (rest.length > 0) throw new Error('minimum/maximum in a GeneralSubtree are not allowed');
+      addGeneralName(base, names, true);
+    }
+    if (names.problems.length) throw new Error(names.problems.join('; '));
+    if (part.tag === 0xa0) out.permitted = names;
+    else out.excluded = names;
+  }
+  if (!out.permitted && !out.excluded) throw new Error('neither permitted nor excluded subtrees');
+  return out;
+}
+
+export function parseKeyId(value: Buffer): Buffer {
+  return Buffer.from(AsnConvert.parse(value, asn.SubjectKeyIdentifier).buffer);
+}
+
+export function parseAuthorityKeyId(value: Buffer): Buffer | undefined {
+  const aki = AsnConvert.parse(value, asn.AuthorityKeyIdentifier);
+  return aki.keyIdentifier ? Buffer.from(aki.keyIdentifier.buffer) : undefined;
+}

@@ -1,0 +1,254 @@
+import net from 'node:net';
+import * as asn from '@peculiar/asn1-x509';
+import { MtlsError } from '../errors.js';
+import { OID } from './oid.js';
+
+/** One attribute of a distinguished name, as parsed (not as Node's string form). */
+export interface DnAttribute {
+  /** Short name (CN, O, OU, ...) or the dotted OID. */
+  type: string;
+  oid: string;
+  value: string;
+}
+
+const SHORT: Record<string, string> = {
+  [OID.commonName]: 'CN', [OID.organizationName]: 'O', [OID.organizationalUnitName]: 'OU', [OID.countryName]: 'C',
+  [OID.stateOrProvinceName]: 'ST', [OID.localityName]: 'L', [OID.streetAddress]: 'STREET', [OID.domainComponent]: 'DC',
+  [OID.userId]: 'UID', [OID.serialNumber]: 'serialNumber', [OID.emailAddress]: 'emailAddress',
+};
+const BY_SHORT: Record<string, string> = Object.fromEntries(Object.entries(SHORT).map(([oid, s]) => [s.toUpperCase(), oid]));
+
+/** The attributes of a Name in order (RDNs flattened; multi-valued RDNs keep their order). */
+export function nameAttributes(name: asn.Name): DnAttribute[] {
+  const out: DnAttribute[] = [];
+  for (const rdn of name) {
+    for (const atv of rdn) {
+      out.push({ type: SHORT[atv.type] ?? atv.type, oid: atv.type, value: attributeValueText(atv.value) });
+    }
+  }
+  return out;
+}
+
+function attributeValueText(v: asn.AttributeValue): string {
+  if (v.anyValue) return '#' + Buffer.from(v.anyValue).toString('hex');
+  return v.toString();
+}
+
+/** RFC 4514 escaping of one attribute value. */
+export function escapeDnValue(value: string): string {
+  let s = value.replace(/[\\,+"<>;=]/g, (c) => '\\' + c).replace(/\0/g, '\\00');
+  if (s.startsWith('#') || s.startsWith(' ')) s = '\\' + s;
+  if (s.endsWith(' ') && !s.endsWith('\\ ')) s = s.slice(0, -1) + '\\ ';
+  return s;
+}
+
+/** RFC 4514 string form (last RDN first): `CN=api, O=Acme`. */
+export function formatDn(attrs: DnAttribute[]): string {
+  return [...attrs].reverse().map((a) => `${a.type}=${escapeDnValue(a.value)}`).join(', ');
+}
+
+/** Builds a Name from attributes listed most-general first (C, O, OU, CN). */
+export function buildName(attrs: { oid: string; value: string }[]): asn.Name {
+  return new asn.Name(attrs.map(({ oid, value }) => {
+    if (value.length === 0) throw new MtlsError('BAD_NAME', `empty value for ${SHORT[oid] ?? oid} in a distinguished name`);
+    if (value.includes('\0')) throw new MtlsError('BAD_NAME', `NUL byte in ${SHORT[oid] ?? oid} of a distinguished name`);
+    if (oid === OID.commonName && value.length > 64) {
+      throw new MtlsError('BAD_NAME', `common name '${value.slice(0, 20)}...' is ${value.length} characters; X.509 allows 64 at most`);
+    }
+    // RFC 5280: countryName is a PrintableString of two letters; everything else UTF8String.
+    const av = oid === OID.countryName
+      ? new asn.AttributeValue({ printableString: checkCountry(value) })
+      : new asn.AttributeValue({ utf8String: value });
+    return new asn.RelativeDistinguishedName([new asn.AttributeTypeAndValue({ type: oid, value: av })]);
+  }));
+}
+
+function checkCountry(v: string): string {
+  if (!/^[A-Z]{2}$/.test(v)) throw new MtlsError('BAD_NAME', `country '${v}' must be two upper-case letters (ISO 3166), e.g. US`);
+  return v;
+}
+
+/** Parses `O=Acme, OU=payments, CN=api` (most general first) into attributes. Commas in values need `\,`. */
+export function parseDnString(text: string): { oid: string; value: string }[] {
+  const parts = text.split(/(?<!\\),/).map((p) => p.trim()).filter((p) => p.length > 0);
+  if (parts.length === 0) throw new MtlsError('BAD_NAME', `distinguished name '${text}' is empty; write it like 'O=Acme, CN=api'`);
+  return parts.map((p) => {
+    const eq = p.indexOf('=');
+    if (eq <= 0) throw new MtlsError('BAD_NAME', `'${p}' in distinguished name is not TYPE=value; write it like 'O=Acme, CN=api'`);
+    const key = p.slice(0, eq).trim();
+    const oid = BY_SHORT[key.toUpperCase()] ?? (/^\d+(\.\d+)+$/.test(key) ? key : undefined);
+    if (!oid) throw new MtlsError('BAD_NAME', `unknown attribute type '${key}' in distinguished name; use CN, O, OU, C, ST, L, DC or a dotted OID`);
+    return { oid, value: p.slice(eq + 1).trim().replace(/\\(.)/g, '$1') };
+  });
+}
+
+const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+
+/**
+ * Validates a DNS name for a certificate (RFC 1034 preferred syntax, lower-cased; `*.` allowed as the whole
+ * left-most label when `wildcard`). Returns the normalized name.
+ */
+export function checkDnsName(name: string, opts: { wildcard?: boolean } = {}): string {
+  const n = name.toLowerCase();
+  const fail = (why: string): never => {
+    throw new MtlsError('BAD_NAME', `DNS name '${printable(name)}' is not valid: ${why}`);
+  };
+  if (n.length === 0) fail('it is empty');
+  if (n.length > 253) fail('longer than 253 characters');
+  if (n.endsWith('.')) fail('remove the trailing dot');
+  if (net.isIP(n)) fail('it is an IP address; use --ip for addresses');
+  const labels = n.split('.');
+  labels.forEach((l, i) => {
+    if (i === 0 && l === '*' && opts.wildcard) {
+      if (labels.length < 3) fail('a wildcard needs at least two labels after it (*.example.org)');
+      return;
+    }
+    if (l.includes('*')) fail(opts.wildcard ? 'a wildcard must be the whole left-most label (*.example.org)' : 'wildcards are not allowed here');
+    if (!LABEL.test(l)) fail(`label '${printable(l)}' must be 1-63 letters, digits or hyphens, not starting or ending with a hyphen`);
+  });
+  return n;
+}
+
+/** Validates an IPv4 or IPv6 address and returns its canonical text form. */
+export function checkIpAddress(addr: string): string {
+  const kind = net.isIP(addr);
+  if (kind === 4) return addr;
+  if (kind === 6) return canonicalIpv6(addr);
+  throw new MtlsError('BAD_NAME', `'${printable(addr)}' is not an IP address; write it like 10.0.0.1 or ::1`);
+}
+
+/** 16 bytes of an IPv6 address, or 4 of an IPv4 one. */
+export function ipBytes(addr: string): Buffer {
+  if (net.isIPv4(addr)) return Buffer.from(addr.split('.').map(Number));
+  const sl = new net.SocketAddress({ address: addr, family: 'ipv6' });
+  const parts = expandIpv6(sl.address);
+  const b = Buffer.alloc(16);
+  parts.forEach((p, i) => b.writeUInt16BE(p, i * 2));
+  return b;
+}
+
+function expandIpv6(addr: string): number[] {
+  let a = addr;
+  const v4 = a.match(/(\d+\.\d+\.\d+\.\d+)$/);
+  if (v4) {
+    const [x, y, z, w] = v4[1]!.split('.').map(Number) as [number, number, number, number];
+    a = a.slice(0, -v4[1]!.length) + ((x << 8) | y).toString(16) + ':' + ((z << 8) | w).toString(16);
+  }
+  const [head, tail] = a.split('::') as [string, string | undefined];
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const fill = tail === undefined ? [] : new Array(8 - h.length - t.length).fill('0');
+  return [...h, ...fill, ...t].map((x) => parseInt(x, 16));
+}
+
+function canonicalIpv6(addr: string): string {
+  return ipBytesToText(ipBytes(addr));
+}
+
+/** Text form of a 4- or 16-byte address (RFC 5952 compression for IPv6). */
+export function ipBytesToText(b: Uint8Array): string {
+  if (b.length === 4) return Array.from(b).join('.');
+  if (b.length !== 16) return `<invalid ${b.length}-byte address>`;
+  const words = Array.from({ length: 8 }, (_, i) => (b[i * 2]! << 8) | b[i * 2 + 1]!);
+  let best = -1, bestLen = 0;
+  for (let i = 0; i < 8;) {
+    if (words[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && words[j] === 0) j++;
+    if (j - i > bestLen && j - i > 1) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = words.map((w) => w.toString(16));
+  if (best < 0) return hex.join(':');
+  return hex.slice(0, best).join(':') + '::' + hex.slice(best + bestLen).join(':');
+}
+
+/** Validates an email address for an rfc822Name SAN (ASCII mailbox; the domain must be a DNS name). */
+export function checkEmail(email: string): string {
+  const at = email.lastIndexOf('@');
+  const local = email.slice(0, at);
+  if (at <= 0 || !/^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}$/.test(local) || local.startsWith('.') || local.endsWith('.') || local.includes('..')) {
+    throw new MtlsError('BAD_NAME', `'${printable(email)}' is not a valid email address; write it like alice@example.org`);
+  }
+  return `${local}@${checkDnsName(email.slice(at + 1))}`;
+}
+
+/** A SPIFFE ID split into its parts (SPIFFE ID spec, section 2). */
+export interface SpiffeId {
+  uri: string;
+  trustDomain: string;
+  /** The path, `''` or starting with `/`. */
+  path: string;
+  segments: string[];
+}
+
+/**
+ * Parses and validates a SPIFFE ID as the SPIFFE ID specification requires: scheme `spiffe`, a lower-case
+ * trust domain of [a-z0-9.-_] with no port or user info, a path of non-empty segments of [A-Za-z0-9.-_] that
+ * are not `.` or `..`, no trailing slash, no query or fragment, 2048 bytes at most.
+ */
+export function parseSpiffeId(uri: string): SpiffeId {
+  const fail = (why: string): never => {
+    throw new MtlsError('BAD_SPIFFE_ID', `'${printable(uri)}' is not a valid SPIFFE ID: ${why}; write it like spiffe://example.org/ns/prod/sa/api`);
+  };
+  if (Buffer.byteLength(uri) > 2048) fail('longer than 2048 bytes');
+  if (!uri.startsWith('spiffe://')) fail(/^spiffe:/i.test(uri) ? "the scheme must be lower-case 'spiffe://'" : "it must start with 'spiffe://'");
+  const rest = uri.slice('spiffe://'.length);
+  if (rest.includes('?')) fail('a query is not allowed');
+  if (rest.includes('#')) fail('a fragment is not allowed');
+  const slash = rest.indexOf('/');
+  const trustDomain = slash < 0 ? rest : rest.slice(0, slash);
+  const path = slash < 0 ? '' : rest.slice(slash);
+  if (trustDomain.length === 0) fail('the trust domain is empty');
+  if (trustDomain.includes('@')) fail('user info is not allowed');
+  if (trustDomain.includes(':')) fail('a port is not allowed in the trust domain');
+  if (/[A-Z]/.test(trustDomain)) fail('the trust domain must be lower-case');
+  if (!/^[a-z0-9._-]+$/.test(trustDomain)) fail('the trust domain may hold only a-z, 0-9, dot, hyphen and underscore');
+  if (trustDomain.length > 255) fail('the trust domain is longer than 255 characters');
+  const segments = path === '' ? [] : path.slice(1).split('/');
+  if (path !== '') {
+    if (path.endsWith('/')) fail('a trailing slash is not allowed');
+    for (const s of segments) {
+      if (s.length === 0) fail('empty path segments (//) are not allowed');
+      if (s === '.' || s === '..') fail(`the path segment '${s}' is not allowed`);
+      if (!/^[A-Za-z0-9._-]+$/.test(s)) fail(`the path segment '${printable(s)}' may hold only letters, digits, dot, hyphen and underscore`);
+    }
+  }
+  return { uri, trustDomain, path, segments };
+}
+
+/** Checks a trust domain name on its own (as given to `ca init --trust-domain`). */
+export function checkTrustDomain(td: string): string {
+  return parseSpiffeId(`spiffe://${td}`).trustDomain;
+}
+
+/**
+ * Compiles a SPIFFE ID pattern: `*` matches exactly one path segment (or the trust domain), `**` as the last
+ * segment matches one or more segments. Everything else matches literally.
+ */
+export function compileSpiffePattern(pattern: string): (id: SpiffeId) => boolean {
+  if (!pattern.startsWith('spiffe://')) {
+    throw new MtlsError('BAD_SPIFFE_ID', `SPIFFE ID pattern '${printable(pattern)}' must start with 'spiffe://', e.g. spiffe://example.org/ns/*/sa/api`);
+  }
+  const rest = pattern.slice('spiffe://'.length);
+  const [td, ...segs] = rest.split('/');
+  segs.forEach((s, i) => {
+    if (s.includes('*') && s !== '*' && s !== '**') throw new MtlsError('BAD_SPIFFE_ID', `pattern segment '${s}': '*' must stand alone as a whole segment`);
+    if (s === '**' && i !== segs.length - 1) throw new MtlsError('BAD_SPIFFE_ID', `pattern '${pattern}': '**' may only be the last segment`);
+    if (s === '') throw new MtlsError('BAD_SPIFFE_ID', `pattern '${pattern}' has an empty path segment`);
+  });
+  return (id) => {
+    if (td !== '*' && td !== id.trustDomain) return false;
+    if (segs.at(-1) === '**') {
+      if (id.segments.length < segs.length) return false;
+      return segs.slice(0, -1).every((s, i) => s === '*' || s === id.segments[i]);
+    }
+    return id.segments.length === segs.length && segs.every((s, i) => s === '*' || s === id.segments[i]);
+  };
+}
+
+/** Makes hostile input safe to echo in a one-line message: control characters escaped, length capped. */
+export function printable(s: string, max = 80): string {
+  const esc = s.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return esc.length > max ? esc.slice(0, max) + '...' : esc;
+}

@@ -1,0 +1,56 @@
+import { MtlsError } from '../errors.js';
+
+export interface PemBlock {
+  /** The label between BEGIN and END, e.g. `CERTIFICATE`. */
+  label: string;
+  der: Buffer;
+}
+
+const BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n([\s\S]*?)-----END ([A-Z0-9 ]+)-----/g;
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** Is this buffer PEM text (as opposed to DER)? */
+export function looksLikePem(data: Buffer | string): boolean {
+  const head = typeof data === 'string' ? data.slice(0, 4096) : data.subarray(0, 4096).toString('latin1');
+  return head.includes('-----BEGIN ');
+}
+
+/**
+ * Decodes every PEM block in `text` (RFC 7468 strict form: matching labels, base64 body, no headers).
+ * Text outside the blocks is ignored, as OpenSSL does, so `openssl x509 -text` output still parses.
+ */
+export function decodePem(text: string, what = 'input'): PemBlock[] {
+  const blocks: PemBlock[] = [];
+  for (const m of text.matchAll(BLOCK)) {
+    const [, begin, body, end] = m as unknown as [string, string, string, string];
+    if (begin !== end) {
+      throw new MtlsError('BAD_PEM', `${what}: PEM block 'BEGIN ${begin}' ends with 'END ${end}'; the file is damaged, re-export it`);
+    }
+    if (/^[A-Za-z-]+:/m.test(body)) {
+      throw new MtlsError('BAD_PEM', `${what}: PEM block '${begin}' has headers (legacy OpenSSL encryption); convert it with 'openssl pkcs8 -topk8'`);
+    }
+    const b64 = body.replace(/\s+/g, '');
+    if (!BASE64.test(b64) || b64.length % 4 !== 0 || b64.length === 0) {
+      throw new MtlsError('BAD_PEM', `${what}: PEM block '${begin}' is not valid base64; the file is damaged, re-export it`);
+    }
+    blocks.push({ label: begin, der: Buffer.from(b64, 'base64') });
+  }
+  if (blocks.length === 0 && text.includes('-----BEGIN ')) {
+    throw new MtlsError('BAD_PEM', `${what}: a PEM block is not terminated (no matching END line); the file is truncated or damaged`);
+  }
+  return blocks;
+}
+
+/** Encodes DER as PEM with 64-column lines (RFC 7468). */
+export function encodePem(label: string, der: Uint8Array): string {
+  const b64 = Buffer.from(der).toString('base64');
+  const lines = b64.match(/.{1,64}/g) ?? [];
+  return `-----BEGIN ${label}-----\n${lines.join('\n')}\n-----END ${label}-----\n`;
+}
+
+/** The certificates of a PEM bundle, in file order. Throws if there is none. */
+export function decodeCertificatesPem(text: string, what: string): Buffer[] {
+  const certs = decodePem(text, what).filter((b) => b.label === 'CERTIFICATE' || b.label === 'TRUSTED CERTIFICATE').map((b) => b.der);
+  if (certs.length === 0) throw new MtlsError('BAD_PEM', `${what}: no 'BEGIN CERTIFICATE' block found; expected a PEM certificate file`);
+  return certs;
+}

@@ -1,0 +1,225 @@
+import { MtlsError } from '../errors.js';
+import { relativeTime, shortTime } from '../util/duration.js';
+import { checkSignature, UNDERSTOOD_EXTENSIONS, type Certificate } from './certificate.js';
+import { keyWeakness } from './keys.js';
+import { dnsNameMatches, nameConstraintViolations, sameDn } from './name-match.js';
+import { checkIpAddress, compileSpiffePattern, formatDn, parseSpiffeId, type SpiffeId } from './names.js';
+import { OID, oidName } from './oid.js';
+
+export type Purpose = 'server' | 'client' | 'any';
+
+export type VerifyProblemCode =
+  | 'EXPIRED' | 'NOT_YET_VALID' | 'UNKNOWN_ISSUER' | 'BAD_SIGNATURE' | 'ISSUER_NOT_CA' | 'PATH_LENGTH_EXCEEDED'
+  | 'DEPTH_EXCEEDED' | 'KEY_USAGE' | 'WRONG_PURPOSE' | 'CA_AS_LEAF' | 'NAME_CONSTRAINTS' | 'NAME_MISMATCH'
+  | 'SPIFFE_ID_MISMATCH' | 'UNKNOWN_CRITICAL_EXTENSION' | 'MALFORMED' | 'WEAK_KEY';
+
+export interface VerifyProblem {
+  code: VerifyProblemCode;
+  /** One sentence in plain words, naming the certificate. */
+  message: string;
+  /** Index of the certificate in `chain` (0 = the leaf). */
+  depth: number;
+}
+
+export interface VerifyOptions {
+  /** Trusted roots (or any trusted CA). */
+  trustAnchors: Certificate[];
+  /** Untrusted certificates that may complete the path. */
+  intermediates?: Certificate[];
+  /** The time of validation; the pki layer never reads the clock. */
+  at: Date;
+  /** Host name the leaf must be valid for (SAN dNSName, no CN fallback). */
+  dns?: string;
+  /** IP address the leaf must be valid for (SAN iPAddress). */
+  ip?: string;
+  /** Default 'any'. 'server'/'client' require the EKU (when present) and refuse CA certificates as the leaf. */
+  purpose?: Purpose;
+  /** Most intermediate CA certificates allowed between the leaf and the trust anchor. Default 8. */
+  maxDepth?: number;
+  /** The leaf must carry exactly one SPIFFE ID matching this pattern (`*` = one segment, trailing `**`). */
+  spiffeId?: string;
+}
+
+export interface VerifyResult {
+  valid: boolean;
+  /** The path that was judged (leaf first, the trust anchor last when one was reached). */
+  chain: Certificate[];
+  problems: VerifyProblem[];
+  /** The leaf's SPIFFE ID when it has exactly one valid one. */
+  spiffeId?: SpiffeId;
+}
+
+const MAX_PATHS = 64;
+
+/** A short name for messages: the CN, else the first SAN, else the DN, else the serial. */
+export function certLabel(c: Certificate): string {
+  const cn = c.subject.filter((a) => a.oid === OID.commonName).at(-1)?.value;
+  return cn ?? c.san?.dns[0] ?? c.san?.uri[0] ?? (c.subject.length ? formatDn(c.subject) : `serial ${c.serialHex}`);
+}
+
+const isSelfIssued = (c: Certificate) => sameDn(c.subject, c.issuer);
+
+/**
+ * RFC 5280 section 6 path validation with a stricter profile (see docs/verify.md): builds every path from the
+ * leaf to a trust anchor through the intermediates (linking only where the signature verifies), judges each,
+ * and returns the first valid one, or the one with the fewest problems with every problem found.
+ */
+export function verifyChain(leaf: Certificate, opts: VerifyOptions): VerifyResult {
+  if (opts.trustAnchors.length === 0) throw new MtlsError('BAD_INPUT', 'the trust bundle holds no certificate; pass the CA certificate with --ca');
+  const maxDepth = opts.maxDepth ?? 8;
+  if (!Number.isInteger(maxDepth) || maxDepth < 0) throw new MtlsError('BAD_INPUT', `max depth ${maxDepth} must be a whole number of 0 or more`);
+  const ip = opts.ip === undefined ? undefined : checkIpAddress(opts.ip);
+  const pattern = opts.spiffeId === undefined ? undefined : compileSpiffePattern(opts.spiffeId);
+  const anchors = opts.trustAnchors;
+  const pool = [...anchors, ...(opts.intermediates ?? [])];
+  const isAnchor = (c: Certificate) => anchors.some((a) => a.der.equals(c.der));
+
+  const complete: Certificate[][] = [];
+  let longestPartial: Certificate[] = [leaf];
+  const badSignatures: { child: Certificate; issuer: Certificate; why: string }[] = [];
+  const extend = (path: Certificate[]): void => {
+    if (complete.length >= MAX_PATHS) return;
+    const last = path.at(-1)!;
+    if (isAnchor(last)) {
+      complete.push(path);
+      return;
+    }
+    if (path.length > longestPartial.length) longestPartial = path;
+    if (path.length > maxDepth + 8) return;
+    for (const cand of pool) {
+      if (path.some((p) => p.der.equals(cand.der)) || !sameDn(cand.subject, last.issuer)) continue;
+      if (last.authorityKeyId && cand.subjectKeyId && !last.authorityKeyId.equals(cand.subjectKeyId)) continue;
+      const why = cand.publicKey ? checkSignature(last.signatureAlgorithm, last.signatureParams, last.tbsDer, last.signature, cand.publicKey) : 'issuer key unreadable';
+      if (why) {
+        badSignatures.push({ child: last, issuer: cand, why });
+        continue;
+      }
+      extend([...path, cand]);
+    }
+  };
+  extend([leaf]);
+
+  const ctx = { at: opts.at, purpose: opts.purpose ?? 'any', dns: opts.dns, ip, pattern, maxDepth, patternText: opts.spiffeId };
+  let best: VerifyResult | undefined;
+  for (const path of complete) {
+    const r = judgePath(path, true, ctx);
+    if (r.valid) return r;
+    if (!best || r.problems.length < best.problems.length) best = r;
+  }
+  if (best) return best;
+
+  const r = judgePath(longestPartial, false, ctx);
+  const last = longestPartial.at(-1)!;
+  const sig = badSignatures.find((b) => b.child === last);
+  let message: string;
+  if (sig) message = `'${certLabel(last)}' names '${certLabel(sig.issuer)}' as its issuer, but ${sig.why} (a different CA with the same name?)`;
+  else if (isSelfIssued(last)) message = `'${certLabel(last)}' is self-signed and not in the trust bundle; add it to --ca only if you really trust it`;
+  else message = `'${certLabel(last)}' was issued by '${formatDn(last.issuer)}', which is neither in the trust bundle nor among the given intermediates; pass the intermediate with --untrusted or the right CA with --ca`;
+  r.problems.unshift({ code: 'UNKNOWN_ISSUER', message, depth: longestPartial.length - 1 });
+  r.valid = false;
+  return r;
+}
+
+interface JudgeContext {
+  at: Date;
+  purpose: Purpose;
+  dns: string | undefined;
+  ip: string | undefined;
+  pattern: ((id: SpiffeId) => boolean) | undefined;
+  patternText: string | undefined;
+  maxDepth: number;
+}
+
+function judgePath(chain: Certificate[], anchored: boolean, ctx: JudgeContext): VerifyResult {
+  const problems: VerifyProblem[] = [];
+  const add = (code: VerifyProblemCode, depth: number, message: string) => problems.push({ code, depth, message });
+  const leaf = chain[0]!;
+  const purposeOid = ctx.purpose === 'server' ? OID.serverAuth : ctx.purpose === 'client' ? OID.clientAuth : undefined;
+
+  chain.forEach((c, i) => {
+    const name = `'${certLabel(c)}'`;
+    for (const p of c.problems) add('MALFORMED', i, `${name}: ${p}`);
+    if (ctx.at < c.notBefore) add('NOT_YET_VALID', i, `${name} is not valid until ${shortTime(c.notBefore)} (${relativeTime(c.notBefore, ctx.at)})`);
+    if (ctx.at > c.notAfter) add('EXPIRED', i, `${name} expired ${relativeTime(c.notAfter, ctx.at)} (${shortTime(c.notAfter)})`);
+    for (const e of c.extensions) {
+      if (e.critical && !UNDERSTOOD_EXTENSIONS.has(e.oid)) add('UNKNOWN_CRITICAL_EXTENSION', i, `${name} has a critical extension ${oidName(e.oid)} that we do not understand`);
+    }
+    if (c.publicKey) {
+      const weak = keyWeakness(c.publicKey);
+      if (weak) add('WEAK_KEY', i, `${name}: ${weak}`);
+    }
+    if (i === 0) return;
+    // c issues chain[i-1]: it must be a CA allowed to sign certificates (RFC 5280 6.1.4 (k), (n)).
+    const anchorV1 = anchored && i === chain.length - 1 && c.version === 1;
+    if (!anchorV1 && !c.basicConstraints?.ca) add('ISSUER_NOT_CA', i, `issuer ${name} is not a CA (${c.basicConstraints ? 'basicConstraints CA:FALSE' : 'no basicConstraints'}), so it cannot sign '${certLabel(chain[i - 1]!)}'`);
+    if (c.keyUsage && !c.keyUsage.includes('keyCertSign')) add('KEY_USAGE', i, `issuer ${name} lacks the keyCertSign key usage, so it cannot sign certificates`);
+    const pathLen = c.basicConstraints?.pathLen;
+    const below = chain.slice(1, i).filter((x) => !isSelfIssued(x)).length;
+    if (pathLen !== undefined && below > pathLen) {
+      add('PATH_LENGTH_EXCEEDED', i, `issuer ${name} allows ${pathLen} intermediate CA${pathLen === 1 ? '' : 's'} below it (pathlen:${pathLen}) but the chain has ${below}`);
+    }
+    if (purposeOid && c.extKeyUsage && !c.extKeyUsage.includes(purposeOid) && !c.extKeyUsage.includes(OID.anyExtendedKeyUsage)) {
+      add('WRONG_PURPOSE', i, `issuer ${name} is restricted to ${c.extKeyUsage.map(oidName).join(', ')} and cannot vouch for ${oidName(purposeOid)}`);
+    }
+    if (c.nameConstraints) {
+      chain.slice(0, i).forEach((sub, j) => {
+        if (j > 0 && isSelfIssued(sub)) return;
+        for (const v of nameConstraintViolations(sub.san ?? emptySan(), sub.subject, c.nameConstraints!)) {
+          add('NAME_CONSTRAINTS', j, `'${certLabel(sub)}' violates the name constraints of ${name}: ${v}`);
+        }
+      });
+    }
+  });
+
+  const intermediates = anchored ? chain.length - 2 : chain.length - 1;
+  if (intermediates > ctx.maxDepth) add('DEPTH_EXCEEDED', chain.length - 1, `the chain has ${intermediates} intermediate CAs, more than the allowed ${ctx.maxDepth}`);
+
+  const leafName = `'${certLabel(leaf)}'`;
+  if (purposeOid) {
+    if (leaf.basicConstraints?.ca && chain.length > 1) add('CA_AS_LEAF', 0, `${leafName} is a CA certificate, not a ${ctx.purpose} certificate; issue an end-entity certificate for it`);
+    if (leaf.extKeyUsage && !leaf.extKeyUsage.includes(purposeOid)) {
+      add('WRONG_PURPOSE', 0, `${leafName} is not a ${ctx.purpose} certificate: its extended key usage is ${leaf.extKeyUsage.map(oidName).join(', ')}, not ${oidName(purposeOid)}`);
+    }
+    if (leaf.keyUsage && !leaf.keyUsage.includes('digitalSignature')) {
+      add('KEY_USAGE', 0, `${leafName} lacks the digitalSignature key usage needed to sign a TLS handshake`);
+    }
+  }
+  if (ctx.dns !== undefined) {
+    const dns = leaf.san?.dns ?? [];
+    if (!dns.some((p) => dnsNameMatches(p, ctx.dns!))) {
+      add('NAME_MISMATCH', 0, dns.length
+        ? `${leafName} is for ${dns.join(', ')}, not '${ctx.dns}'`
+        : `${leafName} has no DNS names, so it is not valid for '${ctx.dns}' (the subject CN is not used as a host name)`);
+    }
+  }
+  if (ctx.ip !== undefined) {
+    const ips = leaf.san?.ip ?? [];
+    if (!ips.includes(ctx.ip)) add('NAME_MISMATCH', 0, ips.length ? `${leafName} is for IP ${ips.join(', ')}, not ${ctx.ip}` : `${leafName} has no IP addresses, so it is not valid for ${ctx.ip}`);
+  }
+  const result: VerifyResult = { valid: false, chain, problems };
+  const spiffe = leafSpiffeId(leaf);
+  if (spiffe.id) result.spiffeId = spiffe.id;
+  if (ctx.pattern) {
+    if (!spiffe.id) add('SPIFFE_ID_MISMATCH', 0, `${leafName} ${spiffe.why}`);
+    else if (!ctx.pattern(spiffe.id)) add('SPIFFE_ID_MISMATCH', 0, `${leafName} has SPIFFE ID ${spiffe.id.uri}, which does not match ${ctx.patternText}`);
+  }
+  result.valid = problems.length === 0 && anchored;
+  return result;
+}
+
+function emptySan() {
+  return { dns: [], ip: [], email: [], uri: [], directory: [], other: [], problems: [] };
+}
+
+/** The leaf's SPIFFE ID: it must have exactly one URI SAN and it must be a valid SPIFFE ID (X.509-SVID spec 2). */
+export function leafSpiffeId(c: Certificate): { id?: SpiffeId; why: string } {
+  const uris = c.san?.uri ?? [];
+  const spiffe = uris.filter((u) => u.toLowerCase().startsWith('spiffe:'));
+  if (spiffe.length === 0) return { why: 'has no SPIFFE ID' };
+  if (uris.length > 1) return { why: `has ${uris.length} URI SANs; an X.509-SVID has exactly one` };
+  try {
+    return { id: parseSpiffeId(spiffe[0]!), why: '' };
+  } catch (err) {
+    return { why: `has an invalid SPIFFE ID: ${(err as Error).message}` };
+  }
+}

@@ -1,0 +1,39 @@
+import type { Profile } from '../pki/profiles.js';
+
+export type CertificateStatus = 'valid' | 'revoked';
+
+/** One issued certificate as the inventory keeps it. */
+export interface InventoryRecord {
+  /** Lower-case hex of the serial's INTEGER octets. */
+  serial: string;
+  profile: Profile;
+  subject: string;
+  issuer: string;
+  /** SANs as `DNS:x`, `IP:x`, `email:x`, `URI:x`. */
+  sans: string[];
+  spiffeId: string | null;
+  notBefore: Date;
+  notAfter: Date;
+  fingerprint256: string;
+  status: CertificateStatus;
+  issuedAt: Date;
+  der: Buffer;
+}
+
+export interface ListFilter {
+  /** Only certificates whose notAfter is before this time (expired ones included). */
+  notAfterBefore?: Date;
+  profile?: Profile;
+}
+
+/**
+ * The CA inventory. Implementations: sqlite.ts (embedded default); a PostgreSQL store later. `add` runs
+ * `publish` inside the same transaction, so a failure to deliver the files leaves no record behind.
+ */
+export interface CertificateStore {
+  add(record: InventoryRecord, publish?: () => void | Promise<void>): Promise<void>;
+  get(serial: string): Promise<InventoryRecord | undefined>;
+  list(filter?: ListFilter): Promise<InventoryRecord[]>;
+  count(): Promise<number>;
+  close(): Promise<void>;
+}

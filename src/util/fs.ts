@@ -1,0 +1,96 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { MtlsError } from '../errors.js';
+
+/** A file to be written: `mode` 0o600 for anything secret. */
+export interface PendingFile {
+  path: string;
+  data: string | Buffer;
+  mode: number;
+}
+
+function ioError(action: string, p: string, err: unknown): MtlsError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const hint = code === 'EACCES' || code === 'EPERM' ? 'check the permissions of the directory'
+    : code === 'ENOENT' ? 'create the directory first' : code === 'ENOSPC' ? 'free some disk space' : 'check the path';
+  return new MtlsError('IO', `cannot ${action} ${p} (${code ?? (err as Error).message}); ${hint}`, { cause: err });
+}
+
+/**
+ * Writes several files so that either all appear or none does: each goes to a temporary file in the same
+ * directory (created with its final mode, so a key is never world-readable), is fsynced, and the returned
+ * `commit` renames them all into place. `abort` removes the temporaries. Refuses to replace existing files
+ * unless `overwrite`.
+ */
+export function stageFiles(files: PendingFile[], opts: { overwrite?: boolean } = {}): { commit: () => void; abort: () => void } {
+  const staged: { tmp: string; final: string }[] = [];
+  const abort = () => {
+    for (const s of staged) fs.rmSync(s.tmp, { force: true });
+  };
+  try {
+    for (const f of files) {
+      if (!opts.overwrite && fs.existsSync(f.path)) {
+        throw new MtlsError('FILE_EXISTS', `${f.path} already exists; remove it or choose another name or --out directory`);
+      }
+      const tmp = path.join(path.dirname(f.path), `.${path.basename(f.path)}.${crypto.randomBytes(6).toString('hex')}.tmp`);
+      let fd: number;
+      try {
+        fd = fs.openSync(tmp, 'wx', f.mode);
+      } catch (err) {
+        throw ioError('write', f.path, err);
+      }
+      staged.push({ tmp, final: f.path });
+      try {
+        fs.fchmodSync(fd, f.mode);
+        fs.writeSync(fd, typeof f.data === 'string' ? Buffer.from(f.data) : f.data);
+        fs.fsyncSync(fd);
+      } catch (err) {
+        throw ioError('write', f.path, err);
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+  } catch (err) {
+    abort();
+    throw err;
+  }
+  return {
+    commit: () => {
+      for (const s of staged) {
+        try {
+          fs.renameSync(s.tmp, s.final);
+        } catch (err) {
+          abort();
+          throw ioError('write', s.final, err);
+        }
+      }
+    },
+    abort,
+  };
+}
+
+/** Writes one file atomically (temp file, fsync, rename). */
+export function writeFileAtomic(p: string, data: string | Buffer, mode = 0o644, overwrite = true): void {
+  stageFiles([{ path: p, data, mode }], { overwrite }).commit();
+}
+
+/** Reads a file for a command, with a one-line error naming it. `-` reads standard input. */
+export function readInput(p: string, what: string): Buffer {
+  try {
+    return p === '-' ? fs.readFileSync(0) : fs.readFileSync(p);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new MtlsError('BAD_INPUT', `${what} ${p} does not exist`);
+    if (code === 'EISDIR') throw new MtlsError('BAD_INPUT', `${what} ${p} is a directory; give a file`);
+    throw ioError('read', p, err);
+  }
+}
+
+/** A passphrase from a file: the first line, which must not be empty. Never echoed. */
+export function readPassphraseFile(p: string): string {
+  const text = readInput(p, 'passphrase file').toString('utf8');
+  const first = text.split(/\r?\n/)[0] ?? '';
+  if (first.length === 0) throw new MtlsError('BAD_INPUT', `passphrase file ${p} is empty; put the passphrase on its first line`);
+  return first;
+}
