@@ -111,6 +111,7 @@ export function checkDnsName(name: string, opts: { wildcard?: boolean } = {}): s
 
 /** Validates an IPv4 or IPv6 address and returns its canonical text form. */
 export function checkIpAddress(addr: string): string {
+  if (addr.includes('%')) throw new MtlsError('BAD_NAME', `'${printable(addr)}' has an IPv6 zone (%...), which a certificate cannot carry; drop it`);
   const kind = net.isIP(addr);
   if (kind === 4) return addr;
   if (kind === 6) return canonicalIpv6(addr);

@@ -88,7 +88,10 @@ export function verifyChain(leaf: Certificate, opts: VerifyOptions): VerifyResul
     if (path.length > maxDepth + 8) return;
     for (const cand of pool) {
       if (path.some((p) => p.der.equals(cand.der)) || !sameDn(cand.subject, last.issuer)) continue;
-      if (last.authorityKeyId && cand.subjectKeyId && !last.authorityKeyId.equals(cand.subjectKeyId)) continue;
+      if (last.authorityKeyId && cand.subjectKeyId && !last.authorityKeyId.equals(cand.subjectKeyId)) {
+        badSignatures.push({ child: last, issuer: cand, why: 'its key identifier differs from the one the certificate names' });
+        continue;
+      }
       const why = cand.publicKey ? checkSignature(last.signatureAlgorithm, last.signatureParams, last.tbsDer, last.signature, cand.publicKey) : 'issuer key unreadable';
       if (why) {
         badSignatures.push({ child: last, issuer: cand, why });

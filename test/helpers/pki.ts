@@ -1,0 +1,100 @@
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { KeyObject } from 'node:crypto';
+import { parseCertificate, randomSerial, signCertificate, type Certificate } from '../../src/pki/certificate.js';
+import {
+  authorityKeyIdExt, basicConstraintsExt, extKeyUsageExt, keyIdentifier, keyUsageExt, nameConstraintsExt,
+  subjectAltNameExt, subjectKeyIdExt, type KeyUsageName, type NameConstraintsInput, type RawExtension,
+} from '../../src/pki/extensions.js';
+import { generateKeyPair, type KeyType } from '../../src/pki/keys.js';
+import { buildName } from '../../src/pki/names.js';
+import { OID } from '../../src/pki/oid.js';
+import { encodePem } from '../../src/pki/pem.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const BIN = path.join(ROOT, 'bin', 'mtls.js');
+const DAY = 86400e3;
+
+export function tempDir(prefix = 'mtls-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** A certificate with its key, for building test chains by hand (including broken ones). */
+export interface TestCert {
+  cert: Certificate;
+  key: KeyObject;
+  pem: string;
+}
+
+export interface MakeCertOptions {
+  cn: string;
+  /** Omit for self-signed. */
+  issuer?: TestCert;
+  ca?: boolean;
+  pathLen?: number;
+  keyUsage?: KeyUsageName[];
+  eku?: string[];
+  dns?: string[];
+  ip?: string[];
+  uri?: string[];
+  email?: string[];
+  notBefore?: Date;
+  notAfter?: Date;
+  nameConstraints?: NameConstraintsInput;
+  extra?: RawExtension[];
+  keyType?: KeyType;
+  /** Leave out basicConstraints entirely. */
+  noBasicConstraints?: boolean;
+}
+
+/** Builds any certificate, valid or deliberately broken, straight on the pki layer (no CA rules). */
+export function makeCert(o: MakeCertOptions): TestCert {
+  const { privateKey, publicKey } = generateKeyPair(o.keyType ?? 'ec-p256');
+  const subject = buildName([{ oid: OID.commonName, value: o.cn }]);
+  const issuerName = o.issuer ? buildName(o.issuer.cert.subject.map((a) => ({ oid: a.oid, value: a.value }))) : subject;
+  const ext: RawExtension[] = [];
+  if (!o.noBasicConstraints) ext.push(basicConstraintsExt(o.ca ?? false, o.pathLen));
+  ext.push(keyUsageExt(o.keyUsage ?? (o.ca ? ['keyCertSign', 'cRLSign'] : ['digitalSignature'])));
+  if (o.eku) ext.push(extKeyUsageExt(o.eku));
+  if (o.dns || o.ip || o.uri || o.email) ext.push(subjectAltNameExt({ dns: o.dns ?? [], ip: o.ip ?? [], uri: o.uri ?? [], email: o.email ?? [] }, false));
+  if (o.nameConstraints) ext.push(nameConstraintsExt(o.nameConstraints));
+  ext.push(subjectKeyIdExt(keyIdentifier(publicKey)));
+  if (o.issuer) ext.push(authorityKeyIdExt(o.issuer.cert.subjectKeyId!));
+  ext.push(...(o.extra ?? []));
+  const now = Date.now();
+  const der = signCertificate({
+    serial: randomSerial(), issuer: issuerName, subject,
+    notBefore: o.notBefore ?? new Date(now - DAY), notAfter: o.notAfter ?? new Date(now + 30 * DAY),
+    publicKey, extensions: ext,
+  }, o.issuer?.key ?? privateKey);
+  return { cert: parseCertificate(der), key: privateKey, pem: encodePem('CERTIFICATE', der) };
+}
+
+export function writePem(dir: string, name: string, certs: TestCert[]): string {
+  const p = path.join(dir, name);
+  fs.writeFileSync(p, certs.map((c) => c.pem).join(''));
+  return p;
+}
+
+export interface RunResult {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `mtls ...` as a user would (a real process), with its own CA home unless `env` says otherwise. */
+export function mtls(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string | Buffer; cwd?: string } = {}): RunResult {
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    env: { ...process.env, ...opts.env }, input: opts.input, cwd: opts.cwd ?? ROOT, encoding: 'utf8', timeout: 60_000,
+  });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Runs the real `openssl` CLI. */
+export function openssl(args: string[], input?: string): RunResult {
+  const r = spawnSync('openssl', args, { encoding: 'utf8', input, timeout: 60_000 });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
