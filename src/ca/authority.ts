@@ -7,7 +7,7 @@ import * as asn from '@peculiar/asn1-x509';
 import { MtlsError } from '../errors.js';
 import { parseCertificate, randomSerial, signCertificate, wholeSeconds, type Certificate } from '../pki/certificate.js';
 import { keyIdentifier, type NameConstraintsInput } from '../pki/extensions.js';
-import { DEFAULT_KEY_TYPE, exportPrivateKey, generateKeyPair, keyWeakness, loadPrivateKey, type KeyType } from '../pki/keys.js';
+import { DEFAULT_KEY_TYPE, exportPrivateKey, generateKeyPair, keyWeakness, loadPrivateKey, parseKeyType, type KeyType } from '../pki/keys.js';
 import { nameConstraintViolations } from '../pki/name-match.js';
 import { buildName, checkDnsName, checkTrustDomain, formatDn, parseSpiffeId, printable } from '../pki/names.js';
 import { OID } from '../pki/oid.js';
@@ -112,7 +112,7 @@ export class CertificateAuthority {
       throw new MtlsError('CA_EXISTS', `${opts.home} is not empty; choose an empty or new directory for the CA home`);
     }
     const now = wholeSeconds(opts.now ?? new Date());
-    const keyType = opts.keyType ?? DEFAULT_KEY_TYPE;
+    const keyType = parseKeyType(opts.keyType ?? DEFAULT_KEY_TYPE);
     const name = opts.name ?? 'mtlskit CA';
     if (name.length === 0 || name.length > 48) throw new MtlsError('BAD_NAME', 'the CA name must be 1-48 characters (it becomes part of the CA certificates\' CN)');
     const trustDomain = opts.trustDomain === undefined ? undefined : checkTrustDomain(opts.trustDomain);
@@ -121,7 +121,8 @@ export class CertificateAuthority {
     if (opts.passphrase !== undefined && opts.passphrase.length < 8) {
       throw new MtlsError('BAD_INPUT', 'the CA passphrase must be at least 8 characters');
     }
-    const constrained = permittedDns.length + permittedIp.length > 0 || trustDomain !== undefined;
+    // A trust domain constrains URIs only; DNS/IP permits make the CA a constrained one for host names.
+    const constrained = permittedDns.length + permittedIp.length > 0;
     const constraints: NameConstraintsInput = {
       permittedDns,
       permittedIp,
@@ -268,7 +269,7 @@ export class CertificateAuthority {
     let privateKey: KeyObject | undefined;
     let publicKey = req.publicKey;
     if (!publicKey) {
-      const pair = generateKeyPair(req.keyType ?? DEFAULT_KEY_TYPE);
+      const pair = generateKeyPair(parseKeyType(req.keyType ?? DEFAULT_KEY_TYPE));
       privateKey = pair.privateKey;
       publicKey = pair.publicKey;
     }
