@@ -2,8 +2,6 @@ import type { KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import * as asn from '@peculiar/asn1-x509';
 import { MtlsError } from '../errors.js';
 import { parseCertificate, randomSerial, signCertificate, wholeSeconds, type Certificate } from '../pki/certificate.js';
 import { keyIdentifier, type NameConstraintsInput } from '../pki/extensions.js';
@@ -278,7 +276,7 @@ export class CertificateAuthority {
     const subject = buildName([{ oid: OID.organizationName, value: this.config.name }, { oid: OID.commonName, value: req.name }]);
     const issuerKeyId = this.intermediate.subjectKeyId ?? keyIdentifier(this.intermediate.publicKey!);
     const der = signCertificate({
-      serial: randomSerial(), issuer: buildNameFromDer(this.intermediate), subject, notBefore, notAfter, publicKey,
+      serial: randomSerial(), issuer: this.intermediate.subjectDer, subject, notBefore, notAfter, publicKey,
       extensions: leafExtensions(req.profile, names, publicKey, issuerKeyId, false),
     }, this.signingKey());
     const certificate = parseCertificate(der);
@@ -300,7 +298,3 @@ function pemFileDer(file: string): Buffer {
   return Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64');
 }
 
-/** The issuer Name of a leaf is the intermediate's subject, byte for byte (RFC 5280 name chaining). */
-function buildNameFromDer(issuer: Certificate): asn.Name {
-  return AsnConvert.parse(issuer.subjectDer, asn.Name);
-}

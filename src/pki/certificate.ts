@@ -1,15 +1,15 @@
 import crypto, { type KeyObject } from 'node:crypto';
-import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
+import { AsnConvert } from '@peculiar/asn1-schema';
 import * as asn from '@peculiar/asn1-x509';
 import { MtlsError } from '../errors.js';
-import { readSingle } from './der.js';
+import { decodeOid, decodeTime, encodeOid, encodeTime, integerBytes, readChildren, readSingle, seq, tlv, type Tlv } from './der.js';
 import {
   parseAuthorityKeyId, parseBasicConstraints, parseExtKeyUsage, parseKeyId, parseKeyUsage, parseNameConstraints,
   parseSubjectAltName, type BasicConstraints, type KeyUsageName, type NameConstraints, type RawExtension,
 } from './extensions.js';
 import type { SubjectNames } from './general-names.js';
 import { signatureSchemeFor, signData } from './keys.js';
-import { nameAttributes, type DnAttribute } from './names.js';
+import { parseNameDer, type DnAttribute } from './names.js';
 import { OID, oidName } from './oid.js';
 import { decodePem, looksLikePem } from './pem.js';
 
@@ -59,53 +59,96 @@ export function fingerprint(der: Uint8Array, algo: 'sha256' | 'sha1' = 'sha256')
   return crypto.createHash(algo).update(der).digest('hex').toUpperCase().match(/../g)!.join(':');
 }
 
-/** Parses one DER certificate. Throws BAD_DER only when it is not a certificate at all. */
+/** AlgorithmIdentifier: the OID and the parameters' whole TLV (absent when there are none). */
+function readAlgorithm(t: Tlv, field: string): { oid: string; params?: Buffer } {
+  if (t.tag !== 0x30) throw new MtlsError('BAD_DER', `${field} is not a SEQUENCE`);
+  const [oid, params, extra] = readChildren(t.value, field);
+  if (!oid || oid.tag !== 0x06 || extra) throw new MtlsError('BAD_DER', `${field} is malformed`);
+  const out: { oid: string; params?: Buffer } = { oid: decodeOid(oid.value, field) };
+  if (params) out.params = Buffer.from(t.value.subarray(params.start, params.end));
+  return out;
+}
+
+/**
+ * Parses one DER certificate with the strict DER reader (no re-encoding: the TBS, names and key are sliced
+ * from the input, so signatures are checked over the exact bytes that were signed). Throws BAD_DER only when
+ * it is not a certificate at all; softer defects land in `problems`.
+ */
 export function parseCertificate(der: Buffer, what = 'certificate'): Certificate {
-  let cert: asn.Certificate;
   try {
-    readSingle(der, what);
-    cert = AsnConvert.parse(der, asn.Certificate);
+    return parseCertificateStrict(der, what);
   } catch (err) {
-    throw new MtlsError('BAD_DER', `${what} is not a valid X.509 certificate (${(err as Error).message.split('\n')[0]})`, { cause: err });
+    const why = err instanceof MtlsError ? err.message : (err as Error).message.split('\n')[0];
+    throw new MtlsError('BAD_DER', `${what} is not a valid X.509 certificate (${why})`, { cause: err });
   }
-  const tbs = cert.tbsCertificate;
+}
+
+function parseCertificateStrict(der: Buffer, what: string): Certificate {
+  const outer = readSingle(der, what);
+  if (outer.tag !== 0x30) throw new Error('not a SEQUENCE');
+  const [tbsT, algT, sigT, extra] = readChildren(outer.value, what);
+  if (!tbsT || !algT || !sigT || extra || tbsT.tag !== 0x30 || sigT.tag !== 0x03) throw new Error('wrong structure');
+  const tbsDer = Buffer.from(outer.value.subarray(tbsT.start, tbsT.end));
   const problems: string[] = [];
-  const serial = Buffer.from(tbs.serialNumber);
+  const outerAlg = readAlgorithm(algT, 'signatureAlgorithm');
+  if (sigT.value[0] !== 0) throw new Error('signature BIT STRING has unused bits');
+  const fields = readChildren(tbsT.value, 'tbsCertificate');
+  let i = 0;
+  let version = 1;
+  if (fields[0]?.tag === 0xa0) {
+    const v = readSingle(fields[0].value, 'version');
+    if (v.tag !== 0x02 || v.value.length !== 1 || v.value[0]! > 2) throw new Error('bad version');
+    version = v.value[0]! + 1;
+    if (version === 1) problems.push('version 1 is encoded explicitly (DER requires it absent)');
+    i = 1;
+  }
+  const [serialT, innerAlgT, issuerT, validityT, subjectT, spkiT, ...rest] = fields.slice(i);
+  if (!serialT || serialT.tag !== 0x02 || !innerAlgT || !issuerT || issuerT.tag !== 0x30 || !validityT || validityT.tag !== 0x30 || !subjectT || subjectT.tag !== 0x30 || !spkiT || spkiT.tag !== 0x30) {
+    throw new Error('tbsCertificate is missing fields');
+  }
+  const serial = Buffer.from(serialT.value);
+  if (serial.length === 0) throw new Error('empty serial number');
   if (serial.length > 20) problems.push(`serial number is ${serial.length} bytes (RFC 5280 allows 20 at most)`);
-  if (serial.length > 0 && serial[0]! & 0x80) problems.push('serial number is negative');
+  if (serial[0]! & 0x80) problems.push('serial number is negative');
   else if (serial.every((b) => b === 0)) problems.push('serial number is zero');
   if (serial.length > 1 && serial[0] === 0 && !(serial[1]! & 0x80)) problems.push('serial number is not minimally encoded');
-
-  const outerAlg = cert.signatureAlgorithm;
-  const innerAlg = tbs.signature;
-  const params = (a: asn.AlgorithmIdentifier) => (a.parameters ? Buffer.from(a.parameters) : undefined);
-  if (outerAlg.algorithm !== innerAlg.algorithm || !sameBytes(params(outerAlg), params(innerAlg))) {
+  const innerAlg = readAlgorithm(innerAlgT, 'tbsCertificate.signature');
+  if (outerAlg.oid !== innerAlg.oid || !sameBytes(outerAlg.params, innerAlg.params)) {
     problems.push('the signature algorithm inside the certificate differs from the outer one (RFC 5280 4.1.1.2)');
   }
-
-  const spkiBytes = Buffer.from(AsnConvert.serialize(tbs.subjectPublicKeyInfo));
+  const [nb, na, more] = readChildren(validityT.value, 'validity');
+  if (!nb || !na || more) throw new Error('validity is malformed');
+  const slice = (t: Tlv) => Buffer.from(tbsT.value.subarray(t.start, t.end));
+  const spkiBytes = slice(spkiT);
   let publicKey: KeyObject | undefined;
   try {
     publicKey = crypto.createPublicKey({ key: spkiBytes, format: 'der', type: 'spki' });
   } catch (err) {
     problems.push(`public key cannot be loaded (${(err as Error).message.split('\n')[0]})`);
   }
-
-  const extensions: RawExtension[] = (tbs.extensions ?? []).map((e) => ({ oid: e.extnID, critical: e.critical, value: Buffer.from(e.extnValue.buffer) }));
-  if (extensions.length > 0 && tbs.version !== asn.Version.v3) problems.push('extensions in a certificate that is not version 3');
-  const seen = new Set<string>();
+  const extensions: RawExtension[] = [];
+  for (const t of rest) {
+    if (t.tag === 0x81 || t.tag === 0x82) { problems.push('issuer/subject unique identifiers are present (not allowed for CAs that follow RFC 5280)'); continue; }
+    if (t.tag !== 0xa3) throw new Error(`unexpected field 0x${t.tag.toString(16)} in tbsCertificate`);
+    const list = readSingle(t.value, 'extensions');
+    if (list.tag !== 0x30) throw new Error('extensions is not a SEQUENCE');
+    const items = readChildren(list.value, 'extensions');
+    if (items.length === 0) problems.push('empty extensions list');
+    for (const e of items) extensions.push(readExtension(e, problems));
+  }
+  if (extensions.length > 0 && version !== 3) problems.push('extensions in a certificate that is not version 3');
+  const issuerDer = slice(issuerT);
+  const subjectDer = slice(subjectT);
   const out: Certificate = {
-    der, tbsDer: Buffer.from(AsnConvert.serialize(tbs)), version: tbs.version + 1, serial, serialHex: serial.toString('hex'),
-    signatureAlgorithm: outerAlg.algorithm, signature: Buffer.from(cert.signatureValue),
-    issuer: nameAttributes(tbs.issuer), issuerDer: Buffer.from(AsnConvert.serialize(tbs.issuer)),
-    subject: nameAttributes(tbs.subject), subjectDer: Buffer.from(AsnConvert.serialize(tbs.subject)),
-    notBefore: tbs.validity.notBefore.getTime(), notAfter: tbs.validity.notAfter.getTime(),
+    der, tbsDer, version, serial, serialHex: serial.toString('hex'),
+    signatureAlgorithm: outerAlg.oid, signature: Buffer.from(sigT.value.subarray(1)),
+    issuer: parseNameDer(issuerDer), issuerDer, subject: parseNameDer(subjectDer), subjectDer,
+    notBefore: decodeTime(nb, 'notBefore'), notAfter: decodeTime(na, 'notAfter'),
     spkiDer: spkiBytes, extensions, fingerprint256: fingerprint(der), problems,
   };
-  if (cert.tbsCertificateRaw) out.tbsDer = Buffer.from(cert.tbsCertificateRaw);
-  const sp = params(outerAlg);
-  if (sp) out.signatureParams = sp;
+  if (outerAlg.params) out.signatureParams = outerAlg.params;
   if (publicKey) out.publicKey = publicKey;
+  const seen = new Set<string>();
   for (const ext of extensions) {
     if (seen.has(ext.oid)) problems.push(`extension ${oidName(ext.oid)} appears twice`);
     seen.add(ext.oid);
@@ -116,6 +159,27 @@ export function parseCertificate(der: Buffer, what = 'certificate'): Certificate
     }
   }
   return out;
+}
+
+/** Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }. */
+function readExtension(t: Tlv, problems: string[]): RawExtension {
+  if (t.tag !== 0x30) throw new Error('extension is not a SEQUENCE');
+  const parts = readChildren(t.value, 'extension');
+  const [oidT, a, b, extra] = parts;
+  if (!oidT || oidT.tag !== 0x06 || extra) throw new Error('extension is malformed');
+  const oid = decodeOid(oidT.value, 'extnID');
+  let critical = false;
+  let valueT = a;
+  if (a?.tag === 0x01) {
+    if (a.value.length !== 1 || (a.value[0] !== 0 && a.value[0] !== 0xff)) throw new Error('critical flag is not a DER BOOLEAN');
+    critical = a.value[0] === 0xff;
+    if (!critical) problems.push(`extension ${oidName(oid)} encodes critical=FALSE explicitly (DER requires it absent)`);
+    valueT = b;
+  } else if (b) {
+    throw new Error('extension has extra fields');
+  }
+  if (!valueT || valueT.tag !== 0x04) throw new Error('extnValue is not an OCTET STRING');
+  return { oid, critical, value: Buffer.from(valueT.value) };
 }
 
 function applyExtension(c: Certificate, ext: RawExtension): void {
@@ -193,33 +257,40 @@ export function checkSignature(alg: string, params: Buffer | undefined, tbs: Buf
 
 /** Everything a new certificate is made of; the caller decides every field (profiles live in profiles.ts). */
 export interface CertificateTemplate {
+  /** Big-endian serial octets, positive and minimally encoded (see randomSerial). */
   serial: Buffer;
-  issuer: asn.Name;
-  subject: asn.Name;
+  /** A Name, or its DER (e.g. the issuer certificate's subjectDer, reused byte for byte). */
+  issuer: asn.Name | Buffer;
+  subject: asn.Name | Buffer;
   notBefore: Date;
   notAfter: Date;
   publicKey: KeyObject;
   extensions: RawExtension[];
 }
 
-/** Encodes the TBSCertificate, signs it with `signingKey` (RFC 5280 4.1) and returns the DER certificate. */
+function algorithmIdentifier(oid: string, params: null | undefined): Buffer {
+  return params === null ? seq(encodeOid(oid), Buffer.from([0x05, 0x00])) : seq(encodeOid(oid));
+}
+
+const nameDer = (n: asn.Name | Buffer) => (Buffer.isBuffer(n) ? n : Buffer.from(AsnConvert.serialize(n)));
+
+/** Encodes the TBSCertificate with our DER writer, signs it with `signingKey` (RFC 5280 4.1) and returns the DER certificate. */
 export function signCertificate(t: CertificateTemplate, signingKey: KeyObject): Buffer {
   const scheme = signatureSchemeFor(signingKey);
-  const alg = new asn.AlgorithmIdentifier({ algorithm: scheme.oid });
-  if (scheme.params === null) alg.parameters = null;
-  const tbs = new asn.TBSCertificate({
-    version: asn.Version.v3,
-    serialNumber: new Uint8Array(t.serial).buffer,
-    signature: alg,
-    issuer: t.issuer,
-    validity: new asn.Validity({ notBefore: t.notBefore, notAfter: t.notAfter }),
-    subject: t.subject,
-    subjectPublicKeyInfo: AsnConvert.parse(t.publicKey.export({ type: 'spki', format: 'der' }), asn.SubjectPublicKeyInfo),
-    extensions: new asn.Extensions(t.extensions.map((e) => new asn.Extension({ extnID: e.oid, critical: e.critical, extnValue: new OctetString(e.value) }))),
-  });
-  const tbsDer = Buffer.from(AsnConvert.serialize(tbs));
-  const cert = new asn.Certificate({ tbsCertificate: tbs, signatureAlgorithm: alg, signatureValue: new Uint8Array(signData(signingKey, tbsDer)).buffer });
-  return Buffer.from(AsnConvert.serialize(cert));
+  const alg = algorithmIdentifier(scheme.oid, scheme.params);
+  const exts = t.extensions.map((e) => seq(encodeOid(e.oid), ...(e.critical ? [Buffer.from([0x01, 0x01, 0xff])] : []), tlv(0x04, e.value)));
+  const tbs = seq(
+    tlv(0xa0, integerBytes(Buffer.from([2]))),
+    integerBytes(t.serial),
+    alg,
+    nameDer(t.issuer),
+    seq(encodeTime(t.notBefore), encodeTime(t.notAfter)),
+    nameDer(t.subject),
+    t.publicKey.export({ type: 'spki', format: 'der' }),
+    ...(exts.length ? [tlv(0xa3, seq(...exts))] : []),
+  );
+  const signature = signData(signingKey, tbs);
+  return seq(tbs, alg, tlv(0x03, Buffer.concat([Buffer.from([0]), signature])));
 }
 
 /** A positive serial of 16 random bytes (at least 126 random bits), minimally encoded. */

@@ -60,3 +60,72 @@ export function readSingle(buf: Buffer, field: string): Tlv {
   if (t.end !== buf.length) throw new MtlsError('BAD_DER', `${field}: ${buf.length - t.end} trailing bytes after the DER value`);
   return t;
 }
+
+// ---- decoding primitives ----
+
+/** OBJECT IDENTIFIER content octets to dotted text (X.690 8.19): base-128 sub-identifiers, the first one X*40+Y. */
+export function decodeOid(b: Buffer, field = 'OBJECT IDENTIFIER'): string {
+  if (b.length === 0) throw new MtlsError('BAD_DER', `${field}: empty OBJECT IDENTIFIER`);
+  if (b[b.length - 1]! & 0x80) throw new MtlsError('BAD_DER', `${field}: truncated OID`);
+  const subs: number[] = [];
+  let acc = 0;
+  let start = true;
+  for (const byte of b) {
+    if (start && byte === 0x80) throw new MtlsError('BAD_DER', `${field}: non-minimal OID arc`);
+    acc = acc * 128 + (byte & 0x7f);
+    start = !(byte & 0x80);
+    if (start) { subs.push(acc); acc = 0; }
+  }
+  const first = subs[0]!;
+  const head = first < 40 ? [0, first] : first < 80 ? [1, first - 40] : [2, first - 80];
+  return [...head, ...subs.slice(1)].join('.');
+}
+
+/** UTCTime (YYMMDDHHMMSSZ, years 1950-2049) or GeneralizedTime (YYYYMMDDHHMMSSZ), DER form only (RFC 5280 4.1.2.5). */
+export function decodeTime(t: Tlv, field: string): Date {
+  const s = t.value.toString('latin1');
+  const m = t.tag === 0x17 ? /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s) : t.tag === 0x18 ? /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s) : null;
+  if (!m) throw new MtlsError('BAD_DER', `${field}: time '${s}' is not a DER UTCTime or GeneralizedTime`);
+  let year = Number(m[1]);
+  if (t.tag === 0x17) year += year < 50 ? 2000 : 1900;
+  const d = new Date(Date.UTC(year, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])));
+  if (Number.isNaN(d.getTime()) || d.getUTCDate() !== Number(m[3])) throw new MtlsError('BAD_DER', `${field}: invalid date '${s}'`);
+  return d;
+}
+
+// ---- encoding primitives (X.690 DER) ----
+
+function lengthBytes(n: number): Buffer {
+  if (n < 0x80) return Buffer.from([n]);
+  const bytes: number[] = [];
+  for (let v = n; v > 0; v = Math.floor(v / 256)) bytes.unshift(v & 0xff);
+  return Buffer.from([0x80 | bytes.length, ...bytes]);
+}
+
+export function tlv(tag: number, content: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([tag]), lengthBytes(content.length), content]);
+}
+
+export const seq = (...parts: Buffer[]) => tlv(0x30, Buffer.concat(parts));
+
+/** OBJECT IDENTIFIER from dotted text. */
+export function encodeOid(oid: string): Buffer {
+  const arcs = oid.split('.').map(Number);
+  const out: number[] = [];
+  for (const sub of [arcs[0]! * 40 + arcs[1]!, ...arcs.slice(2)]) {
+    const chunk: number[] = [sub & 0x7f];
+    for (let v = Math.floor(sub / 128); v > 0; v = Math.floor(v / 128)) chunk.unshift(0x80 | (v & 0x7f));
+    out.push(...chunk);
+  }
+  return tlv(0x06, Buffer.from(out));
+}
+
+/** INTEGER from big-endian magnitude octets that are already minimal and positive (as randomSerial makes). */
+export const integerBytes = (b: Buffer) => tlv(0x02, b);
+
+/** RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050. */
+export function encodeTime(d: Date): Buffer {
+  const iso = d.toISOString();
+  const digits = iso.slice(0, 19).replace(/[-:T]/g, '');
+  return d.getUTCFullYear() < 2050 ? tlv(0x17, Buffer.from(digits.slice(2) + 'Z')) : tlv(0x18, Buffer.from(digits + 'Z'));
+}

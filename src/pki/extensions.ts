@@ -1,7 +1,7 @@
 import crypto, { type KeyObject } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import * as asn from '@peculiar/asn1-x509';
-import { readChildren, readSingle } from './der.js';
+import { decodeOid, readChildren, readSingle } from './der.js';
 import { addGeneralName, emptyNames, parseGeneralNames, type SubjectNames } from './general-names.js';
 import { spkiDer } from './keys.js';
 import { OID } from './oid.js';
@@ -118,10 +118,24 @@ export function authorityKeyIdExt(keyId: Buffer): RawExtension {
 
 // ---- parsing: each returns the value, or throws with a message naming the extension ----
 
+/** BasicConstraints ::= SEQUENCE { cA BOOLEAN DEFAULT FALSE, pathLenConstraint INTEGER (0..MAX) OPTIONAL }. */
 export function parseBasicConstraints(value: Buffer): BasicConstraints {
-  const bc = AsnConvert.parse(value, asn.BasicConstraints);
-  if (bc.pathLenConstraint !== undefined && bc.pathLenConstraint < 0) throw new Error('negative pathLenConstraint');
-  return bc.pathLenConstraint === undefined ? { ca: bc.cA } : { ca: bc.cA, pathLen: bc.pathLenConstraint };
+  const t = readSingle(value, 'basicConstraints');
+  if (t.tag !== 0x30) throw new Error('not a SEQUENCE');
+  const parts = readChildren(t.value, 'basicConstraints');
+  let ca = false;
+  let i = 0;
+  if (parts[0]?.tag === 0x01) {
+    if (parts[0].value.length !== 1 || (parts[0].value[0] !== 0 && parts[0].value[0] !== 0xff)) throw new Error('cA is not a DER BOOLEAN');
+    ca = parts[0].value[0] === 0xff;
+    i = 1;
+  }
+  const pl = parts[i];
+  if (parts.length > i + 1 || (pl && pl.tag !== 0x02)) throw new Error('unexpected fields');
+  if (!pl) return { ca };
+  if (pl.value.length === 0 || pl.value.length > 4 || pl.value[0]! & 0x80) throw new Error('pathLenConstraint out of range');
+  if (!ca) throw new Error('pathLenConstraint without CA:TRUE');
+  return { ca, pathLen: pl.value.readUIntBE(0, pl.value.length) };
 }
 
 export function parseKeyUsage(value: Buffer): KeyUsageName[] {
@@ -142,7 +156,12 @@ export function parseKeyUsage(value: Buffer): KeyUsageName[] {
 }
 
 export function parseExtKeyUsage(value: Buffer): string[] {
-  const list = Array.from(AsnConvert.parse(value, asn.ExtendedKeyUsage));
+  const t = readSingle(value, 'extKeyUsage');
+  if (t.tag !== 0x30) throw new Error('not a SEQUENCE');
+  const list = readChildren(t.value, 'extKeyUsage').map((o) => {
+    if (o.tag !== 0x06) throw new Error('not an OBJECT IDENTIFIER');
+    return decodeOid(o.value, 'extKeyUsage');
+  });
   if (list.length === 0) throw new Error('empty extended key usage list');
   return list;
 }
@@ -175,10 +194,15 @@ export function parseNameConstraints(value: Buffer): NameConstraints {
 }
 
 export function parseKeyId(value: Buffer): Buffer {
-  return Buffer.from(AsnConvert.parse(value, asn.SubjectKeyIdentifier).buffer);
+  const t = readSingle(value, 'subjectKeyIdentifier');
+  if (t.tag !== 0x04) throw new Error('not an OCTET STRING');
+  return Buffer.from(t.value);
 }
 
+/** AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING OPTIONAL, ... }. */
 export function parseAuthorityKeyId(value: Buffer): Buffer | undefined {
-  const aki = AsnConvert.parse(value, asn.AuthorityKeyIdentifier);
-  return aki.keyIdentifier ? Buffer.from(aki.keyIdentifier.buffer) : undefined;
+  const t = readSingle(value, 'authorityKeyIdentifier');
+  if (t.tag !== 0x30) throw new Error('not a SEQUENCE');
+  const id = readChildren(t.value, 'authorityKeyIdentifier').find((c) => c.tag === 0x80);
+  return id ? Buffer.from(id.value) : undefined;
 }

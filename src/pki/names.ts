@@ -1,6 +1,7 @@
 import net from 'node:net';
 import * as asn from '@peculiar/asn1-x509';
 import { MtlsError } from '../errors.js';
+import { decodeOid, readChildren, readSingle } from './der.js';
 import { OID } from './oid.js';
 
 /** One attribute of a distinguished name, as parsed (not as Node's string form). */
@@ -32,6 +33,40 @@ export function nameAttributes(name: asn.Name): DnAttribute[] {
 function attributeValueText(v: asn.AttributeValue): string {
   if (v.anyValue) return '#' + Buffer.from(v.anyValue).toString('hex');
   return v.toString();
+}
+
+/** Decodes a DER Name (SEQUENCE OF SET OF AttributeTypeAndValue) into attributes, in order. */
+export function parseNameDer(der: Buffer): DnAttribute[] {
+  const out: DnAttribute[] = [];
+  for (const rdn of readChildren(readSingle(der, 'Name').value, 'Name')) {
+    if (rdn.tag !== 0x31) throw new MtlsError('BAD_DER', 'Name: an RDN is not a SET');
+    for (const atv of readChildren(rdn.value, 'RDN')) {
+      const [typeT, valueT, extra] = readChildren(atv.value, 'AttributeTypeAndValue');
+      if (atv.tag !== 0x30 || !typeT || typeT.tag !== 0x06 || !valueT || extra) throw new MtlsError('BAD_DER', 'Name: malformed attribute');
+      const oid = decodeOid(typeT.value, 'attribute type');
+      out.push({ type: SHORT[oid] ?? oid, oid, value: directoryString(valueT.tag, valueT.value) });
+    }
+  }
+  return out;
+}
+
+/** DirectoryString and friends to text; unknown types print as `#hex` (RFC 4514 2.4). */
+function directoryString(tag: number, v: Buffer): string {
+  switch (tag) {
+    case 0x0c: return v.toString('utf8');
+    case 0x13: case 0x16: case 0x14: return v.toString('latin1');
+    case 0x1e: { const b = Buffer.from(v); return b.length % 2 ? '#' + v.toString('hex') : b.swap16().toString('utf16le'); }
+    case 0x1c: {
+      let s = '';
+      for (let i = 0; i + 3 < v.length; i += 4) {
+        const cp = v.readUInt32BE(i);
+        if (cp > 0x10ffff) return '#' + v.toString('hex');
+        s += String.fromCodePoint(cp);
+      }
+      return s;
+    }
+    default: return '#' + v.toString('hex');
+  }
 }
 
 /** RFC 4514 escaping of one attribute value. */

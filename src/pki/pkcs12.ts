@@ -5,7 +5,7 @@ import * as pfx from '@peculiar/asn1-pfx';
 import { DigestInfo } from '@peculiar/asn1-rsa';
 import * as asn from '@peculiar/asn1-x509';
 import { MtlsError } from '../errors.js';
-import { readChildren, readSingle, type Tlv } from './der.js';
+import { decodeOid, readChildren, readSingle, type Tlv } from './der.js';
 
 const ID_DATA = '1.2.840.113549.1.7.1';
 const ID_ENCRYPTED_DATA = '1.2.840.113549.1.7.6';
@@ -244,12 +244,5 @@ function decryptPbes2(params: Buffer, password: string, ciphertext: Buffer): Buf
 }
 
 function oidText(t: Tlv): string {
-  const b = t.value;
-  const parts: number[] = [Math.floor(b[0]! / 40), b[0]! % 40];
-  let acc = 0;
-  for (let i = 1; i < b.length; i++) {
-    acc = acc * 128 + (b[i]! & 0x7f);
-    if (!(b[i]! & 0x80)) { parts.push(acc); acc = 0; }
-  }
-  return parts.join('.');
+  return decodeOid(t.value);
 }

@@ -54,7 +54,7 @@ export interface MakeCertOptions {
 export function makeCert(o: MakeCertOptions): TestCert {
   const { privateKey, publicKey } = generateKeyPair(o.keyType ?? 'ec-p256');
   const subject = buildName([{ oid: OID.commonName, value: o.cn }]);
-  const issuerName = o.issuer ? buildName(o.issuer.cert.subject.map((a) => ({ oid: a.oid, value: a.value }))) : subject;
+  const issuerName = o.issuer ? o.issuer.cert.subjectDer : subject;
   const ext: RawExtension[] = [];
   if (!o.noBasicConstraints) ext.push(basicConstraintsExt(o.ca ?? false, o.pathLen));
   ext.push(keyUsageExt(o.keyUsage ?? (o.ca ? ['keyCertSign', 'cRLSign'] : ['digitalSignature'])));
