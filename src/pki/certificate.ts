@@ -8,7 +8,7 @@ import {
   parseSubjectAltName, type BasicConstraints, type KeyUsageName, type NameConstraints, type RawExtension,
 } from './extensions.js';
 import type { SubjectNames } from './general-names.js';
-import { signatureSchemeFor, signData } from './keys.js';
+import { signatureSchemeFor, signData, spkiDer } from './keys.js';
 import { parseNameDer, type DnAttribute } from './names.js';
 import { OID, oidName } from './oid.js';
 import { decodePem, looksLikePem } from './pem.js';
@@ -120,12 +120,6 @@ function parseCertificateStrict(der: Buffer, what: string): Certificate {
   if (!nb || !na || more) throw new Error('validity is malformed');
   const slice = (t: Tlv) => Buffer.from(tbsT.value.subarray(t.start, t.end));
   const spkiBytes = slice(spkiT);
-  let publicKey: KeyObject | undefined;
-  try {
-    publicKey = crypto.createPublicKey({ key: spkiBytes, format: 'der', type: 'spki' });
-  } catch (err) {
-    problems.push(`public key cannot be loaded (${(err as Error).message.split('\n')[0]})`);
-  }
   const extensions: RawExtension[] = [];
   for (const t of rest) {
     if (t.tag === 0x81 || t.tag === 0x82) { problems.push('issuer/subject unique identifiers are present (not allowed for CAs that follow RFC 5280)'); continue; }
@@ -147,7 +141,7 @@ function parseCertificateStrict(der: Buffer, what: string): Certificate {
     spkiDer: spkiBytes, extensions, fingerprint256: fingerprint(der), problems,
   };
   if (outerAlg.params) out.signatureParams = outerAlg.params;
-  if (publicKey) out.publicKey = publicKey;
+  definePublicKey(out, problems);
   const seen = new Set<string>();
   for (const ext of extensions) {
     if (seen.has(ext.oid)) problems.push(`extension ${oidName(ext.oid)} appears twice`);
@@ -159,6 +153,33 @@ function parseCertificateStrict(der: Buffer, what: string): Certificate {
     }
   }
   return out;
+}
+
+/**
+ * `publicKey` is loaded on first use: OpenSSL 3.0's decoder costs ~300 µs per key, and most parses (inventory,
+ * inspection, the leaf in a handshake) never need it. The algorithm is checked at parse time from the DER.
+ */
+function definePublicKey(c: Certificate, problems: string[]): void {
+  let cached: KeyObject | null | undefined;
+  const [alg] = readChildren(readSingle(c.spkiDer, 'SubjectPublicKeyInfo').value, 'SubjectPublicKeyInfo');
+  const algOid = alg && alg.tag === 0x30 ? readAlgorithm(alg, 'SubjectPublicKeyInfo.algorithm').oid : '';
+  if (![OID.ecPublicKey, OID.rsaEncryption, OID.ed25519, OID.rsaPss, OID.ed448].includes(algOid as never)) {
+    problems.push(`public key algorithm ${oidName(algOid)} is not supported`);
+  }
+  Object.defineProperty(c, 'publicKey', {
+    enumerable: true,
+    get(): KeyObject | undefined {
+      if (cached === undefined) {
+        try {
+          cached = crypto.createPublicKey({ key: c.spkiDer, format: 'der', type: 'spki' });
+        } catch (err) {
+          cached = null;
+          problems.push(`public key cannot be loaded (${(err as Error).message.split('\n')[0]})`);
+        }
+      }
+      return cached ?? undefined;
+    },
+  });
 }
 
 /** Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }. */
@@ -286,7 +307,7 @@ export function signCertificate(t: CertificateTemplate, signingKey: KeyObject): 
     nameDer(t.issuer),
     seq(encodeTime(t.notBefore), encodeTime(t.notAfter)),
     nameDer(t.subject),
-    t.publicKey.export({ type: 'spki', format: 'der' }),
+    spkiDer(t.publicKey),
     ...(exts.length ? [tlv(0xa3, seq(...exts))] : []),
   );
   const signature = signData(signingKey, tbs);

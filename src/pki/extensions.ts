@@ -1,9 +1,10 @@
 import crypto, { type KeyObject } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import * as asn from '@peculiar/asn1-x509';
-import { decodeOid, readChildren, readSingle } from './der.js';
+import { decodeOid, encodeOid, readChildren, readSingle, seq, tlv } from './der.js';
 import { addGeneralName, emptyNames, parseGeneralNames, type SubjectNames } from './general-names.js';
 import { spkiDer } from './keys.js';
+import { ipBytes } from './names.js';
 import { OID } from './oid.js';
 
 /** An extension as it sits in a certificate. */
@@ -37,7 +38,17 @@ function der(value: unknown): Buffer {
 }
 
 export function basicConstraintsExt(ca: boolean, pathLen?: number): RawExtension {
-  return { oid: OID.basicConstraints, critical: true, value: der(new asn.BasicConstraints(pathLen === undefined ? { cA: ca } : { cA: ca, pathLenConstraint: pathLen })) };
+  const parts: Buffer[] = [];
+  if (ca) parts.push(Buffer.from([0x01, 0x01, 0xff]));
+  if (pathLen !== undefined) parts.push(encodeSmallInteger(pathLen));
+  return { oid: OID.basicConstraints, critical: true, value: seq(...parts) };
+}
+
+function encodeSmallInteger(n: number): Buffer {
+  const bytes: number[] = [];
+  for (let v = n; v > 0; v = Math.floor(v / 256)) bytes.unshift(v & 0xff);
+  if (bytes.length === 0 || bytes[0]! & 0x80) bytes.unshift(0);
+  return tlv(0x02, Buffer.from(bytes));
 }
 
 /** KeyUsage as a DER BIT STRING with trailing zero bits removed (X.690 11.2.2), always critical. */
@@ -53,7 +64,7 @@ export function keyUsageExt(usages: KeyUsageName[]): RawExtension {
 }
 
 export function extKeyUsageExt(oids: string[], critical = false): RawExtension {
-  return { oid: OID.extKeyUsage, critical, value: der(new asn.ExtendedKeyUsage(oids)) };
+  return { oid: OID.extKeyUsage, critical, value: seq(...oids.map(encodeOid)) };
 }
 
 export interface SanInput {
@@ -65,13 +76,14 @@ export interface SanInput {
 
 /** RFC 5280: the SAN must be critical when the subject is empty. */
 export function subjectAltNameExt(names: SanInput, critical: boolean): RawExtension {
-  const gn: asn.GeneralName[] = [
-    ...(names.dns ?? []).map((d) => new asn.GeneralName({ dNSName: d })),
-    ...(names.ip ?? []).map((i) => new asn.GeneralName({ iPAddress: i })),
-    ...(names.email ?? []).map((e) => new asn.GeneralName({ rfc822Name: e })),
-    ...(names.uri ?? []).map((u) => new asn.GeneralName({ uniformResourceIdentifier: u })),
-  ];
-  return { oid: OID.subjectAltName, critical, value: der(new asn.SubjectAlternativeName(gn)) };
+  const ia5 = (tag: number) => (v: string) => tlv(tag, Buffer.from(v, 'latin1'));
+  const value = seq(
+    ...(names.dns ?? []).map(ia5(0x82)),
+    ...(names.ip ?? []).map((i) => tlv(0x87, ipBytes(i))),
+    ...(names.email ?? []).map(ia5(0x81)),
+    ...(names.uri ?? []).map(ia5(0x86)),
+  );
+  return { oid: OID.subjectAltName, critical, value };
 }
 
 export interface NameConstraintsInput {
@@ -104,16 +116,17 @@ export function nameConstraintsExt(nc: NameConstraintsInput): RawExtension {
 
 /** RFC 7093 section 2 method 1: the leftmost 160 bits of the SHA-256 of the subjectPublicKey bits. */
 export function keyIdentifier(publicKey: KeyObject): Buffer {
-  const spki = AsnConvert.parse(spkiDer(publicKey), asn.SubjectPublicKeyInfo);
-  return crypto.createHash('sha256').update(Buffer.from(spki.subjectPublicKey)).digest().subarray(0, 20);
+  const [, bits] = readChildren(readSingle(spkiDer(publicKey), 'SubjectPublicKeyInfo').value, 'SubjectPublicKeyInfo');
+  // The hash covers the key bits without the BIT STRING's unused-bits octet.
+  return crypto.createHash('sha256').update(bits!.value.subarray(1)).digest().subarray(0, 20);
 }
 
 export function subjectKeyIdExt(keyId: Buffer): RawExtension {
-  return { oid: OID.subjectKeyIdentifier, critical: false, value: der(new asn.SubjectKeyIdentifier(keyId)) };
+  return { oid: OID.subjectKeyIdentifier, critical: false, value: tlv(0x04, keyId) };
 }
 
 export function authorityKeyIdExt(keyId: Buffer): RawExtension {
-  return { oid: OID.authorityKeyIdentifier, critical: false, value: der(new asn.AuthorityKeyIdentifier({ keyIdentifier: new asn.KeyIdentifier(keyId) })) };
+  return { oid: OID.authorityKeyIdentifier, critical: false, value: seq(tlv(0x80, keyId)) };
 }
 
 // ---- parsing: each returns the value, or throws with a message naming the extension ----

@@ -141,14 +141,15 @@ function judgePath(chain: Certificate[], anchored: boolean, ctx: JudgeContext): 
 
   chain.forEach((c, i) => {
     const name = `'${certLabel(c)}'`;
+    const key = c.publicKey; // loads the key first: a failure to load is recorded in c.problems
     for (const p of c.problems) add('MALFORMED', i, `${name}: ${p}`);
     if (ctx.at < c.notBefore) add('NOT_YET_VALID', i, `${name} is not valid until ${shortTime(c.notBefore)} (${relativeTime(c.notBefore, ctx.at)})`);
     if (ctx.at > c.notAfter) add('EXPIRED', i, `${name} expired ${relativeTime(c.notAfter, ctx.at)} (${shortTime(c.notAfter)})`);
     for (const e of c.extensions) {
       if (e.critical && !UNDERSTOOD_EXTENSIONS.has(e.oid)) add('UNKNOWN_CRITICAL_EXTENSION', i, `${name} has a critical extension ${oidName(e.oid)} that we do not understand`);
     }
-    if (c.publicKey) {
-      const weak = keyWeakness(c.publicKey);
+    if (key) {
+      const weak = keyWeakness(key);
       if (weak) add('WEAK_KEY', i, `${name}: ${weak}`);
     }
     if (i === 0) return;

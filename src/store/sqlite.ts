@@ -44,6 +44,8 @@ export class SqliteStore implements CertificateStore {
     try {
       this.db = new Database(path, { fileMustExist: !options.create });
       this.db.pragma('journal_mode = WAL');
+      // A CA must not lose a record of an issued certificate, even on power loss.
+      this.db.pragma('synchronous = FULL');
       this.db.pragma('busy_timeout = 5000');
       this.db.exec(SCHEMA);
     } catch (err) {
