@@ -269,3 +269,28 @@ describe('bad input: one clear line, non-zero exit, nothing written', () => {
     assert.doesNotMatch(r.stdout + r.stderr, /PRIVATE KEY/);
   });
 });
+
+describe('encrypted CA keys from the command line', () => {
+  it('ca init --passphrase-file encrypts; issue needs the right passphrase and says so otherwise', () => {
+    const dir = tempDir();
+    const caHome = path.join(dir, 'ca');
+    const good = path.join(dir, 'good');
+    const bad = path.join(dir, 'bad');
+    fs.writeFileSync(good, 'a long passphrase\n');
+    fs.writeFileSync(bad, 'another passphrase\n');
+    const e = { MTLS_HOME: caHome };
+    assert.equal(mtls(['ca', 'init', '--passphrase-file', good], { env: e }).status, 0);
+    assert.match(fs.readFileSync(path.join(caHome, 'intermediate.key'), 'utf8'), /ENCRYPTED PRIVATE KEY/);
+    const out = path.join(dir, 'out');
+    const missing = mtls(['issue', 'client', 'c', '--out', out], { env: e });
+    assert.equal(missing.status, 2);
+    assert.match(missing.stderr, /is encrypted; give its passphrase with --passphrase-file/);
+    const wrong = mtls(['issue', 'client', 'c', '--out', out, '--passphrase-file', bad], { env: e });
+    assert.equal(wrong.status, 2);
+    assert.match(wrong.stderr, /wrong passphrase/);
+    assert.doesNotMatch(wrong.stderr, /another passphrase/);
+    assert.equal(fs.existsSync(path.join(out, 'c.crt')), false);
+    assert.equal(mtls(['issue', 'client', 'c', '--out', out, '--passphrase-file', good], { env: e }).status, 0);
+    assert.equal(JSON.parse(mtls(['ca', 'list', '--json'], { env: e }).stdout).length, 1);
+  });
+});
