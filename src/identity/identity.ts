@@ -1,0 +1,68 @@
+import type { TLSSocket } from 'node:tls';
+import { parseCertificate, type Certificate } from '../pki/certificate.js';
+import { formatDn, type DnAttribute, type SpiffeId } from '../pki/names.js';
+import { leafSpiffeId } from '../pki/verify.js';
+
+/** Who the verified peer is, decoded from its DER certificate (never from Node's `subjectaltname` string). */
+export interface PeerIdentity {
+  /** Present when the certificate carries exactly one URI SAN and it is a valid SPIFFE ID. */
+  spiffeId?: SpiffeId;
+  uris: string[];
+  dns: string[];
+  ips: string[];
+  emails: string[];
+  subject: DnAttribute[];
+  issuer: DnAttribute[];
+  /** RFC 4514 strings of `subject` and `issuer`. */
+  subjectDn: string;
+  issuerDn: string;
+  serial: string;
+  fingerprint256: string;
+  notBefore: Date;
+  notAfter: Date;
+  certificate: Certificate;
+}
+
+export function identityFromCertificate(c: Certificate): PeerIdentity {
+  const id: PeerIdentity = {
+    uris: c.san?.uri ?? [], dns: c.san?.dns ?? [], ips: c.san?.ip ?? [], emails: c.san?.email ?? [],
+    subject: c.subject, issuer: c.issuer, subjectDn: formatDn(c.subject), issuerDn: formatDn(c.issuer),
+    serial: c.serialHex, fingerprint256: c.fingerprint256, notBefore: c.notBefore, notAfter: c.notAfter, certificate: c,
+  };
+  const spiffe = leafSpiffeId(c);
+  if (spiffe.id) id.spiffeId = spiffe.id;
+  return id;
+}
+
+const cache = new WeakMap<TLSSocket, PeerIdentity | null>();
+
+/** Anything that leads to a TLS socket: the socket itself, an http(s)/http2 request, or an object with `.socket`. */
+export type HasTlsSocket = TLSSocket | { socket: unknown } | { connection: unknown };
+
+function socketOf(x: HasTlsSocket): TLSSocket | undefined {
+  const s = (x as { encrypted?: boolean }).encrypted === true && typeof (x as TLSSocket).getPeerX509Certificate === 'function'
+    ? (x as TLSSocket)
+    : ((x as { socket?: unknown }).socket ?? (x as { connection?: unknown }).connection);
+  if (s && typeof (s as TLSSocket).getPeerX509Certificate === 'function') return s as TLSSocket;
+  // http2 compat requests expose the stream's session socket
+  const stream = (x as { stream?: { session?: { socket?: unknown } } }).stream;
+  const ss = stream?.session?.socket;
+  return ss && typeof (ss as TLSSocket).getPeerX509Certificate === 'function' ? (ss as TLSSocket) : undefined;
+}
+
+/**
+ * The verified peer of a TLS connection, or undefined when it presented no certificate or the chain did not
+ * verify (`socket.authorized` false). Parsed once per connection and cached. Works on resumed sessions: the
+ * peer certificate is part of the session.
+ */
+export function identityOf(x: HasTlsSocket): PeerIdentity | undefined {
+  const socket = socketOf(x);
+  if (!socket || !socket.authorized) return undefined;
+  let id = cache.get(socket);
+  if (id === undefined) {
+    const peer = socket.getPeerX509Certificate();
+    id = peer ? identityFromCertificate(parseCertificate(Buffer.from(peer.raw), 'peer certificate')) : null;
+    cache.set(socket, id);
+  }
+  return id ?? undefined;
+}
