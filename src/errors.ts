@@ -28,7 +28,22 @@ export type MtlsErrorCode =
   | 'STORE'
   // verification (exit 1)
   | 'CERT_INVALID'
-  | 'HANDSHAKE_FAILED';
+  | 'HANDSHAKE_FAILED'
+  // mTLS handshakes: we refused the peer (exit 1)
+  | 'NO_CLIENT_CERT'
+  | 'CERT_UNTRUSTED'
+  | 'CERT_EXPIRED'
+  | 'CERT_NOT_YET_VALID'
+  | 'CERT_WRONG_PURPOSE'
+  | 'SERVER_IDENTITY_MISMATCH'
+  | 'PEER_NOT_ALLOWED'
+  // mTLS handshakes: the peer refused us (exit 3)
+  | 'PEER_REQUIRES_CERT'
+  | 'PEER_REJECTED_OUR_CERT'
+  | 'PEER_CLOSED_AFTER_OUR_CERT'
+  // the network (exit 4)
+  | 'UNREACHABLE'
+  | 'NOT_TLS';
 
 const INPUT_CODES: ReadonlySet<MtlsErrorCode> = new Set<MtlsErrorCode>([
   'BAD_INPUT', 'BAD_PEM', 'BAD_DER', 'BAD_KEY', 'BAD_CSR', 'BAD_PKCS12', 'BAD_NAME', 'BAD_SPIFFE_ID',
@@ -48,9 +63,20 @@ export class MtlsError extends Error {
   }
 }
 
-/** Exit status of the CLI for an error: 2 for unusable input, 1 for everything that was refused or failed. */
+const PEER_REFUSED_US: ReadonlySet<MtlsErrorCode> = new Set<MtlsErrorCode>(['PEER_REQUIRES_CERT', 'PEER_REJECTED_OUR_CERT', 'PEER_CLOSED_AFTER_OUR_CERT']);
+const NETWORK: ReadonlySet<MtlsErrorCode> = new Set<MtlsErrorCode>(['UNREACHABLE', 'NOT_TLS']);
+
+/**
+ * Exit status of the CLI for an error: 2 unusable input, 3 the peer rejected us, 4 the peer could not be
+ * reached (or does not speak TLS), 1 everything else that was refused or failed (including our verification
+ * of the peer).
+ */
 export function exitCodeOf(err: unknown): number {
-  if (err instanceof MtlsError) return INPUT_CODES.has(err.code) ? 2 : 1;
+  if (err instanceof MtlsError) {
+    if (INPUT_CODES.has(err.code)) return 2;
+    if (PEER_REFUSED_US.has(err.code)) return 3;
+    if (NETWORK.has(err.code)) return 4;
+  }
   return 1;
 }
 

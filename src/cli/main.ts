@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { exitCodeOf, messageOf } from '../errors.js';
 import { registerCa } from './ca.js';
 import { registerDemo } from './demo.js';
+import { registerConnect, registerServe } from './endpoints.js';
 import { registerInspect } from './inspect.js';
 import { registerIssue, registerSign } from './issue.js';
 import { registerVerify } from './verify.js';
@@ -18,6 +19,8 @@ export function buildProgram(): Command {
   registerSign(program);
   registerInspect(program);
   registerVerify(program);
+  registerServe(program);
+  registerConnect(program);
   registerDemo(program);
   for (const c of allCommands(program)) c.exitOverride();
   return program;

@@ -1,0 +1,121 @@
+import crypto from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import path from 'node:path';
+import tls from 'node:tls';
+import { messageOf } from '../errors.js';
+import { loadCredentials, type Credentials } from './credentials.js';
+
+export interface WatchedFiles {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+  passphrase?: string;
+}
+
+interface Attached {
+  server: tls.Server;
+  build: (c: Credentials) => tls.SecureContextOptions;
+}
+
+/** Emitted as 'reloaded'. */
+export interface ReloadEvent {
+  fingerprint256: string;
+  trustChanged: boolean;
+}
+
+/**
+ * Watches certificate, key and trust bundle files and swaps the secure context of attached servers when they
+ * change (ghostunnel's certloader pattern): everything new is built and checked first, then swapped; a broken
+ * file keeps the old state ('reload-error' says why). Live connections are untouched. Session ticket keys are
+ * kept across a certificate rotation (setSecureContext would otherwise drop them) and replaced when the trust
+ * bundle changes, so sessions verified under the old trust cannot be resumed.
+ * Kubernetes-style swaps (a `..data` symlink replaced in the directory) are seen because the directories are
+ * watched, not the files.
+ */
+export class CredentialReloader extends EventEmitter {
+  private creds: Credentials;
+  private readonly attached: Attached[] = [];
+  private watchers: fs.FSWatcher[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private digest: string;
+
+  constructor(private readonly files: WatchedFiles, private readonly debounceMs = 100) {
+    super();
+    this.creds = loadCredentials(files);
+    this.digest = this.contentDigest();
+  }
+
+  get current(): Credentials {
+    return this.creds;
+  }
+
+  /** Swap `server`'s context on every successful reload, built by `build` from the new credentials. */
+  attach(server: tls.Server, build: (c: Credentials) => tls.SecureContextOptions): this {
+    this.attached.push({ server, build });
+    return this;
+  }
+
+  start(): this {
+    const dirs = new Set([this.files.certFile, this.files.keyFile, this.files.caFile].map((f) => path.dirname(path.resolve(f))));
+    for (const dir of dirs) {
+      const w = fs.watch(dir, () => this.schedule());
+      w.on('error', (err) => this.emit('reload-error', new Error(`cannot watch ${dir}: ${err.message}`)));
+      this.watchers.push(w);
+    }
+    return this;
+  }
+
+  stop(): void {
+    for (const w of this.watchers) w.close();
+    this.watchers = [];
+    clearTimeout(this.timer);
+  }
+
+  private schedule(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.reload(), this.debounceMs);
+  }
+
+  private contentDigest(): string {
+    const h = crypto.createHash('sha256');
+    for (const f of [this.files.certFile, this.files.keyFile, this.files.caFile]) {
+      try {
+        h.update(fs.readFileSync(f));
+      } catch {
+        h.update('missing');
+      }
+      h.update('\0');
+    }
+    return h.digest('hex');
+  }
+
+  /** Re-reads the files now (also for SIGHUP). Resolves true when new credentials were applied. */
+  async reload(): Promise<boolean> {
+    const digest = this.contentDigest();
+    if (digest === this.digest) return false;
+    let next: Credentials;
+    let contexts: { a: Attached; options: tls.SecureContextOptions }[];
+    try {
+      next = loadCredentials(this.files);
+      contexts = this.attached.map((a) => {
+        const options = a.build(next);
+        tls.createSecureContext(options); // prove it builds before touching any server
+        return { a, options };
+      });
+    } catch (err) {
+      this.emit('reload-error', new Error(`kept the previous certificate: ${messageOf(err)}`));
+      return false;
+    }
+    const trustChanged = next.ca !== this.creds.ca;
+    for (const { a, options } of contexts) {
+      const keys = a.server.getTicketKeys();
+      a.server.setSecureContext(options);
+      a.server.setTicketKeys(trustChanged ? crypto.randomBytes(48) : keys);
+    }
+    this.creds = next;
+    this.digest = digest;
+    this.emit('reloaded', { fingerprint256: next.leaf.fingerprint256, trustChanged } satisfies ReloadEvent);
+    return true;
+  }
+}
