@@ -2,8 +2,8 @@ import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { Agent as UndiciAgent, buildConnector } from 'undici';
-import { identityFromCertificate } from '../identity/identity.js';
-import { parseCertificate } from '../pki/certificate.js';
+import { MtlsError } from '../errors.js';
+import { rememberSessions, serverIdentityOf } from '../tls/session-identity.js';
 import type { Credentials } from '../tls/credentials.js';
 import { clientTlsOptions, checkServerIdentity, type ServerExpectation } from '../tls/options.js';
 
@@ -15,11 +15,12 @@ export interface ClientAgentOptions {
   expect?: ServerExpectation;
 }
 
-/** Re-checks the server identity on a connected socket (also when the session was resumed). */
+/** Checks the server identity on a connected socket, resumed or not, and remembers it for its sessions. */
 function identityError(socket: tls.TLSSocket, host: string, expect: ServerExpectation): Error | undefined {
-  const raw = socket.getPeerX509Certificate()?.raw;
-  if (!raw) return new Error('the server sent no certificate');
-  return checkServerIdentity(identityFromCertificate(parseCertificate(Buffer.from(raw))), host, expect);
+  const id = serverIdentityOf(socket);
+  if (!id) return new MtlsError('SERVER_IDENTITY_MISMATCH', 'the server identity is unknown (no certificate, or a resumed session never verified here)');
+  rememberSessions(socket, id);
+  return checkServerIdentity(id, host, expect);
 }
 
 /** An https.Agent that presents our certificate and checks the server's identity from DER, resumed or not. */

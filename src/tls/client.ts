@@ -1,7 +1,9 @@
 import tls from 'node:tls';
 import { identityFromCertificate, type PeerIdentity } from '../identity/identity.js';
 import { parseCertificate, type Certificate } from '../pki/certificate.js';
+import { MtlsError } from '../errors.js';
 import type { Credentials } from './credentials.js';
+import { rememberSessions, serverIdentityOf } from './session-identity.js';
 import { classifyTlsError } from './errors.js';
 import { checkServerIdentity, clientTlsOptions, type EndpointOptions, type ServerExpectation } from './options.js';
 
@@ -27,9 +29,11 @@ export interface ConnectOptions extends EndpointOptions {
 export interface MtlsConnection {
   socket: tls.TLSSocket;
   server: PeerIdentity;
-  /** The server's chain as it was at secureConnect (leaf first). */
+  /** The server's chain as it was at secureConnect (leaf first); empty on a resumed session. */
   chain: Certificate[];
   resumed: boolean;
+  /** The latest TLS session for resumption (TLS 1.3 tickets arrive after the handshake), or undefined yet. */
+  session(): Buffer | undefined;
 }
 
 /**
@@ -69,12 +73,19 @@ export function connectMtls(o: ConnectOptions): Promise<MtlsConnection> {
       host: o.host, port: o.port, ...clientTlsOptions(o.credentials, o.ca, expect, o),
       ...(o.session ? { session: o.session } : {}),
     });
+    let session: Buffer | undefined;
+    socket.on('session', (s: Buffer) => { session = s; });
     const timer = setTimeout(() => fail(Object.assign(new Error('connection timed out'), { code: 'ETIMEDOUT' })), o.timeoutMs ?? 10_000);
     socket.once('error', fail);
     socket.once('secureConnect', () => {
       const chain = peerChain(socket);
-      if (chain.length === 0) return fail(new Error('the server sent no certificate'));
-      const server = identityFromCertificate(chain[0]!);
+      const server = chain.length ? identityFromCertificate(chain[0]!) : serverIdentityOf(socket);
+      if (!server) {
+        return fail(new MtlsError('SERVER_IDENTITY_MISMATCH', socket.isSessionReused()
+          ? 'resumed a TLS session whose server identity was never verified here; connect without the session'
+          : 'the server sent no certificate'));
+      }
+      rememberSessions(socket, server);
       const mismatch = checkServerIdentity(server, o.host, expect);
       if (mismatch) return fail(mismatch);
       const done = () => {
@@ -83,7 +94,7 @@ export function connectMtls(o: ConnectOptions): Promise<MtlsConnection> {
         clearTimeout(timer);
         socket.off('error', fail);
         socket.off('close', closed);
-        resolve({ socket, server, chain, resumed: socket.isSessionReused() });
+        resolve({ socket, server, chain, resumed: socket.isSessionReused(), session: () => session });
       };
       const closed = () => fail(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }));
       if (o.confirmMs && socket.getProtocol() === 'TLSv1.3') {

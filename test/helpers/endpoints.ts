@@ -1,0 +1,71 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import type tls from 'node:tls';
+import { CertificateAuthority, type IssueRequest } from '../../src/ca/authority.js';
+import { writeIssued } from '../../src/ca/output.js';
+import { loadCredentials, type Credentials } from '../../src/tls/credentials.js';
+import { tempDir } from './pki.js';
+
+/** A throwaway CA with named credentials, in memory and on disk (for CLI tools and real peers). */
+export interface TestPki {
+  dir: string;
+  ca: CertificateAuthority;
+  bundle: string;
+  creds: (name: string) => Credentials;
+  file: (name: string) => string;
+  issue: (req: IssueRequest) => Promise<Credentials>;
+}
+
+export async function testPki(trustDomain = 'test.example'): Promise<TestPki> {
+  const dir = tempDir('mtls-pki-');
+  const ca = await CertificateAuthority.init({ home: path.join(dir, 'ca'), name: 'Endpoint Test', trustDomain });
+  const all = new Map<string, Credentials>();
+  const issue = async (req: IssueRequest) => {
+    const issued = await ca.issue(req, (i) => { writeIssued(i, { outDir: dir, name: req.name, bundlePem: ca.bundlePem, overwrite: true }); });
+    const c = loadCredentials({ cert: issued.chainPem, key: issued.privateKey!, ca: ca.bundlePem });
+    all.set(req.name, c);
+    return c;
+  };
+  await issue({ profile: 'server', name: 'server', names: { dns: ['localhost'], ip: ['127.0.0.1'] } });
+  await issue({ profile: 'spiffe', name: 'svid-server', names: { spiffeId: `spiffe://${trustDomain}/ns/prod/sa/api` } });
+  await issue({ profile: 'client', name: 'billing', names: { spiffeId: `spiffe://${trustDomain}/ns/prod/sa/billing` } });
+  await issue({ profile: 'client', name: 'web', names: { spiffeId: `spiffe://${trustDomain}/ns/prod/sa/web` } });
+  return {
+    dir, ca, bundle: ca.bundlePem, issue,
+    creds: (name) => all.get(name)!,
+    file: (name) => path.join(dir, name),
+  };
+}
+
+export async function listen(server: net.Server | tls.Server): Promise<number> {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return (server.address() as net.AddressInfo).port;
+}
+
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  const port = await listen(s);
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+export function close(server: net.Server): Promise<void> {
+  return new Promise((r) => {
+    server.close(() => r());
+    (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+  });
+}
+
+/** Waits until `pred` holds or fails after `ms`. */
+export async function until(pred: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
+  const t0 = Date.now();
+  while (!pred()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+export function writeFile(p: string, data: string): void {
+  fs.writeFileSync(p, data);
+}

@@ -1,0 +1,168 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import tls from 'node:tls';
+import { MtlsError } from '../../src/errors.js';
+import { compilePolicy } from '../../src/identity/policy.js';
+import { connectMtls } from '../../src/tls/client.js';
+import { createMtlsServer, type ConnectionEvent, type HandshakeErrorEvent } from '../../src/tls/server.js';
+import { clientTlsOptions } from '../../src/tls/options.js';
+import { close, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
+
+let pki: TestPki;
+let server: tls.Server;
+let port: number;
+const events: ConnectionEvent[] = [];
+const errors: HandshakeErrorEvent[] = [];
+
+before(async () => {
+  pki = await testPki();
+  server = createMtlsServer({ credentials: pki.creds('server'), policy: compilePolicy({ allow: ['spiffe://test.example/ns/*/sa/billing'] }) }, (socket, id) => socket.end(`hi ${id.spiffeId!.uri}\n`));
+  server.on('mtls:connection', (e: ConnectionEvent) => events.push(e));
+  server.on('mtls:handshake-error', (e: HandshakeErrorEvent) => errors.push(e));
+  port = await listen(server);
+});
+after(async () => { await close(server); await pki.ca.close(); });
+
+const connect = (name: string | undefined, extra: Partial<Parameters<typeof connectMtls>[0]> = {}) =>
+  connectMtls({ host: 'localhost', port, ca: pki.bundle, confirmMs: 300, ...(name ? { credentials: pki.creds(name) } : {}), ...extra });
+
+const rejectsWith = async (p: Promise<unknown>, code: string) => {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof MtlsError, String(e));
+    assert.equal(e.code, code, e.message);
+    assert.ok(!e.message.includes('\n'));
+    return true;
+  });
+};
+
+describe('mTLS server and client', () => {
+  it('an allowed client gets through and the server sees its SPIFFE ID, parsed from DER', async () => {
+    const c = await connect('billing');
+    assert.equal(c.server.dns[0], 'localhost');
+    const data = await new Promise<string>((r) => { let d = ''; c.socket.on('data', (x) => (d += x)); c.socket.on('end', () => r(d)); });
+    assert.equal(data, 'hi spiffe://test.example/ns/prod/sa/billing\n');
+    const e = events.at(-1)!;
+    assert.equal(e.decision.allowed, true);
+    assert.equal(e.identity!.spiffeId!.uri, 'spiffe://test.example/ns/prod/sa/billing');
+    assert.match(e.remote, /^127\.0\.0\.1:\d+$/);
+  });
+
+  it('a client the policy denies is closed, and in TLS 1.3 learns it after its own handshake finished', async () => {
+    const n = events.length;
+    await rejectsWith(connect('web'), 'PEER_CLOSED_AFTER_OUR_CERT');
+    await until(() => events.length > n);
+    assert.match(events.at(-1)!.decision.reason, /web matches no allow rule \(deny by default\)/);
+  });
+
+  it('in TLS 1.3 a raw Node client sees secureConnect before the server rejects it', async () => {
+    const socket = tls.connect({ host: '127.0.0.1', port, ...clientTlsOptions(pki.creds('web'), pki.bundle, { servername: 'localhost' }) });
+    let secure = false;
+    socket.on('secureConnect', () => { secure = true; });
+    await new Promise((r) => socket.on('close', r));
+    assert.equal(secure, true);
+  });
+
+  it('no client certificate: the handshake fails with certificate_required, typed on both sides', async () => {
+    const n = errors.length;
+    await rejectsWith(connect(undefined), 'PEER_REQUIRES_CERT');
+    await until(() => errors.length > n);
+    assert.equal(errors.at(-1)!.error.code, 'NO_CLIENT_CERT');
+  });
+
+  it('a server certificate offered as a client certificate is rejected for its purpose; the server logs who and why', async () => {
+    const n = errors.length;
+    await rejectsWith(connect('server'), 'PEER_CLOSED_AFTER_OUR_CERT');
+    await until(() => errors.length > n);
+    const e = errors.at(-1)!;
+    assert.equal(e.error.code, 'CERT_WRONG_PURPOSE');
+    assert.match(e.remote, /^127\.0\.0\.1:\d+$/);
+  });
+
+  it('an untrusted server is refused by the client with CERT_UNTRUSTED', async () => {
+    const other = await testPki('other.example');
+    await rejectsWith(connectMtls({ host: 'localhost', port, ca: other.bundle, credentials: pki.creds('billing') }), 'CERT_UNTRUSTED');
+    await other.ca.close();
+  });
+
+  it('unreachable and non-TLS peers get their own codes', async () => {
+    await rejectsWith(connectMtls({ host: '127.0.0.1', port: 9, ca: pki.bundle }), 'UNREACHABLE');
+  });
+});
+
+describe('server identity (Node pitfalls)', () => {
+  let svid: tls.Server;
+  let svidPort: number;
+  before(async () => {
+    svid = createMtlsServer({ credentials: pki.creds('svid-server'), policy: compilePolicy({ allow: ['any'] }) }, (s) => s.end('ok'));
+    svidPort = await listen(svid);
+  });
+  after(() => close(svid));
+
+  it("Node's checkServerIdentity ignores URI SANs; ours checks the SPIFFE ID", async () => {
+    const plain = tls.connect({ host: '127.0.0.1', port: svidPort, ca: pki.bundle, cert: pki.creds('billing').cert, key: pki.creds('billing').key, servername: 'api' });
+    const err = await new Promise<NodeJS.ErrnoException>((r) => plain.once('error', r));
+    assert.equal(err.code, 'ERR_TLS_CERT_ALTNAME_INVALID');
+    const ok = await connectMtls({ host: '127.0.0.1', port: svidPort, ca: pki.bundle, credentials: pki.creds('billing'), expect: { spiffeId: 'spiffe://test.example/ns/*/sa/api' } });
+    assert.equal(ok.server.spiffeId!.uri, 'spiffe://test.example/ns/prod/sa/api');
+    ok.socket.destroy();
+    await rejectsWith(connectMtls({ host: '127.0.0.1', port: svidPort, ca: pki.bundle, credentials: pki.creds('billing'), expect: { spiffeId: 'spiffe://test.example/ns/*/sa/db' } }), 'SERVER_IDENTITY_MISMATCH');
+  });
+
+  it('a resumed TLS 1.3 session skips Node\'s identity check; ours still refuses the wrong server', async () => {
+    const first = await connectMtls({ host: '127.0.0.1', port: svidPort, ca: pki.bundle, credentials: pki.creds('billing'), expect: { spiffeId: 'spiffe://test.example/ns/prod/sa/api' } });
+    await until(() => first.session() !== undefined, 5000, 'a session ticket');
+    const session = first.session()!;
+    first.socket.destroy();
+    // Raw Node: checkServerIdentity is not called on resumption, so a wrong expectation passes silently.
+    let called = false;
+    const raw = tls.connect({ host: '127.0.0.1', port: svidPort, ca: pki.bundle, cert: pki.creds('billing').cert, key: pki.creds('billing').key, session, checkServerIdentity: () => { called = true; return new Error('wrong server'); } });
+    await new Promise((r) => raw.once('secureConnect', r));
+    assert.equal(raw.isSessionReused(), true);
+    assert.equal(called, false);
+    raw.destroy();
+    await rejectsWith(connectMtls({ host: '127.0.0.1', port: svidPort, ca: pki.bundle, credentials: pki.creds('billing'), session, expect: { spiffeId: 'spiffe://test.example/ns/prod/sa/db' } }), 'SERVER_IDENTITY_MISMATCH');
+  });
+
+  it('identityOf works on resumed sessions on the server side', async () => {
+    const first = await connect('billing');
+    await until(() => first.session() !== undefined, 5000, 'a session ticket');
+    const session = first.session()!;
+    first.socket.destroy();
+    const n = events.length;
+    const again = await connect('billing', { session });
+    assert.equal(again.resumed, true);
+    await until(() => events.length > n);
+    const e = events.at(-1)!;
+    assert.equal(e.resumed, true);
+    assert.equal(e.identity?.spiffeId?.uri, 'spiffe://test.example/ns/prod/sa/billing');
+    assert.equal(e.decision.allowed, true);
+    again.socket.destroy();
+  });
+
+  it('a resumed TLS 1.3 client gets no server certificate; the identity comes from the verified session', async () => {
+    const first = await connect('billing');
+    await until(() => first.session() !== undefined, 5000, 'a session ticket');
+    first.socket.destroy();
+    const raw = tls.connect({ host: '127.0.0.1', port, ...clientTlsOptions(pki.creds('billing'), pki.bundle, { servername: 'localhost' }), session: first.session()! });
+    await new Promise((r) => raw.once('secureConnect', r));
+    assert.equal(raw.isSessionReused(), true);
+    assert.equal(raw.getPeerX509Certificate(), undefined);
+    raw.destroy();
+    const again = await connect('billing', { session: first.session()! });
+    assert.equal(again.resumed, true);
+    assert.deepEqual(again.chain, []);
+    assert.equal(again.server.dns[0], 'localhost');
+    again.socket.destroy();
+  });
+
+  it('refuses to resume a session it never verified (fail closed)', async () => {
+    const first = await connect('billing');
+    await until(() => first.session() !== undefined, 5000, 'a session ticket');
+    first.socket.destroy();
+    // A session obtained by a raw Node client, outside connectMtls: nothing vouches for its server identity.
+    const raw = tls.connect({ host: '127.0.0.1', port, ...clientTlsOptions(pki.creds('billing'), pki.bundle, { servername: 'localhost' }) });
+    const foreign = await new Promise<Buffer>((r) => raw.once('session', r));
+    raw.destroy();
+    await rejectsWith(connect('billing', { session: foreign }), 'SERVER_IDENTITY_MISMATCH');
+  });
+});
