@@ -1,0 +1,170 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fetch } from 'undici';
+import { mtlsUndiciAgent } from '../../src/adapters/agents.js';
+import { freePort, testPki, until, type TestPki } from '../helpers/endpoints.js';
+import { BIN, mtls, tempDir } from '../helpers/pki.js';
+
+let pki: TestPki;
+const children: ChildProcess[] = [];
+
+/** Starts a long-running process and waits until its output matches `ready`. */
+async function start(cmd: string, args: string[], ready: RegExp, env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; output: () => string }> {
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  children.push(child);
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  await until(() => ready.test(out) || child.exitCode !== null, 15_000, `${cmd} to start: ${out}`);
+  if (child.exitCode !== null) throw new Error(`${cmd} exited: ${out}`);
+  return { child, output: () => out };
+}
+
+function curl(args: string[]) {
+  const r = spawnSync('curl', ['-sS', '--max-time', '10', ...args], { encoding: 'utf8' });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+before(async () => {
+  pki = await testPki();
+});
+after(async () => {
+  for (const c of children) c.kill('SIGTERM');
+  await pki.ca.close();
+});
+
+describe('mtls serve --http with curl', () => {
+  let port: number;
+  let serve: Awaited<ReturnType<typeof start>>;
+  before(async () => {
+    port = await freePort();
+    serve = await start(process.execPath, [BIN, 'serve', '--http', '--port', String(port), '--cert', pki.file('server.crt'), '--key', pki.file('server.key'), '--ca', pki.file('ca.crt'), '--allow', 'spiffe://test.example/ns/*/sa/billing'], /listening on/);
+  });
+
+  it('an allowed identity gets 200 and sees itself', () => {
+    const r = curl(['--cert', pki.file('billing.crt'), '--key', pki.file('billing.key'), '--cacert', pki.file('ca.crt'), `https://localhost:${port}/whoami`]);
+    assert.equal(r.status, 0, r.stderr);
+    const body = JSON.parse(r.stdout);
+    assert.equal(body.identity.spiffeId, 'spiffe://test.example/ns/prod/sa/billing');
+    assert.match(body.decision, /allowed by rule/);
+  });
+
+  it('a denied identity gets 403 with the reason, and the server logs it', async () => {
+    const r = curl(['-w', '\n%{http_code}', '--cert', pki.file('web.crt'), '--key', pki.file('web.key'), '--cacert', pki.file('ca.crt'), `https://localhost:${port}/whoami`]);
+    const [body, code] = r.stdout.split('\n');
+    assert.equal(code, '403');
+    assert.match(JSON.parse(body!).reason, /spiffe:\/\/test\.example\/ns\/prod\/sa\/web matches no allow rule/);
+    await until(() => /DENY spiffe:\/\/test\.example\/ns\/prod\/sa\/web/.test(serve.output()), 3000, 'the DENY log line');
+  });
+
+  it('no client certificate fails the handshake', async () => {
+    const r = curl(['--cacert', pki.file('ca.crt'), `https://localhost:${port}/whoami`]);
+    assert.notEqual(r.status, 0);
+    assert.doesNotMatch(r.stdout, /identity/);
+    await until(() => /HANDSHAKE FAILED \[NO_CLIENT_CERT\]/.test(serve.output()), 3000, 'the NO_CLIENT_CERT log line');
+  });
+
+  it('openssl s_client with a certificate is accepted; without one it is refused', () => {
+    const ok = spawnSync('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'localhost', '-CAfile', pki.file('ca.crt'), '-cert', pki.file('billing.crt'), '-cert_chain', pki.file('billing.crt'), '-key', pki.file('billing.key'), '-verify_return_error', '-quiet'],
+      { input: 'GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n', encoding: 'utf8', timeout: 10_000 });
+    assert.match(ok.stdout, /"spiffeId": "spiffe:\/\/test\.example\/ns\/prod\/sa\/billing"/);
+    const none = spawnSync('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'localhost', '-CAfile', pki.file('ca.crt'), '-brief', '-ign_eof'],
+      { input: 'GET / HTTP/1.0\r\n\r\n', encoding: 'utf8', timeout: 10_000 });
+    assert.match(none.stdout + none.stderr, /certificate required/);
+  });
+});
+
+describe('mtls connect against openssl s_server -Verify 1', () => {
+  async function sServer(accepts = 1) {
+    const port = await freePort();
+    const s = await start('openssl', ['s_server', '-accept', `127.0.0.1:${port}`, '-naccept', String(accepts), '-cert', pki.file('server.crt'), '-cert_chain', pki.file('server.crt'), '-key', pki.file('server.key'),
+      '-CAfile', pki.file('ca.crt'), '-Verify', '1', '-verify_return_error', '-purpose', 'sslclient'], /ACCEPT/);
+    return { port, s };
+  }
+
+  it('exit 0 with a client certificate, and the verdict line by line', async () => {
+    const { port } = await sServer();
+    const r = mtls(['connect', `localhost:${port}`, '--cert', pki.file('billing.crt'), '--key', pki.file('billing.key'), '--ca', pki.file('ca.crt')]);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /server chain\s+verified: 'server' <- 'Endpoint Test Intermediate' <- 'Endpoint Test Root'/);
+    assert.match(r.stdout, /our cert\s+'billing' sent and accepted/);
+    assert.match(r.stdout, /key exchange X25519/);
+  });
+
+  it('exit 3 when the server rejects our certificate (a server certificate is not a client certificate)', async () => {
+    const { port } = await sServer();
+    const r = mtls(['connect', `localhost:${port}`, '--cert', pki.file('server.crt'), '--key', pki.file('server.key'), '--ca', pki.file('ca.crt')]);
+    assert.equal(r.status, 3, r.stdout + r.stderr);
+    assert.match(r.stdout, /PEER_REJECTED_OUR_CERT|PEER_CLOSED_AFTER_OUR_CERT/);
+  });
+
+  it('exit 3 without a certificate, exit 1 when the server is not trusted', async () => {
+    const a = await sServer();
+    const none = mtls(['connect', `localhost:${a.port}`, '--ca', pki.file('ca.crt')]);
+    assert.equal(none.status, 3, none.stdout);
+    assert.match(none.stdout, /PEER_REQUIRES_CERT/);
+    const b = await sServer(2); // mtls connect reconnects once, unverified, to explain the chain
+    const other = await testPki('other.example');
+    const untrusted = mtls(['connect', `localhost:${b.port}`, '--cert', pki.file('billing.crt'), '--key', pki.file('billing.key'), '--ca', other.file('ca.crt')]);
+    assert.equal(untrusted.status, 1, untrusted.stdout);
+    assert.match(untrusted.stdout, /CERT_UNTRUSTED/);
+    // Both test CAs are named 'Endpoint Test': the explanation must tell a same-named CA from the right one.
+    assert.match(untrusted.stdout, /server chain\s+'Endpoint Test Intermediate' names 'Endpoint Test Root' as its issuer, but its key identifier differs .*different CA with the same name/);
+    await other.ca.close();
+  });
+});
+
+describe('nginx', () => {
+  const nginxConf = (dir: string, body: string) => {
+    const conf = path.join(dir, 'nginx.conf');
+    fs.writeFileSync(conf, `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/err.log;
+events { worker_connections 256; }
+http { access_log off; client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+${body} }
+`);
+    return conf;
+  };
+
+  it('nginx as an mTLS client of our server (proxy_ssl_certificate): our server sees nginx\'s identity', async () => {
+    const backend = await freePort();
+    await start(process.execPath, [BIN, 'serve', '--http', '--port', String(backend), '--cert', pki.file('server.crt'), '--key', pki.file('server.key'), '--ca', pki.file('ca.crt'), '--allow', 'cn:nginx-proxy'], /listening on/);
+    await pki.issue({ profile: 'client', name: 'nginx-proxy', names: {} });
+    const front = await freePort();
+    const dir = tempDir('mtls-nginx-');
+    const conf = nginxConf(dir, `server { listen 127.0.0.1:${front};
+      location / { proxy_pass https://127.0.0.1:${backend}; proxy_ssl_certificate ${pki.file('nginx-proxy.crt')}; proxy_ssl_certificate_key ${pki.file('nginx-proxy.key')};
+        proxy_ssl_trusted_certificate ${pki.file('ca.crt')}; proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_server_name on; } }`);
+    await start('nginx', ['-c', conf, '-e', `${dir}/err.log`], /$/);
+    await until(() => fs.existsSync(`${dir}/nginx.pid`), 5000, 'nginx to write its pid');
+    let r = curl([`http://127.0.0.1:${front}/`]);
+    for (let i = 0; i < 20 && r.status !== 0; i++) { await new Promise((x) => setTimeout(x, 100)); r = curl([`http://127.0.0.1:${front}/`]); }
+    assert.equal(r.status, 0, r.stderr);
+    const body = JSON.parse(r.stdout);
+    assert.equal(body.identity.subject, 'CN=nginx-proxy, O=Endpoint Test');
+  });
+
+  it('nginx as an mTLS server (ssl_verify_client on) accepts our clients and refuses a server certificate', async () => {
+    const port = await freePort();
+    const dir = tempDir('mtls-nginx-');
+    const conf = nginxConf(dir, `server { listen 127.0.0.1:${port} ssl; ssl_certificate ${pki.file('server.crt')}; ssl_certificate_key ${pki.file('server.key')};
+      ssl_client_certificate ${pki.file('ca.crt')}; ssl_verify_client on; ssl_verify_depth 3; return 200 "ok $ssl_client_s_dn\\n"; }`);
+    await start('nginx', ['-c', conf, '-e', `${dir}/err.log`], /$/);
+    await until(() => fs.existsSync(`${dir}/nginx.pid`), 5000, 'nginx to write its pid');
+    let ok = mtls(['connect', `localhost:${port}`, '--cert', pki.file('billing.crt'), '--key', pki.file('billing.key'), '--ca', pki.file('ca.crt')]);
+    for (let i = 0; i < 20 && ok.status !== 0; i++) { await new Promise((x) => setTimeout(x, 100)); ok = mtls(['connect', `localhost:${port}`, '--cert', pki.file('billing.crt'), '--key', pki.file('billing.key'), '--ca', pki.file('ca.crt')]); }
+    assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+    const dispatcher = mtlsUndiciAgent({ credentials: pki.creds('billing'), ca: pki.bundle });
+    const res = await fetch(`https://localhost:${port}/`, { dispatcher });
+    assert.equal(res.status, 200);
+    assert.match(await res.text(), /^ok CN=billing,O=Endpoint Test/);
+    await dispatcher.close();
+    // nginx answers 400 ("The SSL certificate error") to a client certificate with the wrong purpose.
+    const wrong = mtlsUndiciAgent({ credentials: pki.creds('server'), ca: pki.bundle });
+    const bad = await fetch(`https://localhost:${port}/`, { dispatcher: wrong });
+    assert.equal(bad.status, 400);
+    await wrong.close();
+  });
+});
