@@ -9,6 +9,8 @@ import { freePort, testPki, until, type TestPki } from '../helpers/endpoints.js'
 import { BIN, mtls, tempDir } from '../helpers/pki.js';
 
 let pki: TestPki;
+/** Debian installs nginx in /usr/sbin, which a non-login PATH may lack. */
+const NGINX = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find((p) => fs.existsSync(p)) ?? 'nginx';
 const children: ChildProcess[] = [];
 
 /** Starts a long-running process and waits until its output matches `ready`. */
@@ -137,7 +139,7 @@ ${body} }
     const conf = nginxConf(dir, `server { listen 127.0.0.1:${front};
       location / { proxy_pass https://127.0.0.1:${backend}; proxy_ssl_certificate ${pki.file('nginx-proxy.crt')}; proxy_ssl_certificate_key ${pki.file('nginx-proxy.key')};
         proxy_ssl_trusted_certificate ${pki.file('ca.crt')}; proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_server_name on; } }`);
-    await start('nginx', ['-c', conf, '-e', `${dir}/err.log`], /$/);
+    await start(NGINX, ['-c', conf, '-e', `${dir}/err.log`], /$/);
     await until(() => fs.existsSync(`${dir}/nginx.pid`), 5000, 'nginx to write its pid');
     let r = curl([`http://127.0.0.1:${front}/`]);
     for (let i = 0; i < 20 && r.status !== 0; i++) { await new Promise((x) => setTimeout(x, 100)); r = curl([`http://127.0.0.1:${front}/`]); }
@@ -151,7 +153,7 @@ ${body} }
     const dir = tempDir('mtls-nginx-');
     const conf = nginxConf(dir, `server { listen 127.0.0.1:${port} ssl; ssl_certificate ${pki.file('server.crt')}; ssl_certificate_key ${pki.file('server.key')};
       ssl_client_certificate ${pki.file('ca.crt')}; ssl_verify_client on; ssl_verify_depth 3; return 200 "ok $ssl_client_s_dn\\n"; }`);
-    await start('nginx', ['-c', conf, '-e', `${dir}/err.log`], /$/);
+    await start(NGINX, ['-c', conf, '-e', `${dir}/err.log`], /$/);
     await until(() => fs.existsSync(`${dir}/nginx.pid`), 5000, 'nginx to write its pid');
     let ok = mtls(['connect', `localhost:${port}`, '--cert', pki.file('billing.crt'), '--key', pki.file('billing.key'), '--ca', pki.file('ca.crt')]);
     for (let i = 0; i < 20 && ok.status !== 0; i++) { await new Promise((x) => setTimeout(x, 100)); ok = mtls(['connect', `localhost:${port}`, '--cert', pki.file('billing.crt'), '--key', pki.file('billing.key'), '--ca', pki.file('ca.crt')]); }
