@@ -15,3 +15,14 @@ export { verifyChain, certLabel, type VerifyOptions, type VerifyResult, type Ver
 export { inspect, type InspectReport } from './pki/inspect.js';
 export { LEAF_PROFILES, type LeafProfile } from './pki/profiles.js';
 export { parseDuration } from './util/duration.js';
+export { identityOf, identityFromCertificate, type PeerIdentity } from './identity/identity.js';
+export { compilePolicy, compileRule, type Policy, type PolicyConfig, type Decision, type Rule } from './identity/policy.js';
+export { loadCredentials, type Credentials, type CredentialSource } from './tls/credentials.js';
+export { serverTlsOptions, clientTlsOptions, checkServerIdentity, SECURE_CIPHERS, SECURE_GROUPS, type ServerExpectation, type EndpointOptions } from './tls/options.js';
+export { createMtlsServer, reportHandshakeErrors, type MtlsServerOptions, type ConnectionEvent, type HandshakeErrorEvent } from './tls/server.js';
+export { connectMtls, peerChain, type ConnectOptions, type MtlsConnection } from './tls/client.js';
+export { classifyTlsError, authorizationFailure } from './tls/errors.js';
+export { CredentialReloader, type WatchedFiles, type ReloadEvent } from './tls/reload.js';
+export { mtlsAuthorize, createMtlsHttpsServer, authorizeRequest, type RequestMtls } from './adapters/http.js';
+export { mtlsFastify } from './adapters/fastify.js';
+export { MtlsHttpsAgent, mtlsUndiciAgent, type ClientAgentOptions } from './adapters/agents.js';

@@ -56,7 +56,10 @@ export const UNDERSTOOD_EXTENSIONS: ReadonlySet<string> = new Set([
 ]);
 
 export function fingerprint(der: Uint8Array, algo: 'sha256' | 'sha1' = 'sha256'): string {
-  return crypto.createHash(algo).update(der).digest('hex').toUpperCase().match(/../g)!.join(':');
+  const hex = crypto.hash(algo, der, 'hex').toUpperCase();
+  let out = hex.slice(0, 2);
+  for (let i = 2; i < hex.length; i += 2) out += ':' + hex.slice(i, i + 2);
+  return out;
 }
 
 /** AlgorithmIdentifier: the OID and the parameters' whole TLV (absent when there are none). */
