@@ -29,11 +29,11 @@ async function writeServerCert(dir: string, name: string): Promise<string> {
   return issued.certificate.fingerprint256;
 }
 
-function get(port: number, agent: https.Agent): Promise<{ status: number; fingerprint: string }> {
+function get(port: number, agent: https.Agent): Promise<{ status: number }> {
   return new Promise((resolve, reject) => {
     const req = https.get({ host: '127.0.0.1', port, path: '/', agent, servername: 'localhost' }, (res) => {
       res.resume();
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, fingerprint: (res.socket as unknown as { __fp?: string }).__fp ?? '' }));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0 }));
     });
     req.on('error', reject);
   });
@@ -50,6 +50,14 @@ describe('hot rotation', () => {
     const reloads: ReloadEvent[] = [];
     reloader.on('reloaded', (e: ReloadEvent) => reloads.push(e));
     const port = await listen(server);
+    // A live keep-alive connection opened before the rotations must still serve requests after them.
+    const liveAgent = new MtlsHttpsAgent({ credentials: pki.creds('billing'), ca: pki.bundle, keepAlive: true });
+    liveAgent.maxSockets = 1;
+    const liveFirst = await get(port, liveAgent);
+    assert.equal(liveFirst.status, 200);
+    let liveSocket: unknown;
+    for (const list of Object.values(liveAgent.freeSockets)) liveSocket = list?.[0];
+    assert.ok(liveSocket, 'no idle keep-alive socket to reuse');
     // A new connection per request (keepAlive off): every request is a new handshake.
     const agent = new MtlsHttpsAgent({ credentials: pki.creds('billing'), ca: pki.bundle, keepAlive: false });
     let ok = 0, failed = 0;
@@ -78,6 +86,13 @@ describe('hot rotation', () => {
     }
     stop = true;
     await load;
+    const liveAfter = await get(port, liveAgent);
+    assert.equal(liveAfter.status, 200);
+    let reused: unknown;
+    for (const list of Object.values(liveAgent.sockets)) reused = list?.[0];
+    for (const list of Object.values(liveAgent.freeSockets)) reused ??= list?.[0];
+    assert.equal(reused, liveSocket, 'the live connection was dropped by a rotation');
+    liveAgent.destroy();
     reloader.stop();
     await close(server);
     assert.equal(failed, 0);
