@@ -11,6 +11,10 @@ import { compilePolicy } from '../identity/policy.js';
 import { readCertificates } from '../pki/certificate.js';
 import { certLabel, verifyChain } from '../pki/verify.js';
 import { connectMtls, peerChain } from '../tls/client.js';
+import { Capture } from '../trace/capture.js';
+import { analyzeHandshake } from '../trace/analyze.js';
+import { signatureSchemeName } from '../wire/enums.js';
+import { formatDn, parseNameDer } from '../pki/names.js';
 import { loadCredentials, type Credentials } from '../tls/credentials.js';
 import { classifyTlsError } from '../tls/errors.js';
 import { SECURE_CIPHERS, SECURE_GROUPS, serverTlsOptions } from '../tls/options.js';
@@ -146,13 +150,26 @@ export function registerConnect(program: Command): void {
       const lines: [string, string][] = [];
       const say = (k: string, v: string) => { lines.push([k, v]); if (!o.json) console.log(`  ${k.padEnd(14)}${v}`); };
       if (!o.json) console.log(`connecting to ${host}:${port}${creds ? ` as '${certLabel(creds.leaf)}'` : ' without a client certificate'}`);
+      const capture = new Capture();
+      const explainRequest = () => {
+        const view = analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog);
+        const req = view.certificateRequest;
+        if (req) {
+          const cas = req.certificateAuthorities.map((dn) => { try { return formatDn(parseNameDer(dn)); } catch { return '(unreadable name)'; } });
+          say('server asked', `for a client certificate (signature algorithms: ${req.signatureAlgorithms.map(signatureSchemeName).join(', ') || 'any'}; acceptable CAs: ${cas.length ? cas.join(' | ') : 'any'})`);
+        } else if (view.serverHello) {
+          say('server asked', view.notes.length ? `(could not read the encrypted flight: ${view.notes.join('; ')})` : 'for no client certificate');
+        }
+        for (const a of view.serverAlerts) if (a.description !== 0) say('server alert', `${a.name}${view.serverHello?.version === 0x0304 ? ' (decrypted)' : ''}`);
+      };
       try {
-        const c = await connectMtls({ host, port, ca, expect, confirmMs: Number(o.wait), ...(creds ? { credentials: creds } : {}) });
+        const c = await connectMtls({ host, port, ca, expect, confirmMs: Number(o.wait), capture, ...(creds ? { credentials: creds } : {}) });
         const eph = c.socket.getEphemeralKeyInfo() as { name?: string; type?: string } | null;
         say('protocol', `${c.socket.getProtocol()} ${c.socket.getCipher().standardName}, key exchange ${eph?.name ?? eph?.type ?? 'n/a (resumed)'}`);
         const chain = c.chain;
         const verdict = verifyChain(chain[0]!, { trustAnchors: readCertificates(Buffer.from(ca), caFile), intermediates: chain.slice(1), at: new Date(), purpose: 'server' });
         say('server chain', `${verdict.valid ? 'verified' : 'NOT verified'}: ${verdict.chain.map((x) => `'${certLabel(x)}'`).join(' <- ')}`);
+        explainRequest();
         say('server', `${c.server.spiffeId ? c.server.spiffeId.uri + ' ' : ''}${[...c.server.dns.map((d) => `DNS:${d}`), ...c.server.ips.map((i) => `IP:${i}`)].join(', ')} (${o.expectSpiffeId ? `matches ${o.expectSpiffeId}` : `valid for '${o.servername ?? host}'`})`);
         say('our cert', creds ? `'${certLabel(creds.leaf)}' sent and accepted${c.socket.getProtocol() === 'TLSv1.3' ? ` (no rejection within ${o.wait} ms)` : ''}` : 'none sent; the server did not require one');
         say('result', 'mutual TLS established');
@@ -160,6 +177,7 @@ export function registerConnect(program: Command): void {
         c.socket.destroy();
       } catch (err) {
         const e = classifyTlsError(err, { sentOurCert: !!creds, peer: `${host}:${port}` });
+        explainRequest();
         if (e.code.startsWith('CERT_') || e.code === 'SERVER_IDENTITY_MISMATCH') {
           for (const reason of await explainServerChain(host, port, ca, caFile, expect)) say('server chain', reason);
         }

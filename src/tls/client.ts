@@ -4,6 +4,7 @@ import { parseCertificate, type Certificate } from '../pki/certificate.js';
 import { MtlsError } from '../errors.js';
 import type { Credentials } from './credentials.js';
 import { rememberSessions, serverIdentityOf } from './session-identity.js';
+import { Capture, tappedSocket } from '../trace/capture.js';
 import { classifyTlsError } from './errors.js';
 import { checkServerIdentity, clientTlsOptions, type EndpointOptions, type ServerExpectation } from './options.js';
 
@@ -24,6 +25,8 @@ export interface ConnectOptions extends EndpointOptions {
    * rejection (an alert or a close) before calling the connection established. Default 0 (do not wait).
    */
   confirmMs?: number;
+  /** Record every byte both ways and the key log into this (for `analyzeHandshake`); off by default. */
+  capture?: Capture;
 }
 
 export interface MtlsConnection {
@@ -72,7 +75,12 @@ export function connectMtls(o: ConnectOptions): Promise<MtlsConnection> {
     const socket = tls.connect({
       host: o.host, port: o.port, ...clientTlsOptions(o.credentials, o.ca, expect, o),
       ...(o.session ? { session: o.session } : {}),
+      ...(o.capture ? { socket: tappedSocket(o.host, o.port, o.capture) } : {}),
     });
+    if (o.capture) {
+      const capture = o.capture;
+      socket.on('keylog', (line: Buffer) => capture.keylog.push(line.toString('latin1')));
+    }
     let session: Buffer | undefined;
     socket.on('session', (s: Buffer) => { session = s; });
     const timer = setTimeout(() => fail(Object.assign(new Error('connection timed out'), { code: 'ETIMEDOUT' })), o.timeoutMs ?? 10_000);
@@ -94,12 +102,15 @@ export function connectMtls(o: ConnectOptions): Promise<MtlsConnection> {
         clearTimeout(timer);
         socket.off('error', fail);
         socket.off('close', closed);
+        socket.off('end', closed);
         resolve({ socket, server, chain, resumed: socket.isSessionReused(), session: () => session });
       };
       const closed = () => fail(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }));
       if (o.confirmMs && socket.getProtocol() === 'TLSv1.3') {
-        // The server's verdict on our certificate (or on its absence) comes after our secureConnect.
+        // The server's verdict on our certificate (or on its absence) comes after our secureConnect. Over a
+        // tapped (Duplex) socket the server's close shows as 'end' first.
         socket.once('close', closed);
+        socket.once('end', closed);
         setTimeout(done, o.confirmMs);
       } else {
         done();

@@ -69,6 +69,19 @@ describe('mtls serve --http with curl', () => {
     await until(() => /HANDSHAKE FAILED \[NO_CLIENT_CERT\]/.test(serve.output()), 3000, 'the NO_CLIENT_CERT log line');
   });
 
+  it('mtls connect to mtls serve (TLS mode): exit 0 when allowed, exit 3 when the policy denies or the EKU is wrong', async () => {
+    // In --http mode the policy answers 403 per request; a plain TLS serve closes a denied connection.
+    const tlsPort = await freePort();
+    await start(process.execPath, [BIN, 'serve', '--port', String(tlsPort), '--cert', pki.file('server.crt'), '--key', pki.file('server.key'), '--ca', pki.file('ca.crt'), '--allow', 'spiffe://test.example/ns/*/sa/billing'], /listening on/);
+    const base = ['connect', `localhost:${tlsPort}`, '--ca', pki.file('ca.crt')];
+    assert.equal(mtls([...base, '--cert', pki.file('billing.crt'), '--key', pki.file('billing.key')]).status, 0);
+    const denied = mtls([...base, '--cert', pki.file('web.crt'), '--key', pki.file('web.key')]);
+    assert.equal(denied.status, 3, denied.stdout);
+    const wrongEku = mtls([...base, '--cert', pki.file('server.crt'), '--key', pki.file('server.key')]);
+    assert.equal(wrongEku.status, 3, wrongEku.stdout);
+    assert.match(wrongEku.stdout, /PEER_CLOSED_AFTER_OUR_CERT/);
+  });
+
   it('openssl s_client with a certificate is accepted; without one it is refused', () => {
     const ok = spawnSync('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'localhost', '-CAfile', pki.file('ca.crt'), '-cert', pki.file('billing.crt'), '-cert_chain', pki.file('billing.crt'), '-key', pki.file('billing.key'), '-verify_return_error', '-quiet'],
       { input: 'GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n', encoding: 'utf8', timeout: 10_000 });
@@ -80,9 +93,9 @@ describe('mtls serve --http with curl', () => {
 });
 
 describe('mtls connect against openssl s_server -Verify 1', () => {
-  async function sServer(accepts = 1) {
+  async function sServer(accepts = 1, extra: string[] = []) {
     const port = await freePort();
-    const s = await start('openssl', ['s_server', '-accept', `127.0.0.1:${port}`, '-naccept', String(accepts), '-cert', pki.file('server.crt'), '-cert_chain', pki.file('server.crt'), '-key', pki.file('server.key'),
+    const s = await start('openssl', ['s_server', ...extra, '-accept', `127.0.0.1:${port}`, '-naccept', String(accepts), '-cert', pki.file('server.crt'), '-cert_chain', pki.file('server.crt'), '-key', pki.file('server.key'),
       '-CAfile', pki.file('ca.crt'), '-Verify', '1', '-verify_return_error', '-purpose', 'sslclient'], /ACCEPT/);
     return { port, s };
   }
@@ -94,6 +107,16 @@ describe('mtls connect against openssl s_server -Verify 1', () => {
     assert.match(r.stdout, /server chain\s+verified: 'server' <- 'Endpoint Test Intermediate' <- 'Endpoint Test Root'/);
     assert.match(r.stdout, /our cert\s+'billing' sent and accepted/);
     assert.match(r.stdout, /key exchange X25519/);
+    // Read from the encrypted TLS 1.3 CertificateRequest with our own decoder and key schedule.
+    assert.match(r.stdout, /server asked\s+for a client certificate \(signature algorithms: ecdsa_secp256r1_sha256.*acceptable CAs: CN=Endpoint Test Root, O=Endpoint Test\)/);
+  });
+
+  it('shows the TLS 1.2 CertificateRequest too', async () => {
+    const { port } = await sServer(1, ['-tls1_2']);
+    const r = mtls(['connect', `localhost:${port}`, '--cert', pki.file('billing.crt'), '--key', pki.file('billing.key'), '--ca', pki.file('ca.crt')]);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /TLSv1\.2/);
+    assert.match(r.stdout, /server asked\s+for a client certificate .*acceptable CAs: CN=Endpoint Test Root, O=Endpoint Test/);
   });
 
   it('exit 3 when the server rejects our certificate (a server certificate is not a client certificate)', async () => {
@@ -101,6 +124,8 @@ describe('mtls connect against openssl s_server -Verify 1', () => {
     const r = mtls(['connect', `localhost:${port}`, '--cert', pki.file('server.crt'), '--key', pki.file('server.key'), '--ca', pki.file('ca.crt')]);
     assert.equal(r.status, 3, r.stdout + r.stderr);
     assert.match(r.stdout, /PEER_REJECTED_OUR_CERT|PEER_CLOSED_AFTER_OUR_CERT/);
+    // TLS 1.3 sends the rejection alert encrypted; we decrypt it with the key log.
+    assert.match(r.stdout, /server alert\s+unsupported_certificate \(decrypted\)/);
   });
 
   it('exit 3 without a certificate, exit 1 when the server is not trusted', async () => {
