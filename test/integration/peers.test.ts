@@ -92,6 +92,18 @@ describe('mtls serve --http with curl', () => {
   });
 });
 
+describe('defaults from the CA home', () => {
+  it('serve issues itself a localhost certificate from the CA home; connect takes the CA bundle from it', async () => {
+    const port = await freePort();
+    const env = { MTLS_HOME: path.join(pki.dir, 'ca') };
+    const s = await start(process.execPath, [BIN, 'serve', '--port', String(port), '--allow', 'any'], /listening on/, env);
+    assert.match(s.output(), /server 'mtls-serve'/);
+    const r = mtls(['connect', `localhost:${port}`, '--cert', pki.file('billing.crt'), '--key', pki.file('billing.key')], { env });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /server chain\s+verified: 'mtls-serve'/);
+  });
+});
+
 describe('mtls connect against openssl s_server -Verify 1', () => {
   async function sServer(accepts = 1, extra: string[] = []) {
     const port = await freePort();
