@@ -30,14 +30,14 @@ export function identityJson(id: PeerIdentity) {
   };
 }
 
-function parseHostPort(text: string): { host: string; port: number } {
+export function parseHostPort(text: string): { host: string; port: number } {
   const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(text);
   if (!m || Number(m[2]) === 0 || Number(m[2]) > 65535) throw new MtlsError('USAGE', `'${text}' is not HOST:PORT; write it like localhost:8443 or [::1]:8443`);
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) };
 }
 
 /** --ca defaults to the CA home's trust bundle. */
-function caFileOr(ca: string | undefined, home: string | undefined): string {
+export function caFileOr(ca: string | undefined, home: string | undefined): string {
   if (ca) return ca;
   const bundle = caPaths(resolveCaHome(home)).bundle;
   if (!fs.existsSync(bundle)) throw new MtlsError('USAGE', `no --ca given and no CA home at ${path.dirname(bundle)}; pass --ca or create a CA with 'mtls ca init'`);

@@ -6,6 +6,7 @@ import { registerConnect, registerServe } from './endpoints.js';
 import { registerInspect } from './inspect.js';
 import { registerIssue, registerSign } from './issue.js';
 import { registerVerify } from './verify.js';
+import { registerTrace } from './trace.js';
 
 export function buildProgram(): Command {
   const program = new Command('mtls')
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerVerify(program);
   registerServe(program);
   registerConnect(program);
+  registerTrace(program);
   registerDemo(program);
   for (const c of allCommands(program)) c.exitOverride();
   return program;

@@ -36,6 +36,30 @@ export function identityFromCertificate(c: Certificate): PeerIdentity {
 
 const cache = new WeakMap<TLSSocket, PeerIdentity | null>();
 
+/**
+ * Identities by exact DER bytes: a client presents the same certificate on every full handshake, so it is
+ * parsed once. Safe because the identity is a pure function of those bytes (OpenSSL still verifies the chain
+ * on every handshake). Bounded; least recently used go first.
+ */
+const MAX_CACHED_IDENTITIES = 1024;
+const byDer = new Map<string, PeerIdentity>();
+
+function identityForDer(raw: Buffer): PeerIdentity {
+  const key = raw.toString('base64');
+  let id = byDer.get(key);
+  if (id) {
+    byDer.delete(key);
+  } else {
+    // Shared across connections: frozen, so no caller can change another connection's identity.
+    const fresh = identityFromCertificate(parseCertificate(raw, 'peer certificate'));
+    for (const list of [fresh.uris, fresh.dns, fresh.ips, fresh.emails, fresh.subject, fresh.issuer]) Object.freeze(list);
+    id = Object.freeze(fresh);
+    if (byDer.size >= MAX_CACHED_IDENTITIES) byDer.delete(byDer.keys().next().value as string);
+  }
+  byDer.set(key, id);
+  return id;
+}
+
 /** Anything that leads to a TLS socket: the socket itself, an http(s)/http2 request, or an object with `.socket`. */
 export type HasTlsSocket = TLSSocket | { socket: unknown } | { connection: unknown };
 
@@ -62,7 +86,7 @@ export function identityOf(x: HasTlsSocket): PeerIdentity | undefined {
   if (id === undefined) {
     // getPeerCertificate().raw costs about a third of getPeerX509Certificate() per connection (measured).
     const raw = socket.getPeerCertificate().raw;
-    id = raw ? identityFromCertificate(parseCertificate(raw, 'peer certificate')) : null;
+    id = raw ? identityForDer(raw) : null;
     cache.set(socket, id);
   }
   return id ?? undefined;

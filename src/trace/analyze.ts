@@ -4,7 +4,30 @@ import {
   type CertificateRequest, type ClientHello, type ServerHello,
 } from '../wire/handshake.js';
 import { RecordSplitter, type TlsRecord } from '../wire/records.js';
-import { decryptRecord, parseKeyLog, suiteOf, trafficKeys } from '../tls13/key-schedule.js';
+import { decryptRecord, parseKeyLog, suiteOf, trafficKeys, type Tls13Suite, type TrafficKeys } from '../tls13/key-schedule.js';
+
+export type Side = 'client' | 'server';
+
+/** One handshake message as it crossed the wire, in order per direction. */
+export interface SeenMessage {
+  from: Side;
+  type: number;
+  raw: Buffer;
+  body: Buffer;
+  /** Carried in an encrypted record (TLS 1.3 after ServerHello). */
+  encrypted: boolean;
+}
+
+export interface SeenAlert {
+  from: Side;
+  level: number;
+  description: number;
+  name: string;
+  encrypted: boolean;
+}
+
+/** Key log labels of TLS 1.3 (RFC 8446 7.1 names in the NSS format). */
+export const TLS13_SECRET_LABELS = ['CLIENT_HANDSHAKE_TRAFFIC_SECRET', 'SERVER_HANDSHAKE_TRAFFIC_SECRET', 'CLIENT_TRAFFIC_SECRET_0', 'SERVER_TRAFFIC_SECRET_0', 'EXPORTER_SECRET'] as const;
 
 /** What the captured bytes say about a handshake (the parts a plain Node client cannot see). */
 export interface HandshakeView {
@@ -14,85 +37,104 @@ export interface HandshakeView {
   certificateRequest?: CertificateRequest;
   /** The server's chain as sent (DER), leaf first. */
   serverCertificates?: Buffer[];
-  /** Alerts from the server, decrypted where the keys were known (TLS 1.3 sends them encrypted). */
-  serverAlerts: { level: number; description: number; name: string }[];
+  messages: SeenMessage[];
+  /** Alerts from either side, decrypted where the keys were known (TLS 1.3 sends them encrypted). */
+  alerts: SeenAlert[];
+  /** Convenience: the server's alerts. */
+  serverAlerts: SeenAlert[];
+  suite?: Tls13Suite;
+  /** TLS 1.3 traffic secrets from the key log, by label. */
+  secrets: Partial<Record<(typeof TLS13_SECRET_LABELS)[number], Buffer>>;
+  /** Keys and IVs derived by our key schedule from those secrets. */
+  keys: Partial<Record<'clientHandshake' | 'serverHandshake' | 'clientApplication' | 'serverApplication', TrafficKeys>>;
+  /** The first application data each side sent (decrypted), if any. */
+  applicationData: { from: Side; bytes: Buffer }[];
   /** Why parts could not be read (missing keys, truncated capture). */
   notes: string[];
 }
 
+/** Decrypts one direction's TLS 1.3 records: handshake keys until that side's Finished, then application keys. */
+function readEncrypted(view: HandshakeView, from: Side, records: TlsRecord[], suite: Tls13Suite, hs?: TrafficKeys, app?: TrafficKeys): void {
+  const assembler = new HandshakeAssembler();
+  let keys = hs;
+  let seq = 0n;
+  let phase: 'handshake' | 'application' = 'handshake';
+  for (const r of records) {
+    if (r.type === ContentType.change_cipher_spec) continue;
+    if (r.type !== ContentType.application_data) continue;
+    if (!keys) {
+      view.notes.push(`no ${from} ${phase} traffic secret in the key log: later ${from} records were not read`);
+      return;
+    }
+    const rec = decryptRecord(suite, keys, seq++, r);
+    if (rec.type === ContentType.handshake && phase === 'handshake') {
+      for (const m of assembler.push(rec.content)) {
+        view.messages.push({ from, type: m.type, raw: m.raw, body: m.body, encrypted: true });
+        if (m.type === HandshakeType.finished) {
+          phase = 'application';
+          keys = app;
+          seq = 0n;
+        }
+      }
+    } else if (rec.type === ContentType.alert && rec.content.length === 2) {
+      view.alerts.push({ from, level: rec.content[0]!, description: rec.content[1]!, name: alertName(rec.content[1]!), encrypted: true });
+    } else if (rec.type === ContentType.application_data && !view.applicationData.some((a) => a.from === from)) {
+      view.applicationData.push({ from, bytes: rec.content });
+    }
+  }
+}
+
 /**
- * Decodes a captured connection after the fact: ClientHello and ServerHello in the clear, then (TLS 1.3) the
- * server's encrypted handshake flight and later records with the secrets from the key log, or (TLS 1.2) the
- * plaintext flight. Never throws on hostile or truncated input: what cannot be read is noted.
+ * Decodes a captured connection after the fact: the hellos in the clear, then (TLS 1.3) both encrypted flights
+ * and later records with the secrets from the key log, or (TLS 1.2) the plaintext flights. Never throws on
+ * hostile or truncated input: what cannot be read is noted.
  */
 export function analyzeHandshake(clientBytes: Buffer, serverBytes: Buffer, keylogLines: string[]): HandshakeView {
-  const view: HandshakeView = { serverAlerts: [], notes: [] };
+  const view: HandshakeView = { messages: [], alerts: [], serverAlerts: [], secrets: {}, keys: {}, applicationData: [], notes: [] };
   try {
-    const clientRecords = new RecordSplitter().push(clientBytes);
-    const first = clientRecords.find((r) => r.type === ContentType.handshake);
-    const chMsg = first ? new HandshakeAssembler().push(first.fragment)[0] : undefined;
-    if (chMsg?.type === HandshakeType.client_hello) view.clientHello = decodeClientHello(chMsg.body);
-    const records = new RecordSplitter().push(serverBytes);
-    const plainHs = new HandshakeAssembler();
-    let tls13 = false;
-    let encrypted: TlsRecord[] = [];
-    for (const r of records) {
-      if (r.type === ContentType.handshake) {
-        for (const m of plainHs.push(r.fragment)) readMessage(view, m.type, m.body, tls13, () => { tls13 = true; });
-        tls13 = view.serverHello?.version === 0x0304;
-      } else if (r.type === ContentType.alert && r.fragment.length === 2) {
-        view.serverAlerts.push({ level: r.fragment[0]!, description: r.fragment[1]!, name: alertName(r.fragment[1]!) });
-      } else if (r.type === ContentType.application_data) {
-        encrypted.push(r);
+    const byDir: Record<Side, TlsRecord[]> = { client: new RecordSplitter().push(clientBytes), server: new RecordSplitter().push(serverBytes) };
+    for (const from of ['client', 'server'] as Side[]) {
+      const plain = new HandshakeAssembler();
+      for (const r of byDir[from]) {
+        // After ChangeCipherSpec, TLS 1.2 handshake records are encrypted (TLS 1.3 encrypts in application_data).
+        if (r.type === ContentType.change_cipher_spec) break;
+        if (r.type === ContentType.handshake) {
+          for (const m of plain.push(r.fragment)) view.messages.push({ from, type: m.type, raw: m.raw, body: m.body, encrypted: false });
+        } else if (r.type === ContentType.alert && r.fragment.length === 2) {
+          view.alerts.push({ from, level: r.fragment[0]!, description: r.fragment[1]!, name: alertName(r.fragment[1]!), encrypted: false });
+        }
       }
     }
-    if (tls13 && view.serverHello && view.clientHello) {
+    const ch = view.messages.find((m) => m.from === 'client' && m.type === HandshakeType.client_hello);
+    const sh = view.messages.find((m) => m.from === 'server' && m.type === HandshakeType.server_hello);
+    if (ch) view.clientHello = decodeClientHello(ch.body);
+    if (sh) view.serverHello = decodeServerHello(sh.body);
+    const tls13 = view.serverHello?.version === 0x0304;
+    if (tls13 && view.clientHello && view.serverHello) {
       const keylog = parseKeyLog(keylogLines.join('\n'));
       const random = view.clientHello.random.toString('hex');
-      const hsSecret = keylog.get('SERVER_HANDSHAKE_TRAFFIC_SECRET')?.get(random);
-      const appSecret = keylog.get('SERVER_TRAFFIC_SECRET_0')?.get(random);
-      const suite = suiteOf(view.serverHello.cipherSuite);
-      if (!hsSecret) view.notes.push('no server handshake secret in the key log: the encrypted flight was not read');
-      else {
-        const hsKeys = trafficKeys(suite, hsSecret);
-        const assembler = new HandshakeAssembler();
-        let seq = 0n;
-        let done = false;
-        while (!done && encrypted.length > 0) {
-          const rec = decryptRecord(suite, hsKeys, seq++, encrypted.shift()!);
-          if (rec.type === ContentType.handshake) {
-            for (const m of assembler.push(rec.content)) {
-              readMessage(view, m.type, m.body, true, () => undefined);
-              if (m.type === HandshakeType.finished) done = true;
-            }
-          } else if (rec.type === ContentType.alert) {
-            view.serverAlerts.push({ level: rec.content[0]!, description: rec.content[1]!, name: alertName(rec.content[1]!) });
-          }
-        }
-        if (appSecret) {
-          const appKeys = trafficKeys(suite, appSecret);
-          seq = 0n;
-          for (const r of encrypted) {
-            const rec = decryptRecord(suite, appKeys, seq++, r);
-            if (rec.type === ContentType.alert) view.serverAlerts.push({ level: rec.content[0]!, description: rec.content[1]!, name: alertName(rec.content[1]!) });
-          }
-        }
-        encrypted = [];
+      for (const label of TLS13_SECRET_LABELS) {
+        const s = keylog.get(label)?.get(random);
+        if (s) view.secrets[label] = s;
       }
+      const suite = suiteOf(view.serverHello.cipherSuite);
+      view.suite = suite;
+      const k = (label: (typeof TLS13_SECRET_LABELS)[number]) => (view.secrets[label] ? trafficKeys(suite, view.secrets[label]!) : undefined);
+      const assign = (name: keyof HandshakeView['keys'], keys: TrafficKeys | undefined) => { if (keys) view.keys[name] = keys; };
+      assign('clientHandshake', k('CLIENT_HANDSHAKE_TRAFFIC_SECRET'));
+      assign('serverHandshake', k('SERVER_HANDSHAKE_TRAFFIC_SECRET'));
+      assign('clientApplication', k('CLIENT_TRAFFIC_SECRET_0'));
+      assign('serverApplication', k('SERVER_TRAFFIC_SECRET_0'));
+      readEncrypted(view, 'server', byDir.server, suite, view.keys.serverHandshake, view.keys.serverApplication);
+      readEncrypted(view, 'client', byDir.client, suite, view.keys.clientHandshake, view.keys.clientApplication);
+    }
+    for (const m of view.messages.filter((x) => x.from === 'server')) {
+      if (m.type === HandshakeType.certificate_request) view.certificateRequest = decodeCertificateRequest(m.body, tls13);
+      if (m.type === HandshakeType.certificate && !view.serverCertificates) view.serverCertificates = decodeCertificate(m.body, tls13).certificates;
     }
   } catch (err) {
     view.notes.push(`decoding stopped: ${(err as Error).message}`);
   }
+  view.serverAlerts = view.alerts.filter((a) => a.from === 'server');
   return view;
-}
-
-function readMessage(view: HandshakeView, type: number, body: Buffer, tls13: boolean, onServerHello: () => void): void {
-  if (type === HandshakeType.server_hello) {
-    view.serverHello = decodeServerHello(body);
-    onServerHello();
-  } else if (type === HandshakeType.certificate_request) {
-    view.certificateRequest = decodeCertificateRequest(body, tls13);
-  } else if (type === HandshakeType.certificate && !view.serverCertificates) {
-    view.serverCertificates = decodeCertificate(body, tls13).certificates;
-  }
 }

@@ -132,3 +132,24 @@ describe('policy', () => {
     });
   }
 });
+
+describe('identityOf cache', () => {
+  it('identities from connections are frozen (shared per certificate)', async () => {
+    const { identityOf: idOf } = await import('../../src/identity/identity.js');
+    const { testPki, listen, close } = await import('../helpers/endpoints.js');
+    const { connectMtls } = await import('../../src/tls/client.js');
+    const { createMtlsServer } = await import('../../src/tls/server.js');
+    const pki = await testPki();
+    const seen: PeerIdentity[] = [];
+    const server = createMtlsServer({ credentials: pki.creds('server'), policy: compilePolicy({ allow: ['any'] }) }, (s) => { seen.push(idOf(s)!); s.end(); });
+    const port = await listen(server);
+    for (let i = 0; i < 2; i++) (await connectMtls({ host: 'localhost', port, ca: pki.bundle, credentials: pki.creds('billing') })).socket.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(seen.length, 2);
+    assert.equal(seen[0], seen[1]);
+    assert.throws(() => { (seen[0]!.uris as string[]).push('spiffe://evil/x'); });
+    assert.ok(Object.isFrozen(seen[0]));
+    await close(server);
+    await pki.ca.close();
+  });
+});

@@ -1,0 +1,186 @@
+import crypto from 'node:crypto';
+import { classifyTlsError } from '../tls/errors.js';
+import { connectMtls, type ConnectOptions } from '../tls/client.js';
+import { parseCertificate, readCertificates } from '../pki/certificate.js';
+import { formatDn, parseNameDer } from '../pki/names.js';
+import { certLabel, verifyChain } from '../pki/verify.js';
+import { finishedVerifyData, transcriptHash, type TrafficKeys } from '../tls13/key-schedule.js';
+import { ExtensionType, HandshakeType, cipherSuiteName, extensionName, groupName, handshakeName, signatureSchemeName } from '../wire/enums.js';
+import { decodeCertificate, decodeCertificateVerify, decodeEncryptedExtensions, serverKeyShare, type Extension } from '../wire/handshake.js';
+import { WireReader } from '../wire/reader.js';
+import { analyzeHandshake, type HandshakeView, type SeenMessage } from './analyze.js';
+import { Capture } from './capture.js';
+
+export interface TraceStep {
+  n: number;
+  title: string;
+  /** Who sent it: client -> server or server -> client. */
+  direction?: 'client->server' | 'server->client';
+  lines: string[];
+}
+
+export interface TraceReport {
+  target: string;
+  ok: boolean;
+  error?: { code: string; message: string };
+  protocol?: string;
+  cipherSuite?: string;
+  steps: TraceStep[];
+  /** NSS key log lines (secrets) of the connection; written with --keylog. */
+  keylog: string[];
+  view: HandshakeView;
+}
+
+const mask = (b: Buffer, reveal: boolean) => (reveal ? b.toString('hex') : `${b.subarray(0, 2).toString('hex')}…(${b.length} bytes, --reveal-keys to show)`);
+
+function u16s(ext: Extension | undefined, lenBytes: 1 | 2): number[] {
+  if (!ext) return [];
+  const r = new WireReader(ext.data, extensionName(ext.type));
+  const list = r.sub(lenBytes, 'list');
+  const out: number[] = [];
+  while (list.remaining >= 2) out.push(list.u16('value'));
+  return out;
+}
+
+function sni(ext: Extension | undefined): string | undefined {
+  if (!ext) return undefined;
+  const r = new WireReader(ext.data, 'server_name');
+  const list = r.sub(2, 'server_name_list');
+  list.u8('name_type');
+  return list.vec(2, 'host_name').toString('latin1');
+}
+
+function alpnList(ext: Extension | undefined): string[] {
+  if (!ext) return [];
+  const r = new WireReader(ext.data, 'alpn');
+  const list = r.sub(2, 'protocol_name_list');
+  const out: string[] = [];
+  while (list.remaining > 0) out.push(list.vec(1, 'protocol').toString('latin1'));
+  return out;
+}
+
+/** RFC 8446 4.4.3: verifies a CertificateVerify with the certificate's key over the transcript hash. */
+function checkCertificateVerify(side: 'server' | 'client', cv: { scheme: number; signature: Buffer }, leafDer: Buffer, transcript: Buffer): string {
+  const hashes: Record<number, string | null> = { 0x0403: 'sha256', 0x0503: 'sha384', 0x0603: 'sha512', 0x0804: 'sha256', 0x0805: 'sha384', 0x0806: 'sha512', 0x0807: null };
+  if (!(cv.scheme in hashes)) return `not checked (scheme ${signatureSchemeName(cv.scheme)})`;
+  const content = Buffer.concat([Buffer.alloc(64, 0x20), Buffer.from(`TLS 1.3, ${side} CertificateVerify\0`, 'latin1'), transcript]);
+  const key = parseCertificate(leafDer).publicKey!;
+  const pss = cv.scheme >= 0x0804 && cv.scheme <= 0x0806;
+  const ok = crypto.verify(hashes[cv.scheme]!, content, pss ? { key, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: crypto.constants.RSA_PSS_SALTLEN_DIGEST } : key, cv.signature);
+  return ok ? 'signature valid (checked by mtlskit over the transcript hash with the certificate key)' : 'SIGNATURE INVALID';
+}
+
+/** Builds the numbered story of a captured TLS 1.3 handshake (TLS 1.2: the plaintext part). */
+export function traceSteps(view: HandshakeView, opts: { ca?: string; host: string; reveal: boolean }): TraceStep[] {
+  const steps: TraceStep[] = [];
+  const step = (title: string, direction: TraceStep['direction'], lines: string[]) => steps.push({ n: steps.length + 1, title, ...(direction ? { direction } : {}), lines });
+  const ch = view.clientHello;
+  if (ch) {
+    const ext = (t: number) => ch.extensions.find((e) => e.type === t);
+    step('ClientHello', 'client->server', [
+      `versions: ${u16s(ext(ExtensionType.supported_versions), 1).map((v) => (v === 0x0304 ? 'TLS 1.3' : v === 0x0303 ? 'TLS 1.2' : `0x${v.toString(16)}`)).join(', ')}`,
+      `cipher suites: ${ch.cipherSuites.map(cipherSuiteName).join(', ')}`,
+      `groups: ${u16s(ext(ExtensionType.supported_groups), 2).map(groupName).join(', ')}`,
+      `key share: ${(() => { const ks = ext(ExtensionType.key_share); if (!ks) return 'none'; const r = new WireReader(ks.data, 'key_share').sub(2, 'shares'); const g: string[] = []; while (r.remaining > 0) { g.push(groupName(r.u16('group'))); r.vec(2, 'key'); } return g.join(', '); })()}`,
+      `signature algorithms: ${u16s(ext(ExtensionType.signature_algorithms), 2).map(signatureSchemeName).join(', ')}`,
+      `SNI: ${sni(ext(ExtensionType.server_name)) ?? '(none)'}; ALPN: ${alpnList(ext(ExtensionType.alpn)).join(', ') || '(none)'}`,
+    ]);
+  }
+  const sh = view.serverHello;
+  if (!sh) return steps;
+  const tls13 = sh.version === 0x0304;
+  const server = view.messages.filter((m) => m.from === 'server');
+  const client = view.messages.filter((m) => m.from === 'client');
+  const ee = server.find((m) => m.type === HandshakeType.encrypted_extensions);
+  const ks = serverKeyShare(sh);
+  step('ServerHello' + (tls13 ? ', EncryptedExtensions' : ''), 'server->client', [
+    `version: ${tls13 ? 'TLS 1.3' : sh.version === 0x0303 ? 'TLS 1.2' : `0x${sh.version.toString(16)}`}; cipher suite: ${cipherSuiteName(sh.cipherSuite)}; key exchange: ${ks ? groupName(ks.group) : 'see ServerKeyExchange'}`,
+    ...(ee ? [`encrypted extensions: ${decodeEncryptedExtensions(ee.body).map((e) => extensionName(e.type)).join(', ') || '(none)'}; ALPN chosen: ${alpnList(decodeEncryptedExtensions(ee.body).find((e) => e.type === ExtensionType.alpn))[0] ?? '(none)'}`] : []),
+  ]);
+  // Transcript in wire order: ClientHello, ServerHello, the server's flight, then the client's flight.
+  const ordered: SeenMessage[] = [...view.messages.filter((m) => m.type === HandshakeType.client_hello), ...server.filter((m) => m.type !== HandshakeType.new_session_ticket), ...client.filter((m) => m.type !== HandshakeType.client_hello)];
+  const hashUpTo = (m: SeenMessage | undefined) => transcriptHash(view.suite?.hash ?? 'sha256', ...ordered.slice(0, m ? ordered.indexOf(m) : 0).map((x) => x.raw));
+  const cert = server.find((m) => m.type === HandshakeType.certificate);
+  const cv = server.find((m) => m.type === HandshakeType.certificate_verify);
+  if (cert) {
+    const chain = decodeCertificate(cert.body, tls13).certificates;
+    const parsed = chain.map((d) => parseCertificate(d));
+    const lines = [`chain: ${parsed.map((c) => `'${certLabel(c)}'`).join(' <- ')}`];
+    if (opts.ca) {
+      const r = verifyChain(parsed[0]!, { trustAnchors: readCertificates(Buffer.from(opts.ca), 'CA bundle'), intermediates: parsed.slice(1), at: new Date(), purpose: 'server', ...(/^[\d.]+$|:/.test(opts.host) ? { ip: opts.host } : { dns: opts.host }) });
+      lines.push(r.valid ? `verdict: trusted, valid now, valid for '${opts.host}'` : `verdict: NOT valid: ${r.problems.map((p) => p.message).join('; ')}`);
+    }
+    if (cv && tls13) {
+      const v = decodeCertificateVerify(cv.body);
+      lines.push(`CertificateVerify: ${signatureSchemeName(v.scheme)}, ${checkCertificateVerify('server', v, chain[0]!, hashUpTo(cv))}`);
+    }
+    step("The server's Certificate" + (tls13 ? ' and CertificateVerify' : ''), 'server->client', lines);
+  }
+  if (view.certificateRequest) {
+    const cas = view.certificateRequest.certificateAuthorities.map((dn) => { try { return formatDn(parseNameDer(dn)); } catch { return '(unreadable name)'; } });
+    step('CertificateRequest: the server asks for a client certificate', 'server->client', [
+      `signature algorithms: ${view.certificateRequest.signatureAlgorithms.map(signatureSchemeName).join(', ')}`,
+      `acceptable CAs: ${cas.length ? cas.join(' | ') : '(any)'}`,
+    ]);
+  } else {
+    step('CertificateRequest', 'server->client', ['none: the server did not ask for a client certificate']);
+  }
+  const sFin = server.find((m) => m.type === HandshakeType.finished);
+  const cCert = client.find((m) => m.type === HandshakeType.certificate);
+  const cCv = client.find((m) => m.type === HandshakeType.certificate_verify);
+  const cFin = client.find((m) => m.type === HandshakeType.finished);
+  const own: string[] = [];
+  if (cCert) {
+    const certs = decodeCertificate(cCert.body, tls13).certificates;
+    own.push(certs.length ? `our Certificate: ${certs.map((d) => `'${certLabel(parseCertificate(d))}'`).join(' <- ')}` : 'our Certificate: empty (we had none to send)');
+    if (cCv && certs[0] && tls13) {
+      const v = decodeCertificateVerify(cCv.body);
+      own.push(`our CertificateVerify: ${signatureSchemeName(v.scheme)}, ${checkCertificateVerify('client', v, certs[0], hashUpTo(cCv))}`);
+    }
+  }
+  const fin = (m: SeenMessage | undefined, secret: Buffer | undefined, who: string) => {
+    if (!m || !secret || !view.suite) return;
+    const expected = finishedVerifyData(view.suite.hash, secret, hashUpTo(m));
+    own.push(`${who} Finished: verify_data ${expected.equals(m.body) ? 'matches' : 'DOES NOT match'} HMAC(finished_key, transcript hash) (checked by mtlskit)`);
+  };
+  fin(sFin, view.secrets.SERVER_HANDSHAKE_TRAFFIC_SECRET, 'server');
+  fin(cFin, view.secrets.CLIENT_HANDSHAKE_TRAFFIC_SECRET, 'client');
+  if (own.length) step('Our Certificate and CertificateVerify, both Finished', 'client->server', own);
+  if (tls13 && view.suite) {
+    const k = (name: string, keys: TrafficKeys | undefined) => (keys ? [`${name}_write_key: ${mask(keys.key, opts.reveal)}`, `${name}_write_iv:  ${mask(keys.iv, opts.reveal)}`] : []);
+    step('Key exchange and key schedule (RFC 8446 7.1, 7.3)', undefined, [
+      `ECDHE over ${ks ? groupName(ks.group) : '?'}: both sides derived the same shared secret; HKDF (${view.suite.hash}) turns it into the secrets below`,
+      ...Object.entries(view.secrets).map(([label, v]) => `${label}: ${mask(v!, opts.reveal)}`),
+      `AEAD: ${view.suite.cipher.toUpperCase()}, per-record nonce = write_iv XOR sequence number`,
+      ...k('handshake client', view.keys.clientHandshake), ...k('handshake server', view.keys.serverHandshake),
+      ...k('client', view.keys.clientApplication), ...k('server', view.keys.serverApplication),
+      ...view.applicationData.map((a) => `first application data from the ${a.from}, decrypted: ${JSON.stringify(a.bytes.subarray(0, 60).toString('latin1'))}${a.bytes.length > 60 ? '…' : ''}`),
+    ]);
+  }
+  for (const a of view.alerts.filter((x) => x.description !== 0)) {
+    step(`Alert from the ${a.from}: ${a.name}`, a.from === 'server' ? 'server->client' : 'client->server', [`${a.level === 2 ? 'fatal' : 'warning'}${a.encrypted ? ', decrypted with the key log' : ''}`]);
+  }
+  for (const n of view.notes) step('Note', undefined, [n]);
+  return steps;
+}
+
+/** `mtls trace HOST:PORT`: connects as a client through the byte tap and tells the handshake step by step. */
+export async function traceConnection(o: ConnectOptions & { reveal?: boolean }): Promise<TraceReport> {
+  const capture = new Capture();
+  const report: TraceReport = { target: `${o.host}:${o.port}`, ok: false, steps: [], keylog: capture.keylog, view: undefined as unknown as HandshakeView };
+  try {
+    const c = await connectMtls({ ...o, capture, confirmMs: o.confirmMs ?? 300 });
+    report.ok = true;
+    report.protocol = c.socket.getProtocol() ?? undefined;
+    report.cipherSuite = c.socket.getCipher().standardName;
+    // Give the server a moment to send application data (e.g. a greeting), then close.
+    await new Promise((r) => setTimeout(r, 100));
+    c.socket.destroy();
+  } catch (err) {
+    const e = classifyTlsError(err, { sentOurCert: o.credentials !== undefined, peer: report.target });
+    report.error = { code: e.code, message: e.message };
+  }
+  report.view = analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog);
+  report.steps = traceSteps(report.view, { ...(o.ca ? { ca: o.ca } : {}), host: o.expect?.servername ?? o.host, reveal: o.reveal ?? false });
+  return report;
+}
