@@ -8,6 +8,8 @@ import { exportPrivateKey } from '../pki/keys.js';
 import { formatDn } from '../pki/names.js';
 import { oidName } from '../pki/oid.js';
 import { certLabel, verifyChain } from '../pki/verify.js';
+import { loadCredentials } from '../tls/credentials.js';
+import { traceConnection } from '../trace/trace.js';
 
 const TRUST_DOMAIN = 'demo.mtlskit.dev';
 
@@ -80,6 +82,7 @@ export async function runDemo(print: (line: string) => void = console.log): Prom
     };
     const client = (i: Issued) => ({ ...ctx(i), servername: 'localhost', minVersion: 'TLSv1.2' as const });
     await run(`3. Handshake: payments-api -> server`, client(alice), true);
+    await showTrace(print, port, ca.bundlePem, client(alice));
     await run(`4. Handshake: web-frontend -> server`, client(bob), true);
     await run('5. Handshake without a client certificate', { ca: ca.bundlePem, servername: 'localhost' }, false);
     await run('6. Handshake with the server certificate used as a client certificate (wrong EKU)', client(server), false);
@@ -89,6 +92,16 @@ export async function runDemo(print: (line: string) => void = console.log): Prom
     return failures === 0 ? 0 : 1;
   } finally {
     fs.rmSync(home, { recursive: true, force: true });
+  }
+}
+
+/** The first handshake again, decrypted and told step by step by `mtls trace` (secrets masked). */
+async function showTrace(print: (line: string) => void, port: number, ca: string, c: { cert: string; key: string }): Promise<void> {
+  const report = await traceConnection({ host: '127.0.0.1', port, ca, expect: { servername: 'localhost' }, credentials: loadCredentials({ cert: c.cert, key: c.key, ca }) });
+  print('   The same handshake, decrypted by mtls trace (our own decoder and RFC 8446 key schedule, fed by the key log):');
+  for (const s of report.steps) {
+    print(`     ${s.n}. ${s.title}${s.direction ? ` [${s.direction}]` : ''}`);
+    for (const l of s.lines) print(`        ${l.length > 150 ? l.slice(0, 147) + '...' : l}`);
   }
 }
 
