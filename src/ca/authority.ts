@@ -9,7 +9,7 @@ import { DEFAULT_KEY_TYPE, exportPrivateKey, generateKeyPair, keyWeakness, loadP
 import { nameConstraintViolations } from '../pki/name-match.js';
 import { buildName, checkDnsName, checkTrustDomain, formatDn, parseSpiffeId, printable } from '../pki/names.js';
 import { OID } from '../pki/oid.js';
-import { encodePem } from '../pki/pem.js';
+import { decodeCertificatesPem, encodePem } from '../pki/pem.js';
 import { checkLeafNames, intermediateExtensions, leafExtensions, rootExtensions, type LeafNames, type LeafProfile, type RequestedNames } from '../pki/profiles.js';
 import { SqliteStore } from '../store/sqlite.js';
 import type { CertificateStore, InventoryRecord } from '../store/store.js';
@@ -292,9 +292,6 @@ export class CertificateAuthority {
 }
 
 function pemFileDer(file: string): Buffer {
-  const text = fs.readFileSync(file, 'utf8');
-  const m = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/.exec(text);
-  if (!m) throw new MtlsError('BAD_PEM', `${file} holds no certificate; the CA home is damaged`);
-  return Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64');
+  return decodeCertificatesPem(fs.readFileSync(file, 'utf8'), `${file} (the CA home is damaged)`)[0]!;
 }
 

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { MtlsError } from '../errors.js';
 import { exportPrivateKey } from '../pki/keys.js';
+import { decodeCertificatesPem } from '../pki/pem.js';
 import { buildPkcs12 } from '../pki/pkcs12.js';
 import { stageFiles, type PendingFile } from '../util/fs.js';
 import type { Issued } from './authority.js';
@@ -26,7 +27,7 @@ export function issuedFiles(issued: Issued, o: OutputOptions): PendingFile[] {
   if (issued.privateKey) {
     files.push({ path: `${base}.key`, data: exportPrivateKey(issued.privateKey, o.keyPassphrase), mode: 0o600 });
     if (o.p12Password !== undefined) {
-      const chain = [issued.certificate.der, ...pemCerts(issued.chainPem).slice(1)];
+      const chain = decodeCertificatesPem(issued.chainPem, 'issued chain');
       files.push({ path: `${base}.p12`, data: buildPkcs12(issued.privateKey, chain, o.p12Password, { friendlyName: o.name }), mode: 0o600 });
     }
   } else if (o.p12Password !== undefined) {
@@ -48,8 +49,4 @@ export function writeIssued(issued: Issued, o: OutputOptions): string[] {
   const bundle = path.join(o.outDir, 'ca.crt');
   stageFiles([{ path: bundle, data: o.bundlePem, mode: 0o644 }], { overwrite: true }).commit();
   return [...files.map((f) => f.path), bundle];
-}
-
-function pemCerts(pem: string): Buffer[] {
-  return [...pem.matchAll(/-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g)].map((m) => Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64'));
 }
