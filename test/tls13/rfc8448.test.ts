@@ -9,7 +9,8 @@ import { HandshakeAssembler, decodeCertificate, decodeClientHello, decodeCertifi
 import { RecordSplitter } from '../../src/wire/records.js';
 import { ROOT } from '../helpers/pki.js';
 
-const VEC = path.join(ROOT, '..', 'shared', 'vectors', 'rfc8448', 'transcripts.vec');
+/** A copy of ../shared/vectors/rfc8448 (Botan's test data, BSD-2-Clause; see the README beside it). */
+const VEC = path.join(ROOT, 'test', 'fixtures', 'rfc8448', 'transcripts.vec');
 
 function loadVectors(): Record<string, Record<string, Buffer>> {
   const out: Record<string, Record<string, Buffer>> = {};
