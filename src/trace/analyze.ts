@@ -4,6 +4,7 @@ import {
   type CertificateRequest, type ClientHello, type ServerHello,
 } from '../wire/handshake.js';
 import { RecordSplitter, type TlsRecord } from '../wire/records.js';
+import { decryptRecord12, keyBlock, TLS12_SUITES, type Tls12Keys, type Tls12Suite } from '../tls12/prf.js';
 import { decryptRecord, parseKeyLog, suiteOf, trafficKeys, type Tls13Suite, type TrafficKeys } from '../tls13/key-schedule.js';
 
 export type Side = 'client' | 'server';
@@ -47,6 +48,8 @@ export interface HandshakeView {
   secrets: Partial<Record<(typeof TLS13_SECRET_LABELS)[number], Buffer>>;
   /** Keys and IVs derived by our key schedule from those secrets. */
   keys: Partial<Record<'clientHandshake' | 'serverHandshake' | 'clientApplication' | 'serverApplication', TrafficKeys>>;
+  /** TLS 1.2: the master secret (key log CLIENT_RANDOM) and the key block derived from it by our PRF. */
+  tls12?: { suite: Tls12Suite; masterSecret: Buffer; keys: Tls12Keys };
   /** The first application data each side sent (decrypted), if any. */
   applicationData: { from: Side; bytes: Buffer }[];
   /** Why parts could not be read (missing keys, truncated capture). */
@@ -128,6 +131,7 @@ export function analyzeHandshake(clientBytes: Buffer, serverBytes: Buffer, keylo
       readEncrypted(view, 'server', byDir.server, suite, view.keys.serverHandshake, view.keys.serverApplication);
       readEncrypted(view, 'client', byDir.client, suite, view.keys.clientHandshake, view.keys.clientApplication);
     }
+    if (view.serverHello?.version === 0x0303 && view.clientHello) readTls12(view, byDir, keylogLines);
     for (const m of view.messages.filter((x) => x.from === 'server')) {
       if (m.type === HandshakeType.certificate_request) view.certificateRequest = decodeCertificateRequest(m.body, tls13);
       if (m.type === HandshakeType.certificate && !view.serverCertificates) view.serverCertificates = decodeCertificate(m.body, tls13).certificates;
@@ -137,4 +141,30 @@ export function analyzeHandshake(clientBytes: Buffer, serverBytes: Buffer, keylo
   }
   view.serverAlerts = view.alerts.filter((a) => a.from === 'server');
   return view;
+}
+
+/** TLS 1.2 with an AEAD suite: after each side's ChangeCipherSpec, its Finished, alerts and data, with our PRF's keys. */
+function readTls12(view: HandshakeView, byDir: Record<Side, TlsRecord[]>, keylogLines: string[]): void {
+  const suite = TLS12_SUITES[view.serverHello!.cipherSuite];
+  const master = parseKeyLog(keylogLines.join('\n')).get('CLIENT_RANDOM')?.get(view.clientHello!.random.toString('hex'));
+  if (!suite) { view.notes.push(`TLS 1.2 suite ${view.serverHello!.cipherSuite.toString(16)} is not one we decrypt`); return; }
+  if (!master) { view.notes.push('no TLS 1.2 master secret (CLIENT_RANDOM) in the key log: the encrypted records were not read'); return; }
+  const keys = keyBlock(suite, master, view.clientHello!.random, view.serverHello!.random);
+  view.tls12 = { suite, masterSecret: master, keys };
+  for (const from of ['client', 'server'] as Side[]) {
+    const ccs = byDir[from].findIndex((r) => r.type === ContentType.change_cipher_spec);
+    if (ccs < 0) continue;
+    const [key, iv] = from === 'client' ? [keys.clientWriteKey, keys.clientWriteIv] : [keys.serverWriteKey, keys.serverWriteIv];
+    let seq = 0n;
+    for (const r of byDir[from].slice(ccs + 1)) {
+      const plain = decryptRecord12(suite, key, iv, seq++, r);
+      if (r.type === ContentType.handshake) {
+        for (const m of new HandshakeAssembler().push(plain)) view.messages.push({ from, type: m.type, raw: m.raw, body: m.body, encrypted: true });
+      } else if (r.type === ContentType.alert && plain.length === 2) {
+        view.alerts.push({ from, level: plain[0]!, description: plain[1]!, name: alertName(plain[1]!), encrypted: true });
+      } else if (r.type === ContentType.application_data && !view.applicationData.some((a) => a.from === from)) {
+        view.applicationData.push({ from, bytes: plain });
+      }
+    }
+  }
 }

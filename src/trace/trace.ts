@@ -8,6 +8,7 @@ import { finishedVerifyData, transcriptHash, type TrafficKeys } from '../tls13/k
 import { ExtensionType, HandshakeType, cipherSuiteName, extensionName, groupName, handshakeName, signatureSchemeName } from '../wire/enums.js';
 import { decodeCertificate, decodeCertificateVerify, decodeEncryptedExtensions, serverKeyShare, type Extension } from '../wire/handshake.js';
 import { WireReader } from '../wire/reader.js';
+import { finished12 } from '../tls12/prf.js';
 import { analyzeHandshake, type HandshakeView, type SeenMessage } from './analyze.js';
 import { Capture } from './capture.js';
 
@@ -146,6 +147,31 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
   fin(sFin, view.secrets.SERVER_HANDSHAKE_TRAFFIC_SECRET, 'server');
   fin(cFin, view.secrets.CLIENT_HANDSHAKE_TRAFFIC_SECRET, 'client');
   if (own.length) step('Our Certificate and CertificateVerify, both Finished', 'client->server', own);
+  if (!tls13 && view.tls12) {
+    const t = view.tls12;
+    // RFC 5246 7.4.9: Finished covers every handshake message before it, in wire order (client's flight first).
+    const sMsgs = server.filter((m) => m.type !== HandshakeType.finished);
+    const cMsgs = client.filter((m) => m.type !== HandshakeType.finished);
+    const serverPlain = sMsgs.filter((m) => m.type !== HandshakeType.new_session_ticket);
+    const cFin12 = client.find((m) => m.type === HandshakeType.finished);
+    const sFin12 = server.find((m) => m.type === HandshakeType.finished);
+    const chMsg = cMsgs.filter((m) => m.type === HandshakeType.client_hello);
+    const clientRest = cMsgs.filter((m) => m.type !== HandshakeType.client_hello);
+    const beforeClientFin = [...chMsg, ...serverPlain, ...clientRest].map((m) => m.raw);
+    const lines = [
+      `master_secret (from the key log): ${mask(t.masterSecret, opts.reveal)}`,
+      `key_block = PRF(master_secret, "key expansion", server_random + client_random) (RFC 5246 6.3), ${t.suite.hash}, AEAD ${t.suite.cipher.toUpperCase()}`,
+      `client_write_key: ${mask(t.keys.clientWriteKey, opts.reveal)}`, `server_write_key: ${mask(t.keys.serverWriteKey, opts.reveal)}`,
+      `client_write_IV:  ${mask(t.keys.clientWriteIv, opts.reveal)}`, `server_write_IV:  ${mask(t.keys.serverWriteIv, opts.reveal)}`,
+    ];
+    if (cFin12) lines.push(`client Finished: verify_data ${finished12(t.suite, t.masterSecret, true, beforeClientFin).equals(cFin12.body) ? 'matches' : 'DOES NOT match'} PRF(master_secret, "client finished", Hash(handshake)) (checked by mtlskit)`);
+    if (sFin12 && cFin12) {
+      const nst = sMsgs.filter((m) => m.type === HandshakeType.new_session_ticket).map((m) => m.raw);
+      lines.push(`server Finished: verify_data ${finished12(t.suite, t.masterSecret, false, [...beforeClientFin, cFin12.raw, ...nst]).equals(sFin12.body) ? 'matches' : 'DOES NOT match'} PRF(master_secret, "server finished", Hash(handshake)) (checked by mtlskit)`);
+    }
+    lines.push(...view.applicationData.map((a) => `first application data from the ${a.from}, decrypted: ${JSON.stringify(a.bytes.subarray(0, 60).toString('latin1'))}`));
+    step('TLS 1.2 key block and Finished (RFC 5246)', undefined, lines);
+  }
   if (tls13 && view.suite) {
     const k = (name: string, keys: TrafficKeys | undefined) => (keys ? [`${name}_write_key: ${mask(keys.key, opts.reveal)}`, `${name}_write_iv:  ${mask(keys.iv, opts.reveal)}`] : []);
     step('Key exchange and key schedule (RFC 8446 7.1, 7.3)', undefined, [

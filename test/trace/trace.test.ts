@@ -5,6 +5,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseKeyLog, suiteOf, trafficKeys } from '../../src/tls13/key-schedule.js';
 import { traceConnection } from '../../src/trace/trace.js';
+import { keyBlock, TLS12_SUITES } from '../../src/tls12/prf.js';
 import { freePort, testPki, until, type TestPki } from '../helpers/endpoints.js';
 import { mtls } from '../helpers/pki.js';
 
@@ -58,16 +59,24 @@ describe('mtls trace against openssl s_server, each TLS 1.3 AEAD forced in turn'
     });
   }
 
-  it('TLS 1.2: the plaintext handshake is traced, including the CertificateRequest', async () => {
-    const s = await sServer(['-tls1_2']);
-    const report = await traceConnection({ host: 'localhost', port: s.port, ca: pki.bundle, credentials: pki.creds('billing') });
-    assert.equal(report.ok, true, JSON.stringify(report.error));
-    const text = report.steps.flatMap((x) => x.lines).join('\n');
-    assert.match(text, /version: TLS 1\.2/);
-    assert.match(text, /acceptable CAs: CN=Endpoint Test Root, O=Endpoint Test/);
-    // s_server sends -cert and then -cert_chain (which repeats the leaf): the trace shows exactly what was sent.
-    assert.match(text, /chain: 'server' <- .*'Endpoint Test Intermediate'/);
-  });
+  for (const cipher of ['ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305']) {
+    it(`TLS 1.2 ${cipher}: every step, the key block equals the one from the server's key log, both Finished checked`, async () => {
+      const s = await sServer(['-tls1_2', '-cipher', cipher]);
+      const report = await traceConnection({ host: 'localhost', port: s.port, ca: pki.bundle, credentials: pki.creds('billing') });
+      assert.equal(report.ok, true, JSON.stringify(report.error));
+      const text = report.steps.flatMap((x) => x.lines).join('\n');
+      assert.match(text, /version: TLS 1\.2/);
+      assert.match(text, /acceptable CAs: CN=Endpoint Test Root, O=Endpoint Test/);
+      // s_server sends -cert and then -cert_chain (which repeats the leaf): the trace shows exactly what was sent.
+      assert.match(text, /chain: 'server' <- .*'Endpoint Test Intermediate'/);
+      assert.match(text, /client Finished: verify_data matches PRF/);
+      assert.match(text, /server Finished: verify_data matches PRF/);
+      await until(() => fs.existsSync(s.keylog) && fs.readFileSync(s.keylog, 'utf8').includes('CLIENT_RANDOM'), 5000, 'the server key log');
+      const theirMaster = parseKeyLog(fs.readFileSync(s.keylog, 'utf8')).get('CLIENT_RANDOM')!.get(report.view.clientHello!.random.toString('hex'))!;
+      const t = report.view.tls12!;
+      assert.deepEqual(t.keys, keyBlock(TLS12_SUITES[report.view.serverHello!.cipherSuite]!, theirMaster, report.view.clientHello!.random, report.view.serverHello!.random));
+    });
+  }
 
   it('explains a rejection: the TLS 1.3 alert arrives encrypted and is decrypted with the key log', async () => {
     const s = await sServer(['-tls1_3', '-purpose', 'sslclient']);
