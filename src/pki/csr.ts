@@ -8,7 +8,7 @@ import { readSingle } from './der.js';
 import { parseBasicConstraints, parseSubjectAltName, type RawExtension } from './extensions.js';
 import type { SubjectNames } from './general-names.js';
 import { keyWeakness, signatureSchemeFor, signData } from './keys.js';
-import { nameAttributes, type DnAttribute } from './names.js';
+import { parseNameDer, type DnAttribute } from './names.js';
 import { OID } from './oid.js';
 import { decodePem, looksLikePem } from './pem.js';
 
@@ -60,7 +60,7 @@ export function parseCsr(data: Buffer, what = 'CSR'): CertificateRequest {
       for (const e of exts) extensions.push({ oid: e.extnID, critical: e.critical, value: Buffer.from(e.extnValue.buffer) });
     }
   }
-  const out: CertificateRequest = { der, subject: nameAttributes(info.subject), publicKey, extensions, requestsCa: false };
+  const out: CertificateRequest = { der, subject: parseNameDer(Buffer.from(AsnConvert.serialize(info.subject))), publicKey, extensions, requestsCa: false };
   for (const e of extensions) {
     try {
       if (e.oid === OID.subjectAltName) out.san = parseSubjectAltName(e.value);

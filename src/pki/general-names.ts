@@ -1,7 +1,5 @@
-import { AsnConvert } from '@peculiar/asn1-schema';
-import * as asn from '@peculiar/asn1-x509';
 import { readChildren, readSingle, type Tlv } from './der.js';
-import { ipBytesToText, nameAttributes, type DnAttribute } from './names.js';
+import { ipBytesToText, parseNameDer, type DnAttribute } from './names.js';
 
 /** The names a certificate is for, sorted by kind, decoded from DER (never from a string form). */
 export interface SubjectNames {
@@ -64,9 +62,8 @@ export function addGeneralName(t: Tlv, out: SubjectNames, allowMask = false): vo
     }
     case 4: {
       try {
-        const inner = readSingle(t.value, 'directoryName');
-        const name = AsnConvert.parse(t.value.subarray(inner.start, inner.end), asn.Name);
-        out.directory.push(nameAttributes(name));
+        readSingle(t.value, 'directoryName');
+        out.directory.push(parseNameDer(t.value));
       } catch {
         out.problems.push('malformed directoryName');
       }

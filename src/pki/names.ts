@@ -19,22 +19,6 @@ const SHORT: Record<string, string> = {
 };
 const BY_SHORT: Record<string, string> = Object.fromEntries(Object.entries(SHORT).map(([oid, s]) => [s.toUpperCase(), oid]));
 
-/** The attributes of a Name in order (RDNs flattened; multi-valued RDNs keep their order). */
-export function nameAttributes(name: asn.Name): DnAttribute[] {
-  const out: DnAttribute[] = [];
-  for (const rdn of name) {
-    for (const atv of rdn) {
-      out.push({ type: SHORT[atv.type] ?? atv.type, oid: atv.type, value: attributeValueText(atv.value) });
-    }
-  }
-  return out;
-}
-
-function attributeValueText(v: asn.AttributeValue): string {
-  if (v.anyValue) return '#' + Buffer.from(v.anyValue).toString('hex');
-  return v.toString();
-}
-
 /** Decodes a DER Name (SEQUENCE OF SET OF AttributeTypeAndValue) into attributes, in order. */
 export function parseNameDer(der: Buffer): DnAttribute[] {
   const out: DnAttribute[] = [];

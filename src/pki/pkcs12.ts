@@ -231,18 +231,14 @@ function decryptEncryptedData(der: Buffer, password: string, what: string): Buff
 function decryptPbes2(params: Buffer, password: string, ciphertext: Buffer): Buffer {
   const [kdf, enc] = readChildren(readSingle(params, 'PBES2-params').value, 'PBES2-params') as [Tlv, Tlv];
   const [kdfOid, kdfParams] = readChildren(kdf.value, 'keyDerivationFunc') as [Tlv, Tlv];
-  if (oidText(kdfOid) !== ID_PBKDF2) throw new Error('only PBKDF2 is supported');
+  if (decodeOid(kdfOid.value) !== ID_PBKDF2) throw new Error('only PBKDF2 is supported');
   const [salt, iter, ...rest] = readChildren(kdfParams.value, 'PBKDF2-params') as Tlv[];
   let prf = 'sha1';
-  for (const r of rest) if (r.tag === 0x30) prf = PRFS[oidText(readChildren(r.value, 'prf')[0]!)] ?? 'unknown';
+  for (const r of rest) if (r.tag === 0x30) prf = PRFS[decodeOid(readChildren(r.value, 'prf')[0]!.value)] ?? 'unknown';
   const [encOid, iv] = readChildren(enc.value, 'encryptionScheme') as [Tlv, Tlv];
-  const cipher = CIPHERS[oidText(encOid)];
+  const cipher = CIPHERS[decodeOid(encOid.value)];
   if (!cipher || prf === 'unknown') throw new Error('unsupported PBES2 cipher or PRF');
   const key = crypto.pbkdf2Sync(Buffer.from(password, 'utf8'), salt!.value, iter!.value.readUIntBE(0, iter!.value.length), cipher.key, prf);
   const d = crypto.createDecipheriv(cipher.name, key, iv.value);
   return Buffer.concat([d.update(ciphertext), d.final()]);
-}
-
-function oidText(t: Tlv): string {
-  return decodeOid(t.value);
 }

@@ -28,6 +28,14 @@ async function writeServerCert(dir: string, name: string): Promise<string> {
   return issued.certificate.fingerprint256;
 }
 
+/** A new directory with ca.crt and a first server certificate, watched, behind an mTLS HTTPS server that allows anyone. */
+async function rotatingServer(name: string, start = true) {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, 'ca.crt'), pki.bundle);
+  const fingerprint = await writeServerCert(dir, name);
+  return { dir, fingerprint, ...(await reloadingServer(dir, start)) };
+}
+
 /** A watched server.crt/server.key/ca.crt in `dir` behind an mTLS HTTPS server that allows anyone. */
 async function reloadingServer(dir: string, attachAndStart = true) {
   const reloader = new CredentialReloader({ certFile: path.join(dir, 'server.crt'), keyFile: path.join(dir, 'server.key'), caFile: path.join(dir, 'ca.crt') }, 20);
@@ -50,10 +58,8 @@ function get(port: number, agent: https.Agent): Promise<{ status: number }> {
 
 describe('hot rotation', () => {
   it('rotates the server certificate 10 times under continuous requests: zero failures, new handshakes see the new certificate', async () => {
-    const dir = tempDir();
-    fs.writeFileSync(path.join(dir, 'ca.crt'), pki.bundle);
-    let expected = await writeServerCert(dir, 'rot-0');
-    const { reloader, server, port } = await reloadingServer(dir);
+    const { dir, fingerprint, reloader, server, port } = await rotatingServer('rot-0');
+    let expected = fingerprint;
     const reloads: ReloadEvent[] = [];
     reloader.on('reloaded', (e: ReloadEvent) => reloads.push(e));
     // A live keep-alive connection opened before the rotations must still serve requests after them.
@@ -108,10 +114,7 @@ describe('hot rotation', () => {
   });
 
   it('keeps session tickets across a certificate rotation, and invalidates them when the trust bundle changes', async () => {
-    const dir = tempDir();
-    fs.writeFileSync(path.join(dir, 'ca.crt'), pki.bundle);
-    await writeServerCert(dir, 'tick-0');
-    const { reloader, server, port } = await reloadingServer(dir, false);
+    const { dir, reloader, server, port } = await rotatingServer('tick-0', false);
     const resumes = async (session: Buffer) => {
       const c = await connectMtls({ host: '127.0.0.1', port, ca: pki.bundle, credentials: pki.creds('billing'), expect: { servername: 'localhost' }, session });
       c.socket.destroy();
@@ -138,10 +141,7 @@ describe('hot rotation', () => {
   });
 
   it('a broken new certificate is refused with a reason and the server keeps serving the old one', async () => {
-    const dir = tempDir();
-    fs.writeFileSync(path.join(dir, 'ca.crt'), pki.bundle);
-    const fp = await writeServerCert(dir, 'broken-0');
-    const { reloader, server, port } = await reloadingServer(dir);
+    const { dir, fingerprint: fp, reloader, server, port } = await rotatingServer('broken-0');
     const errors: string[] = [];
     reloader.on('reload-error', (e: Error) => errors.push(e.message));
     fs.writeFileSync(path.join(dir, 'server.crt'), '-----BEGIN CERTIFICATE-----\ngarbage\n');
