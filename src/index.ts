@@ -26,3 +26,4 @@ export { CredentialReloader, type WatchedFiles, type ReloadEvent } from './tls/r
 export { mtlsAuthorize, createMtlsHttpsServer, authorizeRequest, type RequestMtls } from './adapters/http.js';
 export { mtlsFastify } from './adapters/fastify.js';
 export { MtlsHttpsAgent, mtlsUndiciAgent, type ClientAgentOptions } from './adapters/agents.js';
+export { doctor, doctorExitCode, type DoctorReport, type DoctorOptions, type Diagnosis, type DiagnosisCode, type DoctorCheck } from './doctor/doctor.js';

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { exitCodeOf, messageOf } from '../errors.js';
 import { registerCa } from './ca.js';
 import { registerDemo } from './demo.js';
+import { registerDoctor } from './doctor.js';
 import { registerConnect, registerServe } from './endpoints.js';
 import { registerInspect } from './inspect.js';
 import { registerIssue, registerSign } from './issue.js';
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerServe(program);
   registerConnect(program);
   registerTrace(program);
+  registerDoctor(program);
   registerDemo(program);
   for (const c of allCommands(program)) c.exitOverride();
   return program;

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -7,23 +7,11 @@ import { fetch } from 'undici';
 import { mtlsUndiciAgent } from '../../src/adapters/agents.js';
 import { freePort, testPki, until, type TestPki } from '../helpers/endpoints.js';
 import { BIN, mtls, tempDir } from '../helpers/pki.js';
+import { startProcess as start, stopAll } from '../helpers/process.js';
 
 let pki: TestPki;
 /** Debian installs nginx in /usr/sbin, which a non-login PATH may lack. */
 const NGINX = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find((p) => fs.existsSync(p)) ?? 'nginx';
-const children: ChildProcess[] = [];
-
-/** Starts a long-running process and waits until its output matches `ready`. */
-async function start(cmd: string, args: string[], ready: RegExp, env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; output: () => string }> {
-  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-  children.push(child);
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  await until(() => ready.test(out) || child.exitCode !== null, 15_000, `${cmd} to start: ${out}`);
-  if (child.exitCode !== null) throw new Error(`${cmd} exited: ${out}`);
-  return { child, output: () => out };
-}
 
 function curl(args: string[]) {
   const r = spawnSync('curl', ['-sS', '--max-time', '10', ...args], { encoding: 'utf8' });
@@ -34,7 +22,7 @@ before(async () => {
   pki = await testPki();
 });
 after(async () => {
-  for (const c of children) c.kill('SIGTERM');
+  stopAll();
   await pki.ca.close();
 });
 
