@@ -10,6 +10,8 @@ import { oidName } from '../pki/oid.js';
 import { certLabel, verifyChain } from '../pki/verify.js';
 import { loadCredentials } from '../tls/credentials.js';
 import { traceConnection } from '../trace/trace.js';
+import { renderTrace } from '../trace/render.js';
+import { useColor } from '../cli/color.js';
 
 const TRUST_DOMAIN = 'demo.mtlskit.dev';
 
@@ -99,10 +101,7 @@ export async function runDemo(print: (line: string) => void = console.log): Prom
 async function showTrace(print: (line: string) => void, port: number, ca: string, c: { cert: string; key: string }): Promise<void> {
   const report = await traceConnection({ host: '127.0.0.1', port, ca, expect: { servername: 'localhost' }, credentials: loadCredentials({ cert: c.cert, key: c.key, ca }) });
   print('   The same handshake, decrypted by mtls trace (our own decoder and RFC 8446 key schedule, fed by the key log):');
-  for (const s of report.steps) {
-    print(`     ${s.n}. ${s.title}${s.direction ? ` [${s.direction}]` : ''}`);
-    for (const l of s.lines) print(`        ${l.length > 150 ? l.slice(0, 147) + '...' : l}`);
-  }
+  for (const l of renderTrace(report, { color: useColor('auto') })) print(`     ${l.length > 160 ? l.slice(0, 157) + '...' : l}`);
 }
 
 /** One client handshake, reporting each step; TLS 1.3 rejections arrive after secureConnect, so wait for data or close. */

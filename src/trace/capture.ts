@@ -21,22 +21,31 @@ export class Capture {
  * byte into `capture` before passing it on. Nothing is changed or delayed beyond the copy.
  */
 export function tappedSocket(host: string, port: number, capture: Capture): Duplex {
-  const tcp = net.connect({ host, port });
-  const tap = new Duplex({
+  return tap(net.connect({ host, port }), capture, 'client');
+}
+
+/**
+ * The same tap around a socket we already have; `we` is the side our TLS plays, so that what we write is
+ * recorded as that side's bytes and what we read as the peer's.
+ */
+export function tap(tcp: net.Socket, capture: Capture, we: 'client' | 'server'): Duplex {
+  const written = we === 'client' ? capture.client : capture.server;
+  const read = we === 'client' ? capture.server : capture.client;
+  const duplex = new Duplex({
     read() { tcp.resume(); },
     write(chunk: Buffer, _enc, cb) {
-      capture.client.push(Buffer.from(chunk));
+      written.push(Buffer.from(chunk));
       tcp.write(chunk, cb);
     },
     final(cb) { tcp.end(); cb(); },
     destroy(err, cb) { tcp.destroy(); cb(err); },
   });
   tcp.on('data', (d: Buffer) => {
-    capture.server.push(d);
-    if (!tap.push(d)) tcp.pause();
+    read.push(d);
+    if (!duplex.push(d)) tcp.pause();
   });
-  tcp.on('end', () => tap.push(null));
-  tcp.on('error', (err) => tap.destroy(err));
-  tcp.on('close', () => { if (!tap.destroyed) tap.push(null); });
-  return tap;
+  tcp.on('end', () => duplex.push(null));
+  tcp.on('error', (err) => duplex.destroy(err));
+  tcp.on('close', () => { if (!duplex.destroyed) duplex.push(null); });
+  return duplex;
 }

@@ -32,6 +32,9 @@ export interface TraceReport {
   view: HandshakeView;
 }
 
+const VERSIONS: Record<number, string> = { 0x0304: 'TLS 1.3', 0x0303: 'TLS 1.2', 0x0302: 'TLS 1.1', 0x0301: 'TLS 1.0', 0x0300: 'SSL 3.0' };
+const versionName = (v: number) => VERSIONS[v] ?? `0x${v.toString(16).padStart(4, '0')}`;
+
 const mask = (b: Buffer, reveal: boolean) => (reveal ? b.toString('hex') : `${b.subarray(0, 2).toString('hex')}…(${b.length} bytes, --reveal-keys to show)`);
 
 function u16s(ext: Extension | undefined, lenBytes: 1 | 2): number[] {
@@ -72,14 +75,21 @@ function checkCertificateVerify(side: 'server' | 'client', cv: { scheme: number;
 }
 
 /** Builds the numbered story of a captured TLS 1.3 handshake (TLS 1.2: the plaintext part). */
-export function traceSteps(view: HandshakeView, opts: { ca?: string; host: string; reveal: boolean }): TraceStep[] {
+export function traceSteps(view: HandshakeView, opts: { ca?: string; host: string; reveal: boolean; side?: 'client' | 'server' }): TraceStep[] {
+  const side = opts.side ?? 'client';
+  const verdict = (parsed: ReturnType<typeof parseCertificate>[], purpose: 'server' | 'client'): string | undefined => {
+    if (!opts.ca || !parsed[0]) return undefined;
+    const name = purpose === 'server' ? (/^[\d.]+$|:/.test(opts.host) ? { ip: opts.host } : { dns: opts.host }) : {};
+    const r = verifyChain(parsed[0], { trustAnchors: readCertificates(Buffer.from(opts.ca), 'CA bundle'), intermediates: parsed.slice(1), at: new Date(), purpose, ...name });
+    return r.valid ? `verdict: trusted, valid now, ${purpose === 'server' ? `valid for '${opts.host}'` : 'a client certificate'} (checked by mtlskit)` : `verdict: NOT valid: ${r.problems.map((p) => p.message).join('; ')}`;
+  };
   const steps: TraceStep[] = [];
   const step = (title: string, direction: TraceStep['direction'], lines: string[]) => steps.push({ n: steps.length + 1, title, ...(direction ? { direction } : {}), lines });
   const ch = view.clientHello;
   if (ch) {
     const ext = (t: number) => ch.extensions.find((e) => e.type === t);
     step('ClientHello', 'client->server', [
-      `versions: ${u16s(ext(ExtensionType.supported_versions), 1).map((v) => (v === 0x0304 ? 'TLS 1.3' : v === 0x0303 ? 'TLS 1.2' : `0x${v.toString(16)}`)).join(', ')}`,
+      `versions: ${u16s(ext(ExtensionType.supported_versions), 1).map(versionName).join(', ')}`,
       `cipher suites: ${ch.cipherSuites.map(cipherSuiteName).join(', ')}`,
       `groups: ${u16s(ext(ExtensionType.supported_groups), 2).map(groupName).join(', ')}`,
       `key share: ${(() => { const ks = ext(ExtensionType.key_share); if (!ks) return 'none'; const r = new WireReader(ks.data, 'key_share').sub(2, 'shares'); const g: string[] = []; while (r.remaining > 0) { g.push(groupName(r.u16('group'))); r.vec(2, 'key'); } return g.join(', '); })()}`,
@@ -107,15 +117,13 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
     const chain = decodeCertificate(cert.body, tls13).certificates;
     const parsed = chain.map((d) => parseCertificate(d));
     const lines = [`chain: ${parsed.map((c) => `'${certLabel(c)}'`).join(' <- ')}`];
-    if (opts.ca) {
-      const r = verifyChain(parsed[0]!, { trustAnchors: readCertificates(Buffer.from(opts.ca), 'CA bundle'), intermediates: parsed.slice(1), at: new Date(), purpose: 'server', ...(/^[\d.]+$|:/.test(opts.host) ? { ip: opts.host } : { dns: opts.host }) });
-      lines.push(r.valid ? `verdict: trusted, valid now, valid for '${opts.host}'` : `verdict: NOT valid: ${r.problems.map((p) => p.message).join('; ')}`);
-    }
+    const v = side === 'client' ? verdict(parsed, 'server') : undefined;
+    if (v) lines.push(v);
     if (cv && tls13) {
       const v = decodeCertificateVerify(cv.body);
       lines.push(`CertificateVerify: ${signatureSchemeName(v.scheme)}, ${checkCertificateVerify('server', v, chain[0]!, hashUpTo(cv))}`);
     }
-    step("The server's Certificate" + (tls13 ? ' and CertificateVerify' : ''), 'server->client', lines);
+    step(`${side === 'server' ? 'Our (server) ' : "The server's "}Certificate${tls13 ? ' and CertificateVerify' : ''}`, 'server->client', lines);
   }
   if (view.certificateRequest) {
     const cas = view.certificateRequest.certificateAuthorities.map((dn) => { try { return formatDn(parseNameDer(dn)); } catch { return '(unreadable name)'; } });
@@ -133,10 +141,14 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
   const own: string[] = [];
   if (cCert) {
     const certs = decodeCertificate(cCert.body, tls13).certificates;
-    own.push(certs.length ? `our Certificate: ${certs.map((d) => `'${certLabel(parseCertificate(d))}'`).join(' <- ')}` : 'our Certificate: empty (we had none to send)');
+    const whose = side === 'client' ? 'our' : "the client's";
+    const parsed = certs.map((d) => parseCertificate(d));
+    own.push(certs.length ? `${whose} Certificate: ${parsed.map((c) => `'${certLabel(c)}'`).join(' <- ')}` : `${whose} Certificate: empty (${side === 'client' ? 'we had none to send' : 'it sent none'})`);
+    const v = side === 'server' ? verdict(parsed, 'client') : undefined;
+    if (v) own.push(v);
     if (cCv && certs[0] && tls13) {
-      const v = decodeCertificateVerify(cCv.body);
-      own.push(`our CertificateVerify: ${signatureSchemeName(v.scheme)}, ${checkCertificateVerify('client', v, certs[0], hashUpTo(cCv))}`);
+      const cv2 = decodeCertificateVerify(cCv.body);
+      own.push(`${whose} CertificateVerify: ${signatureSchemeName(cv2.scheme)}, ${checkCertificateVerify('client', cv2, certs[0], hashUpTo(cCv))}`);
     }
   }
   const fin = (m: SeenMessage | undefined, secret: Buffer | undefined, who: string) => {
@@ -146,7 +158,7 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
   };
   fin(sFin, view.secrets.SERVER_HANDSHAKE_TRAFFIC_SECRET, 'server');
   fin(cFin, view.secrets.CLIENT_HANDSHAKE_TRAFFIC_SECRET, 'client');
-  if (own.length) step('Our Certificate and CertificateVerify, both Finished', 'client->server', own);
+  if (own.length) step(`${side === 'client' ? 'Our' : "The client's"} Certificate and CertificateVerify, both Finished`, 'client->server', own);
   if (!tls13 && view.tls12) {
     const t = view.tls12;
     // RFC 5246 7.4.9: Finished covers every handshake message before it, in wire order (client's flight first).

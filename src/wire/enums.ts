@@ -24,7 +24,7 @@ export const signatureSchemeName = table({
   0x080b: 'rsa_pss_pss_sha512', 0x0201: 'rsa_pkcs1_sha1', 0x0203: 'ecdsa_sha1', 0x0303: 'ecdsa_sha224', 0x0301: 'rsa_sha224', 0x0302: 'dsa_sha224', 0x0202: 'dsa_sha1', 0x0402: 'dsa_sha256', 0x0502: 'dsa_sha384', 0x0602: 'dsa_sha512',
 });
 
-export const groupName = table({ 23: 'secp256r1', 24: 'secp384r1', 25: 'secp521r1', 29: 'x25519', 30: 'x448', 256: 'ffdhe2048', 257: 'ffdhe3072' });
+export const groupName = table({ 23: 'secp256r1', 24: 'secp384r1', 25: 'secp521r1', 29: 'x25519', 30: 'x448', 256: 'ffdhe2048', 257: 'ffdhe3072', 258: 'ffdhe4096', 259: 'ffdhe6144', 260: 'ffdhe8192' });
 
 export const cipherSuiteName = table({
   0x1301: 'TLS_AES_128_GCM_SHA256', 0x1302: 'TLS_AES_256_GCM_SHA384', 0x1303: 'TLS_CHACHA20_POLY1305_SHA256',

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -7,23 +7,24 @@ import { parseKeyLog, suiteOf, trafficKeys } from '../../src/tls13/key-schedule.
 import { traceConnection } from '../../src/trace/trace.js';
 import { keyBlock, TLS12_SUITES } from '../../src/tls12/prf.js';
 import { freePort, testPki, until, type TestPki } from '../helpers/endpoints.js';
-import { mtls } from '../helpers/pki.js';
+import { BIN, mtls } from '../helpers/pki.js';
+import { startProcess, stopAll } from '../helpers/process.js';
+import { compilePolicy } from '../../src/identity/policy.js';
+import { connectMtls } from '../../src/tls/client.js';
+import { Capture } from '../../src/trace/capture.js';
+import { createTraceServer, type ServerTraceReport } from '../../src/trace/listen.js';
+import { close, listen } from '../helpers/endpoints.js';
 
 let pki: TestPki;
-const children: ChildProcess[] = [];
 before(async () => { pki = await testPki(); });
-after(async () => { for (const c of children) c.kill(); await pki.ca.close(); });
+after(async () => { stopAll(); await pki.ca.close(); });
 
 /** openssl s_server that demands a client certificate and writes its own key log. */
 async function sServer(extra: string[]): Promise<{ port: number; keylog: string }> {
   const port = await freePort();
   const keylog = path.join(pki.dir, `server-${port}.keylog`);
-  const child = spawn('openssl', ['s_server', '-accept', `127.0.0.1:${port}`, '-naccept', '1', '-cert', pki.file('server.crt'), '-cert_chain', pki.file('server.crt'),
-    '-key', pki.file('server.key'), '-CAfile', pki.file('ca.crt'), '-Verify', '1', '-verify_return_error', '-keylogfile', keylog, ...extra], { stdio: ['pipe', 'pipe', 'pipe'] });
-  children.push(child);
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  await until(() => out.includes('ACCEPT'), 10_000, 's_server');
+  await startProcess('openssl', ['s_server', '-accept', `127.0.0.1:${port}`, '-naccept', '1', '-cert', pki.file('server.crt'), '-cert_chain', pki.file('server.crt'),
+    '-key', pki.file('server.key'), '-CAfile', pki.file('ca.crt'), '-Verify', '1', '-verify_return_error', '-keylogfile', keylog, ...extra], /ACCEPT/);
   return { port, keylog };
 }
 
@@ -101,5 +102,88 @@ describe('mtls trace against openssl s_server, each TLS 1.3 AEAD forced in turn'
     const none = mtls(['trace', `localhost:${s2.port}`, '--ca', pki.file('ca.crt')]);
     assert.equal(none.status, 3, none.stdout);
     assert.match(none.stdout, /Alert from the server: certificate_required/);
+  });
+});
+
+describe('mtls trace --listen: handshakes that arrive at a server', () => {
+  async function traced(allow: string[], client: string): Promise<{ server: ServerTraceReport; clientCapture: Capture; error?: unknown }> {
+    const reports: ServerTraceReport[] = [];
+    const server = createTraceServer({ credentials: pki.creds('server'), policy: compilePolicy({ allow }) }, (r) => reports.push(r));
+    const port = await listen(server);
+    const clientCapture = new Capture();
+    let error: unknown;
+    try {
+      const c = await connectMtls({ host: '127.0.0.1', port, ca: pki.bundle, credentials: pki.creds(client), capture: clientCapture, confirmMs: 200 });
+      await new Promise((r) => c.socket.once('data', r));
+      c.socket.destroy();
+    } catch (err) {
+      error = err;
+    }
+    await until(() => reports.length === 1, 5000, 'the server trace');
+    await close(server);
+    return { server: reports[0]!, clientCapture, ...(error ? { error } : {}) };
+  }
+
+  it("tells the client's certificate, our verdict and the policy decision; its keys equal the client's", async () => {
+    const { server, clientCapture, error } = await traced(['spiffe://test.example/ns/prod/sa/billing'], 'billing');
+    assert.equal(error, undefined);
+    assert.equal(server.ok, true);
+    assert.equal(server.identity?.spiffeId?.uri, 'spiffe://test.example/ns/prod/sa/billing');
+    const titles = server.steps.map((s) => s.title);
+    assert.ok(titles.includes("Our (server) Certificate and CertificateVerify"), titles.join(' | '));
+    const theirs = server.steps.find((s) => s.title === "The client's Certificate and CertificateVerify, both Finished")!;
+    assert.match(theirs.lines.join('\n'), /the client's Certificate: 'billing' <- 'Endpoint Test Intermediate'/);
+    assert.match(theirs.lines.join('\n'), /verdict: trusted, valid now, a client certificate/);
+    assert.match(theirs.lines.join('\n'), /the client's CertificateVerify: ecdsa_secp256r1_sha256, signature valid/);
+    assert.match(theirs.lines.join('\n'), /client Finished: verify_data matches/);
+    assert.match(server.steps.at(-1)!.lines[0]!, /^ALLOW: /);
+    // The server's key log and the client's are two independent sources: the same secrets, the same keys.
+    const clientKeys = parseKeyLog(clientCapture.keylog.join(''));
+    const serverKeys = parseKeyLog(server.keylog.join(''));
+    assert.ok(clientKeys.size > 0);
+    for (const [label, secret] of clientKeys) assert.deepEqual(serverKeys.get(label), secret, label);
+    assert.ok(server.view.keys.clientApplication && server.view.applicationData.some((a) => a.from === 'server' && /hello spiffe/.test(a.bytes.toString())));
+  });
+
+  it('a denied client: the trace ends with the decision and the reason', async () => {
+    const { server, error } = await traced(['spiffe://test.example/ns/prod/sa/web'], 'billing');
+    assert.ok(error, 'the client was refused');
+    assert.equal(server.ok, false);
+    assert.equal(server.error?.code, 'PEER_NOT_ALLOWED');
+    assert.match(server.steps.at(-1)!.lines[0]!, /^DENY: /);
+  });
+
+  it('CLI: --listen --count 1 traces a curl handshake as a sequence diagram, then exits 0', async () => {
+    const port = await freePort();
+    const child = spawn(process.execPath, [BIN, 'trace', '--listen', `127.0.0.1:${port}`, '--count', '1', '--cert', pki.file('server.crt'), '--key', pki.file('server.key'), '--ca', pki.file('ca.crt'), '--allow', 'trust-domain:test.example'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    await until(() => /tracing mTLS handshakes/.test(err), 10_000, 'trace --listen');
+    const exited = new Promise<number | null>((r) => child.on('exit', r));
+    const curl = await new Promise<string>((resolve) => {
+      const c = spawn('curl', ['-sS', '--max-time', '10', '--cacert', pki.file('ca.crt'), '--cert', pki.file('billing.crt'), '--key', pki.file('billing.key'), `https://localhost:${port}/`]);
+      let body = '';
+      c.stdout.on('data', (d) => (body += d));
+      c.on('exit', () => resolve(body));
+    });
+    assert.match(curl, /hello spiffe:\/\/test\.example\/ns\/prod\/sa\/billing/);
+    assert.equal(await exited, 0, err);
+    assert.match(out, /^client\s+server \(us\)$/m);
+    assert.match(out, /│── \d\. The client's Certificate and CertificateVerify, both Finished ─+▶│/);
+    assert.match(out, /ALLOW: /);
+    assert.doesNotMatch(out, /\x1b\[/, 'no color into a pipe');
+  });
+
+  it('CLI: --color always paints the diagram; --color never and a pipe do not', async () => {
+    const s = await sServer(['-naccept', '1']);
+    const colored = mtls(['trace', `localhost:${s.port}`, '--cert', pki.file('billing.crt'), '--key', pki.file('billing.key'), '--ca', pki.file('ca.crt'), '--color', 'always']);
+    assert.equal(colored.status, 0, colored.stdout + colored.stderr);
+    assert.match(colored.stdout, /\x1b\[36m── 1\. ClientHello ─+▶\x1b\[0m/);
+    assert.match(colored.stdout, /\x1b\[32mmatches\x1b\[0m/);
+    const bad = mtls(['trace', `localhost:${s.port}`, '--ca', pki.file('ca.crt'), '--color', 'sometimes']);
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /--color 'sometimes' must be auto, always or never/);
   });
 });
