@@ -86,6 +86,15 @@ export function applicationSecrets(h: HashName, masterSecret: Buffer, serverFini
   };
 }
 
+/**
+ * RFC 8446 4.4.1: after a HelloRetryRequest, the first ClientHello enters the transcript as this synthetic
+ * message_hash handshake message (type 254) carrying its hash.
+ */
+export function messageHash(h: HashName, clientHello1: Buffer): Buffer {
+  const digest = transcriptHash(h, clientHello1);
+  return Buffer.concat([Buffer.from([254, 0, 0, digest.length]), digest]);
+}
+
 export interface TrafficKeys {
   key: Buffer;
   iv: Buffer;

@@ -32,7 +32,10 @@ export const TLS13_SECRET_LABELS = ['CLIENT_HANDSHAKE_TRAFFIC_SECRET', 'SERVER_H
 
 /** What the captured bytes say about a handshake (the parts a plain Node client cannot see). */
 export interface HandshakeView {
+  /** The first ClientHello (after a HelloRetryRequest the second one is among `messages`). */
   clientHello?: ClientHello;
+  /** The server's HelloRetryRequest, when it asked the client for another key share. */
+  helloRetryRequest?: ServerHello;
   serverHello?: ServerHello;
   /** Present when the server asked for a client certificate. */
   certificateRequest?: CertificateRequest;
@@ -87,6 +90,18 @@ function readEncrypted(view: HandshakeView, from: Side, records: TlsRecord[], su
   }
 }
 
+/** Whether the server's first hello (ServerHello or HelloRetryRequest) selects TLS 1.3. */
+function serverSpeaks13(records: TlsRecord[]): boolean {
+  try {
+    const first = records.find((r) => r.type === ContentType.handshake);
+    if (!first) return false;
+    const [m] = new HandshakeAssembler().push(first.fragment);
+    return m?.type === HandshakeType.server_hello && decodeServerHello(m.body).version === 0x0304;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Decodes a captured connection after the fact: the hellos in the clear, then (TLS 1.3) both encrypted flights
  * and later records with the secrets from the key log, or (TLS 1.2) the plaintext flights. Never throws on
@@ -96,11 +111,16 @@ export function analyzeHandshake(clientBytes: Buffer, serverBytes: Buffer, keylo
   const view: HandshakeView = { messages: [], alerts: [], serverAlerts: [], secrets: {}, keys: {}, applicationData: [], notes: [] };
   try {
     const byDir: Record<Side, TlsRecord[]> = { client: new RecordSplitter().push(clientBytes), server: new RecordSplitter().push(serverBytes) };
+    const speaks13 = serverSpeaks13(byDir.server);
     for (const from of ['client', 'server'] as Side[]) {
       const plain = new HandshakeAssembler();
       for (const r of byDir[from]) {
-        // After ChangeCipherSpec, TLS 1.2 handshake records are encrypted (TLS 1.3 encrypts in application_data).
-        if (r.type === ContentType.change_cipher_spec) break;
+        // After ChangeCipherSpec, TLS 1.2 handshake records are encrypted. TLS 1.3 encrypts in application_data
+        // records and its ChangeCipherSpec is a no-op for middleboxes (it may come before a second ClientHello).
+        if (r.type === ContentType.change_cipher_spec) {
+          if (speaks13) continue;
+          break;
+        }
         if (r.type === ContentType.handshake) {
           for (const m of plain.push(r.fragment)) view.messages.push({ from, type: m.type, raw: m.raw, body: m.body, encrypted: false });
         } else if (r.type === ContentType.alert && r.fragment.length === 2) {
@@ -109,9 +129,12 @@ export function analyzeHandshake(clientBytes: Buffer, serverBytes: Buffer, keylo
       }
     }
     const ch = view.messages.find((m) => m.from === 'client' && m.type === HandshakeType.client_hello);
-    const sh = view.messages.find((m) => m.from === 'server' && m.type === HandshakeType.server_hello);
+    const hellos = view.messages.filter((m) => m.from === 'server' && m.type === HandshakeType.server_hello).map((m) => decodeServerHello(m.body));
     if (ch) view.clientHello = decodeClientHello(ch.body);
-    if (sh) view.serverHello = decodeServerHello(sh.body);
+    const retry = hellos.find((h) => h.isHelloRetryRequest);
+    if (retry) view.helloRetryRequest = retry;
+    const sh = hellos.find((h) => !h.isHelloRetryRequest);
+    if (sh) view.serverHello = sh;
     const tls13 = view.serverHello?.version === 0x0304;
     if (tls13 && view.clientHello && view.serverHello) {
       const keylog = parseKeyLog(keylogLines.join('\n'));

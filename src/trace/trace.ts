@@ -4,9 +4,9 @@ import { connectMtls, type ConnectOptions } from '../tls/client.js';
 import { parseCertificate, readCertificates } from '../pki/certificate.js';
 import { formatDn, parseNameDer } from '../pki/names.js';
 import { certLabel, verifyChain } from '../pki/verify.js';
-import { finishedVerifyData, transcriptHash, type TrafficKeys } from '../tls13/key-schedule.js';
+import { finishedVerifyData, messageHash, transcriptHash, type TrafficKeys } from '../tls13/key-schedule.js';
 import { ExtensionType, HandshakeType, cipherSuiteName, extensionName, groupName, handshakeName, signatureSchemeName } from '../wire/enums.js';
-import { decodeCertificate, decodeCertificateVerify, decodeEncryptedExtensions, serverKeyShare, type Extension } from '../wire/handshake.js';
+import { decodeCertificate, decodeCertificateVerify, decodeClientHello, decodeEncryptedExtensions, serverKeyShare, type Extension } from '../wire/handshake.js';
 import { WireReader } from '../wire/reader.js';
 import { finished12 } from '../tls12/prf.js';
 import { analyzeHandshake, type HandshakeView, type SeenMessage } from './analyze.js';
@@ -44,6 +44,16 @@ function u16s(ext: Extension | undefined, lenBytes: 1 | 2): number[] {
   const out: number[] = [];
   while (list.remaining >= 2) out.push(list.u16('value'));
   return out;
+}
+
+function keyShareGroups(ext: Extension): string[] {
+  const r = new WireReader(ext.data, 'key_share').sub(2, 'shares');
+  const g: string[] = [];
+  while (r.remaining > 0) {
+    g.push(groupName(r.u16('group')));
+    r.vec(2, 'key');
+  }
+  return g;
 }
 
 function sni(ext: Extension | undefined): string | undefined {
@@ -92,10 +102,26 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
       `versions: ${u16s(ext(ExtensionType.supported_versions), 1).map(versionName).join(', ')}`,
       `cipher suites: ${ch.cipherSuites.map(cipherSuiteName).join(', ')}`,
       `groups: ${u16s(ext(ExtensionType.supported_groups), 2).map(groupName).join(', ')}`,
-      `key share: ${(() => { const ks = ext(ExtensionType.key_share); if (!ks) return 'none'; const r = new WireReader(ks.data, 'key_share').sub(2, 'shares'); const g: string[] = []; while (r.remaining > 0) { g.push(groupName(r.u16('group'))); r.vec(2, 'key'); } return g.join(', '); })()}`,
+      `key share: ${(() => { const ks = ext(ExtensionType.key_share); return ks ? keyShareGroups(ks).join(', ') || '(empty: the server picks the group)' : 'none'; })()}`,
       `signature algorithms: ${u16s(ext(ExtensionType.signature_algorithms), 2).map(signatureSchemeName).join(', ')}`,
       `SNI: ${sni(ext(ExtensionType.server_name)) ?? '(none)'}; ALPN: ${alpnList(ext(ExtensionType.alpn)).join(', ') || '(none)'}`,
     ]);
+  }
+  const retry = view.helloRetryRequest;
+  const hellos = view.messages.filter((m) => m.type === HandshakeType.client_hello);
+  if (retry) {
+    const asked = serverKeyShare(retry);
+    step('HelloRetryRequest: the server wants a key share on another group', 'server->client', [
+      `group asked for: ${asked ? groupName(asked.group) : '(none)'}; cipher suite: ${cipherSuiteName(retry.cipherSuite)}${retry.extensions.some((e) => e.type === ExtensionType.cookie) ? '; with a cookie the client must echo' : ''}`,
+      'RFC 8446 4.1.4: the first ClientHello enters the transcript as message_hash(Hash(ClientHello1))',
+    ]);
+    const second = hellos[1] ? decodeClientHello(hellos[1].body) : undefined;
+    if (second) {
+      const ks = second.extensions.find((e) => e.type === ExtensionType.key_share);
+      step('ClientHello again, with a new key share', 'client->server', [
+        `key share: ${ks ? keyShareGroups(ks).join(', ') : 'none'} (a fresh ephemeral key); same client random; cookie ${second.extensions.some((e) => e.type === ExtensionType.cookie) ? 'echoed' : 'none'}`,
+      ]);
+    }
   }
   const sh = view.serverHello;
   if (!sh) return steps;
@@ -109,7 +135,12 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
     ...(ee ? [`encrypted extensions: ${decodeEncryptedExtensions(ee.body).map((e) => extensionName(e.type)).join(', ') || '(none)'}; ALPN chosen: ${alpnList(decodeEncryptedExtensions(ee.body).find((e) => e.type === ExtensionType.alpn))[0] ?? '(none)'}`] : []),
   ]);
   // Transcript in wire order: ClientHello, ServerHello, the server's flight, then the client's flight.
-  const ordered: SeenMessage[] = [...view.messages.filter((m) => m.type === HandshakeType.client_hello), ...server.filter((m) => m.type !== HandshakeType.new_session_ticket), ...client.filter((m) => m.type !== HandshakeType.client_hello)];
+  // After a HelloRetryRequest: message_hash(ClientHello1), HelloRetryRequest, ClientHello2, ServerHello, ...
+  const retryMsg = retry ? server.find((m) => m.type === HandshakeType.server_hello) : undefined;
+  const head: SeenMessage[] = retryMsg && hellos[0] && hellos[1] && view.suite
+    ? [{ ...hellos[0], type: HandshakeType.message_hash, raw: messageHash(view.suite.hash, hellos[0].raw) }, retryMsg, hellos[1]]
+    : hellos.slice(0, 1);
+  const ordered: SeenMessage[] = [...head, ...server.filter((m) => m.type !== HandshakeType.new_session_ticket && m !== retryMsg), ...client.filter((m) => m.type !== HandshakeType.client_hello)];
   const hashUpTo = (m: SeenMessage | undefined) => transcriptHash(view.suite?.hash ?? 'sha256', ...ordered.slice(0, m ? ordered.indexOf(m) : 0).map((x) => x.raw));
   const cert = server.find((m) => m.type === HandshakeType.certificate);
   const cv = server.find((m) => m.type === HandshakeType.certificate_verify);

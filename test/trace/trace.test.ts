@@ -105,6 +105,28 @@ describe('mtls trace against openssl s_server, each TLS 1.3 AEAD forced in turn'
   });
 });
 
+describe('mtls trace through a HelloRetryRequest (s_server -groups P-256; we lead with an X25519 share)', () => {
+  it('shows the retry and the second ClientHello; Finished and CertificateVerify check out over the message_hash transcript', async () => {
+    const s = await sServer(['-tls1_3', '-groups', 'P-256']);
+    const report = await traceConnection({ host: 'localhost', port: s.port, ca: pki.bundle, credentials: pki.creds('billing') });
+    assert.equal(report.ok, true, JSON.stringify(report.error));
+    const titles = report.steps.map((x) => x.title);
+    assert.deepEqual(titles.slice(0, 4), ['ClientHello', 'HelloRetryRequest: the server wants a key share on another group', 'ClientHello again, with a new key share', 'ServerHello, EncryptedExtensions']);
+    const text = report.steps.flatMap((x) => x.lines).join('\n');
+    assert.match(text, /group asked for: secp256r1/);
+    assert.match(text, /key share: secp256r1 \(a fresh ephemeral key\); same client random/);
+    assert.match(text, /key exchange: secp256r1/);
+    // These three are computed over the transcript that starts with message_hash(ClientHello1).
+    assert.match(text, /^CertificateVerify: ecdsa_secp256r1_sha256, signature valid/m);
+    assert.match(text, /server Finished: verify_data matches/);
+    assert.match(text, /client Finished: verify_data matches/);
+    await until(() => fs.existsSync(s.keylog) && fs.readFileSync(s.keylog, 'utf8').includes('SERVER_TRAFFIC_SECRET_0'), 5000, 'the server key log');
+    const theirs = parseKeyLog(fs.readFileSync(s.keylog, 'utf8'));
+    const secret = theirs.get('SERVER_TRAFFIC_SECRET_0')!.get(report.view.clientHello!.random.toString('hex'))!;
+    assert.deepEqual(report.view.keys.serverApplication, trafficKeys(suiteOf(report.view.serverHello!.cipherSuite), secret));
+  });
+});
+
 describe('mtls trace --listen: handshakes that arrive at a server', () => {
   async function traced(allow: string[], client: string): Promise<{ server: ServerTraceReport; clientCapture: Capture; error?: unknown }> {
     const reports: ServerTraceReport[] = [];
