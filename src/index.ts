@@ -27,3 +27,6 @@ export { mtlsAuthorize, createMtlsHttpsServer, authorizeRequest, type RequestMtl
 export { mtlsFastify } from './adapters/fastify.js';
 export { MtlsHttpsAgent, mtlsUndiciAgent, type ClientAgentOptions } from './adapters/agents.js';
 export { doctor, doctorExitCode, type DoctorReport, type DoctorOptions, type Diagnosis, type DiagnosisCode, type DoctorCheck } from './doctor/doctor.js';
+export { traceConnection, traceSteps, type TraceReport, type TraceStep } from './trace/trace.js';
+export { createTraceServer, type ServerTraceReport, type TraceServerOptions } from './trace/listen.js';
+export { renderTrace } from './trace/render.js';
