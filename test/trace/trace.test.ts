@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
+import { serverTlsOptions } from '../../src/tls/options.js';
 import { parseKeyLog, suiteOf, trafficKeys } from '../../src/tls13/key-schedule.js';
 import { traceConnection } from '../../src/trace/trace.js';
 import { keyBlock, TLS12_SUITES } from '../../src/tls12/prf.js';
@@ -124,6 +126,52 @@ describe('mtls trace through a HelloRetryRequest (s_server -groups P-256; we lea
     const theirs = parseKeyLog(fs.readFileSync(s.keylog, 'utf8'));
     const secret = theirs.get('SERVER_TRAFFIC_SECRET_0')!.get(report.view.clientHello!.random.toString('hex'))!;
     assert.deepEqual(report.view.keys.serverApplication, trafficKeys(suiteOf(report.view.serverHello!.cipherSuite), secret));
+  });
+});
+
+describe('mtls trace against an mtlskit (Node) server, TLS 1.2 and 1.3, each AEAD forced; and s_server without -Verify', () => {
+  const cases: [string, 'TLSv1.2' | 'TLSv1.3'][] = [
+    ['TLS_AES_128_GCM_SHA256', 'TLSv1.3'], ['TLS_AES_256_GCM_SHA384', 'TLSv1.3'], ['TLS_CHACHA20_POLY1305_SHA256', 'TLSv1.3'],
+    ['ECDHE-ECDSA-AES128-GCM-SHA256', 'TLSv1.2'], ['ECDHE-ECDSA-AES256-GCM-SHA384', 'TLSv1.2'], ['ECDHE-ECDSA-CHACHA20-POLY1305', 'TLSv1.2'],
+  ];
+  for (const [suite, version] of cases) {
+    it(`${version} ${suite}: our keys equal those from the server's own keylog event`, async () => {
+      const serverLog: string[] = [];
+      const server = tls.createServer({ ...serverTlsOptions(pki.creds('server')), minVersion: version, maxVersion: version, ...(version === 'TLSv1.3' ? { ciphersuites: suite } : { ciphers: suite }) }, (s) => s.end('hi\n'));
+      server.on('keylog', (line: Buffer) => serverLog.push(line.toString('latin1')));
+      const port = await listen(server);
+      try {
+        const report = await traceConnection({ host: 'localhost', port, ca: pki.bundle, credentials: pki.creds('billing') });
+        assert.equal(report.ok, true, JSON.stringify(report.error));
+        assert.equal(report.protocol, version);
+        const text = report.steps.flatMap((x) => x.lines).join('\n');
+        assert.match(text, /client Finished: verify_data matches/);
+        assert.match(text, /server Finished: verify_data matches/);
+        assert.match(text, /first application data from the server, decrypted: "hi\\n"/);
+        const theirs = parseKeyLog(serverLog.join(''));
+        const random = report.view.clientHello!.random.toString('hex');
+        if (version === 'TLSv1.3') {
+          const secret = theirs.get('CLIENT_TRAFFIC_SECRET_0')!.get(random)!;
+          assert.deepEqual(report.view.keys.clientApplication, trafficKeys(suiteOf(report.view.serverHello!.cipherSuite), secret));
+        } else {
+          const master = theirs.get('CLIENT_RANDOM')!.get(random)!;
+          const t = TLS12_SUITES[report.view.serverHello!.cipherSuite]!;
+          assert.deepEqual(report.view.tls12!.keys, keyBlock(t, master, report.view.clientHello!.random, report.view.serverHello!.random));
+        }
+      } finally {
+        await close(server);
+      }
+    });
+  }
+
+  it('s_server without -Verify: the trace says no client certificate was asked for, and none was sent', async () => {
+    const port = await freePort();
+    await startProcess('openssl', ['s_server', '-accept', `127.0.0.1:${port}`, '-naccept', '1', '-cert', pki.file('server.crt'), '-cert_chain', pki.file('server.crt'), '-key', pki.file('server.key')], /ACCEPT/);
+    const report = await traceConnection({ host: 'localhost', port, ca: pki.bundle, credentials: pki.creds('billing') });
+    assert.equal(report.ok, true, JSON.stringify(report.error));
+    const req = report.steps.find((x) => x.title === 'CertificateRequest')!;
+    assert.deepEqual(req.lines, ['none: the server did not ask for a client certificate']);
+    assert.doesNotMatch(report.steps.flatMap((x) => x.lines).join('\n'), /our Certificate:/);
   });
 });
 
