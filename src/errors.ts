@@ -29,6 +29,7 @@ export type MtlsErrorCode =
   // verification (exit 1)
   | 'CERT_INVALID'
   | 'HANDSHAKE_FAILED'
+  | 'HANDSHAKE_TIMEOUT'
   // mTLS handshakes: we refused the peer (exit 1)
   | 'NO_CLIENT_CERT'
   | 'CERT_UNTRUSTED'

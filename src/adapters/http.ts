@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
 import { identityOf, type PeerIdentity } from '../identity/identity.js';
 import { compilePolicy, type Decision, type Policy } from '../identity/policy.js';
-import { reportHandshakeErrors, type MtlsServerOptions } from '../tls/server.js';
+import { enforceHandshakeDeadline, reportHandshakeErrors, timeoutReporter, type MtlsServerOptions } from '../tls/server.js';
 import { serverTlsOptions } from '../tls/options.js';
 
 /** What the middleware attaches to each request as `req.mtls`. */
@@ -55,7 +55,8 @@ export function mtlsAuthorize(policy: Policy, onDecision?: (req: IncomingMessage
 export function createMtlsHttpsServer(o: MtlsServerOptions, handler: (req: IncomingMessage, res: ServerResponse) => void, onDecision?: (req: IncomingMessage, m: RequestMtls) => void): https.Server {
   const policy = o.policy ?? compilePolicy({ allow: [] });
   const auth = mtlsAuthorize(policy, onDecision);
-  const server = https.createServer({ ...serverTlsOptions(o.credentials, o), handshakeTimeout: o.handshakeTimeoutMs ?? 10_000 }, (req, res) => auth(req, res, () => handler(req, res)));
+  const server = https.createServer({ ...serverTlsOptions(o.credentials, o), handshakeTimeout: 0 }, (req, res) => auth(req, res, () => handler(req, res)));
+  enforceHandshakeDeadline(server, o.handshakeTimeoutMs ?? 10_000, timeoutReporter(server, o.handshakeTimeoutMs ?? 10_000));
   reportHandshakeErrors(server);
   return server;
 }

@@ -3,6 +3,7 @@ import { exitCodeOf, messageOf } from '../errors.js';
 import { registerCa } from './ca.js';
 import { registerDemo } from './demo.js';
 import { registerDoctor } from './doctor.js';
+import { registerProxy } from './proxy.js';
 import { registerConnect, registerServe } from './endpoints.js';
 import { registerInspect } from './inspect.js';
 import { registerIssue, registerSign } from './issue.js';
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerConnect(program);
   registerTrace(program);
   registerDoctor(program);
+  registerProxy(program);
   registerDemo(program);
   for (const c of allCommands(program)) c.exitOverride();
   return program;

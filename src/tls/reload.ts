@@ -40,7 +40,11 @@ export class CredentialReloader extends EventEmitter {
   private timer: NodeJS.Timeout | undefined;
   private digest: string;
 
-  constructor(private readonly files: WatchedFiles, private readonly debounceMs = 100) {
+  /**
+   * `ticketKeys`: the session ticket keys for a trust bundle (e.g. derived from a secret shared by a cluster's
+   * workers, so that tickets resume on any worker); random when not given.
+   */
+  constructor(private readonly files: WatchedFiles, private readonly debounceMs = 100, private readonly ticketKeys?: (c: Credentials) => Buffer) {
     super();
     this.creds = loadCredentials(files);
     this.digest = this.contentDigest();
@@ -53,6 +57,7 @@ export class CredentialReloader extends EventEmitter {
   /** Swap `server`'s context on every successful reload, built by `build` from the new credentials. */
   attach(server: tls.Server, build: (c: Credentials) => tls.SecureContextOptions): this {
     this.attached.push({ server, build });
+    if (this.ticketKeys) server.setTicketKeys(this.ticketKeys(this.creds));
     return this;
   }
 
@@ -111,7 +116,7 @@ export class CredentialReloader extends EventEmitter {
     for (const { a, options } of contexts) {
       const keys = a.server.getTicketKeys();
       a.server.setSecureContext(options);
-      a.server.setTicketKeys(trustChanged ? crypto.randomBytes(48) : keys);
+      a.server.setTicketKeys(trustChanged ? (this.ticketKeys?.(next) ?? crypto.randomBytes(48)) : keys);
     }
     this.creds = next;
     this.digest = digest;

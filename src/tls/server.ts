@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import type net from 'node:net';
 import tls from 'node:tls';
 import { MtlsError } from '../errors.js';
 import { identityOf, type PeerIdentity } from '../identity/identity.js';
@@ -46,7 +47,36 @@ export function reportHandshakeErrors(server: EventEmitter): void {
       ?? (aborted ? new MtlsError('HANDSHAKE_FAILED', 'the client closed the connection during the handshake (it may not trust our server certificate)', { cause: err }) : classifyTlsError(err));
     const remote = remoteOf((socket as unknown as { _parent?: tls.TLSSocket })._parent ?? socket);
     server.emit('mtls:handshake-error', { remote, error } satisfies HandshakeErrorEvent);
+    // Node leaves the socket to whoever listens to tlsClientError.
+    socket.destroy();
   });
+}
+
+const DEADLINE = Symbol('handshake deadline');
+type WithDeadline = net.Socket & { [DEADLINE]?: NodeJS.Timeout };
+
+/**
+ * Closes connections whose TLS handshake has not finished within `ms` of the TCP accept. Node's own
+ * `handshakeTimeout` only emits 'tlsClientError' and leaves the socket open when the client sent part of a
+ * record and stopped (measured on Node 20.20: a slowloris stays connected forever), so we keep our own timer on
+ * the raw socket. Pass `handshakeTimeout: 0` to the server so that Node's does not fire as well.
+ */
+export function enforceHandshakeDeadline(server: tls.Server, ms: number, onTimeout?: (raw: net.Socket) => void): void {
+  server.on('connection', (raw: WithDeadline) => {
+    raw[DEADLINE] = setTimeout(() => {
+      onTimeout?.(raw);
+      raw.destroy();
+    }, ms);
+    raw.once('close', () => clearTimeout(raw[DEADLINE]));
+  });
+  const clear = (s: tls.TLSSocket) => clearTimeout((s as unknown as { _parent?: WithDeadline })._parent?.[DEADLINE]);
+  server.on('secureConnection', clear);
+  server.on('tlsClientError', (_err: Error, s: tls.TLSSocket) => clear(s));
+}
+
+/** Emits 'mtls:handshake-error' (HANDSHAKE_TIMEOUT) for a connection cut by the deadline. */
+export function timeoutReporter(server: EventEmitter, ms: number): (raw: net.Socket) => void {
+  return (raw) => server.emit('mtls:handshake-error', { remote: remoteOf(raw), error: new MtlsError('HANDSHAKE_TIMEOUT', `no finished TLS handshake within ${ms} ms; connection closed`) } satisfies HandshakeErrorEvent);
 }
 
 /**
@@ -55,7 +85,8 @@ export function reportHandshakeErrors(server: EventEmitter): void {
  */
 export function createMtlsServer(o: MtlsServerOptions, onConnection?: (socket: tls.TLSSocket, identity: PeerIdentity) => void): tls.Server {
   const policy = o.policy ?? compilePolicy({ allow: [] });
-  const server = tls.createServer({ ...serverTlsOptions(o.credentials, o), handshakeTimeout: o.handshakeTimeoutMs ?? 10_000 });
+  const server = tls.createServer({ ...serverTlsOptions(o.credentials, o), handshakeTimeout: 0 });
+  enforceHandshakeDeadline(server, o.handshakeTimeoutMs ?? 10_000, timeoutReporter(server, o.handshakeTimeoutMs ?? 10_000));
   reportHandshakeErrors(server);
   server.on('secureConnection', (socket: tls.TLSSocket) => {
     const identity = identityOf(socket);

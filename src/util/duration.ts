@@ -1,11 +1,11 @@
 import { MtlsError } from '../errors.js';
 
-const UNIT_MS: Record<string, number> = { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3, w: 7 * 86400e3, y: 365 * 86400e3 };
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1e3, m: 60e3, h: 3600e3, d: 86400e3, w: 7 * 86400e3, y: 365 * 86400e3 };
 
-/** Parses `90d`, `12h`, `1y`, `30m`, `1w`, or a combination such as `1d12h`, into milliseconds. */
+/** Parses `500ms`, `90d`, `12h`, `1y`, `30m`, `1w`, or a combination such as `1d12h`, into milliseconds. */
 export function parseDuration(text: string, what = 'duration'): number {
   const t = text.trim();
-  const re = /(\d+)([smhdwy])/gy;
+  const re = /(\d+)(ms|[smhdwy])/gy;
   let total = 0;
   let consumed = 0;
   for (const m of t.matchAll(re)) {

@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { until } from './endpoints.js';
 
 const children: ChildProcess[] = [];
@@ -20,4 +22,20 @@ export async function startProcess(cmd: string, args: string[], ready: RegExp, e
 
 export function stopAll(): void {
   for (const c of children.splice(0)) c.kill('SIGTERM');
+}
+
+/** Debian installs nginx in /usr/sbin, which a non-login PATH may lack. */
+export const NGINX = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find((p) => fs.existsSync(p)) ?? 'nginx';
+
+/** Writes an nginx.conf around `httpBody` (server blocks) in `dir`, runs nginx in the foreground, waits for its pid file. */
+export async function startNginx(dir: string, httpBody: string, extra = ''): Promise<void> {
+  const conf = path.join(dir, 'nginx.conf');
+  fs.writeFileSync(conf, `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/err.log;
+events { worker_connections 1024; }
+${extra}
+http { access_log off; client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+${httpBody} }
+`);
+  await startProcess(NGINX, ['-c', conf, '-e', `${dir}/err.log`], /$/);
+  await until(() => fs.existsSync(`${dir}/nginx.pid`), 5000, 'nginx to write its pid');
 }

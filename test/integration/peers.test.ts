@@ -7,11 +7,9 @@ import { fetch } from 'undici';
 import { mtlsUndiciAgent } from '../../src/adapters/agents.js';
 import { freePort, testPki, until, type TestPki } from '../helpers/endpoints.js';
 import { BIN, mtls, tempDir } from '../helpers/pki.js';
-import { startProcess as start, stopAll } from '../helpers/process.js';
+import { startNginx, startProcess as start, stopAll } from '../helpers/process.js';
 
 let pki: TestPki;
-/** Debian installs nginx in /usr/sbin, which a non-login PATH may lack. */
-const NGINX = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find((p) => fs.existsSync(p)) ?? 'nginx';
 
 function curl(args: string[]) {
   const r = spawnSync('curl', ['-sS', '--max-time', '10', ...args], { encoding: 'utf8' });
@@ -145,15 +143,7 @@ describe('mtls connect against openssl s_server -Verify 1', () => {
 });
 
 describe('nginx', () => {
-  const nginxConf = (dir: string, body: string) => {
-    const conf = path.join(dir, 'nginx.conf');
-    fs.writeFileSync(conf, `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/err.log;
-events { worker_connections 256; }
-http { access_log off; client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
-${body} }
-`);
-    return conf;
-  };
+
 
   it('nginx as an mTLS client of our server (proxy_ssl_certificate): our server sees nginx\'s identity', async () => {
     const backend = await freePort();
@@ -161,11 +151,9 @@ ${body} }
     await pki.issue({ profile: 'client', name: 'nginx-proxy', names: {} });
     const front = await freePort();
     const dir = tempDir('mtls-nginx-');
-    const conf = nginxConf(dir, `server { listen 127.0.0.1:${front};
+    await startNginx(dir, `server { listen 127.0.0.1:${front};
       location / { proxy_pass https://127.0.0.1:${backend}; proxy_ssl_certificate ${pki.file('nginx-proxy.crt')}; proxy_ssl_certificate_key ${pki.file('nginx-proxy.key')};
         proxy_ssl_trusted_certificate ${pki.file('ca.crt')}; proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_server_name on; } }`);
-    await start(NGINX, ['-c', conf, '-e', `${dir}/err.log`], /$/);
-    await until(() => fs.existsSync(`${dir}/nginx.pid`), 5000, 'nginx to write its pid');
     let r = curl([`http://127.0.0.1:${front}/`]);
     for (let i = 0; i < 20 && r.status !== 0; i++) { await new Promise((x) => setTimeout(x, 100)); r = curl([`http://127.0.0.1:${front}/`]); }
     assert.equal(r.status, 0, r.stderr);
@@ -176,10 +164,8 @@ ${body} }
   it('nginx as an mTLS server (ssl_verify_client on) accepts our clients and refuses a server certificate', async () => {
     const port = await freePort();
     const dir = tempDir('mtls-nginx-');
-    const conf = nginxConf(dir, `server { listen 127.0.0.1:${port} ssl; ssl_certificate ${pki.file('server.crt')}; ssl_certificate_key ${pki.file('server.key')};
+    await startNginx(dir, `server { listen 127.0.0.1:${port} ssl; ssl_certificate ${pki.file('server.crt')}; ssl_certificate_key ${pki.file('server.key')};
       ssl_client_certificate ${pki.file('ca.crt')}; ssl_verify_client on; ssl_verify_depth 3; return 200 "ok $ssl_client_s_dn\\n"; }`);
-    await start(NGINX, ['-c', conf, '-e', `${dir}/err.log`], /$/);
-    await until(() => fs.existsSync(`${dir}/nginx.pid`), 5000, 'nginx to write its pid');
     let ok = mtls(['connect', `localhost:${port}`, '--cert', pki.file('billing.crt'), '--key', pki.file('billing.key'), '--ca', pki.file('ca.crt')]);
     for (let i = 0; i < 20 && ok.status !== 0; i++) { await new Promise((x) => setTimeout(x, 100)); ok = mtls(['connect', `localhost:${port}`, '--cert', pki.file('billing.crt'), '--key', pki.file('billing.key'), '--ca', pki.file('ca.crt')]); }
     assert.equal(ok.status, 0, ok.stdout + ok.stderr);

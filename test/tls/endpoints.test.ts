@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import net from 'node:net';
 import tls from 'node:tls';
 import { MtlsError } from '../../src/errors.js';
 import { compilePolicy } from '../../src/identity/policy.js';
@@ -86,6 +87,33 @@ describe('mTLS server and client', () => {
 
   it('unreachable and non-TLS peers get their own codes', async () => {
     await rejectsWith(connectMtls({ host: '127.0.0.1', port: 9, ca: pki.bundle }), 'UNREACHABLE');
+  });
+
+  it("a slowloris (part of a ClientHello, then silence) is cut at the handshake deadline, which Node's handshakeTimeout alone does not do", async () => {
+    const slow = createMtlsServer({ credentials: pki.creds('server'), handshakeTimeoutMs: 300 });
+    const seen: HandshakeErrorEvent[] = [];
+    slow.on('mtls:handshake-error', (e: HandshakeErrorEvent) => seen.push(e));
+    const p = await listen(slow);
+    const t0 = Date.now();
+    const lasted = await new Promise<number>((resolve) => {
+      const c = net.connect(p, '127.0.0.1', () => c.write(Buffer.from('160301', 'hex')));
+      c.on('close', () => resolve(Date.now() - t0));
+      c.on('error', () => undefined);
+    });
+    await close(slow);
+    assert.ok(lasted >= 250 && lasted < 2000, `closed after ${lasted} ms`);
+    assert.equal(seen[0]?.error.code, 'HANDSHAKE_TIMEOUT');
+    // The pitfall itself: a plain tls.Server with handshakeTimeout keeps that connection open.
+    const plain = tls.createServer({ cert: pki.creds('server').cert, key: pki.creds('server').key, handshakeTimeout: 300 });
+    plain.on('tlsClientError', () => undefined);
+    const pp = await listen(plain);
+    const stillOpen = await new Promise<boolean>((resolve) => {
+      const c = net.connect(pp, '127.0.0.1', () => c.write(Buffer.from('160301', 'hex')));
+      c.on('close', () => resolve(false));
+      setTimeout(() => { resolve(!c.destroyed); c.destroy(); }, 1200);
+    });
+    await close(plain);
+    assert.equal(stillOpen, true, 'if Node ever fixes this, the workaround can go');
   });
 });
 

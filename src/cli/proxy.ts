@@ -1,0 +1,105 @@
+import type { Command } from 'commander';
+import { MtlsError } from '../errors.js';
+import { checkUnique, listenerFrom, parseAddress, readProxyConfig, type ProxyConfig } from '../proxy/config.js';
+import { runProxy } from '../proxy/run.js';
+import { parseDuration } from '../util/duration.js';
+import { collect } from './common.js';
+import { caFileOr } from './endpoints.js';
+
+interface CommonFlags {
+  listen: string; target: string; cert?: string; key?: string; ca?: string; home?: string; name?: string; keyPassphraseFile?: string;
+  handshakeTimeout?: string; idleTimeout?: string; maxConnections?: string; maxLifetime?: string;
+  admin?: string; workers: string; drainTimeout: string; logLevel: string;
+}
+interface ServerFlags extends CommonFlags {
+  allow: string[]; deny: string[]; audit?: boolean; http?: boolean; proxyProtocol?: boolean; proxyProtocolCertificate?: boolean;
+  clientCertHeader?: boolean; xfccCertificate?: boolean; unsafeTarget?: boolean; crl?: string;
+}
+interface ClientFlags extends CommonFlags { expectSpiffeId?: string; servername?: string; unsafeListen?: boolean }
+
+const defined = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+
+function common(c: Command): Command {
+  return c
+    .requiredOption('--listen <addr>', 'address to accept on: HOST:PORT or unix:PATH')
+    .requiredOption('--target <addr>', 'where to connect: HOST:PORT (or unix:PATH for a server target)')
+    .option('--cert <file>', 'our certificate chain (PEM)')
+    .option('--key <file>', 'our key')
+    .option('--ca <file>', 'trust bundle for the peer (default: the CA home ca.crt)')
+    .option('--key-passphrase-file <file>', 'passphrase of --key')
+    .option('--name <name>', 'listener name in logs and metrics')
+    .option('--handshake-timeout <d>', 'cut connections whose handshake has not finished (default 10s)')
+    .option('--idle-timeout <d>', 'close after no traffic for this long (default 5m)')
+    .option('--max-connections <n>', 'refuse connections beyond this many (default 10000)')
+    .option('--max-lifetime <d>', 'close connections older than this (default: none)')
+    .option('--admin <addr>', 'admin port for /metrics, /healthz, /readyz (e.g. 127.0.0.1:9901)')
+    .option('--workers <n>', "worker processes sharing session ticket keys ('auto' = one per core)", '1')
+    .option('--drain-timeout <d>', 'on SIGTERM, how long live connections may finish', '30s')
+    .option('--log-level <level>', 'debug, info, warn or error', 'info')
+    .option('--home <dir>', 'CA home for the default --ca');
+}
+
+function globalFrom(o: CommonFlags): Omit<ProxyConfig, 'listeners'> {
+  if (!['debug', 'info', 'warn', 'error'].includes(o.logLevel)) throw new MtlsError('USAGE', `--log-level '${o.logLevel}' must be debug, info, warn or error`);
+  const workers = o.workers === 'auto' ? 0 : Number(o.workers);
+  if (!Number.isInteger(workers) || workers < 0) throw new MtlsError('USAGE', `--workers '${o.workers}' must be a number or auto`);
+  return { workers, drainTimeoutMs: parseDuration(o.drainTimeout, '--drain-timeout'), logLevel: o.logLevel as ProxyConfig['logLevel'], ...(o.admin ? { admin: parseAddress(o.admin, '--admin') } : {}) };
+}
+
+function rawCommon(mode: 'server' | 'client', o: CommonFlags) {
+  if (!o.cert || !o.key) throw new MtlsError('USAGE', `proxy ${mode} needs --cert and --key`);
+  const max = o.maxConnections === undefined ? undefined : Number(o.maxConnections);
+  if (max !== undefined && (!Number.isInteger(max) || max < 1)) throw new MtlsError('USAGE', `--max-connections '${o.maxConnections}' must be a whole number, at least 1`);
+  return defined({
+    mode, name: o.name ?? mode, listen: o.listen, target: o.target, cert: o.cert, key: o.key, ca: caFileOr(o.ca, o.home), keyPassphraseFile: o.keyPassphraseFile,
+    limits: defined({ handshakeTimeout: o.handshakeTimeout, idleTimeout: o.idleTimeout, maxConnections: max, maxLifetime: o.maxLifetime }),
+  });
+}
+
+export function registerProxy(program: Command): void {
+  const proxy = program.command('proxy')
+    .description('sidecar proxy: mTLS in front of any service (server) or under any client (client); --config for several listeners')
+    .option('--config <file>', 'YAML config with one or more listeners (see docs/proxy.md)')
+    .option('--check', 'with --config: validate the config and exit')
+    .action(async (o: { config?: string; check?: boolean }) => {
+      if (!o.config) throw new MtlsError('USAGE', "give --config FILE, or use 'mtls proxy server' / 'mtls proxy client'");
+      const config = readProxyConfig(o.config);
+      if (o.check) {
+        console.log(`${o.config}: ok (${config.listeners.map((l) => `${l.name}: ${l.mode}`).join(', ')})`);
+        return;
+      }
+      await runProxy(config, o.config);
+    });
+  common(proxy.command('server'))
+    .description('terminate mTLS, authorize the client with the policy, relay to a plaintext target on loopback or a unix socket')
+    .option('--allow <rule>', 'allow rule (repeatable): spiffe://td/ns/*/sa/x, trust-domain:td, dns:, dn:, cn:, any', collect, [])
+    .option('--deny <rule>', 'deny rule (repeatable), checked before allow rules', collect, [])
+    .option('--audit', 'log what the policy would deny, but allow it')
+    .option('--http', 'HTTP mode: forward requests with X-Forwarded-Client-Cert (sanitize-and-set)')
+    .option('--client-cert-header', 'HTTP mode: also set RFC 9440 Client-Cert')
+    .option('--xfcc-certificate', 'HTTP mode: include the PEM certificate in XFCC (Cert=)')
+    .option('--proxy-protocol', 'TCP mode: send a PROXY v2 header with the client identity TLVs')
+    .option('--proxy-protocol-certificate', 'TCP mode: include the DER client certificate as a TLV')
+    .option('--crl <file>', 'PEM CRLs to check clients against (one for every CA in the chain)')
+    .option('--unsafe-target', 'allow a target that is not loopback or a unix socket')
+    .action(async (o: ServerFlags) => {
+      const raw = defined({
+        ...rawCommon('server', o), protocol: o.http ? 'http' : 'tcp', allow: o.allow, deny: o.deny, audit: o.audit,
+        proxyProtocol: o.proxyProtocol, proxyProtocolCertificate: o.proxyProtocolCertificate, clientCertHeader: o.clientCertHeader,
+        xfccCertificate: o.xfccCertificate, unsafeTarget: o.unsafeTarget, crl: o.crl,
+      });
+      const l = listenerFrom(raw, 'proxy server', 0);
+      await runProxy({ ...globalFrom(o), listeners: [l] });
+    });
+  common(proxy.command('client'))
+    .description('accept plaintext on loopback, connect to the target with mTLS, verify the server identity')
+    .option('--expect-spiffe-id <uri>', "check the server's SPIFFE ID (pattern) instead of its DNS name")
+    .option('--servername <name>', 'name to send (SNI) and check (default: the target host)')
+    .option('--unsafe-listen', 'allow a plaintext listener that is not on loopback or a unix socket')
+    .action(async (o: ClientFlags) => {
+      const raw = defined({ ...rawCommon('client', o), expectSpiffeId: o.expectSpiffeId, servername: o.servername, unsafeListen: o.unsafeListen });
+      const l = listenerFrom(raw, 'proxy client', 0);
+      checkUnique([l], 'proxy client');
+      await runProxy({ ...globalFrom(o), listeners: [l] });
+    });
+}

@@ -1,0 +1,264 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import YAML from 'yaml';
+import { MtlsError } from '../errors.js';
+import { compilePolicy, type PolicyConfig } from '../identity/policy.js';
+import { compileSpiffePattern } from '../pki/names.js';
+import { parseDuration } from '../util/duration.js';
+
+export type Address = { host: string; port: number } | { path: string };
+
+export interface Limits {
+  /** A connection whose TLS handshake (and authorization) has not finished by then is cut. */
+  handshakeTimeoutMs: number;
+  /** No byte either way for this long: closed. */
+  idleTimeoutMs: number;
+  /** Connections beyond this are refused at accept. */
+  maxConnections: number;
+  /** Closed after this long however busy (0: no limit). */
+  maxLifetimeMs: number;
+}
+
+interface Common {
+  name: string;
+  listen: Address;
+  cert: string;
+  key: string;
+  ca: string;
+  keyPassphraseFile?: string;
+  limits: Limits;
+}
+
+export interface ServerListenerConfig extends Common {
+  mode: 'server';
+  target: Address;
+  protocol: 'tcp' | 'http';
+  policy: PolicyConfig;
+  /** TCP: send a PROXY v2 header with identity TLVs to the target. */
+  proxyProtocol: boolean;
+  /** TCP + PROXY: include the client's DER certificate as a TLV. */
+  proxyProtocolCertificate: boolean;
+  /** HTTP: also set RFC 9440 Client-Cert. */
+  clientCertHeader: boolean;
+  /** HTTP: include the URL-encoded PEM in XFCC (Cert=). */
+  xfccCertificate: boolean;
+  /** Allow a target that is not loopback or a unix socket (plaintext leaves the machine). */
+  unsafeTarget: boolean;
+  /** Optional PEM CRL file(s) checked for every client (a CRL for every CA in the chain is required). */
+  crl?: string;
+}
+
+export interface ClientListenerConfig extends Common {
+  mode: 'client';
+  target: { host: string; port: number };
+  /** Check the server's SPIFFE ID (pattern) instead of its DNS name. */
+  expectSpiffeId?: string;
+  servername?: string;
+  /** Allow a plaintext listener that is not on loopback or a unix socket. */
+  unsafeListen: boolean;
+}
+
+export type ListenerConfig = ServerListenerConfig | ClientListenerConfig;
+
+export interface ProxyConfig {
+  listeners: ListenerConfig[];
+  /** /metrics, /healthz, /readyz. */
+  admin?: Address;
+  /** Worker processes (cluster); 1 = no cluster. */
+  workers: number;
+  /** On SIGTERM: how long live connections may finish. */
+  drainTimeoutMs: number;
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+}
+
+export const DEFAULT_LIMITS: Limits = { handshakeTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxConnections: 10_000, maxLifetimeMs: 0 };
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/i;
+
+/** `HOST:PORT`, `[v6]:PORT`, `:PORT` (all interfaces) or `unix:PATH`. */
+export function parseAddress(text: string, what: string): Address {
+  if (text.startsWith('unix:')) {
+    const p = text.slice(5);
+    if (!p) throw new MtlsError('BAD_INPUT', `${what} 'unix:' needs a path, e.g. unix:/run/app.sock`);
+    return { path: p };
+  }
+  const m = /^(\[[^\]]+\]|[^:[\]]*):(\d{1,5})$/.exec(text);
+  if (!m || Number(m[2]) > 65535) throw new MtlsError('BAD_INPUT', `${what} '${text}' is not HOST:PORT or unix:PATH; write it like 127.0.0.1:8080`);
+  const host = m[1]!.replace(/^\[|\]$/g, '') || '0.0.0.0';
+  if (m[1]!.startsWith('[') && !net.isIPv6(host)) throw new MtlsError('BAD_INPUT', `${what} '${text}': '${host}' is not an IPv6 address`);
+  return { host, port: Number(m[2]) };
+}
+
+export const formatAddress = (a: Address) => ('path' in a ? `unix:${a.path}` : `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`);
+export const isLocal = (a: Address) => 'path' in a || LOOPBACK.test(a.host);
+
+type Raw = Record<string, unknown>;
+
+class Reader {
+  constructor(private readonly raw: Raw, private readonly where: string, allowed: readonly string[]) {
+    for (const k of Object.keys(raw)) {
+      if (!allowed.includes(k)) throw new MtlsError('BAD_INPUT', `${where}: unknown key '${k}' (known: ${allowed.join(', ')})`);
+    }
+  }
+
+  private fail(key: string, why: string): never {
+    throw new MtlsError('BAD_INPUT', `${this.where}.${key}: ${why}`);
+  }
+
+  has(key: string): boolean {
+    return this.raw[key] !== undefined && this.raw[key] !== null;
+  }
+
+  str(key: string, required = true): string | undefined {
+    const v = this.raw[key];
+    if (v === undefined || v === null) return required ? this.fail(key, 'is required') : undefined;
+    if (typeof v !== 'string' && typeof v !== 'number') this.fail(key, `must be a string, not ${typeof v}`);
+    return String(v);
+  }
+
+  bool(key: string, dflt: boolean): boolean {
+    const v = this.raw[key];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v !== 'boolean') this.fail(key, 'must be true or false');
+    return v;
+  }
+
+  list(key: string): string[] {
+    const v = this.raw[key];
+    if (v === undefined || v === null) return [];
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) this.fail(key, 'must be a list of strings');
+    return v as string[];
+  }
+
+  duration(key: string, dflt: number, zeroOk = false): number {
+    const v = this.str(key, false);
+    if (v === undefined) return dflt;
+    if (zeroOk && (v === '0' || v === 'none')) return 0;
+    return parseDuration(v, `${this.where}.${key}`);
+  }
+
+  int(key: string, dflt: number, min: number): number {
+    const v = this.raw[key];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) this.fail(key, `must be a whole number, at least ${min}`);
+    return v;
+  }
+
+  address(key: string): Address {
+    return parseAddress(this.str(key)!, `${this.where}.${key}`);
+  }
+
+  object(key: string): Raw | undefined {
+    const v = this.raw[key];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'object' || Array.isArray(v)) this.fail(key, 'must be a mapping');
+    return v as Raw;
+  }
+}
+
+function limitsFrom(raw: Raw | undefined, where: string): Limits {
+  if (!raw) return { ...DEFAULT_LIMITS };
+  const r = new Reader(raw, where, ['handshakeTimeout', 'idleTimeout', 'maxConnections', 'maxLifetime']);
+  return {
+    handshakeTimeoutMs: r.duration('handshakeTimeout', DEFAULT_LIMITS.handshakeTimeoutMs),
+    idleTimeoutMs: r.duration('idleTimeout', DEFAULT_LIMITS.idleTimeoutMs),
+    maxConnections: r.int('maxConnections', DEFAULT_LIMITS.maxConnections, 1),
+    maxLifetimeMs: r.duration('maxLifetime', DEFAULT_LIMITS.maxLifetimeMs, true),
+  };
+}
+
+const SERVER_KEYS = ['name', 'mode', 'listen', 'target', 'protocol', 'cert', 'key', 'ca', 'keyPassphraseFile', 'allow', 'deny', 'audit', 'routes', 'proxyProtocol', 'proxyProtocolCertificate', 'clientCertHeader', 'xfccCertificate', 'unsafeTarget', 'crl', 'limits'] as const;
+const CLIENT_KEYS = ['name', 'mode', 'listen', 'target', 'cert', 'key', 'ca', 'keyPassphraseFile', 'expectSpiffeId', 'servername', 'unsafeListen', 'limits'] as const;
+
+/** One listener from its raw mapping; every problem is one line naming the key. */
+export function listenerFrom(raw: Raw, where: string, index: number): ListenerConfig {
+  const mode = raw['mode'];
+  if (mode !== 'server' && mode !== 'client') throw new MtlsError('BAD_INPUT', `${where}.mode: must be 'server' (mTLS in, plaintext to the target) or 'client' (plaintext in, mTLS out)`);
+  const r = new Reader(raw, where, mode === 'server' ? SERVER_KEYS : CLIENT_KEYS);
+  const common = {
+    name: r.str('name', false) ?? `${mode}-${index}`,
+    listen: r.address('listen'),
+    cert: r.str('cert')!, key: r.str('key')!, ca: r.str('ca')!,
+    ...(r.has('keyPassphraseFile') ? { keyPassphraseFile: r.str('keyPassphraseFile')! } : {}),
+    limits: limitsFrom(r.object('limits'), `${where}.limits`),
+  };
+  if (mode === 'server') {
+    const protocol = r.str('protocol', false) ?? 'tcp';
+    if (protocol !== 'tcp' && protocol !== 'http') throw new MtlsError('BAD_INPUT', `${where}.protocol: must be tcp or http`);
+    const target = r.address('target');
+    const unsafeTarget = r.bool('unsafeTarget', false);
+    if (!isLocal(target) && !unsafeTarget) throw new MtlsError('BAD_INPUT', `${where}.target: ${formatAddress(target)} is not on loopback or a unix socket, so plaintext would leave this machine; set unsafeTarget: true (--unsafe-target) if that is intended`);
+    const routesRaw = raw['routes'];
+    if (routesRaw !== undefined && protocol !== 'http') throw new MtlsError('BAD_INPUT', `${where}.routes: per-route rules need protocol: http`);
+    const policy: PolicyConfig = { allow: r.list('allow'), deny: r.list('deny'), audit: r.bool('audit', false), ...(Array.isArray(routesRaw) ? { routes: (routesRaw as Raw[]).map((x, i) => { const rr = new Reader(x ?? {}, `${where}.routes[${i}]`, ['prefix', 'allow', 'deny']); return { prefix: rr.str('prefix')!, allow: rr.list('allow'), deny: rr.list('deny') }; }) } : {}) };
+    try {
+      compilePolicy(policy);
+    } catch (err) {
+      throw new MtlsError('BAD_INPUT', `${where}: ${(err as Error).message}`);
+    }
+    const proxyProtocol = r.bool('proxyProtocol', false);
+    if (proxyProtocol && protocol === 'http') throw new MtlsError('BAD_INPUT', `${where}.proxyProtocol: is for protocol: tcp (HTTP mode passes the identity in X-Forwarded-Client-Cert)`);
+    return {
+      ...common, mode, target, protocol, policy, proxyProtocol, unsafeTarget,
+      proxyProtocolCertificate: r.bool('proxyProtocolCertificate', false), clientCertHeader: r.bool('clientCertHeader', false), xfccCertificate: r.bool('xfccCertificate', false),
+      ...(r.has('crl') ? { crl: r.str('crl')! } : {}),
+    };
+  }
+  const target = r.address('target');
+  if ('path' in target) throw new MtlsError('BAD_INPUT', `${where}.target: a client listener connects to HOST:PORT over mTLS, not to a unix socket`);
+  const unsafeListen = r.bool('unsafeListen', false);
+  if (!isLocal(common.listen) && !unsafeListen) throw new MtlsError('BAD_INPUT', `${where}.listen: ${formatAddress(common.listen)} would accept plaintext from other machines; listen on 127.0.0.1 or a unix socket, or set unsafeListen: true (--unsafe-listen)`);
+  const expect = r.str('expectSpiffeId', false);
+  if (expect !== undefined) compileSpiffePattern(expect);
+  return { ...common, mode, target, unsafeListen, ...(expect ? { expectSpiffeId: expect } : {}), ...(r.has('servername') ? { servername: r.str('servername')! } : {}) };
+}
+
+/** Parses and checks a YAML config. Errors name the file and the key: `proxy.yaml: listeners[1].target: ...`. */
+export function parseProxyConfig(text: string, source: string): ProxyConfig {
+  let doc: unknown;
+  try {
+    doc = YAML.parse(text, { strict: true, uniqueKeys: true });
+  } catch (err) {
+    throw new MtlsError('BAD_INPUT', `${source}: not valid YAML (${(err as Error).message.split('\n')[0]})`);
+  }
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new MtlsError('BAD_INPUT', `${source}: must be a mapping with a 'listeners' list`);
+  const r = new Reader(doc as Raw, source, ['listeners', 'admin', 'workers', 'drainTimeout', 'logLevel']);
+  const list = (doc as Raw)['listeners'];
+  if (!Array.isArray(list) || list.length === 0) throw new MtlsError('BAD_INPUT', `${source}.listeners: give at least one listener`);
+  const listeners = list.map((l, i) => {
+    if (!l || typeof l !== 'object' || Array.isArray(l)) throw new MtlsError('BAD_INPUT', `${source}.listeners[${i}]: must be a mapping`);
+    return listenerFrom(l as Raw, `${source}.listeners[${i}]`, i);
+  });
+  checkUnique(listeners, source);
+  const workersRaw = (doc as Raw)['workers'];
+  const workers = workersRaw === 'auto' ? 0 : r.int('workers', 1, 1);
+  const logLevel = r.str('logLevel', false) ?? 'info';
+  if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) throw new MtlsError('BAD_INPUT', `${source}.logLevel: must be debug, info, warn or error`);
+  return {
+    listeners, workers, logLevel: logLevel as ProxyConfig['logLevel'],
+    drainTimeoutMs: r.duration('drainTimeout', 30_000),
+    ...(r.has('admin') ? { admin: r.address('admin') } : {}),
+  };
+}
+
+export function checkUnique(listeners: ListenerConfig[], source: string): void {
+  const names = new Set<string>();
+  const addrs = new Set<string>();
+  for (const l of listeners) {
+    if (names.has(l.name)) throw new MtlsError('BAD_INPUT', `${source}: two listeners are named '${l.name}'`);
+    names.add(l.name);
+    const a = formatAddress(l.listen);
+    if (addrs.has(a)) throw new MtlsError('BAD_INPUT', `${source}: two listeners listen on ${a}`);
+    addrs.add(a);
+  }
+}
+
+export function readProxyConfig(file: string): ProxyConfig {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new MtlsError('BAD_INPUT', `config ${file} cannot be read (${(err as NodeJS.ErrnoException).code})`);
+  }
+  return parseProxyConfig(text, file);
+}

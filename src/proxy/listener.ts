@@ -1,0 +1,110 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { MtlsError } from '../errors.js';
+import { CredentialReloader } from '../tls/reload.js';
+import type { Credentials } from '../tls/credentials.js';
+import { readPassphraseFile } from '../util/fs.js';
+import { formatAddress, type Address, type ListenerConfig } from './config.js';
+import type { ProxyMetrics } from './metrics.js';
+
+export interface ListenerContext {
+  log: Logger;
+  metrics: ProxyMetrics;
+  /** Session ticket keys for a trust bundle (shared by cluster workers). */
+  ticketKeys?: (c: Credentials) => Buffer;
+}
+
+/** What every listener has: a socket server, its live connections, reloadable credentials, a drain. */
+export abstract class Listener<C extends ListenerConfig = ListenerConfig> {
+  readonly reloader: CredentialReloader;
+  protected readonly sockets = new Set<net.Socket>();
+  protected readonly log: Logger;
+  protected abstract readonly server: net.Server;
+
+  constructor(public config: C, protected readonly ctx: ListenerContext) {
+    const passphrase = config.keyPassphraseFile ? readPassphraseFile(config.keyPassphraseFile) : undefined;
+    this.reloader = new CredentialReloader({ certFile: config.cert, keyFile: config.key, caFile: config.ca, ...(passphrase !== undefined ? { passphrase } : {}) }, 100, ctx.ticketKeys);
+    this.log = ctx.log.child({ listener: config.name });
+    this.reloader.on('reloaded', (e) => {
+      ctx.metrics.reloads.inc({ listener: config.name, result: 'ok' });
+      this.exposeExpiry();
+      this.log.info({ event: 'reloaded', fingerprint256: e.fingerprint256, trustChanged: e.trustChanged }, e.trustChanged ? 'new certificate and trust bundle (session tickets replaced)' : 'new certificate');
+    });
+    this.reloader.on('reload-error', (err: Error) => {
+      ctx.metrics.reloads.inc({ listener: config.name, result: 'error' });
+      this.log.error({ event: 'reload-failed', reason: err.message }, err.message);
+    });
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  get active(): number {
+    return this.sockets.size;
+  }
+
+  protected exposeExpiry(): void {
+    this.ctx.metrics.certExpiry.set({ listener: this.name }, this.reloader.current.leaf.notAfter.getTime() / 1000);
+  }
+
+  /** Counts and remembers a raw accepted (or opened) socket until it closes. */
+  protected track(raw: net.Socket): void {
+    this.sockets.add(raw);
+    this.ctx.metrics.active.inc({ listener: this.name });
+    raw.once('close', () => {
+      this.sockets.delete(raw);
+      this.ctx.metrics.active.dec({ listener: this.name });
+    });
+  }
+
+  async start(): Promise<void> {
+    this.server.maxConnections = this.config.limits.maxConnections;
+    this.server.on('drop', (d?: { remoteAddress?: string }) => {
+      this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: 'MAX_CONNECTIONS' });
+      this.log.warn({ event: 'dropped', remote: d?.remoteAddress, reason: `maxConnections ${this.config.limits.maxConnections} reached` }, 'connection refused: too many connections');
+    });
+    const a = this.config.listen;
+    if ('path' in a) removeStaleSocket(a.path);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', (err: NodeJS.ErrnoException) => reject(new MtlsError('IO', `listener '${this.name}' cannot listen on ${formatAddress(a)} (${err.code}); choose another address`)));
+      if ('path' in a) this.server.listen(a.path, resolve);
+      else this.server.listen(a.port, a.host, resolve);
+    });
+    this.reloader.start();
+    this.exposeExpiry();
+    this.log.info({ event: 'listening', address: formatAddress(this.address()), mode: this.config.mode }, `listening on ${formatAddress(this.address())}`);
+  }
+
+  /** Where it actually listens (the port chosen when 0 was asked for). */
+  address(): Address {
+    const a = this.server.address();
+    if (typeof a === 'string') return { path: a };
+    return a ? { host: a.address, port: a.port } : this.config.listen;
+  }
+
+  /** Stops accepting; live connections go on. */
+  stopAccepting(): Promise<void> {
+    this.reloader.stop();
+    return new Promise((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+    });
+  }
+
+  destroyAll(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
+  /** Applies a new config of the same listener (policy and limits; addresses and files need a restart). */
+  abstract update(next: C): void;
+}
+
+function removeStaleSocket(p: string): void {
+  try {
+    if (fs.statSync(p).isSocket()) fs.unlinkSync(p);
+  } catch {
+    // nothing there
+  }
+}

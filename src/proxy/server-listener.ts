@@ -1,0 +1,240 @@
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import tls from 'node:tls';
+import { sendForbidden, authorizeRequest } from '../adapters/http.js';
+import type { PeerIdentity } from '../identity/identity.js';
+import { identityOf } from '../identity/identity.js';
+import { compilePolicy, type Policy } from '../identity/policy.js';
+import { authorizationFailure, classifyTlsError } from '../tls/errors.js';
+import { serverTlsOptions } from '../tls/options.js';
+import { enforceHandshakeDeadline } from '../tls/server.js';
+import type { Credentials } from '../tls/credentials.js';
+import { readInput } from '../util/fs.js';
+import type { ServerListenerConfig } from './config.js';
+import { Listener, type ListenerContext } from './listener.js';
+import { encodeProxyV2 } from './proxy-protocol.js';
+import { connectOptions, relay } from './relay.js';
+import { clientCertHeader, IDENTITY_HEADERS, xfccValue } from './xfcc.js';
+
+const ACCEPTED = Symbol('accepted');
+type Stamped = net.Socket & { [ACCEPTED]?: bigint };
+
+/** Hop-by-hop headers (RFC 9110 7.6.1): never forwarded. */
+const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings']);
+
+/**
+ * `mtls proxy server`: terminates mTLS, authorizes the verified peer with the policy, then relays bytes to the
+ * target (TCP, optionally behind a PROXY v2 header carrying the identity) or forwards HTTP requests with the
+ * identity in X-Forwarded-Client-Cert. Nothing reaches the target before the handshake and the decision.
+ */
+export class ServerListener extends Listener<ServerListenerConfig> {
+  protected readonly server: tls.Server;
+  private policy: Policy;
+  private agent: http.Agent;
+  private readonly by: string | undefined;
+
+  constructor(config: ServerListenerConfig, ctx: ListenerContext) {
+    super(config, ctx);
+    this.policy = compilePolicy(config.policy);
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
+    // handshakeTimeout 0: Node's leaves a slowloris connected; enforceHandshakeDeadline closes it.
+    // Not allowHalfOpen on the server: a FIN before the handshake must close at once (health probes). Relayed
+    // connections turn it on per socket once authorized (see pipeTcp).
+    const opts: tls.TlsOptions = { ...this.tlsOptions(this.reloader.current), handshakeTimeout: 0 };
+    this.server = config.protocol === 'http' ? https.createServer(opts, (req, res) => this.forward(req, res)) : tls.createServer(opts);
+    this.reloader.attach(this.server, (c) => this.tlsOptions(c));
+    this.by = this.reloader.current.leaf.san?.uri?.[0];
+    this.server.on('connection', (raw: Stamped) => {
+      raw[ACCEPTED] = process.hrtime.bigint();
+      this.track(raw);
+      // A TCP health check connects and closes without a byte: count it, log it only at debug.
+      raw.once('close', () => {
+        if (raw.bytesRead > 0) return;
+        this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'probe', reason: 'NO_DATA' });
+        this.log.debug({ event: 'probe', remote: `${raw.remoteAddress}:${raw.remotePort}` }, 'connection closed before any TLS byte (health check?)');
+      });
+    });
+    enforceHandshakeDeadline(this.server, config.limits.handshakeTimeoutMs, (raw) => this.handshakeTimedOut(raw));
+    this.server.on('tlsClientError', (err: Error, s: tls.TLSSocket) => this.failed(err, s));
+    this.server.on('secureConnection', (s: tls.TLSSocket) => this.secured(s));
+    if (this.server instanceof https.Server) {
+      this.server.keepAliveTimeout = Math.min(config.limits.idleTimeoutMs, 60_000);
+      this.server.headersTimeout = 30_000;
+      this.server.requestTimeout = 0;
+      this.server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.upgrade(req, socket, head));
+    }
+  }
+
+  private tlsOptions(c: Credentials): tls.SecureContextOptions {
+    const o = serverTlsOptions(c);
+    if (this.config.crl) o.crl = readInput(this.config.crl, 'CRL file');
+    return o;
+  }
+
+  update(next: ServerListenerConfig): void {
+    this.policy = compilePolicy(next.policy);
+    this.config = { ...next, listen: this.config.listen, target: this.config.target, cert: this.config.cert, key: this.config.key, ca: this.config.ca };
+    this.server.maxConnections = next.limits.maxConnections;
+    this.log.info({ event: 'policy-reloaded', allow: next.policy.allow, deny: next.policy.deny ?? [] }, 'policy reloaded');
+  }
+
+  override destroyAll(): void {
+    super.destroyAll();
+    this.agent.destroy();
+  }
+
+  private raw(s: tls.TLSSocket): Stamped | undefined {
+    return (s as unknown as { _parent?: Stamped })._parent ?? undefined;
+  }
+
+  private handshakeTimedOut(raw: net.Socket): void {
+    const remote = `${raw.remoteAddress}:${raw.remotePort}`;
+    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: 'HANDSHAKE_TIMEOUT' });
+    this.log.warn({ event: 'handshake-failed', remote, code: 'HANDSHAKE_TIMEOUT', reason: `no finished handshake within ${this.config.limits.handshakeTimeoutMs} ms` }, 'handshake timed out');
+  }
+
+  private failed(err: Error, s: tls.TLSSocket): void {
+    const raw = this.raw(s);
+    // With a tlsClientError listener, closing the socket is ours to do.
+    s.destroy();
+    const remote = `${raw?.remoteAddress ?? s.remoteAddress}:${raw?.remotePort ?? s.remotePort}`;
+    if ((raw?.bytesRead ?? s.bytesRead) === 0) return; // a probe, counted when it closes
+    const e = authorizationFailure(s.authorizationError) ?? classifyTlsError(err);
+    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: e.code });
+    this.log.warn({ event: 'handshake-failed', remote, code: e.code, reason: e.message }, 'handshake failed');
+  }
+
+  private secured(s: tls.TLSSocket): void {
+    const raw = this.raw(s);
+    if (raw?.[ACCEPTED]) this.ctx.metrics.handshakeSeconds.observe({ listener: this.name }, Number(process.hrtime.bigint() - raw[ACCEPTED]) / 1e9);
+    if (s.isSessionReused()) this.ctx.metrics.resumed.inc({ listener: this.name });
+    const id = identityOf(s);
+    if (this.config.protocol === 'http') {
+      // Decided per request (routes); a connection without a verified identity never gets that far.
+      if (!id) return this.deny(s, undefined, 'no verified client certificate');
+      this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'ok', reason: 'none' });
+      s.once('close', () => {
+        this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'up' }, s.bytesRead);
+        this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'down' }, s.bytesWritten);
+      });
+      return;
+    }
+    const decision = this.policy.decide(id);
+    if (!decision.allowed || !id) return this.deny(s, id, decision.reason);
+    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'ok', reason: 'none' });
+    this.ctx.metrics.perIdentity.inc({ listener: this.name, identity: this.ctx.metrics.identityLabel(who(id)) });
+    this.pipeTcp(s, id, decision.reason, decision.auditOnly === true);
+  }
+
+  private deny(s: tls.TLSSocket, id: PeerIdentity | undefined, reason: string): void {
+    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'denied', reason: 'PEER_NOT_ALLOWED' });
+    this.log.info({ event: 'denied', remote: `${s.remoteAddress}:${s.remotePort}`, identity: id ? who(id) : null, decision: 'deny', reason }, 'denied');
+    s.destroy();
+  }
+
+  private pipeTcp(s: tls.TLSSocket, id: PeerIdentity, reason: string, audit: boolean): void {
+    const t0 = Date.now();
+    const resumed = s.isSessionReused();
+    s.allowHalfOpen = true; // the client's half-close ends only the target's write side
+    s.pause();
+    const target = net.connect(connectOptions(this.config.target));
+    const remote = `${s.remoteAddress}:${s.remotePort}`;
+    target.once('error', (err: NodeJS.ErrnoException) => {
+      if (target.connecting || !target.remoteAddress) {
+        this.log.error({ event: 'target-unreachable', remote, target: this.config.target, code: err.code }, `target unreachable (${err.code})`);
+        s.destroy();
+      }
+    });
+    target.once('connect', () => {
+      if (this.config.proxyProtocol) {
+        target.write(encodeProxyV2({
+          source: { address: s.remoteAddress ?? '0.0.0.0', port: s.remotePort ?? 0 }, destination: { address: s.localAddress ?? '0.0.0.0', port: s.localPort ?? 0 },
+          identity: id, certInConnection: !s.isSessionReused(), tlsVersion: s.getProtocol() ?? undefined, cipher: s.getCipher().standardName,
+          ...(s.alpnProtocol ? { alpn: s.alpnProtocol } : {}), ...((s as unknown as { servername?: string }).servername ? { sni: (s as unknown as { servername: string }).servername } : {}),
+          includeCertificate: this.config.proxyProtocolCertificate,
+        }));
+      }
+      relay(s, target, this.config.limits, (stats, why) => {
+        this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'up' }, stats.up);
+        this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'down' }, stats.down);
+        this.log.info({ event: 'connection', remote, identity: who(id), decision: audit ? 'audit' : 'allow', reason, resumed, bytesUp: stats.up, bytesDown: stats.down, durationMs: Date.now() - t0, closed: why }, 'connection closed');
+      });
+      s.resume();
+    });
+  }
+
+  private headersFor(req: http.IncomingMessage, id: PeerIdentity): http.OutgoingHttpHeaders {
+    const drop = new Set([...HOP, ...IDENTITY_HEADERS]);
+    for (const t of String(req.headers.connection ?? '').split(',')) if (t.trim()) drop.add(t.trim().toLowerCase());
+    const out: http.OutgoingHttpHeaders = {};
+    for (const [k, v] of Object.entries(req.headers)) if (!drop.has(k) && v !== undefined) out[k] = v;
+    // Sanitize and set: whatever the client sent in these headers is gone; only what we verified is there.
+    out['x-forwarded-client-cert'] = xfccValue(id, { ...(this.by ? { by: this.by } : {}), includeCert: this.config.xfccCertificate });
+    if (this.config.clientCertHeader) out['client-cert'] = clientCertHeader(id);
+    const xff = req.headers['x-forwarded-for'];
+    out['x-forwarded-for'] = `${xff ? `${xff}, ` : ''}${req.socket.remoteAddress}`;
+    out['x-forwarded-proto'] = 'https';
+    return out;
+  }
+
+  private forward(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const m = authorizeRequest(this.policy, req);
+    const id = m.identity;
+    const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    if (!m.decision.allowed || !id) {
+      this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'denied', reason: 'PEER_NOT_ALLOWED' });
+      this.log.info({ event: 'denied', remote, identity: id ? who(id) : null, method: req.method, path: req.url, decision: 'deny', reason: m.decision.reason }, 'request denied');
+      return sendForbidden(res, m.decision);
+    }
+    this.ctx.metrics.perIdentity.inc({ listener: this.name, identity: this.ctx.metrics.identityLabel(who(id)) });
+    const t0 = Date.now();
+    const t = this.config.target;
+    const up = http.request({ agent: this.agent, ...('path' in t ? { socketPath: t.path } : { host: t.host, port: t.port }), method: req.method, path: req.url, headers: this.headersFor(req, id) }, (ur) => {
+      const headers: string[] = [];
+      const drop = new Set(HOP);
+      for (const x of String(ur.headers.connection ?? '').split(',')) if (x.trim()) drop.add(x.trim().toLowerCase());
+      for (let i = 0; i < ur.rawHeaders.length; i += 2) if (!drop.has(ur.rawHeaders[i]!.toLowerCase())) headers.push(ur.rawHeaders[i]!, ur.rawHeaders[i + 1]!);
+      res.writeHead(ur.statusCode ?? 502, ur.statusMessage, headers);
+      ur.pipe(res);
+      ur.on('end', () => {
+        this.log.info({ event: 'request', remote, identity: who(id), method: req.method, path: req.url, status: ur.statusCode, decision: m.decision.auditOnly ? 'audit' : 'allow', reason: m.decision.reason, durationMs: Date.now() - t0 }, 'request forwarded');
+      });
+    });
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      this.log.error({ event: 'target-unreachable', remote, target: t, code: err.code }, `target error (${err.code})`);
+      if (!res.headersSent) {
+        res.writeHead(502, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: 'bad gateway', reason: `the target did not answer (${err.code ?? err.message})` }));
+      } else {
+        res.destroy();
+      }
+    });
+    res.on('close', () => { if (!res.writableFinished) up.destroy(); });
+    req.pipe(up);
+  }
+
+  /** WebSocket and other upgrades: authorized like any request, then relayed as bytes. */
+  private upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+    const m = authorizeRequest(this.policy, req);
+    if (!m.decision.allowed || !m.identity) {
+      socket.end(`HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n${JSON.stringify({ error: 'forbidden', reason: m.decision.reason })}`);
+      return;
+    }
+    const target = net.connect(connectOptions(this.config.target));
+    target.once('connect', () => {
+      const headers = this.headersFor(req, m.identity!);
+      headers['connection'] = 'Upgrade';
+      headers['upgrade'] = req.headers.upgrade ?? '';
+      const lines = [`${req.method} ${req.url} HTTP/1.1`, ...Object.entries(headers).flatMap(([k, v]) => (Array.isArray(v) ? v.map((x) => `${k}: ${x}`) : [`${k}: ${v}`]))];
+      target.write(lines.join('\r\n') + '\r\n\r\n');
+      if (head.length) target.write(head);
+      relay(socket, target, this.config.limits, () => undefined);
+    });
+    target.once('error', () => socket.destroy());
+  }
+}
+
+export function who(id: PeerIdentity): string {
+  return id.spiffeId?.uri ?? id.subjectDn;
+}
