@@ -161,6 +161,25 @@ describe('proxy TCP mode with PROXY protocol v2', () => {
   });
 });
 
+describe('proxy targets and server identity', () => {
+  it('a unix socket target; the proxy client refuses a server whose SPIFFE ID is not the expected one', async () => {
+    const sock = path.join(tempDir('mtls-unix-'), 'app.sock');
+    const backend = http.createServer((_q, s) => s.end('over unix\n'));
+    servers.push(backend);
+    await new Promise<void>((r) => backend.listen(sock, r));
+    const [ps, pcGood, pcBad] = await Promise.all([freePort(), freePort(), freePort()]);
+    await proxy(['server', '--listen', `127.0.0.1:${ps}`, '--target', `unix:${sock}`, '--cert', pki.file('svid-server.crt'), '--key', pki.file('svid-server.key'), '--ca', pki.file('ca.crt'), '--http', '--allow', BILLING]);
+    await proxy(clientArgs(pcGood, ps, 'billing', ['--expect-spiffe-id', 'spiffe://test.example/ns/prod/sa/api']));
+    const bad = await proxy(clientArgs(pcBad, ps, 'billing', ['--expect-spiffe-id', 'spiffe://test.example/ns/prod/sa/other']));
+    const ok = await curl([`http://127.0.0.1:${pcGood}/`]);
+    assert.equal(ok.stdout, 'over unix\n', ok.stderr);
+    const refused = await curl([`http://127.0.0.1:${pcBad}/`]);
+    assert.notEqual(refused.status, 0);
+    await until(() => /"code":"SERVER_IDENTITY_MISMATCH"/.test(bad.output()), 5000, 'the refusal in the log');
+    assert.match(bad.output(), /the server is spiffe:\/\/test\.example\/ns\/prod\/sa\/api, not spiffe:\/\/test\.example\/ns\/prod\/sa\/other/);
+  });
+});
+
 describe('proxy limits and transfers', () => {
   it('large transfers both ways with half-close arrive byte-exact (SHA-256 compared)', async () => {
     const SIZE = 24 * 1024 * 1024;
