@@ -7,7 +7,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -17,33 +16,13 @@ import { writeIssued } from '../src/ca/output.js';
 import { identityFromCertificate } from '../src/identity/identity.js';
 import { compilePolicy } from '../src/identity/policy.js';
 import { parseCertificate } from '../src/pki/certificate.js';
-import { fmt, median, opensslSpeed, treeCpuSeconds } from './lib.js';
+import { fmt, freePort, median, opensslSpeed, treeCpuSeconds, waitForPort } from './lib.js';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 5);
 const PER_ROUND = Number(process.env['BENCH_HANDSHAKES'] ?? 300);
 const CONCURRENCY = 2;
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const NGINX = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find((p) => fs.existsSync(p));
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-async function waitForPort(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); r(true); });
-      s.on('error', () => r(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`port ${port} never opened`);
-}
 
 interface Server { name: string; port: number; child: ChildProcess }
 

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import net from 'node:net';
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 export const fmt = (n: number, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
@@ -32,4 +33,44 @@ export function opensslSpeed(alg: string, spawnSync: typeof import('node:child_p
   const line = r.stdout.split('\n').filter((l) => /\)\s+[\d.]+s/.test(l)).at(-1) ?? '';
   // After the algorithm name come the seconds per op ("0.0001s") and then the rates.
   return line.slice(line.lastIndexOf(')') + 1).trim().split(/\s+/).filter((t) => /^\d+(\.\d+)?$/.test(t)).map(Number);
+}
+
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+export async function waitForPort(port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((r) => {
+      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); r(true); });
+      s.on('error', () => r(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`port ${port} never opened`);
+}
+
+/** Resident memory (bytes) of a process and its live descendants, from /proc. */
+export function treeRss(pid: number): number {
+  let total = 0;
+  try {
+    total = Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+  } catch {
+    return 0;
+  }
+  for (const child of childrenOf(pid)) total += treeRss(child);
+  return total;
+}
+
+/** `openssl speed -evp CIPHER` bytes per second on 16 KiB blocks (a TLS record's worth): the AEAD limit of one core. */
+export function opensslAeadSpeed(cipher: string, spawnSync: typeof import('node:child_process').spawnSync): number {
+  const r = spawnSync('openssl', ['speed', '-evp', cipher, '-bytes', '16384', '-seconds', '2'], { encoding: 'utf8' });
+  const last = r.stdout.trim().split('\n').at(-1) ?? '';
+  const k = /([\d.]+)k\s*$/.exec(last);
+  return k ? Number(k[1]) * 1000 : NaN;
 }

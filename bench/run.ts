@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { handshakeSection } from './handshakes.js';
 import { issuanceSection } from './issuance.js';
+import { proxySection } from './proxy.js';
 
 const header = `# Benchmarks
 
@@ -10,7 +11,12 @@ Written by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)} (Node $
 ${os.cpus()[0]?.model.trim() ?? 'unknown CPU'}). The machine is shared and noisy: compare the ratios, which are
 measured in the same run against a peer with interleaved rounds; absolute figures drift from run to run.
 `;
-const sections = [await issuanceSection(), await handshakeSection()];
+const only = process.env['BENCH_ONLY'];
+const sections = [
+  ...(!only || only === 'issuance' ? [await issuanceSection()] : []),
+  ...(!only || only === 'handshakes' ? [await handshakeSection()] : []),
+  ...(!only || only === 'proxy' ? [await proxySection()] : []),
+];
 const md = [header, ...sections].join('\n');
 fs.writeFileSync('BENCHMARKS.md', md);
 process.stdout.write(md);
