@@ -161,13 +161,16 @@ export async function proxySection(): Promise<string> {
     const ours: Peer = { name: 'mtls proxy server', port: await freePort(), tls: true };
     ours.child = spawn(process.execPath, [BIN, 'proxy', 'server', '--listen', `127.0.0.1:${ours.port}`, '--target', `127.0.0.1:${backendPort}`, '--cert', f('server.crt'), '--key', f('server.key'), '--ca', f('ca.crt'), '--allow', 'trust-domain:bench.example', '--log-level', 'warn', '--max-connections', '20000'], { stdio: 'ignore' });
     children.push(ours.child);
+    const cluster: Peer = { name: 'mtls proxy server --workers 2', port: await freePort(), tls: true };
+    cluster.child = spawn(process.execPath, [BIN, 'proxy', 'server', '--listen', `127.0.0.1:${cluster.port}`, '--target', `127.0.0.1:${backendPort}`, '--cert', f('server.crt'), '--key', f('server.key'), '--ca', f('ca.crt'), '--allow', 'trust-domain:bench.example', '--log-level', 'warn', '--max-connections', '20000', '--workers', '2'], { stdio: 'ignore' });
+    children.push(cluster.child);
     const stunnel: Peer = { name: 'stunnel4', port: await freePort(), tls: true };
     fs.writeFileSync(f('stunnel.conf'), `foreground = yes\npid =\ndebug = 3\nsocket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n[svc]\naccept = 127.0.0.1:${stunnel.port}\nconnect = 127.0.0.1:${backendPort}\ncert = ${f('server.crt')}\nkey = ${f('server.key')}\nCAfile = ${f('ca.crt')}\nverifyChain = yes\nrequireCert = yes\n`);
     stunnel.child = spawn(STUNNEL, [f('stunnel.conf')], { stdio: 'ignore' });
     children.push(stunnel.child);
     const direct: Peer = { name: 'direct (plaintext, no proxy)', port: backendPort, tls: false };
-    await Promise.all([waitForPort(ours.port), waitForPort(stunnel.port)]);
-    const peers = [ours, stunnel];
+    await Promise.all([waitForPort(ours.port), waitForPort(stunnel.port), waitForPort(cluster.port)]);
+    const peers = [ours, cluster, stunnel];
 
     const r = new Map<string, { hs: number[]; cpu: number[]; one: number[]; many: number[]; p50: number[]; p99: number[] }>();
     for (const p of [...peers, direct]) r.set(p.name, { hs: [], cpu: [], one: [], many: [], p50: [], p99: [] });
@@ -195,6 +198,7 @@ export async function proxySection(): Promise<string> {
       return { hs: median(m.hs), cpu: m.cpu.length ? median(m.cpu) : NaN, one: median(m.one), many: median(m.many), p50: median(m.p50), p99: median(m.p99) };
     };
     const a = row(ours.name);
+    const c = row(cluster.name);
     const b = row(stunnel.name);
     const d = row(direct.name);
     const gb = (x: number) => fmt(x / 1e9, 2);
@@ -206,21 +210,21 @@ same CA) in front of the same plaintext backend (its own process), with TCP_NODE
 a plaintext connection to the backend. ${ROUNDS} rounds interleaved, medians. The client driver runs on the same
 2 cores. Ratios: higher is better for mtlskit except where noted.
 
-| figure | mtls proxy | stunnel4 | mtls / stunnel | direct |
-|---|---:|---:|---:|---:|
-| new connections / s (full mTLS handshake + 2-byte echo, 2 at a time) | ${fmt(a.hs)} | ${fmt(b.hs)} | ${ratio(a.hs, b.hs)} | ${fmt(d.hs)} |
-| proxy CPU ms per connection (lower is better) | ${fmt(a.cpu, 2)} | ${fmt(b.cpu, 2)} | ${ratio(b.cpu, a.cpu)} (inverse) | |
-| one stream upload, GB/s | ${gb(a.one)} | ${gb(b.one)} | ${ratio(a.one, b.one)} | ${gb(d.one)} |
-| ${PARALLEL} parallel streams, GB/s total | ${gb(a.many)} | ${gb(b.many)} | ${ratio(a.many, b.many)} | ${gb(d.many)} |
-| echo round trip p50, µs (lower is better) | ${fmt(a.p50)} | ${fmt(b.p50)} | ${ratio(b.p50, a.p50)} (inverse) | ${fmt(d.p50)} |
-| echo round trip p99, µs (lower is better) | ${fmt(a.p99)} | ${fmt(b.p99)} | ${ratio(b.p99, a.p99)} (inverse) | ${fmt(d.p99)} |
-| latency added over direct, p50 / p99 µs | ${fmt(a.p50 - d.p50)} / ${fmt(a.p99 - d.p99)} | ${fmt(b.p50 - d.p50)} / ${fmt(b.p99 - d.p99)} | | |
-| proxy RSS per idle relayed connection, KiB (${IDLE} connections; lower is better) | ${fmt(mem.get(ours.name)! / 1024, 1)} | ${fmt(mem.get(stunnel.name)! / 1024, 1)} | ${ratio(mem.get(stunnel.name)!, mem.get(ours.name)!)} (inverse) | |
+| figure | mtls proxy (1 process) | mtls proxy --workers 2 | stunnel4 | mtls / stunnel (1 process) | mtls / stunnel (2 workers) | direct |
+|---|---:|---:|---:|---:|---:|---:|
+| new connections / s (full mTLS handshake + 2-byte echo, 2 at a time) | ${fmt(a.hs)} | ${fmt(c.hs)} | ${fmt(b.hs)} | ${ratio(a.hs, b.hs)} | ${ratio(c.hs, b.hs)} | ${fmt(d.hs)} |
+| proxy CPU ms per connection (lower is better; ratio inverted) | ${fmt(a.cpu, 2)} | ${fmt(c.cpu, 2)} | ${fmt(b.cpu, 2)} | ${ratio(b.cpu, a.cpu)} | ${ratio(b.cpu, c.cpu)} | |
+| one stream upload, GB/s | ${gb(a.one)} | ${gb(c.one)} | ${gb(b.one)} | ${ratio(a.one, b.one)} | ${ratio(c.one, b.one)} | ${gb(d.one)} |
+| ${PARALLEL} parallel streams, GB/s total | ${gb(a.many)} | ${gb(c.many)} | ${gb(b.many)} | ${ratio(a.many, b.many)} | ${ratio(c.many, b.many)} | ${gb(d.many)} |
+| echo round trip p50, µs (lower is better; ratio inverted) | ${fmt(a.p50)} | ${fmt(c.p50)} | ${fmt(b.p50)} | ${ratio(b.p50, a.p50)} | ${ratio(b.p50, c.p50)} | ${fmt(d.p50)} |
+| echo round trip p99, µs (lower is better; ratio inverted) | ${fmt(a.p99)} | ${fmt(c.p99)} | ${fmt(b.p99)} | ${ratio(b.p99, a.p99)} | ${ratio(b.p99, c.p99)} | ${fmt(d.p99)} |
+| latency added over direct, p50 / p99 µs | ${fmt(a.p50 - d.p50)} / ${fmt(a.p99 - d.p99)} | ${fmt(c.p50 - d.p50)} / ${fmt(c.p99 - d.p99)} | ${fmt(b.p50 - d.p50)} / ${fmt(b.p99 - d.p99)} | | | |
+| proxy RSS per idle relayed connection, KiB (${IDLE} connections; lower is better; ratio inverted) | ${fmt(mem.get(ours.name)! / 1024, 1)} | ${fmt(mem.get(cluster.name)! / 1024, 1)} | ${fmt(mem.get(stunnel.name)! / 1024, 1)} | ${ratio(mem.get(stunnel.name)!, mem.get(ours.name)!)} | ${ratio(mem.get(stunnel.name)!, mem.get(cluster.name)!)} | |
 
 The AES-256-GCM limit of one core (\`openssl speed -evp aes-256-gcm\`, 16 KiB blocks): **${gb(aead)} GB/s**; one proxied
 stream needs the client to encrypt and the proxy to decrypt every byte on these 2 cores, so ${gb(aead / 2)} GB/s is a
-ceiling for one stream here. mtlskit runs in one process (\`--workers 1\`) in these figures; stunnel uses a thread per
-connection.
+ceiling for one stream here. stunnel uses a thread per connection (both cores); \`--workers 2\` is mtlskit's
+cluster (the primary process adds its own RSS to the memory row).
 `;
   } finally {
     for (const c of children) c.kill('SIGTERM');

@@ -25,10 +25,18 @@ export function relay(a: net.Socket, b: net.Socket, limits: Pick<Limits, 'idleTi
     a.destroy();
     b.destroy();
   };
-  a.on('data', (d: Buffer) => { stats.up += d.length; });
-  b.on('data', (d: Buffer) => { stats.down += d.length; });
-  a.pipe(b);
-  b.pipe(a);
+  // One 'data' listener per direction that counts and writes (stream.pipe plus a counting listener cost
+  // measurably more per 16 KiB record); pause on backpressure, resume on drain; an end ends the other's writes.
+  const wire = (from: net.Socket, to: net.Socket, count: (n: number) => void) => {
+    from.on('data', (d: Buffer) => {
+      count(d.length);
+      if (!to.write(d)) from.pause();
+    });
+    to.on('drain', () => from.resume());
+    from.on('end', () => to.end());
+  };
+  wire(a, b, (n) => { stats.up += n; });
+  wire(b, a, (n) => { stats.down += n; });
   for (const s of [a, b]) {
     s.setNoDelay(true);
     s.on('error', (err: NodeJS.ErrnoException) => kill(err.code ?? 'error'));

@@ -18,7 +18,8 @@ import { connectOptions, relay } from './relay.js';
 import { clientCertHeader, IDENTITY_HEADERS, xfccValue } from './xfcc.js';
 
 const ACCEPTED = Symbol('accepted');
-type Stamped = net.Socket & { [ACCEPTED]?: bigint };
+const REMOTE = Symbol('remote');
+type Stamped = net.Socket & { [ACCEPTED]?: bigint; [REMOTE]?: string };
 
 /** Hop-by-hop headers (RFC 9110 7.6.1): never forwarded. */
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings']);
@@ -47,6 +48,7 @@ export class ServerListener extends Listener<ServerListenerConfig> {
     this.by = this.reloader.current.leaf.san?.uri?.[0];
     this.server.on('connection', (raw: Stamped) => {
       raw[ACCEPTED] = process.hrtime.bigint();
+      raw[REMOTE] = `${raw.remoteAddress}:${raw.remotePort}`; // gone once the socket is destroyed
       this.track(raw);
       // A TCP health check connects and closes without a byte: count it, log it only at debug.
       raw.once('close', () => {
@@ -98,7 +100,7 @@ export class ServerListener extends Listener<ServerListenerConfig> {
     const raw = this.raw(s);
     // With a tlsClientError listener, closing the socket is ours to do.
     s.destroy();
-    const remote = `${raw?.remoteAddress ?? s.remoteAddress}:${raw?.remotePort ?? s.remotePort}`;
+    const remote = raw?.[REMOTE] ?? `${s.remoteAddress}:${s.remotePort}`;
     if ((raw?.bytesRead ?? s.bytesRead) === 0) return; // a probe, counted when it closes
     const e = authorizationFailure(s.authorizationError) ?? classifyTlsError(err);
     this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: e.code });
