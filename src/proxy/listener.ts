@@ -11,8 +11,8 @@ import type { ProxyMetrics } from './metrics.js';
 export interface ListenerContext {
   log: Logger;
   metrics: ProxyMetrics;
-  /** Session ticket keys for a trust bundle (shared by cluster workers). */
-  ticketKeys?: (c: Credentials) => Buffer;
+  /** Session ticket keys for a trust digest (shared by cluster workers). */
+  ticketKeys?: (trustDigest: Buffer) => Buffer;
 }
 
 /** What every listener has: a socket server, its live connections, reloadable credentials, a drain. */
@@ -24,7 +24,8 @@ export abstract class Listener<C extends ListenerConfig = ListenerConfig> {
 
   constructor(public config: C, protected readonly ctx: ListenerContext) {
     const passphrase = config.keyPassphraseFile ? readPassphraseFile(config.keyPassphraseFile) : undefined;
-    this.reloader = new CredentialReloader({ certFile: config.cert, keyFile: config.key, caFile: config.ca, ...(passphrase !== undefined ? { passphrase } : {}) }, 100, ctx.ticketKeys);
+    const crl = 'crl' in config && config.crl ? [config.crl] : [];
+    this.reloader = new CredentialReloader({ certFile: config.cert, keyFile: config.key, caFile: config.ca, extraFiles: crl, ...(passphrase !== undefined ? { passphrase } : {}) }, 100, ctx.ticketKeys);
     this.log = ctx.log.child({ listener: config.name });
     this.reloader.on('reloaded', (e) => {
       ctx.metrics.reloads.inc({ listener: config.name, result: 'ok' });

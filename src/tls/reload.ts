@@ -11,6 +11,8 @@ export interface WatchedFiles {
   keyFile: string;
   caFile: string;
   passphrase?: string;
+  /** More files that feed the secure context (e.g. a CRL): a change to them reloads too. */
+  extraFiles?: string[];
 }
 
 interface Attached {
@@ -29,7 +31,7 @@ export interface ReloadEvent {
  * change (ghostunnel's certloader pattern): everything new is built and checked first, then swapped; a broken
  * file keeps the old state ('reload-error' says why). Live connections are untouched. Session ticket keys are
  * kept across a certificate rotation (setSecureContext would otherwise drop them) and replaced when the trust
- * bundle changes, so sessions verified under the old trust cannot be resumed.
+ * bundle (or a CRL among `extraFiles`) changes, so sessions verified under the old trust cannot be resumed.
  * Kubernetes-style swaps (a `..data` symlink replaced in the directory) are seen because the directories are
  * watched, not the files.
  */
@@ -44,10 +46,30 @@ export class CredentialReloader extends EventEmitter {
    * `ticketKeys`: the session ticket keys for a trust bundle (e.g. derived from a secret shared by a cluster's
    * workers, so that tickets resume on any worker); random when not given.
    */
-  constructor(private readonly files: WatchedFiles, private readonly debounceMs = 100, private readonly ticketKeys?: (c: Credentials) => Buffer) {
+  constructor(private readonly files: WatchedFiles, private readonly debounceMs = 100, private readonly ticketKeys?: (trustDigest: Buffer) => Buffer) {
     super();
     this.creds = loadCredentials(files);
     this.digest = this.contentDigest();
+    this.trust = this.trustDigest(this.creds);
+  }
+
+  private trust: Buffer;
+
+  /**
+   * What the verification of peers depends on: the trust bundle and the extra files (CRLs). When it changes,
+   * session tickets are replaced: a resumed session would otherwise keep the old verdict (e.g. a revoked client).
+   */
+  private trustDigest(c: Credentials): Buffer {
+    const h = crypto.createHash('sha256').update(c.ca);
+    for (const f of this.files.extraFiles ?? []) {
+      h.update('\0');
+      try {
+        h.update(fs.readFileSync(f));
+      } catch {
+        h.update('missing');
+      }
+    }
+    return h.digest();
   }
 
   get current(): Credentials {
@@ -57,12 +79,12 @@ export class CredentialReloader extends EventEmitter {
   /** Swap `server`'s context on every successful reload, built by `build` from the new credentials. */
   attach(server: tls.Server, build: (c: Credentials) => tls.SecureContextOptions): this {
     this.attached.push({ server, build });
-    if (this.ticketKeys) server.setTicketKeys(this.ticketKeys(this.creds));
+    if (this.ticketKeys) server.setTicketKeys(this.ticketKeys(this.trust));
     return this;
   }
 
   start(): this {
-    const dirs = new Set([this.files.certFile, this.files.keyFile, this.files.caFile].map((f) => path.dirname(path.resolve(f))));
+    const dirs = new Set(this.watched().map((f) => path.dirname(path.resolve(f))));
     for (const dir of dirs) {
       const w = fs.watch(dir, () => this.schedule());
       w.on('error', (err) => this.emit('reload-error', new Error(`cannot watch ${dir}: ${err.message}`)));
@@ -77,6 +99,10 @@ export class CredentialReloader extends EventEmitter {
     clearTimeout(this.timer);
   }
 
+  private watched(): string[] {
+    return [this.files.certFile, this.files.keyFile, this.files.caFile, ...(this.files.extraFiles ?? [])];
+  }
+
   private schedule(): void {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.reload(), this.debounceMs);
@@ -84,7 +110,7 @@ export class CredentialReloader extends EventEmitter {
 
   private contentDigest(): string {
     const h = crypto.createHash('sha256');
-    for (const f of [this.files.certFile, this.files.keyFile, this.files.caFile]) {
+    for (const f of this.watched()) {
       try {
         h.update(fs.readFileSync(f));
       } catch {
@@ -112,13 +138,15 @@ export class CredentialReloader extends EventEmitter {
       this.emit('reload-error', new Error(`kept the previous certificate: ${messageOf(err)}`));
       return false;
     }
-    const trustChanged = next.ca !== this.creds.ca;
+    const trust = this.trustDigest(next);
+    const trustChanged = !trust.equals(this.trust);
     for (const { a, options } of contexts) {
       const keys = a.server.getTicketKeys();
       a.server.setSecureContext(options);
-      a.server.setTicketKeys(trustChanged ? (this.ticketKeys?.(next) ?? crypto.randomBytes(48)) : keys);
+      a.server.setTicketKeys(trustChanged ? (this.ticketKeys?.(trust) ?? crypto.randomBytes(48)) : keys);
     }
     this.creds = next;
+    this.trust = trust;
     this.digest = digest;
     this.emit('reloaded', { fingerprint256: next.leaf.fingerprint256, trustChanged } satisfies ReloadEvent);
     return true;

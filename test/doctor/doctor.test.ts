@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -9,11 +8,10 @@ import { after, before, describe, it } from 'node:test';
 import { createMtlsHttpsServer } from '../../src/adapters/http.js';
 import { doctor, type DiagnosisCode, type DoctorOptions, type DoctorReport } from '../../src/doctor/doctor.js';
 import { compilePolicy } from '../../src/identity/policy.js';
-import { readCertificates } from '../../src/pki/certificate.js';
 import { OID } from '../../src/pki/oid.js';
 import { createMtlsServer } from '../../src/tls/server.js';
 import { close, freePort, listen, testPki, type TestPki } from '../helpers/endpoints.js';
-import { makeCert, mtls, tempDir, writePem, type TestCert } from '../helpers/pki.js';
+import { makeCert, mtls, opensslCrl, tempDir, writePem, type TestCert } from '../helpers/pki.js';
 import { startProcess, stopAll } from '../helpers/process.js';
 
 let pki: TestPki;
@@ -175,7 +173,7 @@ describe('mtls doctor: each diagnosis from a real fault', () => {
     const root = makeCert({ cn: 'Revoking Root', ca: true });
     const me = makeCert({ cn: 'revoked-client', issuer: root, eku: [OID.clientAuth] });
     const rootFile = writePem(dir, 'revoking-root.pem', [root]);
-    const crl = opensslCrl(root, me);
+    const crl = opensslCrl(root, [me]);
     const port = await sServer(rootFile, ['-crl_check', '-CRL', crl]);
     expectCode(await diagnose(port, { cert: me.pem, key: keyPem(me) }), 'OUR_CERT_REVOKED', /revoked/);
   });
@@ -218,19 +216,3 @@ describe('mtls doctor CLI', () => {
     assert.match(bad.stderr, /^mtls: error: CA bundle .*nope\.pem does not exist\n$/);
   });
 });
-
-/** A CRL from `openssl ca -gencrl` that revokes `cert`, signed by `root`. */
-function opensslCrl(root: TestCert, cert: TestCert): string {
-  const d = tempDir('mtls-crl-');
-  fs.writeFileSync(path.join(d, 'root.pem'), root.pem);
-  fs.writeFileSync(path.join(d, 'root.key'), keyPem(root), { mode: 0o600 });
-  const exp = cert.cert.notAfter.toISOString().replace(/[-:T]/g, '').slice(2, 14) + 'Z';
-  const rev = new Date(Date.now() - MIN).toISOString().replace(/[-:T]/g, '').slice(2, 14) + 'Z';
-  fs.writeFileSync(path.join(d, 'index.txt'), `R\t${exp}\t${rev}\t${cert.cert.serialHex.toUpperCase()}\tunknown\t/CN=revoked-client\n`);
-  fs.writeFileSync(path.join(d, 'ca.cnf'), `[ca]\ndefault_ca=d\n[d]\ndatabase=${d}/index.txt\ndefault_md=sha256\ndefault_crl_days=1\n`);
-  const out = path.join(d, 'crl.pem');
-  const r = spawnSync('openssl', ['ca', '-gencrl', '-config', path.join(d, 'ca.cnf'), '-keyfile', path.join(d, 'root.key'), '-cert', path.join(d, 'root.pem'), '-out', out], { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  assert.equal(readCertificates(Buffer.from(root.pem), 'root').length, 1);
-  return out;
-}

@@ -10,7 +10,8 @@ import { after, before, describe, it } from 'node:test';
 import { decodeProxyV2, PP2 } from '../../src/proxy/proxy-protocol.js';
 import { clientTlsOptions } from '../../src/tls/options.js';
 import { close, freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
-import { BIN, tempDir } from '../helpers/pki.js';
+import { BIN, makeCert, opensslCrl, tempDir, writePem, type TestCert } from '../helpers/pki.js';
+import { OID } from '../../src/pki/oid.js';
 import { startNginx, startProcess, stopAll } from '../helpers/process.js';
 
 let pki: TestPki;
@@ -339,6 +340,42 @@ describe('proxy operations: metrics, health, probes, reload, drain', () => {
     assert.equal(await live, 'done\n');
     assert.equal(await exited, 0);
     assert.match(p.output(), /"event":"drained"[^\n]*"closedByForce":0/);
+  });
+});
+
+describe('proxy revocation (CRL)', () => {
+  it('a revoked client is refused; revoking another by replacing the CRL file takes effect at once, resumed sessions included', async () => {
+    const dir = tempDir('mtls-crl-proxy-');
+    const root = makeCert({ cn: 'CRL Root', ca: true });
+    const alice = makeCert({ cn: 'alice', issuer: root, eku: [OID.clientAuth], uri: ['spiffe://crl.example/alice'] });
+    const bob = makeCert({ cn: 'bob', issuer: root, eku: [OID.clientAuth], uri: ['spiffe://crl.example/bob'] });
+    const crl = opensslCrl(root, [bob], path.join(dir, 'crl.pem'));
+    const backend = await serve(net.createServer((s) => s.end('hi\n')));
+    const ps = await freePort();
+    const p = await proxy(['server', '--listen', `127.0.0.1:${ps}`, '--target', `127.0.0.1:${backend}`, '--cert', pki.file('server.crt'), '--key', pki.file('server.key'),
+      '--ca', writePem(dir, 'root.pem', [root]), '--crl', crl, '--allow', 'trust-domain:crl.example']);
+    const ctx = (c: TestCert) => tls.createSecureContext({ cert: c.pem, key: c.key.export({ type: 'pkcs8', format: 'pem' }) as string, ca: pki.bundle });
+    const attempt = (secureContext: tls.SecureContext, session?: Buffer) => new Promise<{ ok: boolean; resumed: boolean; session?: Buffer }>((resolve) => {
+      const c = tls.connect({ host: '127.0.0.1', port: ps, secureContext, servername: 'localhost', ...(session ? { session } : {}) });
+      let data = '';
+      let last: Buffer | undefined;
+      let resumed = false;
+      c.on('secureConnect', () => { resumed = c.isSessionReused(); });
+      c.on('session', (x: Buffer) => { last = x; });
+      c.on('data', (d) => (data += d));
+      c.on('error', () => undefined);
+      c.on('close', () => resolve({ ok: data === 'hi\n', resumed, ...(last ? { session: last } : {}) }));
+    });
+    const a1 = await attempt(ctx(alice));
+    assert.equal(a1.ok, true, 'alice is not revoked');
+    assert.ok(a1.session);
+    assert.equal((await attempt(ctx(alice), a1.session)).resumed, true, 'her session resumes');
+    assert.equal((await attempt(ctx(bob))).ok, false, 'bob is revoked');
+    opensslCrl(root, [bob, alice], crl);
+    await until(() => /"event":"reloaded"[^\n]*"trustChanged":true/.test(p.output()), 5000, 'the CRL reload');
+    assert.equal((await attempt(ctx(alice))).ok, false, 'alice is revoked now');
+    const resumed = await attempt(ctx(alice), a1.session);
+    assert.equal(resumed.ok, false, 'her old session does not get her in');
   });
 });
 
