@@ -30,3 +30,9 @@ export { doctor, doctorExitCode, type DoctorReport, type DoctorOptions, type Dia
 export { traceConnection, traceSteps, type TraceReport, type TraceStep } from './trace/trace.js';
 export { createTraceServer, type ServerTraceReport, type TraceServerOptions } from './trace/listen.js';
 export { renderTrace } from './trace/render.js';
+export { enforceHandshakeDeadline } from './tls/server.js';
+export { MtlsProxy, type ProxyOptions, type Readiness } from './proxy/runtime.js';
+export { parseProxyConfig, readProxyConfig, type ProxyConfig, type ListenerConfig, type ServerListenerConfig, type ClientListenerConfig, type Limits } from './proxy/config.js';
+export { encodeProxyV2, decodeProxyV2, PP2, type ProxyHeader } from './proxy/proxy-protocol.js';
+export { xfccValue, clientCertHeader } from './proxy/xfcc.js';
+export { ProxyMetrics } from './proxy/metrics.js';

@@ -57,7 +57,7 @@ export class ServerListener extends Listener<ServerListenerConfig> {
         this.log.debug({ event: 'probe', remote: `${raw.remoteAddress}:${raw.remotePort}` }, 'connection closed before any TLS byte (health check?)');
       });
     });
-    enforceHandshakeDeadline(this.server, config.limits.handshakeTimeoutMs, (raw) => this.handshakeTimedOut(raw));
+    enforceHandshakeDeadline(this.server, () => this.config.limits.handshakeTimeoutMs, (raw) => this.handshakeTimedOut(raw));
     this.server.on('tlsClientError', (err: Error, s: tls.TLSSocket) => this.failed(err, s));
     this.server.on('secureConnection', (s: tls.TLSSocket) => this.secured(s));
     if (this.server instanceof https.Server) {

@@ -59,14 +59,15 @@ type WithDeadline = net.Socket & { [DEADLINE]?: NodeJS.Timeout };
  * Closes connections whose TLS handshake has not finished within `ms` of the TCP accept. Node's own
  * `handshakeTimeout` only emits 'tlsClientError' and leaves the socket open when the client sent part of a
  * record and stopped (measured on Node 20.20: a slowloris stays connected forever), so we keep our own timer on
- * the raw socket. Pass `handshakeTimeout: 0` to the server so that Node's does not fire as well.
+ * the raw socket. Pass `handshakeTimeout: 0` to the server so that Node's does not fire as well. `ms` may be a
+ * function, read at each accept (a reloadable limit).
  */
-export function enforceHandshakeDeadline(server: tls.Server, ms: number, onTimeout?: (raw: net.Socket) => void): void {
+export function enforceHandshakeDeadline(server: tls.Server, ms: number | (() => number), onTimeout?: (raw: net.Socket) => void): void {
   server.on('connection', (raw: WithDeadline) => {
     raw[DEADLINE] = setTimeout(() => {
       onTimeout?.(raw);
       raw.destroy();
-    }, ms);
+    }, typeof ms === 'function' ? ms() : ms);
     raw.once('close', () => clearTimeout(raw[DEADLINE]));
   });
   const clear = (s: tls.TLSSocket) => clearTimeout((s as unknown as { _parent?: WithDeadline })._parent?.[DEADLINE]);
