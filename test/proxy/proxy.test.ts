@@ -8,6 +8,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { decodeProxyV2, PP2 } from '../../src/proxy/proxy-protocol.js';
+import { ProxyMetrics } from '../../src/proxy/metrics.js';
 import { clientTlsOptions } from '../../src/tls/options.js';
 import { close, freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
 import { BIN, makeCert, opensslCrl, tempDir, writePem, type TestCert } from '../helpers/pki.js';
@@ -223,6 +224,54 @@ describe('proxy limits and transfers', () => {
     assert.equal(connections, 0);
     const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
     assert.match(metrics, /mtls_proxy_handshakes_total\{listener="server",result="failed",reason="HANDSHAKE_TIMEOUT"\} 1/);
+  });
+});
+
+describe('proxy connection limits: idle timeout, maximum lifetime, maximum connections', () => {
+  it('closes an idle connection, ends a busy one at its lifetime, refuses connections past the maximum', async () => {
+    const backend = await serve(net.createServer((s) => { s.on('data', (d) => s.write(d)); s.on('error', () => undefined); }));
+    const [idlePort, lifePort, maxPort, admin] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+    const idle = await proxy(serverArgs(idlePort, `127.0.0.1:${backend}`, ['--allow', BILLING, '--idle-timeout', '400ms']));
+    const life = await proxy(serverArgs(lifePort, `127.0.0.1:${backend}`, ['--allow', BILLING, '--max-lifetime', '800ms']));
+    await proxy(serverArgs(maxPort, `127.0.0.1:${backend}`, ['--allow', BILLING, '--max-connections', '2', '--admin', `127.0.0.1:${admin}`]));
+    const secureContext = tls.createSecureContext(clientTlsOptions(pki.creds('billing'), pki.bundle));
+    const open = (port: number) => new Promise<tls.TLSSocket>((resolve, reject) => {
+      const c = tls.connect({ host: '127.0.0.1', port, secureContext, servername: 'localhost' });
+      c.once('secureConnect', () => resolve(c));
+      c.once('error', reject);
+    });
+    // resume(): a paused socket with unread echoes would never see the end, nor close.
+    const lifetimeOf = (c: tls.TLSSocket, t0: number) => new Promise<number>((resolve) => { c.resume(); c.on('error', () => undefined); c.on('close', () => resolve(Date.now() - t0)); });
+    // idle: no byte either way for 400 ms
+    const a = await open(idlePort);
+    a.write('x');
+    const idleFor = await lifetimeOf(a, Date.now());
+    assert.ok(idleFor >= 350 && idleFor < 2500, `idle connection closed after ${idleFor} ms`);
+    await until(() => /"closed":"idle timeout"/.test(idle.output()), 5000, 'the idle close in the log');
+    // lifetime: echoing every 50 ms keeps it busy, and it still ends at 800 ms
+    const t0 = Date.now();
+    const b = await open(lifePort);
+    const tick = setInterval(() => b.write('y'), 50);
+    const lived = await lifetimeOf(b, t0);
+    clearInterval(tick);
+    assert.ok(lived >= 700 && lived < 3000, `busy connection closed after ${lived} ms`);
+    await until(() => /"closed":"max lifetime"/.test(life.output()), 5000, 'the lifetime close in the log');
+    // maximum connections: the third is dropped at accept
+    const held = [await open(maxPort), await open(maxPort)];
+    await new Promise((r) => setTimeout(r, 100));
+    await assert.rejects(open(maxPort));
+    for (const c of held) c.destroy();
+    const m = await eventually(async () => (await fetch(`http://127.0.0.1:${admin}/metrics`)).text(), (t) => /MAX_CONNECTIONS/.test(t));
+    assert.match(m, /mtls_proxy_handshakes_total\{listener="server",result="failed",reason="MAX_CONNECTIONS"\} 1/);
+  });
+
+  it('per-identity metrics are bounded: past 100 identities the rest count as "other"', () => {
+    const metrics = new ProxyMetrics(false);
+    const labels = Array.from({ length: 150 }, (_, i) => metrics.identityLabel(`spiffe://td/${i}`));
+    assert.equal(new Set(labels).size, 101);
+    assert.equal(labels[99], 'spiffe://td/99');
+    assert.equal(labels[100], 'other');
+    assert.equal(metrics.identityLabel('spiffe://td/5'), 'spiffe://td/5', 'a known identity keeps its label');
   });
 });
 
