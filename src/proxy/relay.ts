@@ -11,10 +11,37 @@ export function connectOptions(a: Address): net.NetConnectOpts {
   return 'path' in a ? { path: a.path, allowHalfOpen: true } : { host: a.host, port: a.port, allowHalfOpen: true };
 }
 
+interface Live {
+  last: number;
+  idleMs: number;
+  deadline: number;
+  kill: (why: string) => void;
+}
+
+/**
+ * Idle and lifetime limits are checked by one sweep for all relays rather than by a timer per socket:
+ * `socket.setTimeout` re-arms a timer on every read and write, which measurably slowed bulk transfers.
+ */
+const live = new Set<Live>();
+let sweeper: NodeJS.Timeout | undefined;
+const SWEEP_MS = 250;
+
+function sweep(): void {
+  const now = Date.now();
+  for (const r of live) {
+    if (now >= r.deadline) r.kill('max lifetime');
+    else if (now - r.last >= r.idleMs) r.kill('idle timeout');
+  }
+  if (live.size === 0) {
+    clearInterval(sweeper);
+    sweeper = undefined;
+  }
+}
+
 /**
  * Pipes two connected sockets both ways with backpressure and correct half-close (an 'end' from one side ends
  * the other's write side only; the other direction keeps flowing). Either side failing, idling past the limit
- * or outliving its lifetime destroys both. `done` runs once, when both are closed.
+ * (checked every 250 ms) or outliving its lifetime destroys both. `done` runs once, when both are closed.
  */
 export function relay(a: net.Socket, b: net.Socket, limits: Pick<Limits, 'idleTimeoutMs' | 'maxLifetimeMs'>, done: (stats: RelayStats, why: string) => void): void {
   const stats: RelayStats = { up: 0, down: 0 };
@@ -25,31 +52,33 @@ export function relay(a: net.Socket, b: net.Socket, limits: Pick<Limits, 'idleTi
     a.destroy();
     b.destroy();
   };
-  // One 'data' listener per direction that counts and writes (stream.pipe plus a counting listener cost
-  // measurably more per 16 KiB record); pause on backpressure, resume on drain; an end ends the other's writes.
-  const wire = (from: net.Socket, to: net.Socket, count: (n: number) => void) => {
+  const entry: Live = { last: Date.now(), idleMs: limits.idleTimeoutMs, deadline: limits.maxLifetimeMs > 0 ? Date.now() + limits.maxLifetimeMs : Infinity, kill };
+  live.add(entry);
+  sweeper ??= setInterval(sweep, SWEEP_MS).unref();
+  // One 'data' listener per direction that counts, stamps activity and writes; pause on backpressure, resume
+  // on drain; an end ends the other's writes.
+  const wire = (from: net.Socket, to: net.Socket, up: boolean) => {
     from.on('data', (d: Buffer) => {
-      count(d.length);
+      if (up) stats.up += d.length;
+      else stats.down += d.length;
+      entry.last = Date.now();
       if (!to.write(d)) from.pause();
     });
     to.on('drain', () => from.resume());
     from.on('end', () => to.end());
   };
-  wire(a, b, (n) => { stats.up += n; });
-  wire(b, a, (n) => { stats.down += n; });
+  wire(a, b, true);
+  wire(b, a, false);
   for (const s of [a, b]) {
     s.setNoDelay(true);
     s.on('error', (err: NodeJS.ErrnoException) => kill(err.code ?? 'error'));
-    s.setTimeout(limits.idleTimeoutMs, () => kill('idle timeout'));
     s.once('close', () => {
       // A side that closed without ending cleanly takes the other with it.
       if (!s.readableEnded || !s.writableFinished) kill(why === 'closed' ? 'peer closed' : why);
       if (++closed === 2) {
-        clearTimeout(lifetime);
+        live.delete(entry);
         done(stats, why);
       }
     });
   }
-  const lifetime = limits.maxLifetimeMs > 0 ? setTimeout(() => kill('max lifetime'), limits.maxLifetimeMs) : undefined;
-  lifetime?.unref();
 }
