@@ -22,7 +22,7 @@ const HANDSHAKES = Number(process.env['BENCH_PROXY_HANDSHAKES'] ?? 300);
 const STREAM_BYTES = 256 * 1024 * 1024;
 const PARALLEL = 16;
 const PINGS = 2000;
-const IDLE = 1000;
+const IDLE = 2000;
 
 interface Peer { name: string; port: number; child?: ChildProcess; tls: boolean }
 
@@ -175,6 +175,9 @@ export async function proxySection(): Promise<string> {
     const r = new Map<string, { hs: number[]; cpu: number[]; one: number[]; many: number[]; p50: number[]; p99: number[] }>();
     for (const p of [...peers, direct]) r.set(p.name, { hs: [], cpu: [], one: [], many: [], p50: [], p99: [] });
     for (const p of peers) await handshakes(connector(p, ctx), 30); // warm-up
+    // Memory first, while the heaps hold no garbage from bulk transfers (a later GC would shrink the baseline).
+    const mem = new Map<string, number>();
+    for (const p of peers) mem.set(p.name, await idleMemory(p, connector(p, ctx), IDLE));
     for (let round = 0; round < ROUNDS; round++) {
       for (const p of [...peers, direct]) {
         const m = r.get(p.name)!;
@@ -189,8 +192,6 @@ export async function proxySection(): Promise<string> {
       }
       process.stderr.write(`proxy round ${round + 1}/${ROUNDS} done\n`);
     }
-    const mem = new Map<string, number>();
-    for (const p of peers) mem.set(p.name, await idleMemory(p, connector(p, ctx), IDLE));
     const aead = opensslAeadSpeed('aes-256-gcm', spawnSync);
 
     const row = (name: string) => {
