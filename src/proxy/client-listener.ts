@@ -75,8 +75,11 @@ export class ClientListener extends Listener<ClientListenerConfig> {
     };
     upstream.once('error', fail);
     plain.once('error', () => upstream.destroy());
-    plain.once('close', () => { if (upstream.connecting || !upstream.encrypted) upstream.destroy(); });
+    let secured = false;
+    // The local client gave up before the server was verified: nothing to relay.
+    plain.once('close', () => { if (!secured) upstream.destroy(); });
     upstream.once('secureConnect', () => {
+      secured = true;
       clearTimeout(timer);
       const server = serverIdentityOf(upstream);
       const mismatch = server ? checkServerIdentity(server, host, expect) : undefined;

@@ -69,16 +69,22 @@ export function relay(a: net.Socket, b: net.Socket, limits: Pick<Limits, 'idleTi
   };
   wire(a, b, true);
   wire(b, a, false);
+  const onClose = (s: net.Socket) => {
+    // A side that closed without ending cleanly takes the other with it.
+    if (!s.readableEnded || !s.writableFinished) kill(why === 'closed' ? 'peer closed' : why);
+    if (++closed === 2) {
+      live.delete(entry);
+      done(stats, why);
+    }
+  };
   for (const s of [a, b]) {
-    s.setNoDelay(true);
     s.on('error', (err: NodeJS.ErrnoException) => kill(err.code ?? 'error'));
-    s.once('close', () => {
-      // A side that closed without ending cleanly takes the other with it.
-      if (!s.readableEnded || !s.writableFinished) kill(why === 'closed' ? 'peer closed' : why);
-      if (++closed === 2) {
-        live.delete(entry);
-        done(stats, why);
-      }
-    });
+    // A side that is already gone (closed while the other was connecting) never emits 'close' again.
+    if (s.destroyed) {
+      queueMicrotask(() => onClose(s));
+      continue;
+    }
+    s.setNoDelay(true);
+    s.once('close', () => onClose(s));
   }
 }

@@ -142,6 +142,9 @@ export class ServerListener extends Listener<ServerListenerConfig> {
     s.pause();
     const target = net.connect(connectOptions(this.config.target));
     const remote = `${s.remoteAddress}:${s.remotePort}`;
+    // The client left while the target was connecting: do not keep the target connection.
+    const gone = () => { if (target.connecting) target.destroy(); };
+    s.once('close', gone);
     target.once('error', (err: NodeJS.ErrnoException) => {
       if (target.connecting || !target.remoteAddress) {
         this.log.error({ event: 'target-unreachable', remote, target: this.config.target, code: err.code }, `target unreachable (${err.code})`);
@@ -149,6 +152,7 @@ export class ServerListener extends Listener<ServerListenerConfig> {
       }
     });
     target.once('connect', () => {
+      s.off('close', gone);
       if (this.config.proxyProtocol) {
         target.write(encodeProxyV2({
           source: { address: s.remoteAddress ?? '0.0.0.0', port: s.remotePort ?? 0 }, destination: { address: s.localAddress ?? '0.0.0.0', port: s.localPort ?? 0 },
