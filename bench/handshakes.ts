@@ -7,16 +7,13 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
-import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { CertificateAuthority } from '../src/ca/authority.js';
-import { writeIssued } from '../src/ca/output.js';
 import { identityFromCertificate } from '../src/identity/identity.js';
 import { compilePolicy } from '../src/identity/policy.js';
 import { parseCertificate } from '../src/pki/certificate.js';
-import { fmt, freePort, median, opensslSpeed, treeCpuSeconds, waitForPort } from './lib.js';
+import { benchPki, fmt, freePort, median, opensslSpeed, treeCpuSeconds, waitForPort } from './lib.js';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 5);
 const PER_ROUND = Number(process.env['BENCH_HANDSHAKES'] ?? 300);
@@ -46,16 +43,9 @@ async function drive(port: number, ctx: tls.SecureContext, count: number, resume
 
 /** Returns the handshake section of BENCHMARKS.md. */
 export async function handshakeSection(): Promise<string> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mtls-hs-bench-'));
+  const { dir, file: f, client, clientContext: ctx } = await benchPki('mtls-hs-bench-');
   const servers: Server[] = [];
   try {
-    const ca = await CertificateAuthority.init({ home: path.join(dir, 'ca'), name: 'Bench', trustDomain: 'bench.example' });
-    const out = (name: string) => (i: Parameters<typeof writeIssued>[0]) => { writeIssued(i, { outDir: dir, name, bundlePem: ca.bundlePem }); };
-    await ca.issue({ profile: 'server', name: 'server', names: { dns: ['localhost'], ip: ['127.0.0.1'] } }, out('server'));
-    const client = await ca.issue({ profile: 'client', name: 'client', names: { spiffeId: 'spiffe://bench.example/ns/bench/sa/client' } }, out('client'));
-    await ca.close();
-    const f = (n: string) => path.join(dir, n);
-    const ctx = tls.createSecureContext({ cert: fs.readFileSync(f('client.crt')), key: fs.readFileSync(f('client.key')), ca: fs.readFileSync(f('ca.crt')) });
 
     const names: Record<string, string> = {
       plain: 'plain Node https',

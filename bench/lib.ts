@@ -1,5 +1,10 @@
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { CertificateAuthority, type Issued } from '../src/ca/authority.js';
+import { writeIssued } from '../src/ca/output.js';
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 export const fmt = (n: number, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
@@ -73,4 +78,20 @@ export function opensslAeadSpeed(cipher: string, spawnSync: typeof import('node:
   const last = r.stdout.trim().split('\n').at(-1) ?? '';
   const k = /([\d.]+)k\s*$/.exec(last);
   return k ? Number(k[1]) * 1000 : NaN;
+}
+
+/**
+ * A throwaway CA in a temp dir with a server certificate (localhost, 127.0.0.1) and a SPIFFE client
+ * certificate written as server.crt/.key, client.crt/.key and ca.crt, and a client context for drivers.
+ */
+export async function benchPki(prefix: string): Promise<{ dir: string; file: (n: string) => string; client: Issued; clientContext: tls.SecureContext }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const ca = await CertificateAuthority.init({ home: path.join(dir, 'ca'), name: 'Bench', trustDomain: 'bench.example' });
+  const out = (name: string) => (i: Parameters<typeof writeIssued>[0]) => { writeIssued(i, { outDir: dir, name, bundlePem: ca.bundlePem }); };
+  await ca.issue({ profile: 'server', name: 'server', names: { dns: ['localhost'], ip: ['127.0.0.1'] } }, out('server'));
+  const client = await ca.issue({ profile: 'client', name: 'client', names: { spiffeId: 'spiffe://bench.example/ns/bench/sa/client' } }, out('client'));
+  await ca.close();
+  const file = (n: string) => path.join(dir, n);
+  const clientContext = tls.createSecureContext({ cert: fs.readFileSync(file('client.crt')), key: fs.readFileSync(file('client.key')), ca: fs.readFileSync(file('ca.crt')) });
+  return { dir, file, client, clientContext };
 }

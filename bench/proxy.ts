@@ -6,13 +6,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { CertificateAuthority } from '../src/ca/authority.js';
-import { writeIssued } from '../src/ca/output.js';
-import { fmt, freePort, median, opensslAeadSpeed, treeCpuSeconds, treeRss, waitForPort } from './lib.js';
+import { benchPki, fmt, freePort, median, opensslAeadSpeed, treeCpuSeconds, treeRss, waitForPort } from './lib.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BIN = path.resolve(HERE, '../../bin/mtls.js');
@@ -142,16 +139,9 @@ const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(
 
 export async function proxySection(): Promise<string> {
   if (!STUNNEL) return '## Proxy vs stunnel\n\nstunnel4 is not installed: no proxy figures in this run (`.ci/run` installs it).\n';
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mtls-proxy-bench-'));
+  const { dir, file: f, clientContext: ctx } = await benchPki('mtls-proxy-bench-');
   const children: ChildProcess[] = [];
   try {
-    const ca = await CertificateAuthority.init({ home: path.join(dir, 'ca'), name: 'Bench', trustDomain: 'bench.example' });
-    const out = (name: string) => (i: Parameters<typeof writeIssued>[0]) => { writeIssued(i, { outDir: dir, name, bundlePem: ca.bundlePem }); };
-    await ca.issue({ profile: 'server', name: 'server', names: { dns: ['localhost'], ip: ['127.0.0.1'] } }, out('server'));
-    await ca.issue({ profile: 'client', name: 'client', names: { spiffeId: 'spiffe://bench.example/ns/bench/sa/client' } }, out('client'));
-    await ca.close();
-    const f = (n: string) => path.join(dir, n);
-    const ctx = tls.createSecureContext({ cert: fs.readFileSync(f('client.crt')), key: fs.readFileSync(f('client.key')), ca: fs.readFileSync(f('ca.crt')) });
 
     const backendPort = await freePort();
     const backend = spawn(process.execPath, [path.join(HERE, 'backend.js'), String(backendPort)], { stdio: ['ignore', 'pipe', 'inherit'] });

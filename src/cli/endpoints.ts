@@ -14,12 +14,13 @@ import { connectMtls, peerChain } from '../tls/client.js';
 import { Capture } from '../trace/capture.js';
 import { analyzeHandshake } from '../trace/analyze.js';
 import { signatureSchemeName } from '../wire/enums.js';
-import { formatDn, parseNameDer } from '../pki/names.js';
+import { formatDn, hostCheck, isIpLiteral, parseNameDer } from '../pki/names.js';
 import { loadCredentials, type Credentials } from '../tls/credentials.js';
 import { classifyTlsError } from '../tls/errors.js';
 import { SECURE_CIPHERS, SECURE_GROUPS, serverTlsOptions } from '../tls/options.js';
 import { CredentialReloader } from '../tls/reload.js';
 import { createMtlsServer, type ConnectionEvent, type HandshakeErrorEvent } from '../tls/server.js';
+import { listenOn } from '../util/listen.js';
 import { collect, optionalPassphrase, printJson } from './common.js';
 
 /** JSON view of an identity (what `serve --http` answers and `connect --json` prints). */
@@ -96,10 +97,7 @@ export function registerServe(program: Command): void {
         reloader.on('reload-error', (err: Error) => log(`reload failed: ${err.message}`));
         process.on('SIGHUP', () => void reloader!.reload());
       }
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', (err: NodeJS.ErrnoException) => reject(new MtlsError('IO', `cannot listen on ${o.host}:${o.port} (${err.code}); choose another --port`)));
-        server.listen(Number(o.port), o.host, resolve);
-      });
+      await listenOn(server, { host: o.host, port: Number(o.port) }, 'serve');
       const addr = server.address() as { port: number };
       log(`listening on ${o.host}:${addr.port} (mTLS${o.http ? ' + HTTP' : ''}, TLS 1.2+, client certificate required; server '${certLabel(creds.leaf)}'; policy: ${o.allow.length ? `allow ${o.allow.join(' | ')}` : 'deny everyone (add --allow)'}${o.deny.length ? `; deny ${o.deny.join(' | ')}` : ''}${o.audit ? '; AUDIT mode' : ''})`);
       await new Promise<void>((resolve) => {
@@ -113,7 +111,7 @@ export function registerServe(program: Command): void {
 async function ephemeralServerCredentials(home: string | undefined, passphrase: string | undefined, caFile: string, host: string): Promise<Credentials> {
   const ca = await CertificateAuthority.open(resolveCaHome(home), passphrase);
   try {
-    const ips = ['127.0.0.1', '::1', ...(/^[\d.]+$|:/.test(host) && host !== '0.0.0.0' && host !== '::' ? [host] : [])];
+    const ips = ['127.0.0.1', '::1', ...(isIpLiteral(host) && host !== '0.0.0.0' && host !== '::' ? [host] : [])];
     const issued = await ca.issue({ profile: 'server', name: 'mtls-serve', names: { dns: ['localhost'], ip: [...new Set(ips)] }, validityMs: 86400e3 });
     return loadCredentials({ cert: issued.chainPem, key: issued.privateKey!, ca: fs.readFileSync(caFile) });
   } finally {
@@ -195,11 +193,9 @@ async function explainServerChain(host: string, port: number, ca: string, caFile
     await new Promise<void>((resolve, reject) => { sock.once('secureConnect', resolve); sock.once('error', reject); setTimeout(() => reject(new Error('timeout')), 5000).unref(); });
     const chain = peerChain(sock);
     if (chain.length === 0) return ['the server sent no certificate'];
-    const name = expect.servername ?? host;
-    const isIp = /^[\d.]+$|:/.test(name);
     const r = verifyChain(chain[0]!, {
       trustAnchors: readCertificates(Buffer.from(ca), caFile), intermediates: chain.slice(1), at: new Date(), purpose: 'server',
-      ...(expect.spiffeId ? { spiffeId: expect.spiffeId } : isIp ? { ip: name } : { dns: name }),
+      ...(expect.spiffeId ? { spiffeId: expect.spiffeId } : hostCheck(expect.servername ?? host)),
     });
     return r.problems.map((p) => p.message);
   } catch (err) {

@@ -6,6 +6,7 @@ import { createTraceServer, type ServerTraceReport } from '../trace/listen.js';
 import { renderTrace } from '../trace/render.js';
 import { traceConnection, type TraceReport } from '../trace/trace.js';
 import { readInput, writeFileAtomic } from '../util/fs.js';
+import { listenOn } from '../util/listen.js';
 import { useColor } from './color.js';
 import { collect, printJson } from './common.js';
 import { caFileOr, parseHostPort } from './endpoints.js';
@@ -76,10 +77,7 @@ async function listen(o: TraceFlags, caFile: string, show: (r: ServerTraceReport
     if (o.keylog) writeFileAtomic(o.keylog, keylog.join(''), 0o600);
     if (++seen >= count) server.close();
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) => reject(new MtlsError('IO', `cannot listen on ${host}:${port} (${err.code}); choose another port`)));
-    server.listen(port, host, resolve);
-  });
+  await listenOn(server, { host, port }, 'trace --listen');
   const addr = server.address() as { port: number };
   if (!o.json) console.error(`tracing mTLS handshakes on ${host}:${addr.port} (policy: ${o.allow.length ? `allow ${o.allow.join(' | ')}` : 'deny everyone; add --allow'}); Ctrl-C to stop`);
   await new Promise<void>((resolve) => {

@@ -2,9 +2,9 @@ import type { KeyObject } from 'node:crypto';
 import tls from 'node:tls';
 import { MtlsError } from '../errors.js';
 import { parseCertificate, readCertificates, type Certificate } from '../pki/certificate.js';
-import { keysMatch, loadPrivateKey } from '../pki/keys.js';
+import { exportPrivateKey, keysMatch, loadPrivateKey } from '../pki/keys.js';
 import { sameDn } from '../pki/name-match.js';
-import { checkIpAddress, formatDn } from '../pki/names.js';
+import { formatDn, hostCheck, isIpLiteral } from '../pki/names.js';
 import { OID } from '../pki/oid.js';
 import { certLabel, verifyChain, type VerifyProblem } from '../pki/verify.js';
 import { analyzeHandshake, type HandshakeView } from '../trace/analyze.js';
@@ -152,8 +152,7 @@ export async function doctor(o: DoctorOptions): Promise<DoctorReport> {
   let serverProblem: Diagnosis | undefined;
   if (chain.length) {
     const name = (o.servername ?? o.host).replace(/^\[|\]$/g, '');
-    const ip = isIp(name);
-    const r = verifyChain(chain[0]!, { trustAnchors: trust, intermediates: chain.slice(1), at: now, purpose: 'server', ...(o.spiffeId ? { spiffeId: o.spiffeId } : ip ? { ip: name } : { dns: name }) });
+    const r = verifyChain(chain[0]!, { trustAnchors: trust, intermediates: chain.slice(1), at: now, purpose: 'server', ...(o.spiffeId ? { spiffeId: o.spiffeId } : hostCheck(name)) });
     check("the server's chain is trusted, valid now and for this name", r.valid, r.valid ? `'${certLabel(chain[0]!)}'` : r.problems.map((p) => p.message).join('; '));
     if (!r.valid) serverProblem = serverDiagnosis(r.problems, chain, trust, name, now);
   } else {
@@ -186,15 +185,6 @@ export async function doctor(o: DoctorOptions): Promise<DoctorReport> {
   const d = serverProblem ?? verdict ?? skew ?? ourProblem;
   if (d) return done(d, a);
   return done(diag('OK', `mutual TLS works: ${a.protocol}, ${a.cipher}${leaf ? `, as '${certLabel(leaf)}'` : ''}`, 'nothing to fix'), a);
-}
-
-function isIp(name: string): boolean {
-  try {
-    checkIpAddress(name);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function serverDiagnosis(problems: VerifyProblem[], chain: Certificate[], trust: Certificate[], name: string, now: Date): Diagnosis {
@@ -275,8 +265,8 @@ function attempt(o: DoctorOptions, withCert: boolean): Promise<Attempt> {
     const socket = tls.connect({
       socket: tappedSocket(o.host, o.port, capture), ca: Buffer.from(o.ca).toString(), rejectUnauthorized: false,
       checkServerIdentity: () => undefined, minVersion: 'TLSv1.2', ciphers: SECURE_CIPHERS, ecdhCurve: SECURE_GROUPS,
-      ...(withCert ? { cert: Buffer.from(o.cert as string | Buffer).toString(), key: keyPem(o.key!), ...(o.passphrase ? { passphrase: o.passphrase } : {}) } : {}),
-      ...(isIp(servername) ? {} : { servername }),
+      ...(withCert ? { cert: Buffer.from(o.cert as string | Buffer).toString(), key: typeof o.key === 'object' && !Buffer.isBuffer(o.key) ? exportPrivateKey(o.key) : o.key!, ...(o.passphrase ? { passphrase: o.passphrase } : {}) } : {}),
+      ...(isIpLiteral(servername) ? {} : { servername }),
     });
     socket.on('keylog', (line: Buffer) => capture.keylog.push(line.toString('latin1')));
     const timer = setTimeout(() => { a.error ??= Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' }); finish(); }, o.timeoutMs ?? 5000);
@@ -316,15 +306,11 @@ function attempt(o: DoctorOptions, withCert: boolean): Promise<Attempt> {
   });
 }
 
-function keyPem(key: string | Buffer | KeyObject): string | Buffer {
-  return typeof key === 'object' && !Buffer.isBuffer(key) ? (key.export({ type: 'pkcs8', format: 'pem' }) as string) : key;
-}
-
 /** Asks what the server does speak when it refused our offer: TLS 1.0+ and any cipher, no verification. */
 function probeLegacy(o: DoctorOptions): Promise<{ protocol: string; cipher: string } | undefined> {
   return new Promise((resolve) => {
     const servername = o.servername ?? o.host;
-    const s = tls.connect({ host: o.host, port: o.port, rejectUnauthorized: false, minVersion: 'TLSv1', ciphers: 'ALL:@SECLEVEL=0', ...(isIp(servername) ? {} : { servername }) });
+    const s = tls.connect({ host: o.host, port: o.port, rejectUnauthorized: false, minVersion: 'TLSv1', ciphers: 'ALL:@SECLEVEL=0', ...(isIpLiteral(servername) ? {} : { servername }) });
     const t = setTimeout(() => { s.destroy(); resolve(undefined); }, o.timeoutMs ?? 5000);
     s.once('secureConnect', () => { clearTimeout(t); const r = { protocol: s.getProtocol() ?? '?', cipher: s.getCipher().standardName ?? s.getCipher().name }; s.destroy(); resolve(r); });
     s.once('error', () => { clearTimeout(t); s.destroy(); resolve(undefined); });

@@ -272,3 +272,19 @@ export function printable(s: string, max = 80): string {
   const esc = s.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
   return esc.length > max ? esc.slice(0, max) + '...' : esc;
 }
+
+/** Whether a host (optionally in [brackets]) is an IP literal that a certificate could carry. */
+export function isIpLiteral(host: string): boolean {
+  try {
+    checkIpAddress(host.replace(/^\[|\]$/g, ''));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** What a server certificate must be valid for when we connected to `host`: its IP SAN or its DNS SAN. */
+export function hostCheck(host: string): { ip: string } | { dns: string } {
+  const name = host.replace(/^\[|\]$/g, '');
+  return isIpLiteral(name) ? { ip: name } : { dns: name };
+}

@@ -2,6 +2,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { identityFromCertificate } from '../identity/identity.js';
 import { parseCertificate } from '../pki/certificate.js';
+import { isIpLiteral } from '../pki/names.js';
 import type { Credentials } from '../tls/credentials.js';
 import { classifyTlsError } from '../tls/errors.js';
 import { checkServerIdentity, clientTlsOptions, type ServerExpectation } from '../tls/options.js';
@@ -9,7 +10,7 @@ import { rememberSessions, serverIdentityOf } from '../tls/session-identity.js';
 import type { ClientListenerConfig } from './config.js';
 import { Listener, type ListenerContext } from './listener.js';
 import { relay } from './relay.js';
-import { who } from './server-listener.js';
+import { describePeer as who } from '../identity/policy.js';
 
 /**
  * `mtls proxy client`: plaintext in (from a local program), mTLS out to the target, verifying the server's
@@ -57,7 +58,7 @@ export class ClientListener extends Listener<ClientListenerConfig> {
     // allowHalfOpen works on tls.connect (the socket keeps writing after the server's end) but is not in the types.
     const upstream = tls.connect({
       host, port, secureContext: this.context, rejectUnauthorized: true, ...({ allowHalfOpen: true } as tls.ConnectionOptions),
-      ...(net.isIP(servername) ? {} : { servername }),
+      ...(isIpLiteral(servername) ? {} : { servername }),
       ...(this.session ? { session: this.session } : {}),
       checkServerIdentity: (h: string, cert: tls.PeerCertificate) => checkServerIdentity(identityFromCertificate(parseCertificate(cert.raw, 'server certificate')), h, expect),
     });
@@ -66,9 +67,11 @@ export class ClientListener extends Listener<ClientListenerConfig> {
     const timer = setTimeout(() => upstream.destroy(Object.assign(new Error('handshake timed out'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' })), this.config.limits.handshakeTimeoutMs);
     const fail = (err: Error) => {
       clearTimeout(timer);
-      const code = (err as NodeJS.ErrnoException).code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? 'HANDSHAKE_TIMEOUT' : classifyTlsError(err, { sentOurCert: true, peer: `${host}:${port}` }).code;
-      this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: code });
-      this.log.warn({ event: 'handshake-failed', target: `${host}:${port}`, code, reason: classifyTlsError(err, { sentOurCert: true, peer: `${host}:${port}` }).message }, 'upstream handshake failed');
+      const e = (err as NodeJS.ErrnoException).code === 'ERR_TLS_HANDSHAKE_TIMEOUT'
+        ? { code: 'HANDSHAKE_TIMEOUT', message: `no finished handshake within ${this.config.limits.handshakeTimeoutMs} ms` }
+        : classifyTlsError(err, { sentOurCert: true, peer: `${host}:${port}` });
+      this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: e.code });
+      this.log.warn({ event: 'handshake-failed', target: `${host}:${port}`, code: e.code, reason: e.message }, 'upstream handshake failed');
       this.session = undefined;
       upstream.destroy();
       plain.destroy();

@@ -6,7 +6,9 @@ import { compilePolicy, type PolicyConfig } from '../identity/policy.js';
 import { compileSpiffePattern } from '../pki/names.js';
 import { parseDuration } from '../util/duration.js';
 
-export type Address = { host: string; port: number } | { path: string };
+import { formatAddress, type Address } from '../util/listen.js';
+
+export { formatAddress, type Address };
 
 export interface Limits {
   /** A connection whose TLS handshake (and authorization) has not finished by then is cut. */
@@ -89,7 +91,6 @@ export function parseAddress(text: string, what: string): Address {
   return { host, port: Number(m[2]) };
 }
 
-export const formatAddress = (a: Address) => ('path' in a ? `unix:${a.path}` : `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`);
 export const isLocal = (a: Address) => 'path' in a || LOOPBACK.test(a.host);
 
 type Raw = Record<string, unknown>;

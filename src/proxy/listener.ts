@@ -1,10 +1,9 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Logger } from 'pino';
-import { MtlsError } from '../errors.js';
 import { CredentialReloader } from '../tls/reload.js';
-import type { Credentials } from '../tls/credentials.js';
 import { readPassphraseFile } from '../util/fs.js';
+import { listenOn } from '../util/listen.js';
 import { formatAddress, type Address, type ListenerConfig } from './config.js';
 import type { ProxyMetrics } from './metrics.js';
 
@@ -68,11 +67,7 @@ export abstract class Listener<C extends ListenerConfig = ListenerConfig> {
     });
     const a = this.config.listen;
     if ('path' in a) removeStaleSocket(a.path);
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', (err: NodeJS.ErrnoException) => reject(new MtlsError('IO', `listener '${this.name}' cannot listen on ${formatAddress(a)} (${err.code}); choose another address`)));
-      if ('path' in a) this.server.listen(a.path, resolve);
-      else this.server.listen(a.port, a.host, resolve);
-    });
+    await listenOn(this.server, a, `listener '${this.name}'`);
     this.reloader.start();
     this.exposeExpiry();
     this.log.info({ event: 'listening', address: formatAddress(this.address()), mode: this.config.mode }, `listening on ${formatAddress(this.address())}`);

@@ -3,8 +3,8 @@ import crypto from 'node:crypto';
 import http from 'node:http';
 import os from 'node:os';
 import client from 'prom-client';
-import { MtlsError } from '../errors.js';
-import { formatAddress, type ProxyConfig } from './config.js';
+import type { ProxyConfig } from './config.js';
+import { listenOn } from '../util/listen.js';
 import { createAdminServer } from './admin.js';
 import { createLogger } from './log.js';
 import { ProxyMetrics } from './metrics.js';
@@ -12,14 +12,7 @@ import { MtlsProxy, type Readiness } from './runtime.js';
 
 type Message = { type: 'want-secret' } | { type: 'ticket-secret'; secret: string } | { type: 'ready' } | { type: 'reload' } | { type: 'drain' };
 
-async function listenAdmin(server: http.Server, config: ProxyConfig): Promise<void> {
-  const a = config.admin!;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) => reject(new MtlsError('IO', `admin port cannot listen on ${formatAddress(a)} (${err.code})`)));
-    if ('path' in a) server.listen(a.path, resolve);
-    else server.listen(a.port, a.host, resolve);
-  });
-}
+const listenAdmin = (server: http.Server, config: ProxyConfig) => listenOn(server, config.admin!, 'the admin port');
 
 /**
  * Runs the proxy until SIGTERM/SIGINT (graceful drain, exit 0). With `workers` other than 1, a cluster: the

@@ -5,10 +5,10 @@ import tls from 'node:tls';
 import { sendForbidden, authorizeRequest } from '../adapters/http.js';
 import type { PeerIdentity } from '../identity/identity.js';
 import { identityOf } from '../identity/identity.js';
-import { compilePolicy, type Policy } from '../identity/policy.js';
+import { compilePolicy, describePeer as who, type Policy } from '../identity/policy.js';
 import { authorizationFailure, classifyTlsError } from '../tls/errors.js';
 import { serverTlsOptions } from '../tls/options.js';
-import { enforceHandshakeDeadline } from '../tls/server.js';
+import { enforceHandshakeDeadline, rawSocketOf } from '../tls/server.js';
 import type { Credentials } from '../tls/credentials.js';
 import { readInput } from '../util/fs.js';
 import type { ServerListenerConfig } from './config.js';
@@ -23,6 +23,14 @@ type Stamped = net.Socket & { [ACCEPTED]?: bigint; [REMOTE]?: string };
 
 /** Hop-by-hop headers (RFC 9110 7.6.1): never forwarded. */
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings']);
+/** Never forwarded from the client: hop-by-hop headers and the identity headers we set ourselves. */
+const STRIPPED = new Set([...HOP, ...IDENTITY_HEADERS]);
+
+/** Header names a Connection header lists as hop-by-hop for this message (usually none). */
+function connectionTokens(value: string | undefined): Set<string> | undefined {
+  if (!value || /^\s*(keep-alive|close)\s*$/i.test(value)) return undefined;
+  return new Set(value.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean));
+}
 
 /**
  * `mtls proxy server`: terminates mTLS, authorizes the verified peer with the policy, then relays bytes to the
@@ -86,10 +94,6 @@ export class ServerListener extends Listener<ServerListenerConfig> {
     this.agent.destroy();
   }
 
-  private raw(s: tls.TLSSocket): Stamped | undefined {
-    return (s as unknown as { _parent?: Stamped })._parent ?? undefined;
-  }
-
   private handshakeTimedOut(raw: net.Socket): void {
     const remote = `${raw.remoteAddress}:${raw.remotePort}`;
     this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: 'HANDSHAKE_TIMEOUT' });
@@ -97,7 +101,7 @@ export class ServerListener extends Listener<ServerListenerConfig> {
   }
 
   private failed(err: Error, s: tls.TLSSocket): void {
-    const raw = this.raw(s);
+    const raw = rawSocketOf<Stamped>(s);
     // With a tlsClientError listener, closing the socket is ours to do.
     s.destroy();
     const remote = raw?.[REMOTE] ?? `${s.remoteAddress}:${s.remotePort}`;
@@ -108,7 +112,7 @@ export class ServerListener extends Listener<ServerListenerConfig> {
   }
 
   private secured(s: tls.TLSSocket): void {
-    const raw = this.raw(s);
+    const raw = rawSocketOf<Stamped>(s);
     if (raw?.[ACCEPTED]) this.ctx.metrics.handshakeSeconds.observe({ listener: this.name }, Number(process.hrtime.bigint() - raw[ACCEPTED]) / 1e9);
     if (s.isSessionReused()) this.ctx.metrics.resumed.inc({ listener: this.name });
     const id = identityOf(s);
@@ -171,10 +175,9 @@ export class ServerListener extends Listener<ServerListenerConfig> {
   }
 
   private headersFor(req: http.IncomingMessage, id: PeerIdentity): http.OutgoingHttpHeaders {
-    const drop = new Set([...HOP, ...IDENTITY_HEADERS]);
-    for (const t of String(req.headers.connection ?? '').split(',')) if (t.trim()) drop.add(t.trim().toLowerCase());
+    const listed = connectionTokens(req.headers.connection);
     const out: http.OutgoingHttpHeaders = {};
-    for (const [k, v] of Object.entries(req.headers)) if (!drop.has(k) && v !== undefined) out[k] = v;
+    for (const [k, v] of Object.entries(req.headers)) if (!STRIPPED.has(k) && !listed?.has(k) && v !== undefined) out[k] = v;
     // Sanitize and set: whatever the client sent in these headers is gone; only what we verified is there.
     out['x-forwarded-client-cert'] = xfccValue(id, { ...(this.by ? { by: this.by } : {}), includeCert: this.config.xfccCertificate });
     if (this.config.clientCertHeader) out['client-cert'] = clientCertHeader(id);
@@ -198,9 +201,11 @@ export class ServerListener extends Listener<ServerListenerConfig> {
     const t = this.config.target;
     const up = http.request({ agent: this.agent, ...('path' in t ? { socketPath: t.path } : { host: t.host, port: t.port }), method: req.method, path: req.url, headers: this.headersFor(req, id) }, (ur) => {
       const headers: string[] = [];
-      const drop = new Set(HOP);
-      for (const x of String(ur.headers.connection ?? '').split(',')) if (x.trim()) drop.add(x.trim().toLowerCase());
-      for (let i = 0; i < ur.rawHeaders.length; i += 2) if (!drop.has(ur.rawHeaders[i]!.toLowerCase())) headers.push(ur.rawHeaders[i]!, ur.rawHeaders[i + 1]!);
+      const listed = connectionTokens(ur.headers.connection);
+      for (let i = 0; i < ur.rawHeaders.length; i += 2) {
+        const k = ur.rawHeaders[i]!.toLowerCase();
+        if (!HOP.has(k) && !listed?.has(k)) headers.push(ur.rawHeaders[i]!, ur.rawHeaders[i + 1]!);
+      }
       res.writeHead(ur.statusCode ?? 502, ur.statusMessage, headers);
       ur.pipe(res);
       ur.on('end', () => {
@@ -239,8 +244,4 @@ export class ServerListener extends Listener<ServerListenerConfig> {
     });
     target.once('error', () => socket.destroy());
   }
-}
-
-export function who(id: PeerIdentity): string {
-  return id.spiffeId?.uri ?? id.subjectDn;
 }

@@ -4,7 +4,7 @@ import { MtlsError } from '../errors.js';
 import { identityFromCertificate, type PeerIdentity } from '../identity/identity.js';
 import { parseCertificate } from '../pki/certificate.js';
 import { dnsNameMatches } from '../pki/name-match.js';
-import { checkIpAddress, compileSpiffePattern, printable } from '../pki/names.js';
+import { checkIpAddress, compileSpiffePattern, isIpLiteral, printable } from '../pki/names.js';
 import type { Credentials } from './credentials.js';
 
 /** TLS 1.2 suites: ECDHE with AEAD only (TLS 1.3 suites are all AEAD; its groups are limited below). */
@@ -85,13 +85,4 @@ export function clientTlsOptions(creds: Credentials | undefined, ca: string, exp
   if (expect.servername && !isIpLiteral(expect.servername)) o.servername = expect.servername;
   if (opts.alpn) o.ALPNProtocols = opts.alpn;
   return o;
-}
-
-function isIpLiteral(s: string): boolean {
-  try {
-    checkIpAddress(s.replace(/^\[|\]$/g, ''));
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -30,6 +30,11 @@ export interface HandshakeErrorEvent {
   error: MtlsError;
 }
 
+/** The TCP socket a server-side TLS socket wraps (Node keeps it as `_parent`); it outlives what the TLS socket forgets. */
+export function rawSocketOf<T extends net.Socket = net.Socket>(s: tls.TLSSocket): T | undefined {
+  return ((s as unknown as { _parent?: T })._parent) ?? undefined;
+}
+
 export function remoteOf(socket: { remoteAddress?: string | undefined; remotePort?: number | undefined }): string {
   return `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
 }
@@ -45,7 +50,7 @@ export function reportHandshakeErrors(server: EventEmitter): void {
     const aborted = (err as NodeJS.ErrnoException).code === 'ECONNRESET' && !socket.authorizationError;
     const error = authorizationFailure(socket.authorizationError)
       ?? (aborted ? new MtlsError('HANDSHAKE_FAILED', 'the client closed the connection during the handshake (it may not trust our server certificate)', { cause: err }) : classifyTlsError(err));
-    const remote = remoteOf((socket as unknown as { _parent?: tls.TLSSocket })._parent ?? socket);
+    const remote = remoteOf(rawSocketOf(socket) ?? socket);
     server.emit('mtls:handshake-error', { remote, error } satisfies HandshakeErrorEvent);
     // Node leaves the socket to whoever listens to tlsClientError.
     socket.destroy();
@@ -70,7 +75,7 @@ export function enforceHandshakeDeadline(server: tls.Server, ms: number | (() =>
     }, typeof ms === 'function' ? ms() : ms);
     raw.once('close', () => clearTimeout(raw[DEADLINE]));
   });
-  const clear = (s: tls.TLSSocket) => clearTimeout((s as unknown as { _parent?: WithDeadline })._parent?.[DEADLINE]);
+  const clear = (s: tls.TLSSocket) => clearTimeout(rawSocketOf<WithDeadline>(s)?.[DEADLINE]);
   server.on('secureConnection', clear);
   server.on('tlsClientError', (_err: Error, s: tls.TLSSocket) => clear(s));
 }

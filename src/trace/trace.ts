@@ -2,10 +2,10 @@ import crypto from 'node:crypto';
 import { classifyTlsError } from '../tls/errors.js';
 import { connectMtls, type ConnectOptions } from '../tls/client.js';
 import { parseCertificate, readCertificates } from '../pki/certificate.js';
-import { formatDn, parseNameDer } from '../pki/names.js';
+import { formatDn, hostCheck, parseNameDer } from '../pki/names.js';
 import { certLabel, verifyChain } from '../pki/verify.js';
 import { finishedVerifyData, messageHash, transcriptHash, type TrafficKeys } from '../tls13/key-schedule.js';
-import { ExtensionType, HandshakeType, cipherSuiteName, extensionName, groupName, handshakeName, signatureSchemeName } from '../wire/enums.js';
+import { ExtensionType, HandshakeType, cipherSuiteName, extensionName, groupName, signatureSchemeName } from '../wire/enums.js';
 import { decodeCertificate, decodeCertificateVerify, decodeClientHello, decodeEncryptedExtensions, serverKeyShare, type Extension } from '../wire/handshake.js';
 import { WireReader } from '../wire/reader.js';
 import { finished12 } from '../tls12/prf.js';
@@ -89,7 +89,7 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
   const side = opts.side ?? 'client';
   const verdict = (parsed: ReturnType<typeof parseCertificate>[], purpose: 'server' | 'client'): string | undefined => {
     if (!opts.ca || !parsed[0]) return undefined;
-    const name = purpose === 'server' ? (/^[\d.]+$|:/.test(opts.host) ? { ip: opts.host } : { dns: opts.host }) : {};
+    const name = purpose === 'server' ? hostCheck(opts.host) : {};
     const r = verifyChain(parsed[0], { trustAnchors: readCertificates(Buffer.from(opts.ca), 'CA bundle'), intermediates: parsed.slice(1), at: new Date(), purpose, ...name });
     return r.valid ? `verdict: trusted, valid now, ${purpose === 'server' ? `valid for '${opts.host}'` : 'a client certificate'} (checked by mtlskit)` : `verdict: NOT valid: ${r.problems.map((p) => p.message).join('; ')}`;
   };

@@ -11,7 +11,7 @@ import { compilePolicy } from '../../src/identity/policy.js';
 import { OID } from '../../src/pki/oid.js';
 import { createMtlsServer } from '../../src/tls/server.js';
 import { close, freePort, listen, testPki, type TestPki } from '../helpers/endpoints.js';
-import { makeCert, mtls, opensslCrl, tempDir, writePem, type TestCert } from '../helpers/pki.js';
+import { keyPem, makeCert, mtls, opensslCrl, tempDir, writePem } from '../helpers/pki.js';
 import { startProcess, stopAll } from '../helpers/process.js';
 
 let pki: TestPki;
@@ -31,7 +31,6 @@ after(async () => {
   await Promise.all([pki.ca.close(), other.ca.close()]);
 });
 
-const keyPem = (c: TestCert) => c.key.export({ type: 'pkcs8', format: 'pem' }) as string;
 
 async function serve(server: net.Server): Promise<number> {
   servers.push(server);

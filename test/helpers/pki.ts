@@ -9,7 +9,7 @@ import {
   authorityKeyIdExt, basicConstraintsExt, extKeyUsageExt, keyIdentifier, keyUsageExt, nameConstraintsExt,
   subjectAltNameExt, subjectKeyIdExt, type KeyUsageName, type NameConstraintsInput, type RawExtension,
 } from '../../src/pki/extensions.js';
-import { generateKeyPair, type KeyType } from '../../src/pki/keys.js';
+import { exportPrivateKey, generateKeyPair, type KeyType } from '../../src/pki/keys.js';
 import { buildName } from '../../src/pki/names.js';
 import { OID } from '../../src/pki/oid.js';
 import { encodePem } from '../../src/pki/pem.js';
@@ -73,6 +73,9 @@ export function makeCert(o: MakeCertOptions): TestCert {
   return { cert: parseCertificate(der), key: privateKey, pem: encodePem('CERTIFICATE', der) };
 }
 
+/** The unencrypted PKCS#8 PEM of a test certificate's key. */
+export const keyPem = (c: TestCert): string => exportPrivateKey(c.key);
+
 export function writePem(dir: string, name: string, certs: TestCert[]): string {
   const p = path.join(dir, name);
   fs.writeFileSync(p, certs.map((c) => c.pem).join(''));
@@ -108,7 +111,7 @@ const crlTime = (d: Date) => d.toISOString().replace(/[-:T]/g, '').slice(2, 14) 
 export function opensslCrl(issuer: TestCert, revoked: TestCert[], out = path.join(tempDir('mtls-crl-'), 'crl.pem')): string {
   const d = tempDir('mtls-crl-');
   fs.writeFileSync(path.join(d, 'ca.pem'), issuer.pem);
-  fs.writeFileSync(path.join(d, 'ca.key'), issuer.key.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+  fs.writeFileSync(path.join(d, 'ca.key'), keyPem(issuer), { mode: 0o600 });
   const rev = crlTime(new Date(Date.now() - 60e3));
   fs.writeFileSync(path.join(d, 'index.txt'), revoked.map((c) => `R\t${crlTime(c.cert.notAfter)}\t${rev}\t${c.cert.serialHex.toUpperCase()}\tunknown\t/CN=revoked\n`).join(''));
   fs.writeFileSync(path.join(d, 'ca.cnf'), `[ca]\ndefault_ca=d\n[d]\ndatabase=${d}/index.txt\ndefault_md=sha256\ndefault_crl_days=1\n`);

@@ -11,7 +11,7 @@ import { decodeProxyV2, PP2 } from '../../src/proxy/proxy-protocol.js';
 import { ProxyMetrics } from '../../src/proxy/metrics.js';
 import { clientTlsOptions } from '../../src/tls/options.js';
 import { close, freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
-import { BIN, makeCert, opensslCrl, tempDir, writePem, type TestCert } from '../helpers/pki.js';
+import { BIN, keyPem, makeCert, opensslCrl, tempDir, writePem, type TestCert } from '../helpers/pki.js';
 import { OID } from '../../src/pki/oid.js';
 import { startNginx, startProcess, stopAll } from '../helpers/process.js';
 
@@ -403,7 +403,7 @@ describe('proxy revocation (CRL)', () => {
     const ps = await freePort();
     const p = await proxy(['server', '--listen', `127.0.0.1:${ps}`, '--target', `127.0.0.1:${backend}`, '--cert', pki.file('server.crt'), '--key', pki.file('server.key'),
       '--ca', writePem(dir, 'root.pem', [root]), '--crl', crl, '--allow', 'trust-domain:crl.example']);
-    const ctx = (c: TestCert) => tls.createSecureContext({ cert: c.pem, key: c.key.export({ type: 'pkcs8', format: 'pem' }) as string, ca: pki.bundle });
+    const ctx = (c: TestCert) => tls.createSecureContext({ cert: c.pem, key: keyPem(c), ca: pki.bundle });
     const attempt = (secureContext: tls.SecureContext, session?: Buffer) => new Promise<{ ok: boolean; resumed: boolean; session?: Buffer }>((resolve) => {
       const c = tls.connect({ host: '127.0.0.1', port: ps, secureContext, servername: 'localhost', ...(session ? { session } : {}) });
       let data = '';
