@@ -232,6 +232,7 @@ export class ServerListener extends Listener<ServerListenerConfig> {
       socket.end(`HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n${JSON.stringify({ error: 'forbidden', reason: m.decision.reason })}`);
       return;
     }
+    socket.allowHalfOpen = true; // as in TCP mode: the client's half-close ends only the target's write side
     const target = net.connect(connectOptions(this.config.target));
     target.once('connect', () => {
       const headers = this.headersFor(req, m.identity!);

@@ -105,6 +105,61 @@ describe('proxy HTTP mode: curl -> proxy client -> proxy server -> backend', () 
   });
 });
 
+describe('proxy HTTP mode: upgrades', () => {
+  it('an upgrade is authorized like a request, then relayed as bytes: 6 MiB each way byte-exact; a denied caller gets 403', async () => {
+    const SIZE = 6 * 1024 * 1024;
+    const up = crypto.randomBytes(SIZE);
+    const down = crypto.randomBytes(SIZE);
+    let xfcc: string | undefined;
+    let backendGot = '';
+    const backend = http.createServer((_req, res) => res.end('no upgrade'));
+    backend.on('upgrade', (req: http.IncomingMessage, socket: net.Socket) => {
+      xfcc = req.headers['x-forwarded-client-cert'] as string | undefined;
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: bytes\r\nConnection: Upgrade\r\n\r\n');
+      const h = crypto.createHash('sha256');
+      socket.on('data', (d: Buffer) => h.update(d));
+      socket.on('end', () => { backendGot = h.digest('hex'); socket.end(down); });
+    });
+    const port = await serve(backend);
+    const [ps, pcBilling, pcWeb] = await Promise.all([freePort(), freePort(), freePort()]);
+    await proxy(serverArgs(ps, `127.0.0.1:${port}`, ['--http', '--allow', BILLING]));
+    await proxy(clientArgs(pcBilling, ps, 'billing'));
+    await proxy(clientArgs(pcWeb, ps, 'web'));
+    /** Sends an upgrade request, then (after a 101) `body` and a half-close; resolves with the status line and the SHA-256 of what followed. */
+    const upgrade = (pc: number, body: Buffer) => new Promise<[string, string]>((resolve, reject) => {
+      const c = net.connect({ port: pc, host: '127.0.0.1', allowHalfOpen: true });
+      c.on('error', reject);
+      c.write(`GET /stream HTTP/1.1\r\nHost: backend\r\nConnection: Upgrade\r\nUpgrade: bytes\r\n\r\n`);
+      let head = Buffer.alloc(0);
+      let status = '';
+      const h = crypto.createHash('sha256');
+      c.on('data', (d: Buffer) => {
+        if (status) return void h.update(d);
+        head = Buffer.concat([head, d]);
+        const at = head.indexOf('\r\n\r\n');
+        if (at < 0) return;
+        status = head.subarray(0, head.indexOf('\r\n')).toString();
+        h.update(head.subarray(at + 4));
+        if (status.includes(' 101 ')) c.end(body);
+      });
+      c.on('end', () => {
+        c.end(); // after a 403 our side is still open (allowHalfOpen)
+        resolve([status, h.digest('hex')]);
+      });
+    });
+    const sha = (d: Buffer) => crypto.createHash('sha256').update(d).digest('hex');
+    const [status, got] = await upgrade(pcBilling, up);
+    assert.match(status, /^HTTP\/1\.1 101 /);
+    assert.match(xfcc ?? '', new RegExp(`URI=${BILLING}$`), 'the backend saw the caller in XFCC on the upgrade request');
+    assert.equal(backendGot, sha(up));
+    assert.equal(got, sha(down));
+    xfcc = undefined;
+    const [deniedStatus] = await upgrade(pcWeb, up);
+    assert.match(deniedStatus, /^HTTP\/1\.1 403 /);
+    assert.equal(xfcc, undefined, 'a denied upgrade never reached the backend');
+  });
+});
+
 describe('proxy TCP mode with PROXY protocol v2', () => {
   it('the backend reads the identity TLVs before any payload; a denied identity never connects', async () => {
     const got: { header: ReturnType<typeof decodeProxyV2>; payload: string }[] = [];
