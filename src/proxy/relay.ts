@@ -1,10 +1,13 @@
 import net from 'node:net';
+import { bulkRead } from './bulk.js';
 import type { Address, Limits } from './config.js';
 
 export interface RelayStats {
   /** Bytes from the accepting side to the other (client -> target). */
   up: number;
   down: number;
+  /** Directions (0-2) that switched to bulk reads. */
+  bulk: number;
 }
 
 export function connectOptions(a: Address): net.NetConnectOpts {
@@ -25,6 +28,12 @@ interface Live {
 const live = new Set<Live>();
 let sweeper: NodeJS.Timeout | undefined;
 const SWEEP_MS = 250;
+/**
+ * Bytes a direction carries before it switches to bulk reads. Interactive and idle connections stay below it
+ * and hold no read buffer between reads; a bulk one keeps its own (16 KiB each from TLS, 64 KiB from plain TCP;
+ * a second or third while writes from the first are pending, at most four).
+ */
+const BULK_AFTER = 256 * 1024;
 
 function sweep(): void {
   const now = Date.now();
@@ -44,7 +53,7 @@ function sweep(): void {
  * (checked every 250 ms) or outliving its lifetime destroys both. `done` runs once, when both are closed.
  */
 export function relay(a: net.Socket, b: net.Socket, limits: Pick<Limits, 'idleTimeoutMs' | 'maxLifetimeMs'>, done: (stats: RelayStats, why: string) => void): void {
-  const stats: RelayStats = { up: 0, down: 0 };
+  const stats: RelayStats = { up: 0, down: 0, bulk: 0 };
   let why = 'closed';
   let closed = 0;
   const kill = (reason: string) => {
@@ -56,14 +65,25 @@ export function relay(a: net.Socket, b: net.Socket, limits: Pick<Limits, 'idleTi
   live.add(entry);
   sweeper ??= setInterval(sweep, SWEEP_MS).unref();
   // One 'data' listener per direction that counts, stamps activity and writes; pause on backpressure, resume
-  // on drain; an end ends the other's writes.
+  // on drain; an end ends the other's writes. A direction that has carried BULK_AFTER bytes switches to bulk
+  // reads (see bulk.ts), which do the same without a new Buffer and a stream event per read.
   const wire = (from: net.Socket, to: net.Socket, up: boolean) => {
-    from.on('data', (d: Buffer) => {
-      if (up) stats.up += d.length;
-      else stats.down += d.length;
+    let carried = 0;
+    const count = (n: number) => {
+      if (up) stats.up += n;
+      else stats.down += n;
       entry.last = Date.now();
-      if (!to.write(d)) from.pause();
-    });
+    };
+    const onData = (d: Buffer) => {
+      count(d.length);
+      const ok = to.write(d);
+      if ((carried += d.length) >= BULK_AFTER && bulkRead(from, to, count, onData)) {
+        stats.bulk++;
+        return;
+      }
+      if (!ok) from.pause();
+    };
+    from.on('data', onData);
     to.on('drain', () => from.resume());
     from.on('end', () => to.end());
   };
