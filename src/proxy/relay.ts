@@ -31,7 +31,7 @@ const SWEEP_MS = 250;
 /**
  * Bytes a direction carries before it switches to bulk reads. Interactive and idle connections stay below it
  * and hold no read buffer between reads; a bulk one keeps its own (16 KiB each from TLS, 64 KiB from plain TCP;
- * a second or third while writes from the first are pending, at most four).
+ * more than one while corked or unfinished writes hold the first, at most eight kept).
  */
 const BULK_AFTER = 256 * 1024;
 
