@@ -1,18 +1,23 @@
 import net from 'node:net';
 
 /**
- * Bulk reads for relayed sockets: once a connection carries bulk data, its reads land in buffers of its own,
- * reused from read to read, instead of a freshly allocated Buffer pushed through the Readable stream per TLS
- * record (16 KiB). That is Node's `onread` mode of net.Socket (public for sockets it creates, `net.connect({
- * onread })`); Node does not offer it for sockets a server accepts or for a TLS socket over one, so this switches
- * an open socket into it the way net.Socket's constructor does. Measured on an upload through the proxy
- * (BENCHMARKS.md): the proxy's CPU per GB fell by about a quarter (malloc, the stream machinery and GC gone).
+ * Reads for relayed sockets without a Buffer allocation and a Readable-stream event per read. That is Node's
+ * `onread` mode of net.Socket (public for sockets it creates, `net.connect({ onread })`); Node does not offer it
+ * for sockets a server accepts or for a TLS socket over one, so this switches an open socket into it the way
+ * net.Socket's constructor does.
+ *
+ * A direction starts on a read buffer shared by all connections (one per read size) and copies each read out
+ * into a Buffer of the right size before anything else runs: an idle or interactive connection holds no read
+ * buffer, and a read no longer costs a 64 KiB allocation. Once a direction has carried 256 KiB it gets buffers
+ * of its own and writes straight from them (bulk). Measured on an upload through the proxy (BENCHMARKS.md):
+ * the proxy's CPU per GB fell by about a quarter (malloc, the stream machinery and GC gone).
  *
  * It relies on three symbols of Node's net.js, found by their descriptions and checked on a probe socket at
- * first use; on a Node without them `bulkRead` returns false and the caller keeps the stream path.
+ * first use; on a Node without them `relayReads` returns false and the caller keeps the stream path.
  *
- * A reused buffer must never be overwritten while a write still points into it: a buffer is read into again
- * only after the callbacks of all writes from it have run; until then reads go to another of a small pool.
+ * A buffer must never be overwritten while a write still points into it: the shared one is never written from
+ * (copied out at once); one of a connection's own is read into again only after the callbacks of all writes
+ * from it have run; until then reads go to another of a small pool. A test for each rule fails without it.
  *
  * Writes are corked for the rest of the event-loop turn (or until 64 KiB wait): one TCP read from a TLS peer
  * brings several 16 KiB records, written with one writev instead of one write each. With TCP_NODELAY on (for
@@ -63,27 +68,41 @@ function readSize(s: net.Socket): number {
 }
 
 /**
- * Moves `from` (flowing, with `onData` as its 'data' listener) to bulk reads into `to`: bytes already buffered
- * in the stream are written first, then every read calls `count(n)` and writes; backpressure stops the reads
- * (the caller's 'drain' listener resumes them) and the end of `from` still arrives as 'end'. Returns false
- * and changes nothing when this Node lacks the internals.
+ * Read buffers shared by every connection still in its first BULK_AFTER bytes (one per read size): what lands
+ * in one is copied out at once, before anything else runs, so it is free again when the read callback returns.
  */
-export function bulkRead(from: net.Socket, to: net.Socket, count: (n: number) => void, onData: (d: Buffer) => void): boolean {
+const shared = new Map<number, Buffer>();
+
+/** Bytes a direction carries (in shared mode) before it gets buffers of its own. */
+const BULK_AFTER = 256 * 1024;
+
+/**
+ * Relays the reads of `from` into `to` in onread mode: bytes already buffered in the stream are written first,
+ * then every read calls `count(n)` and writes. A direction starts on the shared buffer (each read copied into a
+ * right-sized Buffer: no 64 KiB allocation per read, no stream event); once it has carried BULK_AFTER bytes it
+ * moves to buffers of its own (no copy, writes corked) and `onBulk` runs. Backpressure stops the reads (the
+ * caller's 'drain' listener resumes them) and the end of `from` still arrives as 'end'. Returns false and
+ * changes nothing when this Node lacks the internals (the caller keeps the stream path).
+ */
+export function relayReads(from: net.Socket, to: net.Socket, count: (n: number) => void, onBulk: () => void): boolean {
   const k = probe();
   const handle = (from as unknown as { _handle?: StreamHandle })._handle;
   if (!k || !handle || typeof handle.useUserBuffer !== 'function' || from.destroyed) return false;
   const size = readSize(from);
-  // A buffer is read into again only when every write from it has completed (its write callbacks ran).
+  let common = shared.get(size);
+  if (!common) shared.set(size, (common = Buffer.allocUnsafeSlow(size)));
+  const sharedBuf = common;
+  let carried = 0;
+  // A buffer of our own is read into again only when every write from it has completed (its callbacks ran).
   const slot = (): Slot => {
     const sl: Slot = { buf: Buffer.allocUnsafeSlow(size), pending: 0, release: () => { sl.pending--; } };
     return sl;
   };
-  let cur = slot();
-  const pool = [cur];
-  from.off('data', onData);
+  let cur: Slot | undefined;
+  const pool: Slot[] = [];
   from.pause();
   const slots = from as unknown as Record<symbol, unknown>;
-  slots[k.buffer] = cur.buf;
+  slots[k.buffer] = sharedBuf;
   let corked = 0;
   const flush = () => {
     if (corked === 0) return;
@@ -92,6 +111,12 @@ export function bulkRead(from: net.Socket, to: net.Socket, count: (n: number) =>
   };
   slots[k.callback] = (n: number): boolean => {
     count(n);
+    if (!cur) {
+      const copy = Buffer.allocUnsafe(n);
+      sharedBuf.copy(copy, 0, 0, n);
+      carried += n;
+      return to.write(copy);
+    }
     cur.pending++;
     // Only a large read is corked (more is likely on its way); a small one, the end of a burst or a message,
     // is not held back for the rest of the turn (unless it follows corked bytes, which it must not overtake).
@@ -107,7 +132,11 @@ export function bulkRead(from: net.Socket, to: net.Socket, count: (n: number) =>
     return to.writableLength < MAX_QUEUED;
   };
   slots[k.next] = (): Buffer => {
-    if (cur.pending > 0) {
+    if (!cur) {
+      if (carried < BULK_AFTER) return sharedBuf;
+      pool.push((cur = slot()));
+      onBulk();
+    } else if (cur.pending > 0) {
       const free = pool.find((sl) => sl.pending === 0);
       if (free) cur = free;
       else {
@@ -117,7 +146,7 @@ export function bulkRead(from: net.Socket, to: net.Socket, count: (n: number) =>
     }
     return cur.buf;
   };
-  handle.useUserBuffer(cur.buf);
+  handle.useUserBuffer(sharedBuf);
   // What the stream buffered before the switch goes first (read() with the stream paused returns all of it).
   const before = from.read() as Buffer | null;
   if (before) {

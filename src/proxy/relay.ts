@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { bulkRead } from './bulk.js';
+import { relayReads } from './bulk.js';
 import type { Address, Limits } from './config.js';
 
 export interface RelayStats {
@@ -28,12 +28,6 @@ interface Live {
 const live = new Set<Live>();
 let sweeper: NodeJS.Timeout | undefined;
 const SWEEP_MS = 250;
-/**
- * Bytes a direction carries before it switches to bulk reads. Interactive and idle connections stay below it
- * and hold no read buffer between reads; a bulk one keeps its own (16 KiB each from TLS, 64 KiB from plain TCP;
- * more than one while corked or unfinished writes hold the first, at most eight kept).
- */
-const BULK_AFTER = 256 * 1024;
 
 function sweep(): void {
   const now = Date.now();
@@ -64,26 +58,21 @@ export function relay(a: net.Socket, b: net.Socket, limits: Pick<Limits, 'idleTi
   const entry: Live = { last: Date.now(), idleMs: limits.idleTimeoutMs, deadline: limits.maxLifetimeMs > 0 ? Date.now() + limits.maxLifetimeMs : Infinity, kill };
   live.add(entry);
   sweeper ??= setInterval(sweep, SWEEP_MS).unref();
-  // One 'data' listener per direction that counts, stamps activity and writes; pause on backpressure, resume
-  // on drain; an end ends the other's writes. A direction that has carried BULK_AFTER bytes switches to bulk
-  // reads (see bulk.ts), which do the same without a new Buffer and a stream event per read.
+  // Per direction: count, stamp activity, write; pause on backpressure, resume on drain; an end ends the
+  // other's writes. Reads go through relayReads (bulk.ts: no Buffer allocation or stream event per read); a
+  // Node without its internals gets one 'data' listener per direction doing the same.
   const wire = (from: net.Socket, to: net.Socket, up: boolean) => {
-    let carried = 0;
     const count = (n: number) => {
       if (up) stats.up += n;
       else stats.down += n;
       entry.last = Date.now();
     };
-    const onData = (d: Buffer) => {
-      count(d.length);
-      const ok = to.write(d);
-      if ((carried += d.length) >= BULK_AFTER && bulkRead(from, to, count, onData)) {
-        stats.bulk++;
-        return;
-      }
-      if (!ok) from.pause();
-    };
-    from.on('data', onData);
+    if (!relayReads(from, to, count, () => stats.bulk++)) {
+      from.on('data', (d: Buffer) => {
+        count(d.length);
+        if (!to.write(d)) from.pause();
+      });
+    }
     to.on('drain', () => from.resume());
     from.on('end', () => to.end());
   };

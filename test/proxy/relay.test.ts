@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import net from 'node:net';
+import path from 'node:path';
 import tls from 'node:tls';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { relay, type RelayStats } from '../../src/proxy/relay.js';
 import { clientTlsOptions, serverTlsOptions } from '../../src/tls/options.js';
-import { close, listen, testPki } from '../helpers/endpoints.js';
+import { close, listen, testPki, until } from '../helpers/endpoints.js';
+import { startProcess, stopAll } from '../helpers/process.js';
+import { tempDir } from '../helpers/pki.js';
 
 /** A connected pair of TCP sockets over loopback. */
 async function pair(): Promise<[net.Socket, net.Socket, net.Server]> {
@@ -17,6 +20,43 @@ async function pair(): Promise<[net.Socket, net.Socket, net.Server]> {
   while (!accepted) await new Promise((r) => setTimeout(r, 5));
   return [c, accepted, server];
 }
+
+/** Reads everything, pausing 20 ms after every `every` bytes; resolves with the SHA-256 and length. */
+function slowSink(s: net.Socket, every: number): Promise<[string, number]> {
+  return new Promise((resolve) => {
+    const h = crypto.createHash('sha256');
+    let n = 0;
+    let mark = 0;
+    s.on('data', (d: Buffer) => {
+      h.update(d);
+      n += d.length;
+      if (n - mark >= every) {
+        mark = n;
+        s.pause();
+        setTimeout(() => s.resume(), 20);
+      }
+    });
+    s.on('end', () => resolve([h.digest('hex'), n]));
+  });
+}
+
+/** Writes `data` in pieces of odd sizes (so that reads do not line up with writes), then half-closes. */
+function send(s: net.Socket, data: Buffer, size = 50_000): void {
+  let off = 0;
+  const pump = () => {
+    while (off < data.length) {
+      const piece = data.subarray(off, off + size + (off % 7_919) % size);
+      off += piece.length;
+      if (!s.write(piece)) return void s.once('drain', pump);
+    }
+    s.end();
+  };
+  pump();
+}
+
+const sha = (d: Buffer) => crypto.createHash('sha256').update(d).digest('hex');
+
+after(stopAll);
 
 describe('relay', () => {
   it('counts bytes each way and reports once when both sides are closed', async () => {
@@ -69,40 +109,10 @@ describe('relay', () => {
     const SIZE = 12 * 1024 * 1024;
     const up = crypto.randomBytes(SIZE);
     const down = crypto.randomBytes(SIZE);
-    /** Reads everything, pausing 20 ms after every 512 KiB; resolves with the SHA-256 and length. */
-    const slowSink = (s: net.Socket) => new Promise<[string, number]>((resolve) => {
-      const h = crypto.createHash('sha256');
-      let n = 0;
-      let mark = 0;
-      s.on('data', (d: Buffer) => {
-        h.update(d);
-        n += d.length;
-        if (n - mark >= 512 * 1024) {
-          mark = n;
-          s.pause();
-          setTimeout(() => s.resume(), 20);
-        }
-      });
-      s.on('end', () => resolve([h.digest('hex'), n]));
-    });
-    const atTarget = slowSink(target);
-    const atClient = slowSink(client);
-    // Writes in pieces of odd sizes, so that reads do not line up with writes.
-    const send = (s: net.Socket, data: Buffer) => {
-      let off = 0;
-      const pump = () => {
-        while (off < data.length) {
-          const piece = data.subarray(off, off + 50_000 + (off % 7_919));
-          off += piece.length;
-          if (!s.write(piece)) return void s.once('drain', pump);
-        }
-        s.end();
-      };
-      pump();
-    };
+    const atTarget = slowSink(target, 512 * 1024);
+    const atClient = slowSink(client, 512 * 1024);
     send(client, up);
     send(target, down);
-    const sha = (d: Buffer) => crypto.createHash('sha256').update(d).digest('hex');
     assert.deepEqual(await atTarget, [sha(up), SIZE]);
     assert.deepEqual(await atClient, [sha(down), SIZE]);
     const [stats, why] = await done;
@@ -110,4 +120,55 @@ describe('relay', () => {
     assert.equal(stats.bulk, 2, 'both directions switched to bulk reads');
     await Promise.all([close(server), close(s2)]);
   });
+
+  it('a connection below the bulk threshold shares a read buffer, yet a write that waits keeps its own bytes', async () => {
+    // Reads land in one buffer shared by all relays still under the threshold, so each is copied out at once.
+    // The target here is a python3 process on a unix socket that starts reading late: past the ~200 KiB the
+    // kernel holds, writes to it wait, pointing at the bytes they were given, while more (small) TLS records
+    // of the same TCP read arrive. Handed a view of the shared buffer instead of a copy, it would send their bytes.
+    const pki = await testPki();
+    let a!: tls.TLSSocket;
+    const server = tls.createServer({ ...serverTlsOptions(pki.creds('server')), allowHalfOpen: true }, (s) => { a = s; });
+    const port = await listen(server);
+    const sinkPath = path.join(tempDir('mtls-relay-'), 'sink.sock');
+    const sink = await startProcess('python3', ['-c', SLOW_SINK, sinkPath], /^listening/m);
+    const client = tls.connect({ ...clientTlsOptions(pki.creds('billing'), pki.bundle), host: '127.0.0.1', port, servername: 'localhost', allowHalfOpen: true } as tls.ConnectionOptions);
+    await new Promise((r) => client.once('secureConnect', r));
+    await until(() => a !== undefined, 5000, 'the TLS connection');
+    const b = net.connect({ path: sinkPath, allowHalfOpen: true });
+    await new Promise((r) => b.once('connect', r));
+    const done = new Promise<[RelayStats, string]>((resolve) => relay(a, b, { idleTimeoutMs: 60_000, maxLifetimeMs: 0 }, (st, why) => resolve([st, why])));
+    const SIZE = 240 * 1024;
+    const up = crypto.randomBytes(SIZE);
+    client.on('data', () => undefined);
+    send(client, up, 1000); // small TLS records: many arrive in one TCP read
+
+    await until(() => /^sha256 /m.test(sink.output()), 60_000, 'the sink to finish');
+    assert.equal(/^sha256 (\w+) (\d+)/m.exec(sink.output())!.slice(1).join(' '), `${sha(up)} ${SIZE}`);
+    client.end();
+    const [stats] = await done;
+    assert.equal(stats.bulk, 0, 'still below the bulk threshold');
+    await close(server);
+    await pki.ca.close();
+  });
 });
+
+/**
+ * One connection on a unix socket (argv[1]; its kernel buffer holds about 200 KiB), read only after 300 ms;
+ * prints the SHA-256 and length of what it got.
+ */
+const SLOW_SINK = `
+import hashlib, socket, sys, time
+l = socket.socket(socket.AF_UNIX)
+l.bind(sys.argv[1]); l.listen(1)
+print("listening", flush=True)
+c, _ = l.accept()
+time.sleep(0.3)
+h = hashlib.sha256(); n = 0
+while True:
+    d = c.recv(65536)
+    if not d: break
+    h.update(d); n += len(d)
+print("sha256", h.hexdigest(), n, flush=True)
+c.close()
+`;
