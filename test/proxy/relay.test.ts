@@ -6,7 +6,7 @@ import tls from 'node:tls';
 import { after, describe, it } from 'node:test';
 import { relay, type RelayStats } from '../../src/proxy/relay.js';
 import { clientTlsOptions, serverTlsOptions } from '../../src/tls/options.js';
-import { close, listen, testPki, until } from '../helpers/endpoints.js';
+import { close, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
 import { startProcess, stopAll } from '../helpers/process.js';
 import { tempDir } from '../helpers/pki.js';
 
@@ -19,6 +19,17 @@ async function pair(): Promise<[net.Socket, net.Socket, net.Server]> {
   await new Promise((r) => c.once('connect', r));
   while (!accepted) await new Promise((r) => setTimeout(r, 5));
   return [c, accepted, server];
+}
+
+/** A connected mTLS pair over loopback (allowHalfOpen both sides): the client and the server's socket. */
+async function tlsPair(pki: TestPki): Promise<[tls.TLSSocket, tls.TLSSocket, tls.Server]> {
+  let accepted: tls.TLSSocket | undefined;
+  const server = tls.createServer({ ...serverTlsOptions(pki.creds('server')), allowHalfOpen: true }, (s) => { accepted = s; });
+  const port = await listen(server);
+  const client = tls.connect({ ...clientTlsOptions(pki.creds('billing'), pki.bundle), host: '127.0.0.1', port, servername: 'localhost', allowHalfOpen: true } as tls.ConnectionOptions);
+  await new Promise((r) => client.once('secureConnect', r));
+  await until(() => accepted !== undefined, 5000, 'the TLS connection');
+  return [client, accepted!, server];
 }
 
 /** Reads everything, pausing 20 ms after every `every` bytes; resolves with the SHA-256 and length. */
@@ -97,12 +108,7 @@ describe('relay', () => {
     // A slow reader makes the relay's writes wait in the socket's queue: the bulk reads must then not reuse a
     // buffer a pending write still points into (without that rule the hashes differ).
     const pki = await testPki();
-    let a!: tls.TLSSocket;
-    const server = tls.createServer({ ...serverTlsOptions(pki.creds('server')), allowHalfOpen: true }, (s) => { a = s; });
-    const port = await listen(server);
-    const client = tls.connect({ ...clientTlsOptions(pki.creds('billing'), pki.bundle), host: '127.0.0.1', port, servername: 'localhost', allowHalfOpen: true } as tls.ConnectionOptions);
-    await new Promise((r) => client.once('secureConnect', r));
-    while (!a) await new Promise((r) => setTimeout(r, 5));
+    const [client, a, server] = await tlsPair(pki);
     const [b, target, s2] = await pair();
     const done = new Promise<[RelayStats, string]>((resolve) => relay(a, b, { idleTimeoutMs: 60_000, maxLifetimeMs: 0 }, (st, why) => resolve([st, why])));
 
@@ -118,7 +124,7 @@ describe('relay', () => {
     const [stats, why] = await done;
     assert.deepEqual([stats.up, stats.down, why], [SIZE, SIZE, 'closed']);
     assert.equal(stats.bulk, 2, 'both directions switched to bulk reads');
-    await Promise.all([close(server), close(s2)]);
+    await Promise.all([close(server), close(s2), pki.ca.close()]);
   });
 
   it('a connection below the bulk threshold shares a read buffer, yet a write that waits keeps its own bytes', async () => {
@@ -127,14 +133,9 @@ describe('relay', () => {
     // kernel holds, writes to it wait, pointing at the bytes they were given, while more (small) TLS records
     // of the same TCP read arrive. Handed a view of the shared buffer instead of a copy, it would send their bytes.
     const pki = await testPki();
-    let a!: tls.TLSSocket;
-    const server = tls.createServer({ ...serverTlsOptions(pki.creds('server')), allowHalfOpen: true }, (s) => { a = s; });
-    const port = await listen(server);
+    const [client, a, server] = await tlsPair(pki);
     const sinkPath = path.join(tempDir('mtls-relay-'), 'sink.sock');
     const sink = await startProcess('python3', ['-c', SLOW_SINK, sinkPath], /^listening/m);
-    const client = tls.connect({ ...clientTlsOptions(pki.creds('billing'), pki.bundle), host: '127.0.0.1', port, servername: 'localhost', allowHalfOpen: true } as tls.ConnectionOptions);
-    await new Promise((r) => client.once('secureConnect', r));
-    await until(() => a !== undefined, 5000, 'the TLS connection');
     const b = net.connect({ path: sinkPath, allowHalfOpen: true });
     await new Promise((r) => b.once('connect', r));
     const done = new Promise<[RelayStats, string]>((resolve) => relay(a, b, { idleTimeoutMs: 60_000, maxLifetimeMs: 0 }, (st, why) => resolve([st, why])));
