@@ -1,3 +1,4 @@
+import type { Command } from 'commander';
 import { MtlsError } from '../errors.js';
 import { parseDuration } from '../util/duration.js';
 import { readPassphraseFile } from '../util/fs.js';
@@ -5,6 +6,20 @@ import { readPassphraseFile } from '../util/fs.js';
 /** Commander collector for repeatable options (`--dns a --dns b`, also `--dns a,b`). */
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, ...value.split(',').map((v) => v.trim()).filter((v) => v.length > 0)];
+}
+
+/** The policy flags of a command that authorizes peers (`serve`, `proxy server`). */
+export interface PolicyFlags {
+  allow: string[];
+  deny: string[];
+  audit?: boolean;
+}
+
+export function policyOptions(cmd: Command): Command {
+  return cmd
+    .option('--allow <rule>', 'allow rule (repeatable): spiffe://td/ns/*/sa/x, trust-domain:td, dns:, dn:O=Acme, cn:, any', collect, [])
+    .option('--deny <rule>', 'deny rule (repeatable), checked before allow rules', collect, [])
+    .option('--audit', 'log what the policy would deny, but allow it');
 }
 
 export function optionalDuration(text: string | undefined, what: string): number | undefined {

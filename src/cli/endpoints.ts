@@ -21,7 +21,7 @@ import { SECURE_CIPHERS, SECURE_GROUPS, serverTlsOptions } from '../tls/options.
 import { CredentialReloader } from '../tls/reload.js';
 import { createMtlsServer, type ConnectionEvent, type HandshakeErrorEvent } from '../tls/server.js';
 import { listenOn } from '../util/listen.js';
-import { collect, optionalPassphrase, printJson } from './common.js';
+import { optionalPassphrase, policyOptions, printJson, type PolicyFlags } from './common.js';
 
 /** JSON view of an identity (what `serve --http` answers and `connect --json` prints). */
 export function identityJson(id: PeerIdentity) {
@@ -45,22 +45,19 @@ export function caFileOr(ca: string | undefined, home: string | undefined): stri
   return bundle;
 }
 
-interface ServeFlags {
-  port: string; host: string; cert?: string; key?: string; ca?: string; allow: string[]; deny: string[]; audit?: boolean; http?: boolean;
+interface ServeFlags extends PolicyFlags {
+  port: string; host: string; cert?: string; key?: string; ca?: string; http?: boolean;
   home?: string; passphraseFile?: string; keyPassphraseFile?: string;
 }
 
 export function registerServe(program: Command): void {
-  program.command('serve')
+  policyOptions(program.command('serve'))
     .description('an mTLS server that shows who connected and which rule allowed or denied them')
     .option('--port <port>', 'port to listen on', '8443')
     .option('--host <address>', 'address to listen on', '127.0.0.1')
     .option('--cert <file>', 'server certificate chain (default: a 24h certificate for localhost issued by the CA home)')
     .option('--key <file>', 'server key')
     .option('--ca <file>', 'trusted CA bundle for client certificates (default: the CA home ca.crt)')
-    .option('--allow <rule>', 'allow rule (repeatable): spiffe://td/path/*, trust-domain:td, dns:, dn:O=Acme, cn:, any', collect, [])
-    .option('--deny <rule>', 'deny rule (repeatable), checked before allow rules', collect, [])
-    .option('--audit', 'log what the policy would deny, but allow it')
     .option('--http', 'answer HTTPS requests with the caller identity as JSON (403 with the reason when denied)')
     .option('--home <dir>', 'CA home for the defaults')
     .option('--passphrase-file <file>', 'passphrase of the CA key (for the default certificate)')

@@ -3,7 +3,7 @@ import { MtlsError } from '../errors.js';
 import { checkUnique, listenerFrom, parseAddress, readProxyConfig, type ProxyConfig } from '../proxy/config.js';
 import { runProxy } from '../proxy/run.js';
 import { parseDuration } from '../util/duration.js';
-import { collect } from './common.js';
+import { policyOptions, type PolicyFlags } from './common.js';
 import { caFileOr } from './endpoints.js';
 
 interface CommonFlags {
@@ -11,8 +11,8 @@ interface CommonFlags {
   handshakeTimeout?: string; idleTimeout?: string; maxConnections?: string; maxLifetime?: string;
   admin?: string; workers: string; drainTimeout: string; logLevel: string;
 }
-interface ServerFlags extends CommonFlags {
-  allow: string[]; deny: string[]; audit?: boolean; http?: boolean; proxyProtocol?: boolean; proxyProtocolCertificate?: boolean;
+interface ServerFlags extends CommonFlags, PolicyFlags {
+  http?: boolean; proxyProtocol?: boolean; proxyProtocolCertificate?: boolean;
   clientCertHeader?: boolean; xfccCertificate?: boolean; unsafeTarget?: boolean; crl?: string;
 }
 interface ClientFlags extends CommonFlags { expectSpiffeId?: string; servername?: string; unsafeListen?: boolean }
@@ -70,11 +70,8 @@ export function registerProxy(program: Command): void {
       }
       await runProxy(config, o.config);
     });
-  common(proxy.command('server'))
+  policyOptions(common(proxy.command('server')))
     .description('terminate mTLS, authorize the client with the policy, relay to a plaintext target on loopback or a unix socket')
-    .option('--allow <rule>', 'allow rule (repeatable): spiffe://td/ns/*/sa/x, trust-domain:td, dns:, dn:, cn:, any', collect, [])
-    .option('--deny <rule>', 'deny rule (repeatable), checked before allow rules', collect, [])
-    .option('--audit', 'log what the policy would deny, but allow it')
     .option('--http', 'HTTP mode: forward requests with X-Forwarded-Client-Cert (sanitize-and-set)')
     .option('--client-cert-header', 'HTTP mode: also set RFC 9440 Client-Cert')
     .option('--xfcc-certificate', 'HTTP mode: include the PEM certificate in XFCC (Cert=)')

@@ -73,6 +73,12 @@ function readSize(s: net.Socket): number {
  */
 const shared = new Map<number, Buffer>();
 
+function sharedBuffer(size: number): Buffer {
+  let b = shared.get(size);
+  if (!b) shared.set(size, (b = Buffer.allocUnsafeSlow(size)));
+  return b;
+}
+
 /** Bytes a direction carries (in shared mode) before it gets buffers of its own. */
 const BULK_AFTER = 256 * 1024;
 
@@ -89,9 +95,7 @@ export function relayReads(from: net.Socket, to: net.Socket, count: (n: number) 
   const handle = (from as unknown as { _handle?: StreamHandle })._handle;
   if (!k || !handle || typeof handle.useUserBuffer !== 'function' || from.destroyed) return false;
   const size = readSize(from);
-  let common = shared.get(size);
-  if (!common) shared.set(size, (common = Buffer.allocUnsafeSlow(size)));
-  const sharedBuf = common;
+  const sharedBuf = sharedBuffer(size);
   let carried = 0;
   // A buffer of our own is read into again only when every write from it has completed (its callbacks ran).
   const slot = (): Slot => {
