@@ -120,6 +120,11 @@ http { access_log off; client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p;
     const optionsOnly = rows.find((r) => r.name.startsWith('Node https + mtlskit'))!;
     const nginx = rows.find((r) => r.name.startsWith('nginx'));
     const ms = (perSec: number) => fmt(1000 / perSec, 2);
+    // Is the cost of mtlskit's per-connection work (last row vs our options alone) larger than the noise?
+    const rowDiffUs = (1000 / ours.full - 1000 / optionsOnly.full) * 1000;
+    const rowDiffPct = (ours.full > 0 ? optionsOnly.full / ours.full - 1 : 0) * 100;
+    const spreadPct = (perSec: number[]) => ((Math.max(...perSec) - Math.min(...perSec)) / Math.min(...perSec)) * 100;
+    const roundSpreadPct = Math.max(spreadPct(results[ours.name]!.full), spreadPct(results[optionsOnly.name]!.full));
     return `## mTLS handshakes per server CPU-second
 
 Each request opens a new TLS 1.3 connection (X25519, ECDSA P-256 chain root -> intermediate -> leaf on both
@@ -138,13 +143,13 @@ Failed requests during the run: ${rows.map((r) => `${r.name} ${r.failures}`).joi
   reading the client certificate's DER from the socket and parsing it into an identity), that is
   **${fmt((stats.identityUs / 1000 / (1000 / plain.full)) * 100, 1)}%** of a plain Node full handshake's CPU (target: under 10%). The policy decision adds ~1 µs.
 - The rows decompose the cost: plain Node; the same server with our TLS options (ECDHE/AEAD only, groups,
-  TLS 1.2 minimum); plus identityOf per request; plus the policy (the full mtlskit server). Row-to-row CPU
-  differences (${fmt((1000 / ours.full - 1000 / optionsOnly.full) * 1000, 0)} µs between the last and the second row in this run) are within the noise of this machine:
-  CPU is counted in 10 ms ticks, and the same server varies by about ±8% between rounds. A CPU profile of
+  TLS 1.2 minimum); plus identityOf per request; plus the policy (the full mtlskit server). Between the last
+  and the second row: ${fmt(rowDiffUs, 0)} µs per full handshake in this run (${fmt(rowDiffPct, 1)}%), ${Math.abs(rowDiffPct) <= roundSpreadPct ? 'within' : 'more than'} the spread of
+  one server between its rounds (up to ${fmt(roundSpreadPct, 0)}% from its cheapest to its dearest round; CPU is counted in 10 ms ticks). A CPU profile of
   the identity server (600 handshakes) put the legacy \`getPeerCertificate()\` at ~170 µs and our parse at ~90 µs.
 - Measured in-process without a socket (DER parse, identity, SPIFFE policy decision): **${fmt(overheadUs, 1)} µs**. Reading the
   certificate out of the TLS socket costs extra: \`getPeerCertificate().raw\` about 70 µs, \`getPeerX509Certificate()\`
-  about 200 µs (measured on the server; mtlskit uses the former).
+  about 200 µs (measured on the server; mtlskit uses the former: on Node 20 the latter also empties the peer chain).
 ${nginx ? `- nginx does a full handshake for ${fmt(nginx.full / plain.full, 2)}x the CPU-efficiency of plain Node: Node's per-connection work
   (JS TLSSocket, HTTP parser, certificate objects) dominates, not the crypto, which is ${fmt((cryptoSeconds * 1000) / (1000 / plain.full) * 100, 0)}% of plain Node's handshake CPU.` : '- nginx was not installed: no nginx figures in this run.'}
 `;

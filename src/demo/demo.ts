@@ -50,13 +50,14 @@ export async function runDemo(print: (line: string) => void = console.log): Prom
       // Node's own rejection destroys the socket and reports only "socket hang up".
       ...ctx(server), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2', ciphers: CIPHERS, ecdhCurve: 'X25519:P-256',
     }, (socket) => {
-      const peer = socket.getPeerX509Certificate();
-      if (!peer) {
+      // getPeerCertificate().raw, not getPeerX509Certificate(): on Node 20 the latter empties the peer chain.
+      const raw = socket.getPeerCertificate().raw;
+      if (!raw) {
         seen.push('server refused the client: it sent no certificate (TLS alert certificate_required)');
         socket.destroy();
         return;
       }
-      const leaf = parseCertificate(Buffer.from(peer.raw));
+      const leaf = parseCertificate(raw);
       const verdict = verifyChain(leaf, { trustAnchors: [ca.root], intermediates: [ca.intermediate], at: new Date(), purpose: 'client', spiffeId: `spiffe://${TRUST_DOMAIN}/**` });
       if (!socket.authorized || !verdict.valid) {
         const why = verdict.problems.map((p) => p.message).join('; ') || 'no reason from mtlskit';
@@ -117,10 +118,11 @@ function handshake(port: number, opts: tls.ConnectionOptions): Promise<Outcome> 
       }
     };
     const socket = tls.connect({ host: '127.0.0.1', port, ...opts }, () => {
-      const cert = socket.getPeerX509Certificate();
+      const raw = socket.getPeerCertificate().raw;
+      const subject = raw ? formatDn(parseCertificate(raw).subject) : '?';
       const eph = socket.getEphemeralKeyInfo() as { type?: string; name?: string; size?: number } | null;
       lines.push(`client: ClientHello sent (TLS 1.2-1.3, ECDHE suites); server answered with ${socket.getProtocol()} ${socket.getCipher().standardName}`);
-      lines.push(`client: server proved '${cert?.subject.replace(/\n/g, ', ')}' (chain to our CA verified, name 'localhost' matches, CertificateVerify signed by its key)`);
+      lines.push(`client: server proved '${subject}' (chain to our CA verified, name 'localhost' matches, CertificateVerify signed by its key)`);
       lines.push(`client: key exchange ${eph?.name ?? eph?.type ?? '?'} (${eph?.size ?? '?'} bits); traffic keys derived with HKDF from the shared secret`);
       lines.push(`client: ${opts.cert ? 'sent our certificate and a CertificateVerify signature over the handshake' : 'had no certificate to send'}`);
     });

@@ -6,7 +6,8 @@ import { MtlsError } from '../../src/errors.js';
 import { compilePolicy } from '../../src/identity/policy.js';
 import { connectMtls } from '../../src/tls/client.js';
 import { createMtlsServer, type ConnectionEvent, type HandshakeErrorEvent } from '../../src/tls/server.js';
-import { clientTlsOptions } from '../../src/tls/options.js';
+import { clientTlsOptions, serverTlsOptions } from '../../src/tls/options.js';
+import { identityOf } from '../../src/identity/identity.js';
 import { close, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
 
 let pki: TestPki;
@@ -149,6 +150,36 @@ describe('server identity (Node pitfalls)', () => {
     assert.equal(called, false);
     raw.destroy();
     await rejectsWith(connectMtls({ host: '127.0.0.1', port: svidPort, ca: pki.bundle, credentials: pki.creds('billing'), session, expect: { spiffeId: 'spiffe://test.example/ns/prod/sa/db' } }), 'SERVER_IDENTITY_MISMATCH');
+  });
+
+  it("getPeerX509Certificate() empties the peer chain Node keeps (Node 20); identityOf reads the identity and leaves it whole", async () => {
+    const chainLength = (s: tls.TLSSocket) => {
+      const seen = new Set<string>();
+      for (let c: tls.DetailedPeerCertificate | undefined = s.getPeerCertificate(true); c?.raw && !seen.has(c.fingerprint256); c = c.issuerCertificate) seen.add(c.fingerprint256);
+      return seen.size;
+    };
+    const lengths: number[] = [];
+    let uri: string | undefined;
+    const srv = tls.createServer(serverTlsOptions(pki.creds('server')), (s) => {
+      lengths.push(chainLength(s));
+      uri = identityOf(s)?.spiffeId?.uri;
+      lengths.push(chainLength(s));
+      s.getPeerX509Certificate();
+      lengths.push(chainLength(s));
+      s.end();
+    });
+    const p = await listen(srv);
+    try {
+      const c = await connectMtls({ host: 'localhost', port: p, ca: pki.bundle, credentials: pki.creds('billing') });
+      await until(() => lengths.length === 3);
+      c.socket.destroy();
+    } finally {
+      await close(srv);
+    }
+    assert.equal(uri, 'spiffe://test.example/ns/prod/sa/billing');
+    // leaf, intermediate, root before; the same after identityOf; Node's X509Certificate API took the issuers.
+    assert.deepEqual(lengths.slice(0, 2), [3, 3]);
+    assert.ok(lengths[2]! < 3, `getPeerX509Certificate() left a chain of ${lengths[2]}: if Node fixed this, update docs/proxy.md`);
   });
 
   it('identityOf works on resumed sessions on the server side', async () => {
