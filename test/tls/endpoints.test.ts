@@ -179,7 +179,7 @@ describe('server identity (Node pitfalls)', () => {
     assert.equal(uri, 'spiffe://test.example/ns/prod/sa/billing');
     // leaf, intermediate, root before; the same after identityOf; Node's X509Certificate API took the issuers.
     assert.deepEqual(lengths.slice(0, 2), [3, 3]);
-    assert.ok(lengths[2]! < 3, `getPeerX509Certificate() left a chain of ${lengths[2]}: if Node fixed this, update docs/proxy.md`);
+    assert.ok(lengths[2]! < 3, `getPeerX509Certificate() left a chain of ${lengths[2]}: if Node fixed this, update docs/endpoints.md`);
   });
 
   it('identityOf works on resumed sessions on the server side', async () => {
