@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -43,11 +44,47 @@ export async function listen(server: net.Server | tls.Server): Promise<number> {
   return (server.address() as net.AddressInfo).port;
 }
 
-export async function freePort(): Promise<number> {
+/** The kernel's range for ephemeral ports (what listen(0) and outgoing connections get). */
+function ephemeralRange(): [number, number] {
+  try {
+    const [lo, hi] = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (lo && hi) return [lo, hi];
+  } catch {
+    // not Linux: the IANA dynamic range
+  }
+  return [49152, 65535];
+}
+
+/**
+ * Ports are handed out one after another from a random start: two test files running in parallel (each its own
+ * process) start at random places among 20,000 ports, and one file never gets the same port twice.
+ */
+let nextPort = -1;
+
+async function canListen(port: number): Promise<boolean> {
   const s = net.createServer();
-  const port = await listen(s);
-  await new Promise((r) => s.close(r));
-  return port;
+  const ok = await new Promise<boolean>((resolve) => {
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => resolve(true));
+  });
+  if (ok) await new Promise((r) => s.close(r));
+  return ok;
+}
+
+/**
+ * A port that is free now, for another process to listen on later. Taken below the kernel's ephemeral range: a port the kernel hands out (listen(0)) can be given to an outgoing connection of a test
+ * running in parallel before the other process binds it, which made the proxy tests fail with EADDRINUSE.
+ */
+export async function freePort(): Promise<number> {
+  const [lo] = ephemeralRange();
+  const from = Math.max(10_000, lo - 20_000);
+  const span = Math.max(1, lo - from);
+  if (nextPort < 0) nextPort = crypto.randomInt(span);
+  for (let i = 0; i < 200; i++) {
+    const port = from + (nextPort++ % span);
+    if (await canListen(port)) return port;
+  }
+  throw new Error(`no free port found in ${from}-${lo - 1}`);
 }
 
 export function close(server: net.Server): Promise<void> {

@@ -1,22 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { CertificateAuthority } from '../../src/ca/authority.js';
 import { writeIssued } from '../../src/ca/output.js';
 import { tempDir } from '../helpers/pki.js';
+import { freePort } from '../helpers/endpoints.js';
 
 let dir: string;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * Runs `openssl s_server -Verify 1 -verify_return_error` for one connection and an `openssl s_client` against
