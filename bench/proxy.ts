@@ -222,8 +222,7 @@ export async function proxySection(): Promise<string> {
     const c = row(cluster.name);
     const b = row(stunnel.name);
     const d = row(direct.name);
-    const fl = r.get(floor.name)!;
-    const e = { hs: median(fl.hs), cpu: median(fl.cpu), one: median(fl.one), oneCpu: median(fl.oneCpu), many: median(fl.many), p50: median(fl.p50), p99: median(fl.p99) };
+    const e = row(floor.name);
     const gb = (x: number) => fmt(x / 1e9, 2);
     const ratio = (x: number, y: number) => fmt(x / y, 2);
     return `## Proxy: \`mtls proxy server\` vs stunnel4

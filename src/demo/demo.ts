@@ -50,7 +50,7 @@ export async function runDemo(print: (line: string) => void = console.log): Prom
       // Node's own rejection destroys the socket and reports only "socket hang up".
       ...ctx(server), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2', ciphers: CIPHERS, ecdhCurve: 'X25519:P-256',
     }, (socket) => {
-      // getPeerCertificate().raw, not getPeerX509Certificate(): on Node 20 the latter empties the peer chain.
+      // Never getPeerX509Certificate(): see docs/endpoints.md, Node pitfalls.
       const raw = socket.getPeerCertificate().raw;
       if (!raw) {
         seen.push('server refused the client: it sent no certificate (TLS alert certificate_required)');

@@ -84,8 +84,7 @@ export function identityOf(x: HasTlsSocket): PeerIdentity | undefined {
   if (!socket || !socket.authorized) return undefined;
   let id = cache.get(socket);
   if (id === undefined) {
-    // getPeerCertificate().raw: a third of the cost of getPeerX509Certificate() (measured), which on Node 20 also
-    // empties the peer chain Node keeps for the connection (test/tls/endpoints.test.ts).
+    // Never getPeerX509Certificate(): see docs/endpoints.md, Node pitfalls.
     const raw = socket.getPeerCertificate().raw;
     id = raw ? identityForDer(raw) : null;
     cache.set(socket, id);

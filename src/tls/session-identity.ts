@@ -25,8 +25,7 @@ export function rememberSessions(socket: tls.TLSSocket, identity: PeerIdentity):
  * remembered session on a resumed one. Undefined when neither is known (fail closed).
  */
 export function serverIdentityOf(socket: tls.TLSSocket): PeerIdentity | undefined {
-  // Call at 'secureConnect'. getPeerCertificate().raw, not getPeerX509Certificate(): a third of the cost (measured),
-  // and the latter empties the peer chain on Node 20 (test/tls/endpoints.test.ts).
+  // Call at 'secureConnect'. Never getPeerX509Certificate(): see docs/endpoints.md, Node pitfalls.
   const raw = socket.getPeerCertificate().raw;
   if (raw) return identityFromCertificate(parseCertificate(raw, 'server certificate'));
   if (!socket.isSessionReused()) return undefined;

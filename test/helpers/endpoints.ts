@@ -72,8 +72,9 @@ async function canListen(port: number): Promise<boolean> {
 }
 
 /**
- * A port that is free now, for another process to listen on later. Taken below the kernel's ephemeral range: a port the kernel hands out (listen(0)) can be given to an outgoing connection of a test
- * running in parallel before the other process binds it, which made the proxy tests fail with EADDRINUSE.
+ * A port that is free now, for another process to listen on later. Taken below the kernel's ephemeral range: a
+ * port the kernel hands out (listen(0)) can go to an outgoing connection of a test running in parallel before
+ * the other process binds it, which made the proxy tests fail with EADDRINUSE.
  */
 export async function freePort(): Promise<number> {
   const [lo] = ephemeralRange();

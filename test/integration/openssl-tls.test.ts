@@ -9,7 +9,6 @@ import { freePort } from '../helpers/endpoints.js';
 
 let dir: string;
 
-
 /**
  * Runs `openssl s_server -Verify 1 -verify_return_error` for one connection and an `openssl s_client` against
  * it; returns what both printed. Readiness is read from s_server's "ACCEPT" line (a TCP probe would use up

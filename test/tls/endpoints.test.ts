@@ -4,7 +4,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { MtlsError } from '../../src/errors.js';
 import { compilePolicy } from '../../src/identity/policy.js';
-import { connectMtls } from '../../src/tls/client.js';
+import { connectMtls, peerChain } from '../../src/tls/client.js';
 import { createMtlsServer, type ConnectionEvent, type HandshakeErrorEvent } from '../../src/tls/server.js';
 import { clientTlsOptions, serverTlsOptions } from '../../src/tls/options.js';
 import { identityOf } from '../../src/identity/identity.js';
@@ -153,11 +153,7 @@ describe('server identity (Node pitfalls)', () => {
   });
 
   it("getPeerX509Certificate() empties the peer chain Node keeps (Node 20); identityOf reads the identity and leaves it whole", async () => {
-    const chainLength = (s: tls.TLSSocket) => {
-      const seen = new Set<string>();
-      for (let c: tls.DetailedPeerCertificate | undefined = s.getPeerCertificate(true); c?.raw && !seen.has(c.fingerprint256); c = c.issuerCertificate) seen.add(c.fingerprint256);
-      return seen.size;
-    };
+    const chainLength = (s: tls.TLSSocket) => peerChain(s).length;
     const lengths: number[] = [];
     let uri: string | undefined;
     const srv = tls.createServer(serverTlsOptions(pki.creds('server')), (s) => {
