@@ -13,7 +13,7 @@ interface CommonFlags {
 }
 interface ServerFlags extends CommonFlags, PolicyFlags {
   http?: boolean; proxyProtocol?: boolean; proxyProtocolCertificate?: boolean;
-  clientCertHeader?: boolean; xfccCertificate?: boolean; unsafeTarget?: boolean; crl?: string;
+  clientCertHeader?: boolean; xfccCertificate?: boolean; unsafeTarget?: boolean; crl?: string; engine?: string;
 }
 interface ClientFlags extends CommonFlags { expectSpiffeId?: string; servername?: string; unsafeListen?: boolean }
 
@@ -79,11 +79,12 @@ export function registerProxy(program: Command): void {
     .option('--proxy-protocol-certificate', 'TCP mode: include the DER client certificate as a TLV')
     .option('--crl <file>', 'PEM CRLs to check clients against (one for every CA in the chain)')
     .option('--unsafe-target', 'allow a target that is not loopback or a unix socket')
+    .option('--engine <engine>', "TCP mode: 'native' (TLS and relay on a thread of our own with OpenSSL), 'node' (Node's TLS socket) or 'auto' (native when built)", 'auto')
     .action(async (o: ServerFlags) => {
       const raw = defined({
         ...rawCommon('server', o), protocol: o.http ? 'http' : 'tcp', allow: o.allow, deny: o.deny, audit: o.audit,
         proxyProtocol: o.proxyProtocol, proxyProtocolCertificate: o.proxyProtocolCertificate, clientCertHeader: o.clientCertHeader,
-        xfccCertificate: o.xfccCertificate, unsafeTarget: o.unsafeTarget, crl: o.crl,
+        xfccCertificate: o.xfccCertificate, unsafeTarget: o.unsafeTarget, crl: o.crl, engine: o.engine,
       });
       const l = listenerFrom(raw, 'proxy server', 0);
       await runProxy({ ...globalFrom(o), listeners: [l] });

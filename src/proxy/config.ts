@@ -48,6 +48,11 @@ export interface ServerListenerConfig extends Common {
   unsafeTarget: boolean;
   /** Optional PEM CRL file(s) checked for every client (a CRL for every CA in the chain is required). */
   crl?: string;
+  /**
+   * TCP mode: who does the TLS and the relay. 'native' (the default for TCP when the addon is built): a thread of
+   * our own with OpenSSL (native/relay.cc); 'node': Node's TLS socket. HTTP mode is always 'node'.
+   */
+  engine: 'native' | 'node' | 'auto';
 }
 
 export interface ClientListenerConfig extends Common {
@@ -168,7 +173,7 @@ function limitsFrom(raw: Raw | undefined, where: string): Limits {
   };
 }
 
-const SERVER_KEYS = ['name', 'mode', 'listen', 'target', 'protocol', 'cert', 'key', 'ca', 'keyPassphraseFile', 'allow', 'deny', 'audit', 'routes', 'proxyProtocol', 'proxyProtocolCertificate', 'clientCertHeader', 'xfccCertificate', 'unsafeTarget', 'crl', 'limits'] as const;
+const SERVER_KEYS = ['name', 'mode', 'listen', 'target', 'protocol', 'cert', 'key', 'ca', 'keyPassphraseFile', 'allow', 'deny', 'audit', 'routes', 'proxyProtocol', 'proxyProtocolCertificate', 'clientCertHeader', 'xfccCertificate', 'unsafeTarget', 'crl', 'engine', 'limits'] as const;
 const CLIENT_KEYS = ['name', 'mode', 'listen', 'target', 'cert', 'key', 'ca', 'keyPassphraseFile', 'expectSpiffeId', 'servername', 'unsafeListen', 'limits'] as const;
 
 /** One listener from its raw mapping; every problem is one line naming the key. */
@@ -197,10 +202,13 @@ export function listenerFrom(raw: Raw, where: string, index: number): ListenerCo
     } catch (err) {
       throw new MtlsError('BAD_INPUT', `${where}: ${(err as Error).message}`);
     }
+    const engine = r.str('engine', false) ?? 'auto';
+    if (engine !== 'native' && engine !== 'node' && engine !== 'auto') throw new MtlsError('BAD_INPUT', `${where}.engine: must be native, node or auto`);
+    if (engine === 'native' && protocol === 'http') throw new MtlsError('BAD_INPUT', `${where}.engine: native is for protocol: tcp (HTTP mode runs on Node's TLS socket); drop it or use engine: node`);
     const proxyProtocol = r.bool('proxyProtocol', false);
     if (proxyProtocol && protocol === 'http') throw new MtlsError('BAD_INPUT', `${where}.proxyProtocol: is for protocol: tcp (HTTP mode passes the identity in X-Forwarded-Client-Cert)`);
     return {
-      ...common, mode, target, protocol, policy, proxyProtocol, unsafeTarget,
+      ...common, mode, target, protocol, policy, proxyProtocol, unsafeTarget, engine,
       proxyProtocolCertificate: r.bool('proxyProtocolCertificate', false), clientCertHeader: r.bool('clientCertHeader', false), xfccCertificate: r.bool('xfccCertificate', false),
       ...(r.has('crl') ? { crl: r.str('crl')! } : {}),
     };

@@ -37,6 +37,11 @@ export abstract class Listener<C extends ListenerConfig = ListenerConfig> {
     });
   }
 
+  /** Who does TLS and the relay: 'node' (Node's TLS socket) or 'native' (native/relay.cc). */
+  get engine(): 'node' | 'native' {
+    return 'node';
+  }
+
   get name(): string {
     return this.config.name;
   }
@@ -70,7 +75,7 @@ export abstract class Listener<C extends ListenerConfig = ListenerConfig> {
     await listenOn(this.server, a, `listener '${this.name}'`);
     this.reloader.start();
     this.exposeExpiry();
-    this.log.info({ event: 'listening', address: formatAddress(this.address()), mode: this.config.mode }, `listening on ${formatAddress(this.address())}`);
+    this.log.info({ event: 'listening', address: formatAddress(this.address()), mode: this.config.mode, engine: this.engine }, `listening on ${formatAddress(this.address())}`);
   }
 
   /** Where it actually listens (the port chosen when 0 was asked for). */

@@ -3,12 +3,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import type { Logger } from 'pino';
-import { messageOf } from '../errors.js';
+import { messageOf, MtlsError } from '../errors.js';
 import { ClientListener } from './client-listener.js';
-import { readProxyConfig, type ProxyConfig } from './config.js';
+import { readProxyConfig, type ProxyConfig, type ServerListenerConfig } from './config.js';
 import type { Listener } from './listener.js';
 import { createLogger } from './log.js';
 import { ProxyMetrics } from './metrics.js';
+import { NativeServerListener } from './native-listener.js';
+import { nativeUnavailable } from './native.js';
 import { ServerListener } from './server-listener.js';
 import { ticketKeysFor } from './tickets.js';
 
@@ -20,6 +22,16 @@ export interface ProxyOptions {
   metrics?: ProxyMetrics;
   /** Secret the session ticket keys derive from; the same in every worker of a cluster. Random by default. */
   ticketSecret?: Buffer;
+}
+
+/** TCP listeners run on the native engine unless it is not built ('auto' then says so) or 'node' is asked for. */
+function useNative(l: ServerListenerConfig, log: Logger): boolean {
+  if (l.protocol !== 'tcp' || l.engine === 'node') return false;
+  const why = nativeUnavailable();
+  if (why === undefined) return true;
+  if (l.engine === 'native') throw new MtlsError('BAD_INPUT', `listener '${l.name}': ${why}`);
+  log.warn({ event: 'engine', listener: l.name, engine: 'node', reason: why }, `listener '${l.name}' runs on Node's TLS socket: ${why}`);
+  return false;
 }
 
 /** Readiness: every listener listening, its certificate valid now, and not draining. */
@@ -48,7 +60,10 @@ export class MtlsProxy extends EventEmitter {
     this.log = o.log ?? createLogger(o.config.logLevel);
     this.metrics = o.metrics ?? new ProxyMetrics();
     const ctx = { log: this.log, metrics: this.metrics, ticketKeys: ticketKeysFor(o.ticketSecret ?? crypto.randomBytes(32)) };
-    this.endpoints = o.config.listeners.map((l) => (l.mode === 'server' ? new ServerListener(l, ctx) : new ClientListener(l, ctx)));
+    this.endpoints = o.config.listeners.map((l) => {
+      if (l.mode === 'client') return new ClientListener(l, ctx);
+      return useNative(l, this.log) ? new NativeServerListener(l, ctx) : new ServerListener(l, ctx);
+    });
   }
 
   async start(): Promise<void> {

@@ -32,6 +32,7 @@ const TABLE: Record<string, [MtlsErrorCode, string]> = {
   ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION: ['HANDSHAKE_FAILED', 'no common TLS version with the peer (we require TLS 1.2 or newer)'],
   ERR_SSL_WRONG_VERSION_NUMBER: ['NOT_TLS', 'the peer does not speak TLS on this port'],
   ERR_SSL_PACKET_LENGTH_TOO_LONG: ['NOT_TLS', 'the peer does not speak TLS on this port'],
+  ERR_SSL_HTTP_REQUEST: ['NOT_TLS', 'the peer sent plain HTTP to a TLS port; it must use https:// (and a client certificate)'],
   ECONNREFUSED: ['UNREACHABLE', 'nothing listens on that address; check host and port'],
   ENOTFOUND: ['UNREACHABLE', 'the host name does not resolve'],
   EHOSTUNREACH: ['UNREACHABLE', 'the host is not reachable'],

@@ -15,8 +15,15 @@ export interface WatchedFiles {
   extraFiles?: string[];
 }
 
+/** What a reload swaps: a tls.Server, or the proxy's native engine (src/proxy/native.ts). */
+export interface ContextHolder {
+  setSecureContext(options: tls.SecureContextOptions): void;
+  getTicketKeys(): Buffer;
+  setTicketKeys(keys: Buffer): void;
+}
+
 interface Attached {
-  server: tls.Server;
+  server: ContextHolder;
   build: (c: Credentials) => tls.SecureContextOptions;
 }
 
@@ -77,7 +84,7 @@ export class CredentialReloader extends EventEmitter {
   }
 
   /** Swap `server`'s context on every successful reload, built by `build` from the new credentials. */
-  attach(server: tls.Server, build: (c: Credentials) => tls.SecureContextOptions): this {
+  attach(server: ContextHolder, build: (c: Credentials) => tls.SecureContextOptions): this {
     this.attached.push({ server, build });
     if (this.ticketKeys) server.setTicketKeys(this.ticketKeys(this.trust));
     return this;

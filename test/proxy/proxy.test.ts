@@ -32,8 +32,15 @@ async function proxy(args: string[], listeners = 1) {
   return p;
 }
 
+/**
+ * The engine of the server listeners: 'auto' (native for TCP, as users get it) here; proxy-node-engine.test.ts
+ * runs the TCP tests of this file again with 'node'.
+ */
+const ENGINE = process.env['MTLS_TEST_PROXY_ENGINE'] ?? 'auto';
+const NODE_ENGINE_RUN = ENGINE === 'node';
+
 function serverArgs(port: number, target: string, extra: string[] = []): string[] {
-  return ['server', '--listen', `127.0.0.1:${port}`, '--target', target, '--cert', pki.file('server.crt'), '--key', pki.file('server.key'), '--ca', pki.file('ca.crt'), ...extra];
+  return ['server', '--listen', `127.0.0.1:${port}`, '--target', target, '--cert', pki.file('server.crt'), '--key', pki.file('server.key'), '--ca', pki.file('ca.crt'), '--engine', ENGINE, ...extra];
 }
 
 function clientArgs(port: number, target: number, who: string, extra: string[] = []): string[] {
@@ -67,7 +74,7 @@ async function serve(server: net.Server): Promise<number> {
   return listen(server);
 }
 
-describe('proxy HTTP mode: curl -> proxy client -> proxy server -> backend', () => {
+describe('proxy HTTP mode: curl -> proxy client -> proxy server -> backend', { skip: NODE_ENGINE_RUN && 'HTTP mode has one engine: run in proxy.test.ts' }, () => {
   it('a Node backend sees the caller in XFCC; a spoofed XFCC/Client-Cert is stripped; a denied identity never reaches it', async () => {
     const seen: http.IncomingHttpHeaders[] = [];
     const backend = await serve(http.createServer((req, res) => { seen.push(req.headers); res.end(JSON.stringify(req.headers)); }));
@@ -105,7 +112,7 @@ describe('proxy HTTP mode: curl -> proxy client -> proxy server -> backend', () 
   });
 });
 
-describe('proxy HTTP mode: upgrades', () => {
+describe('proxy HTTP mode: upgrades', { skip: NODE_ENGINE_RUN && 'HTTP mode has one engine: run in proxy.test.ts' }, () => {
   it('an upgrade is authorized like a request, then relayed as bytes: 6 MiB each way byte-exact; a denied caller gets 403', async () => {
     const SIZE = 6 * 1024 * 1024;
     const up = crypto.randomBytes(SIZE);

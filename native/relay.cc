@@ -1,0 +1,1048 @@
+// The native data path of `mtls proxy server` in TCP mode (src/proxy/native-listener.ts drives it).
+//
+// Why it exists: a relay on Node's TLS socket pays a JavaScript callback, the stream machinery and an event-loop
+// turn for every read, and that put the proxy's echo latency 10-20% behind stunnel on every run, with a bare Node
+// relay no better (BENCHMARKS.md, "What is Node's cost and what is mtlskit's"). Here one thread per listener runs
+// an epoll loop with OpenSSL (Node's own build, linked from the node binary): TLS handshakes and the byte relay
+// never enter JavaScript. JavaScript keeps everything that decides: it accepts the TCP connection and hands over
+// the file descriptor, gets the verified peer certificate (DER) when the handshake finishes, applies the policy,
+// and answers admit (with the target address and an optional PROXY v2 header) or reject. Nothing reaches the
+// target before that answer.
+//
+// Threads: JavaScript calls only queue commands (mutex + eventfd) or swap the TLS context and ticket keys (under
+// a mutex); all connection state lives on the engine thread. Events go back through a thread-safe function.
+//
+// Verification is OpenSSL's, configured like Node's server with requestCert + rejectUnauthorized + crl: the
+// client certificate is required, its chain verified against the trust bundle with the "sslclient" purpose (the
+// clientAuth EKU; a server certificate is refused) and, with CRLs, revocation checked for every certificate of
+// the chain. Secure defaults as in src/tls/options.ts: TLS 1.2 minimum, ECDHE with AEAD only, X25519/P-256/P-384.
+
+#include <node_api.h>
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+constexpr size_t CHUNK = 64 * 1024;  // one read from either side
+constexpr int SWEEP_MS = 250;        // limits are checked this often (as src/proxy/relay.ts does)
+constexpr uint64_t WAKE = UINT64_MAX;
+
+const char* const CIPHERS =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:"
+    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305";
+const char* const GROUPS = "X25519:P-256:P-384";
+const unsigned char SESSION_CONTEXT[] = "mtlskit proxy";
+
+uint64_t nowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+}
+
+std::string errnoName(int e) {
+  const char* n = strerrorname_np(e);
+  return n ? n : "E" + std::to_string(e);
+}
+
+// Node's names for OpenSSL's verify errors (socket.authorizationError): the X509_V_ERR_ constant without it.
+std::string verifyName(long v) {
+  switch (v) {
+#define V(x) \
+  case X509_V_ERR_##x: return #x;
+    V(UNABLE_TO_GET_ISSUER_CERT) V(UNABLE_TO_GET_CRL) V(UNABLE_TO_DECRYPT_CERT_SIGNATURE) V(UNABLE_TO_DECRYPT_CRL_SIGNATURE)
+    V(UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY) V(CERT_SIGNATURE_FAILURE) V(CRL_SIGNATURE_FAILURE) V(CERT_NOT_YET_VALID)
+    V(CERT_HAS_EXPIRED) V(CRL_NOT_YET_VALID) V(CRL_HAS_EXPIRED) V(ERROR_IN_CERT_NOT_BEFORE_FIELD)
+    V(ERROR_IN_CERT_NOT_AFTER_FIELD) V(ERROR_IN_CRL_LAST_UPDATE_FIELD) V(ERROR_IN_CRL_NEXT_UPDATE_FIELD) V(OUT_OF_MEM)
+    V(DEPTH_ZERO_SELF_SIGNED_CERT) V(SELF_SIGNED_CERT_IN_CHAIN) V(UNABLE_TO_GET_ISSUER_CERT_LOCALLY)
+    V(UNABLE_TO_VERIFY_LEAF_SIGNATURE) V(CERT_CHAIN_TOO_LONG) V(CERT_REVOKED) V(INVALID_CA) V(PATH_LENGTH_EXCEEDED)
+    V(INVALID_PURPOSE) V(CERT_UNTRUSTED) V(CERT_REJECTED) V(INVALID_EXTENSION) V(KEYUSAGE_NO_CERTSIGN)
+    V(UNHANDLED_CRITICAL_EXTENSION) V(UNHANDLED_CRITICAL_CRL_EXTENSION) V(EE_KEY_TOO_SMALL) V(CA_KEY_TOO_SMALL)
+    V(CA_MD_TOO_WEAK)
+#undef V
+    default: return "UNSPECIFIED";
+  }
+}
+
+// Node's code for an OpenSSL error: ERR_SSL_ and the reason in capitals (e.g. ERR_SSL_WRONG_VERSION_NUMBER).
+std::string sslCode(unsigned long e) {
+  const char* r = ERR_reason_error_string(e);
+  if (!r) return "ERR_SSL_ERROR";
+  std::string s = "ERR_SSL_";
+  for (const char* p = r; *p; p++) s += (*p == ' ') ? '_' : char(toupper(static_cast<unsigned char>(*p)));
+  return s;
+}
+
+// Bytes waiting to be written to one side (only while that side pushes back; an idle connection holds none).
+struct Pending {
+  std::unique_ptr<uint8_t[]> data;
+  size_t off = 0, len = 0;
+  bool empty() const { return off == len; }
+  const uint8_t* ptr() const { return data.get() + off; }
+  size_t size() const { return len - off; }
+  void set(const uint8_t* p, size_t n) {
+    data.reset(new uint8_t[n]);
+    memcpy(data.get(), p, n);
+    off = 0;
+    len = n;
+  }
+  void consumed(size_t n) {
+    off += n;
+    if (off == len) clear();
+  }
+  void clear() {
+    data.reset();
+    off = len = 0;
+  }
+};
+
+enum class Stage { Handshake, Deciding, Connecting, Relay };
+const char* stageName(Stage s) {
+  switch (s) {
+    case Stage::Handshake: return "handshake";
+    case Stage::Deciding: return "deciding";
+    case Stage::Connecting: return "connecting";
+    default: return "relay";
+  }
+}
+
+struct Conn {
+  uint32_t id = 0;
+  int cfd = -1, tfd = -1;
+  SSL* ssl = nullptr;
+  Stage stage = Stage::Handshake;
+  uint64_t handshakeDeadline = 0, lifeDeadline = UINT64_MAX, last = 0;
+  uint64_t up = 0, down = 0, seen = 0;
+  Pending toTarget;  // plaintext from the client (and the PROXY header) waiting for the target
+  Pending toClient;  // plaintext from the target waiting for SSL_write
+  bool clientEnded = false, targetEnded = false;  // each side's end of stream (close_notify or FIN; FIN)
+  bool targetShut = false, clientShut = false;    // we ended our writes to each side
+  int handshakeWants = EPOLLIN;  // the handshake waits for this on the client socket
+  int sslWriteWants = 0;         // SSL_write or SSL_shutdown waits for this on the client socket
+  uint32_t cev = 0, tev = 0;     // registered epoll interest
+};
+
+enum EventType { SECURED = 1, CLOSED = 2 };
+struct Event {
+  EventType type;
+  uint32_t id = 0;
+  std::vector<uint8_t> der;
+  std::string version, cipher, sni, why, code, reason;
+  bool resumed = false;
+  const char* stage = "";
+  uint64_t bytesIn = 0, up = 0, down = 0;
+};
+
+enum CmdType { ADD, ADMIT, REJECT, CLOSE_ALL, STOP };
+struct Cmd {
+  CmdType type;
+  uint32_t id = 0;
+  int fd = -1;
+  sockaddr_storage addr{};
+  socklen_t addrLen = 0;
+  std::vector<uint8_t> header;
+};
+
+struct Limits {
+  uint64_t handshakeMs = 10000, idleMs = 300000, lifetimeMs = 0;
+};
+
+struct TicketKeys {
+  unsigned char name[16], hmac[16], aes[16];
+};
+
+struct Engine {
+  std::thread thread;
+  int ep = -1, wake = -1;
+  napi_threadsafe_function tsfn = nullptr;
+  std::atomic<uint32_t> nextId{1};
+
+  std::mutex mu;  // guards ctx, keys, limits, cmds
+  SSL_CTX* ctx = nullptr;
+  TicketKeys keys{};
+  bool haveKeys = false;
+  Limits limits;
+  std::vector<Cmd> cmds;
+
+  // engine thread only
+  std::unordered_map<uint32_t, Conn*> conns;
+  std::unique_ptr<uint8_t[]> scratch{new uint8_t[CHUNK]};
+  bool stopping = false;
+  uint64_t lastSweep = 0;
+
+  void post(std::unique_ptr<Event> ev) { napi_call_threadsafe_function(tsfn, ev.release(), napi_tsfn_nonblocking); }
+  void command(Cmd c) {
+    {
+      std::lock_guard<std::mutex> g(mu);
+      cmds.push_back(std::move(c));
+    }
+    uint64_t one = 1;
+    (void)!write(wake, &one, sizeof one);
+  }
+
+  void run();
+  void runCommands();
+  void dispatch(uint64_t data, uint32_t events);
+  void sweep();
+  void add(int fd, uint32_t id);
+  void admit(Conn* c, const Cmd& cmd);
+  void handshake(Conn* c);
+  void secured(Conn* c);
+  void pumpUp(Conn* c);
+  void pumpDown(Conn* c);
+  void maybeDone(Conn* c);
+  void closeGracefully(Conn* c, const std::string& why, const std::string& code = "", const std::string& reason = "");
+  void arm(Conn* c);
+  void close(Conn* c, const std::string& why, const std::string& code = "", const std::string& reason = "");
+};
+
+int ticketCallback(SSL* s, unsigned char name[16], unsigned char* iv, EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx, int enc) {
+  Engine* e = static_cast<Engine*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(s)));
+  TicketKeys k;
+  {
+    std::lock_guard<std::mutex> g(e->mu);
+    if (!e->haveKeys) return enc ? -1 : 0;
+    k = e->keys;
+  }
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof k.hmac),
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
+      OSSL_PARAM_construct_end(),
+  };
+  int rc = 1;
+  if (enc) {
+    memcpy(name, k.name, sizeof k.name);
+    if (RAND_bytes(iv, 16) <= 0 || !EVP_EncryptInit_ex(cctx, EVP_aes_128_cbc(), nullptr, k.aes, iv) || !EVP_MAC_CTX_set_params(hctx, params)) rc = -1;
+  } else if (memcmp(name, k.name, sizeof k.name) != 0) {
+    rc = 0;  // another key (an older trust bundle): full handshake
+  } else if (!EVP_MAC_CTX_set_params(hctx, params) || !EVP_DecryptInit_ex(cctx, EVP_aes_128_cbc(), nullptr, k.aes, iv)) {
+    rc = -1;
+  }
+  OPENSSL_cleanse(&k, sizeof k);
+  return rc;
+}
+
+// ---- engine thread ----
+
+void Engine::run() {
+  epoll_event evs[256];
+  lastSweep = nowMs();
+  while (!stopping) {
+    int n = epoll_wait(ep, evs, 256, SWEEP_MS);
+    for (int i = 0; i < n; i++) {
+      if (evs[i].data.u64 == WAKE) {
+        uint64_t v;
+        (void)!read(wake, &v, sizeof v);
+        runCommands();
+      } else {
+        dispatch(evs[i].data.u64, evs[i].events);
+      }
+    }
+    if (nowMs() - lastSweep >= SWEEP_MS) sweep();
+  }
+  for (auto it = conns.begin(); it != conns.end();) close((it++)->second, "engine stopped");
+}
+
+void Engine::runCommands() {
+  std::vector<Cmd> batch;
+  {
+    std::lock_guard<std::mutex> g(mu);
+    batch.swap(cmds);
+  }
+  for (Cmd& c : batch) {
+    if (c.type == ADD) {
+      add(c.fd, c.id);
+      continue;
+    }
+    if (c.type == STOP) {
+      stopping = true;
+      continue;
+    }
+    if (c.type == CLOSE_ALL) {
+      for (auto it = conns.begin(); it != conns.end();) close((it++)->second, "drain timeout");
+      continue;
+    }
+    auto it = conns.find(c.id);
+    if (it == conns.end()) {
+      continue;  // gone meanwhile (its CLOSED event is on the way)
+    }
+    Conn* conn = it->second;
+    if (conn->stage != Stage::Deciding) continue;
+    if (c.type == REJECT) closeGracefully(conn, "denied");
+    else admit(conn, c);
+  }
+}
+
+void Engine::add(int fd, uint32_t id) {
+  SSL_CTX* ctx;
+  Limits lim;
+  {
+    std::lock_guard<std::mutex> g(mu);
+    ctx = this->ctx;
+    if (ctx) SSL_CTX_up_ref(ctx);
+    lim = limits;
+  }
+  auto* c = new Conn();
+  c->id = id;
+  c->cfd = fd;
+  conns[id] = c;
+  uint64_t now = nowMs();
+  c->last = now;
+  c->handshakeDeadline = now + lim.handshakeMs;
+  if (lim.lifetimeMs) c->lifeDeadline = now + lim.lifetimeMs;
+  if (!ctx) return close(c, "no TLS context", "HANDSHAKE_FAILED", "the listener has no certificate loaded");
+  c->ssl = SSL_new(ctx);
+  SSL_CTX_free(ctx);
+  if (!c->ssl || !SSL_set_fd(c->ssl, fd)) return close(c, "out of memory", "HANDSHAKE_FAILED", "SSL_new failed");
+  SSL_set_accept_state(c->ssl);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on a unix socket
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = uint64_t(id) << 1;
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) return close(c, errnoName(errno), errnoName(errno), "epoll_ctl failed");
+  c->cev = EPOLLIN;
+  handshake(c);
+}
+
+void Engine::dispatch(uint64_t data, uint32_t events) {
+  auto it = conns.find(uint32_t(data >> 1));
+  if (it == conns.end()) return;
+  Conn* c = it->second;
+  bool target = data & 1;
+  switch (c->stage) {
+    case Stage::Handshake: return handshake(c);
+    case Stage::Deciding:
+      // Waiting for JavaScript's answer with no interest registered: only a hang-up or error reports here.
+      if (events & (EPOLLHUP | EPOLLERR)) close(c, "peer closed");
+      return;
+    case Stage::Connecting: {
+      if (!target) {
+        if (events & (EPOLLHUP | EPOLLERR)) close(c, "peer closed");
+        return;
+      }
+      int err = 0;
+      socklen_t len = sizeof err;
+      getsockopt(c->tfd, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err) return closeGracefully(c, errnoName(err), "TARGET_UNREACHABLE", errnoName(err));
+      c->stage = Stage::Relay;
+      c->last = nowMs();
+      pumpUp(c);  // the PROXY header, then what the client sent already
+      if (conns.count(c->id)) pumpDown(c);
+      if (conns.count(c->id)) arm(c);
+      return;
+    }
+    case Stage::Relay: {
+      uint32_t id = c->id;
+      bool readable = events & (EPOLLIN | EPOLLHUP | EPOLLERR);
+      bool writable = events & (EPOLLOUT | EPOLLHUP | EPOLLERR);
+      if (target) {
+        if (writable) pumpUp(c);
+        if (conns.count(id) && readable) pumpDown(c);
+      } else {
+        // SSL_read may need to write (a KeyUpdate answer) and SSL_write to read: both look at both events.
+        if (readable || (writable && c->sslWriteWants)) pumpUp(c);
+        if (conns.count(id) && (writable || (readable && c->sslWriteWants == EPOLLIN))) pumpDown(c);
+      }
+      if (conns.count(id)) maybeDone(c);
+      if (conns.count(id)) arm(c);
+      return;
+    }
+  }
+}
+
+void Engine::handshake(Conn* c) {
+  ERR_clear_error();
+  int r = SSL_do_handshake(c->ssl);
+  if (r == 1) return secured(c);
+  int e = SSL_get_error(c->ssl, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    c->handshakeWants = e == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT;
+    arm(c);
+    return;
+  }
+  long verify = SSL_get_verify_result(c->ssl);
+  unsigned long err = ERR_peek_last_error();
+  std::string code, reason;
+  if (verify != X509_V_OK) {
+    code = verifyName(verify);
+    reason = X509_verify_cert_error_string(verify);
+  } else if (err) {
+    code = sslCode(err);
+    char buf[256];
+    ERR_error_string_n(err, buf, sizeof buf);
+    reason = buf;
+  } else if (e == SSL_ERROR_SYSCALL && errno != 0) {
+    code = errnoName(errno);
+    reason = strerror(errno);
+  } else {
+    code = "ECONNRESET";
+    reason = "the client closed the connection during the handshake";
+  }
+  close(c, verify != X509_V_OK ? "verify failed" : "handshake failed", code, reason);
+}
+
+void Engine::secured(Conn* c) {
+  auto ev = std::make_unique<Event>();
+  ev->type = SECURED;
+  ev->id = c->id;
+  X509* peer = SSL_get0_peer_certificate(c->ssl);
+  if (peer && SSL_get_verify_result(c->ssl) == X509_V_OK) {
+    int n = i2d_X509(peer, nullptr);
+    if (n > 0) {
+      ev->der.resize(size_t(n));
+      unsigned char* p = ev->der.data();
+      i2d_X509(peer, &p);
+    }
+  }
+  ev->version = SSL_get_version(c->ssl);
+  const SSL_CIPHER* cipher = SSL_get_current_cipher(c->ssl);
+  const char* std = cipher ? SSL_CIPHER_standard_name(cipher) : nullptr;
+  ev->cipher = std ? std : "";
+  const char* sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+  ev->sni = sni ? sni : "";
+  ev->resumed = SSL_session_reused(c->ssl) == 1;
+  c->stage = Stage::Deciding;
+  arm(c);
+  post(std::move(ev));
+}
+
+// A client that is denied, or whose target cannot be reached, gets close_notify and a FIN, not a reset: what it
+// sent meanwhile is read and dropped first (closing a socket with unread bytes makes the kernel send RST).
+void Engine::closeGracefully(Conn* c, const std::string& why, const std::string& code, const std::string& reason) {
+  for (int i = 0; i < 16; i++) {
+    if (recv(c->cfd, scratch.get(), CHUNK, MSG_DONTWAIT) <= 0) break;
+  }
+  ERR_clear_error();
+  SSL_shutdown(c->ssl);
+  shutdown(c->cfd, SHUT_WR);
+  close(c, why, code, reason);
+}
+
+void Engine::admit(Conn* c, const Cmd& cmd) {
+  int fd = socket(cmd.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return closeGracefully(c, errnoName(errno), "TARGET_UNREACHABLE", errnoName(errno));
+  c->tfd = fd;
+  if (cmd.addr.ss_family != AF_UNIX) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  if (!cmd.header.empty()) c->toTarget.set(cmd.header.data(), cmd.header.size());
+  c->stage = Stage::Connecting;
+  epoll_event ev{};
+  ev.events = EPOLLOUT;
+  ev.data.u64 = (uint64_t(c->id) << 1) | 1;
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) return close(c, errnoName(errno), "TARGET_UNREACHABLE", errnoName(errno));
+  c->tev = EPOLLOUT;
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&cmd.addr), cmd.addrLen) != 0 && errno != EINPROGRESS) {
+    int err = errno == EAGAIN ? ECONNREFUSED : errno;  // a unix socket with a full backlog
+    return closeGracefully(c, errnoName(err), "TARGET_UNREACHABLE", errnoName(err));
+  }
+  arm(c);
+}
+
+// Client -> target: whatever waits for the target first, then SSL_read until the client has no more (or the
+// target pushes back). The client's end (close_notify, or FIN without it, as Node's TLS socket treats it)
+// becomes a FIN to the target once everything before it is written.
+void Engine::pumpUp(Conn* c) {
+  uint8_t* buf = scratch.get();
+  for (;;) {
+    if (!c->toTarget.empty()) {
+      ssize_t n = send(c->tfd, c->toTarget.ptr(), c->toTarget.size(), MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) return;
+        return close(c, errnoName(errno));
+      }
+      c->toTarget.consumed(size_t(n));
+      if (!c->toTarget.empty()) return;
+    }
+    if (c->clientEnded) {
+      if (!c->targetShut) {
+        shutdown(c->tfd, SHUT_WR);
+        c->targetShut = true;
+      }
+      return;
+    }
+    size_t got = 0;
+    bool more = true;
+    while (got < CHUNK) {
+      size_t n = 0;
+      ERR_clear_error();
+      if (SSL_read_ex(c->ssl, buf + got, CHUNK - got, &n) == 1) {
+        got += n;
+        continue;
+      }
+      int e = SSL_get_error(c->ssl, 0);
+      if (e == SSL_ERROR_WANT_READ) {
+        more = false;
+      } else if (e == SSL_ERROR_ZERO_RETURN) {
+        c->clientEnded = true;
+      } else if (e == SSL_ERROR_WANT_WRITE) {
+        more = false;  // a KeyUpdate answer waits for the socket; the write side's EPOLLOUT resumes it
+        c->sslWriteWants = EPOLLOUT;
+      } else {
+        unsigned long err = ERR_peek_last_error();
+        return close(c, err ? sslCode(err) : (errno ? errnoName(errno) : "ECONNRESET"));
+      }
+      break;
+    }
+    if (got) {
+      c->up += got;
+      ssize_t n = send(c->tfd, buf, got, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR) return close(c, errnoName(errno));
+        n = 0;
+      }
+      if (size_t(n) < got) {
+        c->toTarget.set(buf + n, got - size_t(n));
+        return;
+      }
+    }
+    if (!more && !c->clientEnded) return;
+  }
+}
+
+// Target -> client: recv, then SSL_write; the rest waits when the client pushes back. The target's FIN becomes
+// close_notify and a FIN to the client (half-close: the client may go on sending).
+void Engine::pumpDown(Conn* c) {
+  uint8_t* buf = scratch.get();
+  for (;;) {
+    if (!c->toClient.empty()) {
+      size_t n = 0;
+      ERR_clear_error();
+      if (SSL_write_ex(c->ssl, c->toClient.ptr(), c->toClient.size(), &n) == 1) {
+        c->sslWriteWants = 0;
+        c->toClient.consumed(n);
+        continue;
+      }
+      int e = SSL_get_error(c->ssl, 0);
+      if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+        c->sslWriteWants = e == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN;
+        return;
+      }
+      unsigned long err = ERR_peek_last_error();
+      return close(c, err ? sslCode(err) : (errno ? errnoName(errno) : "EPIPE"));
+    }
+    if (c->targetEnded) {
+      if (!c->clientShut) {
+        ERR_clear_error();
+        int r = SSL_shutdown(c->ssl);
+        if (r < 0) {
+          int e = SSL_get_error(c->ssl, r);
+          if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+            c->sslWriteWants = e == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN;
+            return;
+          }
+          // the client is gone already; nothing more to say to it
+        }
+        c->sslWriteWants = 0;
+        shutdown(c->cfd, SHUT_WR);
+        c->clientShut = true;
+      }
+      return;
+    }
+    ssize_t n = recv(c->tfd, buf, CHUNK, 0);
+    if (n == 0) {
+      c->targetEnded = true;
+      continue;
+    }
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) return;
+      return close(c, errnoName(errno));
+    }
+    c->down += uint64_t(n);
+    c->toClient.set(buf, size_t(n));
+  }
+}
+
+void Engine::maybeDone(Conn* c) {
+  if (c->targetShut && c->clientShut) close(c, "closed");
+}
+
+// Registers what each socket waits for now: a side is read only while nothing from it waits to be written.
+void Engine::arm(Conn* c) {
+  uint32_t cev = 0, tev = 0;
+  switch (c->stage) {
+    case Stage::Handshake: cev = uint32_t(c->handshakeWants); break;
+    case Stage::Deciding: break;
+    case Stage::Connecting: tev = EPOLLOUT; break;
+    case Stage::Relay:
+      if (!c->clientEnded && c->toTarget.empty()) cev |= EPOLLIN;
+      if (c->sslWriteWants) cev |= uint32_t(c->sslWriteWants);
+      if (!c->targetEnded && c->toClient.empty() && !c->sslWriteWants) tev |= EPOLLIN;
+      if (!c->toTarget.empty()) tev |= EPOLLOUT;
+      break;
+  }
+  epoll_event ev{};
+  if (cev != c->cev && c->cfd >= 0) {
+    ev.events = cev;
+    ev.data.u64 = uint64_t(c->id) << 1;
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->cfd, &ev);
+    c->cev = cev;
+  }
+  if (tev != c->tev && c->tfd >= 0) {
+    ev.events = tev;
+    ev.data.u64 = (uint64_t(c->id) << 1) | 1;
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->tfd, &ev);
+    c->tev = tev;
+  }
+}
+
+void Engine::sweep() {
+  uint64_t now = nowMs();
+  lastSweep = now;
+  Limits lim;
+  {
+    std::lock_guard<std::mutex> g(mu);
+    lim = limits;
+  }
+  std::vector<std::pair<Conn*, const char*>> doomed;
+  for (auto& [id, c] : conns) {
+    if (c->stage == Stage::Handshake || c->stage == Stage::Deciding) {
+      if (now >= c->handshakeDeadline) doomed.emplace_back(c, "HANDSHAKE_TIMEOUT");
+      continue;
+    }
+    if (now >= c->lifeDeadline) {
+      doomed.emplace_back(c, "max lifetime");
+    } else if (c->up + c->down != c->seen) {
+      c->seen = c->up + c->down;
+      c->last = now;
+    } else if (lim.idleMs && now - c->last >= lim.idleMs) {
+      doomed.emplace_back(c, "idle timeout");
+    }
+  }
+  for (auto& [c, why] : doomed) {
+    if (c->stage == Stage::Handshake) close(c, why, why, "");
+    else close(c, why);
+  }
+}
+
+void Engine::close(Conn* c, const std::string& why, const std::string& code, const std::string& reason) {
+  auto ev = std::make_unique<Event>();
+  ev->type = CLOSED;
+  ev->id = c->id;
+  ev->stage = stageName(c->stage);
+  ev->why = why;
+  ev->code = code;
+  ev->reason = reason;
+  ev->up = c->up;
+  ev->down = c->down;
+  if (c->ssl) {
+    BIO* rbio = SSL_get_rbio(c->ssl);
+    ev->bytesIn = rbio ? BIO_number_read(rbio) : 0;
+    SSL_free(c->ssl);
+  }
+  if (c->cfd >= 0) ::close(c->cfd);  // closing removes it from the epoll set
+  if (c->tfd >= 0) ::close(c->tfd);
+  conns.erase(c->id);
+  delete c;
+  ERR_clear_error();
+  post(std::move(ev));
+}
+
+// ---- JavaScript side ----
+
+#define NAPI(call)                                                        \
+  do {                                                                    \
+    if ((call) != napi_ok) {                                              \
+      napi_throw_error(env, "MTLS_NATIVE", "native relay: " #call " failed"); \
+      return nullptr;                                                     \
+    }                                                                     \
+  } while (0)
+
+napi_value throwError(napi_env env, const std::string& msg) {
+  napi_throw_error(env, "MTLS_NATIVE", msg.c_str());
+  return nullptr;
+}
+
+void setStr(napi_env env, napi_value obj, const char* key, const std::string& v) {
+  napi_value s;
+  napi_create_string_utf8(env, v.data(), v.size(), &s);
+  napi_set_named_property(env, obj, key, s);
+}
+void setNum(napi_env env, napi_value obj, const char* key, double v) {
+  napi_value n;
+  napi_create_double(env, v, &n);
+  napi_set_named_property(env, obj, key, n);
+}
+
+void callJs(napi_env env, napi_value fn, void*, void* data) {
+  std::unique_ptr<Event> ev(static_cast<Event*>(data));
+  if (!env) return;  // the process is going away
+  napi_value obj, undef;
+  napi_create_object(env, &obj);
+  napi_get_undefined(env, &undef);
+  setStr(env, obj, "type", ev->type == SECURED ? "secured" : "closed");
+  setNum(env, obj, "id", ev->id);
+  if (ev->type == SECURED) {
+    if (!ev->der.empty()) {
+      napi_value buf;
+      void* p;
+      napi_create_buffer_copy(env, ev->der.size(), ev->der.data(), &p, &buf);
+      napi_set_named_property(env, obj, "der", buf);
+    }
+    setStr(env, obj, "version", ev->version);
+    setStr(env, obj, "cipher", ev->cipher);
+    setStr(env, obj, "servername", ev->sni);
+    napi_value b;
+    napi_get_boolean(env, ev->resumed, &b);
+    napi_set_named_property(env, obj, "resumed", b);
+  } else {
+    setStr(env, obj, "stage", ev->stage);
+    setStr(env, obj, "why", ev->why);
+    setStr(env, obj, "code", ev->code);
+    setStr(env, obj, "reason", ev->reason);
+    setNum(env, obj, "bytesIn", double(ev->bytesIn));
+    setNum(env, obj, "up", double(ev->up));
+    setNum(env, obj, "down", double(ev->down));
+  }
+  napi_call_function(env, undef, fn, 1, &obj, nullptr);
+}
+
+Engine* engineOf(napi_env env, napi_value v) {
+  void* p = nullptr;
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    napi_throw_type_error(env, nullptr, "native relay: not an engine");
+    return nullptr;
+  }
+  return static_cast<Engine*>(p);
+}
+
+bool getArgs(napi_env env, napi_callback_info info, size_t want, napi_value* argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < want) {
+    napi_throw_type_error(env, nullptr, "native relay: missing arguments");
+    return false;
+  }
+  return true;
+}
+
+bool getString(napi_env env, napi_value v, std::string& out) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t == napi_null || t == napi_undefined) {
+    out.clear();
+    return true;
+  }
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, nullptr, 0, &len) != napi_ok) return false;
+  out.resize(len);
+  size_t got = 0;
+  napi_get_value_string_utf8(env, v, out.data(), len + 1, &got);
+  out.resize(got);
+  return true;
+}
+
+bool getBytes(napi_env env, napi_value v, std::vector<uint8_t>& out) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t == napi_null || t == napi_undefined) return true;
+  void* p;
+  size_t len;
+  if (napi_get_buffer_info(env, v, &p, &len) != napi_ok) return false;
+  out.assign(static_cast<uint8_t*>(p), static_cast<uint8_t*>(p) + len);
+  return true;
+}
+
+uint32_t getU32(napi_env env, napi_value v) {
+  uint32_t n = 0;
+  napi_get_value_uint32(env, v, &n);
+  return n;
+}
+
+std::string lastSslError(const char* what) {
+  unsigned long e = ERR_peek_last_error();
+  std::string s = what;
+  if (e) {
+    const char* r = ERR_reason_error_string(e);
+    s += ": ";
+    s += r ? r : "unknown OpenSSL error";
+  }
+  ERR_clear_error();
+  return s;
+}
+
+void freeBio(BIO* b) { BIO_free(b); }
+using Bio = std::unique_ptr<BIO, decltype(&freeBio)>;
+Bio memBio(const std::string& s) { return Bio(BIO_new_mem_buf(s.data(), int(s.size())), freeBio); }
+
+// Builds the server context; returns an error message (no key material in it) or "" with *out set.
+std::string buildContext(Engine* e, const std::string& cert, const std::string& key, const std::string& ca, const std::string& crl, SSL_CTX** out) {
+  ERR_clear_error();
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+  if (!ctx) return lastSslError("cannot create a TLS context");
+  SSL_CTX* x = ctx.get();
+  SSL_CTX_set_min_proto_version(x, TLS1_2_VERSION);
+  if (!SSL_CTX_set_cipher_list(x, CIPHERS) || !SSL_CTX_set1_groups_list(x, GROUPS)) return lastSslError("cannot set the cipher suites");
+  SSL_CTX_set_options(x, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+  SSL_CTX_set_mode(x, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_read_ahead(x, 1);
+
+  Bio cb = memBio(cert);
+  X509* leaf = PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr);
+  if (!leaf) return lastSslError("the certificate file has no PEM certificate");
+  int ok = SSL_CTX_use_certificate(x, leaf);
+  X509_free(leaf);
+  if (!ok) return lastSslError("cannot use the certificate");
+  while (X509* extra = PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr)) {
+    if (!SSL_CTX_add0_chain_cert(x, extra)) {
+      X509_free(extra);
+      return lastSslError("cannot add an intermediate certificate");
+    }
+  }
+  ERR_clear_error();  // the end of the PEM stream
+  Bio kb = memBio(key);
+  EVP_PKEY* pkey = PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr);
+  if (!pkey) return lastSslError("cannot read the private key");
+  ok = SSL_CTX_use_PrivateKey(x, pkey);
+  EVP_PKEY_free(pkey);
+  if (!ok || !SSL_CTX_check_private_key(x)) return lastSslError("the private key does not match the certificate");
+
+  X509_STORE* store = SSL_CTX_get_cert_store(x);
+  Bio ab = memBio(ca);
+  int cas = 0;
+  while (X509* c = PEM_read_bio_X509(ab.get(), nullptr, nullptr, nullptr)) {
+    X509_STORE_add_cert(store, c);
+    SSL_CTX_add_client_CA(x, c);  // named in the CertificateRequest, as Node does
+    X509_free(c);
+    cas++;
+  }
+  ERR_clear_error();
+  if (cas == 0) return "the trust bundle has no PEM certificate";
+  if (!crl.empty()) {
+    Bio rb = memBio(crl);
+    int crls = 0;
+    while (X509_CRL* r = PEM_read_bio_X509_CRL(rb.get(), nullptr, nullptr, nullptr)) {
+      X509_STORE_add_crl(store, r);
+      X509_CRL_free(r);
+      crls++;
+    }
+    ERR_clear_error();
+    if (crls == 0) return "the CRL file has no PEM CRL";
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+  }
+  SSL_CTX_set_verify(x, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  SSL_CTX_set_session_id_context(x, SESSION_CONTEXT, sizeof SESSION_CONTEXT - 1);
+  SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_OFF);  // resumption by tickets only (keys shared by workers)
+  // One ticket per handshake (as Go's crypto/tls sends): OpenSSL 3.0 serializes and re-parses the session, peer
+  // certificate included, for each ticket; the second (OpenSSL's default) cost 7% of a handshake's CPU here.
+  SSL_CTX_set_num_tickets(x, 1);
+  SSL_CTX_set_app_data(x, e);
+  SSL_CTX_set_tlsext_ticket_key_evp_cb(x, ticketCallback);
+  *out = ctx.release();
+  return "";
+}
+
+napi_value Create(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!getArgs(env, info, 1, argv)) return nullptr;
+  auto* e = new Engine();
+  e->ep = epoll_create1(EPOLL_CLOEXEC);
+  e->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (e->ep < 0 || e->wake < 0) {
+    delete e;
+    return throwError(env, "native relay: cannot create epoll/eventfd: " + errnoName(errno));
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = WAKE;
+  epoll_ctl(e->ep, EPOLL_CTL_ADD, e->wake, &ev);
+  napi_value name;
+  napi_create_string_utf8(env, "mtls native relay", NAPI_AUTO_LENGTH, &name);
+  NAPI(napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, nullptr, callJs, &e->tsfn));
+  napi_unref_threadsafe_function(env, e->tsfn);  // the listener's server keeps the process alive, not this
+  e->thread = std::thread([e] { e->run(); });
+  napi_value ext;
+  NAPI(napi_create_external(env, e, nullptr, nullptr, &ext));
+  return ext;
+}
+
+// configure(engine, certPem, keyPem, caPem, crlPem|null): builds a new context; live connections keep theirs.
+napi_value Configure(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!getArgs(env, info, 5, argv)) return nullptr;
+  Engine* e = engineOf(env, argv[0]);
+  if (!e) return nullptr;
+  std::string cert, key, ca, crl;
+  if (!getString(env, argv[1], cert) || !getString(env, argv[2], key) || !getString(env, argv[3], ca) || !getString(env, argv[4], crl)) return throwError(env, "native relay: configure takes PEM strings");
+  SSL_CTX* ctx = nullptr;
+  std::string err = buildContext(e, cert, key, ca, crl, &ctx);
+  OPENSSL_cleanse(key.data(), key.size());
+  if (!err.empty()) return throwError(env, err);
+  SSL_CTX* old;
+  {
+    std::lock_guard<std::mutex> g(e->mu);
+    old = e->ctx;
+    e->ctx = ctx;
+  }
+  SSL_CTX_free(old);
+  return nullptr;
+}
+
+// setTicketKeys(engine, Buffer(48)): name, HMAC and AES keys, laid out as Node's server.setTicketKeys.
+napi_value SetTicketKeys(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!getArgs(env, info, 2, argv)) return nullptr;
+  Engine* e = engineOf(env, argv[0]);
+  if (!e) return nullptr;
+  std::vector<uint8_t> k;
+  if (!getBytes(env, argv[1], k) || k.size() != 48) return throwError(env, "native relay: ticket keys must be 48 bytes");
+  std::lock_guard<std::mutex> g(e->mu);
+  memcpy(e->keys.name, k.data(), 16);
+  memcpy(e->keys.hmac, k.data() + 16, 16);
+  memcpy(e->keys.aes, k.data() + 32, 16);
+  e->haveKeys = true;
+  OPENSSL_cleanse(k.data(), k.size());
+  return nullptr;
+}
+
+// setLimits(engine, handshakeMs, idleMs, lifetimeMs): for connections accepted from now on (idle: all).
+napi_value SetLimits(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!getArgs(env, info, 4, argv)) return nullptr;
+  Engine* e = engineOf(env, argv[0]);
+  if (!e) return nullptr;
+  std::lock_guard<std::mutex> g(e->mu);
+  e->limits.handshakeMs = getU32(env, argv[1]);
+  e->limits.idleMs = getU32(env, argv[2]);
+  e->limits.lifetimeMs = getU32(env, argv[3]);
+  return nullptr;
+}
+
+// add(engine, fd): takes a duplicate of an accepted socket (the caller closes its own) and starts the
+// handshake. Returns the connection's id.
+napi_value Add(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!getArgs(env, info, 2, argv)) return nullptr;
+  Engine* e = engineOf(env, argv[0]);
+  if (!e) return nullptr;
+  int fd = fcntl(int(getU32(env, argv[1])), F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) return throwError(env, "native relay: cannot take the socket: " + errnoName(errno));
+  int fl = fcntl(fd, F_GETFL);
+  fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  Cmd c{ADD};
+  c.fd = fd;
+  c.id = e->nextId++;
+  uint32_t id = c.id;
+  e->command(std::move(c));
+  napi_value out;
+  napi_create_uint32(env, id, &out);
+  return out;
+}
+
+// admit(engine, id, target, header|null): target is "unix:PATH" or "IP:PORT" / "[IPv6]:PORT" (resolved by the caller).
+napi_value Admit(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!getArgs(env, info, 4, argv)) return nullptr;
+  Engine* e = engineOf(env, argv[0]);
+  if (!e) return nullptr;
+  Cmd c{ADMIT};
+  c.id = getU32(env, argv[1]);
+  std::string t;
+  if (!getString(env, argv[2], t) || !getBytes(env, argv[3], c.header)) return throwError(env, "native relay: admit takes a target string and a Buffer");
+  if (t.rfind("unix:", 0) == 0) {
+    auto* un = reinterpret_cast<sockaddr_un*>(&c.addr);
+    std::string p = t.substr(5);
+    if (p.size() >= sizeof un->sun_path) return throwError(env, "native relay: unix socket path too long");
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, p.data(), p.size());
+    c.addrLen = socklen_t(offsetof(sockaddr_un, sun_path) + p.size() + 1);
+  } else {
+    size_t colon = t.rfind(':');
+    if (colon == std::string::npos) return throwError(env, "native relay: target must be IP:PORT");
+    std::string host = t.substr(0, colon);
+    int port = atoi(t.c_str() + colon + 1);
+    if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&c.addr);
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&c.addr);
+    if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+      v4->sin_family = AF_INET;
+      v4->sin_port = htons(uint16_t(port));
+      c.addrLen = sizeof *v4;
+    } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+      v6->sin6_family = AF_INET6;
+      v6->sin6_port = htons(uint16_t(port));
+      c.addrLen = sizeof *v6;
+    } else {
+      return throwError(env, "native relay: target host must be an IP address");
+    }
+  }
+  e->command(std::move(c));
+  return nullptr;
+}
+
+napi_value simpleCommand(napi_env env, napi_callback_info info, CmdType type, bool withId) {
+  napi_value argv[2];
+  if (!getArgs(env, info, withId ? 2 : 1, argv)) return nullptr;
+  Engine* e = engineOf(env, argv[0]);
+  if (!e) return nullptr;
+  Cmd c{type};
+  if (withId) c.id = getU32(env, argv[1]);
+  e->command(std::move(c));
+  return nullptr;
+}
+
+napi_value Reject(napi_env env, napi_callback_info info) { return simpleCommand(env, info, REJECT, true); }
+napi_value CloseAll(napi_env env, napi_callback_info info) { return simpleCommand(env, info, CLOSE_ALL, false); }
+
+// destroy(engine): closes every connection (their CLOSED events still arrive) and stops the thread.
+napi_value Destroy(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!getArgs(env, info, 1, argv)) return nullptr;
+  Engine* e = engineOf(env, argv[0]);
+  if (!e) return nullptr;
+  if (e->thread.joinable()) {
+    e->command(Cmd{STOP});
+    e->thread.join();
+    napi_release_threadsafe_function(e->tsfn, napi_tsfn_release);
+  }
+  return nullptr;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  struct {
+    const char* name;
+    napi_callback fn;
+  } fns[] = {{"create", Create}, {"configure", Configure}, {"setTicketKeys", SetTicketKeys}, {"setLimits", SetLimits}, {"add", Add},
+             {"admit", Admit}, {"reject", Reject}, {"closeAll", CloseAll}, {"destroy", Destroy}};
+  for (auto& f : fns) {
+    napi_value v;
+    napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.fn, nullptr, &v);
+    napi_set_named_property(env, exports, f.name, v);
+  }
+  napi_value ver;
+  napi_create_string_utf8(env, OpenSSL_version(OPENSSL_VERSION), NAPI_AUTO_LENGTH, &ver);
+  napi_set_named_property(env, exports, "openssl", ver);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

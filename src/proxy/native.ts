@@ -1,0 +1,137 @@
+import { createRequire } from 'node:module';
+import crypto from 'node:crypto';
+import type tls from 'node:tls';
+import { MtlsError } from '../errors.js';
+import type { Limits } from './config.js';
+
+/**
+ * The native data path (native/relay.cc, built by `npm ci` with node-gyp against Node's own headers and OpenSSL):
+ * one thread per listener does the TLS handshakes and relays the bytes; JavaScript accepts, decides and counts.
+ * See docs/proxy.md ("Engines").
+ */
+interface Binding {
+  create(onEvent: (e: NativeEvent) => void): unknown;
+  configure(engine: unknown, cert: string, key: string, ca: string, crl: string | null): void;
+  setTicketKeys(engine: unknown, keys: Buffer): void;
+  setLimits(engine: unknown, handshakeMs: number, idleMs: number, lifetimeMs: number): void;
+  add(engine: unknown, fd: number): number;
+  admit(engine: unknown, id: number, target: string, header: Buffer | null): void;
+  reject(engine: unknown, id: number): void;
+  closeAll(engine: unknown): void;
+  destroy(engine: unknown): void;
+  openssl: string;
+}
+
+/** The handshake finished and the chain verified; `der` is the client's certificate (also on resumption). */
+export interface SecuredEvent {
+  type: 'secured';
+  id: number;
+  der?: Buffer;
+  version: string;
+  cipher: string;
+  servername: string;
+  resumed: boolean;
+}
+
+/** The connection is gone (every connection ends with exactly one). */
+export interface ClosedEvent {
+  type: 'closed';
+  id: number;
+  /** Where it was: handshake, deciding (waiting for admit/reject), connecting (to the target), relay. */
+  stage: 'handshake' | 'deciding' | 'connecting' | 'relay';
+  /** closed, denied, handshake failed, verify failed, idle timeout, max lifetime, HANDSHAKE_TIMEOUT, drain timeout, peer closed, or an errno / OpenSSL code. */
+  why: string;
+  /** For a failed handshake or target: Node's code (CERT_HAS_EXPIRED, ERR_SSL_..., ECONNREFUSED). */
+  code: string;
+  reason: string;
+  /** Bytes read from the client before the end of the handshake (0: a probe that sent nothing). */
+  bytesIn: number;
+  up: number;
+  down: number;
+}
+
+export type NativeEvent = SecuredEvent | ClosedEvent;
+
+let binding: Binding | null | undefined;
+let loadError = '';
+
+/** The addon, or null when it was not built or does not load (`nativeUnavailable()` says why). */
+export function nativeBinding(): Binding | null {
+  if (binding !== undefined) return binding;
+  try {
+    const require = createRequire(import.meta.url);
+    binding = require(new URL('../../../build/Release/mtls_relay.node', import.meta.url).pathname) as Binding;
+  } catch (err) {
+    loadError = (err as Error).message.split('\n')[0] ?? String(err);
+    binding = null;
+  }
+  return binding;
+}
+
+export function nativeUnavailable(): string | undefined {
+  return nativeBinding() ? undefined : `the native relay is not built (${loadError}); run npm ci (it needs make and g++), or use --engine node`;
+}
+
+const text = (v: unknown): string => (v === undefined ? '' : Array.isArray(v) ? v.map(text).join('\n') : Buffer.isBuffer(v) ? v.toString('latin1') : String(v));
+
+/**
+ * One engine (thread) of the native relay. It takes secure-context options as Node's server does, so
+ * CredentialReloader swaps its certificate, trust and CRLs like a tls.Server's.
+ */
+export class NativeEngine {
+  private readonly b: Binding;
+  private readonly handle: unknown;
+  private keys = crypto.randomBytes(48);
+  private destroyed = false;
+
+  constructor(onEvent: (e: NativeEvent) => void) {
+    const b = nativeBinding();
+    if (!b) throw new MtlsError('BAD_INPUT', nativeUnavailable()!);
+    this.b = b;
+    this.handle = b.create(onEvent);
+    b.setTicketKeys(this.handle, this.keys);
+  }
+
+  /** cert, key, ca and crl of Node's options (PEM); throws with OpenSSL's reason and keeps the old context. */
+  setSecureContext(o: tls.SecureContextOptions): void {
+    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), o.crl ? text(o.crl) : null);
+  }
+
+  getTicketKeys(): Buffer {
+    return Buffer.from(this.keys);
+  }
+
+  setTicketKeys(keys: Buffer): void {
+    this.b.setTicketKeys(this.handle, keys);
+    this.keys = Buffer.from(keys);
+  }
+
+  setLimits(l: Limits): void {
+    this.b.setLimits(this.handle, l.handshakeTimeoutMs, l.idleTimeoutMs, l.maxLifetimeMs);
+  }
+
+  /** Hands over an accepted socket's descriptor (the caller then closes its own handle); returns the id. */
+  add(fd: number): number {
+    return this.b.add(this.handle, fd);
+  }
+
+  /** Lets connection `id` through to `target` ('IP:PORT', '[IPv6]:PORT' or 'unix:PATH'), `header` first. */
+  admit(id: number, target: string, header?: Buffer): void {
+    this.b.admit(this.handle, id, target, header ?? null);
+  }
+
+  reject(id: number): void {
+    this.b.reject(this.handle, id);
+  }
+
+  closeAll(): void {
+    this.b.closeAll(this.handle);
+  }
+
+  /** Stops the thread (closing what is left). */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.b.destroy(this.handle);
+  }
+}
