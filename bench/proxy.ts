@@ -1,5 +1,5 @@
 /**
- * `mtls proxy server` against stunnel4, terminating the same mTLS (same certificates, client certificate
+ * `mtls proxy server` (native engine, cluster, `--engine node`) against stunnel4, terminating the same mTLS (same certificates, client certificate
  * required and verified) in front of the same plaintext backend, and a direct plaintext connection. Rounds are
  * interleaved (A B A B); medians. Proxy CPU from /proc (whole process tree).
  */
@@ -158,12 +158,16 @@ export async function proxySection(): Promise<string> {
     children.push(backend);
     await new Promise<void>((r) => backend.stdout!.once('data', () => r()));
 
-    const ours: Peer = { name: 'mtls proxy server', port: await freePort(), tls: true };
-    ours.child = spawn(process.execPath, [BIN, 'proxy', 'server', '--listen', `127.0.0.1:${ours.port}`, '--target', `127.0.0.1:${backendPort}`, '--cert', f('server.crt'), '--key', f('server.key'), '--ca', f('ca.crt'), '--allow', 'trust-domain:bench.example', '--log-level', 'warn', '--max-connections', '20000'], { stdio: 'ignore' });
-    children.push(ours.child);
-    const cluster: Peer = { name: 'mtls proxy server --workers 2', port: await freePort(), tls: true };
-    cluster.child = spawn(process.execPath, [BIN, 'proxy', 'server', '--listen', `127.0.0.1:${cluster.port}`, '--target', `127.0.0.1:${backendPort}`, '--cert', f('server.crt'), '--key', f('server.key'), '--ca', f('ca.crt'), '--allow', 'trust-domain:bench.example', '--log-level', 'warn', '--max-connections', '20000', '--workers', '2'], { stdio: 'ignore' });
-    children.push(cluster.child);
+    // mtls proxy server processes: the default (the native engine), the cluster, and Node's TLS socket.
+    const startMtls = async (name: string, extra: string[]): Promise<Peer> => {
+      const peer: Peer = { name, port: await freePort(), tls: true };
+      peer.child = spawn(process.execPath, [BIN, 'proxy', 'server', '--listen', `127.0.0.1:${peer.port}`, '--target', `127.0.0.1:${backendPort}`, '--cert', f('server.crt'), '--key', f('server.key'), '--ca', f('ca.crt'), '--allow', 'trust-domain:bench.example', '--log-level', 'warn', '--max-connections', '20000', ...extra], { stdio: 'ignore' });
+      children.push(peer.child);
+      return peer;
+    };
+    const ours = await startMtls('mtls proxy server', []);
+    const cluster = await startMtls('mtls proxy server --workers 2', ['--workers', '2']);
+    const onNode = await startMtls('mtls proxy server --engine node', ['--engine', 'node']);
     const stunnel: Peer = { name: 'stunnel4', port: await freePort(), tls: true };
     fs.writeFileSync(f('stunnel.conf'), `foreground = yes\npid =\ndebug = 3\nsocket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n[svc]\naccept = 127.0.0.1:${stunnel.port}\nconnect = 127.0.0.1:${backendPort}\ncert = ${f('server.crt')}\nkey = ${f('server.key')}\nCAfile = ${f('ca.crt')}\nverifyChain = yes\nrequireCert = yes\n`);
     stunnel.child = spawn(STUNNEL, [f('stunnel.conf')], { stdio: 'ignore' });
@@ -173,8 +177,8 @@ export async function proxySection(): Promise<string> {
     floor.child = spawn(process.execPath, [path.join(HERE, 'node-relay.js'), String(floor.port), String(backendPort), f('server.crt'), f('server.key'), f('ca.crt')], { stdio: 'ignore' });
     children.push(floor.child);
     const direct: Peer = { name: 'direct (plaintext, no proxy)', port: backendPort, tls: false };
-    await Promise.all([waitForPort(ours.port), waitForPort(stunnel.port), waitForPort(cluster.port), waitForPort(floor.port)]);
-    const peers = [ours, cluster, stunnel];
+    const peers = [ours, cluster, stunnel, onNode];
+    await Promise.all([...peers, floor].map((p) => waitForPort(p.port)));
 
     const r = new Map<string, { hs: number[]; cpu: number[]; one: number[]; oneCpu: number[]; many: number[]; p50: number[]; p99: number[] }>();
     for (const p of [...peers, floor, direct]) r.set(p.name, { hs: [], cpu: [], one: [], oneCpu: [], many: [], p50: [], p99: [] });
@@ -223,6 +227,7 @@ export async function proxySection(): Promise<string> {
     const b = row(stunnel.name);
     const d = row(direct.name);
     const e = row(floor.name);
+    const n = row(onNode.name);
     const gb = (x: number) => fmt(x / 1e9, 2);
     const ratio = (x: number, y: number) => fmt(x / y, 2);
     return `## Proxy: \`mtls proxy server\` vs stunnel4
@@ -250,28 +255,27 @@ stream needs the client to encrypt and the proxy to decrypt every byte on these 
 ceiling for one stream here. stunnel uses a thread per connection (both cores); \`--workers 2\` is mtlskit's
 cluster (the primary process adds its own RSS to the memory row).
 
-Before bulk reads (src/proxy/bulk.ts: a direction that carried 256 KiB reads into reused buffers and writes the
-records of one TCP read with one writev) one stream ran at 0.70 of stunnel and 16 streams at 0.65; the proxy's
-CPU per GB fell by about a quarter.
+\`mtls proxy server\` runs TCP mode on its native engine (native/relay.cc: TLS and relay on a thread of its own with
+the OpenSSL inside Node); both mtls columns above are that engine.
 
-### What is Node's cost and what is mtlskit's
+### The engines: native, Node's TLS socket, and a bare Node relay
 
-Every round also ran through a bare Node TLS relay (\`bench/node-relay.ts\`): Node's TLS server with the same
-certificates and the same client-certificate verification, piping each connection to the backend, with no
-identity, policy, metrics, limits or logs. Any proxy built on Node's TLS socket pays at least what it pays.
-"mtls / bare Node" near 1 means mtlskit's own work (identity, policy, metrics, limits, the relay) costs little
-beyond that floor; "bare Node / stunnel" is the part that JavaScript on Node's TLS socket cannot win back. In the
-transfer rows, "mtls / bare Node" above 1 is what mtlskit's relay (\`src/proxy/bulk.ts\`) gains over \`stream.pipe\`.
+The same rounds, through \`mtls proxy server --engine node\` (Node's TLS socket with mtlskit's relay,
+src/proxy/bulk.ts) and a bare Node TLS relay (\`bench/node-relay.ts\`: Node's TLS server with the same certificates
+and client-certificate verification, piping each connection to the backend, with no identity, policy, metrics,
+limits or logs: the floor of any proxy on Node's TLS socket). "--engine node / stunnel" is what the proxy measured
+before the native engine; "bare Node / stunnel" shows that the gap was Node's socket, not mtlskit's work.
 
-| figure | mtls proxy (1 process) | bare Node TLS relay | stunnel4 | mtls / bare Node | bare Node / stunnel |
-|---|---:|---:|---:|---:|---:|
-| new connections / s | ${fmt(a.hs)} | ${fmt(e.hs)} | ${fmt(b.hs)} | ${ratio(a.hs, e.hs)} | ${ratio(e.hs, b.hs)} |
-| proxy CPU ms per connection (lower is better; ratios inverted) | ${fmt(a.cpu, 2)} | ${fmt(e.cpu, 2)} | ${fmt(b.cpu, 2)} | ${ratio(e.cpu, a.cpu)} | ${ratio(b.cpu, e.cpu)} |
-| one stream upload, GB/s | ${gb(a.one)} | ${gb(e.one)} | ${gb(b.one)} | ${ratio(a.one, e.one)} | ${ratio(e.one, b.one)} |
-| proxy CPU seconds per GB of the one-stream upload (lower is better; ratios inverted) | ${fmt(a.oneCpu, 2)} | ${fmt(e.oneCpu, 2)} | ${fmt(b.oneCpu, 2)} | ${ratio(e.oneCpu, a.oneCpu)} | ${ratio(b.oneCpu, e.oneCpu)} |
-| ${PARALLEL} parallel streams, GB/s total | ${gb(a.many)} | ${gb(e.many)} | ${gb(b.many)} | ${ratio(a.many, e.many)} | ${ratio(e.many, b.many)} |
-| echo round trip p50, µs (lower is better; ratios inverted) | ${fmt(a.p50)} | ${fmt(e.p50)} | ${fmt(b.p50)} | ${ratio(e.p50, a.p50)} | ${ratio(b.p50, e.p50)} |
-| echo round trip p99, µs (lower is better; ratios inverted) | ${fmt(a.p99)} | ${fmt(e.p99)} | ${fmt(b.p99)} | ${ratio(e.p99, a.p99)} | ${ratio(b.p99, e.p99)} |
+| figure | mtls proxy (native) | mtls proxy --engine node | bare Node TLS relay | stunnel4 | native / stunnel | --engine node / stunnel | bare Node / stunnel |
+|---|---:|---:|---:|---:|---:|---:|---:|
+| new connections / s | ${fmt(a.hs)} | ${fmt(n.hs)} | ${fmt(e.hs)} | ${fmt(b.hs)} | ${ratio(a.hs, b.hs)} | ${ratio(n.hs, b.hs)} | ${ratio(e.hs, b.hs)} |
+| proxy CPU ms per connection (lower is better; ratios inverted) | ${fmt(a.cpu, 2)} | ${fmt(n.cpu, 2)} | ${fmt(e.cpu, 2)} | ${fmt(b.cpu, 2)} | ${ratio(b.cpu, a.cpu)} | ${ratio(b.cpu, n.cpu)} | ${ratio(b.cpu, e.cpu)} |
+| one stream upload, GB/s | ${gb(a.one)} | ${gb(n.one)} | ${gb(e.one)} | ${gb(b.one)} | ${ratio(a.one, b.one)} | ${ratio(n.one, b.one)} | ${ratio(e.one, b.one)} |
+| proxy CPU seconds per GB of the one-stream upload (lower is better; ratios inverted) | ${fmt(a.oneCpu, 2)} | ${fmt(n.oneCpu, 2)} | ${fmt(e.oneCpu, 2)} | ${fmt(b.oneCpu, 2)} | ${ratio(b.oneCpu, a.oneCpu)} | ${ratio(b.oneCpu, n.oneCpu)} | ${ratio(b.oneCpu, e.oneCpu)} |
+| ${PARALLEL} parallel streams, GB/s total | ${gb(a.many)} | ${gb(n.many)} | ${gb(e.many)} | ${gb(b.many)} | ${ratio(a.many, b.many)} | ${ratio(n.many, b.many)} | ${ratio(e.many, b.many)} |
+| echo round trip p50, µs (lower is better; ratios inverted) | ${fmt(a.p50)} | ${fmt(n.p50)} | ${fmt(e.p50)} | ${fmt(b.p50)} | ${ratio(b.p50, a.p50)} | ${ratio(b.p50, n.p50)} | ${ratio(b.p50, e.p50)} |
+| echo round trip p99, µs (lower is better; ratios inverted) | ${fmt(a.p99)} | ${fmt(n.p99)} | ${fmt(e.p99)} | ${fmt(b.p99)} | ${ratio(b.p99, a.p99)} | ${ratio(b.p99, n.p99)} | ${ratio(b.p99, e.p99)} |
+| proxy RSS per idle relayed connection, KiB (lower is better; ratios inverted) | ${fmt(mem.get(ours.name)! / 1024, 1)} | ${fmt(mem.get(onNode.name)! / 1024, 1)} | | ${fmt(mem.get(stunnel.name)! / 1024, 1)} | ${ratio(mem.get(stunnel.name)!, mem.get(ours.name)!)} | ${ratio(mem.get(stunnel.name)!, mem.get(onNode.name)!)} | |
 `;
   } finally {
     for (const c of children) c.kill('SIGTERM');

@@ -178,26 +178,24 @@ struct TicketKeys {
   unsigned char name[16], hmac[16], aes[16];
 };
 
-struct Engine {
+struct Engine;
+
+// One thread with its epoll loop and the connections it was given (all of their state lives here).
+struct Loop {
+  Engine* e;
   std::thread thread;
   int ep = -1, wake = -1;
-  napi_threadsafe_function tsfn = nullptr;
-  std::atomic<uint32_t> nextId{1};
-
-  std::mutex mu;  // guards ctx, keys, limits, cmds
-  SSL_CTX* ctx = nullptr;
-  TicketKeys keys{};
-  bool haveKeys = false;
-  Limits limits;
+  std::mutex mu;  // guards cmds
   std::vector<Cmd> cmds;
 
-  // engine thread only
+  // this loop's thread only
   std::unordered_map<uint32_t, Conn*> conns;
   std::unique_ptr<uint8_t[]> scratch{new uint8_t[CHUNK]};
   bool stopping = false;
   uint64_t lastSweep = 0;
 
-  void post(std::unique_ptr<Event> ev) { napi_call_threadsafe_function(tsfn, ev.release(), napi_tsfn_nonblocking); }
+  explicit Loop(Engine* engine) : e(engine) {}
+  void post(std::unique_ptr<Event> ev);
   void command(Cmd c) {
     {
       std::lock_guard<std::mutex> g(mu);
@@ -222,6 +220,31 @@ struct Engine {
   void arm(Conn* c);
   void close(Conn* c, const std::string& why, const std::string& code = "", const std::string& reason = "");
 };
+
+// A listener's engine: its loops (a connection stays on the loop its id picks) and what they share.
+struct Engine {
+  napi_threadsafe_function tsfn = nullptr;
+  std::atomic<uint32_t> nextId{1};
+  std::vector<std::unique_ptr<Loop>> loops;
+  bool running = false;
+
+  std::mutex mu;  // guards ctx, keys, limits
+  SSL_CTX* ctx = nullptr;
+  TicketKeys keys{};
+  bool haveKeys = false;
+  Limits limits;
+
+  // Commands for one connection go to its loop; the others to every loop.
+  void command(Cmd c) {
+    if (c.type == CLOSE_ALL || c.type == STOP) {
+      for (auto& l : loops) l->command(c);
+      return;
+    }
+    loops[c.id % loops.size()]->command(std::move(c));
+  }
+};
+
+void Loop::post(std::unique_ptr<Event> ev) { napi_call_threadsafe_function(e->tsfn, ev.release(), napi_tsfn_nonblocking); }
 
 int ticketCallback(SSL* s, unsigned char name[16], unsigned char* iv, EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx, int enc) {
   Engine* e = static_cast<Engine*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(s)));
@@ -251,7 +274,7 @@ int ticketCallback(SSL* s, unsigned char name[16], unsigned char* iv, EVP_CIPHER
 
 // ---- engine thread ----
 
-void Engine::run() {
+void Loop::run() {
   epoll_event evs[256];
   lastSweep = nowMs();
   while (!stopping) {
@@ -270,7 +293,7 @@ void Engine::run() {
   for (auto it = conns.begin(); it != conns.end();) close((it++)->second, "engine stopped");
 }
 
-void Engine::runCommands() {
+void Loop::runCommands() {
   std::vector<Cmd> batch;
   {
     std::lock_guard<std::mutex> g(mu);
@@ -300,14 +323,14 @@ void Engine::runCommands() {
   }
 }
 
-void Engine::add(int fd, uint32_t id) {
+void Loop::add(int fd, uint32_t id) {
   SSL_CTX* ctx;
   Limits lim;
   {
-    std::lock_guard<std::mutex> g(mu);
-    ctx = this->ctx;
+    std::lock_guard<std::mutex> g(e->mu);
+    ctx = e->ctx;
     if (ctx) SSL_CTX_up_ref(ctx);
-    lim = limits;
+    lim = e->limits;
   }
   auto* c = new Conn();
   c->id = id;
@@ -332,7 +355,7 @@ void Engine::add(int fd, uint32_t id) {
   handshake(c);
 }
 
-void Engine::dispatch(uint64_t data, uint32_t events) {
+void Loop::dispatch(uint64_t data, uint32_t events) {
   auto it = conns.find(uint32_t(data >> 1));
   if (it == conns.end()) return;
   Conn* c = it->second;
@@ -378,7 +401,7 @@ void Engine::dispatch(uint64_t data, uint32_t events) {
   }
 }
 
-void Engine::handshake(Conn* c) {
+void Loop::handshake(Conn* c) {
   ERR_clear_error();
   int r = SSL_do_handshake(c->ssl);
   if (r == 1) return secured(c);
@@ -409,7 +432,7 @@ void Engine::handshake(Conn* c) {
   close(c, verify != X509_V_OK ? "verify failed" : "handshake failed", code, reason);
 }
 
-void Engine::secured(Conn* c) {
+void Loop::secured(Conn* c) {
   auto ev = std::make_unique<Event>();
   ev->type = SECURED;
   ev->id = c->id;
@@ -436,7 +459,7 @@ void Engine::secured(Conn* c) {
 
 // A client that is denied, or whose target cannot be reached, gets close_notify and a FIN, not a reset: what it
 // sent meanwhile is read and dropped first (closing a socket with unread bytes makes the kernel send RST).
-void Engine::closeGracefully(Conn* c, const std::string& why, const std::string& code, const std::string& reason) {
+void Loop::closeGracefully(Conn* c, const std::string& why, const std::string& code, const std::string& reason) {
   for (int i = 0; i < 16; i++) {
     if (recv(c->cfd, scratch.get(), CHUNK, MSG_DONTWAIT) <= 0) break;
   }
@@ -446,7 +469,7 @@ void Engine::closeGracefully(Conn* c, const std::string& why, const std::string&
   close(c, why, code, reason);
 }
 
-void Engine::admit(Conn* c, const Cmd& cmd) {
+void Loop::admit(Conn* c, const Cmd& cmd) {
   int fd = socket(cmd.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return closeGracefully(c, errnoName(errno), "TARGET_UNREACHABLE", errnoName(errno));
   c->tfd = fd;
@@ -471,7 +494,7 @@ void Engine::admit(Conn* c, const Cmd& cmd) {
 // Client -> target: whatever waits for the target first, then SSL_read until the client has no more (or the
 // target pushes back). The client's end (close_notify, or FIN without it, as Node's TLS socket treats it)
 // becomes a FIN to the target once everything before it is written.
-void Engine::pumpUp(Conn* c) {
+void Loop::pumpUp(Conn* c) {
   uint8_t* buf = scratch.get();
   for (;;) {
     if (!c->toTarget.empty()) {
@@ -531,7 +554,7 @@ void Engine::pumpUp(Conn* c) {
 
 // Target -> client: recv, then SSL_write; the rest waits when the client pushes back. The target's FIN becomes
 // close_notify and a FIN to the client (half-close: the client may go on sending).
-void Engine::pumpDown(Conn* c) {
+void Loop::pumpDown(Conn* c) {
   uint8_t* buf = scratch.get();
   for (;;) {
     if (!c->toClient.empty()) {
@@ -582,12 +605,12 @@ void Engine::pumpDown(Conn* c) {
   }
 }
 
-void Engine::maybeDone(Conn* c) {
+void Loop::maybeDone(Conn* c) {
   if (c->targetShut && c->clientShut) close(c, "closed");
 }
 
 // Registers what each socket waits for now: a side is read only while nothing from it waits to be written.
-void Engine::arm(Conn* c) {
+void Loop::arm(Conn* c) {
   uint32_t cev = 0, tev = 0;
   switch (c->stage) {
     case Stage::Handshake: cev = uint32_t(c->handshakeWants); break;
@@ -615,13 +638,13 @@ void Engine::arm(Conn* c) {
   }
 }
 
-void Engine::sweep() {
+void Loop::sweep() {
   uint64_t now = nowMs();
   lastSweep = now;
   Limits lim;
   {
-    std::lock_guard<std::mutex> g(mu);
-    lim = limits;
+    std::lock_guard<std::mutex> g(e->mu);
+    lim = e->limits;
   }
   std::vector<std::pair<Conn*, const char*>> doomed;
   for (auto& [id, c] : conns) {
@@ -644,7 +667,7 @@ void Engine::sweep() {
   }
 }
 
-void Engine::close(Conn* c, const std::string& why, const std::string& code, const std::string& reason) {
+void Loop::close(Conn* c, const std::string& why, const std::string& code, const std::string& reason) {
   auto ev = std::make_unique<Event>();
   ev->type = CLOSED;
   ev->id = c->id;
@@ -742,6 +765,11 @@ bool getArgs(napi_env env, napi_callback_info info, size_t want, napi_value* arg
     return false;
   }
   return true;
+}
+
+// The arguments of a call whose first argument is an engine; null (with a JS exception pending) when wrong.
+Engine* engineCall(napi_env env, napi_callback_info info, size_t want, napi_value* argv) {
+  return getArgs(env, info, want, argv) ? engineOf(env, argv[0]) : nullptr;
 }
 
 bool getString(napi_env env, napi_value v, std::string& out) {
@@ -860,25 +888,33 @@ std::string buildContext(Engine* e, const std::string& cert, const std::string& 
   return "";
 }
 
+// create(onEvent, threads): an engine with `threads` loops (one thread each).
 napi_value Create(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!getArgs(env, info, 1, argv)) return nullptr;
+  napi_value argv[2];
+  if (!getArgs(env, info, 2, argv)) return nullptr;
+  uint32_t threads = getU32(env, argv[1]);
+  if (threads < 1 || threads > 256) return throwError(env, "native relay: threads must be 1 to 256");
   auto* e = new Engine();
-  e->ep = epoll_create1(EPOLL_CLOEXEC);
-  e->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (e->ep < 0 || e->wake < 0) {
-    delete e;
-    return throwError(env, "native relay: cannot create epoll/eventfd: " + errnoName(errno));
+  for (uint32_t i = 0; i < threads; i++) {
+    auto l = std::make_unique<Loop>(e);
+    l->ep = epoll_create1(EPOLL_CLOEXEC);
+    l->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (l->ep < 0 || l->wake < 0) return throwError(env, "native relay: cannot create epoll/eventfd: " + errnoName(errno));
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = WAKE;
+    epoll_ctl(l->ep, EPOLL_CTL_ADD, l->wake, &ev);
+    e->loops.push_back(std::move(l));
   }
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = WAKE;
-  epoll_ctl(e->ep, EPOLL_CTL_ADD, e->wake, &ev);
   napi_value name;
   napi_create_string_utf8(env, "mtls native relay", NAPI_AUTO_LENGTH, &name);
   NAPI(napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, nullptr, callJs, &e->tsfn));
   napi_unref_threadsafe_function(env, e->tsfn);  // the listener's server keeps the process alive, not this
-  e->thread = std::thread([e] { e->run(); });
+  for (auto& l : e->loops) {
+    Loop* lp = l.get();
+    l->thread = std::thread([lp] { lp->run(); });
+  }
+  e->running = true;
   napi_value ext;
   NAPI(napi_create_external(env, e, nullptr, nullptr, &ext));
   return ext;
@@ -887,8 +923,7 @@ napi_value Create(napi_env env, napi_callback_info info) {
 // configure(engine, certPem, keyPem, caPem, crlPem|null): builds a new context; live connections keep theirs.
 napi_value Configure(napi_env env, napi_callback_info info) {
   napi_value argv[5];
-  if (!getArgs(env, info, 5, argv)) return nullptr;
-  Engine* e = engineOf(env, argv[0]);
+  Engine* e = engineCall(env, info, 5, argv);
   if (!e) return nullptr;
   std::string cert, key, ca, crl;
   if (!getString(env, argv[1], cert) || !getString(env, argv[2], key) || !getString(env, argv[3], ca) || !getString(env, argv[4], crl)) return throwError(env, "native relay: configure takes PEM strings");
@@ -909,8 +944,7 @@ napi_value Configure(napi_env env, napi_callback_info info) {
 // setTicketKeys(engine, Buffer(48)): name, HMAC and AES keys, laid out as Node's server.setTicketKeys.
 napi_value SetTicketKeys(napi_env env, napi_callback_info info) {
   napi_value argv[2];
-  if (!getArgs(env, info, 2, argv)) return nullptr;
-  Engine* e = engineOf(env, argv[0]);
+  Engine* e = engineCall(env, info, 2, argv);
   if (!e) return nullptr;
   std::vector<uint8_t> k;
   if (!getBytes(env, argv[1], k) || k.size() != 48) return throwError(env, "native relay: ticket keys must be 48 bytes");
@@ -926,8 +960,7 @@ napi_value SetTicketKeys(napi_env env, napi_callback_info info) {
 // setLimits(engine, handshakeMs, idleMs, lifetimeMs): for connections accepted from now on (idle: all).
 napi_value SetLimits(napi_env env, napi_callback_info info) {
   napi_value argv[4];
-  if (!getArgs(env, info, 4, argv)) return nullptr;
-  Engine* e = engineOf(env, argv[0]);
+  Engine* e = engineCall(env, info, 4, argv);
   if (!e) return nullptr;
   std::lock_guard<std::mutex> g(e->mu);
   e->limits.handshakeMs = getU32(env, argv[1]);
@@ -940,8 +973,7 @@ napi_value SetLimits(napi_env env, napi_callback_info info) {
 // handshake. Returns the connection's id.
 napi_value Add(napi_env env, napi_callback_info info) {
   napi_value argv[2];
-  if (!getArgs(env, info, 2, argv)) return nullptr;
-  Engine* e = engineOf(env, argv[0]);
+  Engine* e = engineCall(env, info, 2, argv);
   if (!e) return nullptr;
   int fd = fcntl(int(getU32(env, argv[1])), F_DUPFD_CLOEXEC, 3);
   if (fd < 0) return throwError(env, "native relay: cannot take the socket: " + errnoName(errno));
@@ -960,8 +992,7 @@ napi_value Add(napi_env env, napi_callback_info info) {
 // admit(engine, id, target, header|null): target is "unix:PATH" or "IP:PORT" / "[IPv6]:PORT" (resolved by the caller).
 napi_value Admit(napi_env env, napi_callback_info info) {
   napi_value argv[4];
-  if (!getArgs(env, info, 4, argv)) return nullptr;
-  Engine* e = engineOf(env, argv[0]);
+  Engine* e = engineCall(env, info, 4, argv);
   if (!e) return nullptr;
   Cmd c{ADMIT};
   c.id = getU32(env, argv[1]);
@@ -1000,8 +1031,7 @@ napi_value Admit(napi_env env, napi_callback_info info) {
 
 napi_value simpleCommand(napi_env env, napi_callback_info info, CmdType type, bool withId) {
   napi_value argv[2];
-  if (!getArgs(env, info, withId ? 2 : 1, argv)) return nullptr;
-  Engine* e = engineOf(env, argv[0]);
+  Engine* e = engineCall(env, info, withId ? 2 : 1, argv);
   if (!e) return nullptr;
   Cmd c{type};
   if (withId) c.id = getU32(env, argv[1]);
@@ -1012,15 +1042,15 @@ napi_value simpleCommand(napi_env env, napi_callback_info info, CmdType type, bo
 napi_value Reject(napi_env env, napi_callback_info info) { return simpleCommand(env, info, REJECT, true); }
 napi_value CloseAll(napi_env env, napi_callback_info info) { return simpleCommand(env, info, CLOSE_ALL, false); }
 
-// destroy(engine): closes every connection (their CLOSED events still arrive) and stops the thread.
+// destroy(engine): closes every connection (their CLOSED events still arrive) and stops the threads.
 napi_value Destroy(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!getArgs(env, info, 1, argv)) return nullptr;
-  Engine* e = engineOf(env, argv[0]);
+  Engine* e = engineCall(env, info, 1, argv);
   if (!e) return nullptr;
-  if (e->thread.joinable()) {
+  if (e->running) {
+    e->running = false;
     e->command(Cmd{STOP});
-    e->thread.join();
+    for (auto& l : e->loops) l->thread.join();
     napi_release_threadsafe_function(e->tsfn, napi_tsfn_release);
   }
   return nullptr;

@@ -44,7 +44,7 @@ const cache = new WeakMap<TLSSocket, PeerIdentity | null>();
 const MAX_CACHED_IDENTITIES = 1024;
 const byDer = new Map<string, PeerIdentity>();
 
-function identityForDer(raw: Buffer): PeerIdentity {
+export function identityForDer(raw: Buffer): PeerIdentity {
   const key = raw.toString('base64');
   let id = byDer.get(key);
   if (id) {

@@ -12,6 +12,8 @@ export interface ListenerContext {
   metrics: ProxyMetrics;
   /** Session ticket keys for a trust digest (shared by cluster workers). */
   ticketKeys?: (trustDigest: Buffer) => Buffer;
+  /** Threads of a native-engine listener: the cores this process may use (all, or its share in a cluster). */
+  threads?: number;
 }
 
 /** What every listener has: a socket server, its live connections, reloadable credentials, a drain. */

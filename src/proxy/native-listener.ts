@@ -1,9 +1,8 @@
 import dns from 'node:dns/promises';
 import net from 'node:net';
 import type { PeerIdentity } from '../identity/identity.js';
-import { identityFromCertificate } from '../identity/identity.js';
+import { identityForDer } from '../identity/identity.js';
 import { compilePolicy, describePeer as who, type Policy } from '../identity/policy.js';
-import { parseCertificate } from '../pki/certificate.js';
 import { authorizationFailure, classifyTlsError } from '../tls/errors.js';
 import { serverTlsOptions } from '../tls/options.js';
 import type { Credentials } from '../tls/credentials.js';
@@ -44,7 +43,7 @@ export class NativeServerListener extends Listener<ServerListenerConfig> {
   constructor(config: ServerListenerConfig, ctx: ListenerContext) {
     super(config, ctx);
     this.policy = compilePolicy(config.policy);
-    this.native = new NativeEngine((e) => (e.type === 'secured' ? this.secured(e) : this.closed(e)));
+    this.native = new NativeEngine((e) => (e.type === 'secured' ? this.secured(e) : this.closed(e)), ctx.threads ?? 1);
     this.native.setSecureContext(this.tlsOptions(this.reloader.current));
     this.native.setLimits(config.limits);
     this.reloader.attach(this.native, (c) => this.tlsOptions(c));
@@ -121,7 +120,7 @@ export class NativeServerListener extends Listener<ServerListenerConfig> {
     if (e.resumed) this.ctx.metrics.resumed.inc({ listener: this.name });
     let id: PeerIdentity | undefined;
     try {
-      id = e.der ? identityFromCertificate(parseCertificate(e.der, 'client certificate')) : undefined;
+      id = e.der ? identityForDer(e.der) : undefined; // parsed once per certificate (cached by its bytes)
     } catch {
       id = undefined; // verified by OpenSSL but not parseable by us: no identity, so denied
     }

@@ -10,7 +10,7 @@ import type { Limits } from './config.js';
  * See docs/proxy.md ("Engines").
  */
 interface Binding {
-  create(onEvent: (e: NativeEvent) => void): unknown;
+  create(onEvent: (e: NativeEvent) => void, threads: number): unknown;
   configure(engine: unknown, cert: string, key: string, ca: string, crl: string | null): void;
   setTicketKeys(engine: unknown, keys: Buffer): void;
   setLimits(engine: unknown, handshakeMs: number, idleMs: number, lifetimeMs: number): void;
@@ -75,7 +75,7 @@ export function nativeUnavailable(): string | undefined {
 const text = (v: unknown): string => (v === undefined ? '' : Array.isArray(v) ? v.map(text).join('\n') : Buffer.isBuffer(v) ? v.toString('latin1') : String(v));
 
 /**
- * One engine (thread) of the native relay. It takes secure-context options as Node's server does, so
+ * The native relay of one listener. It takes secure-context options as Node's server does, so
  * CredentialReloader swaps its certificate, trust and CRLs like a tls.Server's.
  */
 export class NativeEngine {
@@ -84,11 +84,12 @@ export class NativeEngine {
   private keys = crypto.randomBytes(48);
   private destroyed = false;
 
-  constructor(onEvent: (e: NativeEvent) => void) {
+  /** `threads`: event loops, each a thread of its own; connections are spread over them in turn. */
+  constructor(onEvent: (e: NativeEvent) => void, threads = 1) {
     const b = nativeBinding();
     if (!b) throw new MtlsError('BAD_INPUT', nativeUnavailable()!);
     this.b = b;
-    this.handle = b.create(onEvent);
+    this.handle = b.create(onEvent, threads);
     b.setTicketKeys(this.handle, this.keys);
   }
 

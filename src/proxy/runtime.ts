@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import type { Logger } from 'pino';
@@ -59,7 +60,11 @@ export class MtlsProxy extends EventEmitter {
     this.config = o.config;
     this.log = o.log ?? createLogger(o.config.logLevel);
     this.metrics = o.metrics ?? new ProxyMetrics();
-    const ctx = { log: this.log, metrics: this.metrics, ticketKeys: ticketKeysFor(o.ticketSecret ?? crypto.randomBytes(32)) };
+    // A native-engine listener runs a thread per core this process may use: all of them, or its share of a
+    // cluster (workers: 0 is one worker per core).
+    const cores = os.availableParallelism();
+    const threads = Math.max(1, Math.floor(cores / (o.config.workers === 0 ? cores : o.config.workers)));
+    const ctx = { log: this.log, metrics: this.metrics, ticketKeys: ticketKeysFor(o.ticketSecret ?? crypto.randomBytes(32)), threads };
     this.endpoints = o.config.listeners.map((l) => {
       if (l.mode === 'client') return new ClientListener(l, ctx);
       return useNative(l, this.log) ? new NativeServerListener(l, ctx) : new ServerListener(l, ctx);

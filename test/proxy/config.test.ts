@@ -48,6 +48,7 @@ describe('proxy config (YAML)', () => {
     assert.equal(a!.mode === 'server' && a!.policy.routes?.[0]?.prefix, '/admin');
     assert.equal(b!.mode === 'client' && b!.expectSpiffeId, 'spiffe://acme.org/ns/data/sa/postgres');
     assert.deepEqual(b!.limits.handshakeTimeoutMs, 10_000, 'defaults');
+    assert.equal(a!.mode === 'server' && a!.engine, 'auto', 'native for TCP when built, Node for HTTP');
   });
 
   const bad: [string, (y: string) => string, RegExp][] = [
@@ -59,6 +60,8 @@ describe('proxy config (YAML)', () => {
     ['a bad rule', (y) => y.replace('"spiffe://acme.org/ns/*/sa/web"', '"bogus:x"'), /listeners\[0\]: /],
     ['two listeners with one name', (y) => y.replace('name: db-out', 'name: api-in'), /two listeners are named 'api-in'/],
     ['PROXY protocol in HTTP mode', (y) => y.replace('protocol: http', 'protocol: http\n    proxyProtocol: true'), /proxyProtocol: is for protocol: tcp/],
+    ['the native engine in HTTP mode', (y) => y.replace('protocol: http', 'protocol: http\n    engine: native'), /listeners\[0\]\.engine: native is for protocol: tcp/],
+    ['an unknown engine', (y) => y.replace('protocol: http', 'protocol: http\n    engine: fast'), /listeners\[0\]\.engine: must be native, node or auto/],
     ['not YAML', () => 'listeners: [', /proxy\.yaml: not valid YAML/],
     ['a duplicate key', (y) => y.replace('workers: 2', 'workers: 2\nworkers: 3'), /not valid YAML/],
   ];
