@@ -920,10 +920,11 @@ napi_value Create(napi_env env, napi_callback_info info) {
   return ext;
 }
 
-// configure(engine, certPem, keyPem, caPem, crlPem|null): builds a new context; live connections keep theirs.
+// configure(engine, certPem, keyPem, caPem, crlPem|null, apply): builds a new context and, with apply, swaps it in
+// (live connections keep theirs); without, only proves that it builds.
 napi_value Configure(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  Engine* e = engineCall(env, info, 5, argv);
+  napi_value argv[6];
+  Engine* e = engineCall(env, info, 6, argv);
   if (!e) return nullptr;
   std::string cert, key, ca, crl;
   if (!getString(env, argv[1], cert) || !getString(env, argv[2], key) || !getString(env, argv[3], ca) || !getString(env, argv[4], crl)) return throwError(env, "native relay: configure takes PEM strings");
@@ -931,6 +932,12 @@ napi_value Configure(napi_env env, napi_callback_info info) {
   std::string err = buildContext(e, cert, key, ca, crl, &ctx);
   OPENSSL_cleanse(key.data(), key.size());
   if (!err.empty()) return throwError(env, err);
+  bool apply = false;
+  napi_get_value_bool(env, argv[5], &apply);
+  if (!apply) {
+    SSL_CTX_free(ctx);
+    return nullptr;
+  }
   SSL_CTX* old;
   {
     std::lock_guard<std::mutex> g(e->mu);

@@ -11,7 +11,7 @@ import type { Limits } from './config.js';
  */
 interface Binding {
   create(onEvent: (e: NativeEvent) => void, threads: number): unknown;
-  configure(engine: unknown, cert: string, key: string, ca: string, crl: string | null): void;
+  configure(engine: unknown, cert: string, key: string, ca: string, crl: string | null, apply: boolean): void;
   setTicketKeys(engine: unknown, keys: Buffer): void;
   setLimits(engine: unknown, handshakeMs: number, idleMs: number, lifetimeMs: number): void;
   add(engine: unknown, fd: number): number;
@@ -95,7 +95,12 @@ export class NativeEngine {
 
   /** cert, key, ca and crl of Node's options (PEM); throws with OpenSSL's reason and keeps the old context. */
   setSecureContext(o: tls.SecureContextOptions): void {
-    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), o.crl ? text(o.crl) : null);
+    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), o.crl ? text(o.crl) : null, true);
+  }
+
+  /** Throws what setSecureContext would, changing nothing. */
+  checkSecureContext(o: tls.SecureContextOptions): void {
+    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), o.crl ? text(o.crl) : null, false);
   }
 
   getTicketKeys(): Buffer {

@@ -18,6 +18,8 @@ export interface WatchedFiles {
 /** What a reload swaps: a tls.Server, or the proxy's native engine (src/proxy/native.ts). */
 export interface ContextHolder {
   setSecureContext(options: tls.SecureContextOptions): void;
+  /** Throws if setSecureContext would (checked for every holder before any is changed). */
+  checkSecureContext?(options: tls.SecureContextOptions): void;
   getTicketKeys(): Buffer;
   setTicketKeys(keys: Buffer): void;
 }
@@ -139,6 +141,7 @@ export class CredentialReloader extends EventEmitter {
       contexts = this.attached.map((a) => {
         const options = a.build(next);
         tls.createSecureContext(options); // prove it builds before touching any server
+        a.server.checkSecureContext?.(options);
         return { a, options };
       });
     } catch (err) {
