@@ -144,6 +144,7 @@ struct Conn {
   Pending toClient;  // plaintext from the target waiting for SSL_write
   bool clientEnded = false, targetEnded = false;  // each side's end of stream (close_notify or FIN; FIN)
   bool targetShut = false, clientShut = false;    // we ended our writes to each side
+  bool targetIdle = false, clientIdle = false;    // that side is done both ways and out of the epoll set
   int handshakeWants = EPOLLIN;  // the handshake waits for this on the client socket
   int sslWriteWants = 0;         // SSL_write or SSL_shutdown waits for this on the client socket
   uint32_t cev = 0, tev = 0;     // registered epoll interest
@@ -377,9 +378,11 @@ void Loop::dispatch(uint64_t data, uint32_t events) {
       if (err) return closeGracefully(c, errnoName(err), "TARGET_UNREACHABLE", errnoName(err));
       c->stage = Stage::Relay;
       c->last = nowMs();
+      uint32_t id = c->id;
       pumpUp(c);  // the PROXY header, then what the client sent already
-      if (conns.count(c->id)) pumpDown(c);
-      if (conns.count(c->id)) arm(c);
+      if (conns.count(id)) pumpDown(c);  // a quick target may have answered and closed already
+      if (conns.count(id)) maybeDone(c);
+      if (conns.count(id)) arm(c);
       return;
     }
     case Stage::Relay: {
@@ -617,6 +620,16 @@ void Loop::arm(Conn* c) {
     case Stage::Deciding: break;
     case Stage::Connecting: tev = EPOLLOUT; break;
     case Stage::Relay:
+      // A side done both ways leaves the epoll set: a socket shut down both ways reports EPOLLHUP whatever it is
+      // registered for, which would spin this loop while the other side finishes. (It is closed with the rest.)
+      if (c->targetEnded && c->targetShut && !c->targetIdle) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, c->tfd, nullptr);
+        c->targetIdle = true;
+      }
+      if (c->clientEnded && c->clientShut && !c->clientIdle) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, c->cfd, nullptr);
+        c->clientIdle = true;
+      }
       if (!c->clientEnded && c->toTarget.empty()) cev |= EPOLLIN;
       if (c->sslWriteWants) cev |= uint32_t(c->sslWriteWants);
       if (!c->targetEnded && c->toClient.empty() && !c->sslWriteWants) tev |= EPOLLIN;
@@ -624,13 +637,13 @@ void Loop::arm(Conn* c) {
       break;
   }
   epoll_event ev{};
-  if (cev != c->cev && c->cfd >= 0) {
+  if (cev != c->cev && c->cfd >= 0 && !c->clientIdle) {
     ev.events = cev;
     ev.data.u64 = uint64_t(c->id) << 1;
     epoll_ctl(ep, EPOLL_CTL_MOD, c->cfd, &ev);
     c->cev = cev;
   }
-  if (tev != c->tev && c->tfd >= 0) {
+  if (tev != c->tev && c->tfd >= 0 && !c->targetIdle) {
     ev.events = tev;
     ev.data.u64 = (uint64_t(c->id) << 1) | 1;
     epoll_ctl(ep, EPOLL_CTL_MOD, c->tfd, &ev);

@@ -1,5 +1,6 @@
 import dns from 'node:dns/promises';
 import net from 'node:net';
+import { messageOf } from '../errors.js';
 import type { PeerIdentity } from '../identity/identity.js';
 import { identityForDer } from '../identity/identity.js';
 import { compilePolicy, describePeer as who, type Policy } from '../identity/policy.js';
@@ -97,14 +98,23 @@ export class NativeServerListener extends Listener<ServerListenerConfig> {
 
   private accept(s: net.Socket): void {
     const remote = `${s.remoteAddress}:${s.remotePort}`;
-    const fd = (s as unknown as { _handle?: { fd?: number } })._handle?.fd;
-    if (this.conns.size >= this.config.limits.maxConnections || fd === undefined || fd < 0) {
+    if (this.conns.size >= this.config.limits.maxConnections) {
       s.destroy();
       this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: 'MAX_CONNECTIONS' });
       this.log.warn({ event: 'dropped', remote, reason: `maxConnections ${this.config.limits.maxConnections} reached` }, 'connection refused: too many connections');
       return;
     }
-    const id = this.native.add(fd);
+    let id: number;
+    try {
+      const fd = (s as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      if (fd === undefined || fd < 0) throw new Error('the accepted socket has no descriptor');
+      id = this.native.add(fd); // dup(): fails with EMFILE when the process is out of descriptors
+    } catch (err) {
+      s.destroy();
+      this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: 'ACCEPT_FAILED' });
+      this.log.error({ event: 'accept-failed', remote, reason: messageOf(err) }, `connection dropped: ${messageOf(err)}`);
+      return;
+    }
     this.conns.set(id, {
       remote, accepted: process.hrtime.bigint(),
       source: { address: s.remoteAddress ?? '0.0.0.0', port: s.remotePort ?? 0 }, destination: { address: s.localAddress ?? '0.0.0.0', port: s.localPort ?? 0 },

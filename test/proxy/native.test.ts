@@ -119,7 +119,12 @@ describe('native engine', () => {
       await new Promise<void>((resolve) => { const c = net.connect(p.port, '127.0.0.1', () => c.write(Buffer.from('160301', 'hex'))); c.on('close', () => resolve()); c.on('error', () => undefined); }); // stalls
       await new Promise<void>((resolve) => { const c = net.connect(p.port, '127.0.0.1', () => c.end('GET / HTTP/1.1\r\n\r\n')); c.on('close', () => resolve()); c.on('error', () => undefined); c.resume(); }); // not TLS
     }
-    const m = await metrics(p.admin);
+    // The engine reports a close to JavaScript just after the socket closes: the gauge reaches 0 a moment later.
+    let m = await metrics(p.admin);
+    for (const t0 = Date.now(); !/mtls_proxy_active_connections\{listener="server"\} 0/.test(m) && Date.now() - t0 < 5000;) {
+      await new Promise((r) => setTimeout(r, 50));
+      m = await metrics(p.admin);
+    }
     const count = (result: string, reason: string) => Number(new RegExp(`mtls_proxy_handshakes_total\\{listener="server",result="${result}",reason="${reason}"\\} (\\d+)`).exec(m)?.[1] ?? 0);
     assert.equal(count('ok', 'none'), 4, m);
     assert.equal(count('denied', 'PEER_NOT_ALLOWED'), 3);
