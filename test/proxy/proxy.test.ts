@@ -366,62 +366,66 @@ describe('proxy operations: metrics, health, probes, reload, drain', () => {
     assert.ok(!log.some((l) => l['event'] === 'probe' || l['event'] === 'handshake-failed'), 'the probe is not logged at info');
   });
 
-  it('reload under continuous traffic: new certificate, new trust bundle, new policy (config file), 0 failed requests; a corrupt certificate is refused', async () => {
-    const dir = tempDir('mtls-reload-');
-    const cp = (from: string, to: string) => fs.copyFileSync(pki.file(from), path.join(dir, to));
-    cp('server.crt', 'tls.crt'); cp('server.key', 'tls.key'); cp('ca.crt', 'ca.crt');
-    const backend = await serve(http.createServer((_q, s) => s.end('ok')));
-    const [ps, admin] = await Promise.all([freePort(), freePort()]);
-    const config = path.join(dir, 'proxy.yaml');
-    const yaml = (allow: string[]) => `admin: 127.0.0.1:${admin}\nlisteners:\n  - name: api\n    mode: server\n    protocol: http\n    listen: 127.0.0.1:${ps}\n    target: 127.0.0.1:${backend}\n    cert: ${dir}/tls.crt\n    key: ${dir}/tls.key\n    ca: ${dir}/ca.crt\n    allow: ${JSON.stringify(allow)}\n`;
-    fs.writeFileSync(config, yaml([BILLING]));
-    const p = await startProcess(process.execPath, [BIN, 'proxy', '--config', config], /"event":"listening"/);
-    const ctx = (who: string) => tls.createSecureContext(clientTlsOptions(pki.creds(who), pki.bundle));
-    const billing = ctx('billing');
-    const web = ctx('web');
-    let failures = 0;
-    let ok = 0;
-    let running = true;
-    const one = (secureContext: tls.SecureContext) => new Promise<number>((resolve) => {
-      const req = http.request({ host: '127.0.0.1', port: ps, path: '/', createConnection: () => tls.connect({ host: '127.0.0.1', port: ps, secureContext, servername: 'localhost' }) }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)); });
-      req.on('error', () => resolve(-1));
-      req.end();
+  // HTTP mode (Node's TLS socket) and TCP mode (the native engine, or Node's in proxy-node-engine.test.ts).
+  for (const protocol of ['http', 'tcp'] as const) {
+    it(`reload under continuous traffic (${protocol} mode): new certificate, new trust bundle, new policy (config file), 0 failed requests; a corrupt certificate is refused`, { skip: protocol === 'http' && NODE_ENGINE_RUN && 'HTTP mode has one engine: run in proxy.test.ts' }, async () => {
+      const dir = tempDir('mtls-reload-');
+      const cp = (from: string, to: string) => fs.copyFileSync(pki.file(from), path.join(dir, to));
+      cp('server.crt', 'tls.crt'); cp('server.key', 'tls.key'); cp('ca.crt', 'ca.crt');
+      const backend = await serve(http.createServer((_q, s) => s.end('ok')));
+      const [ps, admin] = await Promise.all([freePort(), freePort()]);
+      const config = path.join(dir, 'proxy.yaml');
+      const yaml = (allow: string[]) => `admin: 127.0.0.1:${admin}\nlisteners:\n  - name: api\n    mode: server\n    protocol: ${protocol}\n    engine: ${ENGINE}\n    listen: 127.0.0.1:${ps}\n    target: 127.0.0.1:${backend}\n    cert: ${dir}/tls.crt\n    key: ${dir}/tls.key\n    ca: ${dir}/ca.crt\n    allow: ${JSON.stringify(allow)}\n`;
+      fs.writeFileSync(config, yaml([BILLING]));
+      const p = await startProcess(process.execPath, [BIN, 'proxy', '--config', config], /"event":"listening"/);
+      const ctx = (who: string) => tls.createSecureContext(clientTlsOptions(pki.creds(who), pki.bundle));
+      const billing = ctx('billing');
+      const web = ctx('web');
+      let failures = 0;
+      let ok = 0;
+      let running = true;
+      const one = (secureContext: tls.SecureContext) => new Promise<number>((resolve) => {
+        const req = http.request({ host: '127.0.0.1', port: ps, path: '/', createConnection: () => tls.connect({ host: '127.0.0.1', port: ps, secureContext, servername: 'localhost' }) }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)); });
+        req.on('error', () => resolve(-1));
+        req.end();
+      });
+      const loop = (async () => { while (running) { (await one(billing)) === 200 ? ok++ : failures++; } })();
+      const waitReload = async (n: number) => until(() => (p.output().match(/"event":"(reloaded|policy-reloaded)"/g) ?? []).length >= n, 5000, `reload ${n}`);
+      // 1. a new certificate for the same names
+      const fresh = await pki.issue({ profile: 'server', name: 'server2', names: { dns: ['localhost'], ip: ['127.0.0.1'] } });
+      fs.writeFileSync(path.join(dir, 'tls.key.new'), fresh.key);
+      fs.writeFileSync(path.join(dir, 'tls.crt.new'), fresh.cert);
+      fs.renameSync(path.join(dir, 'tls.key.new'), path.join(dir, 'tls.key'));
+      fs.renameSync(path.join(dir, 'tls.crt.new'), path.join(dir, 'tls.crt'));
+      await waitReload(1);
+      // 2. a trust bundle with one more CA (the old one stays)
+      const other = await testPki('other.example');
+      fs.writeFileSync(path.join(dir, 'ca.crt.new'), pki.bundle + other.bundle);
+      fs.renameSync(path.join(dir, 'ca.crt.new'), path.join(dir, 'ca.crt'));
+      await waitReload(2);
+      await other.ca.close();
+      // 3. a corrupt certificate: refused, the proxy keeps serving with the previous one
+      fs.writeFileSync(path.join(dir, 'tls.crt'), '-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n');
+      await until(() => /"event":"reload-failed"/.test(p.output()), 5000, 'the refused reload');
+      const okBefore = ok;
+      await until(() => ok > okBefore + 5, 5000, 'traffic after the refused reload');
+      // 4. the policy: allow web too, by editing the config file (and SIGHUP, for good measure)
+      // denied: a 403 in HTTP mode; in TCP mode the connection closes before any byte reaches the backend
+      assert.equal(await one(web), protocol === 'http' ? 403 : -1);
+      fs.writeFileSync(config, yaml([BILLING, 'spiffe://test.example/ns/prod/sa/web']));
+      await waitReload(3);
+      p.child.kill('SIGHUP');
+      assert.equal(await one(web), 200);
+      running = false;
+      await loop;
+      assert.equal(failures, 0, `${failures} failed of ${ok + failures}`);
+      assert.ok(ok > 20, `only ${ok} requests ran`);
+      const m = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+      // At least the corrupt file; a half-done rotation (new key, old certificate for a moment) is refused too.
+      assert.match(m, /mtls_proxy_reloads_total\{listener="api",result="error"\} [1-9]/);
+      assert.match(m, /mtls_proxy_reloads_total\{listener="api",result="ok"\} 2/);
     });
-    const loop = (async () => { while (running) { (await one(billing)) === 200 ? ok++ : failures++; } })();
-    const waitReload = async (n: number) => until(() => (p.output().match(/"event":"(reloaded|policy-reloaded)"/g) ?? []).length >= n, 5000, `reload ${n}`);
-    // 1. a new certificate for the same names
-    const fresh = await pki.issue({ profile: 'server', name: 'server2', names: { dns: ['localhost'], ip: ['127.0.0.1'] } });
-    fs.writeFileSync(path.join(dir, 'tls.key.new'), fresh.key);
-    fs.writeFileSync(path.join(dir, 'tls.crt.new'), fresh.cert);
-    fs.renameSync(path.join(dir, 'tls.key.new'), path.join(dir, 'tls.key'));
-    fs.renameSync(path.join(dir, 'tls.crt.new'), path.join(dir, 'tls.crt'));
-    await waitReload(1);
-    // 2. a trust bundle with one more CA (the old one stays)
-    const other = await testPki('other.example');
-    fs.writeFileSync(path.join(dir, 'ca.crt.new'), pki.bundle + other.bundle);
-    fs.renameSync(path.join(dir, 'ca.crt.new'), path.join(dir, 'ca.crt'));
-    await waitReload(2);
-    await other.ca.close();
-    // 3. a corrupt certificate: refused, the proxy keeps serving with the previous one
-    fs.writeFileSync(path.join(dir, 'tls.crt'), '-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n');
-    await until(() => /"event":"reload-failed"/.test(p.output()), 5000, 'the refused reload');
-    const okBefore = ok;
-    await until(() => ok > okBefore + 5, 5000, 'traffic after the refused reload');
-    // 4. the policy: allow web too, by editing the config file (and SIGHUP, for good measure)
-    assert.equal(await one(web), 403);
-    fs.writeFileSync(config, yaml([BILLING, 'spiffe://test.example/ns/prod/sa/web']));
-    await waitReload(3);
-    p.child.kill('SIGHUP');
-    assert.equal(await one(web), 200);
-    running = false;
-    await loop;
-    assert.equal(failures, 0, `${failures} failed of ${ok + failures}`);
-    assert.ok(ok > 20, `only ${ok} requests ran`);
-    const m = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
-    // At least the corrupt file; a half-done rotation (new key, old certificate for a moment) is refused too.
-    assert.match(m, /mtls_proxy_reloads_total\{listener="api",result="error"\} [1-9]/);
-    assert.match(m, /mtls_proxy_reloads_total\{listener="api",result="ok"\} 2/);
-  });
+  }
 
   it('SIGTERM drains: new connections are refused, a live one finishes, exit 0', async () => {
     let release!: () => void;
