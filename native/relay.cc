@@ -216,7 +216,7 @@ struct Loop {
   void secured(Conn* c);
   void pumpUp(Conn* c);
   void pumpDown(Conn* c);
-  void maybeDone(Conn* c);
+  void settle(uint32_t id);
   void closeGracefully(Conn* c, const std::string& why, const std::string& code = "", const std::string& reason = "");
   void arm(Conn* c);
   void close(Conn* c, const std::string& why, const std::string& code = "", const std::string& reason = "");
@@ -381,9 +381,7 @@ void Loop::dispatch(uint64_t data, uint32_t events) {
       uint32_t id = c->id;
       pumpUp(c);  // the PROXY header, then what the client sent already
       if (conns.count(id)) pumpDown(c);  // a quick target may have answered and closed already
-      if (conns.count(id)) maybeDone(c);
-      if (conns.count(id)) arm(c);
-      return;
+      return settle(id);
     }
     case Stage::Relay: {
       uint32_t id = c->id;
@@ -397,9 +395,7 @@ void Loop::dispatch(uint64_t data, uint32_t events) {
         if (readable || (writable && c->sslWriteWants)) pumpUp(c);
         if (conns.count(id) && (writable || (readable && c->sslWriteWants == EPOLLIN))) pumpDown(c);
       }
-      if (conns.count(id)) maybeDone(c);
-      if (conns.count(id)) arm(c);
-      return;
+      return settle(id);
     }
   }
 }
@@ -608,8 +604,13 @@ void Loop::pumpDown(Conn* c) {
   }
 }
 
-void Loop::maybeDone(Conn* c) {
-  if (c->targetShut && c->clientShut) close(c, "closed");
+// After the pumps ran (either may have closed the connection): finished both ways, or wait for what is next.
+void Loop::settle(uint32_t id) {
+  auto it = conns.find(id);
+  if (it == conns.end()) return;
+  Conn* c = it->second;
+  if (c->targetShut && c->clientShut) return close(c, "closed");
+  arm(c);
 }
 
 // Registers what each socket waits for now: a side is read only while nothing from it waits to be written.
@@ -995,10 +996,9 @@ napi_value Add(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   Engine* e = engineCall(env, info, 2, argv);
   if (!e) return nullptr;
+  // The duplicate shares the socket's status flags: O_NONBLOCK, set by libuv, holds for it too.
   int fd = fcntl(int(getU32(env, argv[1])), F_DUPFD_CLOEXEC, 3);
   if (fd < 0) return throwError(env, "native relay: cannot take the socket: " + errnoName(errno));
-  int fl = fcntl(fd, F_GETFL);
-  fcntl(fd, F_SETFL, fl | O_NONBLOCK);
   Cmd c{ADD};
   c.fd = fd;
   c.id = e->nextId++;

@@ -56,6 +56,11 @@ export abstract class Listener<C extends ListenerConfig = ListenerConfig> {
     this.ctx.metrics.certExpiry.set({ listener: this.name }, this.reloader.current.leaf.notAfter.getTime() / 1000);
   }
 
+  protected reportDropped(remote: string | undefined): void {
+    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: 'MAX_CONNECTIONS' });
+    this.log.warn({ event: 'dropped', remote, reason: `maxConnections ${this.config.limits.maxConnections} reached` }, 'connection refused: too many connections');
+  }
+
   /** Counts and remembers a raw accepted (or opened) socket until it closes. */
   protected track(raw: net.Socket): void {
     this.sockets.add(raw);
@@ -68,10 +73,7 @@ export abstract class Listener<C extends ListenerConfig = ListenerConfig> {
 
   async start(): Promise<void> {
     this.server.maxConnections = this.config.limits.maxConnections;
-    this.server.on('drop', (d?: { remoteAddress?: string }) => {
-      this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: 'MAX_CONNECTIONS' });
-      this.log.warn({ event: 'dropped', remote: d?.remoteAddress, reason: `maxConnections ${this.config.limits.maxConnections} reached` }, 'connection refused: too many connections');
-    });
+    this.server.on('drop', (d?: { remoteAddress?: string }) => this.reportDropped(d?.remoteAddress));
     const a = this.config.listen;
     if ('path' in a) removeStaleSocket(a.path);
     await listenOn(this.server, a, `listener '${this.name}'`);

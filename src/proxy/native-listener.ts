@@ -3,15 +3,12 @@ import net from 'node:net';
 import { messageOf } from '../errors.js';
 import type { PeerIdentity } from '../identity/identity.js';
 import { identityForDer } from '../identity/identity.js';
-import { compilePolicy, describePeer as who, type Policy } from '../identity/policy.js';
+import type { Decision } from '../identity/policy.js';
 import { authorizationFailure, classifyTlsError } from '../tls/errors.js';
-import { serverTlsOptions } from '../tls/options.js';
-import type { Credentials } from '../tls/credentials.js';
-import { readInput } from '../util/fs.js';
-import { formatAddress, type ServerListenerConfig } from './config.js';
-import { Listener, type ListenerContext } from './listener.js';
+import { formatAddress, type Limits, type ServerListenerConfig } from './config.js';
+import type { ListenerContext } from './listener.js';
 import { NativeEngine, type ClosedEvent, type SecuredEvent } from './native.js';
-import { encodeProxyV2 } from './proxy-protocol.js';
+import { ServerListenerBase } from './server-base.js';
 
 interface Conn {
   remote: string;
@@ -19,11 +16,7 @@ interface Conn {
   destination: { address: string; port: number };
   accepted: bigint;
   /** Set once admitted. */
-  identity?: PeerIdentity;
-  reason?: string;
-  audit?: boolean;
-  resumed?: boolean;
-  admittedAt?: number;
+  admitted?: { id: PeerIdentity; decision: Decision; resumed: boolean; at: number };
 }
 
 /**
@@ -33,17 +26,15 @@ interface Conn {
  * to the target and relays the bytes. Nothing reaches the target before the decision. Same limits, metrics, logs,
  * reload and PROXY v2 header as the Node engine (server-listener.ts).
  */
-export class NativeServerListener extends Listener<ServerListenerConfig> {
+export class NativeServerListener extends ServerListenerBase {
   protected readonly server: net.Server;
   private readonly native: NativeEngine;
-  private policy: Policy;
   private readonly conns = new Map<number, Conn>();
   private target: string;
   private stopped = false;
 
   constructor(config: ServerListenerConfig, ctx: ListenerContext) {
     super(config, ctx);
-    this.policy = compilePolicy(config.policy);
     this.native = new NativeEngine((e) => (e.type === 'secured' ? this.secured(e) : this.closed(e)), ctx.threads ?? 1);
     this.native.setSecureContext(this.tlsOptions(this.reloader.current));
     this.native.setLimits(config.limits);
@@ -51,12 +42,6 @@ export class NativeServerListener extends Listener<ServerListenerConfig> {
     this.target = formatAddress(config.target);
     // pauseOnConnect: Node never reads from the socket; the engine takes a duplicate of its descriptor.
     this.server = net.createServer({ pauseOnConnect: true }, (s) => this.accept(s));
-  }
-
-  private tlsOptions(c: Credentials): ReturnType<typeof serverTlsOptions> {
-    const o = serverTlsOptions(c);
-    if (this.config.crl) o.crl = readInput(this.config.crl, 'CRL file');
-    return o;
   }
 
   override get engine(): 'native' {
@@ -74,16 +59,11 @@ export class NativeServerListener extends Listener<ServerListenerConfig> {
       const { address } = await dns.lookup(t.host);
       this.target = formatAddress({ host: address, port: t.port });
     }
-    // Node's own count (server.maxConnections) stays near 0, as every socket is handed over at once: the limit
-    // is checked in accept() against the engine's connections.
     await super.start();
   }
 
-  update(next: ServerListenerConfig): void {
-    this.policy = compilePolicy(next.policy);
-    this.config = { ...next, listen: this.config.listen, target: this.config.target, cert: this.config.cert, key: this.config.key, ca: this.config.ca };
-    this.native.setLimits(next.limits);
-    this.log.info({ event: 'policy-reloaded', allow: next.policy.allow, deny: next.policy.deny ?? [] }, 'policy reloaded');
+  protected applyLimits(limits: Limits): void {
+    this.native.setLimits(limits);
   }
 
   override async stopAccepting(): Promise<void> {
@@ -98,11 +78,11 @@ export class NativeServerListener extends Listener<ServerListenerConfig> {
 
   private accept(s: net.Socket): void {
     const remote = `${s.remoteAddress}:${s.remotePort}`;
+    // Node's own count (server.maxConnections) stays near 0, as every socket is handed over at once: the limit is
+    // checked here against the engine's connections.
     if (this.conns.size >= this.config.limits.maxConnections) {
       s.destroy();
-      this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: 'MAX_CONNECTIONS' });
-      this.log.warn({ event: 'dropped', remote, reason: `maxConnections ${this.config.limits.maxConnections} reached` }, 'connection refused: too many connections');
-      return;
+      return this.reportDropped(remote);
     }
     let id: number;
     try {
@@ -126,8 +106,7 @@ export class NativeServerListener extends Listener<ServerListenerConfig> {
   private secured(e: SecuredEvent): void {
     const c = this.conns.get(e.id);
     if (!c) return;
-    this.ctx.metrics.handshakeSeconds.observe({ listener: this.name }, Number(process.hrtime.bigint() - c.accepted) / 1e9);
-    if (e.resumed) this.ctx.metrics.resumed.inc({ listener: this.name });
+    this.reportHandshake(Number(process.hrtime.bigint() - c.accepted) / 1e9, e.resumed);
     let id: PeerIdentity | undefined;
     try {
       id = e.der ? identityForDer(e.der) : undefined; // parsed once per certificate (cached by its bytes)
@@ -137,19 +116,15 @@ export class NativeServerListener extends Listener<ServerListenerConfig> {
     const decision = this.policy.decide(id);
     if (!decision.allowed || !id) {
       this.native.reject(e.id);
-      this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'denied', reason: 'PEER_NOT_ALLOWED' });
-      this.log.info({ event: 'denied', remote: c.remote, identity: id ? who(id) : null, decision: 'deny', reason: decision.reason }, 'denied');
+      this.reportDenied(c.remote, id, decision.reason);
       return;
     }
-    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'ok', reason: 'none' });
-    this.ctx.metrics.perIdentity.inc({ listener: this.name, identity: this.ctx.metrics.identityLabel(who(id)) });
-    Object.assign(c, { identity: id, reason: decision.reason, audit: decision.auditOnly === true, resumed: e.resumed, admittedAt: Date.now() });
-    const header = this.config.proxyProtocol
-      ? encodeProxyV2({
-        source: c.source, destination: c.destination, identity: id, certInConnection: !e.resumed, tlsVersion: e.version, cipher: e.cipher,
-        ...(e.servername ? { sni: e.servername } : {}), includeCertificate: this.config.proxyProtocolCertificate,
-      })
-      : undefined;
+    this.reportAllowed(id);
+    c.admitted = { id, decision, resumed: e.resumed, at: Date.now() };
+    const header = this.proxyHeader({
+      source: c.source, destination: c.destination, identity: id, certInConnection: !e.resumed, tlsVersion: e.version, cipher: e.cipher,
+      ...(e.servername ? { sni: e.servername } : {}),
+    });
     this.native.admit(e.id, this.target, header);
   }
 
@@ -159,29 +134,18 @@ export class NativeServerListener extends Listener<ServerListenerConfig> {
     this.conns.delete(e.id);
     this.ctx.metrics.active.dec({ listener: this.name });
     if (this.stopped && this.conns.size === 0) setImmediate(() => this.native.destroy());
-    const name = this.name;
     if (e.stage === 'handshake') {
-      if (e.why === 'HANDSHAKE_TIMEOUT') {
-        this.ctx.metrics.handshakes.inc({ listener: name, result: 'failed', reason: 'HANDSHAKE_TIMEOUT' });
-        this.log.warn({ event: 'handshake-failed', remote: c.remote, code: 'HANDSHAKE_TIMEOUT', reason: `no finished handshake within ${this.config.limits.handshakeTimeoutMs} ms` }, 'handshake timed out');
-      } else if (e.bytesIn === 0) {
-        // A TCP health check connects and closes without a byte: count it, log it only at debug.
-        this.ctx.metrics.handshakes.inc({ listener: name, result: 'probe', reason: 'NO_DATA' });
-        this.log.debug({ event: 'probe', remote: c.remote }, 'connection closed before any TLS byte (health check?)');
-      } else if (e.why !== 'drain timeout') {
-        const err = e.why === 'verify failed' ? authorizationFailure(e.code)! : classifyTlsError(Object.assign(new Error(e.reason || e.code), { code: e.code, reason: e.reason }));
-        this.ctx.metrics.handshakes.inc({ listener: name, result: 'failed', reason: err.code });
-        this.log.warn({ event: 'handshake-failed', remote: c.remote, code: err.code, reason: err.message }, 'handshake failed');
-      }
+      if (e.why === 'HANDSHAKE_TIMEOUT') this.reportTimeout(c.remote);
+      else if (e.bytesIn === 0) this.reportProbe(c.remote);
+      else if (e.why === 'verify failed') this.reportFailure(c.remote, authorizationFailure(e.code)!);
+      else if (e.why !== 'drain timeout') this.reportFailure(c.remote, classifyTlsError(Object.assign(new Error(e.reason || e.code), { code: e.code, reason: e.reason })));
       return;
     }
-    if (e.stage === 'connecting' && e.code === 'TARGET_UNREACHABLE') {
-      this.log.error({ event: 'target-unreachable', remote: c.remote, target: this.config.target, code: e.why }, `target unreachable (${e.why})`);
-      return;
+    if (e.stage === 'connecting' && e.code === 'TARGET_UNREACHABLE') return this.reportUnreachable(c.remote, e.why);
+    // Not relayed: denied (reported then) or gone before the target answered.
+    if (e.stage === 'relay' && c.admitted) {
+      const a = c.admitted;
+      this.reportRelayed({ remote: c.remote, id: a.id, decision: a.decision, resumed: a.resumed, up: e.up, down: e.down, durationMs: Date.now() - a.at, why: e.why });
     }
-    if (e.stage !== 'relay' || !c.identity) return; // denied (logged then) or gone before the target answered
-    this.ctx.metrics.bytes.inc({ listener: name, direction: 'up' }, e.up);
-    this.ctx.metrics.bytes.inc({ listener: name, direction: 'down' }, e.down);
-    this.log.info({ event: 'connection', remote: c.remote, identity: who(c.identity), decision: c.audit ? 'audit' : 'allow', reason: c.reason, resumed: c.resumed, bytesUp: e.up, bytesDown: e.down, durationMs: Date.now() - (c.admittedAt ?? Date.now()), closed: e.why }, 'connection closed');
   }
 }

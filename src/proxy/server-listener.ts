@@ -5,16 +5,13 @@ import tls from 'node:tls';
 import { sendForbidden, authorizeRequest } from '../adapters/http.js';
 import type { PeerIdentity } from '../identity/identity.js';
 import { identityOf } from '../identity/identity.js';
-import { compilePolicy, describePeer as who, type Policy } from '../identity/policy.js';
+import { describePeer as who, type Decision } from '../identity/policy.js';
 import { authorizationFailure, classifyTlsError } from '../tls/errors.js';
-import { serverTlsOptions } from '../tls/options.js';
 import { enforceHandshakeDeadline, rawSocketOf } from '../tls/server.js';
-import type { Credentials } from '../tls/credentials.js';
-import { readInput } from '../util/fs.js';
-import type { ServerListenerConfig } from './config.js';
-import { Listener, type ListenerContext } from './listener.js';
-import { encodeProxyV2 } from './proxy-protocol.js';
+import type { Limits, ServerListenerConfig } from './config.js';
+import type { ListenerContext } from './listener.js';
 import { connectOptions, relay } from './relay.js';
+import { ServerListenerBase } from './server-base.js';
 import { clientCertHeader, IDENTITY_HEADERS, xfccValue } from './xfcc.js';
 
 const ACCEPTED = Symbol('accepted');
@@ -37,15 +34,13 @@ function connectionTokens(value: string | undefined): Set<string> | undefined {
  * target (TCP, optionally behind a PROXY v2 header carrying the identity) or forwards HTTP requests with the
  * identity in X-Forwarded-Client-Cert. Nothing reaches the target before the handshake and the decision.
  */
-export class ServerListener extends Listener<ServerListenerConfig> {
+export class ServerListener extends ServerListenerBase {
   protected readonly server: tls.Server;
-  private policy: Policy;
   private agent: http.Agent;
   private readonly by: string | undefined;
 
   constructor(config: ServerListenerConfig, ctx: ListenerContext) {
     super(config, ctx);
-    this.policy = compilePolicy(config.policy);
     this.agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
     // handshakeTimeout 0: Node's leaves a slowloris connected; enforceHandshakeDeadline closes it.
     // Not allowHalfOpen on the server: a FIN before the handshake must close at once (health probes). Relayed
@@ -60,9 +55,7 @@ export class ServerListener extends Listener<ServerListenerConfig> {
       this.track(raw);
       // A TCP health check connects and closes without a byte: count it, log it only at debug.
       raw.once('close', () => {
-        if (raw.bytesRead > 0) return;
-        this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'probe', reason: 'NO_DATA' });
-        this.log.debug({ event: 'probe', remote: `${raw.remoteAddress}:${raw.remotePort}` }, 'connection closed before any TLS byte (health check?)');
+        if (raw.bytesRead === 0) this.reportProbe(raw[REMOTE]!);
       });
     });
     enforceHandshakeDeadline(this.server, () => this.config.limits.handshakeTimeoutMs, (raw) => this.handshakeTimedOut(raw));
@@ -76,17 +69,8 @@ export class ServerListener extends Listener<ServerListenerConfig> {
     }
   }
 
-  private tlsOptions(c: Credentials): tls.SecureContextOptions {
-    const o = serverTlsOptions(c);
-    if (this.config.crl) o.crl = readInput(this.config.crl, 'CRL file');
-    return o;
-  }
-
-  update(next: ServerListenerConfig): void {
-    this.policy = compilePolicy(next.policy);
-    this.config = { ...next, listen: this.config.listen, target: this.config.target, cert: this.config.cert, key: this.config.key, ca: this.config.ca };
-    this.server.maxConnections = next.limits.maxConnections;
-    this.log.info({ event: 'policy-reloaded', allow: next.policy.allow, deny: next.policy.deny ?? [] }, 'policy reloaded');
+  protected applyLimits(limits: Limits): void {
+    this.server.maxConnections = limits.maxConnections;
   }
 
   override destroyAll(): void {
@@ -94,10 +78,8 @@ export class ServerListener extends Listener<ServerListenerConfig> {
     this.agent.destroy();
   }
 
-  private handshakeTimedOut(raw: net.Socket): void {
-    const remote = `${raw.remoteAddress}:${raw.remotePort}`;
-    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: 'HANDSHAKE_TIMEOUT' });
-    this.log.warn({ event: 'handshake-failed', remote, code: 'HANDSHAKE_TIMEOUT', reason: `no finished handshake within ${this.config.limits.handshakeTimeoutMs} ms` }, 'handshake timed out');
+  private handshakeTimedOut(raw: Stamped): void {
+    this.reportTimeout(raw[REMOTE] ?? `${raw.remoteAddress}:${raw.remotePort}`);
   }
 
   private failed(err: Error, s: tls.TLSSocket): void {
@@ -106,15 +88,12 @@ export class ServerListener extends Listener<ServerListenerConfig> {
     s.destroy();
     const remote = raw?.[REMOTE] ?? `${s.remoteAddress}:${s.remotePort}`;
     if ((raw?.bytesRead ?? s.bytesRead) === 0) return; // a probe, counted when it closes
-    const e = authorizationFailure(s.authorizationError) ?? classifyTlsError(err);
-    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: e.code });
-    this.log.warn({ event: 'handshake-failed', remote, code: e.code, reason: e.message }, 'handshake failed');
+    this.reportFailure(remote, authorizationFailure(s.authorizationError) ?? classifyTlsError(err));
   }
 
   private secured(s: tls.TLSSocket): void {
     const raw = rawSocketOf<Stamped>(s);
-    if (raw?.[ACCEPTED]) this.ctx.metrics.handshakeSeconds.observe({ listener: this.name }, Number(process.hrtime.bigint() - raw[ACCEPTED]) / 1e9);
-    if (s.isSessionReused()) this.ctx.metrics.resumed.inc({ listener: this.name });
+    if (raw?.[ACCEPTED]) this.reportHandshake(Number(process.hrtime.bigint() - raw[ACCEPTED]) / 1e9, s.isSessionReused());
     const id = identityOf(s);
     if (this.config.protocol === 'http') {
       // Decided per request (routes); a connection without a verified identity never gets that far.
@@ -128,18 +107,16 @@ export class ServerListener extends Listener<ServerListenerConfig> {
     }
     const decision = this.policy.decide(id);
     if (!decision.allowed || !id) return this.deny(s, id, decision.reason);
-    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'ok', reason: 'none' });
-    this.ctx.metrics.perIdentity.inc({ listener: this.name, identity: this.ctx.metrics.identityLabel(who(id)) });
-    this.pipeTcp(s, id, decision.reason, decision.auditOnly === true);
+    this.reportAllowed(id);
+    this.pipeTcp(s, id, decision);
   }
 
   private deny(s: tls.TLSSocket, id: PeerIdentity | undefined, reason: string): void {
-    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'denied', reason: 'PEER_NOT_ALLOWED' });
-    this.log.info({ event: 'denied', remote: `${s.remoteAddress}:${s.remotePort}`, identity: id ? who(id) : null, decision: 'deny', reason }, 'denied');
+    this.reportDenied(`${s.remoteAddress}:${s.remotePort}`, id, reason);
     s.destroy();
   }
 
-  private pipeTcp(s: tls.TLSSocket, id: PeerIdentity, reason: string, audit: boolean): void {
+  private pipeTcp(s: tls.TLSSocket, id: PeerIdentity, decision: Decision): void {
     const t0 = Date.now();
     const resumed = s.isSessionReused();
     s.allowHalfOpen = true; // the client's half-close ends only the target's write side
@@ -151,24 +128,20 @@ export class ServerListener extends Listener<ServerListenerConfig> {
     s.once('close', gone);
     target.once('error', (err: NodeJS.ErrnoException) => {
       if (target.connecting || !target.remoteAddress) {
-        this.log.error({ event: 'target-unreachable', remote, target: this.config.target, code: err.code }, `target unreachable (${err.code})`);
+        this.reportUnreachable(remote, err.code);
         s.destroy();
       }
     });
     target.once('connect', () => {
       s.off('close', gone);
-      if (this.config.proxyProtocol) {
-        target.write(encodeProxyV2({
-          source: { address: s.remoteAddress ?? '0.0.0.0', port: s.remotePort ?? 0 }, destination: { address: s.localAddress ?? '0.0.0.0', port: s.localPort ?? 0 },
-          identity: id, certInConnection: !s.isSessionReused(), tlsVersion: s.getProtocol() ?? undefined, cipher: s.getCipher().standardName,
-          ...(s.alpnProtocol ? { alpn: s.alpnProtocol } : {}), ...((s as unknown as { servername?: string }).servername ? { sni: (s as unknown as { servername: string }).servername } : {}),
-          includeCertificate: this.config.proxyProtocolCertificate,
-        }));
-      }
+      const header = this.proxyHeader({
+        source: { address: s.remoteAddress ?? '0.0.0.0', port: s.remotePort ?? 0 }, destination: { address: s.localAddress ?? '0.0.0.0', port: s.localPort ?? 0 },
+        identity: id, certInConnection: !resumed, tlsVersion: s.getProtocol() ?? undefined, cipher: s.getCipher().standardName,
+        ...(s.alpnProtocol ? { alpn: s.alpnProtocol } : {}), ...((s as unknown as { servername?: string }).servername ? { sni: (s as unknown as { servername: string }).servername } : {}),
+      });
+      if (header) target.write(header);
       relay(s, target, this.config.limits, (stats, why) => {
-        this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'up' }, stats.up);
-        this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'down' }, stats.down);
-        this.log.info({ event: 'connection', remote, identity: who(id), decision: audit ? 'audit' : 'allow', reason, resumed, bytesUp: stats.up, bytesDown: stats.down, durationMs: Date.now() - t0, closed: why }, 'connection closed');
+        this.reportRelayed({ remote, id, decision, resumed, up: stats.up, down: stats.down, durationMs: Date.now() - t0, why });
       });
       s.resume();
     });

@@ -1,0 +1,86 @@
+import type { PeerIdentity } from '../identity/identity.js';
+import { compilePolicy, describePeer as who, type Decision, type Policy } from '../identity/policy.js';
+import type { MtlsError } from '../errors.js';
+import { serverTlsOptions } from '../tls/options.js';
+import type { Credentials } from '../tls/credentials.js';
+import { readInput } from '../util/fs.js';
+import type { Limits, ServerListenerConfig } from './config.js';
+import { Listener, type ListenerContext } from './listener.js';
+import { encodeProxyV2, type ProxyHeaderInput } from './proxy-protocol.js';
+
+/**
+ * What `mtls proxy server` does the same on both engines (server-listener.ts on Node's TLS socket,
+ * native-listener.ts on the native engine): the TLS options, the policy and its reload, the PROXY v2 header, and
+ * how each outcome is counted and logged, so that metrics and logs do not depend on the engine.
+ */
+export abstract class ServerListenerBase extends Listener<ServerListenerConfig> {
+  protected policy: Policy;
+
+  constructor(config: ServerListenerConfig, ctx: ListenerContext) {
+    super(config, ctx);
+    this.policy = compilePolicy(config.policy);
+  }
+
+  protected tlsOptions(c: Credentials): ReturnType<typeof serverTlsOptions> {
+    const o = serverTlsOptions(c);
+    if (this.config.crl) o.crl = readInput(this.config.crl, 'CRL file');
+    return o;
+  }
+
+  /** Policy and limits from a reloaded config; addresses and files need a restart. */
+  update(next: ServerListenerConfig): void {
+    this.policy = compilePolicy(next.policy);
+    this.config = { ...next, listen: this.config.listen, target: this.config.target, cert: this.config.cert, key: this.config.key, ca: this.config.ca };
+    this.applyLimits(next.limits);
+    this.log.info({ event: 'policy-reloaded', allow: next.policy.allow, deny: next.policy.deny ?? [] }, 'policy reloaded');
+  }
+
+  protected abstract applyLimits(limits: Limits): void;
+
+  /** The PROXY v2 header for an admitted connection, when the listener sends one. */
+  protected proxyHeader(h: Omit<ProxyHeaderInput, 'includeCertificate'>): Buffer | undefined {
+    return this.config.proxyProtocol ? encodeProxyV2({ ...h, includeCertificate: this.config.proxyProtocolCertificate }) : undefined;
+  }
+
+  protected reportHandshake(seconds: number, resumed: boolean): void {
+    this.ctx.metrics.handshakeSeconds.observe({ listener: this.name }, seconds);
+    if (resumed) this.ctx.metrics.resumed.inc({ listener: this.name });
+  }
+
+  /** A TCP health check connects and closes without a byte: counted, logged only at debug. */
+  protected reportProbe(remote: string): void {
+    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'probe', reason: 'NO_DATA' });
+    this.log.debug({ event: 'probe', remote }, 'connection closed before any TLS byte (health check?)');
+  }
+
+  protected reportTimeout(remote: string): void {
+    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: 'HANDSHAKE_TIMEOUT' });
+    this.log.warn({ event: 'handshake-failed', remote, code: 'HANDSHAKE_TIMEOUT', reason: `no finished handshake within ${this.config.limits.handshakeTimeoutMs} ms` }, 'handshake timed out');
+  }
+
+  protected reportFailure(remote: string, e: MtlsError): void {
+    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: e.code });
+    this.log.warn({ event: 'handshake-failed', remote, code: e.code, reason: e.message }, 'handshake failed');
+  }
+
+  protected reportDenied(remote: string, id: PeerIdentity | undefined, reason: string): void {
+    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'denied', reason: 'PEER_NOT_ALLOWED' });
+    this.log.info({ event: 'denied', remote, identity: id ? who(id) : null, decision: 'deny', reason }, 'denied');
+  }
+
+  protected reportAllowed(id: PeerIdentity): void {
+    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'ok', reason: 'none' });
+    this.ctx.metrics.perIdentity.inc({ listener: this.name, identity: this.ctx.metrics.identityLabel(who(id)) });
+  }
+
+  protected reportUnreachable(remote: string, code: string | undefined): void {
+    this.log.error({ event: 'target-unreachable', remote, target: this.config.target, code }, `target unreachable (${code})`);
+  }
+
+  /** A relayed TCP connection ended: bytes each way and one log line with the decision it was admitted under. */
+  protected reportRelayed(r: { remote: string; id: PeerIdentity; decision: Decision; resumed: boolean; up: number; down: number; durationMs: number; why: string }): void {
+    this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'up' }, r.up);
+    this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'down' }, r.down);
+    this.log.info({ event: 'connection', remote: r.remote, identity: who(r.id), decision: r.decision.auditOnly ? 'audit' : 'allow', reason: r.decision.reason, resumed: r.resumed, bytesUp: r.up, bytesDown: r.down, durationMs: r.durationMs, closed: r.why }, 'connection closed');
+  }
+}
