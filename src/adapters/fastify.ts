@@ -15,14 +15,22 @@ interface ReplyLike {
 /**
  * Fastify plugin: `app.register(mtlsFastify, { policy })`. Sets `request.mtls` ({ identity, decision }) and
  * answers 403 with the reason when the policy denies. Registered without encapsulation, so it covers every route.
+ * Fastify has routed a request before its onRequest hook runs, so a request target that is not already in
+ * normalized form (`/a/../b`, `//b`, `%62`) is answered 400: the route Fastify chose could differ from the path
+ * the policy decided on.
  */
 export function mtlsFastify(app: FastifyLike, opts: { policy: Policy }, done: (err?: Error) => void): void {
   app.decorateRequest('mtls', null);
   app.addHook('onRequest', (req, reply, next) => {
+    const raw = req.raw.url;
     const m = authorizeRequest(opts.policy, req.raw);
     req.mtls = m;
+    if (!m.badTarget && m.target !== raw) {
+      reply.code(400).send({ error: 'bad request', reason: `bad request target: send it normalized, as ${m.target}` });
+      return;
+    }
     if (!m.decision.allowed) {
-      reply.code(403).send({ error: 'forbidden', reason: m.decision.reason });
+      reply.code(m.badTarget ? 400 : 403).send({ error: m.badTarget ? 'bad request' : 'forbidden', reason: m.decision.reason });
       return;
     }
     next();

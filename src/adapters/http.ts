@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
 import { identityOf, type PeerIdentity } from '../identity/identity.js';
 import { compilePolicy, type Decision, type Policy } from '../identity/policy.js';
+import { normalizeRequestTarget, type PathOptions } from '../identity/request-target.js';
 import { enforceHandshakeDeadline, reportHandshakeErrors, timeoutReporter, type MtlsServerOptions } from '../tls/server.js';
 import { serverTlsOptions } from '../tls/options.js';
 
@@ -9,6 +10,10 @@ import { serverTlsOptions } from '../tls/options.js';
 export interface RequestMtls {
   identity?: PeerIdentity;
   decision: Decision;
+  /** The normalized request target (path and query) the decision was made on; absent when it was refused. */
+  target?: string;
+  /** The request target cannot be normalized safely: answer 400, not 403. */
+  badTarget?: boolean;
 }
 
 declare module 'node:http' {
@@ -17,24 +22,30 @@ declare module 'node:http' {
   }
 }
 
-function pathOf(url: string | undefined): string {
-  const u = url ?? '/';
-  const q = u.indexOf('?');
-  return q < 0 ? u : u.slice(0, q);
-}
-
-/** Decides for one request: the identity of its connection and the per-route rules for its path. */
-export function authorizeRequest(policy: Policy, req: IncomingMessage): RequestMtls {
+/**
+ * Decides for one request: the identity of its connection and the per-route rules for its normalized path
+ * (`..`, `%2e`, `//`, `%61` and absolute-form resolved first; an encoded `/`, a NUL or a bad escape refused). The
+ * decision holds for the normalized target only, so `req.url` is rewritten to it: whatever routes after this
+ * (Express, a handler, the proxy's forwarder) sees the path that was authorized.
+ */
+export function authorizeRequest(policy: Policy, req: IncomingMessage, opts: PathOptions = {}): RequestMtls {
   const identity = identityOf(req as unknown as { socket: unknown });
-  const decision = policy.decide(identity, pathOf(req.url));
-  const r: RequestMtls = { decision, ...(identity ? { identity } : {}) };
+  const n = normalizeRequestTarget(req.url ?? '/', opts);
+  let r: RequestMtls;
+  if (!n.ok) {
+    r = { decision: { allowed: false, reason: `bad request target: ${n.reason}` }, badTarget: true, ...(identity ? { identity } : {}) };
+  } else {
+    r = { decision: policy.decide(identity, n.path), target: n.path + n.query, ...(identity ? { identity } : {}) };
+    req.url = r.target;
+  }
   req.mtls = r;
   return r;
 }
 
-export function sendForbidden(res: ServerResponse, decision: Decision): void {
-  const body = JSON.stringify({ error: 'forbidden', reason: decision.reason });
-  res.writeHead(403, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+/** 403 with the decision's reason, or 400 for a request target that cannot be normalized. */
+export function sendForbidden(res: ServerResponse, m: RequestMtls): void {
+  const body = JSON.stringify({ error: m.badTarget ? 'bad request' : 'forbidden', reason: m.decision.reason });
+  res.writeHead(m.badTarget ? 400 : 403, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(m.badTarget ? { connection: 'close' } : {}) });
   res.end(body);
 }
 
@@ -46,7 +57,7 @@ export function mtlsAuthorize(policy: Policy, onDecision?: (req: IncomingMessage
   return (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void): void => {
     const m = authorizeRequest(policy, req);
     onDecision?.(req, m);
-    if (!m.decision.allowed) return sendForbidden(res, m.decision);
+    if (!m.decision.allowed) return sendForbidden(res, m);
     next();
   };
 }

@@ -13,7 +13,7 @@ interface CommonFlags {
 }
 interface ServerFlags extends CommonFlags, PolicyFlags {
   http?: boolean; proxyProtocol?: boolean; proxyProtocolCertificate?: boolean;
-  clientCertHeader?: boolean; xfccCertificate?: boolean; unsafeTarget?: boolean; crl?: string; engine?: string;
+  clientCertHeader?: boolean; xfccCertificate?: boolean; mergeSlashes?: boolean; unsafeTarget?: boolean; crl?: string; engine?: string;
 }
 interface ClientFlags extends CommonFlags { expectSpiffeId?: string; servername?: string; unsafeListen?: boolean }
 
@@ -75,6 +75,7 @@ export function registerProxy(program: Command): void {
     .option('--http', 'HTTP mode: forward requests with X-Forwarded-Client-Cert (sanitize-and-set)')
     .option('--client-cert-header', 'HTTP mode: also set RFC 9440 Client-Cert')
     .option('--xfcc-certificate', 'HTTP mode: include the PEM certificate in XFCC (Cert=)')
+    .option('--no-merge-slashes', "HTTP mode: keep '//' in paths (by default merged before the route policy and the target see them)")
     .option('--proxy-protocol', 'TCP mode: send a PROXY v2 header with the client identity TLVs')
     .option('--proxy-protocol-certificate', 'TCP mode: include the DER client certificate as a TLV')
     .option('--crl <file>', 'PEM CRLs to check clients against (one for every CA in the chain)')
@@ -84,7 +85,7 @@ export function registerProxy(program: Command): void {
       const raw = defined({
         ...rawCommon('server', o), protocol: o.http ? 'http' : 'tcp', allow: o.allow, deny: o.deny, audit: o.audit,
         proxyProtocol: o.proxyProtocol, proxyProtocolCertificate: o.proxyProtocolCertificate, clientCertHeader: o.clientCertHeader,
-        xfccCertificate: o.xfccCertificate, unsafeTarget: o.unsafeTarget, crl: o.crl, engine: o.engine,
+        xfccCertificate: o.xfccCertificate, mergeSlashes: o.mergeSlashes === false ? false : undefined, unsafeTarget: o.unsafeTarget, crl: o.crl, engine: o.engine,
       });
       const l = listenerFrom(raw, 'proxy server', 0);
       await runProxy({ ...globalFrom(o), listeners: [l] });

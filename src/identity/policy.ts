@@ -2,6 +2,7 @@ import { MtlsError } from '../errors.js';
 import { dnsNameMatches } from '../pki/name-match.js';
 import { checkIpAddress, checkTrustDomain, compileSpiffePattern, parseDnString, printable } from '../pki/names.js';
 import type { PeerIdentity } from './identity.js';
+import { normalizeRequestTarget, pathUnder } from './request-target.js';
 
 /**
  * A rule, as written in configs and on the command line:
@@ -22,7 +23,10 @@ export interface PolicyConfig {
   deny?: Rule[];
   /** Audit (dry-run): decisions are computed and reported, but a deny is not enforced. */
   audit?: boolean;
-  /** Per-route rules for HTTP: the longest matching path prefix replaces the top-level allow/deny. */
+  /**
+   * Per-route rules for HTTP: the longest matching path prefix (on segment boundaries) replaces the top-level
+   * allow/deny. Prefixes and request paths are compared normalized (src/identity/request-target.ts).
+   */
   routes?: { prefix: string; allow: Rule[]; deny?: Rule[] }[];
 }
 
@@ -98,7 +102,7 @@ export function describePeer(id: PeerIdentity): string {
 }
 
 export interface Policy {
-  /** Decides for a verified peer; `path` selects per-route rules. */
+  /** Decides for a verified peer; `path` (normalized: see normalizeRequestTarget) selects per-route rules. */
   decide(id: PeerIdentity | undefined, path?: string): Decision;
   readonly config: PolicyConfig;
 }
@@ -112,7 +116,9 @@ export function compilePolicy(config: PolicyConfig): Policy {
   const top = set(config.allow, config.deny);
   const routes = (config.routes ?? []).map((r) => {
     if (!r.prefix.startsWith('/')) throw new MtlsError('BAD_INPUT', `route prefix '${printable(r.prefix)}' must start with /`);
-    return { prefix: r.prefix, ...set(r.allow, r.deny) };
+    const n = normalizeRequestTarget(r.prefix);
+    if (!n.ok || n.query) throw new MtlsError('BAD_INPUT', `route prefix '${printable(r.prefix)}': ${n.ok ? 'a prefix has no query' : n.reason}`);
+    return { prefix: n.path, ...set(r.allow, r.deny) };
   }).sort((a, b) => b.prefix.length - a.prefix.length);
   const audit = config.audit ?? false;
   const finish = (d: Decision): Decision => (d.allowed || !audit ? d : { ...d, allowed: true, auditOnly: true, reason: `audit: would deny: ${d.reason}` });
@@ -120,7 +126,7 @@ export function compilePolicy(config: PolicyConfig): Policy {
     config,
     decide(id, path) {
       if (!id) return finish({ allowed: false, reason: 'no verified client certificate' });
-      const route = path === undefined ? undefined : routes.find((r) => path === r.prefix || path.startsWith(r.prefix.endsWith('/') ? r.prefix : r.prefix + '/'));
+      const route = path === undefined ? undefined : routes.find((r) => pathUnder(path, r.prefix));
       const rules = route ?? top;
       const where = route ? ` for ${route.prefix}` : '';
       const who = describePeer(id);

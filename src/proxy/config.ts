@@ -44,6 +44,8 @@ export interface ServerListenerConfig extends Common {
   clientCertHeader: boolean;
   /** HTTP: include the URL-encoded PEM in XFCC (Cert=). */
   xfccCertificate: boolean;
+  /** HTTP: merge runs of `/` in request paths before the route policy and the target see them. Default true. */
+  mergeSlashes: boolean;
   /** Allow a target that is not loopback or a unix socket (plaintext leaves the machine). */
   unsafeTarget: boolean;
   /** Optional PEM CRL file(s) checked for every client (a CRL for every CA in the chain is required). */
@@ -154,6 +156,17 @@ class Reader {
     return parseAddress(this.str(key)!, `${this.where}.${key}`);
   }
 
+  /** A list of mappings, each read by `each` (a scalar or a mapping where a list belongs is an error, never ignored). */
+  mappings<T>(key: string, each: (item: Raw, where: string) => T): T[] | undefined {
+    const v = this.raw[key];
+    if (v === undefined || v === null) return undefined;
+    if (!Array.isArray(v)) this.fail(key, `must be a list (- prefix: ...), not ${typeof v === 'object' ? 'a mapping' : `a ${typeof v}`}`);
+    return v.map((x, i) => {
+      if (!x || typeof x !== 'object' || Array.isArray(x)) this.fail(`${key}[${i}]`, 'must be a mapping');
+      return each(x as Raw, `${this.where}.${key}[${i}]`);
+    });
+  }
+
   object(key: string): Raw | undefined {
     const v = this.raw[key];
     if (v === undefined || v === null) return undefined;
@@ -173,7 +186,7 @@ function limitsFrom(raw: Raw | undefined, where: string): Limits {
   };
 }
 
-const SERVER_KEYS = ['name', 'mode', 'listen', 'target', 'protocol', 'cert', 'key', 'ca', 'keyPassphraseFile', 'allow', 'deny', 'audit', 'routes', 'proxyProtocol', 'proxyProtocolCertificate', 'clientCertHeader', 'xfccCertificate', 'unsafeTarget', 'crl', 'engine', 'limits'] as const;
+const SERVER_KEYS = ['name', 'mode', 'listen', 'target', 'protocol', 'cert', 'key', 'ca', 'keyPassphraseFile', 'allow', 'deny', 'audit', 'routes', 'proxyProtocol', 'proxyProtocolCertificate', 'clientCertHeader', 'xfccCertificate', 'mergeSlashes', 'unsafeTarget', 'crl', 'engine', 'limits'] as const;
 const CLIENT_KEYS = ['name', 'mode', 'listen', 'target', 'cert', 'key', 'ca', 'keyPassphraseFile', 'expectSpiffeId', 'servername', 'unsafeListen', 'limits'] as const;
 
 /** One listener from its raw mapping; every problem is one line naming the key. */
@@ -194,9 +207,13 @@ export function listenerFrom(raw: Raw, where: string, index: number): ListenerCo
     const target = r.address('target');
     const unsafeTarget = r.bool('unsafeTarget', false);
     if (!isLocal(target) && !unsafeTarget) throw new MtlsError('BAD_INPUT', `${where}.target: ${formatAddress(target)} is not on loopback or a unix socket, so plaintext would leave this machine; set unsafeTarget: true (--unsafe-target) if that is intended`);
-    const routesRaw = raw['routes'];
-    if (routesRaw !== undefined && protocol !== 'http') throw new MtlsError('BAD_INPUT', `${where}.routes: per-route rules need protocol: http`);
-    const policy: PolicyConfig = { allow: r.list('allow'), deny: r.list('deny'), audit: r.bool('audit', false), ...(Array.isArray(routesRaw) ? { routes: (routesRaw as Raw[]).map((x, i) => { const rr = new Reader(x ?? {}, `${where}.routes[${i}]`, ['prefix', 'allow', 'deny']); return { prefix: rr.str('prefix')!, allow: rr.list('allow'), deny: rr.list('deny') }; }) } : {}) };
+    if (r.has('routes') && protocol !== 'http') throw new MtlsError('BAD_INPUT', `${where}.routes: per-route rules need protocol: http`);
+    if (r.has('mergeSlashes') && protocol !== 'http') throw new MtlsError('BAD_INPUT', `${where}.mergeSlashes: is for protocol: http`);
+    const routes = r.mappings('routes', (x, w) => {
+      const rr = new Reader(x, w, ['prefix', 'allow', 'deny']);
+      return { prefix: rr.str('prefix')!, allow: rr.list('allow'), deny: rr.list('deny') };
+    });
+    const policy: PolicyConfig = { allow: r.list('allow'), deny: r.list('deny'), audit: r.bool('audit', false), ...(routes ? { routes } : {}) };
     try {
       compilePolicy(policy);
     } catch (err) {
@@ -209,7 +226,7 @@ export function listenerFrom(raw: Raw, where: string, index: number): ListenerCo
     if (proxyProtocol && protocol === 'http') throw new MtlsError('BAD_INPUT', `${where}.proxyProtocol: is for protocol: tcp (HTTP mode passes the identity in X-Forwarded-Client-Cert)`);
     return {
       ...common, mode, target, protocol, policy, proxyProtocol, unsafeTarget, engine,
-      proxyProtocolCertificate: r.bool('proxyProtocolCertificate', false), clientCertHeader: r.bool('clientCertHeader', false), xfccCertificate: r.bool('xfccCertificate', false),
+      proxyProtocolCertificate: r.bool('proxyProtocolCertificate', false), clientCertHeader: r.bool('clientCertHeader', false), xfccCertificate: r.bool('xfccCertificate', false), mergeSlashes: r.bool('mergeSlashes', true),
       ...(r.has('crl') ? { crl: r.str('crl')! } : {}),
     };
   }

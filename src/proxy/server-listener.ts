@@ -2,7 +2,8 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
-import { sendForbidden, authorizeRequest } from '../adapters/http.js';
+import { authorizeRequest, sendForbidden, type RequestMtls } from '../adapters/http.js';
+import type { PathOptions } from '../identity/request-target.js';
 import type { PeerIdentity } from '../identity/identity.js';
 import { identityOf } from '../identity/identity.js';
 import { describePeer as who, type Decision } from '../identity/policy.js';
@@ -38,6 +39,10 @@ export class ServerListener extends ServerListenerBase {
   protected readonly server: tls.Server;
   private agent: http.Agent;
   private readonly by: string | undefined;
+
+  private get pathOptions(): PathOptions {
+    return { mergeSlashes: this.config.mergeSlashes };
+  }
 
   constructor(config: ServerListenerConfig, ctx: ListenerContext) {
     super(config, ctx);
@@ -160,19 +165,15 @@ export class ServerListener extends ServerListenerBase {
     return out;
   }
 
+  /** Forwards one authorized request; the path sent is the normalized one the policy decided on. */
   private forward(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const m = authorizeRequest(this.policy, req);
+    const m = authorizeRequest(this.policy, req, this.pathOptions);
     const id = m.identity;
     const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
-    if (!m.decision.allowed || !id) {
-      this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'denied', reason: 'PEER_NOT_ALLOWED' });
-      this.log.info({ event: 'denied', remote, identity: id ? who(id) : null, method: req.method, path: req.url, decision: 'deny', reason: m.decision.reason }, 'request denied');
-      return sendForbidden(res, m.decision);
-    }
+    if (!m.decision.allowed || !id) return this.refuse(req, m, remote, (m2) => sendForbidden(res, m2));
     this.ctx.metrics.perIdentity.inc({ listener: this.name, identity: this.ctx.metrics.identityLabel(who(id)) });
     const t0 = Date.now();
-    const t = this.config.target;
-    const up = http.request({ agent: this.agent, ...('path' in t ? { socketPath: t.path } : { host: t.host, port: t.port }), method: req.method, path: req.url, headers: this.headersFor(req, id) }, (ur) => {
+    const up = http.request(this.backendRequest(req, m.target!, this.headersFor(req, id), this.agent), (ur) => {
       const headers: string[] = [];
       const listed = connectionTokens(ur.headers.connection);
       for (let i = 0; i < ur.rawHeaders.length; i += 2) {
@@ -182,11 +183,11 @@ export class ServerListener extends ServerListenerBase {
       res.writeHead(ur.statusCode ?? 502, ur.statusMessage, headers);
       ur.pipe(res);
       ur.on('end', () => {
-        this.log.info({ event: 'request', remote, identity: who(id), method: req.method, path: req.url, status: ur.statusCode, decision: m.decision.auditOnly ? 'audit' : 'allow', reason: m.decision.reason, durationMs: Date.now() - t0 }, 'request forwarded');
+        this.log.info({ event: 'request', remote, identity: who(id), method: req.method, path: m.target, status: ur.statusCode, decision: m.decision.auditOnly ? 'audit' : 'allow', reason: m.decision.reason, durationMs: Date.now() - t0 }, 'request forwarded');
       });
     });
     up.on('error', (err: NodeJS.ErrnoException) => {
-      this.log.error({ event: 'target-unreachable', remote, target: t, code: err.code }, `target error (${err.code})`);
+      this.log.error({ event: 'target-unreachable', remote, target: this.config.target, code: err.code }, `target error (${err.code})`);
       if (!res.headersSent) {
         res.writeHead(502, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ error: 'bad gateway', reason: `the target did not answer (${err.code ?? err.message})` }));
@@ -198,24 +199,77 @@ export class ServerListener extends ServerListenerBase {
     req.pipe(up);
   }
 
-  /** WebSocket and other upgrades: authorized like any request, then relayed as bytes. */
+  /** How a request reaches the target: its address, the normalized path, our headers. */
+  private backendRequest(req: http.IncomingMessage, target: string, headers: http.OutgoingHttpHeaders, agent: http.Agent | false): http.RequestOptions {
+    const t = this.config.target;
+    return { agent, ...('path' in t ? { socketPath: t.path } : { host: t.host, port: t.port }), method: req.method, path: target, headers };
+  }
+
+  /** A denied request (403) or one whose target cannot be normalized (400): logged and counted, never forwarded. */
+  private refuse(req: http.IncomingMessage, m: RequestMtls, remote: string, answer: (m: RequestMtls) => void): void {
+    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'denied', reason: m.badTarget ? 'BAD_REQUEST_TARGET' : 'PEER_NOT_ALLOWED' });
+    this.log.info({ event: 'denied', remote, identity: m.identity ? who(m.identity) : null, method: req.method, path: req.url, decision: 'deny', reason: m.decision.reason }, m.badTarget ? 'bad request target' : 'request denied');
+    answer(m);
+  }
+
+  /**
+   * WebSocket and other upgrades (RFC 9110 7.8): authorized like any request and sent to the target with the
+   * identity headers. Only a real `101 Switching Protocols` from the target turns the connection into a byte relay;
+   * any other answer is passed on and the connection closed, so nothing the client sent after the upgrade request
+   * reaches the target unparsed (a request smuggled behind a refused upgrade would skip the route policy and carry
+   * its own XFCC). Node's HTTP parser cannot resume on a socket it has handed over, hence the close.
+   */
   private upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
-    const m = authorizeRequest(this.policy, req);
-    if (!m.decision.allowed || !m.identity) {
-      socket.end(`HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n${JSON.stringify({ error: 'forbidden', reason: m.decision.reason })}`);
-      return;
-    }
-    socket.allowHalfOpen = true; // as in TCP mode: the client's half-close ends only the target's write side
-    const target = net.connect(connectOptions(this.config.target));
-    target.once('connect', () => {
-      const headers = this.headersFor(req, m.identity!);
-      headers['connection'] = 'Upgrade';
-      headers['upgrade'] = req.headers.upgrade ?? '';
-      const lines = [`${req.method} ${req.url} HTTP/1.1`, ...Object.entries(headers).flatMap(([k, v]) => (Array.isArray(v) ? v.map((x) => `${k}: ${x}`) : [`${k}: ${v}`]))];
-      target.write(lines.join('\r\n') + '\r\n\r\n');
+    socket.on('error', () => socket.destroy());
+    const m = authorizeRequest(this.policy, req, this.pathOptions);
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    const rawAnswer = (status: string, reason: string): void => void socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n${JSON.stringify({ error: status.slice(4).toLowerCase(), reason })}`);
+    if (!m.decision.allowed || !m.identity) return this.refuse(req, m, remote, (m2) => rawAnswer(m2.badTarget ? '400 Bad Request' : '403 Forbidden', m2.decision.reason));
+    const te = req.headers['transfer-encoding'];
+    const cl = req.headers['content-length'];
+    if (te !== undefined || (cl !== undefined && cl !== '0')) return rawAnswer('400 Bad Request', 'an upgrade request with a body is not supported; send the upgrade without one');
+    const id = m.identity;
+    const headers = this.headersFor(req, id);
+    headers['connection'] = 'Upgrade';
+    headers['upgrade'] = req.headers.upgrade ?? '';
+    socket.pause(); // what the client sends before the 101 waits here: it belongs to the new protocol, if any
+    const up = http.request(this.backendRequest(req, m.target!, headers, false));
+    let settled = false;
+    up.on('upgrade', (ur: http.IncomingMessage, target: net.Socket, targetHead: Buffer) => {
+      settled = true;
+      const lines = [`HTTP/1.1 101 ${ur.statusMessage || 'Switching Protocols'}`];
+      for (let i = 0; i < ur.rawHeaders.length; i += 2) lines.push(`${ur.rawHeaders[i]}: ${ur.rawHeaders[i + 1]}`);
+      socket.write(lines.join('\r\n') + '\r\n\r\n');
+      if (targetHead.length) socket.write(targetHead);
       if (head.length) target.write(head);
-      relay(socket, target, this.config.limits, () => undefined);
+      socket.allowHalfOpen = true; // as in TCP mode: the client's half-close ends only the target's write side
+      const t0 = Date.now();
+      relay(socket, target, this.config.limits, (stats, why) => {
+        this.log.info({ event: 'upgrade', remote, identity: who(id), path: m.target, protocol: req.headers.upgrade, bytesUp: stats.up, bytesDown: stats.down, durationMs: Date.now() - t0, closed: why }, 'upgraded connection closed');
+      });
+      socket.resume();
     });
-    target.once('error', () => socket.destroy());
+    up.on('response', (ur: http.IncomingMessage) => {
+      settled = true;
+      // Refused (or ignored) by the target: its answer goes back, then the connection ends. No raw relay.
+      const lines = [`HTTP/1.1 ${ur.statusCode} ${ur.statusMessage ?? ''}`];
+      const listed = connectionTokens(ur.headers.connection);
+      for (let i = 0; i < ur.rawHeaders.length; i += 2) {
+        const k = ur.rawHeaders[i]!.toLowerCase();
+        if (!HOP.has(k) && !listed?.has(k)) lines.push(`${ur.rawHeaders[i]}: ${ur.rawHeaders[i + 1]}`);
+      }
+      lines.push('connection: close');
+      socket.write(lines.join('\r\n') + '\r\n\r\n');
+      this.log.info({ event: 'upgrade-refused', remote, identity: who(id), path: m.target, status: ur.statusCode }, `the target answered the upgrade with ${ur.statusCode}; connection closed`);
+      ur.pipe(socket);
+      ur.on('error', () => socket.destroy());
+    });
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      this.log.error({ event: 'target-unreachable', remote, target: this.config.target, code: err.code }, `target error (${err.code})`);
+      if (!settled) rawAnswer('502 Bad Gateway', `the target did not answer (${err.code ?? err.message})`);
+      else socket.destroy();
+    });
+    socket.once('close', () => { if (!settled) up.destroy(); });
+    up.end();
   }
 }

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { until } from './endpoints.js';
+import { BIN } from './pki.js';
 
 const children: ChildProcess[] = [];
 
@@ -38,4 +39,9 @@ ${httpBody} }
 `);
   await startProcess(NGINX, ['-c', conf, '-e', `${dir}/err.log`], /$/);
   await until(() => fs.existsSync(`${dir}/nginx.pid`), 5000, 'nginx to write its pid');
+}
+
+/** `mtls proxy ...` as its own process; resolves once every listener logged that it listens. */
+export function startProxy(args: string[], listeners = 1): ReturnType<typeof startProcess> {
+  return startProcess(process.execPath, [BIN, 'proxy', ...args], new RegExp(`("event":"listening"[^\\n]*\\n[^]*){${listeners}}`));
 }

@@ -13,7 +13,7 @@ import { clientTlsOptions } from '../../src/tls/options.js';
 import { close, freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
 import { BIN, keyPem, makeCert, opensslCrl, tempDir, writePem, type TestCert } from '../helpers/pki.js';
 import { OID } from '../../src/pki/oid.js';
-import { startNginx, startProcess, stopAll } from '../helpers/process.js';
+import { startNginx, startProcess, startProxy, stopAll } from '../helpers/process.js';
 
 let pki: TestPki;
 const servers: net.Server[] = [];
@@ -26,11 +26,7 @@ after(async () => {
   await pki.ca.close();
 });
 
-/** `mtls proxy ...` as its own process; resolves once every listener logged that it listens. */
-async function proxy(args: string[], listeners = 1) {
-  const p = await startProcess(process.execPath, [BIN, 'proxy', ...args], new RegExp(`("event":"listening"[^\\n]*\\n[^]*){${listeners}}`));
-  return p;
-}
+const proxy = startProxy;
 
 /**
  * The engine of the server listeners: 'auto' (native for TCP, as users get it) here; proxy-node-engine.test.ts
