@@ -836,7 +836,9 @@ using Bio = std::unique_ptr<BIO, decltype(&freeBio)>;
 Bio memBio(const std::string& s) { return Bio(BIO_new_mem_buf(s.data(), int(s.size())), freeBio); }
 
 // Builds the server context; returns an error message (no key material in it) or "" with *out set.
-std::string buildContext(Engine* e, const std::string& cert, const std::string& key, const std::string& ca, const std::string& crl, SSL_CTX** out) {
+// `crl` null: no revocation checking; otherwise it must hold at least one CRL (an empty or garbage CRL file must
+// never mean "nothing is revoked").
+std::string buildContext(Engine* e, const std::string& cert, const std::string& key, const std::string& ca, const std::string* crl, SSL_CTX** out) {
   ERR_clear_error();
   std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
   if (!ctx) return lastSslError("cannot create a TLS context");
@@ -878,8 +880,8 @@ std::string buildContext(Engine* e, const std::string& cert, const std::string& 
   }
   ERR_clear_error();
   if (cas == 0) return "the trust bundle has no PEM certificate";
-  if (!crl.empty()) {
-    Bio rb = memBio(crl);
+  if (crl) {
+    Bio rb = memBio(*crl);
     int crls = 0;
     while (X509_CRL* r = PEM_read_bio_X509_CRL(rb.get(), nullptr, nullptr, nullptr)) {
       X509_STORE_add_crl(store, r);
@@ -942,8 +944,11 @@ napi_value Configure(napi_env env, napi_callback_info info) {
   if (!e) return nullptr;
   std::string cert, key, ca, crl;
   if (!getString(env, argv[1], cert) || !getString(env, argv[2], key) || !getString(env, argv[3], ca) || !getString(env, argv[4], crl)) return throwError(env, "native relay: configure takes PEM strings");
+  napi_valuetype crlType;
+  napi_typeof(env, argv[4], &crlType);
+  bool haveCrl = crlType != napi_null && crlType != napi_undefined;
   SSL_CTX* ctx = nullptr;
-  std::string err = buildContext(e, cert, key, ca, crl, &ctx);
+  std::string err = buildContext(e, cert, key, ca, haveCrl ? &crl : nullptr, &ctx);
   OPENSSL_cleanse(key.data(), key.size());
   if (!err.empty()) return throwError(env, err);
   bool apply = false;

@@ -3,8 +3,7 @@ import https from 'node:https';
 import { identityOf, type PeerIdentity } from '../identity/identity.js';
 import { compilePolicy, type Decision, type Policy } from '../identity/policy.js';
 import { normalizeRequestTarget, type PathOptions } from '../identity/request-target.js';
-import { enforceHandshakeDeadline, reportHandshakeErrors, timeoutReporter, type MtlsServerOptions } from '../tls/server.js';
-import { serverTlsOptions } from '../tls/options.js';
+import { enforceHandshakeDeadline, mtlsServerTlsOptions, reportHandshakeErrors, timeoutReporter, type MtlsServerOptions } from '../tls/server.js';
 
 /** What the middleware attaches to each request as `req.mtls`. */
 export interface RequestMtls {
@@ -66,7 +65,7 @@ export function mtlsAuthorize(policy: Policy, onDecision?: (req: IncomingMessage
 export function createMtlsHttpsServer(o: MtlsServerOptions, handler: (req: IncomingMessage, res: ServerResponse) => void, onDecision?: (req: IncomingMessage, m: RequestMtls) => void): https.Server {
   const policy = o.policy ?? compilePolicy({ allow: [] });
   const auth = mtlsAuthorize(policy, onDecision);
-  const server = https.createServer({ ...serverTlsOptions(o.credentials, o), handshakeTimeout: 0 }, (req, res) => auth(req, res, () => handler(req, res)));
+  const server = https.createServer(mtlsServerTlsOptions(o), (req, res) => auth(req, res, () => handler(req, res)));
   enforceHandshakeDeadline(server, o.handshakeTimeoutMs ?? 10_000, timeoutReporter(server, o.handshakeTimeoutMs ?? 10_000));
   reportHandshakeErrors(server);
   return server;

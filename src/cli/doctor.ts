@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { doctor, doctorExitCode, type DoctorReport } from '../doctor/doctor.js';
 import { MtlsError } from '../errors.js';
-import { readInput } from '../util/fs.js';
+import { MAX_INPUT, readInput } from '../util/fs.js';
 import { printJson } from './common.js';
 import { caFileOr, parseHostPort } from './endpoints.js';
 import { paint, useColor } from './color.js';
@@ -27,7 +27,7 @@ export function registerDoctor(program: Command): void {
       const timeoutMs = Number(o.timeout);
       if (!Number.isInteger(timeoutMs) || timeoutMs < 100) throw new MtlsError('USAGE', `--timeout '${o.timeout}' must be a whole number of milliseconds, at least 100`);
       const report = await doctor({
-        host, port, ca: readInput(caFileOr(o.ca, o.home), 'CA bundle'), timeoutMs, http: o.http,
+        host, port, ca: readInput(caFileOr(o.ca, o.home), 'CA bundle', MAX_INPUT.bundle), timeoutMs, http: o.http,
         ...(o.cert && o.key ? { cert: readInput(o.cert, 'certificate'), key: readInput(o.key, 'key') } : {}),
         ...(o.servername ? { servername: o.servername } : {}), ...(o.expectSpiffeId ? { spiffeId: o.expectSpiffeId } : {}),
       });

@@ -20,6 +20,7 @@ import { classifyTlsError } from '../tls/errors.js';
 import { SECURE_CIPHERS, SECURE_GROUPS, serverTlsOptions } from '../tls/options.js';
 import { CredentialReloader } from '../tls/reload.js';
 import { createMtlsServer, type ConnectionEvent, type HandshakeErrorEvent } from '../tls/server.js';
+import { MAX_INPUT, readInput } from '../util/fs.js';
 import { listenOn } from '../util/listen.js';
 import { optionalPassphrase, policyOptions, printJson, type PolicyFlags } from './common.js';
 
@@ -110,7 +111,7 @@ async function ephemeralServerCredentials(home: string | undefined, passphrase: 
   try {
     const ips = ['127.0.0.1', '::1', ...(isIpLiteral(host) && host !== '0.0.0.0' && host !== '::' ? [host] : [])];
     const issued = await ca.issue({ profile: 'server', name: 'mtls-serve', names: { dns: ['localhost'], ip: [...new Set(ips)] }, validityMs: 86400e3 });
-    return loadCredentials({ cert: issued.chainPem, key: issued.privateKey!, ca: fs.readFileSync(caFile) });
+    return loadCredentials({ cert: issued.chainPem, key: issued.privateKey!, ca: readInput(caFile, 'CA bundle', MAX_INPUT.bundle) });
   } finally {
     await ca.close();
   }
@@ -140,7 +141,7 @@ export function registerConnect(program: Command): void {
       const caFile = caFileOr(o.ca, o.home);
       const passphrase = optionalPassphrase(o.keyPassphraseFile);
       const creds = o.cert && o.key ? loadCredentials({ certFile: o.cert, keyFile: o.key, caFile, ...(passphrase !== undefined ? { passphrase } : {}) }) : undefined;
-      const ca = fs.readFileSync(caFile, 'utf8');
+      const ca = readInput(caFile, 'CA bundle', MAX_INPUT.bundle).toString('utf8');
       const expect = { ...(o.servername ? { servername: o.servername } : {}), ...(o.expectSpiffeId ? { spiffeId: o.expectSpiffeId } : {}) };
       const lines: [string, string][] = [];
       const say = (k: string, v: string) => { lines.push([k, v]); if (!o.json) console.log(`  ${k.padEnd(14)}${v}`); };

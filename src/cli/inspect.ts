@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { inspect, type CertificateReport, type InspectReport } from '../pki/inspect.js';
 import { loadPrivateKey } from '../pki/keys.js';
-import { readInput } from '../util/fs.js';
+import { MAX_INPUT, readInput } from '../util/fs.js';
 import { optionalPassphrase, printJson } from './common.js';
 
 export function registerInspect(program: Command): void {
@@ -13,7 +13,7 @@ export function registerInspect(program: Command): void {
     .action((file: string, o: { passwordFile?: string; key?: string; json?: boolean }) => {
       const password = optionalPassphrase(o.passwordFile);
       const extraKey = o.key === undefined ? undefined : loadPrivateKey(readInput(o.key, 'key file'), `key ${o.key}`, password);
-      const report = inspect(readInput(file, 'file'), file === '-' ? 'stdin' : file, {
+      const report = inspect(readInput(file, 'file', MAX_INPUT.bundle), file === '-' ? 'stdin' : file, {
         now: new Date(), ...(password !== undefined ? { password } : {}), ...(extraKey ? { extraKey } : {}),
       });
       if (o.json) printJson(report);

@@ -5,7 +5,7 @@ import { loadCredentials } from '../tls/credentials.js';
 import { createTraceServer, type ServerTraceReport } from '../trace/listen.js';
 import { renderTrace } from '../trace/render.js';
 import { traceConnection, type TraceReport } from '../trace/trace.js';
-import { readInput, writeFileAtomic } from '../util/fs.js';
+import { MAX_INPUT, readInput, writeFileAtomic } from '../util/fs.js';
 import { listenOn } from '../util/listen.js';
 import { useColor } from './color.js';
 import { collect, printJson } from './common.js';
@@ -53,7 +53,7 @@ export function registerTrace(program: Command): void {
       if (o.listen !== undefined) return listen(o, caFile, (r) => show(r, 'server'));
       const { host, port } = parseHostPort(target!);
       const creds = o.cert && o.key ? loadCredentials({ certFile: o.cert, keyFile: o.key, caFile }) : undefined;
-      const ca = readInput(caFile, 'CA bundle').toString('utf8');
+      const ca = readInput(caFile, 'CA bundle', MAX_INPUT.bundle).toString('utf8');
       const expect = { ...(o.servername ? { servername: o.servername } : {}), ...(o.expectSpiffeId ? { spiffeId: o.expectSpiffeId } : {}) };
       const report = await traceConnection({ host, port, ca, expect, reveal: o.revealKeys ?? false, ...(creds ? { credentials: creds } : {}) });
       if (o.keylog) writeFileAtomic(o.keylog, report.keylog.join(''), 0o600);

@@ -3,7 +3,7 @@ import { MtlsError } from '../errors.js';
 import { readCertificates } from '../pki/certificate.js';
 import { formatDn } from '../pki/names.js';
 import { certLabel, verifyChain, type Purpose } from '../pki/verify.js';
-import { readInput } from '../util/fs.js';
+import { MAX_INPUT, readInput } from '../util/fs.js';
 import { parseTime, printJson } from './common.js';
 
 export function registerVerify(program: Command): void {
@@ -23,8 +23,8 @@ export function registerVerify(program: Command): void {
       if (!['server', 'client', 'any'].includes(o.purpose)) throw new MtlsError('USAGE', `--purpose '${o.purpose}' must be server, client or any`);
       if (!/^\d{1,3}$/.test(o.maxDepth)) throw new MtlsError('USAGE', `--max-depth '${o.maxDepth}' must be a whole number`);
       const [leaf, ...rest] = readCertificates(readInput(file, 'certificate'), file);
-      const anchors = readCertificates(readInput(o.ca, 'CA bundle'), o.ca);
-      const intermediates = [...rest, ...(o.untrusted ? readCertificates(readInput(o.untrusted, 'intermediates file'), o.untrusted) : [])];
+      const anchors = readCertificates(readInput(o.ca, 'CA bundle', MAX_INPUT.bundle), o.ca);
+      const intermediates = [...rest, ...(o.untrusted ? readCertificates(readInput(o.untrusted, 'intermediates file', MAX_INPUT.bundle), o.untrusted) : [])];
       const at = o.at === undefined ? new Date() : parseTime(o.at, '--at');
       const result = verifyChain(leaf!, {
         trustAnchors: anchors, intermediates, at, purpose: o.purpose as Purpose, maxDepth: Number(o.maxDepth),

@@ -63,7 +63,7 @@ export function fingerprint(der: Uint8Array, algo: 'sha256' | 'sha1' = 'sha256')
 }
 
 /** AlgorithmIdentifier: the OID and the parameters' whole TLV (absent when there are none). */
-function readAlgorithm(t: Tlv, field: string): { oid: string; params?: Buffer } {
+export function readAlgorithm(t: Tlv, field: string): { oid: string; params?: Buffer } {
   if (t.tag !== 0x30) throw new MtlsError('BAD_DER', `${field} is not a SEQUENCE`);
   const [oid, params, extra] = readChildren(t.value, field);
   if (!oid || oid.tag !== 0x06 || extra) throw new MtlsError('BAD_DER', `${field} is malformed`);

@@ -1,10 +1,10 @@
-import fs from 'node:fs';
 import net from 'node:net';
 import YAML from 'yaml';
 import { MtlsError } from '../errors.js';
 import { compilePolicy, type PolicyConfig } from '../identity/policy.js';
 import { compileSpiffePattern } from '../pki/names.js';
 import { parseDuration } from '../util/duration.js';
+import { MAX_INPUT, readInput } from '../util/fs.js';
 
 import { formatAddress, type Address } from '../util/listen.js';
 
@@ -280,11 +280,5 @@ export function checkUnique(listeners: ListenerConfig[], source: string): void {
 }
 
 export function readProxyConfig(file: string): ProxyConfig {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new MtlsError('BAD_INPUT', `config ${file} cannot be read (${(err as NodeJS.ErrnoException).code})`);
-  }
-  return parseProxyConfig(text, file);
+  return parseProxyConfig(readInput(file, 'config', MAX_INPUT.config).toString('utf8'), file);
 }

@@ -95,12 +95,12 @@ export class NativeEngine {
 
   /** cert, key, ca and crl of Node's options (PEM); throws with OpenSSL's reason and keeps the old context. */
   setSecureContext(o: tls.SecureContextOptions): void {
-    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), o.crl ? text(o.crl) : null, true);
+    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), o.crl !== undefined ? text(o.crl) : null, true);
   }
 
   /** Throws what setSecureContext would, changing nothing. */
   checkSecureContext(o: tls.SecureContextOptions): void {
-    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), o.crl ? text(o.crl) : null, false);
+    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), o.crl !== undefined ? text(o.crl) : null, false);
   }
 
   getTicketKeys(): Buffer {

@@ -3,7 +3,7 @@ import { compilePolicy, describePeer as who, type Decision, type Policy } from '
 import type { MtlsError } from '../errors.js';
 import { serverTlsOptions } from '../tls/options.js';
 import type { Credentials } from '../tls/credentials.js';
-import { readInput } from '../util/fs.js';
+import { loadCrlFile } from '../tls/crl-file.js';
 import type { Limits, ServerListenerConfig } from './config.js';
 import { Listener, type ListenerContext } from './listener.js';
 import { encodeProxyV2, type ProxyHeaderInput } from './proxy-protocol.js';
@@ -23,7 +23,7 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
 
   protected tlsOptions(c: Credentials): ReturnType<typeof serverTlsOptions> {
     const o = serverTlsOptions(c);
-    if (this.config.crl) o.crl = readInput(this.config.crl, 'CRL file');
+    if (this.config.crl) o.crl = loadCrlFile(this.config.crl, c);
     return o;
   }
 

@@ -1,9 +1,9 @@
 import type { KeyObject } from 'node:crypto';
-import fs from 'node:fs';
 import { MtlsError } from '../errors.js';
 import { readCertificates, type Certificate } from '../pki/certificate.js';
 import { exportPrivateKey, keysMatch, loadPrivateKey } from '../pki/keys.js';
 import { encodePem } from '../pki/pem.js';
+import { MAX_INPUT, readInput } from '../util/fs.js';
 
 /** Where credentials come from: files (watched for rotation) or memory. */
 export type CredentialSource =
@@ -23,12 +23,8 @@ export interface Credentials {
   trustAnchors: Certificate[];
 }
 
-function read(file: string, what: string): Buffer {
-  try {
-    return fs.readFileSync(file);
-  } catch (err) {
-    throw new MtlsError('BAD_INPUT', `${what} ${file} cannot be read (${(err as NodeJS.ErrnoException).code})`);
-  }
+function read(file: string, what: string, max: number = MAX_INPUT.certificate): Buffer {
+  return readInput(file, what, max);
 }
 
 /** Loads and checks credentials; every failure is one line naming the file. */
@@ -38,7 +34,7 @@ export function loadCredentials(src: CredentialSource): Credentials {
   const keyWhat = files ? `key ${src.keyFile}` : 'key';
   const caWhat = files ? `CA bundle ${src.caFile}` : 'CA bundle';
   const certData = files ? read(src.certFile, 'certificate') : Buffer.from(src.cert);
-  const caData = files ? read(src.caFile, 'CA bundle') : Buffer.from(src.ca);
+  const caData = files ? read(src.caFile, 'CA bundle', MAX_INPUT.bundle) : Buffer.from(src.ca);
   const chain = readCertificates(certData, certWhat);
   const trustAnchors = readCertificates(caData, caWhat);
   const keySrc = files ? read(src.keyFile, 'key') : src.key;

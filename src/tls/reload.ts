@@ -50,6 +50,8 @@ export class CredentialReloader extends EventEmitter {
   private watchers: fs.FSWatcher[] = [];
   private timer: NodeJS.Timeout | undefined;
   private digest: string;
+  /** The content of the last reload that failed: the same broken files are not tried (and reported) again. */
+  private failedDigest: string | undefined;
 
   /**
    * `ticketKeys`: the session ticket keys for a trust bundle (e.g. derived from a secret shared by a cluster's
@@ -133,7 +135,7 @@ export class CredentialReloader extends EventEmitter {
   /** Re-reads the files now (also for SIGHUP). Resolves true when new credentials were applied. */
   async reload(): Promise<boolean> {
     const digest = this.contentDigest();
-    if (digest === this.digest) return false;
+    if (digest === this.digest || digest === this.failedDigest) return false;
     let next: Credentials;
     let contexts: { a: Attached; options: tls.SecureContextOptions }[];
     try {
@@ -145,6 +147,7 @@ export class CredentialReloader extends EventEmitter {
         return { a, options };
       });
     } catch (err) {
+      this.failedDigest = digest;
       this.emit('reload-error', new Error(`kept the previous certificate: ${messageOf(err)}`));
       return false;
     }
@@ -158,6 +161,7 @@ export class CredentialReloader extends EventEmitter {
     this.creds = next;
     this.trust = trust;
     this.digest = digest;
+    this.failedDigest = undefined;
     this.emit('reloaded', { fingerprint256: next.leaf.fingerprint256, trustChanged } satisfies ReloadEvent);
     return true;
   }

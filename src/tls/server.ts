@@ -6,6 +6,7 @@ import { identityOf, type PeerIdentity } from '../identity/identity.js';
 import { compilePolicy, type Decision, type Policy } from '../identity/policy.js';
 import type { Credentials } from './credentials.js';
 import { authorizationFailure, classifyTlsError } from './errors.js';
+import { crlOption } from './crl-file.js';
 import { serverTlsOptions, type EndpointOptions } from './options.js';
 
 export interface MtlsServerOptions extends EndpointOptions {
@@ -14,6 +15,18 @@ export interface MtlsServerOptions extends EndpointOptions {
   policy?: Policy;
   /** Close connections whose handshake has not finished in time. Default 10 s. */
   handshakeTimeoutMs?: number;
+  /**
+   * PEM (or DER) CRLs, one for every CA of the trust bundle, checked for every client chain. Refused at creation
+   * when empty, unparseable, not signed by a CA of the bundle, expired, or when a CA has none (src/tls/crl-file.ts).
+   */
+  crl?: string | Buffer;
+}
+
+/** Node's server options for `o`: the endpoint's TLS options and the checked CRLs. */
+export function mtlsServerTlsOptions(o: MtlsServerOptions): tls.TlsOptions {
+  const opts = { ...serverTlsOptions(o.credentials, o), handshakeTimeout: 0 };
+  if (o.crl !== undefined) opts.crl = crlOption(o.crl, 'CRL', o.credentials);
+  return opts;
 }
 
 /** One connection's outcome, emitted as 'mtls:connection' on the server. */
@@ -91,7 +104,7 @@ export function timeoutReporter(server: EventEmitter, ms: number): (raw: net.Soc
  */
 export function createMtlsServer(o: MtlsServerOptions, onConnection?: (socket: tls.TLSSocket, identity: PeerIdentity) => void): tls.Server {
   const policy = o.policy ?? compilePolicy({ allow: [] });
-  const server = tls.createServer({ ...serverTlsOptions(o.credentials, o), handshakeTimeout: 0 });
+  const server = tls.createServer(mtlsServerTlsOptions(o));
   enforceHandshakeDeadline(server, o.handshakeTimeoutMs ?? 10_000, timeoutReporter(server, o.handshakeTimeoutMs ?? 10_000));
   reportHandshakeErrors(server);
   server.on('secureConnection', (socket: tls.TLSSocket) => {

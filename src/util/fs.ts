@@ -75,15 +75,68 @@ export function writeFileAtomic(p: string, data: string | Buffer, mode = 0o644, 
   stageFiles([{ path: p, data, mode }], { overwrite }).commit();
 }
 
-/** Reads a file for a command, with a one-line error naming it. `-` reads standard input. */
-export function readInput(p: string, what: string): Buffer {
+/**
+ * The most we read of each kind of input: an endless or huge input (`/dev/zero`, a wrong file, a hostile pipe) is
+ * refused with a line that says the limit instead of growing the process without bound.
+ */
+export const MAX_INPUT = {
+  /** A certificate chain, key, CSR or PKCS#12 file. */
+  certificate: 1 << 20,
+  /** A trust bundle (the system's has a few hundred roots: about 200 KiB). */
+  bundle: 16 << 20,
+  /** CRL files: 100,000 entries take about 4 MiB of PEM. */
+  crl: 256 << 20,
+  /** A proxy config. */
+  config: 1 << 20,
+} as const;
+
+const mib = (n: number) => (n >= 1 << 20 ? `${n / (1 << 20)} MiB` : `${n} bytes`);
+
+/**
+ * Reads a file for a command, with a one-line error naming it, never more than `max` bytes (a larger or endless
+ * input is refused, whatever kind of file it is: regular, pipe, device). `-` reads standard input.
+ */
+export function readInput(p: string, what: string, max: number = MAX_INPUT.certificate): Buffer {
+  const tooBig = () => new MtlsError('BAD_INPUT', `${what} ${p === '-' ? '(standard input)' : p} is larger than ${mib(max)}, the most accepted for it; check that it is the right file`);
+  let fd: number;
   try {
-    return p === '-' ? fs.readFileSync(0) : fs.readFileSync(p);
+    fd = p === '-' ? 0 : fs.openSync(p, 'r');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new MtlsError('BAD_INPUT', `${what} ${p} does not exist`);
     if (code === 'EISDIR') throw new MtlsError('BAD_INPUT', `${what} ${p} is a directory; give a file`);
     throw ioError('read', p, err);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (st.isDirectory()) throw new MtlsError('BAD_INPUT', `${what} ${p} is a directory; give a file`);
+    if (st.isFile() && st.size > max) throw tooBig();
+    const chunks: Buffer[] = [];
+    let total = 0;
+    const buf = Buffer.allocUnsafe(64 * 1024);
+    for (;;) {
+      let n: number;
+      try {
+        n = fs.readSync(fd, buf, 0, buf.length, null);
+      } catch (err) {
+        // a non-blocking standard input with nothing yet: wait a little, as a blocking read would
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') {
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+          continue;
+        }
+        throw err;
+      }
+      if (n === 0) break;
+      total += n;
+      if (total > max) throw tooBig();
+      chunks.push(Buffer.from(buf.subarray(0, n)));
+    }
+    return Buffer.concat(chunks, total);
+  } catch (err) {
+    if (err instanceof MtlsError) throw err;
+    throw ioError('read', p, err);
+  } finally {
+    if (fd !== 0) fs.closeSync(fd);
   }
 }
 

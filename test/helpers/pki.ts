@@ -108,7 +108,7 @@ const crlTime = (d: Date) => d.toISOString().replace(/[-:T]/g, '').slice(2, 14) 
  * A CRL signed by `issuer` that revokes `revoked` (none: an empty CRL), made by `openssl ca -gencrl` from an
  * index file, written to `out` (a new temp file by default). The issuer's key goes to a 0600 temp file.
  */
-export function opensslCrl(issuer: TestCert, revoked: TestCert[], out = path.join(tempDir('mtls-crl-'), 'crl.pem')): string {
+export function opensslCrl(issuer: TestCert, revoked: TestCert[], out = path.join(tempDir('mtls-crl-'), 'crl.pem'), times: { lastUpdate?: Date; nextUpdate?: Date } = {}): string {
   const d = tempDir('mtls-crl-');
   fs.writeFileSync(path.join(d, 'ca.pem'), issuer.pem);
   fs.writeFileSync(path.join(d, 'ca.key'), keyPem(issuer), { mode: 0o600 });
@@ -116,7 +116,8 @@ export function opensslCrl(issuer: TestCert, revoked: TestCert[], out = path.joi
   fs.writeFileSync(path.join(d, 'index.txt'), revoked.map((c) => `R\t${crlTime(c.cert.notAfter)}\t${rev}\t${c.cert.serialHex.toUpperCase()}\tunknown\t/CN=revoked\n`).join(''));
   fs.writeFileSync(path.join(d, 'ca.cnf'), `[ca]\ndefault_ca=d\n[d]\ndatabase=${d}/index.txt\ndefault_md=sha256\ndefault_crl_days=1\n`);
   const tmp = path.join(d, 'crl.pem');
-  const r = spawnSync('openssl', ['ca', '-gencrl', '-config', path.join(d, 'ca.cnf'), '-keyfile', path.join(d, 'ca.key'), '-cert', path.join(d, 'ca.pem'), '-out', tmp], { encoding: 'utf8' });
+  const r = spawnSync('openssl', ['ca', '-gencrl', '-config', path.join(d, 'ca.cnf'), '-keyfile', path.join(d, 'ca.key'), '-cert', path.join(d, 'ca.pem'), '-out', tmp,
+    ...(times.lastUpdate ? ['-crl_lastupdate', crlTime(times.lastUpdate)] : []), ...(times.nextUpdate ? ['-crl_nextupdate', crlTime(times.nextUpdate)] : [])], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`openssl ca -gencrl failed: ${r.stderr}`);
   fs.copyFileSync(tmp, `${out}.tmp`);
   fs.renameSync(`${out}.tmp`, out);
