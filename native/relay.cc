@@ -43,6 +43,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -107,11 +108,17 @@ struct Pending {
   bool empty() const { return off == len; }
   const uint8_t* ptr() const { return data.get() + off; }
   size_t size() const { return len - off; }
-  void set(const uint8_t* p, size_t n) {
-    data.reset(new uint8_t[n]);
+  // false when memory ran out (the engine thread must not throw: the caller closes the connection)
+  bool set(const uint8_t* p, size_t n) {
+    data.reset(new (std::nothrow) uint8_t[n]);
+    if (!data) {
+      off = len = 0;
+      return false;
+    }
     memcpy(data.get(), p, n);
     off = 0;
     len = n;
+    return true;
   }
   void consumed(size_t n) {
     off += n;
@@ -134,7 +141,7 @@ const char* stageName(Stage s) {
 }
 
 struct Conn {
-  uint32_t id = 0;
+  uint64_t id = 0;  // 64-bit: never reused while a connection lives (2^32 accepts would wrap a 32-bit id)
   int cfd = -1, tfd = -1;
   SSL* ssl = nullptr;
   Stage stage = Stage::Handshake;
@@ -145,15 +152,18 @@ struct Conn {
   bool clientEnded = false, targetEnded = false;  // each side's end of stream (close_notify or FIN; FIN)
   bool targetShut = false, clientShut = false;    // we ended our writes to each side
   bool targetIdle = false, clientIdle = false;    // that side is done both ways and out of the epoll set
+  bool targetHup = false, clientHup = false;      // that side reported a hang-up (it is reported at every wait)
+  bool targetParked = false, clientParked = false;  // hung up, waiting for the other side: out of the epoll set
   int handshakeWants = EPOLLIN;  // the handshake waits for this on the client socket
-  int sslWriteWants = 0;         // SSL_write or SSL_shutdown waits for this on the client socket
+  int readWants = 0;             // SSL_read waits to write (a KeyUpdate answer): EPOLLOUT, cleared when it progresses
+  int writeWants = 0;            // SSL_write or SSL_shutdown waits for this on the client socket
   uint32_t cev = 0, tev = 0;     // registered epoll interest
 };
 
 enum EventType { SECURED = 1, CLOSED = 2 };
 struct Event {
   EventType type;
-  uint32_t id = 0;
+  uint64_t id = 0;
   std::vector<uint8_t> der;
   std::string version, cipher, sni, why, code, reason;
   bool resumed = false;
@@ -164,7 +174,7 @@ struct Event {
 enum CmdType { ADD, ADMIT, REJECT, CLOSE_ALL, STOP };
 struct Cmd {
   CmdType type;
-  uint32_t id = 0;
+  uint64_t id = 0;
   int fd = -1;
   sockaddr_storage addr{};
   socklen_t addrLen = 0;
@@ -181,6 +191,22 @@ struct TicketKeys {
 
 struct Engine;
 
+// What belongs to one SSL_CTX (one version of certificate, trust bundle and CRLs): its ticket keys. A ticket is
+// sealed and opened only with the keys of the context that verified the session, so a reload that changes the
+// trust cannot let a session verified under the old trust be sealed with the new keys (issue 18.1).
+struct CtxData {
+  Engine* e;
+  TicketKeys keys{};
+  bool haveKeys = false;
+};
+int ctxDataIndex = -1;
+void freeCtxData(void*, void* p, CRYPTO_EX_DATA*, int, long, void*) {
+  auto* d = static_cast<CtxData*>(p);
+  if (d) OPENSSL_cleanse(&d->keys, sizeof d->keys);
+  delete d;
+}
+CtxData* ctxData(SSL_CTX* ctx) { return static_cast<CtxData*>(SSL_CTX_get_ex_data(ctx, ctxDataIndex)); }
+
 // One thread with its epoll loop and the connections it was given (all of their state lives here).
 struct Loop {
   Engine* e;
@@ -190,7 +216,7 @@ struct Loop {
   std::vector<Cmd> cmds;
 
   // this loop's thread only
-  std::unordered_map<uint32_t, Conn*> conns;
+  std::unordered_map<uint64_t, Conn*> conns;
   std::unique_ptr<uint8_t[]> scratch{new uint8_t[CHUNK]};
   bool stopping = false;
   uint64_t lastSweep = 0;
@@ -210,30 +236,35 @@ struct Loop {
   void runCommands();
   void dispatch(uint64_t data, uint32_t events);
   void sweep();
-  void add(int fd, uint32_t id);
+  void add(int fd, uint64_t id);
   void admit(Conn* c, const Cmd& cmd);
   void handshake(Conn* c);
   void secured(Conn* c);
   void pumpUp(Conn* c);
   void pumpDown(Conn* c);
-  void settle(uint32_t id);
+  void settle(uint64_t id);
+  bool stillTrusted(Conn* c);
   void closeGracefully(Conn* c, const std::string& why, const std::string& code = "", const std::string& reason = "");
   void arm(Conn* c);
+  void register_(Conn* c, bool target, uint32_t want);
   void close(Conn* c, const std::string& why, const std::string& code = "", const std::string& reason = "");
 };
 
 // A listener's engine: its loops (a connection stays on the loop its id picks) and what they share.
 struct Engine {
   napi_threadsafe_function tsfn = nullptr;
-  std::atomic<uint32_t> nextId{1};
+  std::atomic<uint64_t> nextId{1};
   std::vector<std::unique_ptr<Loop>> loops;
   bool running = false;
+  napi_env env = nullptr;
 
-  std::mutex mu;  // guards ctx, keys, limits
+  std::mutex mu;  // guards ctx (and its CtxData keys), limits
   SSL_CTX* ctx = nullptr;
-  TicketKeys keys{};
-  bool haveKeys = false;
   Limits limits;
+
+  // Stops the threads (closing what is left) and frees what the engine holds; safe to call twice.
+  void shutdown();
+  ~Engine();
 
   // Commands for one connection go to its loop; the others to every loop.
   void command(Cmd c) {
@@ -245,15 +276,23 @@ struct Engine {
   }
 };
 
-void Loop::post(std::unique_ptr<Event> ev) { napi_call_threadsafe_function(e->tsfn, ev.release(), napi_tsfn_nonblocking); }
+// The event goes to JavaScript; when that is no longer possible (the engine is closing), it is freed here.
+void Loop::post(std::unique_ptr<Event> ev) {
+  Event* raw = ev.release();
+  if (napi_call_threadsafe_function(e->tsfn, raw, napi_tsfn_nonblocking) != napi_ok) delete raw;
+}
 
+// Tickets of a context that is no longer the engine's current one are neither issued nor accepted: its trust
+// bundle or CRLs may have been replaced (a full handshake verifies against the current ones).
 int ticketCallback(SSL* s, unsigned char name[16], unsigned char* iv, EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx, int enc) {
-  Engine* e = static_cast<Engine*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(s)));
+  SSL_CTX* ctx = SSL_get_SSL_CTX(s);
+  CtxData* d = ctxData(ctx);
+  if (!d) return enc ? 0 : 0;
   TicketKeys k;
   {
-    std::lock_guard<std::mutex> g(e->mu);
-    if (!e->haveKeys) return enc ? -1 : 0;
-    k = e->keys;
+    std::lock_guard<std::mutex> g(d->e->mu);
+    if (!d->haveKeys || d->e->ctx != ctx) return 0;  // enc: no ticket; dec: full handshake
+    k = d->keys;
   }
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof k.hmac),
@@ -324,7 +363,7 @@ void Loop::runCommands() {
   }
 }
 
-void Loop::add(int fd, uint32_t id) {
+void Loop::add(int fd, uint64_t id) {
   SSL_CTX* ctx;
   Limits lim;
   {
@@ -333,7 +372,19 @@ void Loop::add(int fd, uint32_t id) {
     if (ctx) SSL_CTX_up_ref(ctx);
     lim = e->limits;
   }
-  auto* c = new Conn();
+  auto* c = new (std::nothrow) Conn();
+  if (!c) {
+    if (ctx) SSL_CTX_free(ctx);
+    ::close(fd);
+    auto ev = std::make_unique<Event>();
+    ev->type = CLOSED;
+    ev->id = id;
+    ev->stage = stageName(Stage::Handshake);
+    ev->why = "out of memory";
+    ev->code = "HANDSHAKE_FAILED";
+    post(std::move(ev));
+    return;
+  }
   c->id = id;
   c->cfd = fd;
   conns[id] = c;
@@ -357,7 +408,7 @@ void Loop::add(int fd, uint32_t id) {
 }
 
 void Loop::dispatch(uint64_t data, uint32_t events) {
-  auto it = conns.find(uint32_t(data >> 1));
+  auto it = conns.find(data >> 1);
   if (it == conns.end()) return;
   Conn* c = it->second;
   bool target = data & 1;
@@ -378,23 +429,43 @@ void Loop::dispatch(uint64_t data, uint32_t events) {
       if (err) return closeGracefully(c, errnoName(err), "TARGET_UNREACHABLE", errnoName(err));
       c->stage = Stage::Relay;
       c->last = nowMs();
-      uint32_t id = c->id;
+      uint64_t id = c->id;
       pumpUp(c);  // the PROXY header, then what the client sent already
       if (conns.count(id)) pumpDown(c);  // a quick target may have answered and closed already
       return settle(id);
     }
     case Stage::Relay: {
-      uint32_t id = c->id;
-      bool readable = events & (EPOLLIN | EPOLLHUP | EPOLLERR);
-      bool writable = events & (EPOLLOUT | EPOLLHUP | EPOLLERR);
+      uint64_t id = c->id;
+      // A reset (or any socket error) on either side ends the connection: nothing more can be delivered through
+      // it, and an error stays reported at every wait, so leaving the side armed would spin this loop (issue 18.2:
+      // half-close, then RST, with a silent peer on the other side).
+      if (events & EPOLLERR) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(target ? c->tfd : c->cfd, SOL_SOCKET, SO_ERROR, &err, &len);
+        return close(c, err ? errnoName(err) : "ECONNRESET");
+      }
+      bool readable = events & (EPOLLIN | EPOLLHUP);
+      bool writable = events & (EPOLLOUT | EPOLLHUP);
+      if (events & EPOLLHUP) (target ? c->targetHup : c->clientHup) = true;
+      uint64_t before = c->up + c->down;
+      bool wasEnded = target ? c->targetEnded : c->clientEnded;
       if (target) {
         if (writable) pumpUp(c);
         if (conns.count(id) && readable) pumpDown(c);
       } else {
         // SSL_read may need to write (a KeyUpdate answer) and SSL_write to read: both look at both events.
-        if (readable || (writable && c->sslWriteWants)) pumpUp(c);
-        if (conns.count(id) && (writable || (readable && c->sslWriteWants == EPOLLIN))) pumpDown(c);
+        if (readable || (writable && c->readWants)) pumpUp(c);
+        if (conns.count(id) && (writable || (readable && c->writeWants == EPOLLIN))) pumpDown(c);
       }
+      if (!conns.count(id)) return;
+      // A hang-up is reported whatever we wait for. When it moved nothing and that side does not wait for the other
+      // (which arm() handles by taking it out of the epoll set until the other side drains), it can neither send
+      // nor take anything more: end the connection rather than wake up for it again and again.
+      bool progressed = c->up + c->down != before || wasEnded != (target ? c->targetEnded : c->clientEnded);
+      bool waitsForOther = target ? (!c->toClient.empty() || c->writeWants) : !c->toTarget.empty();
+      bool doneBoth = target ? (c->targetEnded && c->targetShut) : (c->clientEnded && c->clientShut);
+      if ((events & EPOLLHUP) && !progressed && !waitsForOther && !doneBoth) return close(c, "peer closed");
       return settle(id);
     }
   }
@@ -431,7 +502,40 @@ void Loop::handshake(Conn* c) {
   close(c, verify != X509_V_OK ? "verify failed" : "handshake failed", code, reason);
 }
 
+// Whether the verified peer still passes the engine's current trust bundle and CRLs. The connection took the
+// context current at its accept; a reload may have replaced it while the handshake ran (issue 18.1: a TCP
+// connection opened before a CRL reload and handshaking after it was verified against the old CRL). Then the
+// chain is verified again, by OpenSSL, against the current store, as the handshake would have done.
+bool Loop::stillTrusted(Conn* c) {
+  SSL_CTX* cur;
+  {
+    std::lock_guard<std::mutex> g(e->mu);
+    cur = e->ctx;
+    if (cur == SSL_get_SSL_CTX(c->ssl)) return true;
+    if (cur) SSL_CTX_up_ref(cur);
+  }
+  if (!cur) return false;
+  X509* leaf = SSL_get0_peer_certificate(c->ssl);
+  STACK_OF(X509)* chain = SSL_get_peer_cert_chain(c->ssl);  // on a server: the client's chain without the leaf
+  X509_STORE_CTX* v = X509_STORE_CTX_new();
+  bool ok = false;
+  long err = X509_V_ERR_UNSPECIFIED;
+  if (v && leaf && X509_STORE_CTX_init(v, SSL_CTX_get_cert_store(cur), leaf, chain) == 1) {
+    X509_STORE_CTX_set_default(v, "ssl_client");  // what OpenSSL uses for a client's chain: purpose sslclient
+    ok = X509_verify_cert(v) == 1;
+    err = X509_STORE_CTX_get_error(v);
+  }
+  X509_STORE_CTX_free(v);
+  SSL_CTX_free(cur);
+  if (!ok) {
+    if (err == X509_V_OK) err = X509_V_ERR_UNSPECIFIED;
+    close(c, "verify failed", verifyName(err), std::string(X509_verify_cert_error_string(err)) + " (the trust bundle or CRLs changed during the handshake)");
+  }
+  return ok;
+}
+
 void Loop::secured(Conn* c) {
+  if (!stillTrusted(c)) return;
   auto ev = std::make_unique<Event>();
   ev->type = SECURED;
   ev->id = c->id;
@@ -476,7 +580,7 @@ void Loop::admit(Conn* c, const Cmd& cmd) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
-  if (!cmd.header.empty()) c->toTarget.set(cmd.header.data(), cmd.header.size());
+  if (!cmd.header.empty() && !c->toTarget.set(cmd.header.data(), cmd.header.size())) return closeGracefully(c, "out of memory", "TARGET_UNREACHABLE", "out of memory");
   c->stage = Stage::Connecting;
   epoll_event ev{};
   ev.events = EPOLLOUT;
@@ -518,17 +622,20 @@ void Loop::pumpUp(Conn* c) {
       size_t n = 0;
       ERR_clear_error();
       if (SSL_read_ex(c->ssl, buf + got, CHUNK - got, &n) == 1) {
+        c->readWants = 0;
         got += n;
         continue;
       }
       int e = SSL_get_error(c->ssl, 0);
       if (e == SSL_ERROR_WANT_READ) {
         more = false;
+        c->readWants = 0;
       } else if (e == SSL_ERROR_ZERO_RETURN) {
         c->clientEnded = true;
+        c->readWants = 0;
       } else if (e == SSL_ERROR_WANT_WRITE) {
         more = false;  // a KeyUpdate answer waits for the socket; the write side's EPOLLOUT resumes it
-        c->sslWriteWants = EPOLLOUT;
+        c->readWants = EPOLLOUT;
       } else {
         unsigned long err = ERR_peek_last_error();
         return close(c, err ? sslCode(err) : (errno ? errnoName(errno) : "ECONNRESET"));
@@ -543,7 +650,7 @@ void Loop::pumpUp(Conn* c) {
         n = 0;
       }
       if (size_t(n) < got) {
-        c->toTarget.set(buf + n, got - size_t(n));
+        if (!c->toTarget.set(buf + n, got - size_t(n))) return close(c, "out of memory");
         return;
       }
     }
@@ -560,13 +667,13 @@ void Loop::pumpDown(Conn* c) {
       size_t n = 0;
       ERR_clear_error();
       if (SSL_write_ex(c->ssl, c->toClient.ptr(), c->toClient.size(), &n) == 1) {
-        c->sslWriteWants = 0;
+        c->writeWants = 0;
         c->toClient.consumed(n);
         continue;
       }
       int e = SSL_get_error(c->ssl, 0);
       if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
-        c->sslWriteWants = e == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN;
+        c->writeWants = e == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN;
         return;
       }
       unsigned long err = ERR_peek_last_error();
@@ -579,12 +686,12 @@ void Loop::pumpDown(Conn* c) {
         if (r < 0) {
           int e = SSL_get_error(c->ssl, r);
           if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
-            c->sslWriteWants = e == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN;
+            c->writeWants = e == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN;
             return;
           }
           // the client is gone already; nothing more to say to it
         }
-        c->sslWriteWants = 0;
+        c->writeWants = 0;
         shutdown(c->cfd, SHUT_WR);
         c->clientShut = true;
       }
@@ -600,12 +707,12 @@ void Loop::pumpDown(Conn* c) {
       return close(c, errnoName(errno));
     }
     c->down += uint64_t(n);
-    c->toClient.set(buf, size_t(n));
+    if (!c->toClient.set(buf, size_t(n))) return close(c, "out of memory");
   }
 }
 
 // After the pumps ran (either may have closed the connection): finished both ways, or wait for what is next.
-void Loop::settle(uint32_t id) {
+void Loop::settle(uint64_t id) {
   auto it = conns.find(id);
   if (it == conns.end()) return;
   Conn* c = it->second;
@@ -632,23 +739,44 @@ void Loop::arm(Conn* c) {
         c->clientIdle = true;
       }
       if (!c->clientEnded && c->toTarget.empty()) cev |= EPOLLIN;
-      if (c->sslWriteWants) cev |= uint32_t(c->sslWriteWants);
-      if (!c->targetEnded && c->toClient.empty() && !c->sslWriteWants) tev |= EPOLLIN;
+      if (c->readWants) cev |= uint32_t(c->readWants);
+      if (c->writeWants) cev |= uint32_t(c->writeWants);
+      if (!c->targetEnded && c->toClient.empty() && !c->writeWants) tev |= EPOLLIN;
       if (!c->toTarget.empty()) tev |= EPOLLOUT;
       break;
   }
+  register_(c, false, cev);
+  register_(c, true, tev);
+}
+
+// Brings one side's epoll registration to `want`. A side that hung up and has nothing to wait for now (it waits
+// for the other side to drain) is taken out of the set, since a hang-up is reported whatever the interest and
+// would spin the loop; it is added back as soon as there is something to wait for.
+void Loop::register_(Conn* c, bool target, uint32_t want) {
+  int fd = target ? c->tfd : c->cfd;
+  bool idle = target ? c->targetIdle : c->clientIdle;
+  bool hup = target ? c->targetHup : c->clientHup;
+  bool& parked = target ? c->targetParked : c->clientParked;
+  uint32_t& have = target ? c->tev : c->cev;
+  if (fd < 0 || idle) return;
   epoll_event ev{};
-  if (cev != c->cev && c->cfd >= 0 && !c->clientIdle) {
-    ev.events = cev;
-    ev.data.u64 = uint64_t(c->id) << 1;
-    epoll_ctl(ep, EPOLL_CTL_MOD, c->cfd, &ev);
-    c->cev = cev;
+  ev.events = want;
+  ev.data.u64 = (c->id << 1) | (target ? 1 : 0);
+  if (hup && want == 0) {
+    if (!parked) epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
+    parked = true;
+    have = 0;
+    return;
   }
-  if (tev != c->tev && c->tfd >= 0 && !c->targetIdle) {
-    ev.events = tev;
-    ev.data.u64 = (uint64_t(c->id) << 1) | 1;
-    epoll_ctl(ep, EPOLL_CTL_MOD, c->tfd, &ev);
-    c->tev = tev;
+  if (parked) {
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    parked = false;
+    have = want;
+    return;
+  }
+  if (want != have) {
+    epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+    have = want;
   }
 }
 
@@ -838,7 +966,7 @@ Bio memBio(const std::string& s) { return Bio(BIO_new_mem_buf(s.data(), int(s.si
 // Builds the server context; returns an error message (no key material in it) or "" with *out set.
 // `crl` null: no revocation checking; otherwise it must hold at least one CRL (an empty or garbage CRL file must
 // never mean "nothing is revoked").
-std::string buildContext(Engine* e, const std::string& cert, const std::string& key, const std::string& ca, const std::string* crl, SSL_CTX** out) {
+std::string buildContext(Engine* e, const std::string& cert, const std::string& key, const std::string& ca, const std::string* crl, const std::vector<uint8_t>& keys, SSL_CTX** out) {
   ERR_clear_error();
   std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
   if (!ctx) return lastSslError("cannot create a TLS context");
@@ -863,7 +991,10 @@ std::string buildContext(Engine* e, const std::string& cert, const std::string& 
   }
   ERR_clear_error();  // the end of the PEM stream
   Bio kb = memBio(key);
-  EVP_PKEY* pkey = PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr);
+  // No passphrase callback would make OpenSSL prompt on the terminal for an encrypted key: refuse instead (the
+  // JavaScript side decrypts keys and hands over PKCS#8).
+  pem_password_cb* noPassphrase = [](char*, int, int, void*) -> int { return -1; };
+  EVP_PKEY* pkey = PEM_read_bio_PrivateKey(kb.get(), nullptr, noPassphrase, nullptr);
   if (!pkey) return lastSslError("cannot read the private key");
   ok = SSL_CTX_use_PrivateKey(x, pkey);
   EVP_PKEY_free(pkey);
@@ -898,10 +1029,62 @@ std::string buildContext(Engine* e, const std::string& cert, const std::string& 
   // One ticket per handshake (as Go's crypto/tls sends): OpenSSL 3.0 serializes and re-parses the session, peer
   // certificate included, for each ticket; the second (OpenSSL's default) cost 7% of a handshake's CPU here.
   SSL_CTX_set_num_tickets(x, 1);
-  SSL_CTX_set_app_data(x, e);
+  auto* d = new (std::nothrow) CtxData{e};
+  if (!d) return "out of memory";
+  if (keys.size() == 48) {
+    memcpy(d->keys.name, keys.data(), 16);
+    memcpy(d->keys.hmac, keys.data() + 16, 16);
+    memcpy(d->keys.aes, keys.data() + 32, 16);
+    d->haveKeys = true;
+  }
+  if (!SSL_CTX_set_ex_data(x, ctxDataIndex, d)) {
+    delete d;
+    return lastSslError("cannot attach the ticket keys");
+  }
   SSL_CTX_set_tlsext_ticket_key_evp_cb(x, ticketCallback);
   *out = ctx.release();
   return "";
+}
+
+// ---- engine lifetime ----
+
+void Engine::shutdown() {
+  if (running) {
+    running = false;
+    command(Cmd{STOP});
+    for (auto& l : loops) {
+      if (l->thread.joinable()) l->thread.join();
+    }
+  }
+  if (tsfn) {
+    napi_release_threadsafe_function(tsfn, napi_tsfn_release);  // events already queued are still delivered
+    tsfn = nullptr;
+  }
+  for (auto& l : loops) {
+    if (l->ep >= 0) ::close(l->ep);
+    if (l->wake >= 0) ::close(l->wake);
+    l->ep = l->wake = -1;
+  }
+  std::lock_guard<std::mutex> g(mu);
+  if (ctx) SSL_CTX_free(ctx);
+  ctx = nullptr;
+}
+
+Engine::~Engine() { shutdown(); }
+
+// The environment goes away (process exit, or a worker thread ending without destroy()): stop the threads before
+// the thread-safe function they call is gone.
+void cleanupHook(void* p) {
+  auto* e = static_cast<Engine*>(p);
+  e->env = nullptr;
+  e->shutdown();
+}
+
+// The JavaScript engine object was collected: free everything (threads stopped first).
+void finalizeEngine(napi_env env, void* p, void*) {
+  auto* e = static_cast<Engine*>(p);
+  if (e->env) napi_remove_env_cleanup_hook(env, cleanupHook, e);
+  delete e;
 }
 
 // create(onEvent, threads): an engine with `threads` loops (one thread each).
@@ -910,49 +1093,58 @@ napi_value Create(napi_env env, napi_callback_info info) {
   if (!getArgs(env, info, 2, argv)) return nullptr;
   uint32_t threads = getU32(env, argv[1]);
   if (threads < 1 || threads > 256) return throwError(env, "native relay: threads must be 1 to 256");
-  auto* e = new Engine();
+  std::unique_ptr<Engine> e(new Engine());
   for (uint32_t i = 0; i < threads; i++) {
-    auto l = std::make_unique<Loop>(e);
+    auto l = std::make_unique<Loop>(e.get());
     l->ep = epoll_create1(EPOLL_CLOEXEC);
     l->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (l->ep < 0 || l->wake < 0) return throwError(env, "native relay: cannot create epoll/eventfd: " + errnoName(errno));
+    bool ok = l->ep >= 0 && l->wake >= 0;
+    int err = errno;
+    e->loops.push_back(std::move(l));  // owned by the engine from here: closed by its destructor on failure
+    if (!ok) return throwError(env, "native relay: cannot create epoll/eventfd: " + errnoName(err));
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = WAKE;
-    epoll_ctl(l->ep, EPOLL_CTL_ADD, l->wake, &ev);
-    e->loops.push_back(std::move(l));
+    epoll_ctl(e->loops.back()->ep, EPOLL_CTL_ADD, e->loops.back()->wake, &ev);
   }
   napi_value name;
   napi_create_string_utf8(env, "mtls native relay", NAPI_AUTO_LENGTH, &name);
   NAPI(napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, nullptr, callJs, &e->tsfn));
   napi_unref_threadsafe_function(env, e->tsfn);  // the listener's server keeps the process alive, not this
-  for (auto& l : e->loops) {
+  napi_value ext;
+  NAPI(napi_create_external(env, e.get(), finalizeEngine, nullptr, &ext));
+  Engine* engine = e.release();  // the external owns it now: freed by finalizeEngine
+  engine->env = env;
+  napi_add_env_cleanup_hook(env, cleanupHook, engine);
+  for (auto& l : engine->loops) {
     Loop* lp = l.get();
     l->thread = std::thread([lp] { lp->run(); });
   }
-  e->running = true;
-  napi_value ext;
-  NAPI(napi_create_external(env, e, nullptr, nullptr, &ext));
+  engine->running = true;
   return ext;
 }
 
-// configure(engine, certPem, keyPem, caPem, crlPem|null, apply): builds a new context and, with apply, swaps it in
-// (live connections keep theirs); without, only proves that it builds.
+// configure(engine, certPem, keyPem, caPem, crlPem|null, ticketKeys(48), apply): builds a new context, born with
+// its own ticket keys, and, with apply, swaps it in (live connections keep theirs); without, only proves that it
+// builds. crlPem null: no revocation checking; a string must hold CRLs.
 napi_value Configure(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
-  Engine* e = engineCall(env, info, 6, argv);
+  napi_value argv[7];
+  Engine* e = engineCall(env, info, 7, argv);
   if (!e) return nullptr;
   std::string cert, key, ca, crl;
+  std::vector<uint8_t> keys;
   if (!getString(env, argv[1], cert) || !getString(env, argv[2], key) || !getString(env, argv[3], ca) || !getString(env, argv[4], crl)) return throwError(env, "native relay: configure takes PEM strings");
+  if (!getBytes(env, argv[5], keys) || keys.size() != 48) return throwError(env, "native relay: ticket keys must be 48 bytes");
   napi_valuetype crlType;
   napi_typeof(env, argv[4], &crlType);
   bool haveCrl = crlType != napi_null && crlType != napi_undefined;
   SSL_CTX* ctx = nullptr;
-  std::string err = buildContext(e, cert, key, ca, haveCrl ? &crl : nullptr, &ctx);
+  std::string err = buildContext(e, cert, key, ca, haveCrl ? &crl : nullptr, keys, &ctx);
   OPENSSL_cleanse(key.data(), key.size());
+  OPENSSL_cleanse(keys.data(), keys.size());
   if (!err.empty()) return throwError(env, err);
   bool apply = false;
-  napi_get_value_bool(env, argv[5], &apply);
+  napi_get_value_bool(env, argv[6], &apply);
   if (!apply) {
     SSL_CTX_free(ctx);
     return nullptr;
@@ -967,7 +1159,8 @@ napi_value Configure(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// setTicketKeys(engine, Buffer(48)): name, HMAC and AES keys, laid out as Node's server.setTicketKeys.
+// setTicketKeys(engine, Buffer(48)): name, HMAC and AES keys (laid out as Node's server.setTicketKeys) of the
+// current context; a context built later is born with the keys given to configure.
 napi_value SetTicketKeys(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   Engine* e = engineCall(env, info, 2, argv);
@@ -975,10 +1168,13 @@ napi_value SetTicketKeys(napi_env env, napi_callback_info info) {
   std::vector<uint8_t> k;
   if (!getBytes(env, argv[1], k) || k.size() != 48) return throwError(env, "native relay: ticket keys must be 48 bytes");
   std::lock_guard<std::mutex> g(e->mu);
-  memcpy(e->keys.name, k.data(), 16);
-  memcpy(e->keys.hmac, k.data() + 16, 16);
-  memcpy(e->keys.aes, k.data() + 32, 16);
-  e->haveKeys = true;
+  CtxData* d = e->ctx ? ctxData(e->ctx) : nullptr;
+  if (d) {
+    memcpy(d->keys.name, k.data(), 16);
+    memcpy(d->keys.hmac, k.data() + 16, 16);
+    memcpy(d->keys.aes, k.data() + 32, 16);
+    d->haveKeys = true;
+  }
   OPENSSL_cleanse(k.data(), k.size());
   return nullptr;
 }
@@ -995,23 +1191,34 @@ napi_value SetLimits(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+uint64_t getId(napi_env env, napi_value v) {
+  int64_t n = 0;
+  napi_get_value_int64(env, v, &n);
+  return n > 0 ? uint64_t(n) : 0;
+}
+
+napi_value idValue(napi_env env, uint64_t id) {
+  napi_value out;
+  napi_create_int64(env, int64_t(id), &out);  // exact in a JavaScript number up to 2^53
+  return out;
+}
+
 // add(engine, fd): takes a duplicate of an accepted socket (the caller closes its own) and starts the
 // handshake. Returns the connection's id.
 napi_value Add(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   Engine* e = engineCall(env, info, 2, argv);
   if (!e) return nullptr;
+  if (!e->running) return throwError(env, "native relay: the engine is stopped");
   // The duplicate shares the socket's status flags: O_NONBLOCK, set by libuv, holds for it too.
   int fd = fcntl(int(getU32(env, argv[1])), F_DUPFD_CLOEXEC, 3);
   if (fd < 0) return throwError(env, "native relay: cannot take the socket: " + errnoName(errno));
   Cmd c{ADD};
   c.fd = fd;
   c.id = e->nextId++;
-  uint32_t id = c.id;
+  uint64_t id = c.id;
   e->command(std::move(c));
-  napi_value out;
-  napi_create_uint32(env, id, &out);
-  return out;
+  return idValue(env, id);
 }
 
 // admit(engine, id, target, header|null): target is "unix:PATH" or "IP:PORT" / "[IPv6]:PORT" (resolved by the caller).
@@ -1020,13 +1227,13 @@ napi_value Admit(napi_env env, napi_callback_info info) {
   Engine* e = engineCall(env, info, 4, argv);
   if (!e) return nullptr;
   Cmd c{ADMIT};
-  c.id = getU32(env, argv[1]);
+  c.id = getId(env, argv[1]);
   std::string t;
   if (!getString(env, argv[2], t) || !getBytes(env, argv[3], c.header)) return throwError(env, "native relay: admit takes a target string and a Buffer");
   if (t.rfind("unix:", 0) == 0) {
     auto* un = reinterpret_cast<sockaddr_un*>(&c.addr);
     std::string p = t.substr(5);
-    if (p.size() >= sizeof un->sun_path) return throwError(env, "native relay: unix socket path too long");
+    if (p.empty() || p.size() >= sizeof un->sun_path) return throwError(env, "native relay: unix socket path empty or too long");
     un->sun_family = AF_UNIX;
     memcpy(un->sun_path, p.data(), p.size());
     c.addrLen = socklen_t(offsetof(sockaddr_un, sun_path) + p.size() + 1);
@@ -1034,7 +1241,11 @@ napi_value Admit(napi_env env, napi_callback_info info) {
     size_t colon = t.rfind(':');
     if (colon == std::string::npos) return throwError(env, "native relay: target must be IP:PORT");
     std::string host = t.substr(0, colon);
-    int port = atoi(t.c_str() + colon + 1);
+    const char* portText = t.c_str() + colon + 1;
+    char* end = nullptr;
+    errno = 0;
+    long port = strtol(portText, &end, 10);
+    if (errno != 0 || end == portText || *end != '\0' || port < 1 || port > 65535) return throwError(env, "native relay: target port must be 1 to 65535");
     if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
     auto* v4 = reinterpret_cast<sockaddr_in*>(&c.addr);
     auto* v6 = reinterpret_cast<sockaddr_in6*>(&c.addr);
@@ -1059,7 +1270,7 @@ napi_value simpleCommand(napi_env env, napi_callback_info info, CmdType type, bo
   Engine* e = engineCall(env, info, withId ? 2 : 1, argv);
   if (!e) return nullptr;
   Cmd c{type};
-  if (withId) c.id = getU32(env, argv[1]);
+  if (withId) c.id = getId(env, argv[1]);
   e->command(std::move(c));
   return nullptr;
 }
@@ -1067,17 +1278,13 @@ napi_value simpleCommand(napi_env env, napi_callback_info info, CmdType type, bo
 napi_value Reject(napi_env env, napi_callback_info info) { return simpleCommand(env, info, REJECT, true); }
 napi_value CloseAll(napi_env env, napi_callback_info info) { return simpleCommand(env, info, CLOSE_ALL, false); }
 
-// destroy(engine): closes every connection (their CLOSED events still arrive) and stops the threads.
+// destroy(engine): closes every connection and stops the threads; the descriptors, the TLS context and the event
+// channel go with it (CLOSED events not yet delivered are dropped). The object is freed when collected.
 napi_value Destroy(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   Engine* e = engineCall(env, info, 1, argv);
   if (!e) return nullptr;
-  if (e->running) {
-    e->running = false;
-    e->command(Cmd{STOP});
-    for (auto& l : e->loops) l->thread.join();
-    napi_release_threadsafe_function(e->tsfn, napi_tsfn_release);
-  }
+  e->shutdown();
   return nullptr;
 }
 
@@ -1092,6 +1299,7 @@ napi_value Init(napi_env env, napi_value exports) {
     napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.fn, nullptr, &v);
     napi_set_named_property(env, exports, f.name, v);
   }
+  if (ctxDataIndex < 0) ctxDataIndex = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, freeCtxData);
   napi_value ver;
   napi_create_string_utf8(env, OpenSSL_version(OPENSSL_VERSION), NAPI_AUTO_LENGTH, &ver);
   napi_set_named_property(env, exports, "openssl", ver);

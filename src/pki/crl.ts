@@ -110,3 +110,8 @@ export function crlSetProblem(crls: Crl[], anchors: Certificate[], intermediates
   if (missing) return `${what}: no CRL for the CA '${formatDn(missing.subject)}' of the trust bundle; every client chained through it would be refused (UNABLE_TO_GET_CRL): add its CRL`;
   return undefined;
 }
+
+/** The CRL of `crls` that revokes `cert` (same issuer name, its serial listed), if any. */
+export function revokedBy(crls: readonly Crl[], cert: Pick<Certificate, 'issuer' | 'serialHex'>): Crl | undefined {
+  return crls.find((c) => c.revoked.has(cert.serialHex) && sameDn(c.issuer, cert.issuer));
+}

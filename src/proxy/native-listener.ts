@@ -113,6 +113,12 @@ export class NativeServerListener extends ServerListenerBase {
     } catch {
       id = undefined; // verified by OpenSSL but not parseable by us: no identity, so denied
     }
+    const revoked = id && this.revocationFailure([id.certificate]);
+    if (revoked) {
+      this.native.reject(e.id);
+      this.reportFailure(c.remote, revoked);
+      return;
+    }
     const decision = this.policy.decide(id);
     if (!decision.allowed || !id) {
       this.native.reject(e.id);

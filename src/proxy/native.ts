@@ -11,7 +11,7 @@ import type { Limits } from './config.js';
  */
 interface Binding {
   create(onEvent: (e: NativeEvent) => void, threads: number): unknown;
-  configure(engine: unknown, cert: string, key: string, ca: string, crl: string | null, apply: boolean): void;
+  configure(engine: unknown, cert: string, key: string, ca: string, crl: string | null, ticketKeys: Buffer, apply: boolean): void;
   setTicketKeys(engine: unknown, keys: Buffer): void;
   setLimits(engine: unknown, handshakeMs: number, idleMs: number, lifetimeMs: number): void;
   add(engine: unknown, fd: number): number;
@@ -90,17 +90,22 @@ export class NativeEngine {
     if (!b) throw new MtlsError('BAD_INPUT', nativeUnavailable()!);
     this.b = b;
     this.handle = b.create(onEvent, threads);
-    b.setTicketKeys(this.handle, this.keys);
   }
 
-  /** cert, key, ca and crl of Node's options (PEM); throws with OpenSSL's reason and keeps the old context. */
+  /**
+   * cert, key, ca, crl and ticketKeys of Node's options (PEM); throws with OpenSSL's reason and keeps the old
+   * context. The new context is born with its ticket keys (`o.ticketKeys`, else the current ones): a ticket is only
+   * ever sealed and opened by the context that verified its session (src/tls/reload.ts).
+   */
   setSecureContext(o: tls.SecureContextOptions): void {
-    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), o.crl !== undefined ? text(o.crl) : null, true);
+    const keys = o.ticketKeys ?? this.keys;
+    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), o.crl !== undefined ? text(o.crl) : null, keys, true);
+    this.keys = Buffer.from(keys);
   }
 
   /** Throws what setSecureContext would, changing nothing. */
   checkSecureContext(o: tls.SecureContextOptions): void {
-    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), o.crl !== undefined ? text(o.crl) : null, false);
+    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), o.crl !== undefined ? text(o.crl) : null, this.keys, false);
   }
 
   getTicketKeys(): Buffer {

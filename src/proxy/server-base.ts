@@ -1,6 +1,10 @@
 import type { PeerIdentity } from '../identity/identity.js';
 import { compilePolicy, describePeer as who, type Decision, type Policy } from '../identity/policy.js';
-import type { MtlsError } from '../errors.js';
+import { MtlsError } from '../errors.js';
+import type { Certificate } from '../pki/certificate.js';
+import { revokedBy, type Crl } from '../pki/crl.js';
+import { formatDn } from '../pki/names.js';
+import type { ReloadEvent } from '../tls/reload.js';
 import { serverTlsOptions } from '../tls/options.js';
 import type { Credentials } from '../tls/credentials.js';
 import { loadCrlFile } from '../tls/crl-file.js';
@@ -15,16 +19,42 @@ import { encodeProxyV2, type ProxyHeaderInput } from './proxy-protocol.js';
  */
 export abstract class ServerListenerBase extends Listener<ServerListenerConfig> {
   protected policy: Policy;
+  /** The CRLs in force (those of the current TLS context), and those of a context being built by a reload. */
+  private crls: readonly Crl[] = [];
+  private builtCrls: readonly Crl[] | undefined;
+  /** Counts trust changes (bundle or CRLs): a connection accepted under an older one is checked again. */
+  protected trustGeneration = 0;
 
   constructor(config: ServerListenerConfig, ctx: ListenerContext) {
     super(config, ctx);
     this.policy = compilePolicy(config.policy);
+    this.reloader.on('reloaded', (e: ReloadEvent) => {
+      this.crls = this.builtCrls ?? [];
+      if (e.trustChanged) this.trustGeneration++;
+    });
   }
 
   protected tlsOptions(c: Credentials): ReturnType<typeof serverTlsOptions> {
     const o = serverTlsOptions(c);
-    if (this.config.crl) o.crl = loadCrlFile(this.config.crl, c);
+    const loaded = this.config.crl ? loadCrlFile(this.config.crl, c) : undefined;
+    if (loaded) o.crl = loaded.pem;
+    // The first build is the one in force; later ones wait for 'reloaded' (the swap of every context).
+    if (this.builtCrls === undefined) this.crls = loaded?.crls ?? [];
+    this.builtCrls = loaded?.crls ?? [];
     return o;
+  }
+
+  /**
+   * Why a verified certificate must not be admitted now: revoked by the CRLs in force at this moment. OpenSSL
+   * checked the CRLs of the context the connection started with; a reload may have replaced them since (a
+   * connection opened before it, or a session resumed from a ticket), so every admission looks again.
+   */
+  protected revocationFailure(chain: readonly Certificate[]): MtlsError | undefined {
+    for (const cert of chain) {
+      const crl = revokedBy(this.crls, cert);
+      if (crl) return new MtlsError('CERT_REVOKED', `certificate serial ${cert.serialHex} ('${formatDn(cert.subject)}') is revoked by the CRL of '${formatDn(crl.issuer)}' in force; the peer needs a new certificate`);
+    }
+    return undefined;
   }
 
   /** Policy and limits from a reloaded config; addresses and files need a restart. */

@@ -7,6 +7,9 @@ import type { PathOptions } from '../identity/request-target.js';
 import type { PeerIdentity } from '../identity/identity.js';
 import { identityOf } from '../identity/identity.js';
 import { describePeer as who, type Decision } from '../identity/policy.js';
+import { MtlsError } from '../errors.js';
+import { verifyChain } from '../pki/verify.js';
+import { peerChain } from '../tls/client.js';
 import { authorizationFailure, classifyTlsError } from '../tls/errors.js';
 import { enforceHandshakeDeadline, rawSocketOf } from '../tls/server.js';
 import type { Limits, ServerListenerConfig } from './config.js';
@@ -17,7 +20,8 @@ import { clientCertHeader, IDENTITY_HEADERS, xfccValue } from './xfcc.js';
 
 const ACCEPTED = Symbol('accepted');
 const REMOTE = Symbol('remote');
-type Stamped = net.Socket & { [ACCEPTED]?: bigint; [REMOTE]?: string };
+const TRUST = Symbol('trust generation');
+type Stamped = net.Socket & { [ACCEPTED]?: bigint; [REMOTE]?: string; [TRUST]?: number };
 
 /** Hop-by-hop headers (RFC 9110 7.6.1): never forwarded. */
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings']);
@@ -56,6 +60,8 @@ export class ServerListener extends ServerListenerBase {
     this.by = this.reloader.current.leaf.san?.uri?.[0];
     this.server.on('connection', (raw: Stamped) => {
       raw[ACCEPTED] = process.hrtime.bigint();
+      // Node gives the connection the context current now (its TLS socket is made in an earlier listener).
+      raw[TRUST] = this.trustGeneration;
       raw[REMOTE] = `${raw.remoteAddress}:${raw.remotePort}`; // gone once the socket is destroyed
       this.track(raw);
       // A TCP health check connects and closes without a byte: count it, log it only at debug.
@@ -100,6 +106,12 @@ export class ServerListener extends ServerListenerBase {
     const raw = rawSocketOf<Stamped>(s);
     if (raw?.[ACCEPTED]) this.reportHandshake(Number(process.hrtime.bigint() - raw[ACCEPTED]) / 1e9, s.isSessionReused());
     const id = identityOf(s);
+    const refused = id && this.admissionFailure(s, raw, id);
+    if (refused) {
+      this.reportFailure(raw?.[REMOTE] ?? `${s.remoteAddress}:${s.remotePort}`, refused);
+      s.destroy();
+      return;
+    }
     if (this.config.protocol === 'http') {
       // Decided per request (routes); a connection without a verified identity never gets that far.
       if (!id) return this.deny(s, undefined, 'no verified client certificate');
@@ -114,6 +126,22 @@ export class ServerListener extends ServerListenerBase {
     if (!decision.allowed || !id) return this.deny(s, id, decision.reason);
     this.reportAllowed(id);
     this.pipeTcp(s, id, decision);
+  }
+
+  /**
+   * What OpenSSL's verdict may have missed: the connection's context is the one current at its accept, so a
+   * trust bundle or CRL reload during its handshake leaves it verified against the old ones (issue 18.1). Then its
+   * chain is verified again against the current bundle (a resumed session has no chain: it reconnects); every
+   * admission also looks at the CRLs in force.
+   */
+  private admissionFailure(s: tls.TLSSocket, raw: Stamped | undefined, id: PeerIdentity): MtlsError | undefined {
+    if (raw?.[TRUST] === undefined || raw[TRUST] === this.trustGeneration) return this.revocationFailure([id.certificate]);
+    const changed = 'the trust bundle or CRLs changed during the handshake';
+    if (s.isSessionReused()) return new MtlsError('CERT_UNTRUSTED', `${changed} and a resumed session cannot be checked again; reconnect`);
+    const chain = peerChain(s);
+    const v = verifyChain(chain[0]!, { trustAnchors: this.reloader.current.trustAnchors, intermediates: chain.slice(1), at: new Date(), purpose: 'client' });
+    if (!v.valid) return new MtlsError('CERT_UNTRUSTED', `${changed}: ${v.problems[0]?.message ?? 'the chain no longer verifies'}`);
+    return this.revocationFailure(v.chain);
   }
 
   private deny(s: tls.TLSSocket, id: PeerIdentity | undefined, reason: string): void {
@@ -167,9 +195,10 @@ export class ServerListener extends ServerListenerBase {
 
   /** Forwards one authorized request; the path sent is the normalized one the policy decided on. */
   private forward(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const m = authorizeRequest(this.policy, req, this.pathOptions);
+    const m = this.authorize(req);
     const id = m.identity;
     const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    if (m.revoked) res.shouldKeepAlive = false; // and the connection ends with the answer
     if (!m.decision.allowed || !id) return this.refuse(req, m, remote, (m2) => sendForbidden(res, m2));
     this.ctx.metrics.perIdentity.inc({ listener: this.name, identity: this.ctx.metrics.identityLabel(who(id)) });
     const t0 = Date.now();
@@ -199,6 +228,18 @@ export class ServerListener extends ServerListenerBase {
     req.pipe(up);
   }
 
+  /**
+   * The route policy for one request, after the CRLs in force now: a keep-alive connection admitted before its
+   * certificate was revoked gets no further request through.
+   */
+  private authorize(req: http.IncomingMessage): RequestMtls & { revoked?: boolean } {
+    const m = authorizeRequest(this.policy, req, this.pathOptions);
+    const revoked = m.identity && this.revocationFailure([m.identity.certificate]);
+    if (!revoked) return m;
+    req.mtls = { ...m, decision: { allowed: false, reason: revoked.message } };
+    return { ...req.mtls, revoked: true };
+  }
+
   /** How a request reaches the target: its address, the normalized path, our headers. */
   private backendRequest(req: http.IncomingMessage, target: string, headers: http.OutgoingHttpHeaders, agent: http.Agent | false): http.RequestOptions {
     const t = this.config.target;
@@ -221,7 +262,7 @@ export class ServerListener extends ServerListenerBase {
    */
   private upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
-    const m = authorizeRequest(this.policy, req, this.pathOptions);
+    const m = this.authorize(req);
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
     const rawAnswer = (status: string, reason: string): void => void socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n${JSON.stringify({ error: status.slice(4).toLowerCase(), reason })}`);
     if (!m.decision.allowed || !m.identity) return this.refuse(req, m, remote, (m2) => rawAnswer(m2.badTarget ? '400 Bad Request' : '403 Forbidden', m2.decision.reason));

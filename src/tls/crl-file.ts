@@ -1,5 +1,5 @@
 import { MtlsError } from '../errors.js';
-import { crlSetProblem, readCrls } from '../pki/crl.js';
+import { crlSetProblem, readCrls, type Crl } from '../pki/crl.js';
 import { encodePem } from '../pki/pem.js';
 import { MAX_INPUT, readInput } from '../util/fs.js';
 import type { Credentials } from './credentials.js';
@@ -11,13 +11,18 @@ import type { Credentials } from './credentials.js';
  * without one. An unusable CRL never means "no revocation".
  */
 export function crlOption(data: Buffer | string, what: string, creds: Pick<Credentials, 'trustAnchors' | 'chain'>, at = new Date()): string[] {
+  return checkedCrls(data, what, creds, at).pem;
+}
+
+/** The checked CRLs, parsed (for admission checks: src/proxy/server-base.ts) and as Node's `crl` option. */
+export function checkedCrls(data: Buffer | string, what: string, creds: Pick<Credentials, 'trustAnchors' | 'chain'>, at = new Date()): { crls: Crl[]; pem: string[] } {
   const crls = readCrls(Buffer.from(data), what);
   const problem = crlSetProblem(crls, creds.trustAnchors, creds.chain.slice(1), at, what);
   if (problem) throw new MtlsError('BAD_INPUT', problem);
-  return crls.map((c) => encodePem('X509 CRL', c.der));
+  return { crls, pem: crls.map((c) => encodePem('X509 CRL', c.der)) };
 }
 
-/** crlOption for a file (at most MAX_INPUT.crl bytes). */
-export function loadCrlFile(file: string, creds: Pick<Credentials, 'trustAnchors' | 'chain'>, at = new Date()): string[] {
-  return crlOption(readInput(file, 'CRL file', MAX_INPUT.crl), `CRL file ${file}`, creds, at);
+/** checkedCrls for a file (at most MAX_INPUT.crl bytes). */
+export function loadCrlFile(file: string, creds: Pick<Credentials, 'trustAnchors' | 'chain'>, at = new Date()): { crls: Crl[]; pem: string[] } {
+  return checkedCrls(readInput(file, 'CRL file', MAX_INPUT.crl), `CRL file ${file}`, creds, at);
 }

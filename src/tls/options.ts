@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
 import tls from 'node:tls';
 import { MtlsError } from '../errors.js';
@@ -14,6 +15,11 @@ export const SECURE_CIPHERS = [
 ].join(':');
 /** ECDHE groups only: no finite-field DH. */
 export const SECURE_GROUPS = 'X25519:P-256:P-384';
+/**
+ * TLS 1.2 renegotiation is refused by every server we build, as the proxy's native engine does: Node's own limit
+ * (3 per 10 minutes) still lets a client make the server redo a handshake's public-key work on demand.
+ */
+export const NO_RENEGOTIATION = crypto.constants.SSL_OP_NO_RENEGOTIATION;
 
 export interface EndpointOptions {
   /** Default TLSv1.2 (TLS 1.3 is preferred when both support it). */
@@ -28,6 +34,7 @@ export function serverTlsOptions(creds: Credentials, opts: EndpointOptions & { s
     cert: creds.cert, key: creds.key, ca: creds.ca,
     requestCert: true, rejectUnauthorized: true,
     minVersion: opts.minVersion ?? 'TLSv1.2', ciphers: SECURE_CIPHERS, ecdhCurve: SECURE_GROUPS, honorCipherOrder: true,
+    secureOptions: NO_RENEGOTIATION,
   };
   if (opts.alpn) o.ALPNProtocols = opts.alpn;
   if (opts.sni) {

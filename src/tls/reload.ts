@@ -17,6 +17,7 @@ export interface WatchedFiles {
 
 /** What a reload swaps: a tls.Server, or the proxy's native engine (src/proxy/native.ts). */
 export interface ContextHolder {
+  /** `options.ticketKeys`: the new context's session ticket keys (its own: the old context keeps the old ones). */
   setSecureContext(options: tls.SecureContextOptions): void;
   /** Throws if setSecureContext would (checked for every holder before any is changed). */
   checkSecureContext?(options: tls.SecureContextOptions): void;
@@ -154,9 +155,10 @@ export class CredentialReloader extends EventEmitter {
     const trust = this.trustDigest(next);
     const trustChanged = !trust.equals(this.trust);
     for (const { a, options } of contexts) {
-      const keys = a.server.getTicketKeys();
-      a.server.setSecureContext(options);
-      a.server.setTicketKeys(trustChanged ? (this.ticketKeys?.(trust) ?? crypto.randomBytes(48)) : keys);
+      // The new context is born with its keys (Node: options.ticketKeys; the native engine likewise): set after the
+      // swap, a connection of the old context could seal its session, verified under the old trust, with the new keys.
+      const ticketKeys = trustChanged ? (this.ticketKeys?.(trust) ?? crypto.randomBytes(48)) : a.server.getTicketKeys();
+      a.server.setSecureContext({ ...options, ticketKeys });
     }
     this.creds = next;
     this.trust = trust;

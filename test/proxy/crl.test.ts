@@ -8,39 +8,32 @@ import { after, before, describe, it } from 'node:test';
 import { compilePolicy } from '../../src/identity/policy.js';
 import { parseCertificate } from '../../src/pki/certificate.js';
 import { crlSetProblem, readCrls } from '../../src/pki/crl.js';
-import { OID } from '../../src/pki/oid.js';
 import { loadCredentials } from '../../src/tls/credentials.js';
 import { createMtlsServer } from '../../src/tls/server.js';
 import { close, freePort, listen, until } from '../helpers/endpoints.js';
-import { BIN, keyPem, makeCert, opensslCrl, tempDir, writePem, type TestCert } from '../helpers/pki.js';
+import { crlPki, type CrlPki } from '../helpers/crl-pki.js';
+import { BIN, keyPem, makeCert, opensslCrl, tempDir, type TestCert } from '../helpers/pki.js';
 import { startProxy, stopAll } from '../helpers/process.js';
 
-/** A two-level PKI as our CA makes it: the bundle holds the root only; clients and the server send the intermediate. */
+let pki: CrlPki;
 let dir: string;
 let root: TestCert, inter: TestCert, alice: TestCert, bob: TestCert, server: TestCert;
 let files: { ca: string; cert: string; key: string };
-/** CRLs of the intermediate (revoking bob) and of the root, in one file: what Node requires and what users write. */
+/** CRLs of the intermediate (revoking bob) and of the root, in one file. */
 let bothCrls: string;
 const servers: net.Server[] = [];
 
 before(() => {
-  dir = tempDir('mtls-crl-');
-  root = makeCert({ cn: 'CRL Root', ca: true });
-  inter = makeCert({ cn: 'CRL Issuing', ca: true, issuer: root, pathLen: 0 });
-  alice = makeCert({ cn: 'alice', issuer: inter, eku: [OID.clientAuth], uri: ['spiffe://crl.example/alice'] });
-  bob = makeCert({ cn: 'bob', issuer: inter, eku: [OID.clientAuth], uri: ['spiffe://crl.example/bob'] });
-  server = makeCert({ cn: 'server', issuer: inter, eku: [OID.serverAuth], dns: ['localhost'] });
-  files = { ca: writePem(dir, 'root.pem', [root]), cert: writePem(dir, 'server.pem', [server, inter]), key: path.join(dir, 'server.key') };
-  fs.writeFileSync(files.key, keyPem(server), { mode: 0o600 });
-  bothCrls = path.join(dir, 'both.crl');
-  fs.writeFileSync(bothCrls, fs.readFileSync(opensslCrl(inter, [bob])) + fs.readFileSync(opensslCrl(root, [])).toString());
+  pki = crlPki();
+  ({ dir, root, inter, alice, bob, server, files } = pki);
+  bothCrls = pki.crls([bob]);
 });
 after(async () => {
   stopAll();
   await Promise.all(servers.map(close));
 });
 
-const clientContext = (c: TestCert) => tls.createSecureContext({ cert: c.pem + inter.pem, key: keyPem(c), ca: root.pem });
+const clientContext = (c: TestCert) => pki.clientContext(c);
 
 /** One connection as `who`: did data come back through the server (admitted), or was it closed without any? */
 function admitted(port: number, who: TestCert, http1 = false): Promise<boolean> {
