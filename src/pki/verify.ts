@@ -11,7 +11,7 @@ export type Purpose = 'server' | 'client' | 'any';
 export type VerifyProblemCode =
   | 'EXPIRED' | 'NOT_YET_VALID' | 'UNKNOWN_ISSUER' | 'BAD_SIGNATURE' | 'ISSUER_NOT_CA' | 'PATH_LENGTH_EXCEEDED'
   | 'DEPTH_EXCEEDED' | 'KEY_USAGE' | 'WRONG_PURPOSE' | 'CA_AS_LEAF' | 'NAME_CONSTRAINTS' | 'NAME_MISMATCH'
-  | 'SPIFFE_ID_MISMATCH' | 'UNKNOWN_CRITICAL_EXTENSION' | 'MALFORMED' | 'WEAK_KEY';
+  | 'SPIFFE_ID_MISMATCH' | 'UNKNOWN_CRITICAL_EXTENSION' | 'MALFORMED' | 'WEAK_KEY' | 'PATH_BUDGET';
 
 export interface VerifyProblem {
   code: VerifyProblemCode;
@@ -50,6 +50,12 @@ export interface VerifyResult {
 }
 
 const MAX_PATHS = 64;
+/**
+ * What the peer's chain may make us spend (what an attacker controls must not decide it): Go's x509 stops after
+ * 100 signature checks, webpki after 100 signatures and a bounded number of path steps. A chain whose CAs share
+ * names and keys level by level (8 per level, 7 levels) otherwise offers 8^7 paths: minutes of CPU.
+ */
+export const PATH_BUDGET = { signatureChecks: 100, steps: 20_000, intermediates: 64 };
 
 /** A short name for messages: the CN, else the first SAN, else the DN, else the serial. */
 export function certLabel(c: Certificate): string {
@@ -71,14 +77,36 @@ export function verifyChain(leaf: Certificate, opts: VerifyOptions): VerifyResul
   const ip = opts.ip === undefined ? undefined : checkIpAddress(opts.ip);
   const pattern = opts.spiffeId === undefined ? undefined : compileSpiffePattern(opts.spiffeId);
   const anchors = opts.trustAnchors;
-  const pool = [...anchors, ...(opts.intermediates ?? [])];
+  const given = opts.intermediates ?? [];
+  const pool = [...anchors, ...given.slice(0, PATH_BUDGET.intermediates)];
   const isAnchor = (c: Certificate) => anchors.some((a) => a.der.equals(c.der));
 
   const complete: Certificate[][] = [];
   let longestPartial: Certificate[] = [leaf];
   const badSignatures: { child: Certificate; issuer: Certificate; why: string }[] = [];
+  // Each (certificate, candidate issuer) signature is checked once, however many paths share the step.
+  const checked = new Map<Certificate, Map<Certificate, string | null>>();
+  let signatureChecks = 0;
+  let steps = 0;
+  let exhausted = false;
+  const signatureProblem = (child: Certificate, cand: Certificate): string | null | undefined => {
+    let row = checked.get(child);
+    if (!row) checked.set(child, (row = new Map()));
+    if (row.has(cand)) return row.get(cand);
+    let why: string | null;
+    if (child.authorityKeyId && cand.subjectKeyId && !child.authorityKeyId.equals(cand.subjectKeyId)) {
+      why = 'its key identifier differs from the one the certificate names';
+    } else {
+      if (signatureChecks >= PATH_BUDGET.signatureChecks) return undefined;
+      signatureChecks++;
+      why = cand.publicKey ? checkSignature(child.signatureAlgorithm, child.signatureParams, child.tbsDer, child.signature, cand.publicKey) : 'issuer key unreadable';
+    }
+    row.set(cand, why);
+    if (why) badSignatures.push({ child, issuer: cand, why });
+    return why;
+  };
   const extend = (path: Certificate[]): void => {
-    if (complete.length >= MAX_PATHS) return;
+    if (complete.length >= MAX_PATHS || exhausted) return;
     const last = path.at(-1)!;
     if (isAnchor(last)) {
       complete.push(path);
@@ -87,20 +115,28 @@ export function verifyChain(leaf: Certificate, opts: VerifyOptions): VerifyResul
     if (path.length > longestPartial.length) longestPartial = path;
     if (path.length > maxDepth + 8) return;
     for (const cand of pool) {
-      if (path.some((p) => p.der.equals(cand.der)) || !sameDn(cand.subject, last.issuer)) continue;
-      if (last.authorityKeyId && cand.subjectKeyId && !last.authorityKeyId.equals(cand.subjectKeyId)) {
-        badSignatures.push({ child: last, issuer: cand, why: 'its key identifier differs from the one the certificate names' });
-        continue;
+      if (++steps > PATH_BUDGET.steps) {
+        exhausted = true;
+        return;
       }
-      const why = cand.publicKey ? checkSignature(last.signatureAlgorithm, last.signatureParams, last.tbsDer, last.signature, cand.publicKey) : 'issuer key unreadable';
-      if (why) {
-        badSignatures.push({ child: last, issuer: cand, why });
-        continue;
+      if (path.includes(cand) || path.some((p) => p.der.equals(cand.der)) || !sameDn(cand.subject, last.issuer)) continue;
+      const why = signatureProblem(last, cand);
+      if (why === undefined) {
+        exhausted = true;
+        return;
       }
+      if (why) continue;
       extend([...path, cand]);
+      if (exhausted) return;
     }
   };
   extend([leaf]);
+  const budgetProblem = (): VerifyProblem | undefined => {
+    if (!exhausted && given.length <= PATH_BUDGET.intermediates) return undefined;
+    const why = given.length > PATH_BUDGET.intermediates ? `${given.length} intermediates were offered (at most ${PATH_BUDGET.intermediates} are looked at)`
+      : signatureChecks >= PATH_BUDGET.signatureChecks ? `path building stopped after ${signatureChecks} signature checks` : `path building stopped after ${PATH_BUDGET.steps} steps`;
+    return { code: 'PATH_BUDGET', depth: 0, message: `${why}: the chain offers too many candidate issuers to search (a crafted chain?); send only the chain from the leaf to its root` };
+  };
 
   const ctx = { at: opts.at, purpose: opts.purpose ?? 'any', dns: opts.dns, ip, pattern, maxDepth, patternText: opts.spiffeId };
   let best: VerifyResult | undefined;
@@ -109,9 +145,14 @@ export function verifyChain(leaf: Certificate, opts: VerifyOptions): VerifyResul
     if (r.valid) return r;
     if (!best || r.problems.length < best.problems.length) best = r;
   }
-  if (best) return best;
+  const budget = budgetProblem();
+  if (best) {
+    if (budget) best.problems.push(budget);
+    return best;
+  }
 
   const r = judgePath(longestPartial, false, ctx);
+  if (budget) r.problems.push(budget);
   const last = longestPartial.at(-1)!;
   const sig = badSignatures.find((b) => b.child === last);
   let message: string;
