@@ -1,4 +1,7 @@
 #!/usr/bin/env node
 import { main } from '../dist/src/cli/main.js';
 
-process.exitCode = await main(process.argv.slice(2));
+const code = await main(process.argv.slice(2));
+// A failed command ends here, whatever it left open (a watcher, a worker, a timer): it must never linger.
+if (code !== 0) process.exit(code);
+process.exitCode = code;

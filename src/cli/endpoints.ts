@@ -89,13 +89,14 @@ export function registerServe(program: Command): void {
         server.on('mtls:connection', (e: ConnectionEvent) => log(`${e.remote} ${e.decision.allowed ? 'ALLOW' : 'DENY'} ${e.decision.reason}${e.resumed ? ' (resumed session)' : ''}`));
       }
       server.on('mtls:handshake-error', (e: HandshakeErrorEvent) => log(`${e.remote} HANDSHAKE FAILED [${e.error.code}] ${e.error.message}`));
+      // Listen first: file watchers started before a failed listen kept the process alive after its error line.
+      await listenOn(server, { host: o.host, port: Number(o.port) }, 'serve');
       if (reloader) {
         reloader.attach(server, (c) => serverTlsOptions(c)).start();
         reloader.on('reloaded', (e) => log(`reloaded: certificate ${e.fingerprint256.slice(0, 23)}...${e.trustChanged ? ', trust bundle changed: session tickets invalidated' : ''}`));
         reloader.on('reload-error', (err: Error) => log(`reload failed: ${err.message}`));
         process.on('SIGHUP', () => void reloader!.reload());
       }
-      await listenOn(server, { host: o.host, port: Number(o.port) }, 'serve');
       const addr = server.address() as { port: number };
       log(`listening on ${o.host}:${addr.port} (mTLS${o.http ? ' + HTTP' : ''}, TLS 1.2+, client certificate required; server '${certLabel(creds.leaf)}'; policy: ${o.allow.length ? `allow ${o.allow.join(' | ')}` : 'deny everyone (add --allow)'}${o.deny.length ? `; deny ${o.deny.join(' | ')}` : ''}${o.audit ? '; AUDIT mode' : ''})`);
       await new Promise<void>((resolve) => {

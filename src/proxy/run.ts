@@ -3,6 +3,7 @@ import crypto from 'node:crypto';
 import http from 'node:http';
 import os from 'node:os';
 import client from 'prom-client';
+import { MtlsError, messageOf } from '../errors.js';
 import type { ProxyConfig } from './config.js';
 import { listenOn } from '../util/listen.js';
 import { createAdminServer } from './admin.js';
@@ -10,7 +11,7 @@ import { createLogger } from './log.js';
 import { ProxyMetrics } from './metrics.js';
 import { MtlsProxy, type Readiness } from './runtime.js';
 
-type Message = { type: 'want-secret' } | { type: 'ticket-secret'; secret: string } | { type: 'ready' } | { type: 'reload' } | { type: 'drain' };
+type Message = { type: 'want-secret' } | { type: 'ticket-secret'; secret: string } | { type: 'ready' } | { type: 'failed'; reason: string } | { type: 'reload' } | { type: 'drain' };
 
 const listenAdmin = (server: http.Server, config: ProxyConfig) => listenOn(server, config.admin!, 'the admin port');
 
@@ -57,8 +58,15 @@ async function runWorker(config: ProxyConfig, configFile?: string): Promise<void
   const metrics = new ProxyMetrics();
   new client.AggregatorRegistry(); // installs the worker's side of metrics aggregation
   client.AggregatorRegistry.setRegistries([metrics.registry]);
-  const proxy = new MtlsProxy({ config, metrics, ticketSecret: secret, ...(configFile ? { configFile } : {}) });
-  await proxy.start();
+  let proxy: MtlsProxy;
+  try {
+    proxy = new MtlsProxy({ config, metrics, ticketSecret: secret, ...(configFile ? { configFile } : {}) });
+    await proxy.start();
+  } catch (err) {
+    // The primary stops the cluster and says why: a worker that cannot start must not be restarted forever.
+    process.send!({ type: 'failed', reason: messageOf(err) } satisfies Message, () => process.exit(1));
+    return;
+  }
   process.send!({ type: 'ready' } satisfies Message);
   const done = new Promise<void>((resolve) => {
     process.on('message', (m: Message) => {
@@ -80,28 +88,46 @@ async function runPrimary(config: ProxyConfig, count: number): Promise<void> {
   const aggregator = new client.AggregatorRegistry();
   const ready = new Set<number>();
   let draining = false;
+  let started = false;
+  let failStartup: (err: Error) => void = () => undefined;
+  const startupFailed = new Promise<never>((_, reject) => { failStartup = reject; });
   const fork = (): Worker => {
     const w = cluster.fork();
     w.on('message', (m: Message) => {
       if (m.type === 'want-secret') w.send({ type: 'ticket-secret', secret } satisfies Message);
-      if (m.type === 'ready') ready.add(w.id);
+      if (m.type === 'ready') {
+        ready.add(w.id);
+        if (ready.size === count) started = true;
+      }
+      if (m.type === 'failed') failStartup(new MtlsError('IO', m.reason));
     });
     w.on('exit', (code, signal) => {
       ready.delete(w.id);
-      if (!draining) {
-        log.error({ event: 'worker-died', worker: w.id, code, signal }, 'worker died; starting another');
-        fork();
-      }
+      if (draining) return;
+      // Before the cluster ever ran, a dying worker is a failed start: restarting it would only fail again.
+      if (!started) return failStartup(new MtlsError('IO', `a proxy worker exited while starting (${signal ?? `code ${code}`})`));
+      log.error({ event: 'worker-died', worker: w.id, code, signal }, 'worker died; starting another');
+      fork();
     });
     return w;
   };
+  const stopWorkers = () => {
+    draining = true;
+    for (const w of Object.values(cluster.workers ?? {})) w?.kill('SIGKILL');
+  };
+  startupFailed.catch(stopWorkers);
   for (let i = 0; i < count; i++) fork();
   const readiness = (): Readiness => (draining ? { ready: false, reason: 'draining' } : ready.size === count ? { ready: true, reason: `${count} workers ready` } : { ready: false, reason: `${ready.size} of ${count} workers ready` });
   const admin = config.admin ? createAdminServer({ metrics: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }), readiness }) : undefined;
   if (admin) await listenAdmin(admin, config);
   log.info({ event: 'cluster', workers: count }, `cluster of ${count} workers sharing session ticket keys`);
   process.on('SIGHUP', () => { for (const w of Object.values(cluster.workers ?? {})) w?.send({ type: 'reload' } satisfies Message); });
-  await untilSignal();
+  try {
+    await Promise.race([untilSignal(), startupFailed]);
+  } catch (err) {
+    admin?.close();
+    throw err;
+  }
   draining = true;
   const live = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w);
   await Promise.all(live.map((w) => new Promise<void>((resolve) => {
