@@ -155,6 +155,8 @@ export class CertificateAuthority {
     } catch (err) {
       throw new MtlsError('IO', `cannot create ${parent} (${(err as NodeJS.ErrnoException).code}); check the path and its permissions`);
     }
+    // A staging directory holds key material: one left by an init that was killed is removed here (by its name).
+    removeStaleStaging(parent, `.${path.basename(opts.home)}.init-`);
     let tmp: string;
     try {
       tmp = fs.mkdtempSync(path.join(parent, `.${path.basename(opts.home)}.init-`));
@@ -288,6 +290,20 @@ export class CertificateAuthority {
     const issued: Issued = { certificate, chainPem: encodePem('CERTIFICATE', der) + this.intermediatePem, record, ...(privateKey ? { privateKey } : {}) };
     await this.store.add(record, publish ? () => publish(issued) : undefined);
     return issued;
+  }
+}
+
+/** Staging directories `prefix*` in `dir` older than a minute (a concurrent init is younger): left by a killed init. */
+function removeStaleStaging(dir: string, prefix: string, now = Date.now()): void {
+  for (const n of fs.readdirSync(dir)) {
+    if (!n.startsWith(prefix)) continue;
+    const p = path.join(dir, n);
+    try {
+      const st = fs.lstatSync(p);
+      if (st.isDirectory() && now - st.mtimeMs > 60_000) fs.rmSync(p, { recursive: true, force: true });
+    } catch {
+      // gone meanwhile
+    }
   }
 }
 

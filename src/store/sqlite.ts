@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import { MtlsError } from '../errors.js';
+import { crashPoint } from '../util/fs.js';
 import type { Profile } from '../pki/profiles.js';
 import type { CertificateStatus, CertificateStore, InventoryRecord, ListFilter } from './store.js';
 
@@ -39,6 +40,7 @@ function fromRow(r: Row): InventoryRecord {
 export class SqliteStore implements CertificateStore {
   private readonly db: Database.Database;
   private readonly insert: Database.Statement;
+  private readonly remove: Database.Statement;
 
   constructor(path: string, options: { create?: boolean } = {}) {
     try {
@@ -51,6 +53,7 @@ export class SqliteStore implements CertificateStore {
     } catch (err) {
       throw new MtlsError('STORE', `cannot open the CA inventory ${path} (${(err as Error).message}); check the CA home and its permissions`, { cause: err });
     }
+    this.remove = this.db.prepare('DELETE FROM certificates WHERE serial = ?');
     this.insert = this.db.prepare(`INSERT INTO certificates
       (serial, profile, subject, issuer, sans, spiffe_id, not_before, not_after, fingerprint_sha256, status, issued_at, der)
       VALUES (@serial, @profile, @subject, @issuer, @sans, @spiffeId, @notBefore, @notAfter, @fingerprint256, @status, @issuedAt, @der)`);
@@ -61,15 +64,21 @@ export class SqliteStore implements CertificateStore {
       ...record, sans: JSON.stringify(record.sans), notBefore: record.notBefore.getTime(), notAfter: record.notAfter.getTime(),
       issuedAt: record.issuedAt.getTime(),
     };
-    this.db.exec('BEGIN IMMEDIATE');
+    // Recorded (and synced) before anything leaves the CA: a crash at any later point leaves a certificate that the
+    // inventory knows, perhaps one whose files were never written, never the reverse.
     try {
       this.insert.run(params);
-      if (publish) await publish();
-      this.db.exec('COMMIT');
     } catch (err) {
-      this.db.exec('ROLLBACK');
-      if (err instanceof MtlsError) throw err;
       throw new MtlsError('STORE', `could not record certificate ${record.serial} in the inventory (${(err as Error).message})`, { cause: err });
+    }
+    crashPoint('after-record');
+    if (!publish) return;
+    try {
+      await publish();
+    } catch (err) {
+      // Publishing failed cleanly (its temporary files are gone): the certificate never left, so the record goes.
+      this.remove.run(record.serial);
+      throw err;
     }
   }
 

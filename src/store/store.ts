@@ -27,8 +27,9 @@ export interface ListFilter {
 }
 
 /**
- * The CA inventory. Implementations: sqlite.ts (embedded default); a PostgreSQL store later. `add` runs
- * `publish` inside the same transaction, so a failure to deliver the files leaves no record behind.
+ * The CA inventory. Implementations: sqlite.ts (embedded default); a PostgreSQL store later. `add` commits the
+ * record, then runs `publish` (writing the files): a crash leaves a record whose files may be missing, never a
+ * certificate the CA does not know; a `publish` that fails (cleanly) removes the record again.
  */
 export interface CertificateStore {
   add(record: InventoryRecord, publish?: () => void | Promise<void>): Promise<void>;

@@ -18,16 +18,82 @@ function ioError(action: string, p: string, err: unknown): MtlsError {
 }
 
 /**
+ * Test-only: `MTLS_CRASH_AT=<point>` kills the process at that point with SIGKILL, so that a test can prove each
+ * step of a write leaves a consistent state (test/ca/crash.test.ts). Points: after-record, after-stage,
+ * between-renames.
+ */
+export function crashPoint(point: string): void {
+  if (process.env['MTLS_CRASH_AT'] === point) process.kill(process.pid, 'SIGKILL');
+}
+
+/** Temporary files of a staged write that died (`.NAME.<hex>.tmp`), removed once they are this old. */
+const STALE_TMP_MS = 60_000;
+const TMP_RE = /^\..+\.[0-9a-f]{12}\.tmp$/;
+const JOURNAL_RE = /^\..+\.[0-9a-f]{12}\.commit$/;
+
+function fsyncDir(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(dir, 'r');
+    fs.fsyncSync(fd);
+  } catch {
+    // not every file system lets a directory be synced
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/**
+ * Finishes what a crashed write left in `dir`: a commit journal (the renames of a replacement that had begun) is
+ * rolled forward, so a certificate and its key never stay mismatched; old temporaries are removed.
+ */
+export function recoverDir(dir: string, now = Date.now()): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const n of names.filter((x) => JOURNAL_RE.test(x))) {
+    const journal = path.join(dir, n);
+    try {
+      const moves = JSON.parse(fs.readFileSync(journal, 'utf8')) as { tmp: string; final: string }[];
+      for (const m of moves) {
+        // Only moves inside this directory: a journal is not a way to rename files elsewhere.
+        if (path.dirname(m.tmp) !== dir || path.dirname(m.final) !== dir) continue;
+        if (fs.existsSync(m.tmp)) fs.renameSync(m.tmp, m.final);
+      }
+      fsyncDir(dir);
+      fs.rmSync(journal, { force: true });
+    } catch {
+      // a journal that cannot be read was never complete: its renames had not begun
+      fs.rmSync(journal, { force: true });
+    }
+  }
+  for (const n of names.filter((x) => TMP_RE.test(x))) {
+    const p = path.join(dir, n);
+    try {
+      if (now - fs.statSync(p).mtimeMs > STALE_TMP_MS) fs.rmSync(p, { force: true });
+    } catch {
+      // gone meanwhile
+    }
+  }
+}
+
+/**
  * Writes several files so that either all appear or none does: each goes to a temporary file in the same
  * directory (created with its final mode, so a key is never world-readable), is fsynced, and the returned
  * `commit` renames them all into place. `abort` removes the temporaries. Refuses to replace existing files
- * unless `overwrite`.
+ * unless `overwrite`. A replacement (a certificate and its key, say) is journaled before its renames, so that a
+ * crash between them is completed by the next write to that directory (recoverDir) instead of leaving a new
+ * certificate beside the old key.
  */
 export function stageFiles(files: PendingFile[], opts: { overwrite?: boolean } = {}): { commit: () => void; abort: () => void } {
   const staged: { tmp: string; final: string }[] = [];
   const abort = () => {
     for (const s of staged) fs.rmSync(s.tmp, { force: true });
   };
+  for (const dir of new Set(files.map((f) => path.dirname(f.path)))) recoverDir(dir);
   try {
     for (const f of files) {
       if (!opts.overwrite && fs.existsSync(f.path)) {
@@ -55,15 +121,40 @@ export function stageFiles(files: PendingFile[], opts: { overwrite?: boolean } =
     abort();
     throw err;
   }
+  crashPoint('after-stage');
   return {
     commit: () => {
-      for (const s of staged) {
+      const replacing = staged.length > 1 && staged.some((s) => fs.existsSync(s.final));
+      const journal = replacing ? path.join(path.dirname(staged[0]!.final), `.${path.basename(staged[0]!.final)}.${crypto.randomBytes(6).toString('hex')}.commit`) : undefined;
+      if (journal) {
+        if (staged.some((s) => path.dirname(s.final) !== path.dirname(journal))) throw new MtlsError('IO', 'a replacement must stay in one directory');
+        const fd = fs.openSync(journal, 'wx', 0o600);
+        try {
+          fs.writeSync(fd, JSON.stringify(staged));
+          fs.fsyncSync(fd);
+        } finally {
+          fs.closeSync(fd);
+        }
+      }
+      for (let i = 0; i < staged.length; i++) {
+        const s = staged[i]!;
+        if (i === 1) crashPoint('between-renames');
         try {
           fs.renameSync(s.tmp, s.final);
         } catch (err) {
+          if (i > 0 && journal) {
+            // Some files are replaced already: finish from the journal rather than leave a mismatched pair.
+            recoverDir(path.dirname(journal));
+            throw ioError('write', s.final, err);
+          }
           abort();
+          if (journal) fs.rmSync(journal, { force: true });
           throw ioError('write', s.final, err);
         }
+      }
+      if (journal) {
+        fsyncDir(path.dirname(journal));
+        fs.rmSync(journal, { force: true });
       }
     },
     abort,
