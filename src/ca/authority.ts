@@ -14,10 +14,12 @@ import { checkLeafNames, intermediateExtensions, leafExtensions, rootExtensions,
 import { SqliteStore } from '../store/sqlite.js';
 import type { CertificateStore, InventoryRecord } from '../store/store.js';
 import { shortTime } from '../util/duration.js';
-import { stageFiles, type PendingFile } from '../util/fs.js';
+import { checkPrivateFile, stageFiles, type PendingFile } from '../util/fs.js';
 import { caPaths, type CaConfig } from './home.js';
 
 const DAY = 86400e3;
+/** The host that closes a name type in a constrained CA's name constraints (RFC 6761 reserves it). */
+const CLOSED = 'invalid';
 /** Backdating absorbs small clock skew between the CA and relying parties (as step-ca does). */
 const BACKDATE_MS = 60e3;
 
@@ -121,10 +123,13 @@ export class CertificateAuthority {
     }
     // A trust domain constrains URIs only; DNS/IP permits make the CA a constrained one for host names.
     const constrained = permittedDns.length + permittedIp.length > 0;
+    // Every other name type is shut too: IPs by excluding all of them (CA/Browser Forum practice); emails and URIs,
+    // for which no subtree means "all", by permitting only the host 'invalid' (RFC 6761: never a real name).
     const constraints: NameConstraintsInput = {
       permittedDns,
       permittedIp,
-      permittedUri: trustDomain ? [trustDomain] : [],
+      permittedUri: trustDomain ? [trustDomain] : constrained ? [CLOSED] : [],
+      permittedEmail: constrained ? [CLOSED] : [],
       // CA/Browser Forum practice for constrained CAs: without permitted IP ranges, exclude all of them.
       excludedIp: constrained && permittedIp.length === 0 ? ['0.0.0.0/0', '::/0'] : [],
     };
@@ -199,6 +204,7 @@ export class CertificateAuthority {
     } catch (err) {
       throw new MtlsError('BAD_INPUT', `${p.config} is damaged (${(err as Error).message}); restore it from a backup`);
     }
+    checkCaHome(home);
     const root = parseCertificate(pemFileDer(p.rootCert), p.rootCert);
     const intermediate = parseCertificate(pemFileDer(p.intermediateCert), p.intermediateCert);
     const store = new SqliteStore(p.inventory);
@@ -291,6 +297,19 @@ export class CertificateAuthority {
     await this.store.add(record, publish ? () => publish(issued) : undefined);
     return issued;
   }
+}
+
+/**
+ * The CA home holds the CA keys and the inventory: refused when other users could change anything in it (the
+ * directory or a key) or read a key. `ca init` creates it 0700 with 0600 keys.
+ */
+function checkCaHome(home: string): void {
+  const st = fs.statSync(home);
+  if (st.mode & 0o022) {
+    throw new MtlsError('BAD_INPUT', `CA home ${home} can be changed by other users (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); run chmod 700 ${home}`);
+  }
+  const p = caPaths(home);
+  for (const key of [p.rootKey, p.intermediateKey]) checkPrivateFile(key, 'CA key');
 }
 
 /** Staging directories `prefix*` in `dir` older than a minute (a concurrent init is younger): left by a killed init. */

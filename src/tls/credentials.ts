@@ -3,7 +3,7 @@ import { MtlsError } from '../errors.js';
 import { readCertificates, type Certificate } from '../pki/certificate.js';
 import { exportPrivateKey, keysMatch, loadPrivateKey } from '../pki/keys.js';
 import { encodePem } from '../pki/pem.js';
-import { MAX_INPUT, readInput } from '../util/fs.js';
+import { checkPrivateFile, MAX_INPUT, readInput } from '../util/fs.js';
 
 /** Where credentials come from: files (watched for rotation) or memory. */
 export type CredentialSource =
@@ -37,6 +37,7 @@ export function loadCredentials(src: CredentialSource): Credentials {
   const caData = files ? read(src.caFile, 'CA bundle', MAX_INPUT.bundle) : Buffer.from(src.ca);
   const chain = readCertificates(certData, certWhat);
   const trustAnchors = readCertificates(caData, caWhat);
+  if (files) checkPrivateFile(src.keyFile, 'key');
   const keySrc = files ? read(src.keyFile, 'key') : src.key;
   const key = typeof keySrc === 'object' && !Buffer.isBuffer(keySrc) ? keySrc : loadPrivateKey(keySrc as Buffer | string, keyWhat, src.passphrase);
   const leaf = chain[0]!;

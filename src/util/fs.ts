@@ -231,8 +231,29 @@ export function readInput(p: string, what: string, max: number = MAX_INPUT.certi
   }
 }
 
+/**
+ * A file holding a secret (a private key, a passphrase) must be private, as OpenSSH and ghostunnel require: refused
+ * when another user could change it (group or other write), when other users could read it, or when it belongs
+ * to someone other than us or root. Group read is allowed (the Debian ssl-cert group, Kubernetes fsGroup).
+ */
+export function checkPrivateFile(p: string, what: string): void {
+  if (p === '-') return;
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(p);
+  } catch {
+    return; // the read that follows says what is wrong
+  }
+  if (!st.isFile()) return;
+  const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
+  if (st.mode & 0o027) throw new MtlsError('BAD_INPUT', `${what} ${p} can be ${st.mode & 0o022 ? 'changed' : 'read'} by other users (mode ${mode}); run chmod 600 ${p}`);
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid && st.uid !== 0) throw new MtlsError('BAD_INPUT', `${what} ${p} belongs to another user (uid ${st.uid}); it must be ours or root's`);
+}
+
 /** A passphrase from a file: the first line, which must not be empty. Never echoed. */
 export function readPassphraseFile(p: string): string {
+  checkPrivateFile(p, 'passphrase file');
   const text = readInput(p, 'passphrase file').toString('utf8');
   const first = text.split(/\r?\n/)[0] ?? '';
   if (first.length === 0) throw new MtlsError('BAD_INPUT', `passphrase file ${p} is empty; put the passphrase on its first line`);

@@ -49,7 +49,7 @@ describe('mtls issue + openssl verify', () => {
   it('PKCS#12 output opens with openssl pkcs12 and the given password, not with another', () => {
     const out = outDir();
     const pw = path.join(out, 'pw');
-    fs.writeFileSync(pw, 'p12 secret\n');
+    fs.writeFileSync(pw, 'p12 secret\n', { mode: 0o600 });
     issue(['server', 'p12srv', '--dns', 'p.example.org', '--p12', '--p12-password-file', pw], out);
     const p12 = path.join(out, 'p12srv.p12');
     assert.equal(fs.statSync(p12).mode & 0o777, 0o600);
@@ -169,14 +169,14 @@ describe('mtls inspect', () => {
       const p12 = path.join(out, `x${extra.length}.p12`);
       const mk = openssl(['pkcs12', '-export', '-in', path.join(out, 'x.crt'), '-inkey', path.join(out, 'x.key'), '-out', p12, '-passout', 'pass:pw123456', ...extra]);
       assert.equal(mk.status, 0, mk.stderr);
-      fs.writeFileSync(path.join(out, 'pw'), 'pw123456\n');
+      fs.writeFileSync(path.join(out, 'pw'), 'pw123456\n', { mode: 0o600 });
       const r = mtls(['inspect', p12, '--password-file', path.join(out, 'pw'), '--json']);
       assert.equal(r.status, 0, r.stderr);
       const j = JSON.parse(r.stdout);
       assert.equal(j.format, 'PKCS#12');
       assert.equal(j.objects.filter((o: { kind: string }) => o.kind === 'certificate').length, 2);
       assert.deepEqual(j.objects.find((o: { kind: string }) => o.kind === 'private-key').matchesCertificates.length, 1);
-      fs.writeFileSync(path.join(out, 'bad'), 'nope\n');
+      fs.writeFileSync(path.join(out, 'bad'), 'nope\n', { mode: 0o600 });
       const wrong = mtls(['inspect', p12, '--password-file', path.join(out, 'bad')]);
       assert.equal(wrong.status, 2);
       assert.match(wrong.stderr, /wrong password/);
@@ -276,8 +276,8 @@ describe('encrypted CA keys from the command line', () => {
     const caHome = path.join(dir, 'ca');
     const good = path.join(dir, 'good');
     const bad = path.join(dir, 'bad');
-    fs.writeFileSync(good, 'a long passphrase\n');
-    fs.writeFileSync(bad, 'another passphrase\n');
+    fs.writeFileSync(good, 'a long passphrase\n', { mode: 0o600 });
+    fs.writeFileSync(bad, 'another passphrase\n', { mode: 0o600 });
     const e = { MTLS_HOME: caHome };
     assert.equal(mtls(['ca', 'init', '--passphrase-file', good], { env: e }).status, 0);
     assert.match(fs.readFileSync(path.join(caHome, 'intermediate.key'), 'utf8'), /ENCRYPTED PRIVATE KEY/);

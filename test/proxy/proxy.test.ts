@@ -389,7 +389,7 @@ describe('proxy operations: metrics, health, probes, reload, drain', () => {
       const waitReload = async (n: number) => until(() => (p.output().match(/"event":"(reloaded|policy-reloaded)"/g) ?? []).length >= n, 5000, `reload ${n}`);
       // 1. a new certificate for the same names
       const fresh = await pki.issue({ profile: 'server', name: 'server2', names: { dns: ['localhost'], ip: ['127.0.0.1'] } });
-      fs.writeFileSync(path.join(dir, 'tls.key.new'), fresh.key);
+      fs.writeFileSync(path.join(dir, 'tls.key.new'), fresh.key, { mode: 0o600 });
       fs.writeFileSync(path.join(dir, 'tls.crt.new'), fresh.cert);
       fs.renameSync(path.join(dir, 'tls.key.new'), path.join(dir, 'tls.key'));
       fs.renameSync(path.join(dir, 'tls.crt.new'), path.join(dir, 'tls.crt'));

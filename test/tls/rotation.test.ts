@@ -22,7 +22,7 @@ async function writeServerCert(dir: string, name: string): Promise<string> {
   const key = issued.privateKey!.export({ type: 'pkcs8', format: 'pem' }) as string;
   for (const [f, data] of [['server.key', key], ['server.crt', issued.chainPem]] as const) {
     const tmp = path.join(dir, `.${f}.tmp`);
-    fs.writeFileSync(tmp, data);
+    fs.writeFileSync(tmp, data, { mode: 0o600 });
     fs.renameSync(tmp, path.join(dir, f));
   }
   return issued.certificate.fingerprint256;
