@@ -13,7 +13,8 @@ interface CommonFlags {
 }
 interface ServerFlags extends CommonFlags, PolicyFlags {
   http?: boolean; proxyProtocol?: boolean; proxyProtocolCertificate?: boolean;
-  clientCertHeader?: boolean; xfccCertificate?: boolean; mergeSlashes?: boolean; unsafeTarget?: boolean; crl?: string; engine?: string;
+  clientCertHeader?: boolean; xfccCertificate?: boolean; mergeSlashes?: boolean; unsafeTarget?: boolean;
+  requestHeadTimeout?: string; bodyIdleTimeout?: string; backendTimeout?: string; maxRequestsPerIdentity?: string; crl?: string; engine?: string;
 }
 interface ClientFlags extends CommonFlags { expectSpiffeId?: string; servername?: string; unsafeListen?: boolean }
 
@@ -75,6 +76,10 @@ export function registerProxy(program: Command): void {
     .option('--http', 'HTTP mode: forward requests with X-Forwarded-Client-Cert (sanitize-and-set)')
     .option('--client-cert-header', 'HTTP mode: also set RFC 9440 Client-Cert')
     .option('--xfcc-certificate', 'HTTP mode: include the PEM certificate in XFCC (Cert=)')
+    .option('--request-head-timeout <d>', 'HTTP mode: the request head must arrive within this, else 408 (default 30s)')
+    .option('--body-idle-timeout <d>', 'HTTP mode: a request body silent for this long is cut with 408 (default 60s)')
+    .option('--backend-timeout <d>', 'HTTP mode: the target must start answering within this, else 504 (default 60s)')
+    .option('--max-requests-per-identity <n>', 'HTTP mode: requests of one identity waiting on the target at once; more get 503 (default 64)')
     .option('--no-merge-slashes', "HTTP mode: keep '//' in paths (by default merged before the route policy and the target see them)")
     .option('--proxy-protocol', 'TCP mode: send a PROXY v2 header with the client identity TLVs')
     .option('--proxy-protocol-certificate', 'TCP mode: include the DER client certificate as a TLV')
@@ -82,8 +87,12 @@ export function registerProxy(program: Command): void {
     .option('--unsafe-target', 'allow a target that is not loopback or a unix socket')
     .option('--engine <engine>', "TCP mode: 'native' (TLS and relay on a thread of our own with OpenSSL), 'node' (Node's TLS socket) or 'auto' (native when built)", 'auto')
     .action(async (o: ServerFlags) => {
+      const perIdentity = o.maxRequestsPerIdentity === undefined ? undefined : Number(o.maxRequestsPerIdentity);
+      if (perIdentity !== undefined && (!Number.isInteger(perIdentity) || perIdentity < 1)) throw new MtlsError('USAGE', `--max-requests-per-identity '${o.maxRequestsPerIdentity}' must be a whole number, at least 1`);
+      const common = rawCommon('server', o);
+      common['limits'] = defined({ ...(common['limits'] as Record<string, unknown>), requestHeadTimeout: o.requestHeadTimeout, bodyIdleTimeout: o.bodyIdleTimeout, backendTimeout: o.backendTimeout, maxRequestsPerIdentity: perIdentity });
       const raw = defined({
-        ...rawCommon('server', o), protocol: o.http ? 'http' : 'tcp', allow: o.allow, deny: o.deny, audit: o.audit,
+        ...common, protocol: o.http ? 'http' : 'tcp', allow: o.allow, deny: o.deny, audit: o.audit,
         proxyProtocol: o.proxyProtocol, proxyProtocolCertificate: o.proxyProtocolCertificate, clientCertHeader: o.clientCertHeader,
         xfccCertificate: o.xfccCertificate, mergeSlashes: o.mergeSlashes === false ? false : undefined, unsafeTarget: o.unsafeTarget, crl: o.crl, engine: o.engine,
       });

@@ -19,6 +19,14 @@ export interface Limits {
   maxConnections: number;
   /** Closed after this long however busy (0: no limit). */
   maxLifetimeMs: number;
+  /** HTTP: the request head (line and headers) must arrive within this; else 408. */
+  requestHeadTimeoutMs: number;
+  /** HTTP: a request body that sends no byte for this long is cut; 408. */
+  bodyIdleTimeoutMs: number;
+  /** HTTP: the target must start its answer within this once the request is sent; else 504. */
+  backendTimeoutMs: number;
+  /** HTTP: requests of one identity waiting on the target at once; more get 503 (one caller cannot take the pool). */
+  maxRequestsPerIdentity: number;
 }
 
 interface Common {
@@ -80,7 +88,10 @@ export interface ProxyConfig {
   logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
 
-export const DEFAULT_LIMITS: Limits = { handshakeTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxConnections: 10_000, maxLifetimeMs: 0 };
+export const DEFAULT_LIMITS: Limits = {
+  handshakeTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxConnections: 10_000, maxLifetimeMs: 0,
+  requestHeadTimeoutMs: 30_000, bodyIdleTimeoutMs: 60_000, backendTimeoutMs: 60_000, maxRequestsPerIdentity: 64,
+};
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/i;
 
@@ -177,12 +188,16 @@ class Reader {
 
 function limitsFrom(raw: Raw | undefined, where: string): Limits {
   if (!raw) return { ...DEFAULT_LIMITS };
-  const r = new Reader(raw, where, ['handshakeTimeout', 'idleTimeout', 'maxConnections', 'maxLifetime']);
+  const r = new Reader(raw, where, ['handshakeTimeout', 'idleTimeout', 'maxConnections', 'maxLifetime', 'requestHeadTimeout', 'bodyIdleTimeout', 'backendTimeout', 'maxRequestsPerIdentity']);
   return {
     handshakeTimeoutMs: r.duration('handshakeTimeout', DEFAULT_LIMITS.handshakeTimeoutMs),
     idleTimeoutMs: r.duration('idleTimeout', DEFAULT_LIMITS.idleTimeoutMs),
     maxConnections: r.int('maxConnections', DEFAULT_LIMITS.maxConnections, 1),
     maxLifetimeMs: r.duration('maxLifetime', DEFAULT_LIMITS.maxLifetimeMs, true),
+    requestHeadTimeoutMs: r.duration('requestHeadTimeout', DEFAULT_LIMITS.requestHeadTimeoutMs),
+    bodyIdleTimeoutMs: r.duration('bodyIdleTimeout', DEFAULT_LIMITS.bodyIdleTimeoutMs),
+    backendTimeoutMs: r.duration('backendTimeout', DEFAULT_LIMITS.backendTimeoutMs),
+    maxRequestsPerIdentity: r.int('maxRequestsPerIdentity', DEFAULT_LIMITS.maxRequestsPerIdentity, 1),
   };
 }
 

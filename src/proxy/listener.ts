@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Logger } from 'pino';
+import { MtlsError } from '../errors.js';
 import { CredentialReloader } from '../tls/reload.js';
 import { readPassphraseFile } from '../util/fs.js';
 import { listenOn } from '../util/listen.js';
@@ -75,7 +76,7 @@ export abstract class Listener<C extends ListenerConfig = ListenerConfig> {
     this.server.maxConnections = this.config.limits.maxConnections;
     this.server.on('drop', (d?: { remoteAddress?: string }) => this.reportDropped(d?.remoteAddress));
     const a = this.config.listen;
-    if ('path' in a) removeStaleSocket(a.path);
+    if ('path' in a) await removeStaleSocket(a.path, `listener '${this.name}'`);
     await listenOn(this.server, a, `listener '${this.name}'`);
     this.reloader.start();
     this.exposeExpiry();
@@ -106,10 +107,24 @@ export abstract class Listener<C extends ListenerConfig = ListenerConfig> {
   abstract update(next: C): void;
 }
 
-function removeStaleSocket(p: string): void {
+/**
+ * A unix socket path left by a process that died is removed; one that a live process listens on is refused, as
+ * EADDRINUSE would be for a port (unlinking it silently took the path over from another service).
+ */
+async function removeStaleSocket(p: string, what: string): Promise<void> {
+  let isSocket = false;
   try {
-    if (fs.statSync(p).isSocket()) fs.unlinkSync(p);
+    isSocket = fs.statSync(p).isSocket();
   } catch {
-    // nothing there
+    return; // nothing there
   }
+  if (!isSocket) return; // listen fails with EADDRINUSE and says so
+  const live = await new Promise<boolean>((resolve) => {
+    const c = net.connect(p);
+    const t = setTimeout(() => { c.destroy(); resolve(true); }, 1000); // no answer either way: assume it is in use
+    c.once('connect', () => { clearTimeout(t); c.destroy(); resolve(true); });
+    c.once('error', (err: NodeJS.ErrnoException) => { clearTimeout(t); resolve(err.code !== 'ECONNREFUSED' && err.code !== 'ENOENT'); });
+  });
+  if (live) throw new MtlsError('IO', `${what} cannot listen on unix:${p}: another process is listening there (EADDRINUSE); stop it or choose another path`);
+  fs.rmSync(p, { force: true });
 }

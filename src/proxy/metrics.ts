@@ -13,6 +13,7 @@ export class ProxyMetrics {
   readonly resumed = new client.Counter({ name: 'mtls_proxy_sessions_resumed_total', help: 'Handshakes that resumed a TLS session (divide by handshakes_total{result="ok"} for the rate)', labelNames: ['listener'], registers: [this.registry] });
   readonly certExpiry = new client.Gauge({ name: 'mtls_proxy_certificate_expiry_timestamp_seconds', help: "Unix time at which the listener's certificate expires", labelNames: ['listener'], aggregator: 'min', registers: [this.registry] });
   readonly perIdentity = new client.Counter({ name: 'mtls_proxy_identity_connections_total', help: `Allowed connections by peer identity (the first ${MAX_IDENTITY_LABELS} identities by name, the rest as "other")`, labelNames: ['listener', 'identity'], registers: [this.registry] });
+  readonly httpRefused = new client.Counter({ name: 'mtls_proxy_http_refused_total', help: 'HTTP requests cut or refused by a limit: head_timeout (408), body_timeout (408), backend_timeout (504), backend_aborted, identity_busy (503)', labelNames: ['listener', 'reason'], registers: [this.registry] });
   readonly reloads = new client.Counter({ name: 'mtls_proxy_reloads_total', help: 'Reloads of certificates, trust and policy by result', labelNames: ['listener', 'result'], registers: [this.registry] });
   private readonly identities = new Set<string>();
 

@@ -18,6 +18,13 @@ import { connectOptions, relay } from './relay.js';
 import { ServerListenerBase } from './server-base.js';
 import { clientCertHeader, IDENTITY_HEADERS, xfccValue } from './xfcc.js';
 
+/** A JSON error answer; `close` ends the connection after it (the request body may not have been read). */
+function answer(res: http.ServerResponse, status: number, error: string, reason: string, close = false): void {
+  const body = JSON.stringify({ error, reason });
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(close ? { connection: 'close' } : {}) });
+  res.end(body);
+}
+
 const ACCEPTED = Symbol('accepted');
 const REMOTE = Symbol('remote');
 const TRUST = Symbol('trust generation');
@@ -55,7 +62,8 @@ export class ServerListener extends ServerListenerBase {
     // Not allowHalfOpen on the server: a FIN before the handshake must close at once (health probes). Relayed
     // connections turn it on per socket once authorized (see pipeTcp).
     const opts: tls.TlsOptions = { ...this.tlsOptions(this.reloader.current), handshakeTimeout: 0 };
-    this.server = config.protocol === 'http' ? https.createServer(opts, (req, res) => this.forward(req, res)) : tls.createServer(opts);
+    // connectionsCheckingInterval: Node checks the head deadline this often (its default, 30 s, doubles the wait).
+    this.server = config.protocol === 'http' ? https.createServer({ ...opts, connectionsCheckingInterval: 1000 }, (req, res) => this.forward(req, res)) : tls.createServer(opts);
     this.reloader.attach(this.server, (c) => this.tlsOptions(c));
     this.by = this.reloader.current.leaf.san?.uri?.[0];
     this.server.on('connection', (raw: Stamped) => {
@@ -74,14 +82,34 @@ export class ServerListener extends ServerListenerBase {
     this.server.on('secureConnection', (s: tls.TLSSocket) => this.secured(s));
     if (this.server instanceof https.Server) {
       this.server.keepAliveTimeout = Math.min(config.limits.idleTimeoutMs, 60_000);
-      this.server.headersTimeout = 30_000;
-      this.server.requestTimeout = 0;
+      this.server.headersTimeout = config.limits.requestHeadTimeoutMs;
+      this.server.requestTimeout = 0; // the body has its own idle deadline (forward)
+      this.server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => this.clientError(err, socket));
       this.server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.upgrade(req, socket, head));
     }
   }
 
   protected applyLimits(limits: Limits): void {
     this.server.maxConnections = limits.maxConnections;
+    if (this.server instanceof https.Server) this.server.headersTimeout = limits.requestHeadTimeoutMs;
+  }
+
+  /** HTTP requests waiting on the target, by identity (entries go when they reach 0). */
+  private readonly inflight = new Map<string, number>();
+
+  private refused(reason: 'head_timeout' | 'body_timeout' | 'backend_timeout' | 'backend_aborted' | 'identity_busy'): void {
+    this.ctx.metrics.httpRefused.inc({ listener: this.name, reason });
+  }
+
+  /** A request Node could not read: its head came too late (408, counted) or did not parse (400). */
+  private clientError(err: NodeJS.ErrnoException, socket: net.Socket): void {
+    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      this.refused('head_timeout');
+      this.log.info({ event: 'request-timeout', remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: `no complete request head within ${this.config.limits.requestHeadTimeoutMs} ms` }, 'request head timed out (408)');
+    }
+    if (!socket.writable || err.code === 'ECONNRESET') return void socket.destroy();
+    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
   }
 
   override destroyAll(): void {
@@ -200,9 +228,23 @@ export class ServerListener extends ServerListenerBase {
     const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
     if (m.revoked) res.shouldKeepAlive = false; // and the connection ends with the answer
     if (!m.decision.allowed || !id) return this.refuse(req, m, remote, (m2) => sendForbidden(res, m2));
-    this.ctx.metrics.perIdentity.inc({ listener: this.name, identity: this.ctx.metrics.identityLabel(who(id)) });
+    const who_ = who(id);
+    const limits = this.config.limits;
+    const busy = this.inflight.get(who_) ?? 0;
+    if (busy >= limits.maxRequestsPerIdentity) {
+      this.refused('identity_busy');
+      this.log.warn({ event: 'identity-busy', remote, identity: who_, inflight: busy }, `${busy} requests of this identity are waiting on the target (maxRequestsPerIdentity); 503`);
+      return answer(res, 503, 'service unavailable', `${busy} requests of ${who_} are already waiting on the target; retry later`, true);
+    }
+    this.inflight.set(who_, busy + 1);
+    this.ctx.metrics.perIdentity.inc({ listener: this.name, identity: this.ctx.metrics.identityLabel(who_) });
     const t0 = Date.now();
+    let settled = false; // answered by a deadline: the target's late answer or error is dropped
+    let bodyTimer: NodeJS.Timeout | undefined;
+    let backendTimer: NodeJS.Timeout | undefined;
     const up = http.request(this.backendRequest(req, m.target!, this.headersFor(req, id), this.agent), (ur) => {
+      clearTimeout(backendTimer);
+      if (settled) return void ur.destroy();
       const headers: string[] = [];
       const listed = connectionTokens(ur.headers.connection);
       for (let i = 0; i < ur.rawHeaders.length; i += 2) {
@@ -212,19 +254,55 @@ export class ServerListener extends ServerListenerBase {
       res.writeHead(ur.statusCode ?? 502, ur.statusMessage, headers);
       ur.pipe(res);
       ur.on('end', () => {
-        this.log.info({ event: 'request', remote, identity: who(id), method: req.method, path: m.target, status: ur.statusCode, decision: m.decision.auditOnly ? 'audit' : 'allow', reason: m.decision.reason, durationMs: Date.now() - t0 }, 'request forwarded');
+        this.log.info({ event: 'request', remote, identity: who_, method: req.method, path: m.target, status: ur.statusCode, decision: m.decision.auditOnly ? 'audit' : 'allow', reason: m.decision.reason, durationMs: Date.now() - t0 }, 'request forwarded');
+      });
+      // The target closed in the middle of its body: the client must see an incomplete answer at once, not wait.
+      ur.on('close', () => {
+        if (ur.complete) return;
+        this.refused('backend_aborted');
+        this.log.warn({ event: 'target-aborted', remote, identity: who_, path: m.target, status: ur.statusCode }, 'the target closed before the end of its answer; the client connection is cut');
+        res.destroy();
       });
     });
-    up.on('error', (err: NodeJS.ErrnoException) => {
-      this.log.error({ event: 'target-unreachable', remote, target: this.config.target, code: err.code }, `target error (${err.code})`);
-      if (!res.headersSent) {
-        res.writeHead(502, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ error: 'bad gateway', reason: `the target did not answer (${err.code ?? err.message})` }));
-      } else {
-        res.destroy();
-      }
+    const cut = (reason: 'body_timeout' | 'backend_timeout', status: number, text: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(bodyTimer);
+      clearTimeout(backendTimer);
+      this.refused(reason);
+      this.log.warn({ event: reason === 'body_timeout' ? 'body-timeout' : 'backend-timeout', remote, identity: who_, path: m.target }, text);
+      up.destroy();
+      if (res.writableFinished) req.socket.destroy(); // answered already, but the body never came: drop the connection
+      else if (res.headersSent) res.destroy();
+      else answer(res, status, status === 408 ? 'request timeout' : 'gateway timeout', text, true);
+    };
+    // The body: no byte for bodyIdleTimeout cuts the request (a slow body would hold a target connection for ever).
+    const armBody = () => {
+      clearTimeout(bodyTimer);
+      if (!req.complete) bodyTimer = setTimeout(() => cut('body_timeout', 408, `the request body sent nothing for ${limits.bodyIdleTimeoutMs} ms`), limits.bodyIdleTimeoutMs);
+    };
+    req.on('data', armBody);
+    req.once('end', () => clearTimeout(bodyTimer));
+    req.once('close', () => clearTimeout(bodyTimer));
+    armBody();
+    // The target: once the request is sent, its answer must start within backendTimeout.
+    up.once('finish', () => {
+      if (!settled) backendTimer = setTimeout(() => cut('backend_timeout', 504, `the target did not answer within ${limits.backendTimeoutMs} ms`), limits.backendTimeoutMs);
     });
-    res.on('close', () => { if (!res.writableFinished) up.destroy(); });
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      if (settled) return;
+      clearTimeout(backendTimer);
+      this.log.error({ event: 'target-unreachable', remote, target: this.config.target, code: err.code }, `target error (${err.code})`);
+      if (!res.headersSent) answer(res, 502, 'bad gateway', `the target did not answer (${err.code ?? err.message})`);
+      else res.destroy();
+    });
+    res.once('close', () => {
+      clearTimeout(backendTimer);
+      const n = (this.inflight.get(who_) ?? 1) - 1;
+      if (n > 0) this.inflight.set(who_, n);
+      else this.inflight.delete(who_);
+      if (!res.writableFinished) up.destroy();
+    });
     req.pipe(up);
   }
 

@@ -44,7 +44,7 @@ describe('proxy config (YAML)', () => {
     assert.deepEqual(c.admin, { host: '127.0.0.1', port: 9901 });
     const [a, b] = c.listeners;
     assert.equal(a!.mode, 'server');
-    assert.deepEqual(a!.limits, { handshakeTimeoutMs: 5000, idleTimeoutMs: 120_000, maxConnections: 500, maxLifetimeMs: 3600_000 });
+    assert.deepEqual(a!.limits, { handshakeTimeoutMs: 5000, idleTimeoutMs: 120_000, maxConnections: 500, maxLifetimeMs: 3600_000, requestHeadTimeoutMs: 30_000, bodyIdleTimeoutMs: 60_000, backendTimeoutMs: 60_000, maxRequestsPerIdentity: 64 });
     assert.equal(a!.mode === 'server' && a!.policy.routes?.[0]?.prefix, '/admin');
     assert.equal(b!.mode === 'client' && b!.expectSpiffeId, 'spiffe://acme.org/ns/data/sa/postgres');
     assert.deepEqual(b!.limits.handshakeTimeoutMs, 10_000, 'defaults');
