@@ -6,6 +6,22 @@ export class Capture {
   readonly client: Buffer[] = [];
   readonly server: Buffer[] = [];
   readonly keylog: string[] = [];
+  /** Bytes kept both ways; past `limit` the connection is cut (a handshake is a few KiB; a peer decides the rest). */
+  bytes = 0;
+  truncated = false;
+
+  constructor(readonly limit = 4 << 20) {}
+
+  /** Keeps `chunk`; false once the limit is passed. */
+  keep(list: Buffer[], chunk: Buffer): boolean {
+    this.bytes += chunk.length;
+    if (this.bytes > this.limit) {
+      this.truncated = true;
+      return false;
+    }
+    list.push(chunk);
+    return true;
+  }
 
   get clientBytes(): Buffer {
     return Buffer.concat(this.client);
@@ -34,14 +50,14 @@ export function tap(tcp: net.Socket, capture: Capture, we: 'client' | 'server'):
   const duplex = new Duplex({
     read() { tcp.resume(); },
     write(chunk: Buffer, _enc, cb) {
-      written.push(Buffer.from(chunk));
+      if (!capture.keep(written, Buffer.from(chunk))) return void tcp.destroy();
       tcp.write(chunk, cb);
     },
     final(cb) { tcp.end(); cb(); },
     destroy(err, cb) { tcp.destroy(); cb(err); },
   });
   tcp.on('data', (d: Buffer) => {
-    read.push(d);
+    if (!capture.keep(read, d)) return void tcp.destroy();
     if (!duplex.push(d)) tcp.pause();
   });
   tcp.on('end', () => duplex.push(null));

@@ -22,8 +22,12 @@ export interface TraceServerOptions {
   /** Default: deny everyone (the trace still shows the handshake and the decision). */
   policy?: Policy;
   reveal?: boolean;
+  /** A connection is cut this long after it arrived, whatever it does (a trace is of a handshake). Default 10 s. */
   handshakeTimeoutMs?: number;
 }
+
+/** Analyses waiting to run; past this, a connection is reported without its decoded handshake. */
+const MAX_PENDING_ANALYSES = 64;
 
 /**
  * A TCP server that terminates mTLS through a byte tap and reports every connection as a trace once it
@@ -33,11 +37,33 @@ export interface TraceServerOptions {
 export function createTraceServer(o: TraceServerOptions, onTrace: (r: ServerTraceReport) => void): net.Server {
   const policy = o.policy ?? compilePolicy({ allow: [] });
   const base = serverTlsOptions(o.credentials);
+  const deadlineMs = o.handshakeTimeoutMs ?? 10_000;
+  // Decoding and verifying a capture is CPU work a client's bytes decide: it runs off the accepting path, one
+  // connection per event-loop turn, so a hostile chain delays its own report and nobody else's handshake.
+  const pending: (() => void)[] = [];
+  let draining = false;
+  const drain = () => {
+    const next = pending.shift();
+    if (!next) return void (draining = false);
+    next();
+    setImmediate(drain);
+  };
+  const analyse = (job: () => void, skip: () => void) => {
+    if (pending.length >= MAX_PENDING_ANALYSES) return skip();
+    pending.push(job);
+    if (!draining) {
+      draining = true;
+      setImmediate(drain);
+    }
+  };
   return net.createServer((raw) => {
+    // Node's handshakeTimeout leaves a client that sent part of a record connected: our own deadline cuts it.
+    const deadline = setTimeout(() => raw.destroy(), deadlineMs);
+    raw.once('close', () => clearTimeout(deadline));
     const remote = `${raw.remoteAddress}:${raw.remotePort}`;
     const capture = new Capture();
     const report: ServerTraceReport = { target: remote, remote, ok: false, steps: [], keylog: capture.keylog, view: undefined as never };
-    const server = tls.createServer({ ...base, handshakeTimeout: o.handshakeTimeoutMs ?? 10_000 });
+    const server = tls.createServer({ ...base, handshakeTimeout: deadlineMs });
     server.on('keylog', (line: Buffer) => capture.keylog.push(line.toString('latin1')));
     server.on('tlsClientError', (err: Error, s: tls.TLSSocket) => {
       const e = authorizationFailure(s.authorizationError) ?? classifyTlsError(err);
@@ -69,10 +95,17 @@ export function createTraceServer(o: TraceServerOptions, onTrace: (r: ServerTrac
       if (told) return;
       told = true;
       server.close();
-      report.view = analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog);
-      report.steps = traceSteps(report.view, { ca: o.credentials.ca, host: '', reveal: o.reveal ?? false, side: 'server' });
-      if (report.decision) report.steps.push({ n: report.steps.length + 1, title: 'Authorization', lines: [`${report.decision.allowed ? 'ALLOW' : 'DENY'}: ${report.decision.reason}`] });
-      onTrace(report);
+      if (capture.truncated) report.error ??= { code: 'HANDSHAKE_FAILED', message: `the connection sent more than ${capture.limit} bytes and was cut` };
+      analyse(() => {
+        report.view = analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog);
+        report.steps = traceSteps(report.view, { ca: o.credentials.ca, host: '', reveal: o.reveal ?? false, side: 'server' });
+        if (report.decision) report.steps.push({ n: report.steps.length + 1, title: 'Authorization', lines: [`${report.decision.allowed ? 'ALLOW' : 'DENY'}: ${report.decision.reason}`] });
+        onTrace(report);
+      }, () => {
+        report.view = analyzeHandshake(Buffer.alloc(0), Buffer.alloc(0), []);
+        report.steps = [{ n: 1, title: 'Not analysed', lines: [`${MAX_PENDING_ANALYSES} connections were waiting for analysis; this one was only counted`] }];
+        onTrace(report);
+      });
     };
     raw.on('close', tell);
     raw.on('error', () => undefined);

@@ -123,3 +123,28 @@ export function opensslCrl(issuer: TestCert, revoked: TestCert[], out = path.joi
   fs.renameSync(`${out}.tmp`, out);
   return out;
 }
+
+/**
+ * The chain of the hostile-peer report (issue 12.3): `levels` levels of `width` CA certificates, where every
+ * certificate of a level has the same subject and key and is signed by the (shared) key of the level above; the
+ * top level's issuer is nowhere. Each verifies under every one of the level above: width^levels paths.
+ */
+export function latticeChain(width: number, levels: number, leafEku?: string[]): { leaf: Certificate; leafKey: KeyObject; intermediates: Certificate[] } {
+  const keys = Array.from({ length: levels + 2 }, () => generateKeyPair('ec-p256'));
+  const name = (l: number) => buildName([{ oid: OID.commonName, value: `Level ${l}` }]);
+  const now = Date.now();
+  const intermediates: Certificate[] = [];
+  for (let l = 1; l <= levels; l++) {
+    for (let i = 0; i < width; i++) {
+      intermediates.push(parseCertificate(signCertificate({
+        serial: randomSerial(), issuer: name(l + 1), subject: name(l), notBefore: new Date(now - DAY - i * 1000), notAfter: new Date(now + DAY), publicKey: keys[l]!.publicKey,
+        extensions: [basicConstraintsExt(true), keyUsageExt(['keyCertSign', 'cRLSign']), subjectKeyIdExt(keyIdentifier(keys[l]!.publicKey)), authorityKeyIdExt(keyIdentifier(keys[l + 1]!.publicKey))],
+      }, keys[l + 1]!.privateKey)));
+    }
+  }
+  const leaf = parseCertificate(signCertificate({
+    serial: randomSerial(), issuer: name(1), subject: buildName([{ oid: OID.commonName, value: 'leaf' }]), notBefore: new Date(now - DAY), notAfter: new Date(now + DAY), publicKey: keys[0]!.publicKey,
+    extensions: [basicConstraintsExt(false), keyUsageExt(['digitalSignature']), authorityKeyIdExt(keyIdentifier(keys[1]!.publicKey)), ...(leafEku ? [extKeyUsageExt(leafEku)] : [])],
+  }, keys[1]!.privateKey));
+  return { leaf, leafKey: keys[0]!.privateKey, intermediates };
+}

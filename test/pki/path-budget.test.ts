@@ -3,40 +3,12 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { parseCertificate, randomSerial, signCertificate, type Certificate } from '../../src/pki/certificate.js';
-import { authorityKeyIdExt, basicConstraintsExt, keyIdentifier, keyUsageExt, subjectKeyIdExt } from '../../src/pki/extensions.js';
-import { generateKeyPair } from '../../src/pki/keys.js';
-import { buildName } from '../../src/pki/names.js';
 import { OID } from '../../src/pki/oid.js';
 import { encodePem } from '../../src/pki/pem.js';
 import { PATH_BUDGET, verifyChain } from '../../src/pki/verify.js';
-import { BIN, makeCert, tempDir } from '../helpers/pki.js';
+import { BIN, latticeChain, makeCert, tempDir } from '../helpers/pki.js';
 
-/**
- * The chain of the hostile-peer report: `levels` levels of `width` CA certificates each, where every certificate of
- * a level has the same subject and key, and is signed by the (shared) key of the level above; the top level's
- * issuer is nowhere. Every certificate of a level verifies under every one of the level above: width^levels paths.
- */
-function lattice(width: number, levels: number): { leaf: Certificate; intermediates: Certificate[] } {
-  const keys = Array.from({ length: levels + 2 }, () => generateKeyPair('ec-p256'));
-  const name = (l: number) => buildName([{ oid: OID.commonName, value: `Level ${l}` }]);
-  const now = Date.now();
-  const intermediates: Certificate[] = [];
-  for (let l = 1; l <= levels; l++) {
-    for (let i = 0; i < width; i++) {
-      intermediates.push(parseCertificate(signCertificate({
-        serial: randomSerial(), issuer: name(l + 1), subject: name(l), notBefore: new Date(now - 86400e3 - i * 1000), notAfter: new Date(now + 86400e3),
-        publicKey: keys[l]!.publicKey,
-        extensions: [basicConstraintsExt(true), keyUsageExt(['keyCertSign', 'cRLSign']), subjectKeyIdExt(keyIdentifier(keys[l]!.publicKey)), authorityKeyIdExt(keyIdentifier(keys[l + 1]!.publicKey))],
-      }, keys[l + 1]!.privateKey)));
-    }
-  }
-  const leaf = parseCertificate(signCertificate({
-    serial: randomSerial(), issuer: name(1), subject: buildName([{ oid: OID.commonName, value: 'leaf' }]), notBefore: new Date(now - 86400e3), notAfter: new Date(now + 86400e3),
-    publicKey: keys[0]!.publicKey, extensions: [basicConstraintsExt(false), keyUsageExt(['digitalSignature']), authorityKeyIdExt(keyIdentifier(keys[1]!.publicKey))],
-  }, keys[1]!.privateKey));
-  return { leaf, intermediates };
-}
+const lattice = (width: number, levels: number) => latticeChain(width, levels);
 
 describe('path building has a budget (issue 12.3)', () => {
   it('8 CAs per level, 7 levels, no anchor: verifyChain stops at the budget and says why', () => {

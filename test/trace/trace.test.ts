@@ -9,7 +9,11 @@ import { parseKeyLog, suiteOf, trafficKeys } from '../../src/tls13/key-schedule.
 import { traceConnection } from '../../src/trace/trace.js';
 import { keyBlock, TLS12_SUITES } from '../../src/tls12/prf.js';
 import { freePort, testPki, until, type TestPki } from '../helpers/endpoints.js';
-import { BIN, mtls } from '../helpers/pki.js';
+import { BIN, latticeChain, mtls } from '../helpers/pki.js';
+import { exportPrivateKey } from '../../src/pki/keys.js';
+import { OID } from '../../src/pki/oid.js';
+import { encodePem } from '../../src/pki/pem.js';
+import net from 'node:net';
 import { startProcess, stopAll } from '../helpers/process.js';
 import { compilePolicy } from '../../src/identity/policy.js';
 import { connectMtls } from '../../src/tls/client.js';
@@ -255,5 +259,36 @@ describe('mtls trace --listen: handshakes that arrive at a server', () => {
     const bad = mtls(['trace', `localhost:${s.port}`, '--ca', pki.file('ca.crt'), '--color', 'sometimes']);
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /--color 'sometimes' must be auto, always or never/);
+  });
+});
+
+describe('mtls trace --listen under hostile clients (issue 12)', () => {
+  it('a client that stalls mid-record is cut at the deadline; a chain built to explode path building does not hold up another client', async () => {
+    const reports: ServerTraceReport[] = [];
+    const server = createTraceServer({ credentials: pki.creds('server'), policy: compilePolicy({ allow: ['trust-domain:test.example'] }), handshakeTimeoutMs: 800 }, (r) => reports.push(r));
+    const port = await listen(server);
+    const t0 = Date.now();
+    const stalled = await new Promise<number>((resolve) => {
+      const c = net.connect(port, '127.0.0.1', () => c.write(Buffer.from('160301', 'hex')));
+      c.on('error', () => undefined);
+      c.on('close', () => resolve(Date.now() - t0));
+    });
+    assert.ok(stalled < 5000, `the stalled client was cut after ${stalled} ms`);
+    // A client certificate sent with 56 decoy CAs sharing names and keys level by level (issue 12.3).
+    const l = latticeChain(8, 7, [OID.clientAuth]);
+    const hostile = new Promise<void>((resolve) => {
+      const c = tls.connect({ host: '127.0.0.1', port, ca: pki.bundle, cert: [l.leaf, ...l.intermediates].map((x) => encodePem('CERTIFICATE', x.der)).join(''), key: exportPrivateKey(l.leafKey), servername: 'localhost' });
+      c.on('error', () => resolve());
+      c.on('close', () => resolve());
+    });
+    const t1 = Date.now();
+    const normal = await connectMtls({ host: '127.0.0.1', port, ca: pki.bundle, credentials: pki.creds('billing'), confirmMs: 200 });
+    await new Promise((r) => normal.socket.once('data', r));
+    normal.socket.destroy();
+    assert.ok(Date.now() - t1 < 5000, `the normal client took ${Date.now() - t1} ms`);
+    await hostile;
+    await until(() => reports.length === 3, 10_000, 'three traces');
+    assert.ok(reports.some((r) => r.identity?.spiffeId?.uri === 'spiffe://test.example/ns/prod/sa/billing' && r.ok));
+    await close(server);
   });
 });
