@@ -1,4 +1,6 @@
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import YAML from 'yaml';
 import { MtlsError } from '../errors.js';
 import { compilePolicy, type PolicyConfig } from '../identity/policy.js';
@@ -111,6 +113,29 @@ export function parseAddress(text: string, what: string): Address {
 
 export const isLocal = (a: Address) => 'path' in a || LOOPBACK.test(a.host);
 
+/**
+ * Why a unix-socket target could be someone else's: a socket owned by another user (not root), or a directory
+ * that other users can write without the sticky bit (they could replace the socket). undefined when neither.
+ */
+export function unixTargetRisk(p: string): string | undefined {
+  const uid = process.getuid?.();
+  try {
+    const st = fs.statSync(p);
+    if (uid !== undefined && st.uid !== uid && st.uid !== 0) return `the socket ${p} belongs to another user (uid ${st.uid})`;
+  } catch {
+    // not there yet (the target may start later): the directory decides
+  }
+  const dir = path.dirname(path.resolve(p));
+  try {
+    const d = fs.statSync(dir);
+    if ((d.mode & 0o002) && !(d.mode & 0o1000)) return `its directory ${dir} can be written by any user`;
+    if (uid !== undefined && (d.mode & 0o020) && d.uid !== uid && d.uid !== 0) return `its directory ${dir} can be written by another user's group`;
+  } catch {
+    return undefined;
+  }
+  return undefined;
+}
+
 type Raw = Record<string, unknown>;
 
 class Reader {
@@ -222,6 +247,10 @@ export function listenerFrom(raw: Raw, where: string, index: number): ListenerCo
     const target = r.address('target');
     const unsafeTarget = r.bool('unsafeTarget', false);
     if (!isLocal(target) && !unsafeTarget) throw new MtlsError('BAD_INPUT', `${where}.target: ${formatAddress(target)} is not on loopback or a unix socket, so plaintext would leave this machine; set unsafeTarget: true (--unsafe-target) if that is intended`);
+    if ('path' in target && !unsafeTarget) {
+      const why = unixTargetRisk(target.path);
+      if (why) throw new MtlsError('BAD_INPUT', `${where}.target: ${why}, so another user could receive the requests and the verified identities; fix that, or set unsafeTarget: true (--unsafe-target)`);
+    }
     if (r.has('routes') && protocol !== 'http') throw new MtlsError('BAD_INPUT', `${where}.routes: per-route rules need protocol: http`);
     if (r.has('mergeSlashes') && protocol !== 'http') throw new MtlsError('BAD_INPUT', `${where}.mergeSlashes: is for protocol: http`);
     const routes = r.mappings('routes', (x, w) => {
@@ -282,16 +311,23 @@ export function parseProxyConfig(text: string, source: string): ProxyConfig {
   };
 }
 
+/** Whether two listen addresses would collide: the same path, or the same port on hosts that overlap. */
+function sameSocket(a: Address, b: Address): boolean {
+  if ('path' in a || 'path' in b) return 'path' in a && 'path' in b && a.path === b.path;
+  if (a.port !== b.port || a.port === 0) return false;
+  const host = (h: string) => (h.toLowerCase() === 'localhost' ? '127.0.0.1' : h.toLowerCase());
+  const wildcard = (h: string) => h === '0.0.0.0' || h === '::';
+  return host(a.host) === host(b.host) || wildcard(a.host) || wildcard(b.host);
+}
+
 export function checkUnique(listeners: ListenerConfig[], source: string): void {
   const names = new Set<string>();
-  const addrs = new Set<string>();
-  for (const l of listeners) {
+  listeners.forEach((l, i) => {
     if (names.has(l.name)) throw new MtlsError('BAD_INPUT', `${source}: two listeners are named '${l.name}'`);
     names.add(l.name);
-    const a = formatAddress(l.listen);
-    if (addrs.has(a)) throw new MtlsError('BAD_INPUT', `${source}: two listeners listen on ${a}`);
-    addrs.add(a);
-  }
+    const other = listeners.slice(0, i).find((o) => sameSocket(o.listen, l.listen));
+    if (other) throw new MtlsError('BAD_INPUT', `${source}: listeners '${other.name}' (${formatAddress(other.listen)}) and '${l.name}' (${formatAddress(l.listen)}) would listen on the same socket; give one another port`);
+  });
 }
 
 export function readProxyConfig(file: string): ProxyConfig {

@@ -122,3 +122,23 @@ describe('PROXY protocol v2 and XFCC encoding', () => {
     assert.equal(v, `By=spiffe://acme.org/ns/prod/sa/api;Hash=${id.fingerprint256.replace(/:/g, '').toLowerCase()};${subject};URI=spiffe://acme.org/ns/prod/sa/billing;DNS=billing.acme.org`);
   });
 });
+
+describe('proxy config: what --check must catch (issue 19)', () => {
+  const server = (listen: string, extra = '') => `  - mode: server\n    listen: "${listen}"\n    target: 127.0.0.1:9\n    cert: a\n    key: b\n    ca: c\n    allow: [any]\n${extra}`;
+  it('two listeners on one socket written differently: 127.0.0.1:P, localhost:P, :P, 0.0.0.0:P', () => {
+    for (const [a, b] of [['127.0.0.1:8443', 'localhost:8443'], ['127.0.0.1:8443', ':8443'], ['0.0.0.0:8443', '127.0.0.2:8443'], ['[::]:8443', '127.0.0.1:8443']]) {
+      assert.throws(() => parseProxyConfig(`listeners:\n${server(a!)}${server(b!)}`, 'p.yaml'), /p\.yaml: listeners 'server-0' \(.*\) and 'server-1' \(.*\) would listen on the same socket/, `${a} and ${b}`);
+    }
+    assert.doesNotThrow(() => parseProxyConfig(`listeners:\n${server('127.0.0.1:8443')}${server('127.0.0.2:8443')}`, 'p.yaml'));
+  });
+
+  it('a unix-socket target in a directory any user can write is refused without unsafeTarget', () => {
+    const dir = tempDir('mtls-open-dir-');
+    fs.chmodSync(dir, 0o777);
+    const target = (extra: string) => `listeners:\n  - mode: server\n    listen: 127.0.0.1:1\n    target: unix:${dir}/app.sock\n    cert: a\n    key: b\n    ca: c\n    allow: [any]\n${extra}`;
+    assert.throws(() => parseProxyConfig(target(''), 'p.yaml'), new RegExp(`target: its directory ${dir} can be written by any user, so another user could receive the requests`));
+    assert.doesNotThrow(() => parseProxyConfig(target('    unsafeTarget: true\n'), 'p.yaml'));
+    fs.chmodSync(dir, 0o1777); // sticky, as /tmp: others cannot replace our socket
+    assert.doesNotThrow(() => parseProxyConfig(target(''), 'p.yaml'));
+  });
+});
