@@ -3,7 +3,8 @@ import https from 'node:https';
 import { identityOf, type PeerIdentity } from '../identity/identity.js';
 import { compilePolicy, type Decision, type Policy } from '../identity/policy.js';
 import { normalizeRequestTarget, type PathOptions } from '../identity/request-target.js';
-import { enforceHandshakeDeadline, mtlsServerTlsOptions, reportHandshakeErrors, timeoutReporter, type MtlsServerOptions } from '../tls/server.js';
+import { classifyTlsError } from '../tls/errors.js';
+import { enforceHandshakeDeadline, mtlsServerTlsOptions, remoteOf, reportHandshakeErrors, timeoutReporter, type MtlsServerOptions } from '../tls/server.js';
 
 /** What the middleware attaches to each request as `req.mtls`. */
 export interface RequestMtls {
@@ -68,5 +69,14 @@ export function createMtlsHttpsServer(o: MtlsServerOptions, handler: (req: Incom
   const server = https.createServer(mtlsServerTlsOptions(o), (req, res) => auth(req, res, () => handler(req, res)));
   enforceHandshakeDeadline(server, o.handshakeTimeoutMs ?? 10_000, timeoutReporter(server, o.handshakeTimeoutMs ?? 10_000));
   reportHandshakeErrors(server);
+  // A connection that fails after its handshake (OpenSSL's internal_error for a client certificate too large for
+  // a session ticket, a reset, a request Node cannot parse): said once as 'mtls:connection-error', answered as
+  // Node would (400, 408) or closed.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: import('node:net').Socket) => {
+    server.emit('mtls:connection-error', { remote: remoteOf(socket), error: classifyTlsError(err) });
+    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : err.code?.startsWith('HPE_') ? '400 Bad Request' : undefined;
+    if (status && socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    else socket.destroy();
+  });
   return server;
 }

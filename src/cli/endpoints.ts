@@ -89,6 +89,7 @@ export function registerServe(program: Command): void {
         server.on('mtls:connection', (e: ConnectionEvent) => log(`${e.remote} ${e.decision.allowed ? 'ALLOW' : 'DENY'} ${e.decision.reason}${e.resumed ? ' (resumed session)' : ''}`));
       }
       server.on('mtls:handshake-error', (e: HandshakeErrorEvent) => log(`${e.remote} HANDSHAKE FAILED [${e.error.code}] ${e.error.message}`));
+      server.on('mtls:connection-error', (e: HandshakeErrorEvent) => log(`${e.remote} CONNECTION FAILED [${e.error.code}] ${e.error.message}`));
       // Listen first: file watchers started before a failed listen kept the process alive after its error line.
       await listenOn(server, { host: o.host, port: Number(o.port) }, 'serve');
       if (reloader) {

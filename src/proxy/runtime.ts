@@ -142,8 +142,10 @@ export class MtlsProxy extends EventEmitter {
     this.draining = true;
     this.watcher?.close();
     clearTimeout(this.timer);
+    const closing = Promise.all(this.endpoints.map((l) => l.stopAccepting()));
+    // Said once the listening sockets are closed: a connection after this line is refused, not raced.
     this.log.info({ event: 'draining', active: this.active, timeoutMs }, 'draining: no new connections');
-    await Promise.all(this.endpoints.map((l) => l.stopAccepting()));
+    await closing;
     const deadline = Date.now() + timeoutMs;
     while (this.active > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     const left = this.active;

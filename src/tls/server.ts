@@ -112,6 +112,9 @@ export function createMtlsServer(o: MtlsServerOptions, onConnection?: (socket: t
     const decision = policy.decide(identity);
     const event: ConnectionEvent = { remote: remoteOf(socket), decision, resumed: socket.isSessionReused(), ...(identity ? { identity } : {}) };
     server.emit('mtls:connection', event);
+    // OpenSSL can still fail the connection after the handshake (a client certificate too large for a session
+    // ticket makes it send internal_error): said once, as 'mtls:connection-error', instead of nothing.
+    socket.once('error', (err: Error) => server.emit('mtls:connection-error', { remote: event.remote, error: classifyTlsError(err) } satisfies HandshakeErrorEvent));
     if (!decision.allowed || !identity) {
       socket.destroy();
       return;

@@ -8,7 +8,12 @@ import { connectMtls, peerChain } from '../../src/tls/client.js';
 import { createMtlsServer, type ConnectionEvent, type HandshakeErrorEvent } from '../../src/tls/server.js';
 import { clientTlsOptions, serverTlsOptions } from '../../src/tls/options.js';
 import { identityOf } from '../../src/identity/identity.js';
-import { close, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { OID } from '../../src/pki/oid.js';
+import { close, freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
+import { BIN, keyPem, makeCert, tempDir } from '../helpers/pki.js';
+import { startProcess, stopAll } from '../helpers/process.js';
 
 let pki: TestPki;
 let server: tls.Server;
@@ -23,7 +28,7 @@ before(async () => {
   server.on('mtls:handshake-error', (e: HandshakeErrorEvent) => errors.push(e));
   port = await listen(server);
 });
-after(async () => { await close(server); await pki.ca.close(); });
+after(async () => { stopAll(); await close(server); await pki.ca.close(); });
 
 const connect = (name: string | undefined, extra: Partial<Parameters<typeof connectMtls>[0]> = {}) =>
   connectMtls({ host: 'localhost', port, ca: pki.bundle, confirmMs: 300, ...(name ? { credentials: pki.creds(name) } : {}), ...extra });
@@ -219,5 +224,25 @@ describe('server identity (Node pitfalls)', () => {
     const foreign = await new Promise<Buffer>((r) => raw.once('session', r));
     raw.destroy();
     await rejectsWith(connect('billing', { session: foreign }), 'SERVER_IDENTITY_MISMATCH');
+  });
+});
+
+describe('a connection OpenSSL fails after the handshake is reported, not silent (issue 19)', () => {
+  it('a client certificate with 3,500 SANs (too large for a session ticket): mtls serve logs CONNECTION FAILED once', async () => {
+    const root = makeCert({ cn: 'Big Root', ca: true });
+    const big = makeCert({ cn: 'big', issuer: root, eku: [OID.clientAuth], dns: Array.from({ length: 3500 }, (_, i) => `host${i}.example.org`) });
+    const dir = tempDir('mtls-bigsan-');
+    fs.writeFileSync(path.join(dir, 'root.pem'), root.pem);
+    const port = await freePort();
+    const p = await startProcess(process.execPath, [BIN, 'serve', '--port', String(port), '--cert', pki.file('server.crt'), '--key', pki.file('server.key'), '--ca', path.join(dir, 'root.pem'), '--allow', 'any'], /listening on/);
+    await new Promise<void>((resolve) => {
+      const c = tls.connect({ host: '127.0.0.1', port, cert: big.pem, key: keyPem(big), ca: pki.bundle, servername: 'localhost' });
+      c.on('error', () => undefined);
+      c.on('data', () => undefined);
+      c.on('close', () => resolve());
+    });
+    await until(() => /CONNECTION FAILED|HANDSHAKE FAILED/.test(p.output()), 5000, `a line for the failed connection: ${p.output()}`);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(p.output().match(/(CONNECTION|HANDSHAKE) FAILED /g)?.length, 1, `said once: ${p.output()}`);
   });
 });
