@@ -1,7 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { until } from './endpoints.js';
+import type net from 'node:net';
+import { after } from 'node:test';
+import { close, until } from './endpoints.js';
 import { BIN } from './pki.js';
 
 const children: ChildProcess[] = [];
@@ -44,4 +46,18 @@ ${httpBody} }
 /** `mtls proxy ...` as its own process; resolves once every listener logged that it listens. */
 export function startProxy(args: string[], listeners = 1): ReturnType<typeof startProcess> {
   return startProcess(process.execPath, [BIN, 'proxy', ...args], new RegExp(`("event":"listening"[^\\n]*\\n[^]*){${listeners}}`));
+}
+
+/**
+ * The servers a test file starts (push them here): closed after the file, with every process started by
+ * startProcess/startProxy; `also` runs last (e.g. closing the test CA).
+ */
+export function trackServers(also?: () => Promise<void> | void): net.Server[] {
+  const servers: net.Server[] = [];
+  after(async () => {
+    stopAll();
+    await Promise.all(servers.map(close));
+    await also?.();
+  });
+  return servers;
 }

@@ -1,21 +1,16 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { createMtlsHttpsServer } from '../../src/adapters/http.js';
 import { compilePolicy } from '../../src/identity/policy.js';
 import { createMtlsServer } from '../../src/tls/server.js';
-import { close, freePort, listen, testPki, type TestPki } from '../helpers/endpoints.js';
-import { startProxy, stopAll } from '../helpers/process.js';
+import { freePort, listen, testPki, type TestPki } from '../helpers/endpoints.js';
+import { startProxy, trackServers } from '../helpers/process.js';
 
 let pki: TestPki;
-const servers: net.Server[] = [];
+const servers = trackServers(() => pki.ca.close());
 before(async () => { pki = await testPki(); });
-after(async () => {
-  stopAll();
-  await Promise.all(servers.map(close));
-  await pki.ca.close();
-});
 
 /**
  * `openssl s_client -tls1_2` connects with the billing client certificate, then asks for a renegotiation ('R').

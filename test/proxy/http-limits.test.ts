@@ -5,20 +5,15 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { clientTlsOptions } from '../../src/tls/options.js';
-import { close, freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
+import { freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
 import { BIN, ROOT, tempDir } from '../helpers/pki.js';
-import { startProxy, stopAll } from '../helpers/process.js';
+import { startProxy, trackServers } from '../helpers/process.js';
 
 let pki: TestPki;
-const servers: net.Server[] = [];
+const servers = trackServers(() => pki.ca.close());
 before(async () => { pki = await testPki(); });
-after(async () => {
-  stopAll();
-  await Promise.all(servers.map(close));
-  await pki.ca.close();
-});
 
 /** A backend: /partial sends headers and half a body, then drops the connection; /hold never answers; else 200. */
 async function backend(): Promise<number> {

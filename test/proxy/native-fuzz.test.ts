@@ -11,19 +11,15 @@ import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { nativeUnavailable } from '../../src/proxy/native.js';
-import { close, freePort, listen, until } from '../helpers/endpoints.js';
+import { freePort, listen, until } from '../helpers/endpoints.js';
 import { crlPki, type CrlPki } from '../helpers/crl-pki.js';
-import { startProxy, stopAll } from '../helpers/process.js';
+import { startProxy, trackServers } from '../helpers/process.js';
 
 let pki: CrlPki;
-const servers: net.Server[] = [];
+const servers = trackServers();
 before(() => { pki = crlPki(); });
-after(async () => {
-  stopAll();
-  await Promise.all(servers.map(close));
-});
 
 const CASES = Number(process.env['MTLS_FUZZ_CASES'] ?? 2000);
 

@@ -3,20 +3,16 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import { after, before, describe, it } from 'node:test';
-import { close, freePort, listen, until } from '../helpers/endpoints.js';
+import { before, describe, it } from 'node:test';
+import { freePort, listen, until } from '../helpers/endpoints.js';
 import { OID } from '../../src/pki/oid.js';
 import { crlPki, type CrlPki } from '../helpers/crl-pki.js';
 import { keyPem, makeCert, tempDir, writePem } from '../helpers/pki.js';
-import { startProxy, stopAll } from '../helpers/process.js';
+import { startProxy, trackServers } from '../helpers/process.js';
 
 let pki: CrlPki;
-const servers: net.Server[] = [];
+const servers = trackServers();
 before(() => { pki = crlPki(); });
-after(async () => {
-  stopAll();
-  await Promise.all(servers.map(close));
-});
 
 interface Attempt { admitted: boolean; resumed: boolean; session?: Buffer }
 
