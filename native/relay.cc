@@ -248,6 +248,7 @@ struct Loop {
   void arm(Conn* c);
   void register_(Conn* c, bool target, uint32_t want);
   void close(Conn* c, const std::string& why, const std::string& code = "", const std::string& reason = "");
+  void dropForMemory(Conn* c);
 };
 
 // A listener's engine: its loops (a connection stays on the loop its id picks) and what they share.
@@ -320,15 +321,26 @@ void Loop::run() {
   while (!stopping) {
     int n = epoll_wait(ep, evs, 256, SWEEP_MS);
     for (int i = 0; i < n; i++) {
-      if (evs[i].data.u64 == WAKE) {
-        uint64_t v;
-        (void)!read(wake, &v, sizeof v);
-        runCommands();
-      } else {
-        dispatch(evs[i].data.u64, evs[i].events);
+      // Memory running out on this thread (an event, a map node, a command batch) must not terminate the process:
+      // the connection whose event it was is closed and the loop goes on.
+      try {
+        if (evs[i].data.u64 == WAKE) {
+          uint64_t v;
+          (void)!read(wake, &v, sizeof v);
+          runCommands();
+        } else {
+          dispatch(evs[i].data.u64, evs[i].events);
+        }
+      } catch (const std::bad_alloc&) {
+        auto it = conns.find(evs[i].data.u64 >> 1);
+        if (evs[i].data.u64 != WAKE && it != conns.end()) dropForMemory(it->second);
       }
     }
-    if (nowMs() - lastSweep >= SWEEP_MS) sweep();
+    try {
+      if (nowMs() - lastSweep >= SWEEP_MS) sweep();
+    } catch (const std::bad_alloc&) {
+      lastSweep = nowMs();
+    }
   }
   for (auto it = conns.begin(); it != conns.end();) close((it++)->second, "engine stopped");
 }
@@ -830,6 +842,20 @@ void Loop::close(Conn* c, const std::string& why, const std::string& code, const
   delete c;
   ERR_clear_error();
   post(std::move(ev));
+}
+
+// Out of memory: the connection goes without its CLOSED event if even that cannot be allocated (its descriptors
+// and TLS state are freed either way; JavaScript's count catches up at the drain).
+void Loop::dropForMemory(Conn* c) {
+  try {
+    close(c, "out of memory");
+  } catch (const std::bad_alloc&) {
+    if (c->ssl) SSL_free(c->ssl);
+    if (c->cfd >= 0) ::close(c->cfd);
+    if (c->tfd >= 0) ::close(c->tfd);
+    conns.erase(c->id);
+    delete c;
+  }
 }
 
 // ---- JavaScript side ----

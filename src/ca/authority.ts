@@ -14,7 +14,7 @@ import { checkLeafNames, intermediateExtensions, leafExtensions, rootExtensions,
 import { SqliteStore } from '../store/sqlite.js';
 import type { CertificateStore, InventoryRecord } from '../store/store.js';
 import { shortTime } from '../util/duration.js';
-import { checkPrivateFile, stageFiles, type PendingFile } from '../util/fs.js';
+import { checkPrivateFile, crashPoint, stageFiles, type PendingFile } from '../util/fs.js';
 import { caPaths, type CaConfig } from './home.js';
 
 const DAY = 86400e3;
@@ -168,6 +168,13 @@ export class CertificateAuthority {
     } catch (err) {
       throw new MtlsError('IO', `cannot write in ${parent} (${(err as NodeJS.ErrnoException).code}); choose a writable --home`);
     }
+    // Interrupted (Ctrl-C, SIGTERM) between here and the rename: the staging directory and its keys go first.
+    const interrupted = (signal: NodeJS.Signals) => {
+      fs.rmSync(tmp, { recursive: true, force: true });
+      process.kill(process.pid, signal);
+    };
+    process.once('SIGINT', interrupted);
+    process.once('SIGTERM', interrupted);
     try {
       fs.chmodSync(tmp, 0o700);
       const t = caPaths(tmp);
@@ -181,13 +188,23 @@ export class CertificateAuthority {
         { path: t.intermediateKey, data: exportPrivateKey(intKeys.privateKey, opts.passphrase), mode: 0o600 },
       ];
       stageFiles(files).commit();
+      crashPoint('init-staged');
       await new SqliteStore(t.inventory, { create: true }).close();
+      // A signal that came while we worked synchronously is read by the event loop's poll: give it that turn while
+      // the keys are still in the staging directory (10 ms, once per CA).
+      await new Promise((r) => setTimeout(r, 10));
       if (fs.existsSync(opts.home)) fs.rmdirSync(opts.home);
       fs.renameSync(tmp, opts.home);
     } catch (err) {
       fs.rmSync(tmp, { recursive: true, force: true });
       if (err instanceof MtlsError) throw err;
       throw new MtlsError('IO', `cannot create the CA in ${opts.home} (${(err as Error).message}); check the directory`, { cause: err });
+    } finally {
+      // Not at once: a signal still in flight would be dropped with the listener and Ctrl-C ignored.
+      setTimeout(() => {
+        process.off('SIGINT', interrupted);
+        process.off('SIGTERM', interrupted);
+      }, 50).unref();
     }
     return CertificateAuthority.open(opts.home, opts.passphrase);
   }

@@ -64,12 +64,15 @@ export class ClientListener extends Listener<ClientListenerConfig> {
     });
     this.track(upstream);
     upstream.on('session', (s: Buffer) => { this.session = s; });
+    // A key log line means the server answered our ClientHello (TLS 1.3: its ServerHello; 1.2: our key exchange).
+    let answered = false;
+    upstream.once('keylog', () => { answered = true; });
     const timer = setTimeout(() => upstream.destroy(Object.assign(new Error('handshake timed out'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' })), this.config.limits.handshakeTimeoutMs);
     const fail = (err: Error) => {
       clearTimeout(timer);
       const e = (err as NodeJS.ErrnoException).code === 'ERR_TLS_HANDSHAKE_TIMEOUT'
         ? { code: 'HANDSHAKE_TIMEOUT', message: `no finished handshake within ${this.config.limits.handshakeTimeoutMs} ms` }
-        : classifyTlsError(err, { sentOurCert: true, peer: `${host}:${port}` });
+        : classifyTlsError(err, { sentOurCert: answered, unanswered: !answered, peer: `${host}:${port}` });
       this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: e.code });
       this.log.warn({ event: 'handshake-failed', target: `${host}:${port}`, code: e.code, reason: e.message }, 'upstream handshake failed');
       this.session = undefined;

@@ -70,7 +70,7 @@ export function connectMtls(o: ConnectOptions): Promise<MtlsConnection> {
       settled = true;
       clearTimeout(timer);
       socket.destroy();
-      reject(classifyTlsError(err, { sentOurCert: o.credentials !== undefined, peer }));
+      reject(classifyTlsError(err, { sentOurCert: o.credentials !== undefined && answered, unanswered: !answered, peer }));
     };
     const socket = tls.connect({
       host: o.host, port: o.port, ...clientTlsOptions(o.credentials, o.ca, expect, o),
@@ -83,6 +83,9 @@ export function connectMtls(o: ConnectOptions): Promise<MtlsConnection> {
     }
     let session: Buffer | undefined;
     socket.on('session', (s: Buffer) => { session = s; });
+    // A key log line means the server answered our ClientHello: only then can a close be about our certificate.
+    let answered = false;
+    socket.once('keylog', () => { answered = true; });
     const timer = setTimeout(() => fail(Object.assign(new Error('connection timed out'), { code: 'ETIMEDOUT' })), o.timeoutMs ?? 10_000);
     socket.once('error', fail);
     socket.once('secureConnect', () => {

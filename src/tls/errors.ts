@@ -47,16 +47,21 @@ const TABLE: Record<string, [MtlsErrorCode, string]> = {
 /**
  * Turns a TLS failure into an MtlsError with a stable code. `sentOurCert`: the failure is a reset or close
  * right after we presented a certificate, which is how Node servers (and TLS 1.3 in general) reject a client
- * certificate without an alert.
+ * certificate without an alert. `unanswered`: the peer never got past our ClientHello (no handshake secret was
+ * derived), so a close then says nothing about our certificate.
  */
-export function classifyTlsError(err: unknown, context: { sentOurCert?: boolean; peer?: string } = {}): MtlsError {
+export function classifyTlsError(err: unknown, context: { sentOurCert?: boolean; peer?: string; unanswered?: boolean } = {}): MtlsError {
   if (err instanceof MtlsError) return err;
   const e = err as NodeJS.ErrnoException & { reason?: string };
   const code = e?.code ?? '';
   const where = context.peer ? `${context.peer}: ` : '';
   const hit = TABLE[code] ?? TABLE[authorizationCode(e?.message ?? '')];
   if (hit) return new MtlsError(hit[0], `${where}${hit[1]}`, { cause: err, details: { tlsCode: code } });
-  if ((code === 'ECONNRESET' || /socket hang up|closed/i.test(e?.message ?? '')) && context.sentOurCert) {
+  const hungUp = code === 'ECONNRESET' || /socket hang up|closed/i.test(e?.message ?? '');
+  if (hungUp && context.unanswered) {
+    return new MtlsError('HANDSHAKE_FAILED', `${where}the peer closed the connection after our ClientHello without answering it (no common TLS version or cipher, not a TLS server, or it refuses our address); our certificate was never sent`, { cause: err });
+  }
+  if (hungUp && context.sentOurCert) {
     return new MtlsError('PEER_CLOSED_AFTER_OUR_CERT', `${where}the peer closed the connection after receiving our certificate: it most likely rejected it (untrusted CA, wrong purpose, or not allowed by its policy)`, { cause: err });
   }
   return new MtlsError('HANDSHAKE_FAILED', `${where}TLS handshake failed (${e?.reason ?? e?.message ?? String(err)})`, { cause: err, details: { tlsCode: code } });

@@ -18,12 +18,13 @@ function ioError(action: string, p: string, err: unknown): MtlsError {
 }
 
 /**
- * Test-only: `MTLS_CRASH_AT=<point>` kills the process at that point with SIGKILL, so that a test can prove each
- * step of a write leaves a consistent state (test/ca/crash.test.ts). Points: after-record, after-stage,
- * between-renames.
+ * Test-only: `MTLS_CRASH_AT=<point>[:SIGNAL]` sends the process a signal (SIGKILL by default) at that point, so
+ * that a test can prove each step of a write leaves a consistent state (test/ca/crash.test.ts). Points:
+ * after-record, after-stage, between-renames, init-staged.
  */
 export function crashPoint(point: string): void {
-  if (process.env['MTLS_CRASH_AT'] === point) process.kill(process.pid, 'SIGKILL');
+  const [at, signal] = (process.env['MTLS_CRASH_AT'] ?? '').split(':');
+  if (at === point) process.kill(process.pid, (signal || 'SIGKILL') as NodeJS.Signals);
 }
 
 /** Temporary files of a staged write that died (`.NAME.<hex>.tmp`), removed once they are this old. */

@@ -74,6 +74,13 @@ describe('a CA killed at any step of an issuance (issue 12.4)', () => {
     assert.equal((await inventorySerials(home)).size, 0);
   });
 
+  it('ca init interrupted (SIGINT) after its keys were staged removes its staging directory', () => {
+    const dir = tempDir('mtls-crash-');
+    const r = run(['ca', 'init', '--home', path.join(dir, 'ca'), '--name', 'Crash'], 'init-staged:SIGINT');
+    assert.equal(r.signal, 'SIGINT', r.stderr);
+    assert.deepEqual(fs.readdirSync(dir), [], 'no staging directory with keys, no half CA');
+  });
+
   it('ca init killed while staging leaves key material that the next init removes', () => {
     const dir = tempDir('mtls-crash-');
     const staging = path.join(dir, '.ca.init-abc123');

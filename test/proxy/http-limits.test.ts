@@ -123,3 +123,21 @@ describe('a unix socket path another process listens on is not taken over (issue
     await startProxy([...args.slice(1, 3), `unix:${dead}`, ...args.slice(4)]);
   });
 });
+
+describe('proxy client: a failed upstream handshake is told by how far it got (issue 19)', () => {
+  it('an upstream that closes after our ClientHello is not "rejected our certificate"', async () => {
+    const upstream = net.createServer((s) => { s.once('data', () => s.destroy()); s.on('error', () => undefined); });
+    servers.push(upstream);
+    const up = await listen(upstream);
+    const port = await freePort();
+    const p = await startProxy(['client', '--listen', `127.0.0.1:${port}`, '--target', `127.0.0.1:${up}`, '--cert', pki.file('billing.crt'), '--key', pki.file('billing.key'), '--ca', pki.file('ca.crt')]);
+    await new Promise<void>((resolve) => {
+      const c = net.connect(port, '127.0.0.1', () => c.write('hello'));
+      c.on('error', () => undefined);
+      c.on('close', () => resolve());
+    });
+    await until(() => /"event":"handshake-failed"/.test(p.output()), 5000, 'the failed upstream handshake');
+    assert.doesNotMatch(p.output(), /PEER_CLOSED_AFTER_OUR_CERT/);
+    assert.match(p.output(), /"code":"HANDSHAKE_FAILED"[^\n]*closed the connection after our ClientHello without answering it/);
+  });
+});
