@@ -30,6 +30,31 @@ export function stopAll(): void {
 /** Debian installs nginx in /usr/sbin, which a non-login PATH may lack. */
 export const NGINX = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find((p) => fs.existsSync(p)) ?? 'nginx';
 
+/** How a new Debian machine gets each real peer (the `.ci/run` installs the same). */
+const INSTALL = {
+  nginx: 'apt-get install nginx-light libnginx-mod-stream',
+  stunnel4: 'apt-get install stunnel4',
+  openssl: 'apt-get install openssl',
+  curl: 'apt-get install curl',
+} as const;
+
+function onPath(cmd: string): boolean {
+  const dirs = [...(process.env['PATH'] ?? '').split(':'), '/usr/sbin', '/usr/local/sbin', '/sbin'];
+  return dirs.some((d) => d && fs.existsSync(path.join(d, cmd)));
+}
+
+/**
+ * For `{ skip: peerMissing('nginx') }`: false when the real peer is installed, else a reason that names it and the
+ * command that installs it. Under CI (CI or MTLS_REQUIRE_PEERS set) a missing peer throws, so the test file fails:
+ * interop is never skipped silently there.
+ */
+export function peerMissing(peer: keyof typeof INSTALL): string | false {
+  if (onPath(peer)) return false;
+  const why = `${peer} is not installed (${INSTALL[peer]})`;
+  if (process.env['CI'] || process.env['MTLS_REQUIRE_PEERS']) throw new Error(`${why}: required under CI`);
+  return why;
+}
+
 /** Writes an nginx.conf around `httpBody` (server blocks) in `dir`, runs nginx in the foreground, waits for its pid file. */
 export async function startNginx(dir: string, httpBody: string, extra = ''): Promise<void> {
   const conf = path.join(dir, 'nginx.conf');

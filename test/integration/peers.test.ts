@@ -6,7 +6,7 @@ import { fetch } from 'undici';
 import { mtlsUndiciAgent } from '../../src/adapters/agents.js';
 import { freePort, testPki, until, type TestPki } from '../helpers/endpoints.js';
 import { BIN, mtls, tempDir } from '../helpers/pki.js';
-import { startNginx, startProcess as start, stopAll } from '../helpers/process.js';
+import { peerMissing, startNginx, startProcess as start, stopAll } from '../helpers/process.js';
 
 let pki: TestPki;
 
@@ -144,7 +144,7 @@ describe('mtls connect against openssl s_server -Verify 1', () => {
 describe('nginx', () => {
 
 
-  it('nginx as an mTLS client of our server (proxy_ssl_certificate): our server sees nginx\'s identity', async () => {
+  it('nginx as an mTLS client of our server (proxy_ssl_certificate): our server sees nginx\'s identity', { skip: peerMissing('nginx') }, async () => {
     const backend = await freePort();
     await start(process.execPath, [BIN, 'serve', '--http', '--port', String(backend), '--cert', pki.file('server.crt'), '--key', pki.file('server.key'), '--ca', pki.file('ca.crt'), '--allow', 'cn:nginx-proxy'], /listening on/);
     await pki.issue({ profile: 'client', name: 'nginx-proxy', names: {} });
@@ -160,7 +160,7 @@ describe('nginx', () => {
     assert.equal(body.identity.subject, 'CN=nginx-proxy, O=Endpoint Test');
   });
 
-  it('nginx as an mTLS server (ssl_verify_client on) accepts our clients and refuses a server certificate', async () => {
+  it('nginx as an mTLS server (ssl_verify_client on) accepts our clients and refuses a server certificate', { skip: peerMissing('nginx') }, async () => {
     const port = await freePort();
     const dir = tempDir('mtls-nginx-');
     await startNginx(dir, `server { listen 127.0.0.1:${port} ssl; ssl_certificate ${pki.file('server.crt')}; ssl_certificate_key ${pki.file('server.key')};
