@@ -81,7 +81,9 @@ function report(issued: Issued, profile: LeafProfile, written: string[], json: b
 }
 
 export function registerIssue(program: Command): void {
-  const issue = program.command('issue').description('issue a certificate with a new key');
+  const issue = program.command('issue').description('issue a certificate with a new key')
+    // Without a kind there is nothing to do: the usage and exit 2, not a silent 0.
+    .action(() => { throw new MtlsError('USAGE', "say what to issue: 'mtls issue server NAME --dns ...', 'mtls issue client NAME' or 'mtls issue spiffe URI' (see mtls issue --help)"); });
 
   withOutputFlags(issue.command('server <name>').description('a TLS server certificate (serverAuth) for DNS names and IP addresses'))
     .option('--dns <name>', 'DNS name (repeatable; *.example.org allowed)', collect, [])

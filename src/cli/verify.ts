@@ -5,11 +5,13 @@ import { formatDn } from '../pki/names.js';
 import { certLabel, verifyChain, type Purpose } from '../pki/verify.js';
 import { MAX_INPUT, readInput } from '../util/fs.js';
 import { parseTime, printJson } from './common.js';
+import { caFileOr } from './endpoints.js';
 
 export function registerVerify(program: Command): void {
   program.command('verify <cert>')
     .description('validate a certificate path (RFC 5280, strict profile); exit 0 valid, 1 invalid, 2 unusable input')
-    .requiredOption('--ca <bundle>', 'trusted CA certificates (PEM)')
+    .option('--ca <bundle>', 'trusted CA certificates (PEM; default: the CA home ca.crt, as in every other command)')
+    .option('--home <dir>', 'CA home for the default --ca')
     .option('--untrusted <file>', 'intermediate certificates that may complete the chain (PEM)')
     .option('--at <time>', 'validate at this ISO-8601 time instead of now')
     .option('--dns <name>', 'the certificate must be valid for this host name')
@@ -18,12 +20,13 @@ export function registerVerify(program: Command): void {
     .option('--max-depth <n>', 'most intermediate CAs allowed', '8')
     .option('--spiffe-id <pattern>', 'the certificate must carry a SPIFFE ID matching this (* = one segment)')
     .option('--json', 'machine-readable output')
-    .action((file: string, o: { ca: string; untrusted?: string; at?: string; dns?: string; ip?: string; purpose: string; maxDepth: string; spiffeId?: string; json?: boolean }) => {
+    .action((file: string, o: { ca?: string; home?: string; untrusted?: string; at?: string; dns?: string; ip?: string; purpose: string; maxDepth: string; spiffeId?: string; json?: boolean }) => {
       if (o.dns !== undefined && o.ip !== undefined) throw new MtlsError('USAGE', 'give either --dns or --ip, not both');
       if (!['server', 'client', 'any'].includes(o.purpose)) throw new MtlsError('USAGE', `--purpose '${o.purpose}' must be server, client or any`);
       if (!/^\d{1,3}$/.test(o.maxDepth)) throw new MtlsError('USAGE', `--max-depth '${o.maxDepth}' must be a whole number`);
       const [leaf, ...rest] = readCertificates(readInput(file, 'certificate'), file);
-      const anchors = readCertificates(readInput(o.ca, 'CA bundle', MAX_INPUT.bundle), o.ca);
+      const caFile = caFileOr(o.ca, o.home);
+      const anchors = readCertificates(readInput(caFile, 'CA bundle', MAX_INPUT.bundle), caFile);
       const intermediates = [...rest, ...(o.untrusted ? readCertificates(readInput(o.untrusted, 'intermediates file', MAX_INPUT.bundle), o.untrusted) : [])];
       const at = o.at === undefined ? new Date() : parseTime(o.at, '--at');
       const result = verifyChain(leaf!, {

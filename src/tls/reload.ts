@@ -97,8 +97,13 @@ export class CredentialReloader extends EventEmitter {
 
   start(): this {
     const dirs = new Set(this.watched().map((f) => path.dirname(path.resolve(f))));
+    const names = new Set(this.watched().map((f) => path.basename(f)));
     for (const dir of dirs) {
-      const w = fs.watch(dir, () => this.schedule());
+      // Only our files (or a Kubernetes-style '..data' swap) count: a log file written beside the certificates
+      // would otherwise keep pushing the reload back.
+      const w = fs.watch(dir, (_event, name) => {
+        if (name === null || names.has(String(name)) || String(name).startsWith('..')) this.schedule();
+      });
       w.on('error', (err) => this.emit('reload-error', new Error(`cannot watch ${dir}: ${err.message}`)));
       this.watchers.push(w);
     }
@@ -109,15 +114,25 @@ export class CredentialReloader extends EventEmitter {
     for (const w of this.watchers) w.close();
     this.watchers = [];
     clearTimeout(this.timer);
+    this.timer = undefined;
   }
 
   private watched(): string[] {
     return [this.files.certFile, this.files.keyFile, this.files.caFile, ...(this.files.extraFiles ?? [])];
   }
 
+  /** When the first change of the pending burst was seen: a burst delays the reload by at most a second. */
+  private burstStart = 0;
+
   private schedule(): void {
+    const now = Date.now();
+    if (this.timer && now - this.burstStart >= Math.max(1000, this.debounceMs)) return; // due soon: keep it
+    if (!this.timer) this.burstStart = now;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.reload(), this.debounceMs);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.reload();
+    }, this.debounceMs);
   }
 
   private contentDigest(): string {

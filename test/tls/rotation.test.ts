@@ -185,3 +185,25 @@ describe('hot rotation', () => {
     assert.notEqual(first, second);
   });
 });
+
+describe('the watcher reacts to our files only, and a burst delays a reload by a second at most (issue 16)', () => {
+  it('a log file written every 20 ms beside the certificates does not postpone a rotation', async () => {
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, 'ca.crt'), pki.bundle);
+    await writeServerCert(dir, 'first');
+    const reloader = new CredentialReloader({ certFile: path.join(dir, 'server.crt'), keyFile: path.join(dir, 'server.key'), caFile: path.join(dir, 'ca.crt') }).start();
+    let reloaded = 0;
+    reloader.on('reloaded', () => reloaded++);
+    const log = setInterval(() => fs.appendFileSync(path.join(dir, 'app.log'), 'a line\n'), 20);
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const t0 = Date.now();
+      await writeServerCert(dir, 'second');
+      await until(() => reloaded === 1, 5000, 'the rotation while the log is written');
+      assert.ok(Date.now() - t0 < 2500, `reloaded after ${Date.now() - t0} ms`);
+    } finally {
+      clearInterval(log);
+      reloader.stop();
+    }
+  });
+});
