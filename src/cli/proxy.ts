@@ -14,7 +14,7 @@ interface CommonFlags {
 interface ServerFlags extends CommonFlags, PolicyFlags {
   http?: boolean; proxyProtocol?: boolean; proxyProtocolCertificate?: boolean;
   clientCertHeader?: boolean; xfccCertificate?: boolean; mergeSlashes?: boolean; unsafeTarget?: boolean;
-  requestHeadTimeout?: string; bodyIdleTimeout?: string; backendTimeout?: string; maxRequestsPerIdentity?: string; crl?: string; engine?: string;
+  requestHeadTimeout?: string; bodyIdleTimeout?: string; backendTimeout?: string; maxRequestsPerIdentity?: string; denyAll?: boolean; crl?: string; engine?: string;
 }
 interface ClientFlags extends CommonFlags { expectSpiffeId?: string; servername?: string; unsafeListen?: boolean }
 
@@ -76,6 +76,7 @@ export function registerProxy(program: Command): void {
     .option('--http', 'HTTP mode: forward requests with X-Forwarded-Client-Cert (sanitize-and-set)')
     .option('--client-cert-header', 'HTTP mode: also set RFC 9440 Client-Cert')
     .option('--xfcc-certificate', 'HTTP mode: include the PEM certificate in XFCC (Cert=)')
+    .option('--deny-all', 'start with no allow rule (every client refused); without it, a missing --allow is an error')
     .option('--request-head-timeout <d>', 'HTTP mode: the request head must arrive within this, else 408 (default 30s)')
     .option('--body-idle-timeout <d>', 'HTTP mode: a request body silent for this long is cut with 408 (default 60s)')
     .option('--backend-timeout <d>', 'HTTP mode: the target must start answering within this, else 504 (default 60s)')
@@ -94,7 +95,7 @@ export function registerProxy(program: Command): void {
       const raw = defined({
         ...common, protocol: o.http ? 'http' : 'tcp', allow: o.allow, deny: o.deny, audit: o.audit,
         proxyProtocol: o.proxyProtocol, proxyProtocolCertificate: o.proxyProtocolCertificate, clientCertHeader: o.clientCertHeader,
-        xfccCertificate: o.xfccCertificate, mergeSlashes: o.mergeSlashes === false ? false : undefined, unsafeTarget: o.unsafeTarget, crl: o.crl, engine: o.engine,
+        xfccCertificate: o.xfccCertificate, denyAll: o.denyAll, mergeSlashes: o.mergeSlashes === false ? false : undefined, unsafeTarget: o.unsafeTarget, crl: o.crl, engine: o.engine,
       });
       const l = listenerFrom(raw, 'proxy server', 0);
       await runProxy({ ...globalFrom(o), listeners: [l] });

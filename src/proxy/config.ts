@@ -226,7 +226,7 @@ function limitsFrom(raw: Raw | undefined, where: string): Limits {
   };
 }
 
-const SERVER_KEYS = ['name', 'mode', 'listen', 'target', 'protocol', 'cert', 'key', 'ca', 'keyPassphraseFile', 'allow', 'deny', 'audit', 'routes', 'proxyProtocol', 'proxyProtocolCertificate', 'clientCertHeader', 'xfccCertificate', 'mergeSlashes', 'unsafeTarget', 'crl', 'engine', 'limits'] as const;
+const SERVER_KEYS = ['name', 'mode', 'listen', 'target', 'protocol', 'cert', 'key', 'ca', 'keyPassphraseFile', 'allow', 'deny', 'audit', 'routes', 'proxyProtocol', 'proxyProtocolCertificate', 'clientCertHeader', 'xfccCertificate', 'mergeSlashes', 'denyAll', 'unsafeTarget', 'crl', 'engine', 'limits'] as const;
 const CLIENT_KEYS = ['name', 'mode', 'listen', 'target', 'cert', 'key', 'ca', 'keyPassphraseFile', 'expectSpiffeId', 'servername', 'unsafeListen', 'limits'] as const;
 
 /** One listener from its raw mapping; every problem is one line naming the key. */
@@ -258,6 +258,11 @@ export function listenerFrom(raw: Raw, where: string, index: number): ListenerCo
       return { prefix: rr.str('prefix')!, allow: rr.list('allow'), deny: rr.list('deny') };
     });
     const policy: PolicyConfig = { allow: r.list('allow'), deny: r.list('deny'), audit: r.bool('audit', false), ...(routes ? { routes } : {}) };
+    // A listener that lets nobody in is almost always a forgotten rule (ghostunnel refuses it too): say it.
+    const denyAll = r.bool('denyAll', false);
+    const allowsSomeone = policy.allow.length > 0 || (routes ?? []).some((x) => x.allow.length > 0);
+    if (!allowsSomeone && !denyAll) throw new MtlsError('BAD_INPUT', `${where}: no allow rule, so every client would be refused; add one (allow: [...], --allow RULE), or set denyAll: true (--deny-all) if that is what you want`);
+    if (allowsSomeone && denyAll) throw new MtlsError('BAD_INPUT', `${where}.denyAll: contradicts the allow rules; drop one of them`);
     try {
       compilePolicy(policy);
     } catch (err) {

@@ -142,3 +142,16 @@ describe('proxy config: what --check must catch (issue 19)', () => {
     assert.doesNotThrow(() => parseProxyConfig(target(''), 'p.yaml'));
   });
 });
+
+describe('a server listener with no allow rule (issue 16)', () => {
+  const yaml = (extra: string) => `listeners:\n  - mode: server\n    listen: 127.0.0.1:1\n    target: 127.0.0.1:2\n    cert: a\n    key: b\n    ca: c\n${extra}`;
+  it('is refused unless denyAll says so; denyAll with allow rules is a contradiction', () => {
+    assert.throws(() => parseProxyConfig(yaml(''), 'p.yaml'), /p\.yaml\.listeners\[0\]: no allow rule, so every client would be refused; add one .* or set denyAll: true \(--deny-all\)/);
+    assert.doesNotThrow(() => parseProxyConfig(yaml('    denyAll: true\n'), 'p.yaml'));
+    assert.doesNotThrow(() => parseProxyConfig(yaml('    protocol: http\n    routes: [{ prefix: /x, allow: [any] }]\n'), 'p.yaml'));
+    assert.throws(() => parseProxyConfig(yaml('    denyAll: true\n    allow: [any]\n'), 'p.yaml'), /denyAll: contradicts the allow rules/);
+    const r = mtls(['proxy', 'server', '--listen', '127.0.0.1:0', '--target', '127.0.0.1:1', '--cert', 'a', '--key', 'b', '--ca', 'c']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /no allow rule, so every client would be refused/);
+  });
+});
