@@ -188,11 +188,12 @@ export class CertificateAuthority {
         { path: t.intermediateKey, data: exportPrivateKey(intKeys.privateKey, opts.passphrase), mode: 0o600 },
       ];
       stageFiles(files).commit();
-      crashPoint('init-staged');
+      // (The test's signal may reach a busy machine's event loop late: it gets its full turn then.)
+      const signalled = crashPoint('init-staged');
       await new SqliteStore(t.inventory, { create: true }).close();
       // A signal that came while we worked synchronously is read by the event loop's poll: give it that turn while
       // the keys are still in the staging directory (10 ms, once per CA).
-      await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, signalled ? 5000 : 10));
       if (fs.existsSync(opts.home)) fs.rmdirSync(opts.home);
       fs.renameSync(tmp, opts.home);
     } catch (err) {

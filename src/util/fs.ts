@@ -22,9 +22,11 @@ function ioError(action: string, p: string, err: unknown): MtlsError {
  * that a test can prove each step of a write leaves a consistent state (test/ca/crash.test.ts). Points:
  * after-record, after-stage, between-renames, init-staged.
  */
-export function crashPoint(point: string): void {
+export function crashPoint(point: string): boolean {
   const [at, signal] = (process.env['MTLS_CRASH_AT'] ?? '').split(':');
-  if (at === point) process.kill(process.pid, (signal || 'SIGKILL') as NodeJS.Signals);
+  if (at !== point) return false;
+  process.kill(process.pid, (signal || 'SIGKILL') as NodeJS.Signals);
+  return true;
 }
 
 /** Temporary files of a staged write that died (`.NAME.<hex>.tmp`), removed once they are this old. */
