@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
+import type { Socket } from 'node:net';
 import { identityOf, type PeerIdentity } from '../identity/identity.js';
 import { compilePolicy, type Decision, type Policy } from '../identity/policy.js';
 import { normalizeRequestTarget, type PathOptions } from '../identity/request-target.js';
@@ -72,11 +73,21 @@ export function createMtlsHttpsServer(o: MtlsServerOptions, handler: (req: Incom
   // A connection that fails after its handshake (OpenSSL's internal_error for a client certificate too large for
   // a session ticket, a reset, a request Node cannot parse): said once as 'mtls:connection-error', answered as
   // Node would (400, 408) or closed.
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: import('node:net').Socket) => {
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     server.emit('mtls:connection-error', { remote: remoteOf(socket), error: classifyTlsError(err) });
-    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : err.code?.startsWith('HPE_') ? '400 Bad Request' : undefined;
-    if (status && socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-    else socket.destroy();
+    answerClientError(err, socket);
   });
   return server;
+}
+
+/**
+ * What an HTTP server owes a request Node could not read (its 'clientError'), as Node's default handler does: 408
+ * for a head that came too late, 431 for one too large, 400 for one that does not parse; anything else (a reset,
+ * a TLS failure after the handshake) just closes.
+ */
+export function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  const code = err.code ?? '';
+  const status = code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : code.startsWith('HPE_') ? '400 Bad Request' : undefined;
+  if (status && socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+  else socket.destroy();
 }

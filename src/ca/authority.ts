@@ -14,7 +14,7 @@ import { checkLeafNames, intermediateExtensions, leafExtensions, rootExtensions,
 import { SqliteStore } from '../store/sqlite.js';
 import type { CertificateStore, InventoryRecord } from '../store/store.js';
 import { shortTime } from '../util/duration.js';
-import { checkPrivateFile, crashPoint, stageFiles, type PendingFile } from '../util/fs.js';
+import { checkPrivateFile, crashPoint, removeStale, stageFiles, type PendingFile } from '../util/fs.js';
 import { caPaths, type CaConfig } from './home.js';
 
 const DAY = 86400e3;
@@ -161,7 +161,7 @@ export class CertificateAuthority {
       throw new MtlsError('IO', `cannot create ${parent} (${(err as NodeJS.ErrnoException).code}); check the path and its permissions`);
     }
     // A staging directory holds key material: one left by an init that was killed is removed here (by its name).
-    removeStaleStaging(parent, `.${path.basename(opts.home)}.init-`);
+    removeStale(parent, (n) => n.startsWith(`.${path.basename(opts.home)}.init-`));
     let tmp: string;
     try {
       tmp = fs.mkdtempSync(path.join(parent, `.${path.basename(opts.home)}.init-`));
@@ -328,20 +328,6 @@ function checkCaHome(home: string): void {
   }
   const p = caPaths(home);
   for (const key of [p.rootKey, p.intermediateKey]) checkPrivateFile(key, 'CA key');
-}
-
-/** Staging directories `prefix*` in `dir` older than a minute (a concurrent init is younger): left by a killed init. */
-function removeStaleStaging(dir: string, prefix: string, now = Date.now()): void {
-  for (const n of fs.readdirSync(dir)) {
-    if (!n.startsWith(prefix)) continue;
-    const p = path.join(dir, n);
-    try {
-      const st = fs.lstatSync(p);
-      if (st.isDirectory() && now - st.mtimeMs > 60_000) fs.rmSync(p, { recursive: true, force: true });
-    } catch {
-      // gone meanwhile
-    }
-  }
 }
 
 function pemFileDer(file: string): Buffer {

@@ -86,15 +86,22 @@ export function parseCertificate(der: Buffer, what = 'certificate'): Certificate
   }
 }
 
-function parseCertificateStrict(der: Buffer, what: string): Certificate {
+/**
+ * The envelope every signed X.509 structure shares (RFC 5280 4.1.1, 5.1.1): SEQUENCE { tbs, signatureAlgorithm,
+ * signature BIT STRING }. Throws a plain Error naming the defect; callers wrap it with what they parse.
+ */
+export function readSignedEnvelope(der: Buffer, what: string): { tbsT: Tlv; tbsDer: Buffer; alg: { oid: string; params?: Buffer }; signature: Buffer } {
   const outer = readSingle(der, what);
   if (outer.tag !== 0x30) throw new Error('not a SEQUENCE');
   const [tbsT, algT, sigT, extra] = readChildren(outer.value, what);
   if (!tbsT || !algT || !sigT || extra || tbsT.tag !== 0x30 || sigT.tag !== 0x03) throw new Error('wrong structure');
-  const tbsDer = Buffer.from(outer.value.subarray(tbsT.start, tbsT.end));
-  const problems: string[] = [];
-  const outerAlg = readAlgorithm(algT, 'signatureAlgorithm');
   if (sigT.value[0] !== 0) throw new Error('signature BIT STRING has unused bits');
+  return { tbsT, tbsDer: Buffer.from(outer.value.subarray(tbsT.start, tbsT.end)), alg: readAlgorithm(algT, 'signatureAlgorithm'), signature: Buffer.from(sigT.value.subarray(1)) };
+}
+
+function parseCertificateStrict(der: Buffer, what: string): Certificate {
+  const { tbsT, tbsDer, alg: outerAlg, signature } = readSignedEnvelope(der, what);
+  const problems: string[] = [];
   const fields = readChildren(tbsT.value, 'tbsCertificate');
   let i = 0;
   let version = 1;
@@ -138,7 +145,7 @@ function parseCertificateStrict(der: Buffer, what: string): Certificate {
   const subjectDer = slice(subjectT);
   const out: Certificate = {
     der, tbsDer, version, serial, serialHex: serial.toString('hex'),
-    signatureAlgorithm: outerAlg.oid, signature: Buffer.from(sigT.value.subarray(1)),
+    signatureAlgorithm: outerAlg.oid, signature,
     issuer: parseNameDer(issuerDer), issuerDer, subject: parseNameDer(subjectDer), subjectDer,
     notBefore: decodeTime(nb, 'notBefore'), notAfter: decodeTime(na, 'notAfter'),
     spkiDer: spkiBytes, extensions, fingerprint256: fingerprint(der), problems,

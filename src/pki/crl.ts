@@ -1,6 +1,6 @@
 import { MtlsError } from '../errors.js';
-import { checkSignature, readAlgorithm, type Certificate } from './certificate.js';
-import { decodeTime, readChildren, readSingle, type Tlv } from './der.js';
+import { checkSignature, readAlgorithm, readSignedEnvelope, type Certificate } from './certificate.js';
+import { decodeTime, readChildren, type Tlv } from './der.js';
 import { sameDn } from './name-match.js';
 import { formatDn, parseNameDer, type DnAttribute } from './names.js';
 import { decodePem, looksLikePem } from './pem.js';
@@ -34,12 +34,7 @@ export function parseCrl(der: Buffer, what = 'CRL'): Crl {
 }
 
 function parseCrlStrict(der: Buffer, what: string): Crl {
-  const outer = readSingle(der, what);
-  if (outer.tag !== 0x30) throw new Error('not a SEQUENCE');
-  const [tbsT, algT, sigT, extra] = readChildren(outer.value, what);
-  if (!tbsT || !algT || !sigT || extra || tbsT.tag !== 0x30 || sigT.tag !== 0x03) throw new Error('wrong structure');
-  if (sigT.value[0] !== 0) throw new Error('signature BIT STRING has unused bits');
-  const alg = readAlgorithm(algT, 'signatureAlgorithm');
+  const { tbsT, tbsDer, alg, signature } = readSignedEnvelope(der, what);
   const fields = readChildren(tbsT.value, 'tbsCertList');
   let i = 0;
   if (fields[0]?.tag === 0x02) {
@@ -65,8 +60,8 @@ function parseCrlStrict(der: Buffer, what: string): Crl {
   if (rest.length) throw new Error(`unexpected field 0x${rest[0]!.tag.toString(16)} in tbsCertList`);
   const issuerDer = Buffer.from(tbsT.value.subarray(issuerT.start, issuerT.end));
   const crl: Crl = {
-    der, tbsDer: Buffer.from(outer.value.subarray(tbsT.start, tbsT.end)), issuerDer, issuer: parseNameDer(issuerDer),
-    thisUpdate: decodeTime(thisT, 'thisUpdate'), revoked, signatureAlgorithm: alg.oid, signature: Buffer.from(sigT.value.subarray(1)),
+    der, tbsDer, issuerDer, issuer: parseNameDer(issuerDer),
+    thisUpdate: decodeTime(thisT, 'thisUpdate'), revoked, signatureAlgorithm: alg.oid, signature,
   };
   if (nextUpdate) crl.nextUpdate = nextUpdate;
   if (alg.params) crl.signatureParams = alg.params;

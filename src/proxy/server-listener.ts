@@ -2,7 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
-import { authorizeRequest, sendForbidden, type RequestMtls } from '../adapters/http.js';
+import { answerClientError, authorizeRequest, sendForbidden, type RequestMtls } from '../adapters/http.js';
 import type { PathOptions } from '../identity/request-target.js';
 import type { PeerIdentity } from '../identity/identity.js';
 import { identityOf } from '../identity/identity.js';
@@ -107,9 +107,7 @@ export class ServerListener extends ServerListenerBase {
       this.refused('head_timeout');
       this.log.info({ event: 'request-timeout', remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: `no complete request head within ${this.config.limits.requestHeadTimeoutMs} ms` }, 'request head timed out (408)');
     }
-    if (!socket.writable || err.code === 'ECONNRESET') return void socket.destroy();
-    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
-    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    answerClientError(err, socket);
   }
 
   override destroyAll(): void {
@@ -277,14 +275,26 @@ export class ServerListener extends ServerListenerBase {
       else answer(res, status, status === 408 ? 'request timeout' : 'gateway timeout', text, true);
     };
     // The body: no byte for bodyIdleTimeout cuts the request (a slow body would hold a target connection for ever).
-    const armBody = () => {
-      clearTimeout(bodyTimer);
-      if (!req.complete) bodyTimer = setTimeout(() => cut('body_timeout', 408, `the request body sent nothing for ${limits.bodyIdleTimeoutMs} ms`), limits.bodyIdleTimeoutMs);
+    // Progress is read off the byte count at each check (as relay.ts does), not by re-arming a timer per chunk: a
+    // large upload must not pay a timer per read. A cut comes at most a quarter of the limit late, never early.
+    let bodyBytes = 0;
+    let seenBytes = 0;
+    let lastProgress = Date.now();
+    const checkBody = () => {
+      if (req.complete) return;
+      const now = Date.now();
+      if (bodyBytes !== seenBytes) {
+        seenBytes = bodyBytes;
+        lastProgress = now;
+      } else if (now - lastProgress >= limits.bodyIdleTimeoutMs) {
+        return cut('body_timeout', 408, `the request body sent nothing for ${limits.bodyIdleTimeoutMs} ms`);
+      }
+      bodyTimer = setTimeout(checkBody, Math.max(10, limits.bodyIdleTimeoutMs / 4));
     };
-    req.on('data', armBody);
+    req.on('data', (chunk: Buffer) => { bodyBytes += chunk.length; });
     req.once('end', () => clearTimeout(bodyTimer));
     req.once('close', () => clearTimeout(bodyTimer));
-    armBody();
+    checkBody();
     // The target: once the request is sent, its answer must start within backendTimeout.
     up.once('finish', () => {
       if (!settled) backendTimer = setTimeout(() => cut('backend_timeout', 504, `the target did not answer within ${limits.backendTimeoutMs} ms`), limits.backendTimeoutMs);

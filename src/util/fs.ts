@@ -73,10 +73,24 @@ export function recoverDir(dir: string, now = Date.now()): void {
       fs.rmSync(journal, { force: true });
     }
   }
-  for (const n of names.filter((x) => TMP_RE.test(x))) {
+  removeStale(dir, (n) => TMP_RE.test(n), now);
+}
+
+/**
+ * Removes what a killed process of ours left in `dir` (names that `match`: temporaries, staging directories with
+ * key material) once older than a minute; a live writer's files are younger.
+ */
+export function removeStale(dir: string, match: (name: string) => boolean, now = Date.now()): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const n of names.filter(match)) {
     const p = path.join(dir, n);
     try {
-      if (now - fs.statSync(p).mtimeMs > STALE_TMP_MS) fs.rmSync(p, { force: true });
+      if (now - fs.lstatSync(p).mtimeMs > STALE_TMP_MS) fs.rmSync(p, { recursive: true, force: true });
     } catch {
       // gone meanwhile
     }

@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import type tls from 'node:tls';
+import tls from 'node:tls';
 import { CertificateAuthority, type IssueRequest } from '../../src/ca/authority.js';
 import { writeIssued } from '../../src/ca/output.js';
 import { loadCredentials, type Credentials } from '../../src/tls/credentials.js';
@@ -106,4 +106,31 @@ export async function until(pred: () => boolean, ms = 5000, what = 'condition'):
 
 export function writeFile(p: string, data: string): void {
   fs.writeFileSync(p, data);
+}
+
+/** What one mTLS connection through a server got: its data, whether it resumed, the last session ticket. */
+export interface TlsAttempt {
+  data: string;
+  resumed: boolean;
+  session?: Buffer;
+}
+
+/**
+ * One mTLS connection to 127.0.0.1:`port` (or over `socket`, a TCP connection opened earlier), optionally resuming
+ * `session` and writing `send` once secure; resolves when it closes, with everything it got.
+ */
+export function tlsAttempt(port: number, secureContext: tls.SecureContext, o: { socket?: net.Socket; session?: Buffer; send?: string } = {}): Promise<TlsAttempt> {
+  return new Promise((resolve) => {
+    const c = tls.connect({ ...(o.socket ? { socket: o.socket } : { host: '127.0.0.1', port }), secureContext, servername: 'localhost', ...(o.session ? { session: o.session } : {}) }, () => {
+      if (o.send) c.write(o.send);
+    });
+    let data = '';
+    let session: Buffer | undefined;
+    let resumed = false;
+    c.on('secureConnect', () => { resumed = c.isSessionReused(); });
+    c.on('session', (s: Buffer) => { session = s; });
+    c.on('data', (d) => (data += d));
+    c.on('error', () => undefined);
+    c.on('close', () => resolve({ data, resumed, ...(session ? { session } : {}) }));
+  });
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import tls from 'node:tls';
+import type tls from 'node:tls';
+import { tlsAttempt } from './endpoints.js';
 
 /**
  * Spellings of a request-target against a route `/admin` that only an ops identity may use, while a wider
@@ -49,21 +50,11 @@ export const TARGETS: { target: string; status: 200 | 400 | 403; backend?: strin
 ];
 
 /** Sends one raw HTTP/1.1 request (the target exactly as written) over mTLS; resolves with the status code. */
-export function rawRequest(port: number, secureContext: tls.SecureContext, target: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const c = tls.connect({ host: '127.0.0.1', port, secureContext, servername: 'localhost' }, () => {
-      c.write(`GET ${target} HTTP/1.1\r\nHost: backend\r\nConnection: close\r\n\r\n`);
-    });
-    let got = '';
-    c.setEncoding('latin1');
-    c.on('data', (d: string) => (got += d));
-    c.on('error', reject);
-    c.on('close', () => {
-      const m = /^HTTP\/1\.1 (\d{3})/.exec(got);
-      if (m) resolve(Number(m[1]));
-      else reject(new Error(`no HTTP answer for ${target}: ${JSON.stringify(got.slice(0, 200))}`));
-    });
-  });
+export async function rawRequest(port: number, secureContext: tls.SecureContext, target: string): Promise<number> {
+  const { data } = await tlsAttempt(port, secureContext, { send: `GET ${target} HTTP/1.1\r\nHost: backend\r\nConnection: close\r\n\r\n` });
+  const m = /^HTTP\/1\.1 (\d{3})/.exec(data);
+  if (!m) throw new Error(`no HTTP answer for ${target}: ${JSON.stringify(data.slice(0, 200))}`);
+  return Number(m[1]);
 }
 
 /**

@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { decodeProxyV2, PP2 } from '../../src/proxy/proxy-protocol.js';
 import { ProxyMetrics } from '../../src/proxy/metrics.js';
 import { clientTlsOptions } from '../../src/tls/options.js';
-import { close, freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
+import { close, freePort, listen, testPki, tlsAttempt, until, type TestPki } from '../helpers/endpoints.js';
 import { BIN, keyPem, makeCert, opensslCrl, tempDir, writePem, type TestCert } from '../helpers/pki.js';
 import { OID } from '../../src/pki/oid.js';
 import { peerMissing, startNginx, startProcess, startProxy, stopAll } from '../helpers/process.js';
@@ -466,17 +466,10 @@ describe('proxy revocation (CRL)', () => {
     const p = await proxy(['server', '--listen', `127.0.0.1:${ps}`, '--target', `127.0.0.1:${backend}`, '--cert', pki.file('server.crt'), '--key', pki.file('server.key'),
       '--ca', writePem(dir, 'root.pem', [root]), '--crl', crl, '--allow', 'trust-domain:crl.example']);
     const ctx = (c: TestCert) => tls.createSecureContext({ cert: c.pem, key: keyPem(c), ca: pki.bundle });
-    const attempt = (secureContext: tls.SecureContext, session?: Buffer) => new Promise<{ ok: boolean; resumed: boolean; session?: Buffer }>((resolve) => {
-      const c = tls.connect({ host: '127.0.0.1', port: ps, secureContext, servername: 'localhost', ...(session ? { session } : {}) });
-      let data = '';
-      let last: Buffer | undefined;
-      let resumed = false;
-      c.on('secureConnect', () => { resumed = c.isSessionReused(); });
-      c.on('session', (x: Buffer) => { last = x; });
-      c.on('data', (d) => (data += d));
-      c.on('error', () => undefined);
-      c.on('close', () => resolve({ ok: data === 'hi\n', resumed, ...(last ? { session: last } : {}) }));
-    });
+    const attempt = async (secureContext: tls.SecureContext, session?: Buffer) => {
+      const { data, ...rest } = await tlsAttempt(ps, secureContext, session ? { session } : {});
+      return { ok: data === 'hi\n', ...rest };
+    };
     const a1 = await attempt(ctx(alice));
     assert.equal(a1.ok, true, 'alice is not revoked');
     assert.ok(a1.session);

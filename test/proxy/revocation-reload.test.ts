@@ -4,7 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { before, describe, it } from 'node:test';
-import { freePort, listen, until } from '../helpers/endpoints.js';
+import { freePort, listen, tlsAttempt, until } from '../helpers/endpoints.js';
 import { OID } from '../../src/pki/oid.js';
 import { crlPki, type CrlPki } from '../helpers/crl-pki.js';
 import { keyPem, makeCert, tempDir, writePem } from '../helpers/pki.js';
@@ -20,20 +20,9 @@ interface Attempt { admitted: boolean; resumed: boolean; session?: Buffer }
  * One mTLS connection as alice, on a fresh TCP connection or on `socket` (opened earlier), optionally resuming
  * `session`: admitted when the backend's answer came back. Every session ticket received is kept.
  */
-function attempt(port: number, http1: boolean, o: { socket?: net.Socket; session?: Buffer } = {}, secureContext = pki.clientContext(pki.alice)): Promise<Attempt> {
-  return new Promise((resolve) => {
-    const c = tls.connect({ ...(o.socket ? { socket: o.socket } : { host: '127.0.0.1', port }), secureContext, servername: 'localhost', ...(o.session ? { session: o.session } : {}) }, () => {
-      if (http1) c.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
-    });
-    let data = '';
-    let session: Buffer | undefined;
-    let resumed = false;
-    c.on('secureConnect', () => { resumed = c.isSessionReused(); });
-    c.on('session', (s: Buffer) => { session = s; });
-    c.on('data', (d) => (data += d));
-    c.on('error', () => undefined);
-    c.on('close', () => resolve({ admitted: /hi/.test(data), resumed, ...(session ? { session } : {}) }));
-  });
+async function attempt(port: number, http1: boolean, o: { socket?: net.Socket; session?: Buffer } = {}, secureContext = pki.clientContext(pki.alice)): Promise<Attempt> {
+  const { data, ...rest } = await tlsAttempt(port, secureContext, { ...o, ...(http1 ? { send: 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' } : {}) });
+  return { admitted: /hi/.test(data), ...rest };
 }
 
 const opened = (port: number) => new Promise<net.Socket>((resolve, reject) => {
