@@ -255,7 +255,7 @@ stream needs the client to encrypt and the proxy to decrypt every byte on these 
 ceiling for one stream here. stunnel uses a thread per connection (both cores); \`--workers 2\` is mtlskit's
 cluster (the primary process adds its own RSS to the memory row).
 
-\`mtls proxy server\` runs TCP mode on its native engine (native/relay.cc: TLS and relay on a thread per core with
+\`mtls proxy server\` runs TCP mode on its native engine (native/: TLS and relay on a thread per core with
 the OpenSSL inside Node; one thread per worker with \`--workers 2\`); both mtls columns above are that engine.
 
 ### The engines: native, Node's TLS socket, and a bare Node relay

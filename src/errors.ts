@@ -1,56 +1,103 @@
 /**
- * One error type for the whole toolkit: a stable `code` for programs, a one-line `message` for people that
- * says what is wrong and how to fix it, and the data that explains it. Exit codes are mapped here only.
+ * One error type for the whole toolkit: a stable `code` for programs, a one-line `message` for people that says
+ * what is wrong and how to fix it, and the data that explains it.
+ *
+ * Every code is declared once, below, in its family (after rustls' error.rs): the family gives the CLI's exit
+ * status, and a code that has a TLS alert on the wire names it. The other lists of outcomes (path validation's
+ * problems, doctor's diagnoses, the native engine's close reasons) map onto these codes where they are declared.
  */
-export type MtlsErrorCode =
-  // unusable input (exit 2)
-  | 'BAD_INPUT'
-  | 'BAD_PEM'
-  | 'BAD_DER'
-  | 'BAD_KEY'
-  | 'BAD_CSR'
-  | 'BAD_PKCS12'
-  | 'BAD_NAME'
-  | 'BAD_SPIFFE_ID'
-  | 'BAD_DURATION'
-  | 'WRONG_PASSPHRASE'
-  | 'UNSUPPORTED'
-  | 'USAGE'
-  // refused by policy or state (exit 1)
-  | 'CA_EXISTS'
-  | 'CA_NOT_FOUND'
-  | 'FILE_EXISTS'
-  | 'IO'
-  | 'NAME_NOT_PERMITTED'
-  | 'CSR_REFUSED'
-  | 'VALIDITY_EXCEEDS_ISSUER'
-  | 'KEY_MISMATCH'
-  | 'STORE'
-  // verification (exit 1)
-  | 'CERT_INVALID'
-  | 'HANDSHAKE_FAILED'
-  | 'HANDSHAKE_TIMEOUT'
-  // mTLS handshakes: we refused the peer (exit 1)
-  | 'NO_CLIENT_CERT'
-  | 'CERT_UNTRUSTED'
-  | 'CERT_EXPIRED'
-  | 'CERT_REVOKED'
-  | 'CERT_NOT_YET_VALID'
-  | 'CERT_WRONG_PURPOSE'
-  | 'SERVER_IDENTITY_MISMATCH'
-  | 'PEER_NOT_ALLOWED'
-  // mTLS handshakes: the peer refused us (exit 3)
-  | 'PEER_REQUIRES_CERT'
-  | 'PEER_REJECTED_OUR_CERT'
-  | 'PEER_CLOSED_AFTER_OUR_CERT'
-  // the network (exit 4)
-  | 'UNREACHABLE'
-  | 'NOT_TLS';
 
-const INPUT_CODES: ReadonlySet<MtlsErrorCode> = new Set<MtlsErrorCode>([
-  'BAD_INPUT', 'BAD_PEM', 'BAD_DER', 'BAD_KEY', 'BAD_CSR', 'BAD_PKCS12', 'BAD_NAME', 'BAD_SPIFFE_ID',
-  'BAD_DURATION', 'WRONG_PASSPHRASE', 'UNSUPPORTED', 'USAGE',
-]);
+/** The families of failure and the exit status of each. */
+export const FAMILIES = {
+  /** The input cannot be used (a file, a flag, a name): fix the input. */
+  input: { exit: 2 },
+  /** Refused by policy or by the state of things (a CA that exists, a name the CA may not issue). */
+  refused: { exit: 1 },
+  /** We refused the peer: its certificate or identity failed our checks. */
+  peerInvalid: { exit: 1 },
+  /** The handshake failed for a reason that is neither side's certificate. */
+  handshake: { exit: 1 },
+  /** The peer refused us. */
+  peerRefusedUs: { exit: 3 },
+  /** The peer could not be reached, or does not speak TLS. */
+  network: { exit: 4 },
+  /** mtlskit itself: a part that is not built, or a fault of ours. */
+  internal: { exit: 1 },
+} as const;
+export type ErrorFamily = keyof typeof FAMILIES;
+
+/** RFC 8446 6.2 alert names, for the codes that one of them says on the wire. */
+export type AlertName =
+  | 'handshake_failure' | 'bad_certificate' | 'unsupported_certificate' | 'certificate_revoked' | 'certificate_expired'
+  | 'certificate_unknown' | 'unknown_ca' | 'access_denied' | 'protocol_version' | 'certificate_required';
+
+interface CodeInfo {
+  family: ErrorFamily;
+  alert?: AlertName;
+}
+
+const CODES = {
+  BAD_INPUT: { family: 'input' },
+  BAD_PEM: { family: 'input' },
+  BAD_DER: { family: 'input' },
+  BAD_KEY: { family: 'input' },
+  BAD_CSR: { family: 'input' },
+  BAD_PKCS12: { family: 'input' },
+  BAD_NAME: { family: 'input' },
+  BAD_SPIFFE_ID: { family: 'input' },
+  BAD_DURATION: { family: 'input' },
+  WRONG_PASSPHRASE: { family: 'input' },
+  /** A key that does not belong to its certificate. */
+  KEY_MISMATCH: { family: 'input' },
+  UNSUPPORTED: { family: 'input' },
+  USAGE: { family: 'input' },
+
+  CA_EXISTS: { family: 'refused' },
+  CA_NOT_FOUND: { family: 'refused' },
+  FILE_EXISTS: { family: 'refused' },
+  IO: { family: 'refused' },
+  NAME_NOT_PERMITTED: { family: 'refused' },
+  CSR_REFUSED: { family: 'refused' },
+  VALIDITY_EXCEEDS_ISSUER: { family: 'refused' },
+  STORE: { family: 'refused' },
+
+  NO_CLIENT_CERT: { family: 'peerInvalid', alert: 'certificate_required' },
+  CERT_UNTRUSTED: { family: 'peerInvalid', alert: 'unknown_ca' },
+  CERT_EXPIRED: { family: 'peerInvalid', alert: 'certificate_expired' },
+  CERT_REVOKED: { family: 'peerInvalid', alert: 'certificate_revoked' },
+  CERT_NOT_YET_VALID: { family: 'peerInvalid', alert: 'bad_certificate' },
+  CERT_WRONG_PURPOSE: { family: 'peerInvalid', alert: 'unsupported_certificate' },
+  /** The chain breaks a rule of path validation other than trust, time and purpose (constraints, key usage...). */
+  CERT_INVALID: { family: 'peerInvalid', alert: 'bad_certificate' },
+  SERVER_IDENTITY_MISMATCH: { family: 'peerInvalid', alert: 'bad_certificate' },
+  PEER_NOT_ALLOWED: { family: 'peerInvalid', alert: 'access_denied' },
+
+  HANDSHAKE_FAILED: { family: 'handshake', alert: 'handshake_failure' },
+  HANDSHAKE_TIMEOUT: { family: 'handshake' },
+
+  PEER_REQUIRES_CERT: { family: 'peerRefusedUs', alert: 'certificate_required' },
+  PEER_REJECTED_OUR_CERT: { family: 'peerRefusedUs', alert: 'bad_certificate' },
+  PEER_CLOSED_AFTER_OUR_CERT: { family: 'peerRefusedUs' },
+  /** The peer accepted our certificate and its authorization refused our identity (access_denied, HTTP 403). */
+  NOT_AUTHORIZED: { family: 'peerRefusedUs', alert: 'access_denied' },
+
+  UNREACHABLE: { family: 'network' },
+  NOT_TLS: { family: 'network' },
+
+  /** The native proxy engine is not built (or does not load) on this machine. */
+  ENGINE_UNAVAILABLE: { family: 'internal' },
+  /** A fault of mtlskit: a caller broke an internal contract. */
+  INTERNAL: { family: 'internal' },
+} as const satisfies Record<string, CodeInfo>;
+
+export type MtlsErrorCode = keyof typeof CODES;
+
+/** The family and (where one applies) the TLS alert of a code. */
+export function codeInfo(code: MtlsErrorCode): CodeInfo {
+  return CODES[code];
+}
+
+export const ERROR_CODES = Object.keys(CODES) as MtlsErrorCode[];
 
 export class MtlsError extends Error {
   override readonly name = 'MtlsError';
@@ -65,21 +112,14 @@ export class MtlsError extends Error {
   }
 }
 
-const PEER_REFUSED_US: ReadonlySet<MtlsErrorCode> = new Set<MtlsErrorCode>(['PEER_REQUIRES_CERT', 'PEER_REJECTED_OUR_CERT', 'PEER_CLOSED_AFTER_OUR_CERT']);
-const NETWORK: ReadonlySet<MtlsErrorCode> = new Set<MtlsErrorCode>(['UNREACHABLE', 'NOT_TLS']);
+/** Exit status of a code: 2 unusable input, 3 the peer rejected us, 4 unreachable or not TLS, 1 the rest. */
+export function exitCodeFor(code: MtlsErrorCode): number {
+  return FAMILIES[CODES[code].family].exit;
+}
 
-/**
- * Exit status of the CLI for an error: 2 unusable input, 3 the peer rejected us, 4 the peer could not be
- * reached (or does not speak TLS), 1 everything else that was refused or failed (including our verification
- * of the peer).
- */
+/** Exit status of the CLI for any thrown value (1 for what is not an MtlsError). */
 export function exitCodeOf(err: unknown): number {
-  if (err instanceof MtlsError) {
-    if (INPUT_CODES.has(err.code)) return 2;
-    if (PEER_REFUSED_US.has(err.code)) return 3;
-    if (NETWORK.has(err.code)) return 4;
-  }
-  return 1;
+  return err instanceof MtlsError ? exitCodeFor(err.code) : 1;
 }
 
 /** A one-line message for any thrown value; keeps unknown errors short and never includes stack or key bytes. */

@@ -14,7 +14,7 @@ export { buildPkcs12, parsePkcs12 } from './pki/pkcs12.js';
 export { verifyChain, certLabel, type VerifyOptions, type VerifyResult, type VerifyProblem, type VerifyProblemCode, type Purpose } from './pki/verify.js';
 export { inspect, type InspectReport } from './pki/inspect.js';
 export { LEAF_PROFILES, type LeafProfile } from './pki/profiles.js';
-export { parseDuration } from './util/duration.js';
+export { parseDuration } from './text/duration.js';
 export { identityOf, identityFromCertificate, type PeerIdentity } from './identity/identity.js';
 export { compilePolicy, compileRule, type Policy, type PolicyConfig, type Decision, type Rule } from './identity/policy.js';
 export { loadCredentials, type Credentials, type CredentialSource } from './tls/credentials.js';
@@ -27,7 +27,8 @@ export { mtlsAuthorize, createMtlsHttpsServer, authorizeRequest, type RequestMtl
 export { mtlsFastify } from './adapters/fastify.js';
 export { MtlsHttpsAgent, mtlsUndiciAgent, type ClientAgentOptions } from './adapters/agents.js';
 export { doctor, doctorExitCode, type DoctorReport, type DoctorOptions, type Diagnosis, type DiagnosisCode, type DoctorCheck } from './doctor/doctor.js';
-export { traceConnection, traceSteps, type TraceReport, type TraceStep } from './trace/trace.js';
+export { traceSteps, type TraceReport, type TraceStep } from './trace/trace.js';
+export { traceConnection } from './trace/connect.js';
 export { createTraceServer, type ServerTraceReport, type TraceServerOptions } from './trace/listen.js';
 export { renderTrace } from './trace/render.js';
 export { enforceHandshakeDeadline } from './tls/server.js';

@@ -13,8 +13,8 @@ import { decodeCertificatesPem, encodePem } from '../pki/pem.js';
 import { checkLeafNames, intermediateExtensions, leafExtensions, rootExtensions, type LeafNames, type LeafProfile, type RequestedNames } from '../pki/profiles.js';
 import { SqliteStore } from '../store/sqlite.js';
 import type { CertificateStore, InventoryRecord } from '../store/store.js';
-import { shortTime } from '../util/duration.js';
-import { checkPrivateFile, crashPoint, removeStale, stageFiles, type PendingFile } from '../util/fs.js';
+import { shortTime } from '../text/duration.js';
+import { checkPrivateFile, crashPoint, removeStale, stageFiles, type PendingFile } from '../io/files.js';
 import { caPaths, type CaConfig } from './home.js';
 
 const DAY = 86400e3;

@@ -4,7 +4,7 @@ import { MtlsError } from '../errors.js';
 import { exportPrivateKey } from '../pki/keys.js';
 import { decodeCertificatesPem } from '../pki/pem.js';
 import { buildPkcs12 } from '../pki/pkcs12.js';
-import { stageFiles, type PendingFile } from '../util/fs.js';
+import { stageFiles, type PendingFile } from '../io/files.js';
 import type { Issued } from './authority.js';
 
 export interface OutputOptions {

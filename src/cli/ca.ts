@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { CertificateAuthority } from '../ca/authority.js';
 import { caPaths, resolveCaHome } from '../ca/home.js';
 import { parseKeyType } from '../pki/keys.js';
-import { parseDuration, relativeTime, shortTime } from '../util/duration.js';
+import { parseDuration, relativeTime, shortTime } from '../text/duration.js';
 import { collect, optionalDuration, optionalPassphrase, printJson } from './common.js';
 
 export function registerCa(program: Command): void {

@@ -1,7 +1,10 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Command } from 'commander';
+import { caPaths, resolveCaHome } from '../ca/home.js';
 import { MtlsError } from '../errors.js';
-import { parseDuration } from '../util/duration.js';
-import { readPassphraseFile } from '../util/fs.js';
+import { parseDuration } from '../text/duration.js';
+import { readPassphraseFile } from '../io/files.js';
 
 /** Commander collector for repeatable options (`--dns a --dns b`, also `--dns a,b`). */
 export function collect(value: string, previous: string[] = []): string[] {
@@ -42,4 +45,12 @@ export function parseTime(text: string, what: string): Date {
 
 export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('hex') : v), 2) + '\n');
+}
+
+/** --ca defaults to the CA home's trust bundle. */
+export function caFileOr(ca: string | undefined, home: string | undefined): string {
+  if (ca) return ca;
+  const bundle = caPaths(resolveCaHome(home)).bundle;
+  if (!fs.existsSync(bundle)) throw new MtlsError('USAGE', `no --ca given and no CA home at ${path.dirname(bundle)}; pass --ca or create a CA with 'mtls ca init'`);
+  return bundle;
 }

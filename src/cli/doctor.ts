@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
 import { doctor, doctorExitCode, type DoctorReport } from '../doctor/doctor.js';
 import { MtlsError } from '../errors.js';
-import { MAX_INPUT, readInput } from '../util/fs.js';
+import { MAX_INPUT, readInput } from '../io/files.js';
 import { printJson } from './common.js';
-import { caFileOr, parseHostPort } from './endpoints.js';
-import { paint, useColor } from './color.js';
+import { caFileOr } from './common.js';
+import { parseHostPort } from '../io/address.js';
+import { paint, useColor } from '../text/style.js';
 
 interface DoctorFlags { cert?: string; key?: string; ca?: string; servername?: string; expectSpiffeId?: string; http: boolean; home?: string; json?: boolean; timeout: string; color?: string }
 

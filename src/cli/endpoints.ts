@@ -1,50 +1,26 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import tls from 'node:tls';
 import type { Command } from 'commander';
 import { CertificateAuthority } from '../ca/authority.js';
-import { caPaths, resolveCaHome } from '../ca/home.js';
+import { resolveCaHome } from '../ca/home.js';
 import { createMtlsHttpsServer } from '../adapters/http.js';
-import { MtlsError, exitCodeOf, messageOf } from '../errors.js';
-import type { PeerIdentity } from '../identity/identity.js';
+import { explainRequest, explainServerChain } from '../doctor/explain.js';
+import { MtlsError, exitCodeOf } from '../errors.js';
+import { identityJson } from '../identity/identity.js';
 import { compilePolicy } from '../identity/policy.js';
 import { readCertificates } from '../pki/certificate.js';
 import { certLabel, verifyChain } from '../pki/verify.js';
-import { connectMtls, peerChain } from '../tls/client.js';
-import { Capture } from '../trace/capture.js';
-import { analyzeHandshake } from '../trace/analyze.js';
-import { signatureSchemeName } from '../wire/enums.js';
-import { formatDn, hostCheck, isIpLiteral, parseNameDer } from '../pki/names.js';
+import { connectMtls } from '../tls/client.js';
+import { Capture } from '../tls/capture.js';
+import { isIpLiteral } from '../pki/names.js';
 import { loadCredentials, type Credentials } from '../tls/credentials.js';
 import { classifyTlsError } from '../tls/errors.js';
-import { SECURE_CIPHERS, SECURE_GROUPS, serverTlsOptions } from '../tls/options.js';
+import { serverTlsOptions } from '../tls/options.js';
 import { CredentialReloader } from '../tls/reload.js';
 import { createMtlsServer, type ConnectionEvent, type HandshakeErrorEvent } from '../tls/server.js';
-import { MAX_INPUT, readInput } from '../util/fs.js';
-import { listenOn } from '../util/listen.js';
-import { optionalPassphrase, policyOptions, printJson, type PolicyFlags } from './common.js';
-
-/** JSON view of an identity (what `serve --http` answers and `connect --json` prints). */
-export function identityJson(id: PeerIdentity) {
-  return {
-    spiffeId: id.spiffeId?.uri ?? null, trustDomain: id.spiffeId?.trustDomain ?? null, dns: id.dns, uris: id.uris, ips: id.ips, emails: id.emails,
-    subject: id.subjectDn, issuer: id.issuerDn, serial: id.serial, fingerprint256: id.fingerprint256, notAfter: id.notAfter.toISOString(),
-  };
-}
-
-export function parseHostPort(text: string): { host: string; port: number } {
-  const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(text);
-  if (!m || Number(m[2]) === 0 || Number(m[2]) > 65535) throw new MtlsError('USAGE', `'${text}' is not HOST:PORT; write it like localhost:8443 or [::1]:8443`);
-  return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) };
-}
-
-/** --ca defaults to the CA home's trust bundle. */
-export function caFileOr(ca: string | undefined, home: string | undefined): string {
-  if (ca) return ca;
-  const bundle = caPaths(resolveCaHome(home)).bundle;
-  if (!fs.existsSync(bundle)) throw new MtlsError('USAGE', `no --ca given and no CA home at ${path.dirname(bundle)}; pass --ca or create a CA with 'mtls ca init'`);
-  return bundle;
-}
+import { MAX_INPUT, readInput } from '../io/files.js';
+import { listenOn } from '../io/listen.js';
+import { parseHostPort } from '../io/address.js';
+import { caFileOr, optionalPassphrase, policyOptions, printJson, type PolicyFlags } from './common.js';
 
 interface ServeFlags extends PolicyFlags {
   port: string; host: string; cert?: string; key?: string; ca?: string; http?: boolean;
@@ -149,16 +125,15 @@ export function registerConnect(program: Command): void {
       const say = (k: string, v: string) => { lines.push([k, v]); if (!o.json) console.log(`  ${k.padEnd(14)}${v}`); };
       if (!o.json) console.log(`connecting to ${host}:${port}${creds ? ` as '${certLabel(creds.leaf)}'` : ' without a client certificate'}`);
       const capture = new Capture();
-      const explainRequest = () => {
-        const view = analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog);
-        const req = view.certificateRequest;
-        if (req) {
-          const cas = req.certificateAuthorities.map((dn) => { try { return formatDn(parseNameDer(dn)); } catch { return '(unreadable name)'; } });
-          say('server asked', `for a client certificate (signature algorithms: ${req.signatureAlgorithms.map(signatureSchemeName).join(', ') || 'any'}; acceptable CAs: ${cas.length ? cas.join(' | ') : 'any'})`);
-        } else if (view.serverHello) {
-          say('server asked', view.notes.length ? `(could not read the encrypted flight: ${view.notes.join('; ')})` : 'for no client certificate');
+      const explain = () => {
+        const r = explainRequest(capture);
+        if (r.certificate === 'asked') {
+          const cas = r.acceptableCas.length ? r.acceptableCas.join(' | ') : 'any';
+          say('server asked', `for a client certificate (signature algorithms: ${r.signatureAlgorithms.join(', ') || 'any'}; acceptable CAs: ${cas})`);
+        } else if (r.certificate === 'not asked' || r.notes.length) {
+          say('server asked', r.notes.length ? `(could not read the encrypted flight: ${r.notes.join('; ')})` : 'for no client certificate');
         }
-        for (const a of view.serverAlerts) if (a.description !== 0) say('server alert', `${a.name}${view.serverHello?.version === 0x0304 ? ' (decrypted)' : ''}`);
+        for (const a of r.alerts) say('server alert', `${a}${r.decrypted ? ' (decrypted)' : ''}`);
       };
       try {
         const c = await connectMtls({ host, port, ca, expect, confirmMs: Number(o.wait), capture, ...(creds ? { credentials: creds } : {}) });
@@ -167,7 +142,7 @@ export function registerConnect(program: Command): void {
         const chain = c.chain;
         const verdict = verifyChain(chain[0]!, { trustAnchors: readCertificates(Buffer.from(ca), caFile), intermediates: chain.slice(1), at: new Date(), purpose: 'server' });
         say('server chain', `${verdict.valid ? 'verified' : 'NOT verified'}: ${verdict.chain.map((x) => `'${certLabel(x)}'`).join(' <- ')}`);
-        explainRequest();
+        explain();
         say('server', `${c.server.spiffeId ? c.server.spiffeId.uri + ' ' : ''}${[...c.server.dns.map((d) => `DNS:${d}`), ...c.server.ips.map((i) => `IP:${i}`)].join(', ')} (${o.expectSpiffeId ? `matches ${o.expectSpiffeId}` : `valid for '${o.servername ?? host}'`})`);
         say('our cert', creds ? `'${certLabel(creds.leaf)}' sent and accepted${c.socket.getProtocol() === 'TLSv1.3' ? ` (no rejection within ${o.wait} ms)` : ''}` : 'none sent; the server did not require one');
         say('result', 'mutual TLS established');
@@ -175,32 +150,14 @@ export function registerConnect(program: Command): void {
         c.socket.destroy();
       } catch (err) {
         const e = classifyTlsError(err, { sentOurCert: !!creds, peer: `${host}:${port}` });
-        explainRequest();
+        explain();
         if (e.code.startsWith('CERT_') || e.code === 'SERVER_IDENTITY_MISMATCH') {
-          for (const reason of await explainServerChain(host, port, ca, caFile, expect)) say('server chain', reason);
+          const trust = readCertificates(Buffer.from(ca), caFile);
+          for (const reason of await explainServerChain({ host, port, trust, ...expect })) say('server chain', reason);
         }
         say('result', `[${e.code}] ${e.message}`);
         if (o.json) printJson({ ok: false, code: e.code, message: e.message, lines });
         process.exitCode = exitCodeOf(e);
       }
     });
-}
-
-/** After a failed verification: fetch the server's chain without verifying it, only to say what is wrong with it. */
-async function explainServerChain(host: string, port: number, ca: string, caFile: string, expect: { servername?: string; spiffeId?: string }): Promise<string[]> {
-  const sock = tls.connect({ host, port, rejectUnauthorized: false, ciphers: SECURE_CIPHERS, ecdhCurve: SECURE_GROUPS, ...(expect.servername ? { servername: expect.servername } : {}) });
-  try {
-    await new Promise<void>((resolve, reject) => { sock.once('secureConnect', resolve); sock.once('error', reject); setTimeout(() => reject(new Error('timeout')), 5000).unref(); });
-    const chain = peerChain(sock);
-    if (chain.length === 0) return ['the server sent no certificate'];
-    const r = verifyChain(chain[0]!, {
-      trustAnchors: readCertificates(Buffer.from(ca), caFile), intermediates: chain.slice(1), at: new Date(), purpose: 'server',
-      ...(expect.spiffeId ? { spiffeId: expect.spiffeId } : hostCheck(expect.servername ?? host)),
-    });
-    return r.problems.map((p) => p.message);
-  } catch (err) {
-    return [`could not fetch the chain to explain it (${messageOf(err)})`];
-  } finally {
-    sock.destroy();
-  }
 }

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { inspect, type CertificateReport, type InspectReport } from '../pki/inspect.js';
 import { loadPrivateKey } from '../pki/keys.js';
-import { MAX_INPUT, readInput } from '../util/fs.js';
+import { MAX_INPUT, readInput } from '../io/files.js';
 import { optionalPassphrase, printJson } from './common.js';
 
 export function registerInspect(program: Command): void {

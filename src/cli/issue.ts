@@ -10,8 +10,8 @@ import { parseKeyType } from '../pki/keys.js';
 import { parseSpiffeId } from '../pki/names.js';
 import { OID } from '../pki/oid.js';
 import { parseProfile, type LeafProfile } from '../pki/profiles.js';
-import { relativeTime } from '../util/duration.js';
-import { readInput, writeFileAtomic } from '../util/fs.js';
+import { relativeTime } from '../text/duration.js';
+import { readInput, writeFileAtomic } from '../io/files.js';
 import { collect, optionalDuration, optionalPassphrase, printJson } from './common.js';
 
 interface OutputFlags {

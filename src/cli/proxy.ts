@@ -2,9 +2,9 @@ import type { Command } from 'commander';
 import { MtlsError } from '../errors.js';
 import { checkUnique, listenerFrom, parseAddress, readProxyConfig, type ProxyConfig } from '../proxy/config.js';
 import { runProxy } from '../proxy/run.js';
-import { parseDuration } from '../util/duration.js';
+import { parseDuration } from '../text/duration.js';
 import { policyOptions, type PolicyFlags } from './common.js';
-import { caFileOr } from './endpoints.js';
+import { caFileOr } from './common.js';
 
 interface CommonFlags {
   listen: string; target: string; cert?: string; key?: string; ca?: string; home?: string; name?: string; keyPassphraseFile?: string;

@@ -1,15 +1,17 @@
 import type { Command } from 'commander';
-import { exitCodeOf, MtlsError } from '../errors.js';
+import { exitCodeFor, MtlsError } from '../errors.js';
 import { compilePolicy } from '../identity/policy.js';
 import { loadCredentials } from '../tls/credentials.js';
 import { createTraceServer, type ServerTraceReport } from '../trace/listen.js';
 import { renderTrace } from '../trace/render.js';
-import { traceConnection, type TraceReport } from '../trace/trace.js';
-import { MAX_INPUT, readInput, writeFileAtomic } from '../util/fs.js';
-import { listenOn } from '../util/listen.js';
-import { useColor } from './color.js';
+import { traceConnection } from '../trace/connect.js';
+import type { TraceReport } from '../trace/trace.js';
+import { MAX_INPUT, readInput, writeFileAtomic } from '../io/files.js';
+import { listenOn } from '../io/listen.js';
+import { useColor } from '../text/style.js';
 import { collect, printJson } from './common.js';
-import { caFileOr, parseHostPort } from './endpoints.js';
+import { caFileOr } from './common.js';
+import { parseHostPort } from '../io/address.js';
 
 interface TraceFlags {
   cert?: string; key?: string; ca?: string; servername?: string; expectSpiffeId?: string; revealKeys?: boolean; keylog?: string; home?: string; json?: boolean;
@@ -59,7 +61,7 @@ export function registerTrace(program: Command): void {
       if (o.keylog) writeFileAtomic(o.keylog, report.keylog.join(''), 0o600);
       show(report, 'client');
       if (o.keylog && !o.json) console.log(`key log written to ${o.keylog} (0600): open it in Wireshark with a capture of this connection`);
-      if (!report.ok) process.exitCode = exitCodeOf(new MtlsError(report.error!.code as never, report.error!.message));
+      if (report.error) process.exitCode = exitCodeFor(report.error.code);
     });
 }
 

@@ -1,11 +1,11 @@
 import type { Command } from 'commander';
-import { MtlsError } from '../errors.js';
+import { exitCodeFor, MtlsError } from '../errors.js';
 import { readCertificates } from '../pki/certificate.js';
 import { formatDn } from '../pki/names.js';
-import { certLabel, verifyChain, type Purpose } from '../pki/verify.js';
-import { MAX_INPUT, readInput } from '../util/fs.js';
+import { certLabel, verifyChain, VERIFY_PROBLEMS, type Purpose } from '../pki/verify.js';
+import { MAX_INPUT, readInput } from '../io/files.js';
 import { parseTime, printJson } from './common.js';
-import { caFileOr } from './endpoints.js';
+import { caFileOr } from './common.js';
 
 export function registerVerify(program: Command): void {
   program.command('verify <cert>')
@@ -37,7 +37,7 @@ export function registerVerify(program: Command): void {
         printJson({
           valid: result.valid, at: at.toISOString(), spiffeId: result.spiffeId?.uri ?? null,
           chain: result.chain.map((c) => ({ subject: formatDn(c.subject), issuer: formatDn(c.issuer), serial: c.serialHex, fingerprint256: c.fingerprint256 })),
-          problems: result.problems,
+          problems: result.problems.map((p) => ({ ...p, error: VERIFY_PROBLEMS[p.code] })),
         });
       } else if (result.valid) {
         console.log(`${file}: OK`);
@@ -47,6 +47,6 @@ export function registerVerify(program: Command): void {
         console.log(`${file}: INVALID`);
         for (const p of result.problems) console.log(`  - ${p.message}`);
       }
-      process.exitCode = result.valid ? 0 : 1;
+      process.exitCode = result.valid ? 0 : exitCodeFor(VERIFY_PROBLEMS[result.problems[0]!.code]);
     });
 }

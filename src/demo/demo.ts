@@ -9,9 +9,10 @@ import { formatDn } from '../pki/names.js';
 import { oidName } from '../pki/oid.js';
 import { certLabel, verifyChain } from '../pki/verify.js';
 import { loadCredentials } from '../tls/credentials.js';
-import { traceConnection } from '../trace/trace.js';
+import { dial, DialError } from '../tls/dial.js';
+import { traceConnection } from '../trace/connect.js';
 import { renderTrace } from '../trace/render.js';
-import { useColor } from '../cli/color.js';
+import { useColor } from '../text/style.js';
 
 const TRUST_DOMAIN = 'demo.mtlskit.dev';
 
@@ -106,9 +107,24 @@ async function showTrace(print: (line: string) => void, port: number, ca: string
 }
 
 /** One client handshake, reporting each step; TLS 1.3 rejections arrive after secureConnect, so wait for data or close. */
-function handshake(port: number, opts: tls.ConnectionOptions): Promise<Outcome> {
+async function handshake(port: number, opts: tls.ConnectionOptions): Promise<Outcome> {
+  const lines: string[] = [];
+  let socket: tls.TLSSocket;
+  try {
+    const d = await dial({ host: '127.0.0.1', port, servername: 'localhost', verify: 'strict', tls: opts, timeoutMs: 10_000 });
+    socket = d.socket;
+    const subject = d.chain[0] ? formatDn(d.chain[0].subject) : '?';
+    const eph = socket.getEphemeralKeyInfo() as { type?: string; name?: string; size?: number } | null;
+    lines.push(`client: ClientHello sent (TLS 1.2-1.3, ECDHE suites); server answered with ${socket.getProtocol()} ${socket.getCipher().standardName}`);
+    lines.push(`client: server proved '${subject}' (chain to our CA verified, name 'localhost' matches, CertificateVerify signed by its key)`);
+    lines.push(`client: key exchange ${eph?.name ?? eph?.type ?? '?'} (${eph?.size ?? '?'} bits); traffic keys derived with HKDF from the shared secret`);
+    lines.push(`client: ${opts.cert ? 'sent our certificate and a CertificateVerify signature over the handshake' : 'had no certificate to send'}`);
+  } catch (err) {
+    const cause = (err instanceof DialError ? err.cause : err) as NodeJS.ErrnoException & { reason?: string };
+    lines.push(`client: connection failed: ${cause.reason ?? cause.code ?? cause.message}`);
+    return { ok: false, lines };
+  }
   return new Promise((resolve) => {
-    const lines: string[] = [];
     let data = '';
     let settled = false;
     const done = (ok: boolean) => {
@@ -117,16 +133,7 @@ function handshake(port: number, opts: tls.ConnectionOptions): Promise<Outcome> 
         resolve({ ok, lines });
       }
     };
-    const socket = tls.connect({ host: '127.0.0.1', port, ...opts }, () => {
-      const raw = socket.getPeerCertificate().raw;
-      const subject = raw ? formatDn(parseCertificate(raw).subject) : '?';
-      const eph = socket.getEphemeralKeyInfo() as { type?: string; name?: string; size?: number } | null;
-      lines.push(`client: ClientHello sent (TLS 1.2-1.3, ECDHE suites); server answered with ${socket.getProtocol()} ${socket.getCipher().standardName}`);
-      lines.push(`client: server proved '${subject}' (chain to our CA verified, name 'localhost' matches, CertificateVerify signed by its key)`);
-      lines.push(`client: key exchange ${eph?.name ?? eph?.type ?? '?'} (${eph?.size ?? '?'} bits); traffic keys derived with HKDF from the shared secret`);
-      lines.push(`client: ${opts.cert ? 'sent our certificate and a CertificateVerify signature over the handshake' : 'had no certificate to send'}`);
-    });
-    socket.on('data', (d) => { data += d.toString(); });
+    socket.on('data', (d: Buffer) => { data += d.toString(); });
     socket.on('end', () => {
       if (data) lines.push(`client: server said "${data.trim()}"`);
       done(data.length > 0);

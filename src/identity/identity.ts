@@ -91,3 +91,11 @@ export function identityOf(x: HasTlsSocket): PeerIdentity | undefined {
   }
   return id ?? undefined;
 }
+
+/** JSON view of an identity (what `serve --http` answers and `connect --json` prints). */
+export function identityJson(id: PeerIdentity) {
+  return {
+    spiffeId: id.spiffeId?.uri ?? null, trustDomain: id.spiffeId?.trustDomain ?? null, dns: id.dns, uris: id.uris, ips: id.ips, emails: id.emails,
+    subject: id.subjectDn, issuer: id.issuerDn, serial: id.serial, fingerprint256: id.fingerprint256, notAfter: id.notAfter.toISOString(),
+  };
+}

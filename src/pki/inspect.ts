@@ -1,6 +1,6 @@
 import crypto, { type KeyObject } from 'node:crypto';
 import { MtlsError } from '../errors.js';
-import { relativeTime } from '../util/duration.js';
+import { relativeTime } from '../text/duration.js';
 import { checkSignature, fingerprint, parseCertificate, type Certificate } from './certificate.js';
 import { parseCsr } from './csr.js';
 import { describeKey, keysMatch, loadPrivateKey } from './keys.js';

@@ -1,4 +1,3 @@
-import net from 'node:net';
 import * as asn from '@peculiar/asn1-x509';
 import { MtlsError } from '../errors.js';
 import { decodeOid, readChildren, readSingle } from './der.js';
@@ -115,7 +114,7 @@ export function checkDnsName(name: string, opts: { wildcard?: boolean } = {}): s
   if (n.length === 0) fail('it is empty');
   if (n.length > 253) fail('longer than 253 characters');
   if (n.endsWith('.')) fail('remove the trailing dot');
-  if (net.isIP(n)) fail('it is an IP address; use --ip for addresses');
+  if (parseIp(n)) fail('it is an IP address; use --ip for addresses');
   const labels = n.split('.');
   labels.forEach((l, i) => {
     if (i === 0 && l === '*' && opts.wildcard) {
@@ -128,41 +127,71 @@ export function checkDnsName(name: string, opts: { wildcard?: boolean } = {}): s
   return n;
 }
 
+const V4_PART = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]\d|\d)$/;
+const V6_GROUP = /^[0-9a-f]{1,4}$/i;
+
+function parseIpv4(text: string): number[] | undefined {
+  const parts = text.split('.');
+  if (parts.length !== 4 || !parts.every((p) => V4_PART.test(p))) return undefined;
+  return parts.map(Number);
+}
+
+/** RFC 4291 2.2 text forms: eight groups, one `::` for a run of zeros, an IPv4 tail in the last 32 bits. */
+function parseIpv6(text: string): Buffer | undefined {
+  const halves = text.split('::');
+  if (halves.length > 2) return undefined;
+  const groups = (half: string, last: boolean): number[] | undefined => {
+    if (half === '') return [];
+    const out: number[] = [];
+    const parts = half.split(':');
+    for (let i = 0; i < parts.length; i++) {
+      const p = parts[i]!;
+      if (last && i === parts.length - 1 && p.includes('.')) {
+        const v4 = parseIpv4(p);
+        if (!v4) return undefined;
+        out.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
+      } else if (V6_GROUP.test(p)) {
+        out.push(parseInt(p, 16));
+      } else {
+        return undefined;
+      }
+    }
+    return out;
+  };
+  const head = groups(halves[0]!, halves.length === 1);
+  const tail = halves.length === 2 ? groups(halves[1]!, true) : [];
+  if (!head || !tail) return undefined;
+  const explicit = head.length + tail.length;
+  if (halves.length === 1 ? explicit !== 8 : explicit > 7) return undefined;
+  const words = [...head, ...new Array<number>(8 - explicit).fill(0), ...tail];
+  const b = Buffer.alloc(16);
+  words.forEach((w, i) => b.writeUInt16BE(w, i * 2));
+  return b;
+}
+
+/**
+ * The bytes of an IP address in text (4 for IPv4 in dotted decimal without leading zeros, 16 for IPv6), or
+ * undefined when the text is not one. Our own parser: the pure layers do no I/O, so no `node:net`.
+ */
+export function parseIp(text: string): Buffer | undefined {
+  if (text.includes(':')) return parseIpv6(text);
+  const v4 = parseIpv4(text);
+  return v4 ? Buffer.from(v4) : undefined;
+}
+
 /** Validates an IPv4 or IPv6 address and returns its canonical text form. */
 export function checkIpAddress(addr: string): string {
   if (addr.includes('%')) throw new MtlsError('BAD_NAME', `'${printable(addr)}' has an IPv6 zone (%...), which a certificate cannot carry; drop it`);
-  const kind = net.isIP(addr);
-  if (kind === 4) return addr;
-  if (kind === 6) return canonicalIpv6(addr);
-  throw new MtlsError('BAD_NAME', `'${printable(addr)}' is not an IP address; write it like 10.0.0.1 or ::1`);
+  const b = parseIp(addr);
+  if (!b) throw new MtlsError('BAD_NAME', `'${printable(addr)}' is not an IP address; write it like 10.0.0.1 or ::1`);
+  return b.length === 4 ? addr : ipBytesToText(b);
 }
 
 /** 16 bytes of an IPv6 address, or 4 of an IPv4 one. */
 export function ipBytes(addr: string): Buffer {
-  if (net.isIPv4(addr)) return Buffer.from(addr.split('.').map(Number));
-  const sl = new net.SocketAddress({ address: addr, family: 'ipv6' });
-  const parts = expandIpv6(sl.address);
-  const b = Buffer.alloc(16);
-  parts.forEach((p, i) => b.writeUInt16BE(p, i * 2));
+  const b = parseIp(addr);
+  if (!b) throw new MtlsError('BAD_NAME', `'${printable(addr)}' is not an IP address; write it like 10.0.0.1 or ::1`);
   return b;
-}
-
-function expandIpv6(addr: string): number[] {
-  let a = addr;
-  const v4 = a.match(/(\d+\.\d+\.\d+\.\d+)$/);
-  if (v4) {
-    const [x, y, z, w] = v4[1]!.split('.').map(Number) as [number, number, number, number];
-    a = a.slice(0, -v4[1]!.length) + ((x << 8) | y).toString(16) + ':' + ((z << 8) | w).toString(16);
-  }
-  const [head, tail] = a.split('::') as [string, string | undefined];
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const fill = tail === undefined ? [] : new Array(8 - h.length - t.length).fill('0');
-  return [...h, ...fill, ...t].map((x) => parseInt(x, 16));
-}
-
-function canonicalIpv6(addr: string): string {
-  return ipBytesToText(ipBytes(addr));
 }
 
 /** Text form of a 4- or 16-byte address (RFC 5952 compression for IPv6). */

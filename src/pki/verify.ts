@@ -1,5 +1,5 @@
-import { MtlsError } from '../errors.js';
-import { relativeTime, shortTime } from '../util/duration.js';
+import { MtlsError, type MtlsErrorCode } from '../errors.js';
+import { relativeTime, shortTime } from '../text/duration.js';
 import { checkSignature, UNDERSTOOD_EXTENSIONS, type Certificate } from './certificate.js';
 import { keyWeakness } from './keys.js';
 import { dnsNameMatches, nameConstraintViolations, sameDn } from './name-match.js';
@@ -8,10 +8,27 @@ import { OID, oidName } from './oid.js';
 
 export type Purpose = 'server' | 'client' | 'any';
 
-export type VerifyProblemCode =
-  | 'EXPIRED' | 'NOT_YET_VALID' | 'UNKNOWN_ISSUER' | 'BAD_SIGNATURE' | 'ISSUER_NOT_CA' | 'PATH_LENGTH_EXCEEDED'
-  | 'DEPTH_EXCEEDED' | 'KEY_USAGE' | 'WRONG_PURPOSE' | 'CA_AS_LEAF' | 'NAME_CONSTRAINTS' | 'NAME_MISMATCH'
-  | 'SPIFFE_ID_MISMATCH' | 'UNKNOWN_CRITICAL_EXTENSION' | 'MALFORMED' | 'WEAK_KEY' | 'PATH_BUDGET';
+/** What path validation can find, each mapped once to the error code that reports it (src/errors.ts). */
+export const VERIFY_PROBLEMS = {
+  EXPIRED: 'CERT_EXPIRED',
+  NOT_YET_VALID: 'CERT_NOT_YET_VALID',
+  UNKNOWN_ISSUER: 'CERT_UNTRUSTED',
+  BAD_SIGNATURE: 'CERT_UNTRUSTED',
+  ISSUER_NOT_CA: 'CERT_INVALID',
+  PATH_LENGTH_EXCEEDED: 'CERT_INVALID',
+  DEPTH_EXCEEDED: 'CERT_INVALID',
+  KEY_USAGE: 'CERT_INVALID',
+  WRONG_PURPOSE: 'CERT_WRONG_PURPOSE',
+  CA_AS_LEAF: 'CERT_INVALID',
+  NAME_CONSTRAINTS: 'CERT_INVALID',
+  NAME_MISMATCH: 'SERVER_IDENTITY_MISMATCH',
+  SPIFFE_ID_MISMATCH: 'SERVER_IDENTITY_MISMATCH',
+  UNKNOWN_CRITICAL_EXTENSION: 'CERT_INVALID',
+  MALFORMED: 'CERT_INVALID',
+  WEAK_KEY: 'CERT_INVALID',
+  PATH_BUDGET: 'CERT_INVALID',
+} as const satisfies Record<string, MtlsErrorCode>;
+export type VerifyProblemCode = keyof typeof VERIFY_PROBLEMS;
 
 export interface VerifyProblem {
   code: VerifyProblemCode;

@@ -1,16 +1,15 @@
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import YAML from 'yaml';
 import { MtlsError } from '../errors.js';
 import { compilePolicy, type PolicyConfig } from '../identity/policy.js';
 import { compileSpiffePattern } from '../pki/names.js';
-import { parseDuration } from '../util/duration.js';
-import { MAX_INPUT, readInput } from '../util/fs.js';
+import { parseDuration } from '../text/duration.js';
+import { MAX_INPUT, readInput } from '../io/files.js';
 
-import { formatAddress, type Address } from '../util/listen.js';
+import { formatAddress, parseAddress, type Address } from '../io/address.js';
 
-export { formatAddress, type Address };
+export { formatAddress, parseAddress, type Address };
 
 export interface Limits {
   /** A connection whose TLS handshake (and authorization) has not finished by then is cut. */
@@ -62,7 +61,7 @@ export interface ServerListenerConfig extends Common {
   crl?: string;
   /**
    * TCP mode: who does the TLS and the relay. 'native' (the default for TCP when the addon is built): a thread of
-   * our own with OpenSSL (native/relay.cc); 'node': Node's TLS socket. HTTP mode is always 'node'.
+   * our own with OpenSSL (native/); 'node': Node's TLS socket. HTTP mode is always 'node'.
    */
   engine: 'native' | 'node' | 'auto';
 }
@@ -96,20 +95,6 @@ export const DEFAULT_LIMITS: Limits = {
 };
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/i;
-
-/** `HOST:PORT`, `[v6]:PORT`, `:PORT` (all interfaces) or `unix:PATH`. */
-export function parseAddress(text: string, what: string): Address {
-  if (text.startsWith('unix:')) {
-    const p = text.slice(5);
-    if (!p) throw new MtlsError('BAD_INPUT', `${what} 'unix:' needs a path, e.g. unix:/run/app.sock`);
-    return { path: p };
-  }
-  const m = /^(\[[^\]]+\]|[^:[\]]*):(\d{1,5})$/.exec(text);
-  if (!m || Number(m[2]) > 65535) throw new MtlsError('BAD_INPUT', `${what} '${text}' is not HOST:PORT or unix:PATH; write it like 127.0.0.1:8080`);
-  const host = m[1]!.replace(/^\[|\]$/g, '') || '0.0.0.0';
-  if (m[1]!.startsWith('[') && !net.isIPv6(host)) throw new MtlsError('BAD_INPUT', `${what} '${text}': '${host}' is not an IPv6 address`);
-  return { host, port: Number(m[2]) };
-}
 
 export const isLocal = (a: Address) => 'path' in a || LOOPBACK.test(a.host);
 

@@ -3,8 +3,8 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import { MtlsError } from '../errors.js';
 import { CredentialReloader } from '../tls/reload.js';
-import { readPassphraseFile } from '../util/fs.js';
-import { listenOn } from '../util/listen.js';
+import { readPassphraseFile } from '../io/files.js';
+import { listenOn } from '../io/listen.js';
 import { formatAddress, type Address, type ListenerConfig } from './config.js';
 import type { ProxyMetrics } from './metrics.js';
 
@@ -40,7 +40,7 @@ export abstract class Listener<C extends ListenerConfig = ListenerConfig> {
     });
   }
 
-  /** Who does TLS and the relay: 'node' (Node's TLS socket) or 'native' (native/relay.cc). */
+  /** Who does TLS and the relay: 'node' (Node's TLS socket) or 'native' (native/). */
   get engine(): 'node' | 'native' {
     return 'node';
   }

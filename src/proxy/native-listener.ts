@@ -5,7 +5,8 @@ import type { PeerIdentity } from '../identity/identity.js';
 import { identityForDer } from '../identity/identity.js';
 import type { Decision } from '../identity/policy.js';
 import { authorizationFailure, classifyTlsError } from '../tls/errors.js';
-import { formatAddress, type Limits, type ServerListenerConfig } from './config.js';
+import type { Address } from '../io/address.js';
+import type { Limits, ServerListenerConfig } from './config.js';
 import type { ListenerContext } from './listener.js';
 import { NativeEngine, type ClosedEvent, type SecuredEvent } from './native.js';
 import { ServerListenerBase } from './server-base.js';
@@ -20,7 +21,7 @@ interface Conn {
 }
 
 /**
- * `mtls proxy server` in TCP mode on the native engine (native/relay.cc): Node accepts the TCP connection and
+ * `mtls proxy server` in TCP mode on the native engine (native/): Node accepts the TCP connection and
  * hands its descriptor to the engine's thread, which does the TLS handshake (OpenSSL verifies the client chain,
  * purpose clientAuth, CRLs) and, once this listener has applied the policy to the verified certificate, connects
  * to the target and relays the bytes. Nothing reaches the target before the decision. Same limits, metrics, logs,
@@ -30,7 +31,7 @@ export class NativeServerListener extends ServerListenerBase {
   protected readonly server: net.Server;
   private readonly native: NativeEngine;
   private readonly conns = new Map<number, Conn>();
-  private target: string;
+  private target: Address;
   private stopped = false;
 
   constructor(config: ServerListenerConfig, ctx: ListenerContext) {
@@ -39,7 +40,7 @@ export class NativeServerListener extends ServerListenerBase {
     this.native.setSecureContext(this.tlsOptions(this.reloader.current));
     this.native.setLimits(config.limits);
     this.reloader.attach(this.native, (c) => this.tlsOptions(c));
-    this.target = formatAddress(config.target);
+    this.target = config.target;
     // pauseOnConnect: Node never reads from the socket; the engine takes a duplicate of its descriptor.
     this.server = net.createServer({ pauseOnConnect: true }, (s) => this.accept(s));
   }
@@ -57,7 +58,7 @@ export class NativeServerListener extends ServerListenerBase {
     // The engine connects to an IP address: a host name (localhost) is looked up once, here.
     if (!('path' in t) && net.isIP(t.host) === 0) {
       const { address } = await dns.lookup(t.host);
-      this.target = formatAddress({ host: address, port: t.port });
+      this.target = { host: address, port: t.port };
     }
     await super.start();
   }
@@ -141,17 +142,24 @@ export class NativeServerListener extends ServerListenerBase {
     this.ctx.metrics.active.dec({ listener: this.name });
     if (this.stopped && this.conns.size === 0) setImmediate(() => this.native.destroy());
     if (e.stage === 'handshake') {
-      if (e.why === 'HANDSHAKE_TIMEOUT') this.reportTimeout(c.remote);
+      if (e.reason === 'handshake timeout') this.reportTimeout(c.remote);
       else if (e.bytesIn === 0) this.reportProbe(c.remote);
-      else if (e.why === 'verify failed') this.reportFailure(c.remote, authorizationFailure(e.code)!);
-      else if (e.why !== 'drain timeout') this.reportFailure(c.remote, classifyTlsError(Object.assign(new Error(e.reason || e.code), { code: e.code, reason: e.reason })));
+      else if (e.reason === 'verify failed') this.reportFailure(c.remote, authorizationFailure(e.code)!);
+      else if (e.reason !== 'drain timeout' && e.reason !== 'engine stopped') {
+        const err = Object.assign(new Error(e.detail || e.code), { code: e.code, reason: e.detail });
+        this.reportFailure(c.remote, classifyTlsError(err));
+      }
       return;
     }
-    if (e.stage === 'connecting' && e.code === 'TARGET_UNREACHABLE') return this.reportUnreachable(c.remote, e.why);
+    if (e.reason === 'target unreachable') return this.reportUnreachable(c.remote, e.code);
     // Not relayed: denied (reported then) or gone before the target answered.
     if (e.stage === 'relay' && c.admitted) {
       const a = c.admitted;
-      this.reportRelayed({ remote: c.remote, id: a.id, decision: a.decision, resumed: a.resumed, up: e.up, down: e.down, durationMs: Date.now() - a.at, why: e.why });
+      const why = e.reason === 'io error' ? e.code : e.reason;
+      this.reportRelayed({
+        remote: c.remote, id: a.id, decision: a.decision, resumed: a.resumed, up: e.up, down: e.down,
+        durationMs: Date.now() - a.at, why,
+      });
     }
   }
 }

@@ -2,25 +2,39 @@ import { createRequire } from 'node:module';
 import crypto from 'node:crypto';
 import type tls from 'node:tls';
 import { MtlsError } from '../errors.js';
+import type { Address } from '../io/address.js';
 import type { Limits } from './config.js';
 
 /**
- * The native data path (native/relay.cc, built by `npm ci` with node-gyp against Node's own headers and OpenSSL):
+ * The native data path (native/, built by `npm ci` with node-gyp against Node's own headers and OpenSSL):
  * one thread per listener does the TLS handshakes and relays the bytes; JavaScript accepts, decides and counts.
  * See docs/proxy.md ("Engines").
  */
 interface Binding {
-  create(onEvent: (e: NativeEvent) => void, threads: number): unknown;
-  configure(engine: unknown, cert: string, key: string, ca: string, crl: string | null, ticketKeys: Buffer, apply: boolean): void;
+  /** Closed events carry the reason as its index in closeReasons. */
+  create(onEvent: (e: SecuredEvent | (Omit<ClosedEvent, 'reason'> & { reason: number })) => void, threads: number): unknown;
+  configure(
+    engine: unknown, cert: string, key: string, ca: string, crl: string | null, ticketKeys: Buffer,
+    ciphers: string, groups: string, minVersion: string, apply: boolean,
+  ): void;
   setTicketKeys(engine: unknown, keys: Buffer): void;
   setLimits(engine: unknown, handshakeMs: number, idleMs: number, lifetimeMs: number): void;
   add(engine: unknown, fd: number): number;
-  admit(engine: unknown, id: number, target: string, header: Buffer | null): void;
+  admit(engine: unknown, id: number, host: string, port: number, header: Buffer | null): void;
   reject(engine: unknown, id: number): void;
   closeAll(engine: unknown): void;
   destroy(engine: unknown): void;
   openssl: string;
+  /** CloseReason's names in the addon's order (checked against CLOSE_REASONS by test/proxy/native.test.ts). */
+  closeReasons: string[];
 }
+
+/** Why the native engine closed a connection: the order of `enum class CloseReason` in native/relay.h. */
+export const CLOSE_REASONS = [
+  'closed', 'peer closed', 'denied', 'handshake failed', 'verify failed', 'handshake timeout', 'idle timeout',
+  'max lifetime', 'drain timeout', 'target unreachable', 'io error', 'out of memory', 'no TLS context', 'engine stopped',
+] as const;
+export type CloseReason = (typeof CLOSE_REASONS)[number];
 
 /** The handshake finished and the chain verified; `der` is the client's certificate (also on resumption). */
 export interface SecuredEvent {
@@ -39,11 +53,12 @@ export interface ClosedEvent {
   id: number;
   /** Where it was: handshake, deciding (waiting for admit/reject), connecting (to the target), relay. */
   stage: 'handshake' | 'deciding' | 'connecting' | 'relay';
-  /** closed, denied, handshake failed, verify failed, idle timeout, max lifetime, HANDSHAKE_TIMEOUT, drain timeout, peer closed, or an errno / OpenSSL code. */
-  why: string;
-  /** For a failed handshake or target: Node's code (CERT_HAS_EXPIRED, ERR_SSL_..., ECONNREFUSED). */
+  /** Why it closed. */
+  reason: CloseReason;
+  /** For a failed handshake, target or socket: Node's code (CERT_HAS_EXPIRED, ERR_SSL_..., ECONNREFUSED). */
   code: string;
-  reason: string;
+  /** OpenSSL's or the system's words for `code`, when there are some. */
+  detail: string;
   /** Bytes read from the client before the end of the handshake (0: a probe that sent nothing). */
   bytesIn: number;
   up: number;
@@ -87,9 +102,14 @@ export class NativeEngine {
   /** `threads`: event loops, each a thread of its own; connections are spread over them in turn. */
   constructor(onEvent: (e: NativeEvent) => void, threads = 1) {
     const b = nativeBinding();
-    if (!b) throw new MtlsError('BAD_INPUT', nativeUnavailable()!);
+    if (!b) throw new MtlsError('ENGINE_UNAVAILABLE', nativeUnavailable()!);
     this.b = b;
-    this.handle = b.create(onEvent, threads);
+    this.handle = b.create((e) => {
+      if (e.type === 'secured') return onEvent(e);
+      const reason = CLOSE_REASONS[e.reason];
+      if (reason === undefined) throw new MtlsError('INTERNAL', `the native engine sent close reason ${e.reason}, which TypeScript does not know`);
+      onEvent({ ...e, reason });
+    }, threads);
   }
 
   /**
@@ -99,13 +119,22 @@ export class NativeEngine {
    */
   setSecureContext(o: tls.SecureContextOptions): void {
     const keys = o.ticketKeys ?? this.keys;
-    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), o.crl !== undefined ? text(o.crl) : null, keys, true);
+    this.configure(o, keys, true);
     this.keys = Buffer.from(keys);
   }
 
   /** Throws what setSecureContext would, changing nothing. */
   checkSecureContext(o: tls.SecureContextOptions): void {
-    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), o.crl !== undefined ? text(o.crl) : null, this.keys, false);
+    this.configure(o, this.keys, false);
+  }
+
+  /** The TLS policy comes with the options (serverTlsOptions): the addon has no copy of its own. */
+  private configure(o: tls.SecureContextOptions, keys: Buffer, apply: boolean): void {
+    if (!o.ciphers || !o.ecdhCurve || !o.minVersion) {
+      throw new MtlsError('INTERNAL', 'the native engine needs ciphers, ecdhCurve and minVersion in its TLS options');
+    }
+    const crl = o.crl !== undefined ? text(o.crl) : null;
+    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), crl, keys, o.ciphers, o.ecdhCurve, o.minVersion, apply);
   }
 
   getTicketKeys(): Buffer {
@@ -126,9 +155,10 @@ export class NativeEngine {
     return this.b.add(this.handle, fd);
   }
 
-  /** Lets connection `id` through to `target` ('IP:PORT', '[IPv6]:PORT' or 'unix:PATH'), `header` first. */
-  admit(id: number, target: string, header?: Buffer): void {
-    this.b.admit(this.handle, id, target, header ?? null);
+  /** Lets connection `id` through to `target` (an IP address and port, or a unix socket), `header` first. */
+  admit(id: number, target: Address, header?: Buffer): void {
+    if ('path' in target) this.b.admit(this.handle, id, target.path, 0, header ?? null);
+    else this.b.admit(this.handle, id, target.host, target.port, header ?? null);
   }
 
   reject(id: number): void {

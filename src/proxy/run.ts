@@ -5,7 +5,7 @@ import os from 'node:os';
 import client from 'prom-client';
 import { MtlsError, messageOf } from '../errors.js';
 import type { ProxyConfig } from './config.js';
-import { listenOn } from '../util/listen.js';
+import { listenOn } from '../io/listen.js';
 import { createAdminServer } from './admin.js';
 import { createLogger } from './log.js';
 import { ProxyMetrics } from './metrics.js';

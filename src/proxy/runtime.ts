@@ -30,7 +30,7 @@ function useNative(l: ServerListenerConfig, log: Logger): boolean {
   if (l.protocol !== 'tcp' || l.engine === 'node') return false;
   const why = nativeUnavailable();
   if (why === undefined) return true;
-  if (l.engine === 'native') throw new MtlsError('BAD_INPUT', `listener '${l.name}': ${why}`);
+  if (l.engine === 'native') throw new MtlsError('ENGINE_UNAVAILABLE', `listener '${l.name}': ${why}`);
   log.warn({ event: 'engine', listener: l.name, engine: 'node', reason: why }, `listener '${l.name}' runs on Node's TLS socket: ${why}`);
   return false;
 }

@@ -2,7 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
-import { answerClientError, authorizeRequest, sendForbidden, type RequestMtls } from '../adapters/http.js';
+import { answerClientError, authorizeRequest, sendForbidden, type RequestMtls } from '../http/authorize.js';
 import type { PathOptions } from '../identity/request-target.js';
 import type { PeerIdentity } from '../identity/identity.js';
 import { identityOf } from '../identity/identity.js';

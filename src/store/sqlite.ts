@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { MtlsError } from '../errors.js';
-import { crashPoint } from '../util/fs.js';
+import { crashPoint } from '../io/files.js';
 import type { Profile } from '../pki/profiles.js';
 import type { CertificateStatus, CertificateStore, InventoryRecord, ListFilter } from './store.js';
 

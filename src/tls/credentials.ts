@@ -3,7 +3,7 @@ import { MtlsError } from '../errors.js';
 import { readCertificates, type Certificate } from '../pki/certificate.js';
 import { exportPrivateKey, keysMatch, loadPrivateKey } from '../pki/keys.js';
 import { encodePem } from '../pki/pem.js';
-import { checkPrivateFile, MAX_INPUT, readInput } from '../util/fs.js';
+import { checkPrivateFile, MAX_INPUT, readInput } from '../io/files.js';
 
 /** Where credentials come from: files (watched for rotation) or memory. */
 export type CredentialSource =

@@ -1,7 +1,7 @@
 import { MtlsError } from '../errors.js';
 import { crlSetProblem, readCrls, type Crl } from '../pki/crl.js';
 import { encodePem } from '../pki/pem.js';
-import { MAX_INPUT, readInput } from '../util/fs.js';
+import { MAX_INPUT, readInput } from '../io/files.js';
 import type { Credentials } from './credentials.js';
 
 /**

@@ -6,8 +6,8 @@ import type { Credentials } from '../tls/credentials.js';
 import { authorizationFailure, classifyTlsError } from '../tls/errors.js';
 import { serverTlsOptions } from '../tls/options.js';
 import { analyzeHandshake } from './analyze.js';
-import { Capture, tap } from './capture.js';
-import { traceSteps, type TraceReport } from './trace.js';
+import { Capture, tap } from '../tls/capture.js';
+import { makeStep, traceSteps, type TraceReport } from './trace.js';
 
 /** A handshake that arrived at `mtls trace --listen`, told from the server's side. */
 export interface ServerTraceReport extends TraceReport {
@@ -99,7 +99,10 @@ export function createTraceServer(o: TraceServerOptions, onTrace: (r: ServerTrac
       analyse(() => {
         report.view = analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog);
         report.steps = traceSteps(report.view, { ca: o.credentials.ca, host: '', reveal: o.reveal ?? false, side: 'server' });
-        if (report.decision) report.steps.push({ n: report.steps.length + 1, title: 'Authorization', lines: [`${report.decision.allowed ? 'ALLOW' : 'DENY'}: ${report.decision.reason}`] });
+        if (report.decision) {
+          const d = report.decision;
+          report.steps.push(makeStep(report.steps.length + 1, 'Authorization', undefined, [{ ok: d.allowed, text: `${d.allowed ? 'ALLOW' : 'DENY'}: ${d.reason}` }]));
+        }
         onTrace(report);
       }, () => {
         report.view = analyzeHandshake(Buffer.alloc(0), Buffer.alloc(0), []);

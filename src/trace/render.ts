@@ -1,4 +1,4 @@
-import { paint } from '../cli/color.js';
+import { paint } from '../text/style.js';
 import type { TraceReport } from './trace.js';
 
 export interface RenderOptions {
@@ -23,7 +23,7 @@ export function renderTrace(report: Pick<TraceReport, 'steps' | 'ok' | 'protocol
   const fill = (n: number, ch: string) => ch.repeat(Math.max(2, n));
   for (const s of report.steps) {
     const title = `${s.n}. ${s.title}`;
-    const alert = /^Alert/.test(s.title);
+    const alert = s.kind === 'alert';
     let line: string;
     if (s.direction === 'client->server') {
       line = `│${c.cyan(`── ${title} ${fill(width - title.length - 5, '─')}▶`)}│`;
@@ -33,7 +33,11 @@ export function renderTrace(report: Pick<TraceReport, 'steps' | 'ok' | 'protocol
       line = `╞${c.yellow(`══ ${title} ${fill(width - title.length - 4, '═')}`)}╡`;
     }
     out.push(alert ? c.red(line.replace(/\x1b\[\d+m/g, '')) : line);
-    for (const l of s.lines) out.push(`│   ${highlight(l, c)}`);
+    const checks = new Map((s.checks ?? []).map((x) => [x.line, x.ok]));
+    s.lines.forEach((l, i) => {
+      const ok = checks.get(i);
+      out.push(`│   ${ok === undefined ? dimSecrets(l, c) : ok ? c.green(l) : c.red(l)}`);
+    });
   }
   out.push(report.ok
     ? c.green(`=> mutual TLS established (${report.protocol}, ${report.cipherSuite})`)
@@ -41,10 +45,7 @@ export function renderTrace(report: Pick<TraceReport, 'steps' | 'ok' | 'protocol
   return out;
 }
 
-/** Verdict words in green or red; masked secrets dimmed. */
-function highlight(line: string, c: ReturnType<typeof paint>): string {
-  return line
-    .replace(/\b(DOES NOT match|NOT valid|SIGNATURE INVALID|DENY)\b/g, (m) => c.red(m))
-    .replace(/\b(matches|signature valid|verdict: trusted|ALLOW)\b/g, (m) => c.green(m))
-    .replace(/[0-9a-f]{4}…\(\d+ bytes, --reveal-keys to show\)/g, (m) => c.dim(m));
+/** Masked secrets dimmed (the mask is trace's own notation: the first two bytes, then the length). */
+function dimSecrets(line: string, c: ReturnType<typeof paint>): string {
+  return line.replace(/[0-9a-f]{4}…\(\d+ bytes, --reveal-keys to show\)/g, (m) => c.dim(m));
 }

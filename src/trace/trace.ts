@@ -1,16 +1,14 @@
 import crypto from 'node:crypto';
-import { classifyTlsError } from '../tls/errors.js';
-import { connectMtls, type ConnectOptions } from '../tls/client.js';
+import type { MtlsErrorCode } from '../errors.js';
 import { parseCertificate, readCertificates } from '../pki/certificate.js';
 import { formatDn, hostCheck, parseNameDer } from '../pki/names.js';
 import { certLabel, verifyChain } from '../pki/verify.js';
 import { finishedVerifyData, messageHash, transcriptHash, type TrafficKeys } from '../tls13/key-schedule.js';
 import { ExtensionType, HandshakeType, cipherSuiteName, extensionName, groupName, signatureSchemeName } from '../wire/enums.js';
 import { decodeCertificate, decodeCertificateVerify, decodeClientHello, decodeEncryptedExtensions, serverKeyShare, type Extension } from '../wire/handshake.js';
-import { WireReader } from '../wire/reader.js';
+import { clientOffer, decodeAlpn } from '../wire/extensions.js';
 import { finished12 } from '../tls12/prf.js';
-import { analyzeHandshake, type HandshakeView, type SeenMessage } from './analyze.js';
-import { Capture } from './capture.js';
+import type { HandshakeView, SeenMessage } from './analyze.js';
 
 export interface TraceStep {
   n: number;
@@ -18,12 +16,33 @@ export interface TraceStep {
   /** Who sent it: client -> server or server -> client. */
   direction?: 'client->server' | 'server->client';
   lines: string[];
+  /** The lines that are a check mtlskit made (a chain verified, a signature, a Finished MAC, a policy decision). */
+  checks?: { line: number; ok: boolean }[];
+  /** An alert: one side refused the other. */
+  kind?: 'alert';
+}
+
+/** A line that states the result of a check. */
+interface Judged {
+  ok: boolean;
+  text: string;
+}
+type Line = string | Judged;
+const judged = (ok: boolean, text: string): Judged => ({ ok, text });
+
+/** A step from lines some of which are checks. */
+export function makeStep(n: number, title: string, direction: TraceStep['direction'], lines: Line[], kind?: 'alert'): TraceStep {
+  const checks = lines.flatMap((l, i) => (typeof l === 'string' ? [] : [{ line: i, ok: l.ok }]));
+  return {
+    n, title, ...(direction ? { direction } : {}), lines: lines.map((l) => (typeof l === 'string' ? l : l.text)),
+    ...(checks.length ? { checks } : {}), ...(kind ? { kind } : {}),
+  };
 }
 
 export interface TraceReport {
   target: string;
   ok: boolean;
-  error?: { code: string; message: string };
+  error?: { code: MtlsErrorCode; message: string };
   protocol?: string;
   cipherSuite?: string;
   steps: TraceStep[];
@@ -37,74 +56,47 @@ const versionName = (v: number) => VERSIONS[v] ?? `0x${v.toString(16).padStart(4
 
 const mask = (b: Buffer, reveal: boolean) => (reveal ? b.toString('hex') : `${b.subarray(0, 2).toString('hex')}…(${b.length} bytes, --reveal-keys to show)`);
 
-function u16s(ext: Extension | undefined, lenBytes: 1 | 2): number[] {
-  if (!ext) return [];
-  const r = new WireReader(ext.data, extensionName(ext.type));
-  const list = r.sub(lenBytes, 'list');
-  const out: number[] = [];
-  while (list.remaining >= 2) out.push(list.u16('value'));
-  return out;
-}
-
-function keyShareGroups(ext: Extension): string[] {
-  const r = new WireReader(ext.data, 'key_share').sub(2, 'shares');
-  const g: string[] = [];
-  while (r.remaining > 0) {
-    g.push(groupName(r.u16('group')));
-    r.vec(2, 'key');
-  }
-  return g;
-}
-
-function sni(ext: Extension | undefined): string | undefined {
-  if (!ext) return undefined;
-  const r = new WireReader(ext.data, 'server_name');
-  const list = r.sub(2, 'server_name_list');
-  list.u8('name_type');
-  return list.vec(2, 'host_name').toString('latin1');
-}
-
-function alpnList(ext: Extension | undefined): string[] {
-  if (!ext) return [];
-  const r = new WireReader(ext.data, 'alpn');
-  const list = r.sub(2, 'protocol_name_list');
-  const out: string[] = [];
-  while (list.remaining > 0) out.push(list.vec(1, 'protocol').toString('latin1'));
-  return out;
+function chosenAlpn(exts: Extension[]): string {
+  const alpn = exts.find((e) => e.type === ExtensionType.alpn);
+  return (alpn ? decodeAlpn(alpn.data)[0] : undefined) ?? '(none)';
 }
 
 /** RFC 8446 4.4.3: verifies a CertificateVerify with the certificate's key over the transcript hash. */
-function checkCertificateVerify(side: 'server' | 'client', cv: { scheme: number; signature: Buffer }, leafDer: Buffer, transcript: Buffer): string {
+function checkCertificateVerify(side: 'server' | 'client', cv: { scheme: number; signature: Buffer }, leafDer: Buffer, transcript: Buffer): { ok?: boolean; text: string } {
   const hashes: Record<number, string | null> = { 0x0403: 'sha256', 0x0503: 'sha384', 0x0603: 'sha512', 0x0804: 'sha256', 0x0805: 'sha384', 0x0806: 'sha512', 0x0807: null };
-  if (!(cv.scheme in hashes)) return `not checked (scheme ${signatureSchemeName(cv.scheme)})`;
+  if (!(cv.scheme in hashes)) return { text: `not checked (scheme ${signatureSchemeName(cv.scheme)})` };
   const content = Buffer.concat([Buffer.alloc(64, 0x20), Buffer.from(`TLS 1.3, ${side} CertificateVerify\0`, 'latin1'), transcript]);
   const key = parseCertificate(leafDer).publicKey!;
   const pss = cv.scheme >= 0x0804 && cv.scheme <= 0x0806;
   const ok = crypto.verify(hashes[cv.scheme]!, content, pss ? { key, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: crypto.constants.RSA_PSS_SALTLEN_DIGEST } : key, cv.signature);
-  return ok ? 'signature valid (checked by mtlskit over the transcript hash with the certificate key)' : 'SIGNATURE INVALID';
+  return { ok, text: ok ? 'signature valid (checked by mtlskit over the transcript hash with the certificate key)' : 'SIGNATURE INVALID' };
 }
 
 /** Builds the numbered story of a captured TLS 1.3 handshake (TLS 1.2: the plaintext part). */
 export function traceSteps(view: HandshakeView, opts: { ca?: string; host: string; reveal: boolean; side?: 'client' | 'server' }): TraceStep[] {
   const side = opts.side ?? 'client';
-  const verdict = (parsed: ReturnType<typeof parseCertificate>[], purpose: 'server' | 'client'): string | undefined => {
+  const verdict = (parsed: ReturnType<typeof parseCertificate>[], purpose: 'server' | 'client'): Judged | undefined => {
     if (!opts.ca || !parsed[0]) return undefined;
     const name = purpose === 'server' ? hostCheck(opts.host) : {};
     const r = verifyChain(parsed[0], { trustAnchors: readCertificates(Buffer.from(opts.ca), 'CA bundle'), intermediates: parsed.slice(1), at: new Date(), purpose, ...name });
-    return r.valid ? `verdict: trusted, valid now, ${purpose === 'server' ? `valid for '${opts.host}'` : 'a client certificate'} (checked by mtlskit)` : `verdict: NOT valid: ${r.problems.map((p) => p.message).join('; ')}`;
+    return judged(r.valid, r.valid
+      ? `verdict: trusted, valid now, ${purpose === 'server' ? `valid for '${opts.host}'` : 'a client certificate'} (checked by mtlskit)`
+      : `verdict: NOT valid: ${r.problems.map((p) => p.message).join('; ')}`);
   };
   const steps: TraceStep[] = [];
-  const step = (title: string, direction: TraceStep['direction'], lines: string[]) => steps.push({ n: steps.length + 1, title, ...(direction ? { direction } : {}), lines });
+  const step = (title: string, direction: TraceStep['direction'], lines: Line[], kind?: 'alert') => steps.push(makeStep(steps.length + 1, title, direction, lines, kind));
+  const cvLine = (prefix: string, r: { ok?: boolean; text: string }): Line => (r.ok === undefined ? prefix + r.text : judged(r.ok, prefix + r.text));
   const ch = view.clientHello;
   if (ch) {
-    const ext = (t: number) => ch.extensions.find((e) => e.type === t);
+    const offer = clientOffer(ch.extensions);
+    const shares = offer.keyShareGroups;
     step('ClientHello', 'client->server', [
-      `versions: ${u16s(ext(ExtensionType.supported_versions), 1).map(versionName).join(', ')}`,
+      `versions: ${offer.versions.map(versionName).join(', ')}`,
       `cipher suites: ${ch.cipherSuites.map(cipherSuiteName).join(', ')}`,
-      `groups: ${u16s(ext(ExtensionType.supported_groups), 2).map(groupName).join(', ')}`,
-      `key share: ${(() => { const ks = ext(ExtensionType.key_share); return ks ? keyShareGroups(ks).join(', ') || '(empty: the server picks the group)' : 'none'; })()}`,
-      `signature algorithms: ${u16s(ext(ExtensionType.signature_algorithms), 2).map(signatureSchemeName).join(', ')}`,
-      `SNI: ${sni(ext(ExtensionType.server_name)) ?? '(none)'}; ALPN: ${alpnList(ext(ExtensionType.alpn)).join(', ') || '(none)'}`,
+      `groups: ${offer.groups.map(groupName).join(', ')}`,
+      `key share: ${shares ? shares.map(groupName).join(', ') || '(empty: the server picks the group)' : 'none'}`,
+      `signature algorithms: ${offer.signatureAlgorithms.map(signatureSchemeName).join(', ')}`,
+      `SNI: ${offer.serverName ?? '(none)'}; ALPN: ${offer.alpn.join(', ') || '(none)'}`,
     ]);
   }
   const retry = view.helloRetryRequest;
@@ -117,9 +109,9 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
     ]);
     const second = hellos[1] ? decodeClientHello(hellos[1].body) : undefined;
     if (second) {
-      const ks = second.extensions.find((e) => e.type === ExtensionType.key_share);
+      const ks = clientOffer(second.extensions).keyShareGroups;
       step('ClientHello again, with a new key share', 'client->server', [
-        `key share: ${ks ? keyShareGroups(ks).join(', ') : 'none'} (a fresh ephemeral key); same client random; cookie ${second.extensions.some((e) => e.type === ExtensionType.cookie) ? 'echoed' : 'none'}`,
+        `key share: ${ks ? ks.map(groupName).join(', ') : 'none'} (a fresh ephemeral key); same client random; cookie ${second.extensions.some((e) => e.type === ExtensionType.cookie) ? 'echoed' : 'none'}`,
       ]);
     }
   }
@@ -132,7 +124,7 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
   const ks = serverKeyShare(sh);
   step('ServerHello' + (tls13 ? ', EncryptedExtensions' : ''), 'server->client', [
     `version: ${tls13 ? 'TLS 1.3' : sh.version === 0x0303 ? 'TLS 1.2' : `0x${sh.version.toString(16)}`}; cipher suite: ${cipherSuiteName(sh.cipherSuite)}; key exchange: ${ks ? groupName(ks.group) : 'see ServerKeyExchange'}`,
-    ...(ee ? [`encrypted extensions: ${decodeEncryptedExtensions(ee.body).map((e) => extensionName(e.type)).join(', ') || '(none)'}; ALPN chosen: ${alpnList(decodeEncryptedExtensions(ee.body).find((e) => e.type === ExtensionType.alpn))[0] ?? '(none)'}`] : []),
+    ...(ee ? [`encrypted extensions: ${decodeEncryptedExtensions(ee.body).map((e) => extensionName(e.type)).join(', ') || '(none)'}; ALPN chosen: ${chosenAlpn(decodeEncryptedExtensions(ee.body))}`] : []),
   ]);
   // Transcript in wire order: ClientHello, ServerHello, the server's flight, then the client's flight.
   // After a HelloRetryRequest: message_hash(ClientHello1), HelloRetryRequest, ClientHello2, ServerHello, ...
@@ -147,12 +139,12 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
   if (cert) {
     const chain = decodeCertificate(cert.body, tls13).certificates;
     const parsed = chain.map((d) => parseCertificate(d));
-    const lines = [`chain: ${parsed.map((c) => `'${certLabel(c)}'`).join(' <- ')}`];
+    const lines: Line[] = [`chain: ${parsed.map((c) => `'${certLabel(c)}'`).join(' <- ')}`];
     const v = side === 'client' ? verdict(parsed, 'server') : undefined;
     if (v) lines.push(v);
     if (cv && tls13) {
       const v = decodeCertificateVerify(cv.body);
-      lines.push(`CertificateVerify: ${signatureSchemeName(v.scheme)}, ${checkCertificateVerify('server', v, chain[0]!, hashUpTo(cv))}`);
+      lines.push(cvLine(`CertificateVerify: ${signatureSchemeName(v.scheme)}, `, checkCertificateVerify('server', v, chain[0]!, hashUpTo(cv))));
     }
     step(`${side === 'server' ? 'Our (server) ' : "The server's "}Certificate${tls13 ? ' and CertificateVerify' : ''}`, 'server->client', lines);
   }
@@ -169,7 +161,7 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
   const cCert = client.find((m) => m.type === HandshakeType.certificate);
   const cCv = client.find((m) => m.type === HandshakeType.certificate_verify);
   const cFin = client.find((m) => m.type === HandshakeType.finished);
-  const own: string[] = [];
+  const own: Line[] = [];
   if (cCert) {
     const certs = decodeCertificate(cCert.body, tls13).certificates;
     const whose = side === 'client' ? 'our' : "the client's";
@@ -179,13 +171,14 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
     if (v) own.push(v);
     if (cCv && certs[0] && tls13) {
       const cv2 = decodeCertificateVerify(cCv.body);
-      own.push(`${whose} CertificateVerify: ${signatureSchemeName(cv2.scheme)}, ${checkCertificateVerify('client', cv2, certs[0], hashUpTo(cCv))}`);
+      own.push(cvLine(`${whose} CertificateVerify: ${signatureSchemeName(cv2.scheme)}, `, checkCertificateVerify('client', cv2, certs[0], hashUpTo(cCv))));
     }
   }
   const fin = (m: SeenMessage | undefined, secret: Buffer | undefined, who: string) => {
     if (!m || !secret || !view.suite) return;
     const expected = finishedVerifyData(view.suite.hash, secret, hashUpTo(m));
-    own.push(`${who} Finished: verify_data ${expected.equals(m.body) ? 'matches' : 'DOES NOT match'} HMAC(finished_key, transcript hash) (checked by mtlskit)`);
+    const ok = expected.equals(m.body);
+    own.push(judged(ok, `${who} Finished: verify_data ${ok ? 'matches' : 'DOES NOT match'} HMAC(finished_key, transcript hash) (checked by mtlskit)`));
   };
   fin(sFin, view.secrets.SERVER_HANDSHAKE_TRAFFIC_SECRET, 'server');
   fin(cFin, view.secrets.CLIENT_HANDSHAKE_TRAFFIC_SECRET, 'client');
@@ -201,16 +194,18 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
     const chMsg = cMsgs.filter((m) => m.type === HandshakeType.client_hello);
     const clientRest = cMsgs.filter((m) => m.type !== HandshakeType.client_hello);
     const beforeClientFin = [...chMsg, ...serverPlain, ...clientRest].map((m) => m.raw);
-    const lines = [
+    const lines: Line[] = [
       `master_secret (from the key log): ${mask(t.masterSecret, opts.reveal)}`,
       `key_block = PRF(master_secret, "key expansion", server_random + client_random) (RFC 5246 6.3), ${t.suite.hash}, AEAD ${t.suite.cipher.toUpperCase()}`,
       `client_write_key: ${mask(t.keys.clientWriteKey, opts.reveal)}`, `server_write_key: ${mask(t.keys.serverWriteKey, opts.reveal)}`,
       `client_write_IV:  ${mask(t.keys.clientWriteIv, opts.reveal)}`, `server_write_IV:  ${mask(t.keys.serverWriteIv, opts.reveal)}`,
     ];
-    if (cFin12) lines.push(`client Finished: verify_data ${finished12(t.suite, t.masterSecret, true, beforeClientFin).equals(cFin12.body) ? 'matches' : 'DOES NOT match'} PRF(master_secret, "client finished", Hash(handshake)) (checked by mtlskit)`);
+    const finLine = (who: string, ok: boolean) =>
+      judged(ok, `${who} Finished: verify_data ${ok ? 'matches' : 'DOES NOT match'} PRF(master_secret, "${who} finished", Hash(handshake)) (checked by mtlskit)`);
+    if (cFin12) lines.push(finLine('client', finished12(t.suite, t.masterSecret, true, beforeClientFin).equals(cFin12.body)));
     if (sFin12 && cFin12) {
       const nst = sMsgs.filter((m) => m.type === HandshakeType.new_session_ticket).map((m) => m.raw);
-      lines.push(`server Finished: verify_data ${finished12(t.suite, t.masterSecret, false, [...beforeClientFin, cFin12.raw, ...nst]).equals(sFin12.body) ? 'matches' : 'DOES NOT match'} PRF(master_secret, "server finished", Hash(handshake)) (checked by mtlskit)`);
+      lines.push(finLine('server', finished12(t.suite, t.masterSecret, false, [...beforeClientFin, cFin12.raw, ...nst]).equals(sFin12.body)));
     }
     lines.push(...view.applicationData.map((a) => `first application data from the ${a.from}, decrypted: ${JSON.stringify(a.bytes.subarray(0, 60).toString('latin1'))}`));
     step('TLS 1.2 key block and Finished (RFC 5246)', undefined, lines);
@@ -227,29 +222,9 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
     ]);
   }
   for (const a of view.alerts.filter((x) => x.description !== 0)) {
-    step(`Alert from the ${a.from}: ${a.name}`, a.from === 'server' ? 'server->client' : 'client->server', [`${a.level === 2 ? 'fatal' : 'warning'}${a.encrypted ? ', decrypted with the key log' : ''}`]);
+    const dir = a.from === 'server' ? 'server->client' : 'client->server';
+    step(`Alert from the ${a.from}: ${a.name}`, dir, [`${a.level === 2 ? 'fatal' : 'warning'}${a.encrypted ? ', decrypted with the key log' : ''}`], 'alert');
   }
   for (const n of view.notes) step('Note', undefined, [n]);
   return steps;
-}
-
-/** `mtls trace HOST:PORT`: connects as a client through the byte tap and tells the handshake step by step. */
-export async function traceConnection(o: ConnectOptions & { reveal?: boolean }): Promise<TraceReport> {
-  const capture = new Capture();
-  const report: TraceReport = { target: `${o.host}:${o.port}`, ok: false, steps: [], keylog: capture.keylog, view: undefined as unknown as HandshakeView };
-  try {
-    const c = await connectMtls({ ...o, capture, confirmMs: o.confirmMs ?? 300 });
-    report.ok = true;
-    report.protocol = c.socket.getProtocol() ?? undefined;
-    report.cipherSuite = c.socket.getCipher().standardName;
-    // Give the server a moment to send application data (e.g. a greeting), then close.
-    await new Promise((r) => setTimeout(r, 100));
-    c.socket.destroy();
-  } catch (err) {
-    const e = classifyTlsError(err, { sentOurCert: o.credentials !== undefined, peer: report.target });
-    report.error = { code: e.code, message: e.message };
-  }
-  report.view = analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog);
-  report.steps = traceSteps(report.view, { ...(o.ca ? { ca: o.ca } : {}), host: o.expect?.servername ?? o.host, reveal: o.reveal ?? false });
-  return report;
 }

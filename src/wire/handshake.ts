@@ -1,5 +1,6 @@
 import { MtlsError } from '../errors.js';
 import { ExtensionType } from './enums.js';
+import { checkUniqueExtensions, type Extension } from './extensions.js';
 import { WireReader } from './reader.js';
 
 /** One handshake message: its type, body, and the raw bytes with the 4-byte header (what the transcript hashes). */
@@ -31,15 +32,13 @@ export class HandshakeAssembler {
   }
 }
 
-export interface Extension {
-  type: number;
-  data: Buffer;
-}
+export type { Extension };
 
 function extensions(r: WireReader, field = 'extensions'): Extension[] {
   const list = r.sub(2, field);
   const out: Extension[] = [];
   while (list.remaining > 0) out.push({ type: list.u16('extension type'), data: list.vec(2, 'extension data') });
+  checkUniqueExtensions(out, r.where);
   return out;
 }
 

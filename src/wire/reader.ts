@@ -4,7 +4,7 @@ import { MtlsError } from '../errors.js';
 export class WireReader {
   private pos = 0;
 
-  constructor(private readonly buf: Buffer, private readonly where = 'message', private readonly base = 0) {}
+  constructor(private readonly buf: Buffer, readonly where = 'message', private readonly base = 0) {}
 
   get offset(): number {
     return this.pos;

@@ -1,5 +1,5 @@
 /**
- * The native engine (native/relay.cc, C++ facing the network) against hostile input: mutated and truncated TLS
+ * The native engine (native/, C++ facing the network) against hostile input: mutated and truncated TLS
  * records, garbage, connections cut at every stage of the handshake and of the relay, resets, and reloads of the
  * CRLs while handshakes run. Afterwards the proxy is alive, serves a good client, refuses a revoked one, and holds
  * no connection and no descriptor it should not. MTLS_FUZZ_CASES sets the number of cases (default 2,000);

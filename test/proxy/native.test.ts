@@ -1,5 +1,5 @@
 /**
- * What the native engine (native/relay.cc) adds to the proxy tests that run on it (proxy.test.ts, scale.test.ts):
+ * What the native engine (native/) adds to the proxy tests that run on it (proxy.test.ts, scale.test.ts):
  * real OpenSSL clients (TLS 1.2, KeyUpdate both ways, TLS 1.1 refused), every kind of refusal classified as the
  * Node engine classifies it, and no file descriptor left behind by any way a connection can end.
  */

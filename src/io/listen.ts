@@ -1,9 +1,7 @@
 import type net from 'node:net';
 import { MtlsError } from '../errors.js';
+import { formatAddress, type Address } from './address.js';
 
-export type Address = { host: string; port: number } | { path: string };
-
-export const formatAddress = (a: Address) => ('path' in a ? `unix:${a.path}` : `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`);
 
 /** Listens on a TCP address or a unix socket; a failure is one line naming `what`, the address and the cause. */
 export function listenOn(server: net.Server, a: Address, what: string): Promise<void> {

@@ -1,0 +1,419 @@
+// The native data path of `mtls proxy server` in TCP mode (src/proxy/native-listener.ts drives it).
+//
+// Why it exists: a relay on Node's TLS socket pays a JavaScript callback, the stream machinery and an event-loop
+// turn for every read, and that put the proxy's echo latency 10-20% behind stunnel on every run, with a bare Node
+// relay no better (BENCHMARKS.md, "What is Node's cost and what is mtlskit's"). Here one thread per listener runs
+// an epoll loop with OpenSSL (Node's own build, linked from the node binary): TLS handshakes and the byte relay
+// never enter JavaScript. JavaScript keeps everything that decides: it accepts the TCP connection and hands over
+// the file descriptor, gets the verified peer certificate (DER) when the handshake finishes, applies the policy,
+// and answers admit (with the target address and an optional PROXY v2 header) or reject. Nothing reaches the
+// target before that answer.
+//
+// Threads: JavaScript calls only queue commands (mutex + eventfd) or swap the TLS context and ticket keys (under
+// a mutex); all connection state lives on the engine thread. Events go back through a thread-safe function.
+//
+// Verification is OpenSSL's, configured like Node's server with requestCert + rejectUnauthorized + crl: the
+// client certificate is required, its chain verified against the trust bundle with the "sslclient" purpose (the
+// clientAuth EKU; a server certificate is refused) and, with CRLs, revocation checked for every certificate of
+// the chain. Secure defaults as in src/tls/options.ts: TLS 1.2 minimum, ECDHE with AEAD only, X25519/P-256/P-384.
+
+
+#include "relay.h"
+
+namespace mtls_relay {
+
+// ---- engine lifetime ----
+
+void Engine::shutdown() {
+  if (running) {
+    running = false;
+    command(Cmd{STOP});
+    for (auto& l : loops) {
+      if (l->thread.joinable()) l->thread.join();
+    }
+  }
+  if (tsfn) {
+    napi_release_threadsafe_function(tsfn, napi_tsfn_release);  // events already queued are still delivered
+    tsfn = nullptr;
+  }
+  for (auto& l : loops) {
+    if (l->ep >= 0) ::close(l->ep);
+    if (l->wake >= 0) ::close(l->wake);
+    l->ep = l->wake = -1;
+  }
+  std::lock_guard<std::mutex> g(mu);
+  if (ctx) SSL_CTX_free(ctx);
+  ctx = nullptr;
+}
+
+Engine::~Engine() { shutdown(); }
+
+namespace {
+
+// ---- JavaScript side ----
+
+#define NAPI(call)                                                        \
+  do {                                                                    \
+    if ((call) != napi_ok) {                                              \
+      napi_throw_error(env, "MTLS_NATIVE", "native relay: " #call " failed"); \
+      return nullptr;                                                     \
+    }                                                                     \
+  } while (0)
+
+napi_value throwError(napi_env env, const std::string& msg) {
+  napi_throw_error(env, "MTLS_NATIVE", msg.c_str());
+  return nullptr;
+}
+
+void setStr(napi_env env, napi_value obj, const char* key, const std::string& v) {
+  napi_value s;
+  napi_create_string_utf8(env, v.data(), v.size(), &s);
+  napi_set_named_property(env, obj, key, s);
+}
+void setNum(napi_env env, napi_value obj, const char* key, double v) {
+  napi_value n;
+  napi_create_double(env, v, &n);
+  napi_set_named_property(env, obj, key, n);
+}
+
+void callJs(napi_env env, napi_value fn, void*, void* data) {
+  std::unique_ptr<Event> ev(static_cast<Event*>(data));
+  if (!env) return;  // the process is going away
+  napi_value obj, undef;
+  napi_create_object(env, &obj);
+  napi_get_undefined(env, &undef);
+  setStr(env, obj, "type", ev->type == SECURED ? "secured" : "closed");
+  setNum(env, obj, "id", ev->id);
+  if (ev->type == SECURED) {
+    if (!ev->der.empty()) {
+      napi_value buf;
+      void* p;
+      napi_create_buffer_copy(env, ev->der.size(), ev->der.data(), &p, &buf);
+      napi_set_named_property(env, obj, "der", buf);
+    }
+    setStr(env, obj, "version", ev->version);
+    setStr(env, obj, "cipher", ev->cipher);
+    setStr(env, obj, "servername", ev->sni);
+    napi_value b;
+    napi_get_boolean(env, ev->resumed, &b);
+    napi_set_named_property(env, obj, "resumed", b);
+  } else {
+    setStr(env, obj, "stage", ev->stage);
+    setNum(env, obj, "reason", double(uint32_t(ev->why)));
+    setStr(env, obj, "code", ev->code);
+    setStr(env, obj, "detail", ev->reason);
+    setNum(env, obj, "bytesIn", double(ev->bytesIn));
+    setNum(env, obj, "up", double(ev->up));
+    setNum(env, obj, "down", double(ev->down));
+  }
+  napi_call_function(env, undef, fn, 1, &obj, nullptr);
+}
+
+Engine* engineOf(napi_env env, napi_value v) {
+  void* p = nullptr;
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    napi_throw_type_error(env, nullptr, "native relay: not an engine");
+    return nullptr;
+  }
+  return static_cast<Engine*>(p);
+}
+
+bool getArgs(napi_env env, napi_callback_info info, size_t want, napi_value* argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < want) {
+    napi_throw_type_error(env, nullptr, "native relay: missing arguments");
+    return false;
+  }
+  return true;
+}
+
+// The arguments of a call whose first argument is an engine; null (with a JS exception pending) when wrong.
+Engine* engineCall(napi_env env, napi_callback_info info, size_t want, napi_value* argv) {
+  return getArgs(env, info, want, argv) ? engineOf(env, argv[0]) : nullptr;
+}
+
+bool getString(napi_env env, napi_value v, std::string& out) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t == napi_null || t == napi_undefined) {
+    out.clear();
+    return true;
+  }
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, nullptr, 0, &len) != napi_ok) return false;
+  out.resize(len);
+  size_t got = 0;
+  napi_get_value_string_utf8(env, v, out.data(), len + 1, &got);
+  out.resize(got);
+  return true;
+}
+
+bool getBytes(napi_env env, napi_value v, std::vector<uint8_t>& out) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t == napi_null || t == napi_undefined) return true;
+  void* p;
+  size_t len;
+  if (napi_get_buffer_info(env, v, &p, &len) != napi_ok) return false;
+  out.assign(static_cast<uint8_t*>(p), static_cast<uint8_t*>(p) + len);
+  return true;
+}
+
+uint32_t getU32(napi_env env, napi_value v) {
+  uint32_t n = 0;
+  napi_get_value_uint32(env, v, &n);
+  return n;
+}
+
+
+// The environment goes away (process exit, or a worker thread ending without destroy()): stop the threads before
+// the thread-safe function they call is gone.
+void cleanupHook(void* p) {
+  auto* e = static_cast<Engine*>(p);
+  e->env = nullptr;
+  e->shutdown();
+}
+
+// The JavaScript engine object was collected: free everything (threads stopped first).
+void finalizeEngine(napi_env env, void* p, void*) {
+  auto* e = static_cast<Engine*>(p);
+  if (e->env) napi_remove_env_cleanup_hook(env, cleanupHook, e);
+  delete e;
+}
+
+// create(onEvent, threads): an engine with `threads` loops (one thread each).
+napi_value Create(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!getArgs(env, info, 2, argv)) return nullptr;
+  uint32_t threads = getU32(env, argv[1]);
+  if (threads < 1 || threads > 256) return throwError(env, "native relay: threads must be 1 to 256");
+  std::unique_ptr<Engine> e(new Engine());
+  for (uint32_t i = 0; i < threads; i++) {
+    auto l = std::make_unique<Loop>(e.get());
+    l->ep = epoll_create1(EPOLL_CLOEXEC);
+    l->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    bool ok = l->ep >= 0 && l->wake >= 0;
+    int err = errno;
+    e->loops.push_back(std::move(l));  // owned by the engine from here: closed by its destructor on failure
+    if (!ok) return throwError(env, "native relay: cannot create epoll/eventfd: " + errnoName(err));
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = WAKE;
+    epoll_ctl(e->loops.back()->ep, EPOLL_CTL_ADD, e->loops.back()->wake, &ev);
+  }
+  napi_value name;
+  napi_create_string_utf8(env, "mtls native relay", NAPI_AUTO_LENGTH, &name);
+  NAPI(napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, nullptr, callJs, &e->tsfn));
+  napi_unref_threadsafe_function(env, e->tsfn);  // the listener's server keeps the process alive, not this
+  napi_value ext;
+  NAPI(napi_create_external(env, e.get(), finalizeEngine, nullptr, &ext));
+  Engine* engine = e.release();  // the external owns it now: freed by finalizeEngine
+  engine->env = env;
+  napi_add_env_cleanup_hook(env, cleanupHook, engine);
+  for (auto& l : engine->loops) {
+    Loop* lp = l.get();
+    l->thread = std::thread([lp] { lp->run(); });
+  }
+  engine->running = true;
+  return ext;
+}
+
+// configure(engine, certPem, keyPem, caPem, crlPem|null, ticketKeys(48), apply): builds a new context, born with
+// its own ticket keys, and, with apply, swaps it in (live connections keep theirs); without, only proves that it
+// builds. crlPem null: no revocation checking; a string must hold CRLs.
+// configure(engine, cert, key, ca, crl|null, ticketKeys, ciphers, groups, minVersion, apply)
+napi_value Configure(napi_env env, napi_callback_info info) {
+  napi_value argv[10];
+  Engine* e = engineCall(env, info, 10, argv);
+  if (!e) return nullptr;
+  TlsPolicy policy;
+  std::string minVersion;
+  if (!getString(env, argv[6], policy.ciphers) || !getString(env, argv[7], policy.groups) || !getString(env, argv[8], minVersion)) {
+    return throwError(env, "native relay: configure takes the ciphers, groups and minimum version as strings");
+  }
+  if (minVersion == "TLSv1.2") policy.minVersion = TLS1_2_VERSION;
+  else if (minVersion == "TLSv1.3") policy.minVersion = TLS1_3_VERSION;
+  else return throwError(env, "native relay: the minimum version must be TLSv1.2 or TLSv1.3");
+  std::string cert, key, ca, crl;
+  std::vector<uint8_t> keys;
+  if (!getString(env, argv[1], cert) || !getString(env, argv[2], key) || !getString(env, argv[3], ca) || !getString(env, argv[4], crl)) return throwError(env, "native relay: configure takes PEM strings");
+  if (!getBytes(env, argv[5], keys) || keys.size() != 48) return throwError(env, "native relay: ticket keys must be 48 bytes");
+  napi_valuetype crlType;
+  napi_typeof(env, argv[4], &crlType);
+  bool haveCrl = crlType != napi_null && crlType != napi_undefined;
+  SSL_CTX* ctx = nullptr;
+  std::string err = buildContext(e, cert, key, ca, haveCrl ? &crl : nullptr, keys, policy, &ctx);
+  OPENSSL_cleanse(key.data(), key.size());
+  OPENSSL_cleanse(keys.data(), keys.size());
+  if (!err.empty()) return throwError(env, err);
+  bool apply = false;
+  napi_get_value_bool(env, argv[9], &apply);
+  if (!apply) {
+    SSL_CTX_free(ctx);
+    return nullptr;
+  }
+  SSL_CTX* old;
+  {
+    std::lock_guard<std::mutex> g(e->mu);
+    old = e->ctx;
+    e->ctx = ctx;
+  }
+  SSL_CTX_free(old);
+  return nullptr;
+}
+
+// setTicketKeys(engine, Buffer(48)): name, HMAC and AES keys (laid out as Node's server.setTicketKeys) of the
+// current context; a context built later is born with the keys given to configure.
+napi_value SetTicketKeys(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  Engine* e = engineCall(env, info, 2, argv);
+  if (!e) return nullptr;
+  std::vector<uint8_t> k;
+  if (!getBytes(env, argv[1], k) || k.size() != 48) return throwError(env, "native relay: ticket keys must be 48 bytes");
+  std::lock_guard<std::mutex> g(e->mu);
+  CtxData* d = e->ctx ? ctxData(e->ctx) : nullptr;
+  if (d) {
+    memcpy(d->keys.name, k.data(), 16);
+    memcpy(d->keys.hmac, k.data() + 16, 16);
+    memcpy(d->keys.aes, k.data() + 32, 16);
+    d->haveKeys = true;
+  }
+  OPENSSL_cleanse(k.data(), k.size());
+  return nullptr;
+}
+
+// setLimits(engine, handshakeMs, idleMs, lifetimeMs): for connections accepted from now on (idle: all).
+napi_value SetLimits(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  Engine* e = engineCall(env, info, 4, argv);
+  if (!e) return nullptr;
+  std::lock_guard<std::mutex> g(e->mu);
+  e->limits.handshakeMs = getU32(env, argv[1]);
+  e->limits.idleMs = getU32(env, argv[2]);
+  e->limits.lifetimeMs = getU32(env, argv[3]);
+  return nullptr;
+}
+
+uint64_t getId(napi_env env, napi_value v) {
+  int64_t n = 0;
+  napi_get_value_int64(env, v, &n);
+  return n > 0 ? uint64_t(n) : 0;
+}
+
+napi_value idValue(napi_env env, uint64_t id) {
+  napi_value out;
+  napi_create_int64(env, int64_t(id), &out);  // exact in a JavaScript number up to 2^53
+  return out;
+}
+
+// add(engine, fd): takes a duplicate of an accepted socket (the caller closes its own) and starts the
+// handshake. Returns the connection's id.
+napi_value Add(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  Engine* e = engineCall(env, info, 2, argv);
+  if (!e) return nullptr;
+  if (!e->running) return throwError(env, "native relay: the engine is stopped");
+  // The duplicate shares the socket's status flags: O_NONBLOCK, set by libuv, holds for it too.
+  int fd = fcntl(int(getU32(env, argv[1])), F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) return throwError(env, "native relay: cannot take the socket: " + errnoName(errno));
+  Cmd c{ADD};
+  c.fd = fd;
+  c.id = e->nextId++;
+  uint64_t id = c.id;
+  e->command(std::move(c));
+  return idValue(env, id);
+}
+
+// admit(engine, id, host, port, header|null): the target as the TypeScript side parsed it (src/io/address.ts is the
+// one parser of HOST:PORT): port 0 means `host` is a unix socket path; otherwise `host` is an IP address (resolved
+// by the caller).
+napi_value Admit(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  Engine* e = engineCall(env, info, 5, argv);
+  if (!e) return nullptr;
+  Cmd c{ADMIT};
+  c.id = getId(env, argv[1]);
+  std::string host;
+  uint32_t port = 0;
+  if (!getString(env, argv[2], host) || napi_get_value_uint32(env, argv[3], &port) != napi_ok || !getBytes(env, argv[4], c.header)) {
+    return throwError(env, "native relay: admit takes a host string, a port number and a Buffer");
+  }
+  if (port == 0) {
+    auto* un = reinterpret_cast<sockaddr_un*>(&c.addr);
+    if (host.empty() || host.size() >= sizeof un->sun_path) return throwError(env, "native relay: unix socket path empty or too long");
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, host.data(), host.size());
+    c.addrLen = socklen_t(offsetof(sockaddr_un, sun_path) + host.size() + 1);
+  } else {
+    if (port > 65535) return throwError(env, "native relay: target port must be 1 to 65535");
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&c.addr);
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&c.addr);
+    if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+      v4->sin_family = AF_INET;
+      v4->sin_port = htons(uint16_t(port));
+      c.addrLen = sizeof *v4;
+    } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+      v6->sin6_family = AF_INET6;
+      v6->sin6_port = htons(uint16_t(port));
+      c.addrLen = sizeof *v6;
+    } else {
+      return throwError(env, "native relay: target host must be an IP address");
+    }
+  }
+  e->command(std::move(c));
+  return nullptr;
+}
+
+napi_value simpleCommand(napi_env env, napi_callback_info info, CmdType type, bool withId) {
+  napi_value argv[2];
+  Engine* e = engineCall(env, info, withId ? 2 : 1, argv);
+  if (!e) return nullptr;
+  Cmd c{type};
+  if (withId) c.id = getId(env, argv[1]);
+  e->command(std::move(c));
+  return nullptr;
+}
+
+napi_value Reject(napi_env env, napi_callback_info info) { return simpleCommand(env, info, REJECT, true); }
+napi_value CloseAll(napi_env env, napi_callback_info info) { return simpleCommand(env, info, CLOSE_ALL, false); }
+
+// destroy(engine): closes every connection and stops the threads; the descriptors, the TLS context and the event
+// channel go with it (CLOSED events not yet delivered are dropped). The object is freed when collected.
+napi_value Destroy(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  Engine* e = engineCall(env, info, 1, argv);
+  if (!e) return nullptr;
+  e->shutdown();
+  return nullptr;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  struct {
+    const char* name;
+    napi_callback fn;
+  } fns[] = {{"create", Create}, {"configure", Configure}, {"setTicketKeys", SetTicketKeys}, {"setLimits", SetLimits}, {"add", Add},
+             {"admit", Admit}, {"reject", Reject}, {"closeAll", CloseAll}, {"destroy", Destroy}};
+  for (auto& f : fns) {
+    napi_value v;
+    napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.fn, nullptr, &v);
+    napi_set_named_property(env, exports, f.name, v);
+  }
+  if (ctxDataIndex < 0) ctxDataIndex = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, freeCtxData);
+  napi_value ver;
+  napi_create_string_utf8(env, OpenSSL_version(OPENSSL_VERSION), NAPI_AUTO_LENGTH, &ver);
+  napi_set_named_property(env, exports, "openssl", ver);
+  napi_value reasons;
+  napi_create_array_with_length(env, size_t(CloseReason::Count), &reasons);
+  for (uint32_t i = 0; i < uint32_t(CloseReason::Count); i++) {
+    napi_value name;
+    napi_create_string_utf8(env, CLOSE_REASON_NAMES[i], NAPI_AUTO_LENGTH, &name);
+    napi_set_element(env, reasons, i, name);
+  }
+  napi_set_named_property(env, exports, "closeReasons", reasons);
+  return exports;
+}
+
+}  // namespace
+}  // namespace mtls_relay
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, mtls_relay::Init)

@@ -1,0 +1,26 @@
+import { classifyTlsError } from '../tls/errors.js';
+import { connectMtls, type ConnectOptions } from '../tls/client.js';
+import { Capture } from '../tls/capture.js';
+import { analyzeHandshake, type HandshakeView } from './analyze.js';
+import { traceSteps, type TraceReport } from './trace.js';
+
+/** `mtls trace HOST:PORT`: connects as a client through the byte tap and tells the handshake step by step. */
+export async function traceConnection(o: ConnectOptions & { reveal?: boolean }): Promise<TraceReport> {
+  const capture = new Capture();
+  const report: TraceReport = { target: `${o.host}:${o.port}`, ok: false, steps: [], keylog: capture.keylog, view: undefined as unknown as HandshakeView };
+  try {
+    const c = await connectMtls({ ...o, capture, confirmMs: o.confirmMs ?? 300 });
+    report.ok = true;
+    report.protocol = c.socket.getProtocol() ?? undefined;
+    report.cipherSuite = c.socket.getCipher().standardName;
+    // Give the server a moment to send application data (e.g. a greeting), then close.
+    await new Promise((r) => setTimeout(r, 100));
+    c.socket.destroy();
+  } catch (err) {
+    const e = classifyTlsError(err, { sentOurCert: o.credentials !== undefined, peer: report.target });
+    report.error = { code: e.code, message: e.message };
+  }
+  report.view = analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog);
+  report.steps = traceSteps(report.view, { ...(o.ca ? { ca: o.ca } : {}), host: o.expect?.servername ?? o.host, reveal: o.reveal ?? false });
+  return report;
+}
