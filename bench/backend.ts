@@ -6,17 +6,21 @@
 import net from 'node:net';
 
 const port = Number(process.argv[2]);
-net.createServer({ allowHalfOpen: true }, (s) => {
-  s.setNoDelay(true);
-  s.once('data', (first: Buffer) => {
-    if (first[0] === 0x45) {
-      s.write(first);
-      s.pipe(s);
-      return;
-    }
-    let n = first.length - 1;
-    s.on('data', (d: Buffer) => { n += d.length; });
-    s.on('end', () => s.end(`${n}\n`));
-  });
-  s.on('error', () => undefined);
-}).listen(port, '127.0.0.1', () => process.stdout.write('up\n'));
+net
+  .createServer({ allowHalfOpen: true }, (s) => {
+    s.setNoDelay(true);
+    s.once('data', (first: Buffer) => {
+      if (first[0] === 0x45) {
+        s.write(first);
+        s.pipe(s);
+        return;
+      }
+      let n = first.length - 1;
+      s.on('data', (d: Buffer) => {
+        n += d.length;
+      });
+      s.on('end', () => s.end(`${n}\n`));
+    });
+    s.on('error', () => undefined);
+  })
+  .listen(port, '127.0.0.1', () => process.stdout.write('up\n'));

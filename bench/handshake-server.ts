@@ -15,22 +15,38 @@ const [mode, port, cert, key, ca] = process.argv.slice(2) as [string, string, st
 const timed = { ns: 0, n: 0 };
 const creds = () => loadCredentials({ certFile: cert, keyFile: key, caFile: ca });
 // Diagnostic modes isolate where the server's time goes: our TLS options alone, then identity extraction.
-const server = mode === 'options'
-  ? https.createServer(serverTlsOptions(creds()), (_req, res) => res.end('ok'))
-  : mode === 'identity'
-    ? https.createServer(serverTlsOptions(creds()), (req, res) => {
-      if (req.url === '/__stats') return res.end(JSON.stringify({ identityUs: timed.n ? timed.ns / timed.n / 1000 : 0, n: timed.n }));
-      // Time what mtlskit adds per connection, in place: reading the certificate from the socket and parsing it.
-      const t0 = process.hrtime.bigint();
-      const id = identityOf(req);
-      timed.ns += Number(process.hrtime.bigint() - t0);
-      timed.n++;
-      res.end(id?.spiffeId?.uri ?? 'none');
-    })
-    : mode === 'mtlskit'
-  ? createMtlsHttpsServer({ credentials: loadCredentials({ certFile: cert, keyFile: key, caFile: ca }), policy: compilePolicy({ allow: ['spiffe://bench.example/ns/*/sa/client'] }) },
-    (req, res) => res.end(req.mtls?.identity?.spiffeId?.uri ?? 'none'))
-  : https.createServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key), ca: fs.readFileSync(ca), requestCert: true, rejectUnauthorized: true }, (_req, res) => res.end('ok'));
+const server =
+  mode === 'options'
+    ? https.createServer(serverTlsOptions(creds()), (_req, res) => res.end('ok'))
+    : mode === 'identity'
+      ? https.createServer(serverTlsOptions(creds()), (req, res) => {
+          if (req.url === '/__stats')
+            return res.end(JSON.stringify({ identityUs: timed.n ? timed.ns / timed.n / 1000 : 0, n: timed.n }));
+          // Time what mtlskit adds per connection, in place: reading the certificate from the socket and parsing it.
+          const t0 = process.hrtime.bigint();
+          const id = identityOf(req);
+          timed.ns += Number(process.hrtime.bigint() - t0);
+          timed.n++;
+          res.end(id?.spiffeId?.uri ?? 'none');
+        })
+      : mode === 'mtlskit'
+        ? createMtlsHttpsServer(
+            {
+              credentials: loadCredentials({ certFile: cert, keyFile: key, caFile: ca }),
+              policy: compilePolicy({ allow: ['spiffe://bench.example/ns/*/sa/client'] }),
+            },
+            (req, res) => res.end(req.mtls?.identity?.spiffeId?.uri ?? 'none'),
+          )
+        : https.createServer(
+            {
+              cert: fs.readFileSync(cert),
+              key: fs.readFileSync(key),
+              ca: fs.readFileSync(ca),
+              requestCert: true,
+              rejectUnauthorized: true,
+            },
+            (_req, res) => res.end('ok'),
+          );
 server.keepAliveTimeout = 1000;
 server.listen(Number(port), '127.0.0.1', () => process.stdout.write('ready\n'));
 process.on('SIGTERM', () => process.exit(0));

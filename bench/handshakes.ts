@@ -21,22 +21,44 @@ const CONCURRENCY = 2;
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const NGINX = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find((p) => fs.existsSync(p));
 
-interface Server { name: string; port: number; child: ChildProcess }
+interface Server {
+  name: string;
+  port: number;
+  child: ChildProcess;
+}
 
 /** `count` requests, each on a new connection; full handshakes unless `resume`. Returns failures. */
 async function drive(port: number, ctx: tls.SecureContext, count: number, resume: boolean): Promise<number> {
   const agent = new https.Agent({ keepAlive: false, maxCachedSessions: resume ? 100 : 0 });
   let failures = 0;
   let left = count;
-  const one = () => new Promise<void>((resolve) => {
-    const req = https.get({ host: '127.0.0.1', port, path: '/', agent, servername: 'localhost', secureContext: ctx } as https.RequestOptions, (res) => {
-      if (res.statusCode !== 200) failures++;
-      res.resume();
-      res.on('end', resolve);
+  const one = () =>
+    new Promise<void>((resolve) => {
+      const req = https.get(
+        {
+          host: '127.0.0.1',
+          port,
+          path: '/',
+          agent,
+          servername: 'localhost',
+          secureContext: ctx,
+        } as https.RequestOptions,
+        (res) => {
+          if (res.statusCode !== 200) failures++;
+          res.resume();
+          res.on('end', resolve);
+        },
+      );
+      req.on('error', () => {
+        failures++;
+        resolve();
+      });
     });
-    req.on('error', () => { failures++; resolve(); });
-  });
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => { while (left-- > 0) await one(); }));
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (left-- > 0) await one();
+    }),
+  );
   agent.destroy();
   return failures;
 }
@@ -46,7 +68,6 @@ export async function handshakeSection(): Promise<string> {
   const { dir, file: f, client, clientContext: ctx } = await benchPki('mtls-hs-bench-');
   const servers: Server[] = [];
   try {
-
     const names: Record<string, string> = {
       plain: 'plain Node https',
       options: 'Node https + mtlskit serverTlsOptions',
@@ -55,19 +76,26 @@ export async function handshakeSection(): Promise<string> {
     };
     for (const mode of ['plain', 'options', 'identity', 'mtlskit']) {
       const port = await freePort();
-      const child = spawn(process.execPath, [path.join(HERE, 'handshake-server.js'), mode, String(port), f('server.crt'), f('server.key'), f('ca.crt')], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(
+        process.execPath,
+        [path.join(HERE, 'handshake-server.js'), mode, String(port), f('server.crt'), f('server.key'), f('ca.crt')],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
       await new Promise<void>((r) => child.stdout!.once('data', () => r()));
       servers.push({ name: names[mode]!, port, child });
     }
     if (NGINX) {
       const port = await freePort();
       const conf = f('nginx.conf');
-      fs.writeFileSync(conf, `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/err.log;
+      fs.writeFileSync(
+        conf,
+        `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/err.log;
 events { worker_connections 1024; }
 http { access_log off; client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;
   server { listen 127.0.0.1:${port} ssl; ssl_certificate ${f('server.crt')}; ssl_certificate_key ${f('server.key')};
     ssl_client_certificate ${f('ca.crt')}; ssl_verify_client on; ssl_verify_depth 3; ssl_session_tickets on; keepalive_timeout 0; return 200 "ok\\n"; } }
-`);
+`,
+      );
       const child = spawn(NGINX, ['-c', conf, '-e', `${dir}/err.log`], { stdio: 'ignore' });
       await waitForPort(port);
       servers.push({ name: 'nginx (ssl_verify_client on)', port, child });
@@ -105,11 +133,22 @@ http { access_log off; client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p;
 
     const identityServer = servers.find((s) => s.name.startsWith('+ identityOf'))!;
     const stats = await new Promise<{ identityUs: number; n: number }>((resolve, reject) => {
-      https.get({ host: '127.0.0.1', port: identityServer.port, path: '/__stats', servername: 'localhost', secureContext: ctx } as https.RequestOptions, (res) => {
-        let body = '';
-        res.on('data', (d) => (body += d));
-        res.on('end', () => resolve(JSON.parse(body)));
-      }).on('error', reject);
+      https
+        .get(
+          {
+            host: '127.0.0.1',
+            port: identityServer.port,
+            path: '/__stats',
+            servername: 'localhost',
+            secureContext: ctx,
+          } as https.RequestOptions,
+          (res) => {
+            let body = '';
+            res.on('data', (d) => (body += d));
+            res.on('end', () => resolve(JSON.parse(body)));
+          },
+        )
+        .on('error', reject);
     });
     const rows = servers.map((s) => {
       const r = results[s.name]!;
@@ -150,8 +189,12 @@ Failed requests during the run: ${rows.map((r) => `${r.name} ${r.failures}`).joi
 - Measured in-process without a socket (DER parse, identity, SPIFFE policy decision): **${fmt(overheadUs, 1)} µs**. Reading the
   certificate out of the TLS socket costs extra: \`getPeerCertificate().raw\` about 70 µs, \`getPeerX509Certificate()\`
   about 200 µs (measured on the server; mtlskit uses the former: on Node 20 the latter also empties the peer chain).
-${nginx ? `- nginx does a full handshake for ${fmt(nginx.full / plain.full, 2)}x the CPU-efficiency of plain Node: Node's per-connection work
-  (JS TLSSocket, HTTP parser, certificate objects) dominates, not the crypto, which is ${fmt((cryptoSeconds * 1000) / (1000 / plain.full) * 100, 0)}% of plain Node's handshake CPU.` : '- nginx was not installed: no nginx figures in this run.'}
+${
+  nginx
+    ? `- nginx does a full handshake for ${fmt(nginx.full / plain.full, 2)}x the CPU-efficiency of plain Node: Node's per-connection work
+  (JS TLSSocket, HTTP parser, certificate objects) dominates, not the crypto, which is ${fmt(((cryptoSeconds * 1000) / (1000 / plain.full)) * 100, 0)}% of plain Node's handshake CPU.`
+    : '- nginx was not installed: no nginx figures in this run.'
+}
 `;
   } finally {
     for (const s of servers) s.child.kill('SIGTERM');

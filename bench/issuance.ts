@@ -24,7 +24,6 @@ const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 5);
 const OURS_PER_ROUND = 300;
 const CLI_PER_ROUND = 40;
 
-
 async function oursRound(ca: CertificateAuthority, round: number): Promise<number> {
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < OURS_PER_ROUND; i++) {
@@ -38,13 +37,41 @@ function opensslRound(dir: string, round: number): number {
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < CLI_PER_ROUND; i++) {
     const name = `svc-${round}-${i}`;
-    execFileSync('openssl', [
-      'req', '-x509', '-CA', path.join(dir, 'int.crt'), '-CAkey', path.join(dir, 'int.key'),
-      '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', path.join(dir, 'leaf.key'), '-out', path.join(dir, 'leaf.crt'),
-      '-subj', `/O=Bench/CN=${name}`, '-days', '90', '-set_serial', '0x' + randomSerial().toString('hex'),
-      '-addext', 'basicConstraints=critical,CA:FALSE', '-addext', 'keyUsage=critical,digitalSignature',
-      '-addext', 'extendedKeyUsage=serverAuth', '-addext', `subjectAltName=DNS:${name}.example.org`,
-    ], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-CA',
+        path.join(dir, 'int.crt'),
+        '-CAkey',
+        path.join(dir, 'int.key'),
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        path.join(dir, 'leaf.key'),
+        '-out',
+        path.join(dir, 'leaf.crt'),
+        '-subj',
+        `/O=Bench/CN=${name}`,
+        '-days',
+        '90',
+        '-set_serial',
+        '0x' + randomSerial().toString('hex'),
+        '-addext',
+        'basicConstraints=critical,CA:FALSE',
+        '-addext',
+        'keyUsage=critical,digitalSignature',
+        '-addext',
+        'extendedKeyUsage=serverAuth',
+        '-addext',
+        `subjectAltName=DNS:${name}.example.org`,
+      ],
+      { stdio: 'ignore' },
+    );
   }
   return CLI_PER_ROUND / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
@@ -59,7 +86,11 @@ async function inventoryWrite(dir: string, sample: InventoryRecord): Promise<num
   const N = 300;
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < N; i++) {
-    await store.add({ ...sample, serial: randomSerial().toString('hex'), fingerprint256: crypto.randomBytes(32).toString('hex') });
+    await store.add({
+      ...sample,
+      serial: randomSerial().toString('hex'),
+      fingerprint256: crypto.randomBytes(32).toString('hex'),
+    });
   }
   await store.close();
   return Number(process.hrtime.bigint() - t0) / 1e3 / N;
@@ -79,14 +110,21 @@ function breakdown(caKey: crypto.KeyObject, issuerDer: Buffer): Record<string, n
   const issuer = parseCertificate(issuerDer);
   const names = { dns: [checkDnsName('x.example.org')], ip: [], email: [], uri: [] };
   const template = () => ({
-    serial: randomSerial(), issuer: subject, subject, notBefore: new Date(), notAfter: new Date(Date.now() + 86400e3),
-    publicKey: pair.publicKey, extensions: leafExtensions('server', names, pair.publicKey, kid, false),
+    serial: randomSerial(),
+    issuer: subject,
+    subject,
+    notBefore: new Date(),
+    notAfter: new Date(Date.now() + 86400e3),
+    publicKey: pair.publicKey,
+    extensions: leafExtensions('server', names, pair.publicKey, kid, false),
   });
   const der = signCertificate(template(), caKey);
   const tbs = parseCertificate(der).tbsDer;
   return {
     'key generation (P-256)': time(() => generateKeyPair('ec-p256')),
-    'SPKI export of the new key (OpenSSL 3.0 encoder, once per key)': time(() => generateKeyPair('ec-p256').publicKey.export({ type: 'spki', format: 'der' })) - time(() => generateKeyPair('ec-p256')),
+    'SPKI export of the new key (OpenSSL 3.0 encoder, once per key)':
+      time(() => generateKeyPair('ec-p256').publicKey.export({ type: 'spki', format: 'der' })) -
+      time(() => generateKeyPair('ec-p256')),
     'ECDSA P-256 sign (node:crypto)': time(() => crypto.sign('sha256', tbs, caKey)),
     'extensions + TBS encoding + sign': time(() => signCertificate(template(), caKey)),
     'parse issued certificate': time(() => parseCertificate(der)),
@@ -108,7 +146,9 @@ export async function issuanceSection(): Promise<string> {
     for (let r = 0; r < ROUNDS; r++) {
       ours.push(await oursRound(ca, r));
       cli.push(opensslRound(dir, r));
-      process.stderr.write(`round ${r + 1}/${ROUNDS}: mtlskit ${fmt(ours.at(-1)!)}/s, openssl CLI ${fmt(cli.at(-1)!)}/s\n`);
+      process.stderr.write(
+        `round ${r + 1}/${ROUNDS}: mtlskit ${fmt(ours.at(-1)!)}/s, openssl CLI ${fmt(cli.at(-1)!)}/s\n`,
+      );
     }
     const limit = opensslSpeedSign();
     const intKey = crypto.createPrivateKey(fs.readFileSync(path.join(dir, 'int.key')));
@@ -141,7 +181,9 @@ recorded in the inventory during the run.
 
 | step | µs |
 |---|---:|
-${Object.entries(parts).map(([k, v]) => `| ${k} | ${fmt(v, 1)} |`).join('\n')}
+${Object.entries(parts)
+  .map(([k, v]) => `| ${k} | ${fmt(v, 1)} |`)
+  .join('\n')}
 
 The signature is a small part of an issuance. The first version of this benchmark (same machine) found
 5,300 µs per issuance, 189/s: encoding and parsing through @peculiar/asn1-schema cost 1.7 ms and 2 ms per
@@ -159,4 +201,3 @@ derive the SKI from the raw EC point instead of an SPKI export, and encode subje
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
-

@@ -7,7 +7,8 @@ import { CertificateAuthority, type Issued } from '../src/ca/authority.js';
 import { writeIssued } from '../src/ca/output.js';
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-export const fmt = (n: number, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+export const fmt = (n: number, d = 0) =>
+  n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
 
 /** CPU seconds (user + system) used so far by a process and its children that were reaped, from /proc. */
 export function cpuSeconds(pid: number): number {
@@ -35,9 +36,18 @@ function childrenOf(pid: number): number[] {
 /** `openssl speed` operations per second: 'ecdsap256' -> [sign/s, verify/s], 'ecdhx25519' -> [op/s]. */
 export function opensslSpeed(alg: string, spawnSync: typeof import('node:child_process').spawnSync): number[] {
   const r = spawnSync('openssl', ['speed', '-seconds', '2', alg], { encoding: 'utf8' });
-  const line = r.stdout.split('\n').filter((l) => /\)\s+[\d.]+s/.test(l)).at(-1) ?? '';
+  const line =
+    r.stdout
+      .split('\n')
+      .filter((l) => /\)\s+[\d.]+s/.test(l))
+      .at(-1) ?? '';
   // After the algorithm name come the seconds per op ("0.0001s") and then the rates.
-  return line.slice(line.lastIndexOf(')') + 1).trim().split(/\s+/).filter((t) => /^\d+(\.\d+)?$/.test(t)).map(Number);
+  return line
+    .slice(line.lastIndexOf(')') + 1)
+    .trim()
+    .split(/\s+/)
+    .filter((t) => /^\d+(\.\d+)?$/.test(t))
+    .map(Number);
 }
 
 export async function freePort(): Promise<number> {
@@ -51,7 +61,10 @@ export async function freePort(): Promise<number> {
 export async function waitForPort(port: number): Promise<void> {
   for (let i = 0; i < 100; i++) {
     const ok = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); r(true); });
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        r(true);
+      });
       s.on('error', () => r(false));
     });
     if (ok) return;
@@ -84,14 +97,32 @@ export function opensslAeadSpeed(cipher: string, spawnSync: typeof import('node:
  * A throwaway CA in a temp dir with a server certificate (localhost, 127.0.0.1) and a SPIFFE client
  * certificate written as server.crt/.key, client.crt/.key and ca.crt, and a client context for drivers.
  */
-export async function benchPki(prefix: string): Promise<{ dir: string; file: (n: string) => string; client: Issued; clientContext: tls.SecureContext }> {
+export async function benchPki(
+  prefix: string,
+): Promise<{ dir: string; file: (n: string) => string; client: Issued; clientContext: tls.SecureContext }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  const ca = await CertificateAuthority.init({ home: path.join(dir, 'ca'), name: 'Bench', trustDomain: 'bench.example' });
-  const out = (name: string) => (i: Parameters<typeof writeIssued>[0]) => { writeIssued(i, { outDir: dir, name, bundlePem: ca.bundlePem }); };
-  await ca.issue({ profile: 'server', name: 'server', names: { dns: ['localhost'], ip: ['127.0.0.1'] } }, out('server'));
-  const client = await ca.issue({ profile: 'client', name: 'client', names: { spiffeId: 'spiffe://bench.example/ns/bench/sa/client' } }, out('client'));
+  const ca = await CertificateAuthority.init({
+    home: path.join(dir, 'ca'),
+    name: 'Bench',
+    trustDomain: 'bench.example',
+  });
+  const out = (name: string) => (i: Parameters<typeof writeIssued>[0]) => {
+    writeIssued(i, { outDir: dir, name, bundlePem: ca.bundlePem });
+  };
+  await ca.issue(
+    { profile: 'server', name: 'server', names: { dns: ['localhost'], ip: ['127.0.0.1'] } },
+    out('server'),
+  );
+  const client = await ca.issue(
+    { profile: 'client', name: 'client', names: { spiffeId: 'spiffe://bench.example/ns/bench/sa/client' } },
+    out('client'),
+  );
   await ca.close();
   const file = (n: string) => path.join(dir, n);
-  const clientContext = tls.createSecureContext({ cert: fs.readFileSync(file('client.crt')), key: fs.readFileSync(file('client.key')), ca: fs.readFileSync(file('ca.crt')) });
+  const clientContext = tls.createSecureContext({
+    cert: fs.readFileSync(file('client.crt')),
+    key: fs.readFileSync(file('client.key')),
+    ca: fs.readFileSync(file('ca.crt')),
+  });
   return { dir, file, client, clientContext };
 }

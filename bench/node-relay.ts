@@ -11,10 +11,22 @@ import net from 'node:net';
 import tls from 'node:tls';
 
 const [port, backend, cert, key, ca] = process.argv.slice(2) as [string, string, string, string, string];
-tls.createServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key), ca: fs.readFileSync(ca), requestCert: true, rejectUnauthorized: true, allowHalfOpen: true }, (s) => {
-  const t = net.connect({ port: Number(backend), host: '127.0.0.1', allowHalfOpen: true });
-  s.setNoDelay(true);
-  t.setNoDelay(true);
-  s.pipe(t).on('error', () => s.destroy());
-  t.pipe(s).on('error', () => t.destroy());
-}).listen(Number(port), '127.0.0.1', () => process.stdout.write('up\n'));
+tls
+  .createServer(
+    {
+      cert: fs.readFileSync(cert),
+      key: fs.readFileSync(key),
+      ca: fs.readFileSync(ca),
+      requestCert: true,
+      rejectUnauthorized: true,
+      allowHalfOpen: true,
+    },
+    (s) => {
+      const t = net.connect({ port: Number(backend), host: '127.0.0.1', allowHalfOpen: true });
+      s.setNoDelay(true);
+      t.setNoDelay(true);
+      s.pipe(t).on('error', () => s.destroy());
+      t.pipe(s).on('error', () => t.destroy());
+    },
+  )
+  .listen(Number(port), '127.0.0.1', () => process.stdout.write('up\n'));

@@ -22,20 +22,33 @@ const PINGS = 5000;
 const HS_BLOCK = 50;
 const IDLE = 2000;
 
-interface Peer { name: string; port: number; child?: ChildProcess; tls: boolean }
+interface Peer {
+  name: string;
+  port: number;
+  child?: ChildProcess;
+  tls: boolean;
+}
 
 type Connect = () => net.Socket;
 
 function connector(peer: Peer, ctx: tls.SecureContext, session?: () => Buffer | undefined): Connect {
-  return () => (peer.tls
-    ? tls.connect({ host: '127.0.0.1', port: peer.port, secureContext: ctx, servername: 'localhost', ...(session?.() ? { session: session() } : {}) })
-    : net.connect(peer.port, '127.0.0.1'));
+  return () =>
+    peer.tls
+      ? tls.connect({
+          host: '127.0.0.1',
+          port: peer.port,
+          secureContext: ctx,
+          servername: 'localhost',
+          ...(session?.() ? { session: session() } : {}),
+        })
+      : net.connect(peer.port, '127.0.0.1');
 }
 
-const ready = (s: net.Socket) => new Promise<void>((resolve, reject) => {
-  s.once(s instanceof tls.TLSSocket ? 'secureConnect' : 'connect', () => resolve());
-  s.once('error', reject);
-});
+const ready = (s: net.Socket) =>
+  new Promise<void>((resolve, reject) => {
+    s.once(s instanceof tls.TLSSocket ? 'secureConnect' : 'connect', () => resolve());
+    s.once('error', reject);
+  });
 
 /** Full handshakes: new connection, one 2-byte echo, close, 2 at a time. Returns the wall seconds taken. */
 async function handshakes(connect: Connect, n: number): Promise<number> {
@@ -47,13 +60,23 @@ async function handshakes(connect: Connect, n: number): Promise<number> {
     s.setNoDelay(true);
     await new Promise<void>((resolve, reject) => {
       let got = 0;
-      s.on('data', (d: Buffer) => { got += d.length; if (got >= 2) { s.end(); resolve(); } });
+      s.on('data', (d: Buffer) => {
+        got += d.length;
+        if (got >= 2) {
+          s.end();
+          resolve();
+        }
+      });
       s.on('error', reject);
       s.write('Ex');
     });
     s.destroy();
   };
-  await Promise.all(Array.from({ length: 2 }, async () => { while (left-- > 0) await one(); }));
+  await Promise.all(
+    Array.from({ length: 2 }, async () => {
+      while (left-- > 0) await one();
+    }),
+  );
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
@@ -61,28 +84,32 @@ async function handshakes(connect: Connect, n: number): Promise<number> {
 async function throughput(connect: Connect, streams: number, bytes: number): Promise<number> {
   const chunk = Buffer.alloc(64 * 1024, 7);
   const t0 = process.hrtime.bigint();
-  await Promise.all(Array.from({ length: streams }, async () => {
-    const s = connect();
-    await ready(s);
-    await new Promise<void>((resolve, reject) => {
-      let answer = '';
-      s.on('data', (d) => (answer += d));
-      s.on('end', () => (Number(answer) === bytes ? resolve() : reject(new Error(`backend got ${answer.trim()} of ${bytes} bytes`))));
-      s.on('error', reject);
-      s.write('S');
-      let sent = 0;
-      const pump = () => {
-        while (sent < bytes) {
-          const n = Math.min(chunk.length, bytes - sent);
-          sent += n;
-          if (!s.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return void s.once('drain', pump);
-        }
-        s.end();
-      };
-      pump();
-    });
-    s.destroy();
-  }));
+  await Promise.all(
+    Array.from({ length: streams }, async () => {
+      const s = connect();
+      await ready(s);
+      await new Promise<void>((resolve, reject) => {
+        let answer = '';
+        s.on('data', (d) => (answer += d));
+        s.on('end', () =>
+          Number(answer) === bytes ? resolve() : reject(new Error(`backend got ${answer.trim()} of ${bytes} bytes`)),
+        );
+        s.on('error', reject);
+        s.write('S');
+        let sent = 0;
+        const pump = () => {
+          while (sent < bytes) {
+            const n = Math.min(chunk.length, bytes - sent);
+            sent += n;
+            if (!s.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return void s.once('drain', pump);
+          }
+          s.end();
+        };
+        pump();
+      });
+      s.destroy();
+    }),
+  );
   return (bytes * streams) / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 
@@ -91,26 +118,29 @@ async function throughput(connect: Connect, streams: number, bytes: number): Pro
  * each peer, then the next): a burst of noise on this shared machine lands on every peer alike.
  */
 async function latencies(connects: Connect[], n: number): Promise<number[][]> {
-  const sockets = await Promise.all(connects.map(async (c) => {
-    const s = c();
-    await ready(s);
-    s.setNoDelay(true);
-    return s;
-  }));
+  const sockets = await Promise.all(
+    connects.map(async (c) => {
+      const s = c();
+      await ready(s);
+      s.setNoDelay(true);
+      return s;
+    }),
+  );
   const msg = Buffer.alloc(64, 0x61);
   msg[0] = 0x45;
-  const echo = (s: net.Socket) => new Promise<number>((resolve, reject) => {
-    let want = msg.length;
-    const t = process.hrtime.bigint();
-    const onData = (d: Buffer) => {
-      want -= d.length;
-      if (want > 0) return;
-      s.off('data', onData).off('error', reject);
-      resolve(Number(process.hrtime.bigint() - t) / 1e3);
-    };
-    s.on('data', onData).once('error', reject);
-    s.write(msg);
-  });
+  const echo = (s: net.Socket) =>
+    new Promise<number>((resolve, reject) => {
+      let want = msg.length;
+      const t = process.hrtime.bigint();
+      const onData = (d: Buffer) => {
+        want -= d.length;
+        if (want > 0) return;
+        s.off('data', onData).off('error', reject);
+        resolve(Number(process.hrtime.bigint() - t) / 1e3);
+      };
+      s.on('data', onData).once('error', reject);
+      s.write(msg);
+    });
   const out = sockets.map((): number[] => []);
   for (let i = 0; i < n; i++) {
     for (let k = 0; k < sockets.length; k++) {
@@ -130,13 +160,18 @@ async function idleMemory(peer: Peer, connect: Connect, n: number): Promise<numb
   const base = treeRss(peer.child!.pid!);
   const held: net.Socket[] = [first];
   for (let i = 1; i < n; i += 50) {
-    await Promise.all(Array.from({ length: Math.min(50, n - i) }, async () => {
-      const s = connect();
-      await ready(s);
-      // one echo proves the connection reached the backend through the proxy
-      await new Promise<void>((resolve) => { s.once('data', () => resolve()); s.write('E'); });
-      held.push(s);
-    }));
+    await Promise.all(
+      Array.from({ length: Math.min(50, n - i) }, async () => {
+        const s = connect();
+        await ready(s);
+        // one echo proves the connection reached the backend through the proxy
+        await new Promise<void>((resolve) => {
+          s.once('data', () => resolve());
+          s.write('E');
+        });
+        held.push(s);
+      }),
+    );
   }
   await new Promise((r) => setTimeout(r, 500));
   const per = (treeRss(peer.child!.pid!) - base) / (n - 1);
@@ -145,23 +180,51 @@ async function idleMemory(peer: Peer, connect: Connect, n: number): Promise<numb
   return per;
 }
 
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
+const pct = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
 
 export async function proxySection(): Promise<string> {
-  if (!STUNNEL) return '## Proxy vs stunnel\n\nstunnel4 is not installed: no proxy figures in this run (`.ci/run` installs it).\n';
+  if (!STUNNEL)
+    return '## Proxy vs stunnel\n\nstunnel4 is not installed: no proxy figures in this run (`.ci/run` installs it).\n';
   const { dir, file: f, clientContext: ctx } = await benchPki('mtls-proxy-bench-');
   const children: ChildProcess[] = [];
   try {
-
     const backendPort = await freePort();
-    const backend = spawn(process.execPath, [path.join(HERE, 'backend.js'), String(backendPort)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const backend = spawn(process.execPath, [path.join(HERE, 'backend.js'), String(backendPort)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     children.push(backend);
     await new Promise<void>((r) => backend.stdout!.once('data', () => r()));
 
     // mtls proxy server processes: the default (the native engine), the cluster, and Node's TLS socket.
     const startMtls = async (name: string, extra: string[]): Promise<Peer> => {
       const peer: Peer = { name, port: await freePort(), tls: true };
-      peer.child = spawn(process.execPath, [BIN, 'proxy', 'server', '--listen', `127.0.0.1:${peer.port}`, '--target', `127.0.0.1:${backendPort}`, '--cert', f('server.crt'), '--key', f('server.key'), '--ca', f('ca.crt'), '--allow', 'trust-domain:bench.example', '--log-level', 'warn', '--max-connections', '20000', ...extra], { stdio: 'ignore' });
+      peer.child = spawn(
+        process.execPath,
+        [
+          BIN,
+          'proxy',
+          'server',
+          '--listen',
+          `127.0.0.1:${peer.port}`,
+          '--target',
+          `127.0.0.1:${backendPort}`,
+          '--cert',
+          f('server.crt'),
+          '--key',
+          f('server.key'),
+          '--ca',
+          f('ca.crt'),
+          '--allow',
+          'trust-domain:bench.example',
+          '--log-level',
+          'warn',
+          '--max-connections',
+          '20000',
+          ...extra,
+        ],
+        { stdio: 'ignore' },
+      );
       children.push(peer.child);
       return peer;
     };
@@ -169,19 +232,39 @@ export async function proxySection(): Promise<string> {
     const cluster = await startMtls('mtls proxy server --workers 2', ['--workers', '2']);
     const onNode = await startMtls('mtls proxy server --engine node', ['--engine', 'node']);
     const stunnel: Peer = { name: 'stunnel4', port: await freePort(), tls: true };
-    fs.writeFileSync(f('stunnel.conf'), `foreground = yes\npid =\ndebug = 3\nsocket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n[svc]\naccept = 127.0.0.1:${stunnel.port}\nconnect = 127.0.0.1:${backendPort}\ncert = ${f('server.crt')}\nkey = ${f('server.key')}\nCAfile = ${f('ca.crt')}\nverifyChain = yes\nrequireCert = yes\n`);
+    fs.writeFileSync(
+      f('stunnel.conf'),
+      `foreground = yes\npid =\ndebug = 3\nsocket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n[svc]\naccept ` +
+        `= 127.0.0.1:${stunnel.port}\nconnect = 127.0.0.1:${backendPort}\ncert = ${f('server.crt')}\nkey ` +
+        `= ${f('server.key')}\nCAfile = ${f('ca.crt')}\nverifyChain = yes\nrequireCert = yes\n`,
+    );
     stunnel.child = spawn(STUNNEL, [f('stunnel.conf')], { stdio: 'ignore' });
     children.push(stunnel.child);
     // Node's TLS server piping to the backend, nothing else: the floor of any proxy on Node's TLS socket.
     const floor: Peer = { name: 'bare Node TLS relay', port: await freePort(), tls: true };
-    floor.child = spawn(process.execPath, [path.join(HERE, 'node-relay.js'), String(floor.port), String(backendPort), f('server.crt'), f('server.key'), f('ca.crt')], { stdio: 'ignore' });
+    floor.child = spawn(
+      process.execPath,
+      [
+        path.join(HERE, 'node-relay.js'),
+        String(floor.port),
+        String(backendPort),
+        f('server.crt'),
+        f('server.key'),
+        f('ca.crt'),
+      ],
+      { stdio: 'ignore' },
+    );
     children.push(floor.child);
     const direct: Peer = { name: 'direct (plaintext, no proxy)', port: backendPort, tls: false };
     const peers = [ours, cluster, stunnel, onNode];
     await Promise.all([...peers, floor].map((p) => waitForPort(p.port)));
 
-    const r = new Map<string, { hs: number[]; cpu: number[]; one: number[]; oneCpu: number[]; many: number[]; p50: number[]; p99: number[] }>();
-    for (const p of [...peers, floor, direct]) r.set(p.name, { hs: [], cpu: [], one: [], oneCpu: [], many: [], p50: [], p99: [] });
+    const r = new Map<
+      string,
+      { hs: number[]; cpu: number[]; one: number[]; oneCpu: number[]; many: number[]; p50: number[]; p99: number[] }
+    >();
+    for (const p of [...peers, floor, direct])
+      r.set(p.name, { hs: [], cpu: [], one: [], oneCpu: [], many: [], p50: [], p99: [] });
     for (const p of [...peers, floor]) await handshakes(connector(p, ctx), 30); // warm-up
     // Memory first, while the heaps hold no garbage from bulk transfers (a later GC would shrink the baseline).
     const mem = new Map<string, number>();
@@ -195,7 +278,7 @@ export async function proxySection(): Promise<string> {
       for (let done = 0; done < HANDSHAKES; done += HS_BLOCK) {
         for (const p of order) {
           const cpu0 = p.child ? treeCpuSeconds(p.child.pid!) : 0;
-          secs.set(p.name, secs.get(p.name)! + await handshakes(connector(p, ctx), HS_BLOCK));
+          secs.set(p.name, secs.get(p.name)! + (await handshakes(connector(p, ctx), HS_BLOCK)));
           if (p.child) cpu.set(p.name, cpu.get(p.name)! + treeCpuSeconds(p.child.pid!) - cpu0);
         }
       }
@@ -209,7 +292,10 @@ export async function proxySection(): Promise<string> {
         if (p.child) m.oneCpu.push((treeCpuSeconds(p.child.pid!) - cpu1) / (STREAM_BYTES / 1e9));
         m.many.push(await throughput(connector(p, ctx), PARALLEL, STREAM_BYTES / PARALLEL));
       }
-      const lat = await latencies(order.map((p) => connector(p, ctx)), PINGS);
+      const lat = await latencies(
+        order.map((p) => connector(p, ctx)),
+        PINGS,
+      );
       order.forEach((p, k) => {
         r.get(p.name)!.p50.push(pct(lat[k]!, 0.5));
         r.get(p.name)!.p99.push(pct(lat[k]!, 0.99));
@@ -220,7 +306,15 @@ export async function proxySection(): Promise<string> {
 
     const row = (name: string) => {
       const m = r.get(name)!;
-      return { hs: median(m.hs), cpu: m.cpu.length ? median(m.cpu) : NaN, one: median(m.one), oneCpu: m.oneCpu.length ? median(m.oneCpu) : NaN, many: median(m.many), p50: median(m.p50), p99: median(m.p99) };
+      return {
+        hs: median(m.hs),
+        cpu: m.cpu.length ? median(m.cpu) : NaN,
+        one: median(m.one),
+        oneCpu: m.oneCpu.length ? median(m.oneCpu) : NaN,
+        many: median(m.many),
+        p50: median(m.p50),
+        p99: median(m.p99),
+      };
     };
     const a = row(ours.name);
     const c = row(cluster.name);

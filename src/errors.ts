@@ -28,8 +28,16 @@ export type ErrorFamily = keyof typeof FAMILIES;
 
 /** RFC 8446 6.2 alert names, for the codes that one of them says on the wire. */
 export type AlertName =
-  | 'handshake_failure' | 'bad_certificate' | 'unsupported_certificate' | 'certificate_revoked' | 'certificate_expired'
-  | 'certificate_unknown' | 'unknown_ca' | 'access_denied' | 'protocol_version' | 'certificate_required';
+  | 'handshake_failure'
+  | 'bad_certificate'
+  | 'unsupported_certificate'
+  | 'certificate_revoked'
+  | 'certificate_expired'
+  | 'certificate_unknown'
+  | 'unknown_ca'
+  | 'access_denied'
+  | 'protocol_version'
+  | 'certificate_required';
 
 interface CodeInfo {
   family: ErrorFamily;
@@ -105,7 +113,11 @@ export class MtlsError extends Error {
   /** Structured facts behind the message (never key material). */
   readonly details?: Record<string, unknown>;
 
-  constructor(code: MtlsErrorCode, message: string, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+  constructor(
+    code: MtlsErrorCode,
+    message: string,
+    options: { cause?: unknown; details?: Record<string, unknown> } = {},
+  ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     if (options.details) this.details = options.details;

@@ -36,7 +36,8 @@ const POLICY: Record<string, string[]> = {
 
 const PURE = new Set(['errors', 'text', 'wire', 'tls12', 'tls13', 'pki']);
 /** Node modules that do I/O: a pure layer imports none of them, not even for a type. */
-const IO_MODULES = /^node:(net|tls|fs|fs\/promises|http|https|http2|dgram|child_process|worker_threads|cluster|os|dns|readline)$/;
+const IO_MODULES =
+  /^node:(net|tls|fs|fs\/promises|http|https|http2|dgram|child_process|worker_threads|cluster|os|dns|readline)$/;
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src');
 
@@ -56,7 +57,8 @@ function sources(dir: string): string[] {
 function importsOf(file: string): { spec: string; line: number }[] {
   const text = fs.readFileSync(file, 'utf8');
   const out: { spec: string; line: number }[] = [];
-  const re = /(?:^|\n)\s*(?:import|export)\b[^'"`;]*?from\s*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)|(?:^|\n)\s*import\s*['"]([^'"]+)['"]/g;
+  const re =
+    /(?:^|\n)\s*(?:import|export)\b[^'"`;]*?from\s*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)|(?:^|\n)\s*import\s*['"]([^'"]+)['"]/g;
   for (let m = re.exec(text); m; m = re.exec(text)) {
     out.push({ spec: (m[1] ?? m[2] ?? m[3])!, line: text.slice(0, m.index).split('\n').length });
   }
@@ -86,7 +88,8 @@ const allowed = closure();
 
 test('every folder of src/ is a layer of the policy', () => {
   const layers = new Set(files.map(layerOf));
-  for (const l of layers) assert.ok(POLICY[l], `src/${l} is not in POLICY (test/architecture.test.ts): say where it sits`);
+  for (const l of layers)
+    assert.ok(POLICY[l], `src/${l} is not in POLICY (test/architecture.test.ts): say where it sits`);
   for (const l of Object.keys(POLICY)) assert.ok(layers.has(l), `POLICY names '${l}', which src/ no longer has`);
 });
 
@@ -97,7 +100,8 @@ test('imports follow the layer rule: no arrow upward, nothing imports the CLI', 
     for (const { spec, line } of importsOf(f)) {
       if (!spec.startsWith('.')) continue;
       const to = layerOf(path.resolve(path.dirname(f), spec.replace(/\.js$/, '.ts')));
-      if (to !== from && !allowed.get(from)!.has(to)) bad.push(`src/${path.relative(root, f)}:${line} (${from}) imports ${spec} (${to})`);
+      if (to !== from && !allowed.get(from)!.has(to))
+        bad.push(`src/${path.relative(root, f)}:${line} (${from}) imports ${spec} (${to})`);
     }
   }
   assert.deepEqual(bad, [], `arrows the policy does not allow:\n  ${bad.join('\n  ')}`);
@@ -107,7 +111,8 @@ test('the pure layers import no I/O module of Node, not even for a type', () => 
   const bad: string[] = [];
   for (const f of files) {
     if (!PURE.has(layerOf(f))) continue;
-    for (const { spec, line } of importsOf(f)) if (IO_MODULES.test(spec)) bad.push(`src/${path.relative(root, f)}:${line} imports ${spec}`);
+    for (const { spec, line } of importsOf(f))
+      if (IO_MODULES.test(spec)) bad.push(`src/${path.relative(root, f)}:${line} imports ${spec}`);
   }
   assert.deepEqual(bad, []);
 });
@@ -115,7 +120,12 @@ test('the pure layers import no I/O module of Node, not even for a type', () => 
 test('no import cycle between files', () => {
   const graph = new Map<string, string[]>();
   for (const f of files) {
-    graph.set(f, importsOf(f).filter((i) => i.spec.startsWith('.')).map((i) => path.resolve(path.dirname(f), i.spec.replace(/\.js$/, '.ts'))));
+    graph.set(
+      f,
+      importsOf(f)
+        .filter((i) => i.spec.startsWith('.'))
+        .map((i) => path.resolve(path.dirname(f), i.spec.replace(/\.js$/, '.ts'))),
+    );
   }
   const state = new Map<string, 'open' | 'done'>();
   const cycles: string[] = [];
@@ -136,11 +146,18 @@ test('no import cycle between files', () => {
 test('the checker sees an upward arrow (a policy test that cannot fail proves nothing)', () => {
   const from = 'pki';
   assert.ok(!allowed.get(from)!.has('tls'), 'pki must not reach tls');
-  assert.ok(!allowed.get('proxy')!.has('cli') && ![...allowed.values()].some((s) => s.has('cli')), 'nothing may reach cli');
+  assert.ok(
+    !allowed.get('proxy')!.has('cli') && ![...allowed.values()].some((s) => s.has('cli')),
+    'nothing may reach cli',
+  );
   assert.ok(allowed.get('cli')!.has('pki') && allowed.get('proxy')!.has('identity'), 'the closure is transitive');
-  const sample = "import { x } from '../tls/client.js';\nexport { y } from './z.js';\nconst m = await import('../cli/main.js');\n";
+  const sample =
+    "import { x } from '../tls/client.js';\nexport { y } from './z.js';\nconst m = await import('../cli/main.js');\n";
   const tmp = path.join(fs.mkdtempSync(path.join(process.env['TMPDIR'] ?? '/tmp', 'arch-')), 'sample.ts');
   fs.writeFileSync(tmp, sample);
-  assert.deepEqual(importsOf(tmp).map((i) => i.spec), ['../tls/client.js', './z.js', '../cli/main.js']);
+  assert.deepEqual(
+    importsOf(tmp).map((i) => i.spec),
+    ['../tls/client.js', './z.js', '../cli/main.js'],
+  );
   fs.rmSync(path.dirname(tmp), { recursive: true });
 });

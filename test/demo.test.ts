@@ -13,6 +13,9 @@ it('mtls demo runs real handshakes, explains them and exits 0 within a few secon
   // The first handshake is also shown decrypted, step by step, by mtls trace.
   assert.match(r.stdout, /CertificateRequest: the server asks for a client certificate/);
   assert.match(r.stdout, /client Finished: verify_data matches/);
-  assert.match(r.stdout, /first application data from the server, decrypted: "hello spiffe:\/\/demo\.mtlskit\.dev\/ns\/payments\/sa\/api\\n"/);
+  assert.match(
+    r.stdout,
+    /first application data from the server, decrypted: "hello spiffe:\/\/demo\.mtlskit\.dev\/ns\/payments\/sa\/api\\n"/,
+  );
   assert.ok(Date.now() - t0 < 15_000);
 });

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { codeInfo, ERROR_CODES, exitCodeFor, FAMILIES } from '../src/errors.js';
-import { DIAGNOSES, doctorExitCode, type DiagnosisCode } from '../src/doctor/diagnosis.js';
+import { DIAGNOSES, doctorExitCode, type DiagnosisCode } from '../src/doctor/codes.js';
 import { VERIFY_PROBLEMS } from '../src/pki/verify.js';
 import { renderTrace } from '../src/trace/render.js';
 
@@ -10,7 +10,7 @@ it('each code sits in one family, whose exit status the CLI uses', () => {
   const exits = new Map(Object.entries(FAMILIES).map(([f, v]) => [f, v.exit]));
   for (const code of ERROR_CODES) assert.equal(exitCodeFor(code), exits.get(codeInfo(code).family), code);
   assert.equal(exitCodeFor('BAD_PEM'), 2);
-  assert.equal(exitCodeFor('KEY_MISMATCH'), 2, 'a key that is not the certificate\'s is unusable input');
+  assert.equal(exitCodeFor('KEY_MISMATCH'), 2, "a key that is not the certificate's is unusable input");
   assert.equal(exitCodeFor('CERT_EXPIRED'), 1);
   assert.equal(exitCodeFor('NOT_AUTHORIZED'), 3);
   assert.equal(exitCodeFor('NOT_TLS'), 4);
@@ -35,10 +35,27 @@ it("doctor's diagnoses and path validation's problems map onto the codes, so ont
 });
 
 it('the trace renderer colours a line by the result of its check, never by the words in it', () => {
-  const lines = renderTrace({
-    ok: true, protocol: 'TLSv1.3', cipherSuite: 'TLS_AES_128_GCM_SHA256',
-    steps: [{ n: 1, title: 'Alert from the server: access_denied', direction: 'server->client', kind: 'alert', lines: ['the word matches', 'signature valid', 'DOES NOT match'], checks: [{ line: 1, ok: false }, { line: 2, ok: true }] }],
-  }, { color: true });
+  const lines = renderTrace(
+    {
+      ok: true,
+      protocol: 'TLSv1.3',
+      cipherSuite: 'TLS_AES_128_GCM_SHA256',
+      steps: [
+        {
+          n: 1,
+          title: 'Alert from the server: access_denied',
+          direction: 'server->client',
+          kind: 'alert',
+          lines: ['the word matches', 'signature valid', 'DOES NOT match'],
+          checks: [
+            { line: 1, ok: false },
+            { line: 2, ok: true },
+          ],
+        },
+      ],
+    },
+    { color: true },
+  );
   assert.equal(lines[2], '│   the word matches', 'a line that is not a check is not coloured');
   assert.equal(lines[3], '│   \x1b[31msignature valid\x1b[0m');
   assert.equal(lines[4], '│   \x1b[32mDOES NOT match\x1b[0m');

@@ -18,7 +18,11 @@ export interface ClientAgentOptions {
 /** Checks the server identity on a connected socket, resumed or not, and remembers it for its sessions. */
 function identityError(socket: tls.TLSSocket, host: string, expect: ServerExpectation): Error | undefined {
   const id = serverIdentityOf(socket);
-  if (!id) return new MtlsError('SERVER_IDENTITY_MISMATCH', 'the server identity is unknown (no certificate, or a resumed session never verified here)');
+  if (!id)
+    return new MtlsError(
+      'SERVER_IDENTITY_MISMATCH',
+      'the server identity is unknown (no certificate, or a resumed session never verified here)',
+    );
   rememberSessions(socket, id);
   return checkServerIdentity(id, host, expect);
 }
@@ -33,7 +37,11 @@ export class MtlsHttpsAgent extends https.Agent {
   }
 
   override createConnection(options: tls.ConnectionOptions, cb?: (err: Error | null, s: Duplex) => void): Duplex {
-    const create = (https.Agent.prototype as unknown as { createConnection: (o: tls.ConnectionOptions, cb?: unknown) => tls.TLSSocket }).createConnection;
+    const create = (
+      https.Agent.prototype as unknown as {
+        createConnection: (o: tls.ConnectionOptions, cb?: unknown) => tls.TLSSocket;
+      }
+    ).createConnection;
     const socket = create.call(this, options, cb);
     socket.once('secureConnect', () => {
       const err = identityError(socket, String(options.host ?? options.servername ?? ''), this.expect);

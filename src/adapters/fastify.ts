@@ -5,7 +5,10 @@ import { authorizeRequest, type RequestMtls } from './http.js';
 /** The parts of Fastify the plugin uses (kept structural so Fastify stays an optional peer). */
 interface FastifyLike {
   decorateRequest(name: string, value: unknown): void;
-  addHook(name: 'onRequest', fn: (req: { raw: IncomingMessage; mtls?: RequestMtls }, reply: ReplyLike, done: () => void) => void): void;
+  addHook(
+    name: 'onRequest',
+    fn: (req: { raw: IncomingMessage; mtls?: RequestMtls }, reply: ReplyLike, done: () => void) => void,
+  ): void;
 }
 interface ReplyLike {
   code(n: number): ReplyLike;
@@ -30,7 +33,9 @@ export function mtlsFastify(app: FastifyLike, opts: { policy: Policy }, done: (e
       return;
     }
     if (!m.decision.allowed) {
-      reply.code(m.badTarget ? 400 : 403).send({ error: m.badTarget ? 'bad request' : 'forbidden', reason: m.decision.reason });
+      reply
+        .code(m.badTarget ? 400 : 403)
+        .send({ error: m.badTarget ? 'bad request' : 'forbidden', reason: m.decision.reason });
       return;
     }
     next();

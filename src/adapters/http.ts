@@ -4,7 +4,14 @@ import type { Socket } from 'node:net';
 import { compilePolicy, type Policy } from '../identity/policy.js';
 import { answerClientError, authorizeRequest, sendForbidden, type RequestMtls } from '../http/authorize.js';
 import { classifyTlsError } from '../tls/errors.js';
-import { enforceHandshakeDeadline, mtlsServerTlsOptions, remoteOf, reportHandshakeErrors, timeoutReporter, type MtlsServerOptions } from '../tls/server.js';
+import {
+  enforceHandshakeDeadline,
+  mtlsServerTlsOptions,
+  remoteOf,
+  reportHandshakeErrors,
+  timeoutReporter,
+  type MtlsServerOptions,
+} from '../tls/server.js';
 
 /**
  * Middleware for Node http(s) handlers and Express: sets `req.mtls` and answers 403 with the reason when the
@@ -20,11 +27,19 @@ export function mtlsAuthorize(policy: Policy, onDecision?: (req: IncomingMessage
 }
 
 /** An HTTPS server that requires client certificates and applies `policy` (per route) before `handler`. */
-export function createMtlsHttpsServer(o: MtlsServerOptions, handler: (req: IncomingMessage, res: ServerResponse) => void, onDecision?: (req: IncomingMessage, m: RequestMtls) => void): https.Server {
+export function createMtlsHttpsServer(
+  o: MtlsServerOptions,
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+  onDecision?: (req: IncomingMessage, m: RequestMtls) => void,
+): https.Server {
   const policy = o.policy ?? compilePolicy({ allow: [] });
   const auth = mtlsAuthorize(policy, onDecision);
   const server = https.createServer(mtlsServerTlsOptions(o), (req, res) => auth(req, res, () => handler(req, res)));
-  enforceHandshakeDeadline(server, o.handshakeTimeoutMs ?? 10_000, timeoutReporter(server, o.handshakeTimeoutMs ?? 10_000));
+  enforceHandshakeDeadline(
+    server,
+    o.handshakeTimeoutMs ?? 10_000,
+    timeoutReporter(server, o.handshakeTimeoutMs ?? 10_000),
+  );
   reportHandshakeErrors(server);
   // A connection that fails after its handshake (OpenSSL's internal_error for a client certificate too large for
   // a session ticket, a reset, a request Node cannot parse): said once as 'mtls:connection-error', answered as

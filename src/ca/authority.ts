@@ -5,12 +5,28 @@ import path from 'node:path';
 import { MtlsError } from '../errors.js';
 import { parseCertificate, randomSerial, signCertificate, wholeSeconds, type Certificate } from '../pki/certificate.js';
 import { keyIdentifier, type NameConstraintsInput } from '../pki/extensions.js';
-import { DEFAULT_KEY_TYPE, exportPrivateKey, generateKeyPair, keyWeakness, loadPrivateKey, parseKeyType, type KeyType } from '../pki/keys.js';
+import {
+  DEFAULT_KEY_TYPE,
+  exportPrivateKey,
+  generateKeyPair,
+  keyWeakness,
+  loadPrivateKey,
+  parseKeyType,
+  type KeyType,
+} from '../pki/keys.js';
 import { nameConstraintViolations } from '../pki/name-match.js';
 import { buildName, checkDnsName, checkTrustDomain, formatDn, parseSpiffeId, printable } from '../pki/names.js';
 import { OID } from '../pki/oid.js';
 import { decodeCertificatesPem, encodePem } from '../pki/pem.js';
-import { checkLeafNames, intermediateExtensions, leafExtensions, rootExtensions, type LeafNames, type LeafProfile, type RequestedNames } from '../pki/profiles.js';
+import {
+  checkLeafNames,
+  intermediateExtensions,
+  leafExtensions,
+  rootExtensions,
+  type LeafNames,
+  type LeafProfile,
+  type RequestedNames,
+} from '../pki/profiles.js';
 import { SqliteStore } from '../store/sqlite.js';
 import type { CertificateStore, InventoryRecord } from '../store/store.js';
 import { shortTime } from '../text/duration.js';
@@ -69,7 +85,11 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export function checkCertName(name: string): string {
   if (!NAME_RE.test(name)) {
-    throw new MtlsError('BAD_NAME', `name '${printable(name)}' must be 1-64 letters, digits, dot, hyphen or underscore (it becomes the file name and the CN)`);
+    throw new MtlsError(
+      'BAD_NAME',
+      `name '${printable(name)}' must be 1-64 letters, digits, dot, hyphen or underscore ` +
+        `(it becomes the file name and the CN)`,
+    );
   }
   return name;
 }
@@ -114,7 +134,11 @@ export class CertificateAuthority {
     const now = wholeSeconds(opts.now ?? new Date());
     const keyType = parseKeyType(opts.keyType ?? DEFAULT_KEY_TYPE);
     const name = opts.name ?? 'mtlskit CA';
-    if (name.length === 0 || name.length > 48) throw new MtlsError('BAD_NAME', 'the CA name must be 1-48 characters (it becomes part of the CA certificates\' CN)');
+    if (name.length === 0 || name.length > 48)
+      throw new MtlsError(
+        'BAD_NAME',
+        "the CA name must be 1-48 characters (it becomes part of the CA certificates' CN)",
+      );
     const trustDomain = opts.trustDomain === undefined ? undefined : checkTrustDomain(opts.trustDomain);
     const permittedDns = (opts.permitDns ?? []).map((d) => checkDnsName(d.replace(/^\./, '')));
     const permittedIp = (opts.permitIp ?? []).map(checkCidr);
@@ -139,26 +163,51 @@ export class CertificateAuthority {
     const org = { oid: OID.organizationName, value: name };
     const rootName = buildName([org, { oid: OID.commonName, value: `${name} Root` }]);
     const intName = buildName([org, { oid: OID.commonName, value: `${name} Intermediate` }]);
-    const rootDer = signCertificate({
-      serial: randomSerial(), issuer: rootName, subject: rootName,
-      notBefore: new Date(now.getTime() - BACKDATE_MS), notAfter: new Date(now.getTime() + (opts.rootValidityMs ?? 3650 * DAY)),
-      publicKey: rootKeys.publicKey, extensions: rootExtensions(rootKeys.publicKey),
-    }, rootKeys.privateKey);
-    const intDer = signCertificate({
-      serial: randomSerial(), issuer: rootName, subject: intName,
-      notBefore: new Date(now.getTime() - BACKDATE_MS), notAfter: new Date(now.getTime() + Math.min(opts.intermediateValidityMs ?? 1825 * DAY, opts.rootValidityMs ?? 3650 * DAY)),
-      publicKey: intKeys.publicKey, extensions: intermediateExtensions(intKeys.publicKey, keyIdentifier(rootKeys.publicKey), constraints),
-    }, rootKeys.privateKey);
+    const rootDer = signCertificate(
+      {
+        serial: randomSerial(),
+        issuer: rootName,
+        subject: rootName,
+        notBefore: new Date(now.getTime() - BACKDATE_MS),
+        notAfter: new Date(now.getTime() + (opts.rootValidityMs ?? 3650 * DAY)),
+        publicKey: rootKeys.publicKey,
+        extensions: rootExtensions(rootKeys.publicKey),
+      },
+      rootKeys.privateKey,
+    );
+    const intDer = signCertificate(
+      {
+        serial: randomSerial(),
+        issuer: rootName,
+        subject: intName,
+        notBefore: new Date(now.getTime() - BACKDATE_MS),
+        notAfter: new Date(
+          now.getTime() + Math.min(opts.intermediateValidityMs ?? 1825 * DAY, opts.rootValidityMs ?? 3650 * DAY),
+        ),
+        publicKey: intKeys.publicKey,
+        extensions: intermediateExtensions(intKeys.publicKey, keyIdentifier(rootKeys.publicKey), constraints),
+      },
+      rootKeys.privateKey,
+    );
 
     const config: CaConfig = {
-      version: 1, name, keyType, permittedDns, permittedIp, encrypted: opts.passphrase !== undefined, createdAt: now.toISOString(),
+      version: 1,
+      name,
+      keyType,
+      permittedDns,
+      permittedIp,
+      encrypted: opts.passphrase !== undefined,
+      createdAt: now.toISOString(),
       ...(trustDomain ? { trustDomain } : {}),
     };
     const parent = path.dirname(opts.home);
     try {
       fs.mkdirSync(parent, { recursive: true });
     } catch (err) {
-      throw new MtlsError('IO', `cannot create ${parent} (${(err as NodeJS.ErrnoException).code}); check the path and its permissions`);
+      throw new MtlsError(
+        'IO',
+        `cannot create ${parent} (${(err as NodeJS.ErrnoException).code}); check the path and its permissions`,
+      );
     }
     // A staging directory holds key material: one left by an init that was killed is removed here (by its name).
     removeStale(parent, (n) => n.startsWith(`.${path.basename(opts.home)}.init-`));
@@ -166,7 +215,10 @@ export class CertificateAuthority {
     try {
       tmp = fs.mkdtempSync(path.join(parent, `.${path.basename(opts.home)}.init-`));
     } catch (err) {
-      throw new MtlsError('IO', `cannot write in ${parent} (${(err as NodeJS.ErrnoException).code}); choose a writable --home`);
+      throw new MtlsError(
+        'IO',
+        `cannot write in ${parent} (${(err as NodeJS.ErrnoException).code}); choose a writable --home`,
+      );
     }
     // Interrupted (Ctrl-C, SIGTERM) between here and the rename: the staging directory and its keys go first.
     const interrupted = (signal: NodeJS.Signals) => {
@@ -199,7 +251,11 @@ export class CertificateAuthority {
     } catch (err) {
       fs.rmSync(tmp, { recursive: true, force: true });
       if (err instanceof MtlsError) throw err;
-      throw new MtlsError('IO', `cannot create the CA in ${opts.home} (${(err as Error).message}); check the directory`, { cause: err });
+      throw new MtlsError(
+        'IO',
+        `cannot create the CA in ${opts.home} (${(err as Error).message}); check the directory`,
+        { cause: err },
+      );
     } finally {
       // Not at once: a signal still in flight would be dropped with the listener and Ctrl-C ignored.
       setTimeout(() => {
@@ -214,7 +270,10 @@ export class CertificateAuthority {
   static async open(home: string, passphrase?: string): Promise<CertificateAuthority> {
     const p = caPaths(home);
     if (!fs.existsSync(p.config)) {
-      throw new MtlsError('CA_NOT_FOUND', `no CA in ${home}; create one with 'mtls ca init --home ${home}' or point --home / MTLS_HOME at yours`);
+      throw new MtlsError(
+        'CA_NOT_FOUND',
+        `no CA in ${home}; create one with 'mtls ca init --home ${home}' or point --home / MTLS_HOME at yours`,
+      );
     }
     let config: CaConfig;
     try {
@@ -249,7 +308,10 @@ export class CertificateAuthority {
       try {
         data = fs.readFileSync(file);
       } catch {
-        throw new MtlsError('CA_NOT_FOUND', `the intermediate key ${file} is missing; restore it to issue certificates`);
+        throw new MtlsError(
+          'CA_NOT_FOUND',
+          `the intermediate key ${file} is missing; restore it to issue certificates`,
+        );
       }
       this.intermediateKey = loadPrivateKey(data, `CA key ${file}`, this.passphrase);
     }
@@ -262,13 +324,24 @@ export class CertificateAuthority {
     for (const uri of names.uri) {
       const id = parseSpiffeId(uri);
       if (td && id.trustDomain !== td) {
-        throw new MtlsError('NAME_NOT_PERMITTED', `refused: SPIFFE ID ${uri} is outside this CA's trust domain '${td}'`);
+        throw new MtlsError(
+          'NAME_NOT_PERMITTED',
+          `refused: SPIFFE ID ${uri} is outside this CA's trust domain '${td}'`,
+        );
       }
     }
     const violations = this.intermediate.nameConstraints
-      ? nameConstraintViolations({ ...names, directory: [], other: [], problems: [] }, [], this.intermediate.nameConstraints)
+      ? nameConstraintViolations(
+          { ...names, directory: [], other: [], problems: [] },
+          [],
+          this.intermediate.nameConstraints,
+        )
       : [];
-    if (violations.length) throw new MtlsError('NAME_NOT_PERMITTED', `refused: ${violations[0]}; this CA may only issue for its permitted names`);
+    if (violations.length)
+      throw new MtlsError(
+        'NAME_NOT_PERMITTED',
+        `refused: ${violations[0]}; this CA may only issue for its permitted names`,
+      );
   }
 
   /**
@@ -284,10 +357,18 @@ export class CertificateAuthority {
     const notAfter = wholeSeconds(new Date(now.getTime() + validity));
     if (notAfter > this.intermediate.notAfter) {
       const maxDays = Math.floor((this.intermediate.notAfter.getTime() - now.getTime()) / DAY);
-      throw new MtlsError('VALIDITY_EXCEEDS_ISSUER', `the certificate would outlive the intermediate CA (valid until ${shortTime(this.intermediate.notAfter)}); use --validity ${Math.max(maxDays, 0)}d or less, or renew the intermediate`);
+      throw new MtlsError(
+        'VALIDITY_EXCEEDS_ISSUER',
+        `the certificate would outlive the intermediate CA (valid until ${shortTime(this.intermediate.notAfter)}); ` +
+          `use --validity ${Math.max(maxDays, 0)}d or less, or renew the intermediate`,
+      );
     }
     if (now < this.intermediate.notBefore || now > this.intermediate.notAfter) {
-      throw new MtlsError('VALIDITY_EXCEEDS_ISSUER', `the intermediate CA is not valid now (valid ${shortTime(this.intermediate.notBefore)} to ${shortTime(this.intermediate.notAfter)})`);
+      throw new MtlsError(
+        'VALIDITY_EXCEEDS_ISSUER',
+        `the intermediate CA is not valid now (valid ${shortTime(this.intermediate.notBefore)} ` +
+          `to ${shortTime(this.intermediate.notAfter)})`,
+      );
     }
     const notBefore = new Date(Math.max(now.getTime() - BACKDATE_MS, this.intermediate.notBefore.getTime()));
     let privateKey: KeyObject | undefined;
@@ -299,19 +380,49 @@ export class CertificateAuthority {
     }
     const weak = keyWeakness(publicKey);
     if (weak) throw new MtlsError('CSR_REFUSED', `refused: ${weak}`);
-    const subject = buildName([{ oid: OID.organizationName, value: this.config.name }, { oid: OID.commonName, value: req.name }]);
+    const subject = buildName([
+      { oid: OID.organizationName, value: this.config.name },
+      { oid: OID.commonName, value: req.name },
+    ]);
     const issuerKeyId = this.intermediate.subjectKeyId ?? keyIdentifier(this.intermediate.publicKey!);
-    const der = signCertificate({
-      serial: randomSerial(), issuer: this.intermediate.subjectDer, subject, notBefore, notAfter, publicKey,
-      extensions: leafExtensions(req.profile, names, publicKey, issuerKeyId, false),
-    }, this.signingKey());
+    const der = signCertificate(
+      {
+        serial: randomSerial(),
+        issuer: this.intermediate.subjectDer,
+        subject,
+        notBefore,
+        notAfter,
+        publicKey,
+        extensions: leafExtensions(req.profile, names, publicKey, issuerKeyId, false),
+      },
+      this.signingKey(),
+    );
     const certificate = parseCertificate(der);
     const record: InventoryRecord = {
-      serial: certificate.serialHex, profile: req.profile, subject: formatDn(certificate.subject), issuer: formatDn(certificate.issuer),
-      sans: [...names.dns.map((d) => `DNS:${d}`), ...names.ip.map((i) => `IP:${i}`), ...names.email.map((e) => `email:${e}`), ...names.uri.map((u) => `URI:${u}`)],
-      spiffeId: names.uri[0] ?? null, notBefore, notAfter, fingerprint256: certificate.fingerprint256, status: 'valid', issuedAt: now, der,
+      serial: certificate.serialHex,
+      profile: req.profile,
+      subject: formatDn(certificate.subject),
+      issuer: formatDn(certificate.issuer),
+      sans: [
+        ...names.dns.map((d) => `DNS:${d}`),
+        ...names.ip.map((i) => `IP:${i}`),
+        ...names.email.map((e) => `email:${e}`),
+        ...names.uri.map((u) => `URI:${u}`),
+      ],
+      spiffeId: names.uri[0] ?? null,
+      notBefore,
+      notAfter,
+      fingerprint256: certificate.fingerprint256,
+      status: 'valid',
+      issuedAt: now,
+      der,
     };
-    const issued: Issued = { certificate, chainPem: encodePem('CERTIFICATE', der) + this.intermediatePem, record, ...(privateKey ? { privateKey } : {}) };
+    const issued: Issued = {
+      certificate,
+      chainPem: encodePem('CERTIFICATE', der) + this.intermediatePem,
+      record,
+      ...(privateKey ? { privateKey } : {}),
+    };
     await this.store.add(record, publish ? () => publish(issued) : undefined);
     return issued;
   }
@@ -324,7 +435,11 @@ export class CertificateAuthority {
 function checkCaHome(home: string): void {
   const st = fs.statSync(home);
   if (st.mode & 0o022) {
-    throw new MtlsError('BAD_INPUT', `CA home ${home} can be changed by other users (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); run chmod 700 ${home}`);
+    throw new MtlsError(
+      'BAD_INPUT',
+      `CA home ${home} can be changed by other users (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); ` +
+        `run chmod 700 ${home}`,
+    );
   }
   const p = caPaths(home);
   for (const key of [p.rootKey, p.intermediateKey]) checkPrivateFile(key, 'CA key');
@@ -333,4 +448,3 @@ function checkCaHome(home: string): void {
 function pemFileDer(file: string): Buffer {
   return decodeCertificatesPem(fs.readFileSync(file, 'utf8'), `${file} (the CA home is damaged)`)[0]!;
 }
-

@@ -28,10 +28,17 @@ export function issuedFiles(issued: Issued, o: OutputOptions): PendingFile[] {
     files.push({ path: `${base}.key`, data: exportPrivateKey(issued.privateKey, o.keyPassphrase), mode: 0o600 });
     if (o.p12Password !== undefined) {
       const chain = decodeCertificatesPem(issued.chainPem, 'issued chain');
-      files.push({ path: `${base}.p12`, data: buildPkcs12(issued.privateKey, chain, o.p12Password, { friendlyName: o.name }), mode: 0o600 });
+      files.push({
+        path: `${base}.p12`,
+        data: buildPkcs12(issued.privateKey, chain, o.p12Password, { friendlyName: o.name }),
+        mode: 0o600,
+      });
     }
   } else if (o.p12Password !== undefined) {
-    throw new MtlsError('USAGE', '--p12 needs the private key, which a CSR does not carry; build the PKCS#12 where the key is');
+    throw new MtlsError(
+      'USAGE',
+      '--p12 needs the private key, which a CSR does not carry; build the PKCS#12 where the key is',
+    );
   }
   return files;
 }
@@ -42,7 +49,10 @@ export function writeIssued(issued: Issued, o: OutputOptions): string[] {
   try {
     fs.mkdirSync(o.outDir, { recursive: true });
   } catch (err) {
-    throw new MtlsError('IO', `cannot create --out directory ${o.outDir} (${(err as NodeJS.ErrnoException).code}); choose a writable directory`);
+    throw new MtlsError(
+      'IO',
+      `cannot create --out directory ${o.outDir} (${(err as NodeJS.ErrnoException).code}); choose a writable directory`,
+    );
   }
   const staged = stageFiles(files, { overwrite: o.overwrite ?? false });
   staged.commit();

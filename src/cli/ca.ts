@@ -14,33 +14,61 @@ export function registerCa(program: Command): void {
     .option('--name <name>', 'CA name, used in the CA certificates', 'mtlskit CA')
     .option('--key-type <type>', 'ec-p256 | ec-p384 | ed25519 | rsa-2048 | rsa-3072 | rsa-4096', 'ec-p256')
     .option('--trust-domain <domain>', 'SPIFFE trust domain: SPIFFE IDs outside it are refused (and name-constrained)')
-    .option('--permit-dns <domain>', 'only issue DNS names in this domain (repeatable); adds name constraints', collect, [])
+    .option(
+      '--permit-dns <domain>',
+      'only issue DNS names in this domain (repeatable); adds name constraints',
+      collect,
+      [],
+    )
     .option('--permit-ip <cidr>', 'only issue IP addresses in this range (repeatable)', collect, [])
     .option('--passphrase-file <file>', 'encrypt the CA keys with the passphrase in this file')
     .option('--root-validity <duration>', 'root lifetime', '3650d')
     .option('--intermediate-validity <duration>', 'intermediate lifetime', '1825d')
-    .action(async (o: { home?: string; name: string; keyType: string; trustDomain?: string; permitDns: string[]; permitIp: string[]; passphraseFile?: string; rootValidity: string; intermediateValidity: string }) => {
-      const home = resolveCaHome(o.home);
-      const keyType = parseKeyType(o.keyType);
-      const passphrase = optionalPassphrase(o.passphraseFile);
-      const authority = await CertificateAuthority.init({
-        home, name: o.name, keyType, permitDns: o.permitDns, permitIp: o.permitIp,
-        rootValidityMs: parseDuration(o.rootValidity, '--root-validity'), intermediateValidityMs: optionalDuration(o.intermediateValidity, '--intermediate-validity'),
-        ...(o.trustDomain !== undefined ? { trustDomain: o.trustDomain } : {}),
-        ...(passphrase !== undefined ? { passphrase } : {}),
-      });
-      const p = caPaths(home);
-      const now = new Date();
-      console.log(`created CA '${o.name}' in ${home}`);
-      console.log(`  root:          ${p.rootCert} (${authority.root.fingerprint256.slice(0, 23)}..., expires ${relativeTime(authority.root.notAfter, now)})`);
-      console.log(`  intermediate:  ${p.intermediateCert} (pathlen 0, expires ${relativeTime(authority.intermediate.notAfter, now)})`);
-      console.log(`  trust bundle:  ${p.bundle}`);
-      console.log(`  keys:          ${p.rootKey}, ${p.intermediateKey} (0600${passphrase ? ', encrypted' : ''})`);
-      if (o.trustDomain) console.log(`  trust domain:  ${o.trustDomain}`);
-      if (o.permitDns.length || o.permitIp.length) console.log(`  permitted:     ${[...o.permitDns, ...o.permitIp].join(', ')}`);
-      console.log(`the root key is needed only to sign a new intermediate: move ${p.rootKey} offline.`);
-      await authority.close();
-    });
+    .action(
+      async (o: {
+        home?: string;
+        name: string;
+        keyType: string;
+        trustDomain?: string;
+        permitDns: string[];
+        permitIp: string[];
+        passphraseFile?: string;
+        rootValidity: string;
+        intermediateValidity: string;
+      }) => {
+        const home = resolveCaHome(o.home);
+        const keyType = parseKeyType(o.keyType);
+        const passphrase = optionalPassphrase(o.passphraseFile);
+        const authority = await CertificateAuthority.init({
+          home,
+          name: o.name,
+          keyType,
+          permitDns: o.permitDns,
+          permitIp: o.permitIp,
+          rootValidityMs: parseDuration(o.rootValidity, '--root-validity'),
+          intermediateValidityMs: optionalDuration(o.intermediateValidity, '--intermediate-validity'),
+          ...(o.trustDomain !== undefined ? { trustDomain: o.trustDomain } : {}),
+          ...(passphrase !== undefined ? { passphrase } : {}),
+        });
+        const p = caPaths(home);
+        const now = new Date();
+        console.log(`created CA '${o.name}' in ${home}`);
+        console.log(
+          `  root:          ${p.rootCert} (${authority.root.fingerprint256.slice(0, 23)}..., ` +
+            `expires ${relativeTime(authority.root.notAfter, now)})`,
+        );
+        console.log(
+          `  intermediate:  ${p.intermediateCert} (pathlen 0, expires ${relativeTime(authority.intermediate.notAfter, now)})`,
+        );
+        console.log(`  trust bundle:  ${p.bundle}`);
+        console.log(`  keys:          ${p.rootKey}, ${p.intermediateKey} (0600${passphrase ? ', encrypted' : ''})`);
+        if (o.trustDomain) console.log(`  trust domain:  ${o.trustDomain}`);
+        if (o.permitDns.length || o.permitIp.length)
+          console.log(`  permitted:     ${[...o.permitDns, ...o.permitIp].join(', ')}`);
+        console.log(`the root key is needed only to sign a new intermediate: move ${p.rootKey} offline.`);
+        await authority.close();
+      },
+    );
 
   ca.command('list')
     .description('list issued certificates from the inventory')
@@ -52,17 +80,31 @@ export function registerCa(program: Command): void {
       const window = optionalDuration(o.expiring, '--expiring');
       const authority = await CertificateAuthority.open(resolveCaHome(o.home));
       try {
-        const rows = await authority.store.list(window === undefined ? {} : { notAfterBefore: new Date(now.getTime() + window) });
+        const rows = await authority.store.list(
+          window === undefined ? {} : { notAfterBefore: new Date(now.getTime() + window) },
+        );
         const view = rows.map((r) => ({
-          serial: r.serial, profile: r.profile, subject: r.subject, sans: r.sans, spiffeId: r.spiffeId,
-          notBefore: r.notBefore.toISOString(), notAfter: r.notAfter.toISOString(), fingerprint256: r.fingerprint256,
+          serial: r.serial,
+          profile: r.profile,
+          subject: r.subject,
+          sans: r.sans,
+          spiffeId: r.spiffeId,
+          notBefore: r.notBefore.toISOString(),
+          notAfter: r.notAfter.toISOString(),
+          fingerprint256: r.fingerprint256,
           status: r.status === 'revoked' ? 'revoked' : r.notAfter < now ? 'expired' : 'valid',
         }));
         if (o.json) return printJson(view);
-        if (view.length === 0) return console.log(window === undefined ? 'no certificates issued yet' : `no certificates expire within ${o.expiring}`);
+        if (view.length === 0)
+          return console.log(
+            window === undefined ? 'no certificates issued yet' : `no certificates expire within ${o.expiring}`,
+          );
         for (const v of view) {
           const when = new Date(v.notAfter);
-          console.log(`${v.serial}  ${v.profile.padEnd(6)}  ${v.status.padEnd(7)}  ${shortTime(when)} (${relativeTime(when, now)})  ${v.subject}  ${v.sans.join(' ')}`);
+          console.log(
+            `${v.serial}  ${v.profile.padEnd(6)}  ${v.status.padEnd(7)}  ${shortTime(when)} ` +
+              `(${relativeTime(when, now)})  ${v.subject}  ${v.sans.join(' ')}`,
+          );
         }
       } finally {
         await authority.close();

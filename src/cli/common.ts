@@ -8,7 +8,13 @@ import { readPassphraseFile } from '../io/files.js';
 
 /** Commander collector for repeatable options (`--dns a --dns b`, also `--dns a,b`). */
 export function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, ...value.split(',').map((v) => v.trim()).filter((v) => v.length > 0)];
+  return [
+    ...previous,
+    ...value
+      .split(',')
+      .map((v) => v.trim())
+      .filter((v) => v.length > 0),
+  ];
 }
 
 /** The policy flags of a command that authorizes peers (`serve`, `proxy server`). */
@@ -20,7 +26,12 @@ export interface PolicyFlags {
 
 export function policyOptions(cmd: Command): Command {
   return cmd
-    .option('--allow <rule>', 'allow rule (repeatable): spiffe://td/ns/*/sa/x, trust-domain:td, dns:, dn:O=Acme, cn:, any', collect, [])
+    .option(
+      '--allow <rule>',
+      'allow rule (repeatable): spiffe://td/ns/*/sa/x, trust-domain:td, dns:, dn:O=Acme, cn:, any',
+      collect,
+      [],
+    )
     .option('--deny <rule>', 'deny rule (repeatable), checked before allow rules', collect, [])
     .option('--audit', 'log what the policy would deny, but allow it');
 }
@@ -44,13 +55,19 @@ export function parseTime(text: string, what: string): Date {
 }
 
 export function printJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('hex') : v), 2) + '\n');
+  process.stdout.write(
+    JSON.stringify(value, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('hex') : v), 2) + '\n',
+  );
 }
 
 /** --ca defaults to the CA home's trust bundle. */
 export function caFileOr(ca: string | undefined, home: string | undefined): string {
   if (ca) return ca;
   const bundle = caPaths(resolveCaHome(home)).bundle;
-  if (!fs.existsSync(bundle)) throw new MtlsError('USAGE', `no --ca given and no CA home at ${path.dirname(bundle)}; pass --ca or create a CA with 'mtls ca init'`);
+  if (!fs.existsSync(bundle))
+    throw new MtlsError(
+      'USAGE',
+      `no --ca given and no CA home at ${path.dirname(bundle)}; pass --ca or create a CA with 'mtls ca init'`,
+    );
   return bundle;
 }

@@ -7,10 +7,22 @@ import { caFileOr } from './common.js';
 import { parseHostPort } from '../io/address.js';
 import { paint, useColor } from '../text/style.js';
 
-interface DoctorFlags { cert?: string; key?: string; ca?: string; servername?: string; expectSpiffeId?: string; http: boolean; home?: string; json?: boolean; timeout: string; color?: string }
+interface DoctorFlags {
+  cert?: string;
+  key?: string;
+  ca?: string;
+  servername?: string;
+  expectSpiffeId?: string;
+  http: boolean;
+  home?: string;
+  json?: boolean;
+  timeout: string;
+  color?: string;
+}
 
 export function registerDoctor(program: Command): void {
-  program.command('doctor <hostport>')
+  program
+    .command('doctor <hostport>')
     .description('find out why an mTLS connection fails, and how to fix it')
     .option('--cert <file>', 'our client certificate chain')
     .option('--key <file>', 'our key')
@@ -24,13 +36,20 @@ export function registerDoctor(program: Command): void {
     .option('--json', 'machine-readable output')
     .action(async (target: string, o: DoctorFlags) => {
       const { host, port } = parseHostPort(target);
-      if ((o.cert === undefined) !== (o.key === undefined)) throw new MtlsError('USAGE', 'give both --cert and --key, or neither');
+      if ((o.cert === undefined) !== (o.key === undefined))
+        throw new MtlsError('USAGE', 'give both --cert and --key, or neither');
       const timeoutMs = Number(o.timeout);
-      if (!Number.isInteger(timeoutMs) || timeoutMs < 100) throw new MtlsError('USAGE', `--timeout '${o.timeout}' must be a whole number of milliseconds, at least 100`);
+      if (!Number.isInteger(timeoutMs) || timeoutMs < 100)
+        throw new MtlsError('USAGE', `--timeout '${o.timeout}' must be a whole number of milliseconds, at least 100`);
       const report = await doctor({
-        host, port, ca: readInput(caFileOr(o.ca, o.home), 'CA bundle', MAX_INPUT.bundle), timeoutMs, http: o.http,
+        host,
+        port,
+        ca: readInput(caFileOr(o.ca, o.home), 'CA bundle', MAX_INPUT.bundle),
+        timeoutMs,
+        http: o.http,
         ...(o.cert && o.key ? { cert: readInput(o.cert, 'certificate'), key: readInput(o.key, 'key') } : {}),
-        ...(o.servername ? { servername: o.servername } : {}), ...(o.expectSpiffeId ? { spiffeId: o.expectSpiffeId } : {}),
+        ...(o.servername ? { servername: o.servername } : {}),
+        ...(o.expectSpiffeId ? { spiffeId: o.expectSpiffeId } : {}),
       });
       if (o.json) printJson(report);
       else printReport(report, useColor(o.color));

@@ -55,14 +55,23 @@ async function issueAndWrite(req: IssueRequest, o: OutputFlags): Promise<void> {
   const authority = await CertificateAuthority.open(resolveCaHome(o.home), passphrase);
   try {
     let written: string[] = [];
-    const issued = await authority.issue({ ...req, keyType, ...(validityMs !== undefined ? { validityMs } : {}) }, (i: Issued) => {
-      written = writeIssued(i, { outDir, name: req.name, bundlePem: authority.bundlePem, overwrite: o.force ?? false, ...(p12Password !== undefined ? { p12Password } : {}) });
-      if (p12PasswordGenerated) {
-        const passFile = path.join(outDir, `${req.name}.p12.pass`);
-        writeFileAtomic(passFile, p12Password + '\n', 0o600);
-        written.push(passFile);
-      }
-    });
+    const issued = await authority.issue(
+      { ...req, keyType, ...(validityMs !== undefined ? { validityMs } : {}) },
+      (i: Issued) => {
+        written = writeIssued(i, {
+          outDir,
+          name: req.name,
+          bundlePem: authority.bundlePem,
+          overwrite: o.force ?? false,
+          ...(p12Password !== undefined ? { p12Password } : {}),
+        });
+        if (p12PasswordGenerated) {
+          const passFile = path.join(outDir, `${req.name}.p12.pass`);
+          writeFileAtomic(passFile, p12Password + '\n', 0o600);
+          written.push(passFile);
+        }
+      },
+    );
     report(issued, req.profile, written, o.json ?? false);
   } finally {
     await authority.close();
@@ -72,35 +81,70 @@ async function issueAndWrite(req: IssueRequest, o: OutputFlags): Promise<void> {
 function report(issued: Issued, profile: LeafProfile, written: string[], json: boolean): void {
   const r = issued.record;
   if (json) {
-    return printJson({ serial: r.serial, profile, subject: r.subject, sans: r.sans, spiffeId: r.spiffeId, notBefore: r.notBefore, notAfter: r.notAfter, fingerprint256: r.fingerprint256, files: written });
+    return printJson({
+      serial: r.serial,
+      profile,
+      subject: r.subject,
+      sans: r.sans,
+      spiffeId: r.spiffeId,
+      notBefore: r.notBefore,
+      notAfter: r.notAfter,
+      fingerprint256: r.fingerprint256,
+      files: written,
+    });
   }
-  console.log(`issued ${profile} certificate '${r.subject}' (serial ${r.serial}, expires ${relativeTime(r.notAfter, new Date())})`);
+  console.log(
+    `issued ${profile} certificate '${r.subject}' (serial ${r.serial}, expires ` +
+      `${relativeTime(r.notAfter, new Date())})`,
+  );
   if (r.sans.length) console.log(`  names:  ${r.sans.join(', ')}`);
   console.log(`  sha256: ${r.fingerprint256}`);
-  for (const f of written) console.log(`  wrote:  ${f}${f.endsWith('.key') || f.endsWith('.p12') || f.endsWith('.pass') ? ' (0600)' : ''}`);
+  for (const f of written)
+    console.log(`  wrote:  ${f}${f.endsWith('.key') || f.endsWith('.p12') || f.endsWith('.pass') ? ' (0600)' : ''}`);
 }
 
 export function registerIssue(program: Command): void {
-  const issue = program.command('issue').description('issue a certificate with a new key')
+  const issue = program
+    .command('issue')
+    .description('issue a certificate with a new key')
     // Without a kind there is nothing to do: the usage and exit 2, not a silent 0.
-    .action(() => { throw new MtlsError('USAGE', "say what to issue: 'mtls issue server NAME --dns ...', 'mtls issue client NAME' or 'mtls issue spiffe URI' (see mtls issue --help)"); });
+    .action(() => {
+      throw new MtlsError(
+        'USAGE',
+        "say what to issue: 'mtls issue server NAME --dns ...', 'mtls issue client " +
+          "NAME' or 'mtls issue spiffe URI' (see mtls issue --help)",
+      );
+    });
 
-  withOutputFlags(issue.command('server <name>').description('a TLS server certificate (serverAuth) for DNS names and IP addresses'))
+  withOutputFlags(
+    issue.command('server <name>').description('a TLS server certificate (serverAuth) for DNS names and IP addresses'),
+  )
     .option('--dns <name>', 'DNS name (repeatable; *.example.org allowed)', collect, [])
     .option('--ip <address>', 'IP address (repeatable)', collect, [])
     .action(async (name: string, o: OutputFlags & { dns: string[]; ip: string[] }) => {
       await issueAndWrite({ profile: 'server', name, names: { dns: o.dns, ip: o.ip } }, o);
     });
 
-  withOutputFlags(issue.command('client <name>').description('a TLS client certificate (clientAuth), optionally with a SPIFFE ID'))
+  withOutputFlags(
+    issue.command('client <name>').description('a TLS client certificate (clientAuth), optionally with a SPIFFE ID'),
+  )
     .option('--spiffe-id <uri>', 'SPIFFE ID, e.g. spiffe://example.org/ns/prod/sa/api')
     .option('--email <address>', 'email address (repeatable)', collect, [])
     .option('--dns <name>', 'DNS name (repeatable)', collect, [])
     .action(async (name: string, o: OutputFlags & { spiffeId?: string; email: string[]; dns: string[] }) => {
-      await issueAndWrite({ profile: 'client', name, names: { dns: o.dns, email: o.email, ...(o.spiffeId !== undefined ? { spiffeId: o.spiffeId } : {}) } }, o);
+      await issueAndWrite(
+        {
+          profile: 'client',
+          name,
+          names: { dns: o.dns, email: o.email, ...(o.spiffeId !== undefined ? { spiffeId: o.spiffeId } : {}) },
+        },
+        o,
+      );
     });
 
-  withOutputFlags(issue.command('spiffe <uri>').description('an X.509-SVID: one SPIFFE ID, serverAuth + clientAuth, no CA'))
+  withOutputFlags(
+    issue.command('spiffe <uri>').description('an X.509-SVID: one SPIFFE ID, serverAuth + clientAuth, no CA'),
+  )
     .option('--name <name>', 'file name (default: the last path segment of the SPIFFE ID)')
     .action(async (uri: string, o: OutputFlags & { name?: string }) => {
       const id = parseSpiffeId(uri);
@@ -110,21 +154,48 @@ export function registerIssue(program: Command): void {
 }
 
 export function registerSign(program: Command): void {
-  withOutputFlags(program.command('sign <csr>').description('issue a certificate for a PKCS#10 request (the key stays with the requester)'))
+  withOutputFlags(
+    program
+      .command('sign <csr>')
+      .description('issue a certificate for a PKCS#10 request (the key stays with the requester)'),
+  )
     .requiredOption('--profile <profile>', 'server | client | spiffe')
     .option('--name <name>', 'file name and CN (default: the CN of the request)')
     .action(async (csrFile: string, o: OutputFlags & { profile: string; name?: string }) => {
       const profile = parseProfile(o.profile);
       const csr = parseCsr(readInput(csrFile, 'CSR'), `CSR ${csrFile}`);
-      if (csr.requestsCa) throw new MtlsError('CSR_REFUSED', `refused: CSR ${csrFile} asks for a CA certificate (basicConstraints CA:TRUE); this CA issues leaf certificates only`);
-      if (o.p12) throw new MtlsError('USAGE', '--p12 needs the private key, which a CSR does not carry; build the PKCS#12 where the key is');
+      if (csr.requestsCa)
+        throw new MtlsError(
+          'CSR_REFUSED',
+          `refused: CSR ${csrFile} asks for a CA certificate (basicConstraints CA:TRUE); ` +
+            `this CA issues leaf certificates only`,
+        );
+      if (o.p12)
+        throw new MtlsError(
+          'USAGE',
+          '--p12 needs the private key, which a CSR does not carry; build the PKCS#12 where the key is',
+        );
       const cn = csr.subject.filter((a) => a.oid === OID.commonName).at(-1)?.value;
       const name = checkCertName(o.name ?? cn ?? '');
       const san = csr.san;
       const uris = san?.uri ?? [];
-      if (uris.length > 1) throw new MtlsError('CSR_REFUSED', `refused: CSR ${csrFile} asks for ${uris.length} URIs; a certificate carries at most one SPIFFE ID`);
-      if ((san?.other.length ?? 0) + (san?.directory.length ?? 0) > 0) throw new MtlsError('CSR_REFUSED', `refused: CSR ${csrFile} asks for name types this CA does not issue (${[...(san?.other ?? []), ...(san?.directory.length ? ['directoryName'] : [])].join(', ')})`);
-      const names = { dns: san?.dns ?? [], ip: san?.ip ?? [], email: san?.email ?? [], ...(uris[0] !== undefined ? { spiffeId: uris[0] } : {}) };
+      if (uris.length > 1)
+        throw new MtlsError(
+          'CSR_REFUSED',
+          `refused: CSR ${csrFile} asks for ${uris.length} URIs; a certificate carries at most one SPIFFE ID`,
+        );
+      if ((san?.other.length ?? 0) + (san?.directory.length ?? 0) > 0)
+        throw new MtlsError(
+          'CSR_REFUSED',
+          `refused: CSR ${csrFile} asks for name types this CA does not issue ` +
+            `(${[...(san?.other ?? []), ...(san?.directory.length ? ['directoryName'] : [])].join(', ')})`,
+        );
+      const names = {
+        dns: san?.dns ?? [],
+        ip: san?.ip ?? [],
+        email: san?.email ?? [],
+        ...(uris[0] !== undefined ? { spiffeId: uris[0] } : {}),
+      };
       await issueAndWrite({ profile, name, names, publicKey: csr.publicKey }, o);
     });
 }

@@ -4,7 +4,8 @@ import { registerCa } from './ca.js';
 import { registerDemo } from './demo.js';
 import { registerDoctor } from './doctor.js';
 import { registerProxy } from './proxy.js';
-import { registerConnect, registerServe } from './endpoints.js';
+import { registerConnect } from './connect.js';
+import { registerServe } from './serve.js';
 import { registerInspect } from './inspect.js';
 import { registerIssue, registerSign } from './issue.js';
 import { registerVerify } from './verify.js';
@@ -43,7 +44,8 @@ export async function main(argv: string[]): Promise<number> {
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help')
+        return 0;
       return 2;
     }
     process.stderr.write(`mtls: error: ${messageOf(err)}\n`);

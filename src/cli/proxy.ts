@@ -7,18 +7,47 @@ import { policyOptions, type PolicyFlags } from './common.js';
 import { caFileOr } from './common.js';
 
 interface CommonFlags {
-  listen: string; target: string; cert?: string; key?: string; ca?: string; home?: string; name?: string; keyPassphraseFile?: string;
-  handshakeTimeout?: string; idleTimeout?: string; maxConnections?: string; maxLifetime?: string;
-  admin?: string; workers: string; drainTimeout: string; logLevel: string;
+  listen: string;
+  target: string;
+  cert?: string;
+  key?: string;
+  ca?: string;
+  home?: string;
+  name?: string;
+  keyPassphraseFile?: string;
+  handshakeTimeout?: string;
+  idleTimeout?: string;
+  maxConnections?: string;
+  maxLifetime?: string;
+  admin?: string;
+  workers: string;
+  drainTimeout: string;
+  logLevel: string;
 }
 interface ServerFlags extends CommonFlags, PolicyFlags {
-  http?: boolean; proxyProtocol?: boolean; proxyProtocolCertificate?: boolean;
-  clientCertHeader?: boolean; xfccCertificate?: boolean; mergeSlashes?: boolean; unsafeTarget?: boolean;
-  requestHeadTimeout?: string; bodyIdleTimeout?: string; backendTimeout?: string; maxRequestsPerIdentity?: string; denyAll?: boolean; crl?: string; engine?: string;
+  http?: boolean;
+  proxyProtocol?: boolean;
+  proxyProtocolCertificate?: boolean;
+  clientCertHeader?: boolean;
+  xfccCertificate?: boolean;
+  mergeSlashes?: boolean;
+  unsafeTarget?: boolean;
+  requestHeadTimeout?: string;
+  bodyIdleTimeout?: string;
+  backendTimeout?: string;
+  maxRequestsPerIdentity?: string;
+  denyAll?: boolean;
+  crl?: string;
+  engine?: string;
 }
-interface ClientFlags extends CommonFlags { expectSpiffeId?: string; servername?: string; unsafeListen?: boolean }
+interface ClientFlags extends CommonFlags {
+  expectSpiffeId?: string;
+  servername?: string;
+  unsafeListen?: boolean;
+}
 
-const defined = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+const defined = (o: Record<string, unknown>) =>
+  Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
 
 function common(c: Command): Command {
   return c
@@ -41,29 +70,54 @@ function common(c: Command): Command {
 }
 
 function globalFrom(o: CommonFlags): Omit<ProxyConfig, 'listeners'> {
-  if (!['debug', 'info', 'warn', 'error'].includes(o.logLevel)) throw new MtlsError('USAGE', `--log-level '${o.logLevel}' must be debug, info, warn or error`);
+  if (!['debug', 'info', 'warn', 'error'].includes(o.logLevel))
+    throw new MtlsError('USAGE', `--log-level '${o.logLevel}' must be debug, info, warn or error`);
   const workers = o.workers === 'auto' ? 0 : Number(o.workers);
-  if (!Number.isInteger(workers) || workers < 0) throw new MtlsError('USAGE', `--workers '${o.workers}' must be a number or auto`);
-  return { workers, drainTimeoutMs: parseDuration(o.drainTimeout, '--drain-timeout'), logLevel: o.logLevel as ProxyConfig['logLevel'], ...(o.admin ? { admin: parseAddress(o.admin, '--admin') } : {}) };
+  if (!Number.isInteger(workers) || workers < 0)
+    throw new MtlsError('USAGE', `--workers '${o.workers}' must be a number or auto`);
+  return {
+    workers,
+    drainTimeoutMs: parseDuration(o.drainTimeout, '--drain-timeout'),
+    logLevel: o.logLevel as ProxyConfig['logLevel'],
+    ...(o.admin ? { admin: parseAddress(o.admin, '--admin') } : {}),
+  };
 }
 
 function rawCommon(mode: 'server' | 'client', o: CommonFlags) {
   if (!o.cert || !o.key) throw new MtlsError('USAGE', `proxy ${mode} needs --cert and --key`);
   const max = o.maxConnections === undefined ? undefined : Number(o.maxConnections);
-  if (max !== undefined && (!Number.isInteger(max) || max < 1)) throw new MtlsError('USAGE', `--max-connections '${o.maxConnections}' must be a whole number, at least 1`);
+  if (max !== undefined && (!Number.isInteger(max) || max < 1))
+    throw new MtlsError('USAGE', `--max-connections '${o.maxConnections}' must be a whole number, at least 1`);
   return defined({
-    mode, name: o.name ?? mode, listen: o.listen, target: o.target, cert: o.cert, key: o.key, ca: caFileOr(o.ca, o.home), keyPassphraseFile: o.keyPassphraseFile,
-    limits: defined({ handshakeTimeout: o.handshakeTimeout, idleTimeout: o.idleTimeout, maxConnections: max, maxLifetime: o.maxLifetime }),
+    mode,
+    name: o.name ?? mode,
+    listen: o.listen,
+    target: o.target,
+    cert: o.cert,
+    key: o.key,
+    ca: caFileOr(o.ca, o.home),
+    keyPassphraseFile: o.keyPassphraseFile,
+    limits: defined({
+      handshakeTimeout: o.handshakeTimeout,
+      idleTimeout: o.idleTimeout,
+      maxConnections: max,
+      maxLifetime: o.maxLifetime,
+    }),
   });
 }
 
 export function registerProxy(program: Command): void {
-  const proxy = program.command('proxy')
-    .description('sidecar proxy: mTLS in front of any service (server) or under any client (client); --config for several listeners')
+  const proxy = program
+    .command('proxy')
+    .description(
+      'sidecar proxy: mTLS in front of any service (server) or under any client ' +
+        '(client); --config for several listeners',
+    )
     .option('--config <file>', 'YAML config with one or more listeners (see docs/proxy.md)')
     .option('--check', 'with --config: validate the config and exit')
     .action(async (o: { config?: string; check?: boolean }) => {
-      if (!o.config) throw new MtlsError('USAGE', "give --config FILE, or use 'mtls proxy server' / 'mtls proxy client'");
+      if (!o.config)
+        throw new MtlsError('USAGE', "give --config FILE, or use 'mtls proxy server' / 'mtls proxy client'");
       const config = readProxyConfig(o.config);
       if (o.check) {
         console.log(`${o.config}: ok (${config.listeners.map((l) => `${l.name}: ${l.mode}`).join(', ')})`);
@@ -72,7 +126,9 @@ export function registerProxy(program: Command): void {
       await runProxy(config, o.config);
     });
   policyOptions(common(proxy.command('server')))
-    .description('terminate mTLS, authorize the client with the policy, relay to a plaintext target on loopback or a unix socket')
+    .description(
+      'terminate mTLS, authorize the client with the policy, relay to a plaintext target on loopback or a unix socket',
+    )
     .option('--http', 'HTTP mode: forward requests with X-Forwarded-Client-Cert (sanitize-and-set)')
     .option('--client-cert-header', 'HTTP mode: also set RFC 9440 Client-Cert')
     .option('--xfcc-certificate', 'HTTP mode: include the PEM certificate in XFCC (Cert=)')
@@ -80,22 +136,54 @@ export function registerProxy(program: Command): void {
     .option('--request-head-timeout <d>', 'HTTP mode: the request head must arrive within this, else 408 (default 30s)')
     .option('--body-idle-timeout <d>', 'HTTP mode: a request body silent for this long is cut with 408 (default 60s)')
     .option('--backend-timeout <d>', 'HTTP mode: the target must start answering within this, else 504 (default 60s)')
-    .option('--max-requests-per-identity <n>', 'HTTP mode: requests of one identity waiting on the target at once; more get 503 (default 64)')
-    .option('--no-merge-slashes', "HTTP mode: keep '//' in paths (by default merged before the route policy and the target see them)")
+    .option(
+      '--max-requests-per-identity <n>',
+      'HTTP mode: requests of one identity waiting on the target at once; more get 503 (default 64)',
+    )
+    .option(
+      '--no-merge-slashes',
+      "HTTP mode: keep '//' in paths (by default merged before the route policy and the target see them)",
+    )
     .option('--proxy-protocol', 'TCP mode: send a PROXY v2 header with the client identity TLVs')
     .option('--proxy-protocol-certificate', 'TCP mode: include the DER client certificate as a TLV')
     .option('--crl <file>', 'PEM CRLs to check clients against (one for every CA in the chain)')
     .option('--unsafe-target', 'allow a target that is not loopback or a unix socket')
-    .option('--engine <engine>', "TCP mode: 'native' (TLS and relay on a thread of our own with OpenSSL), 'node' (Node's TLS socket) or 'auto' (native when built)", 'auto')
+    .option(
+      '--engine <engine>',
+      "TCP mode: 'native' (TLS and relay on a thread of our own with OpenSSL), " +
+        "'node' (Node's TLS socket) or 'auto' (native when built)",
+      'auto',
+    )
     .action(async (o: ServerFlags) => {
       const perIdentity = o.maxRequestsPerIdentity === undefined ? undefined : Number(o.maxRequestsPerIdentity);
-      if (perIdentity !== undefined && (!Number.isInteger(perIdentity) || perIdentity < 1)) throw new MtlsError('USAGE', `--max-requests-per-identity '${o.maxRequestsPerIdentity}' must be a whole number, at least 1`);
+      if (perIdentity !== undefined && (!Number.isInteger(perIdentity) || perIdentity < 1))
+        throw new MtlsError(
+          'USAGE',
+          `--max-requests-per-identity '${o.maxRequestsPerIdentity}' must be a whole number, at least 1`,
+        );
       const common = rawCommon('server', o);
-      common['limits'] = defined({ ...(common['limits'] as Record<string, unknown>), requestHeadTimeout: o.requestHeadTimeout, bodyIdleTimeout: o.bodyIdleTimeout, backendTimeout: o.backendTimeout, maxRequestsPerIdentity: perIdentity });
+      common['limits'] = defined({
+        ...(common['limits'] as Record<string, unknown>),
+        requestHeadTimeout: o.requestHeadTimeout,
+        bodyIdleTimeout: o.bodyIdleTimeout,
+        backendTimeout: o.backendTimeout,
+        maxRequestsPerIdentity: perIdentity,
+      });
       const raw = defined({
-        ...common, protocol: o.http ? 'http' : 'tcp', allow: o.allow, deny: o.deny, audit: o.audit,
-        proxyProtocol: o.proxyProtocol, proxyProtocolCertificate: o.proxyProtocolCertificate, clientCertHeader: o.clientCertHeader,
-        xfccCertificate: o.xfccCertificate, denyAll: o.denyAll, mergeSlashes: o.mergeSlashes === false ? false : undefined, unsafeTarget: o.unsafeTarget, crl: o.crl, engine: o.engine,
+        ...common,
+        protocol: o.http ? 'http' : 'tcp',
+        allow: o.allow,
+        deny: o.deny,
+        audit: o.audit,
+        proxyProtocol: o.proxyProtocol,
+        proxyProtocolCertificate: o.proxyProtocolCertificate,
+        clientCertHeader: o.clientCertHeader,
+        xfccCertificate: o.xfccCertificate,
+        denyAll: o.denyAll,
+        mergeSlashes: o.mergeSlashes === false ? false : undefined,
+        unsafeTarget: o.unsafeTarget,
+        crl: o.crl,
+        engine: o.engine,
       });
       const l = listenerFrom(raw, 'proxy server', 0);
       await runProxy({ ...globalFrom(o), listeners: [l] });
@@ -106,7 +194,12 @@ export function registerProxy(program: Command): void {
     .option('--servername <name>', 'name to send (SNI) and check (default: the target host)')
     .option('--unsafe-listen', 'allow a plaintext listener that is not on loopback or a unix socket')
     .action(async (o: ClientFlags) => {
-      const raw = defined({ ...rawCommon('client', o), expectSpiffeId: o.expectSpiffeId, servername: o.servername, unsafeListen: o.unsafeListen });
+      const raw = defined({
+        ...rawCommon('client', o),
+        expectSpiffeId: o.expectSpiffeId,
+        servername: o.servername,
+        unsafeListen: o.unsafeListen,
+      });
       const l = listenerFrom(raw, 'proxy client', 0);
       checkUnique([l], 'proxy client');
       await runProxy({ ...globalFrom(o), listeners: [l] });

@@ -8,7 +8,8 @@ import { parseTime, printJson } from './common.js';
 import { caFileOr } from './common.js';
 
 export function registerVerify(program: Command): void {
-  program.command('verify <cert>')
+  program
+    .command('verify <cert>')
     .description('validate a certificate path (RFC 5280, strict profile); exit 0 valid, 1 invalid, 2 unusable input')
     .option('--ca <bundle>', 'trusted CA certificates (PEM; default: the CA home ca.crt, as in every other command)')
     .option('--home <dir>', 'CA home for the default --ca')
@@ -20,33 +21,70 @@ export function registerVerify(program: Command): void {
     .option('--max-depth <n>', 'most intermediate CAs allowed', '8')
     .option('--spiffe-id <pattern>', 'the certificate must carry a SPIFFE ID matching this (* = one segment)')
     .option('--json', 'machine-readable output')
-    .action((file: string, o: { ca?: string; home?: string; untrusted?: string; at?: string; dns?: string; ip?: string; purpose: string; maxDepth: string; spiffeId?: string; json?: boolean }) => {
-      if (o.dns !== undefined && o.ip !== undefined) throw new MtlsError('USAGE', 'give either --dns or --ip, not both');
-      if (!['server', 'client', 'any'].includes(o.purpose)) throw new MtlsError('USAGE', `--purpose '${o.purpose}' must be server, client or any`);
-      if (!/^\d{1,3}$/.test(o.maxDepth)) throw new MtlsError('USAGE', `--max-depth '${o.maxDepth}' must be a whole number`);
-      const [leaf, ...rest] = readCertificates(readInput(file, 'certificate'), file);
-      const caFile = caFileOr(o.ca, o.home);
-      const anchors = readCertificates(readInput(caFile, 'CA bundle', MAX_INPUT.bundle), caFile);
-      const intermediates = [...rest, ...(o.untrusted ? readCertificates(readInput(o.untrusted, 'intermediates file', MAX_INPUT.bundle), o.untrusted) : [])];
-      const at = o.at === undefined ? new Date() : parseTime(o.at, '--at');
-      const result = verifyChain(leaf!, {
-        trustAnchors: anchors, intermediates, at, purpose: o.purpose as Purpose, maxDepth: Number(o.maxDepth),
-        ...(o.dns !== undefined ? { dns: o.dns } : {}), ...(o.ip !== undefined ? { ip: o.ip } : {}), ...(o.spiffeId !== undefined ? { spiffeId: o.spiffeId } : {}),
-      });
-      if (o.json) {
-        printJson({
-          valid: result.valid, at: at.toISOString(), spiffeId: result.spiffeId?.uri ?? null,
-          chain: result.chain.map((c) => ({ subject: formatDn(c.subject), issuer: formatDn(c.issuer), serial: c.serialHex, fingerprint256: c.fingerprint256 })),
-          problems: result.problems.map((p) => ({ ...p, error: VERIFY_PROBLEMS[p.code] })),
+    .action(
+      (
+        file: string,
+        o: {
+          ca?: string;
+          home?: string;
+          untrusted?: string;
+          at?: string;
+          dns?: string;
+          ip?: string;
+          purpose: string;
+          maxDepth: string;
+          spiffeId?: string;
+          json?: boolean;
+        },
+      ) => {
+        if (o.dns !== undefined && o.ip !== undefined)
+          throw new MtlsError('USAGE', 'give either --dns or --ip, not both');
+        if (!['server', 'client', 'any'].includes(o.purpose))
+          throw new MtlsError('USAGE', `--purpose '${o.purpose}' must be server, client or any`);
+        if (!/^\d{1,3}$/.test(o.maxDepth))
+          throw new MtlsError('USAGE', `--max-depth '${o.maxDepth}' must be a whole number`);
+        const [leaf, ...rest] = readCertificates(readInput(file, 'certificate'), file);
+        const caFile = caFileOr(o.ca, o.home);
+        const anchors = readCertificates(readInput(caFile, 'CA bundle', MAX_INPUT.bundle), caFile);
+        const intermediates = [
+          ...rest,
+          ...(o.untrusted
+            ? readCertificates(readInput(o.untrusted, 'intermediates file', MAX_INPUT.bundle), o.untrusted)
+            : []),
+        ];
+        const at = o.at === undefined ? new Date() : parseTime(o.at, '--at');
+        const result = verifyChain(leaf!, {
+          trustAnchors: anchors,
+          intermediates,
+          at,
+          purpose: o.purpose as Purpose,
+          maxDepth: Number(o.maxDepth),
+          ...(o.dns !== undefined ? { dns: o.dns } : {}),
+          ...(o.ip !== undefined ? { ip: o.ip } : {}),
+          ...(o.spiffeId !== undefined ? { spiffeId: o.spiffeId } : {}),
         });
-      } else if (result.valid) {
-        console.log(`${file}: OK`);
-        console.log(`  chain: ${result.chain.map((c) => `'${certLabel(c)}'`).join(' <- ')} (trusted)`);
-        if (result.spiffeId) console.log(`  SPIFFE ID: ${result.spiffeId.uri}`);
-      } else {
-        console.log(`${file}: INVALID`);
-        for (const p of result.problems) console.log(`  - ${p.message}`);
-      }
-      process.exitCode = result.valid ? 0 : exitCodeFor(VERIFY_PROBLEMS[result.problems[0]!.code]);
-    });
+        if (o.json) {
+          printJson({
+            valid: result.valid,
+            at: at.toISOString(),
+            spiffeId: result.spiffeId?.uri ?? null,
+            chain: result.chain.map((c) => ({
+              subject: formatDn(c.subject),
+              issuer: formatDn(c.issuer),
+              serial: c.serialHex,
+              fingerprint256: c.fingerprint256,
+            })),
+            problems: result.problems.map((p) => ({ ...p, error: VERIFY_PROBLEMS[p.code] })),
+          });
+        } else if (result.valid) {
+          console.log(`${file}: OK`);
+          console.log(`  chain: ${result.chain.map((c) => `'${certLabel(c)}'`).join(' <- ')} (trusted)`);
+          if (result.spiffeId) console.log(`  SPIFFE ID: ${result.spiffeId.uri}`);
+        } else {
+          console.log(`${file}: INVALID`);
+          for (const p of result.problems) console.log(`  - ${p.message}`);
+        }
+        process.exitCode = result.valid ? 0 : exitCodeFor(VERIFY_PROBLEMS[result.problems[0]!.code]);
+      },
+    );
 }

@@ -6,9 +6,25 @@ import { analyzeHandshake } from '../trace/analyze.js';
 import { Capture } from '../tls/capture.js';
 import { dial, DialError } from '../tls/dial.js';
 import { SECURE_CIPHERS, SECURE_GROUPS } from '../tls/options.js';
-import { checkOurSide, diagnoseAttempt, Findings, needsLegacyProbe, type Attempt, type DoctorReport, type LegacyProbe, type OurSide } from './diagnosis.js';
+import {
+  checkOurSide,
+  diagnoseAttempt,
+  Findings,
+  needsLegacyProbe,
+  type Attempt,
+  type LegacyProbe,
+  type OurSide,
+} from './diagnosis.js';
+import type { DoctorReport } from './codes.js';
 
-export { DIAGNOSES, doctorExitCode, type DiagnosisCode, type Diagnosis, type DoctorCheck, type DoctorReport } from './diagnosis.js';
+export {
+  DIAGNOSES,
+  doctorExitCode,
+  type DiagnosisCode,
+  type Diagnosis,
+  type DoctorCheck,
+  type DoctorReport,
+} from './codes.js';
 
 /** `mtls doctor`'s sockets: one real connection (and, when the server refused our offer, a legacy probe). */
 export interface DoctorOptions extends OurSide {
@@ -27,7 +43,8 @@ export async function doctor(o: DoctorOptions): Promise<DoctorReport> {
   const now = o.now ?? new Date();
   const f = new Findings(`${o.host}:${o.port}`);
   const trust = readCertificates(Buffer.from(o.ca), 'CA bundle');
-  if ((o.cert === undefined) !== (o.key === undefined)) throw new MtlsError('USAGE', 'give both --cert and --key, or neither');
+  if ((o.cert === undefined) !== (o.key === undefined))
+    throw new MtlsError('USAGE', 'give both --cert and --key, or neither');
   const ours = checkOurSide(o, f, now);
   if (ours.stop) return f.report(ours.stop);
   const a = await attempt(o, ours.leaf !== undefined);
@@ -43,10 +60,25 @@ async function attempt(o: DoctorOptions, withCert: boolean): Promise<Attempt> {
   const key = typeof o.key === 'object' && !Buffer.isBuffer(o.key) ? exportPrivateKey(o.key) : o.key;
   try {
     const d = await dial({
-      host: o.host, port: o.port, servername, verify: 'observe', timeoutMs: o.timeoutMs ?? 5000, confirmMs: o.confirmMs ?? 400, capture,
+      host: o.host,
+      port: o.port,
+      servername,
+      verify: 'observe',
+      timeoutMs: o.timeoutMs ?? 5000,
+      confirmMs: o.confirmMs ?? 400,
+      capture,
       tls: {
-        ca: Buffer.from(o.ca).toString(), minVersion: 'TLSv1.2', ciphers: SECURE_CIPHERS, ecdhCurve: SECURE_GROUPS,
-        ...(withCert ? { cert: Buffer.from(o.cert as string | Buffer).toString(), key: key!, ...(o.passphrase ? { passphrase: o.passphrase } : {}) } : {}),
+        ca: Buffer.from(o.ca).toString(),
+        minVersion: 'TLSv1.2',
+        ciphers: SECURE_CIPHERS,
+        ecdhCurve: SECURE_GROUPS,
+        ...(withCert
+          ? {
+              cert: Buffer.from(o.cert as string | Buffer).toString(),
+              key: key!,
+              ...(o.passphrase ? { passphrase: o.passphrase } : {}),
+            }
+          : {}),
       },
     });
     a.chain = d.chain;
@@ -64,11 +96,19 @@ async function attempt(o: DoctorOptions, withCert: boolean): Promise<Attempt> {
       a.cipher = e.cipher;
     }
   }
-  return { ...a, view: analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog), firstServerBytes: capture.serverBytes.subarray(0, 64) };
+  return {
+    ...a,
+    view: analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog),
+    firstServerBytes: capture.serverBytes.subarray(0, 64),
+  };
 }
 
 /** `HEAD /` after the handshake, to read the server's clock (its Date header); 1.5 s at most, 16 KiB of head at most. */
-function readHttpHead(socket: TLSSocket, servername: string, a: Omit<Attempt, 'view' | 'firstServerBytes'>): Promise<void> {
+function readHttpHead(
+  socket: TLSSocket,
+  servername: string,
+  a: Omit<Attempt, 'view' | 'firstServerBytes'>,
+): Promise<void> {
   return new Promise((resolve) => {
     let head = '';
     const finish = () => {
@@ -103,10 +143,17 @@ function readHttpHead(socket: TLSSocket, servername: string, a: Omit<Attempt, 'v
 async function probeLegacy(o: DoctorOptions): Promise<LegacyProbe> {
   try {
     const d = await dial({
-      host: o.host, port: o.port, servername: o.servername ?? o.host, verify: 'observe', timeoutMs: o.timeoutMs ?? 5000,
+      host: o.host,
+      port: o.port,
+      servername: o.servername ?? o.host,
+      verify: 'observe',
+      timeoutMs: o.timeoutMs ?? 5000,
       tls: { minVersion: 'TLSv1', ciphers: 'ALL:@SECLEVEL=0' },
     });
-    const r = { protocol: d.socket.getProtocol() ?? '?', cipher: d.socket.getCipher().standardName ?? d.socket.getCipher().name };
+    const r = {
+      protocol: d.socket.getProtocol() ?? '?',
+      cipher: d.socket.getCipher().standardName ?? d.socket.getCipher().name,
+    };
     d.socket.destroy();
     return r;
   } catch {

@@ -48,18 +48,29 @@ export function explainRequest(capture: Capture): RequestExplained {
  * it (one sentence per problem of our own path validation).
  */
 export async function explainServerChain(o: {
-  host: string; port: number; trust: Certificate[]; servername?: string; spiffeId?: string; timeoutMs?: number;
+  host: string;
+  port: number;
+  trust: Certificate[];
+  servername?: string;
+  spiffeId?: string;
+  timeoutMs?: number;
 }): Promise<string[]> {
   try {
     const d = await dial({
-      host: o.host, port: o.port, verify: 'observe', timeoutMs: o.timeoutMs ?? 5000,
+      host: o.host,
+      port: o.port,
+      verify: 'observe',
+      timeoutMs: o.timeoutMs ?? 5000,
       ...(o.servername ? { servername: o.servername } : {}),
       tls: { ciphers: SECURE_CIPHERS, ecdhCurve: SECURE_GROUPS },
     });
     d.socket.destroy();
     if (d.chain.length === 0) return ['the server sent no certificate'];
     const r = verifyChain(d.chain[0]!, {
-      trustAnchors: o.trust, intermediates: d.chain.slice(1), at: new Date(), purpose: 'server',
+      trustAnchors: o.trust,
+      intermediates: d.chain.slice(1),
+      at: new Date(),
+      purpose: 'server',
       ...(o.spiffeId ? { spiffeId: o.spiffeId } : hostCheck(o.servername ?? o.host)),
     });
     return r.problems.map((p) => p.message);

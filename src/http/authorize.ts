@@ -31,7 +31,11 @@ export function authorizeRequest(policy: Policy, req: IncomingMessage, opts: Pat
   const n = normalizeRequestTarget(req.url ?? '/', opts);
   let r: RequestMtls;
   if (!n.ok) {
-    r = { decision: { allowed: false, reason: `bad request target: ${n.reason}` }, badTarget: true, ...(identity ? { identity } : {}) };
+    r = {
+      decision: { allowed: false, reason: `bad request target: ${n.reason}` },
+      badTarget: true,
+      ...(identity ? { identity } : {}),
+    };
   } else {
     r = { decision: policy.decide(identity, n.path), target: n.path + n.query, ...(identity ? { identity } : {}) };
     req.url = r.target;
@@ -43,7 +47,11 @@ export function authorizeRequest(policy: Policy, req: IncomingMessage, opts: Pat
 /** 403 with the decision's reason, or 400 for a request target that cannot be normalized. */
 export function sendForbidden(res: ServerResponse, m: RequestMtls): void {
   const body = JSON.stringify({ error: m.badTarget ? 'bad request' : 'forbidden', reason: m.decision.reason });
-  res.writeHead(m.badTarget ? 400 : 403, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(m.badTarget ? { connection: 'close' } : {}) });
+  res.writeHead(m.badTarget ? 400 : 403, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+    ...(m.badTarget ? { connection: 'close' } : {}),
+  });
   res.end(body);
 }
 
@@ -54,7 +62,14 @@ export function sendForbidden(res: ServerResponse, m: RequestMtls): void {
  */
 export function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
   const code = err.code ?? '';
-  const status = code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : code.startsWith('HPE_') ? '400 Bad Request' : undefined;
+  const status =
+    code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? '408 Request Timeout'
+      : code === 'HPE_HEADER_OVERFLOW'
+        ? '431 Request Header Fields Too Large'
+        : code.startsWith('HPE_')
+          ? '400 Bad Request'
+          : undefined;
   if (status && socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
   else socket.destroy();
 }

@@ -25,9 +25,19 @@ export interface PeerIdentity {
 
 export function identityFromCertificate(c: Certificate): PeerIdentity {
   const id: PeerIdentity = {
-    uris: c.san?.uri ?? [], dns: c.san?.dns ?? [], ips: c.san?.ip ?? [], emails: c.san?.email ?? [],
-    subject: c.subject, issuer: c.issuer, subjectDn: formatDn(c.subject), issuerDn: formatDn(c.issuer),
-    serial: c.serialHex, fingerprint256: c.fingerprint256, notBefore: c.notBefore, notAfter: c.notAfter, certificate: c,
+    uris: c.san?.uri ?? [],
+    dns: c.san?.dns ?? [],
+    ips: c.san?.ip ?? [],
+    emails: c.san?.email ?? [],
+    subject: c.subject,
+    issuer: c.issuer,
+    subjectDn: formatDn(c.subject),
+    issuerDn: formatDn(c.issuer),
+    serial: c.serialHex,
+    fingerprint256: c.fingerprint256,
+    notBefore: c.notBefore,
+    notAfter: c.notAfter,
+    certificate: c,
   };
   const spiffe = leafSpiffeId(c);
   if (spiffe.id) id.spiffeId = spiffe.id;
@@ -52,7 +62,8 @@ export function identityForDer(raw: Buffer): PeerIdentity {
   } else {
     // Shared across connections: frozen, so no caller can change another connection's identity.
     const fresh = identityFromCertificate(parseCertificate(raw, 'peer certificate'));
-    for (const list of [fresh.uris, fresh.dns, fresh.ips, fresh.emails, fresh.subject, fresh.issuer]) Object.freeze(list);
+    for (const list of [fresh.uris, fresh.dns, fresh.ips, fresh.emails, fresh.subject, fresh.issuer])
+      Object.freeze(list);
     id = Object.freeze(fresh);
     if (byDer.size >= MAX_CACHED_IDENTITIES) byDer.delete(byDer.keys().next().value as string);
   }
@@ -64,9 +75,10 @@ export function identityForDer(raw: Buffer): PeerIdentity {
 export type HasTlsSocket = TLSSocket | { socket: unknown } | { connection: unknown };
 
 function socketOf(x: HasTlsSocket): TLSSocket | undefined {
-  const s = (x as { encrypted?: boolean }).encrypted === true && typeof (x as TLSSocket).getPeerX509Certificate === 'function'
-    ? (x as TLSSocket)
-    : ((x as { socket?: unknown }).socket ?? (x as { connection?: unknown }).connection);
+  const s =
+    (x as { encrypted?: boolean }).encrypted === true && typeof (x as TLSSocket).getPeerX509Certificate === 'function'
+      ? (x as TLSSocket)
+      : ((x as { socket?: unknown }).socket ?? (x as { connection?: unknown }).connection);
   if (s && typeof (s as TLSSocket).getPeerX509Certificate === 'function') return s as TLSSocket;
   // http2 compat requests expose the stream's session socket
   const stream = (x as { stream?: { session?: { socket?: unknown } } }).stream;
@@ -95,7 +107,16 @@ export function identityOf(x: HasTlsSocket): PeerIdentity | undefined {
 /** JSON view of an identity (what `serve --http` answers and `connect --json` prints). */
 export function identityJson(id: PeerIdentity) {
   return {
-    spiffeId: id.spiffeId?.uri ?? null, trustDomain: id.spiffeId?.trustDomain ?? null, dns: id.dns, uris: id.uris, ips: id.ips, emails: id.emails,
-    subject: id.subjectDn, issuer: id.issuerDn, serial: id.serial, fingerprint256: id.fingerprint256, notAfter: id.notAfter.toISOString(),
+    spiffeId: id.spiffeId?.uri ?? null,
+    trustDomain: id.spiffeId?.trustDomain ?? null,
+    dns: id.dns,
+    uris: id.uris,
+    ips: id.ips,
+    emails: id.emails,
+    subject: id.subjectDn,
+    issuer: id.issuerDn,
+    serial: id.serial,
+    fingerprint256: id.fingerprint256,
+    notAfter: id.notAfter.toISOString(),
   };
 }

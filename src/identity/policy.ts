@@ -60,7 +60,8 @@ export function compileRule(rule: Rule): CompiledRule {
   const colon = text.indexOf(':');
   const kind = text.slice(0, colon) as (typeof KINDS)[number];
   const value = text.slice(colon + 1).trim();
-  if (colon <= 0 || !KINDS.includes(kind)) fail(`start it with spiffe://, or one of ${KINDS.map((k) => k + ':').join(' ')} or 'any'`);
+  if (colon <= 0 || !KINDS.includes(kind))
+    fail(`start it with spiffe://, or one of ${KINDS.map((k) => k + ':').join(' ')} or 'any'`);
   if (value.length === 0) fail('the value is empty');
   switch (kind) {
     case 'trust-domain': {
@@ -68,17 +69,24 @@ export function compileRule(rule: Rule): CompiledRule {
       return { text, match: (id) => id.spiffeId?.trustDomain === td };
     }
     case 'dns': {
-      if (value.includes('*') && !/^\*\.[^*]+$/.test(value)) fail("a wildcard must be the whole left-most label, like '*.example.org'");
+      if (value.includes('*') && !/^\*\.[^*]+$/.test(value))
+        fail("a wildcard must be the whole left-most label, like '*.example.org'");
       const v = value.toLowerCase();
-      return { text, match: (id) => id.dns.some((d) => (v.startsWith('*.') ? dnsNameMatches(v, d) && !d.startsWith('*') : d === v)) };
+      return {
+        text,
+        match: (id) => id.dns.some((d) => (v.startsWith('*.') ? dnsNameMatches(v, d) && !d.startsWith('*') : d === v)),
+      };
     }
-    case 'uri': return { text, match: (id) => id.uris.includes(value) };
-    case 'email': return { text, match: (id) => id.emails.some((e) => e.toLowerCase() === value.toLowerCase()) };
+    case 'uri':
+      return { text, match: (id) => id.uris.includes(value) };
+    case 'email':
+      return { text, match: (id) => id.emails.some((e) => e.toLowerCase() === value.toLowerCase()) };
     case 'ip': {
       const ip = checkIpAddress(value);
       return { text, match: (id) => id.ips.includes(ip) };
     }
-    case 'cn': return { text, match: (id) => id.subject.some((a) => a.type === 'CN' && a.value === value) };
+    case 'cn':
+      return { text, match: (id) => id.subject.some((a) => a.type === 'CN' && a.value === value) };
     case 'fingerprint': {
       const fp = value.toUpperCase().replace(/[^0-9A-F]/g, '');
       if (fp.length !== 64) fail('a SHA-256 fingerprint has 64 hex digits');
@@ -88,7 +96,10 @@ export function compileRule(rule: Rule): CompiledRule {
       const wanted = parseDnString(value);
       return {
         text,
-        match: (id) => wanted.every((w) => id.subject.some((a) => a.oid === w.oid && a.value.toLowerCase() === w.value.toLowerCase())),
+        match: (id) =>
+          wanted.every((w) =>
+            id.subject.some((a) => a.oid === w.oid && a.value.toLowerCase() === w.value.toLowerCase()),
+          ),
       };
     }
   }
@@ -114,14 +125,22 @@ export interface Policy {
 export function compilePolicy(config: PolicyConfig): Policy {
   const set = (allow: Rule[], deny: Rule[] = []) => ({ allow: allow.map(compileRule), deny: deny.map(compileRule) });
   const top = set(config.allow, config.deny);
-  const routes = (config.routes ?? []).map((r) => {
-    if (!r.prefix.startsWith('/')) throw new MtlsError('BAD_INPUT', `route prefix '${printable(r.prefix)}' must start with /`);
-    const n = normalizeRequestTarget(r.prefix);
-    if (!n.ok || n.query) throw new MtlsError('BAD_INPUT', `route prefix '${printable(r.prefix)}': ${n.ok ? 'a prefix has no query' : n.reason}`);
-    return { prefix: n.path, ...set(r.allow, r.deny) };
-  }).sort((a, b) => b.prefix.length - a.prefix.length);
+  const routes = (config.routes ?? [])
+    .map((r) => {
+      if (!r.prefix.startsWith('/'))
+        throw new MtlsError('BAD_INPUT', `route prefix '${printable(r.prefix)}' must start with /`);
+      const n = normalizeRequestTarget(r.prefix);
+      if (!n.ok || n.query)
+        throw new MtlsError(
+          'BAD_INPUT',
+          `route prefix '${printable(r.prefix)}': ${n.ok ? 'a prefix has no query' : n.reason}`,
+        );
+      return { prefix: n.path, ...set(r.allow, r.deny) };
+    })
+    .sort((a, b) => b.prefix.length - a.prefix.length);
   const audit = config.audit ?? false;
-  const finish = (d: Decision): Decision => (d.allowed || !audit ? d : { ...d, allowed: true, auditOnly: true, reason: `audit: would deny: ${d.reason}` });
+  const finish = (d: Decision): Decision =>
+    d.allowed || !audit ? d : { ...d, allowed: true, auditOnly: true, reason: `audit: would deny: ${d.reason}` };
   return {
     config,
     decide(id, path) {
@@ -131,9 +150,15 @@ export function compilePolicy(config: PolicyConfig): Policy {
       const where = route ? ` for ${route.prefix}` : '';
       const who = describePeer(id);
       const denied = rules.deny.find((r) => r.match(id));
-      if (denied) return finish({ allowed: false, rule: denied.text, reason: `${who} is denied by rule '${denied.text}'${where}` });
+      if (denied)
+        return finish({
+          allowed: false,
+          rule: denied.text,
+          reason: `${who} is denied by rule '${denied.text}'${where}`,
+        });
       const allowed = rules.allow.find((r) => r.match(id));
-      if (allowed) return { allowed: true, rule: allowed.text, reason: `${who} is allowed by rule '${allowed.text}'${where}` };
+      if (allowed)
+        return { allowed: true, rule: allowed.text, reason: `${who} is allowed by rule '${allowed.text}'${where}` };
       return finish({ allowed: false, reason: `${who} matches no allow rule${where} (deny by default)` });
     },
   };

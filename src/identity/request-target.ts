@@ -14,7 +14,11 @@ export interface PathOptions {
 }
 
 export type NormalizedTarget =
-  | { ok: true; /** The normalized path, starting with `/`. */ path: string; /** `?query` as sent, or ''. */ query: string }
+  | {
+      ok: true;
+      /** The normalized path, starting with `/`. */ path: string;
+      /** `?query` as sent, or ''. */ query: string;
+    }
   | { ok: false; /** One line for the 400 answer and the log. */ reason: string };
 
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
@@ -39,12 +43,16 @@ export function normalizeRequestTarget(target: string, opts: PathOptions = {}): 
   let rest = target;
   const abs = /^https?:\/\/[^/?#]*/i.exec(rest);
   if (abs) rest = rest.slice(abs[0].length) || '/';
-  if (!rest.startsWith('/')) return fail('the request target must be a path starting with / (or an absolute http(s) URL)');
+  if (!rest.startsWith('/'))
+    return fail('the request target must be a path starting with / (or an absolute http(s) URL)');
   const q = rest.indexOf('?');
   const rawPath = q < 0 ? rest : rest.slice(0, q);
   const query = q < 0 ? '' : rest.slice(q);
   if (rawPath.includes('\\')) return fail("the path holds a backslash, which some servers read as '/'");
-  if (!PATH_CHARS.test(rawPath)) return fail('the path holds a character that must be percent-encoded (a space, a control character, #, or a byte above 0x7e)');
+  if (!PATH_CHARS.test(rawPath))
+    return fail(
+      'the path holds a character that must be percent-encoded (a space, a control character, #, or a byte above 0x7e)',
+    );
   if (!QUERY_CHARS.test(query.slice(1))) return fail('the query holds a character that must be percent-encoded');
   if (/%(?![0-9A-Fa-f]{2})/.test(query)) return fail('the query holds an invalid percent-encoding');
   let decoded = '';
@@ -58,8 +66,12 @@ export function normalizeRequestTarget(target: string, opts: PathOptions = {}): 
     if (!HEX.test(hex)) return fail(`the path holds an invalid percent-encoding at '${rawPath.slice(i, i + 3)}'`);
     const code = parseInt(hex, 16);
     const c = String.fromCharCode(code);
-    if (c === '/' || c === '\\') return fail(`the path holds an encoded '${c}' (%${hex.toUpperCase()}), which the backend may read as a separator`);
-    if (code < 0x20 || code === 0x7f) return fail(`the path holds an encoded control character (%${hex.toUpperCase()})`);
+    if (c === '/' || c === '\\')
+      return fail(
+        `the path holds an encoded '${c}' (%${hex.toUpperCase()}), which the backend may read as a separator`,
+      );
+    if (code < 0x20 || code === 0x7f)
+      return fail(`the path holds an encoded control character (%${hex.toUpperCase()})`);
     decoded += UNRESERVED.test(c) ? c : `%${hex.toUpperCase()}`;
     i += 2;
   }

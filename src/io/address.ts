@@ -20,7 +20,11 @@ function splitHostPort(text: string): { host: string; port: number; bracketed: b
  * The one parser of `HOST:PORT` in mtlskit. A dial target (`mtls connect`, `trace`, `doctor`): host required,
  * port 1-65535, an IPv6 address in brackets.
  */
-export function parseHostPort(text: string, what = 'target', code: MtlsErrorCode = 'USAGE'): { host: string; port: number } {
+export function parseHostPort(
+  text: string,
+  what = 'target',
+  code: MtlsErrorCode = 'USAGE',
+): { host: string; port: number } {
   const a = splitHostPort(text);
   if (!a || !a.host || a.port === 0 || (a.bracketed && !net.isIPv6(a.host))) {
     throw new MtlsError(code, `${what} '${text}' is not HOST:PORT; write it like localhost:8443 or [::1]:8443`);
@@ -36,7 +40,8 @@ export function parseAddress(text: string, what: string): Address {
     return { path: p };
   }
   const a = splitHostPort(text);
-  if (!a) throw new MtlsError('BAD_INPUT', `${what} '${text}' is not HOST:PORT or unix:PATH; write it like 127.0.0.1:8080`);
+  if (!a)
+    throw new MtlsError('BAD_INPUT', `${what} '${text}' is not HOST:PORT or unix:PATH; write it like 127.0.0.1:8080`);
   if (a.bracketed && !net.isIPv6(a.host)) {
     throw new MtlsError('BAD_INPUT', `${what} '${text}': '${a.host}' is not an IPv6 address`);
   }

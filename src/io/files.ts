@@ -12,8 +12,14 @@ export interface PendingFile {
 
 function ioError(action: string, p: string, err: unknown): MtlsError {
   const code = (err as NodeJS.ErrnoException).code;
-  const hint = code === 'EACCES' || code === 'EPERM' ? 'check the permissions of the directory'
-    : code === 'ENOENT' ? 'create the directory first' : code === 'ENOSPC' ? 'free some disk space' : 'check the path';
+  const hint =
+    code === 'EACCES' || code === 'EPERM'
+      ? 'check the permissions of the directory'
+      : code === 'ENOENT'
+        ? 'create the directory first'
+        : code === 'ENOSPC'
+          ? 'free some disk space'
+          : 'check the path';
   return new MtlsError('IO', `cannot ${action} ${p} (${code ?? (err as Error).message}); ${hint}`, { cause: err });
 }
 
@@ -105,7 +111,10 @@ export function removeStale(dir: string, match: (name: string) => boolean, now =
  * crash between them is completed by the next write to that directory (recoverDir) instead of leaving a new
  * certificate beside the old key.
  */
-export function stageFiles(files: PendingFile[], opts: { overwrite?: boolean } = {}): { commit: () => void; abort: () => void } {
+export function stageFiles(
+  files: PendingFile[],
+  opts: { overwrite?: boolean } = {},
+): { commit: () => void; abort: () => void } {
   const staged: { tmp: string; final: string }[] = [];
   const abort = () => {
     for (const s of staged) fs.rmSync(s.tmp, { force: true });
@@ -114,9 +123,15 @@ export function stageFiles(files: PendingFile[], opts: { overwrite?: boolean } =
   try {
     for (const f of files) {
       if (!opts.overwrite && fs.existsSync(f.path)) {
-        throw new MtlsError('FILE_EXISTS', `${f.path} already exists; remove it or choose another name or --out directory`);
+        throw new MtlsError(
+          'FILE_EXISTS',
+          `${f.path} already exists; remove it or choose another name or --out directory`,
+        );
       }
-      const tmp = path.join(path.dirname(f.path), `.${path.basename(f.path)}.${crypto.randomBytes(6).toString('hex')}.tmp`);
+      const tmp = path.join(
+        path.dirname(f.path),
+        `.${path.basename(f.path)}.${crypto.randomBytes(6).toString('hex')}.tmp`,
+      );
       let fd: number;
       try {
         fd = fs.openSync(tmp, 'wx', f.mode);
@@ -142,9 +157,15 @@ export function stageFiles(files: PendingFile[], opts: { overwrite?: boolean } =
   return {
     commit: () => {
       const replacing = staged.length > 1 && staged.some((s) => fs.existsSync(s.final));
-      const journal = replacing ? path.join(path.dirname(staged[0]!.final), `.${path.basename(staged[0]!.final)}.${crypto.randomBytes(6).toString('hex')}.commit`) : undefined;
+      const journal = replacing
+        ? path.join(
+            path.dirname(staged[0]!.final),
+            `.${path.basename(staged[0]!.final)}.${crypto.randomBytes(6).toString('hex')}.commit`,
+          )
+        : undefined;
       if (journal) {
-        if (staged.some((s) => path.dirname(s.final) !== path.dirname(journal))) throw new MtlsError('IO', 'a replacement must stay in one directory');
+        if (staged.some((s) => path.dirname(s.final) !== path.dirname(journal)))
+          throw new MtlsError('IO', 'a replacement must stay in one directory');
         const fd = fs.openSync(journal, 'wx', 0o600);
         try {
           fs.writeSync(fd, JSON.stringify(staged));
@@ -205,7 +226,12 @@ const mib = (n: number) => (n >= 1 << 20 ? `${n / (1 << 20)} MiB` : `${n} bytes`
  * input is refused, whatever kind of file it is: regular, pipe, device). `-` reads standard input.
  */
 export function readInput(p: string, what: string, max: number = MAX_INPUT.certificate): Buffer {
-  const tooBig = () => new MtlsError('BAD_INPUT', `${what} ${p === '-' ? '(standard input)' : p} is larger than ${mib(max)}, the most accepted for it; check that it is the right file`);
+  const tooBig = () =>
+    new MtlsError(
+      'BAD_INPUT',
+      `${what} ${p === '-' ? '(standard input)' : p} is larger than ${mib(max)}, ` +
+        `the most accepted for it; check that it is the right file`,
+    );
   let fd: number;
   try {
     fd = p === '-' ? 0 : fs.openSync(p, 'r');
@@ -263,9 +289,14 @@ export function checkPrivateFile(p: string, what: string): void {
   }
   if (!st.isFile()) return;
   const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-  if (st.mode & 0o027) throw new MtlsError('BAD_INPUT', `${what} ${p} can be ${st.mode & 0o022 ? 'changed' : 'read'} by other users (mode ${mode}); run chmod 600 ${p}`);
+  if (st.mode & 0o027)
+    throw new MtlsError(
+      'BAD_INPUT',
+      `${what} ${p} can be ${st.mode & 0o022 ? 'changed' : 'read'} by other users (mode ${mode}); run chmod 600 ${p}`,
+    );
   const uid = process.getuid?.();
-  if (uid !== undefined && st.uid !== uid && st.uid !== 0) throw new MtlsError('BAD_INPUT', `${what} ${p} belongs to another user (uid ${st.uid}); it must be ours or root's`);
+  if (uid !== undefined && st.uid !== uid && st.uid !== 0)
+    throw new MtlsError('BAD_INPUT', `${what} ${p} belongs to another user (uid ${st.uid}); it must be ours or root's`);
 }
 
 /** A passphrase from a file: the first line, which must not be empty. Never echoed. */
@@ -273,6 +304,7 @@ export function readPassphraseFile(p: string): string {
   checkPrivateFile(p, 'passphrase file');
   const text = readInput(p, 'passphrase file').toString('utf8');
   const first = text.split(/\r?\n/)[0] ?? '';
-  if (first.length === 0) throw new MtlsError('BAD_INPUT', `passphrase file ${p} is empty; put the passphrase on its first line`);
+  if (first.length === 0)
+    throw new MtlsError('BAD_INPUT', `passphrase file ${p} is empty; put the passphrase on its first line`);
   return first;
 }

@@ -2,10 +2,30 @@ import crypto, { type KeyObject } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import * as asn from '@peculiar/asn1-x509';
 import { MtlsError } from '../errors.js';
-import { decodeOid, decodeTime, encodeOid, encodeTime, integerBytes, readChildren, readSingle, seq, tlv, type Tlv } from './der.js';
 import {
-  parseAuthorityKeyId, parseBasicConstraints, parseExtKeyUsage, parseKeyId, parseKeyUsage, parseNameConstraints,
-  parseSubjectAltName, type BasicConstraints, type KeyUsageName, type NameConstraints, type RawExtension,
+  decodeOid,
+  decodeTime,
+  encodeOid,
+  encodeTime,
+  integerBytes,
+  readChildren,
+  readSingle,
+  seq,
+  tlv,
+  type Tlv,
+} from './der.js';
+import {
+  parseAuthorityKeyId,
+  parseBasicConstraints,
+  parseExtKeyUsage,
+  parseKeyId,
+  parseKeyUsage,
+  parseNameConstraints,
+  parseSubjectAltName,
+  type BasicConstraints,
+  type KeyUsageName,
+  type NameConstraints,
+  type RawExtension,
 } from './extensions.js';
 import type { SubjectNames } from './general-names.js';
 import { signatureSchemeFor, signData, spkiDer } from './keys.js';
@@ -50,9 +70,17 @@ export interface Certificate {
 
 /** Extensions whose semantics we implement (or that carry no constraint), so they may be critical. */
 export const UNDERSTOOD_EXTENSIONS: ReadonlySet<string> = new Set([
-  OID.basicConstraints, OID.keyUsage, OID.extKeyUsage, OID.subjectAltName, OID.nameConstraints,
-  OID.subjectKeyIdentifier, OID.authorityKeyIdentifier, OID.crlDistributionPoints, OID.authorityInfoAccess,
-  OID.certificatePolicies, OID.issuerAltName,
+  OID.basicConstraints,
+  OID.keyUsage,
+  OID.extKeyUsage,
+  OID.subjectAltName,
+  OID.nameConstraints,
+  OID.subjectKeyIdentifier,
+  OID.authorityKeyIdentifier,
+  OID.crlDistributionPoints,
+  OID.authorityInfoAccess,
+  OID.certificatePolicies,
+  OID.issuerAltName,
 ]);
 
 export function fingerprint(der: Uint8Array, algo: 'sha256' | 'sha1' = 'sha256'): string {
@@ -90,13 +118,21 @@ export function parseCertificate(der: Buffer, what = 'certificate'): Certificate
  * The envelope every signed X.509 structure shares (RFC 5280 4.1.1, 5.1.1): SEQUENCE { tbs, signatureAlgorithm,
  * signature BIT STRING }. Throws a plain Error naming the defect; callers wrap it with what they parse.
  */
-export function readSignedEnvelope(der: Buffer, what: string): { tbsT: Tlv; tbsDer: Buffer; alg: { oid: string; params?: Buffer }; signature: Buffer } {
+export function readSignedEnvelope(
+  der: Buffer,
+  what: string,
+): { tbsT: Tlv; tbsDer: Buffer; alg: { oid: string; params?: Buffer }; signature: Buffer } {
   const outer = readSingle(der, what);
   if (outer.tag !== 0x30) throw new Error('not a SEQUENCE');
   const [tbsT, algT, sigT, extra] = readChildren(outer.value, what);
   if (!tbsT || !algT || !sigT || extra || tbsT.tag !== 0x30 || sigT.tag !== 0x03) throw new Error('wrong structure');
   if (sigT.value[0] !== 0) throw new Error('signature BIT STRING has unused bits');
-  return { tbsT, tbsDer: Buffer.from(outer.value.subarray(tbsT.start, tbsT.end)), alg: readAlgorithm(algT, 'signatureAlgorithm'), signature: Buffer.from(sigT.value.subarray(1)) };
+  return {
+    tbsT,
+    tbsDer: Buffer.from(outer.value.subarray(tbsT.start, tbsT.end)),
+    alg: readAlgorithm(algT, 'signatureAlgorithm'),
+    signature: Buffer.from(sigT.value.subarray(1)),
+  };
 }
 
 function parseCertificateStrict(der: Buffer, what: string): Certificate {
@@ -113,7 +149,19 @@ function parseCertificateStrict(der: Buffer, what: string): Certificate {
     i = 1;
   }
   const [serialT, innerAlgT, issuerT, validityT, subjectT, spkiT, ...rest] = fields.slice(i);
-  if (!serialT || serialT.tag !== 0x02 || !innerAlgT || !issuerT || issuerT.tag !== 0x30 || !validityT || validityT.tag !== 0x30 || !subjectT || subjectT.tag !== 0x30 || !spkiT || spkiT.tag !== 0x30) {
+  if (
+    !serialT ||
+    serialT.tag !== 0x02 ||
+    !innerAlgT ||
+    !issuerT ||
+    issuerT.tag !== 0x30 ||
+    !validityT ||
+    validityT.tag !== 0x30 ||
+    !subjectT ||
+    subjectT.tag !== 0x30 ||
+    !spkiT ||
+    spkiT.tag !== 0x30
+  ) {
     throw new Error('tbsCertificate is missing fields');
   }
   const serial = Buffer.from(serialT.value);
@@ -121,7 +169,8 @@ function parseCertificateStrict(der: Buffer, what: string): Certificate {
   if (serial.length > 20) problems.push(`serial number is ${serial.length} bytes (RFC 5280 allows 20 at most)`);
   if (serial[0]! & 0x80) problems.push('serial number is negative');
   else if (serial.every((b) => b === 0)) problems.push('serial number is zero');
-  if (serial.length > 1 && serial[0] === 0 && !(serial[1]! & 0x80)) problems.push('serial number is not minimally encoded');
+  if (serial.length > 1 && serial[0] === 0 && !(serial[1]! & 0x80))
+    problems.push('serial number is not minimally encoded');
   const innerAlg = readAlgorithm(innerAlgT, 'tbsCertificate.signature');
   if (outerAlg.oid !== innerAlg.oid || !sameBytes(outerAlg.params, innerAlg.params)) {
     problems.push('the signature algorithm inside the certificate differs from the outer one (RFC 5280 4.1.1.2)');
@@ -132,7 +181,10 @@ function parseCertificateStrict(der: Buffer, what: string): Certificate {
   const spkiBytes = slice(spkiT);
   const extensions: RawExtension[] = [];
   for (const t of rest) {
-    if (t.tag === 0x81 || t.tag === 0x82) { problems.push('issuer/subject unique identifiers are present (not allowed for CAs that follow RFC 5280)'); continue; }
+    if (t.tag === 0x81 || t.tag === 0x82) {
+      problems.push('issuer/subject unique identifiers are present (not allowed for CAs that follow RFC 5280)');
+      continue;
+    }
     if (t.tag !== 0xa3) throw new Error(`unexpected field 0x${t.tag.toString(16)} in tbsCertificate`);
     const list = readSingle(t.value, 'extensions');
     if (list.tag !== 0x30) throw new Error('extensions is not a SEQUENCE');
@@ -144,11 +196,23 @@ function parseCertificateStrict(der: Buffer, what: string): Certificate {
   const issuerDer = slice(issuerT);
   const subjectDer = slice(subjectT);
   const out: Certificate = {
-    der, tbsDer, version, serial, serialHex: serial.toString('hex'),
-    signatureAlgorithm: outerAlg.oid, signature,
-    issuer: parseNameDer(issuerDer), issuerDer, subject: parseNameDer(subjectDer), subjectDer,
-    notBefore: decodeTime(nb, 'notBefore'), notAfter: decodeTime(na, 'notAfter'),
-    spkiDer: spkiBytes, extensions, fingerprint256: fingerprint(der), problems,
+    der,
+    tbsDer,
+    version,
+    serial,
+    serialHex: serial.toString('hex'),
+    signatureAlgorithm: outerAlg.oid,
+    signature,
+    issuer: parseNameDer(issuerDer),
+    issuerDer,
+    subject: parseNameDer(subjectDer),
+    subjectDer,
+    notBefore: decodeTime(nb, 'notBefore'),
+    notAfter: decodeTime(na, 'notAfter'),
+    spkiDer: spkiBytes,
+    extensions,
+    fingerprint256: fingerprint(der),
+    problems,
   };
   if (outerAlg.params) out.signatureParams = outerAlg.params;
   definePublicKey(out, problems);
@@ -202,9 +266,11 @@ function readExtension(t: Tlv, problems: string[]): RawExtension {
   let critical = false;
   let valueT = a;
   if (a?.tag === 0x01) {
-    if (a.value.length !== 1 || (a.value[0] !== 0 && a.value[0] !== 0xff)) throw new Error('critical flag is not a DER BOOLEAN');
+    if (a.value.length !== 1 || (a.value[0] !== 0 && a.value[0] !== 0xff))
+      throw new Error('critical flag is not a DER BOOLEAN');
     critical = a.value[0] === 0xff;
-    if (!critical) problems.push(`extension ${oidName(oid)} encodes critical=FALSE explicitly (DER requires it absent)`);
+    if (!critical)
+      problems.push(`extension ${oidName(oid)} encodes critical=FALSE explicitly (DER requires it absent)`);
     valueT = b;
   } else if (b) {
     throw new Error('extension has extra fields');
@@ -215,16 +281,26 @@ function readExtension(t: Tlv, problems: string[]): RawExtension {
 
 function applyExtension(c: Certificate, ext: RawExtension): void {
   switch (ext.oid) {
-    case OID.basicConstraints: c.basicConstraints = parseBasicConstraints(ext.value); break;
-    case OID.keyUsage: c.keyUsage = parseKeyUsage(ext.value); break;
-    case OID.extKeyUsage: c.extKeyUsage = parseExtKeyUsage(ext.value); break;
+    case OID.basicConstraints:
+      c.basicConstraints = parseBasicConstraints(ext.value);
+      break;
+    case OID.keyUsage:
+      c.keyUsage = parseKeyUsage(ext.value);
+      break;
+    case OID.extKeyUsage:
+      c.extKeyUsage = parseExtKeyUsage(ext.value);
+      break;
     case OID.subjectAltName: {
       c.san = parseSubjectAltName(ext.value);
       for (const p of c.san.problems) c.problems.push(`subjectAltName: ${p}`);
       break;
     }
-    case OID.nameConstraints: c.nameConstraints = parseNameConstraints(ext.value); break;
-    case OID.subjectKeyIdentifier: c.subjectKeyId = parseKeyId(ext.value); break;
+    case OID.nameConstraints:
+      c.nameConstraints = parseNameConstraints(ext.value);
+      break;
+    case OID.subjectKeyIdentifier:
+      c.subjectKeyId = parseKeyId(ext.value);
+      break;
     case OID.authorityKeyIdentifier: {
       const id = parseAuthorityKeyId(ext.value);
       if (id) c.authorityKeyId = id;
@@ -242,8 +318,11 @@ function sameBytes(a: Buffer | undefined, b: Buffer | undefined): boolean {
 /** Reads certificates from PEM (every CERTIFICATE block, in order) or a single DER certificate. */
 export function readCertificates(data: Buffer, what: string): Certificate[] {
   if (looksLikePem(data)) {
-    const blocks = decodePem(data.toString('latin1'), what).filter((b) => b.label === 'CERTIFICATE' || b.label === 'TRUSTED CERTIFICATE');
-    if (blocks.length === 0) throw new MtlsError('BAD_PEM', `${what}: no 'BEGIN CERTIFICATE' block found; expected a PEM certificate file`);
+    const blocks = decodePem(data.toString('latin1'), what).filter(
+      (b) => b.label === 'CERTIFICATE' || b.label === 'TRUSTED CERTIFICATE',
+    );
+    if (blocks.length === 0)
+      throw new MtlsError('BAD_PEM', `${what}: no 'BEGIN CERTIFICATE' block found; expected a PEM certificate file`);
     return blocks.map((b, i) => parseCertificate(b.der, blocks.length > 1 ? `${what} (certificate ${i + 1})` : what));
   }
   if (data.length === 0) throw new MtlsError('BAD_INPUT', `${what} is empty; expected a PEM or DER certificate`);
@@ -251,17 +330,34 @@ export function readCertificates(data: Buffer, what: string): Certificate[] {
 }
 
 const WEAK_SIGNATURES: Record<string, string> = {
-  [OID.sha1WithRsa]: 'SHA-1', [OID.md5WithRsa]: 'MD5', [OID.ecdsaWithSha1]: 'SHA-1', '1.2.840.113549.1.1.2': 'MD2',
+  [OID.sha1WithRsa]: 'SHA-1',
+  [OID.md5WithRsa]: 'MD5',
+  [OID.ecdsaWithSha1]: 'SHA-1',
+  '1.2.840.113549.1.1.2': 'MD2',
 };
 
 /**
  * Checks `signature` over `tbs` with the issuer's key. Returns null when valid, else a reason. Only SHA-256+
  * ECDSA, RSA PKCS#1 v1.5 and Ed25519 are accepted; parameters must be as the RFCs fix them.
  */
-export function checkSignature(alg: string, params: Buffer | undefined, tbs: Buffer, signature: Buffer, issuerKey: KeyObject): string | null {
+export function checkSignature(
+  alg: string,
+  params: Buffer | undefined,
+  tbs: Buffer,
+  signature: Buffer,
+  issuerKey: KeyObject,
+): string | null {
   if (WEAK_SIGNATURES[alg]) return `signed with ${WEAK_SIGNATURES[alg]}, which is broken (use SHA-256 or stronger)`;
-  const ecdsa: Record<string, string> = { [OID.ecdsaWithSha256]: 'sha256', [OID.ecdsaWithSha384]: 'sha384', [OID.ecdsaWithSha512]: 'sha512' };
-  const rsa: Record<string, string> = { [OID.sha256WithRsa]: 'sha256', [OID.sha384WithRsa]: 'sha384', [OID.sha512WithRsa]: 'sha512' };
+  const ecdsa: Record<string, string> = {
+    [OID.ecdsaWithSha256]: 'sha256',
+    [OID.ecdsaWithSha384]: 'sha384',
+    [OID.ecdsaWithSha512]: 'sha512',
+  };
+  const rsa: Record<string, string> = {
+    [OID.sha256WithRsa]: 'sha256',
+    [OID.sha384WithRsa]: 'sha384',
+    [OID.sha512WithRsa]: 'sha512',
+  };
   const kt = issuerKey.asymmetricKeyType;
   let hash: string | null;
   if (ecdsa[alg]) {
@@ -280,7 +376,7 @@ export function checkSignature(alg: string, params: Buffer | undefined, tbs: Buf
     return `signature algorithm ${oidName(alg)} is not supported`;
   }
   try {
-    return crypto.verify(hash, tbs, issuerKey, signature) ? null : 'signature does not verify with the issuer\'s key';
+    return crypto.verify(hash, tbs, issuerKey, signature) ? null : "signature does not verify with the issuer's key";
   } catch {
     return 'signature is malformed';
   }
@@ -309,7 +405,9 @@ const nameDer = (n: asn.Name | Buffer) => (Buffer.isBuffer(n) ? n : Buffer.from(
 export function signCertificate(t: CertificateTemplate, signingKey: KeyObject): Buffer {
   const scheme = signatureSchemeFor(signingKey);
   const alg = algorithmIdentifier(scheme.oid, scheme.params);
-  const exts = t.extensions.map((e) => seq(encodeOid(e.oid), ...(e.critical ? [Buffer.from([0x01, 0x01, 0xff])] : []), tlv(0x04, e.value)));
+  const exts = t.extensions.map((e) =>
+    seq(encodeOid(e.oid), ...(e.critical ? [Buffer.from([0x01, 0x01, 0xff])] : []), tlv(0x04, e.value)),
+  );
   const tbs = seq(
     tlv(0xa0, integerBytes(Buffer.from([2]))),
     integerBytes(t.serial),

@@ -38,12 +38,15 @@ function parseCrlStrict(der: Buffer, what: string): Crl {
   const fields = readChildren(tbsT.value, 'tbsCertList');
   let i = 0;
   if (fields[0]?.tag === 0x02) {
-    if (fields[0].value.length !== 1 || fields[0].value[0] !== 1) throw new Error('unsupported version (only v2 may be written)');
+    if (fields[0].value.length !== 1 || fields[0].value[0] !== 1)
+      throw new Error('unsupported version (only v2 may be written)');
     i = 1;
   }
   const [innerAlgT, issuerT, thisT, ...rest] = fields.slice(i);
-  if (!innerAlgT || innerAlgT.tag !== 0x30 || !issuerT || issuerT.tag !== 0x30 || !thisT) throw new Error('tbsCertList is missing fields');
-  if (readAlgorithm(innerAlgT, 'tbsCertList.signature').oid !== alg.oid) throw new Error('the inner and outer signature algorithms differ');
+  if (!innerAlgT || innerAlgT.tag !== 0x30 || !issuerT || issuerT.tag !== 0x30 || !thisT)
+    throw new Error('tbsCertList is missing fields');
+  if (readAlgorithm(innerAlgT, 'tbsCertList.signature').oid !== alg.oid)
+    throw new Error('the inner and outer signature algorithms differ');
   const isTime = (t: Tlv | undefined) => t !== undefined && (t.tag === 0x17 || t.tag === 0x18);
   let nextUpdate: Date | undefined;
   if (isTime(rest[0])) nextUpdate = decodeTime(rest.shift()!, 'nextUpdate');
@@ -52,7 +55,8 @@ function parseCrlStrict(der: Buffer, what: string): Crl {
     for (const entry of readChildren(rest.shift()!.value, 'revokedCertificates')) {
       if (entry.tag !== 0x30) throw new Error('a revoked entry is not a SEQUENCE');
       const serial = readChildren(entry.value, 'revokedCertificate')[0];
-      if (!serial || serial.tag !== 0x02 || serial.value.length === 0) throw new Error('a revoked entry has no serial number');
+      if (!serial || serial.tag !== 0x02 || serial.value.length === 0)
+        throw new Error('a revoked entry has no serial number');
       revoked.add(serial.value.toString('hex'));
     }
   }
@@ -60,8 +64,14 @@ function parseCrlStrict(der: Buffer, what: string): Crl {
   if (rest.length) throw new Error(`unexpected field 0x${rest[0]!.tag.toString(16)} in tbsCertList`);
   const issuerDer = Buffer.from(tbsT.value.subarray(issuerT.start, issuerT.end));
   const crl: Crl = {
-    der, tbsDer, issuerDer, issuer: parseNameDer(issuerDer),
-    thisUpdate: decodeTime(thisT, 'thisUpdate'), revoked, signatureAlgorithm: alg.oid, signature,
+    der,
+    tbsDer,
+    issuerDer,
+    issuer: parseNameDer(issuerDer),
+    thisUpdate: decodeTime(thisT, 'thisUpdate'),
+    revoked,
+    signatureAlgorithm: alg.oid,
+    signature,
   };
   if (nextUpdate) crl.nextUpdate = nextUpdate;
   if (alg.params) crl.signatureParams = alg.params;
@@ -73,12 +83,15 @@ function parseCrlStrict(der: Buffer, what: string): Crl {
  * one DER CRL. An empty or garbage file is an error, never "no revocation".
  */
 export function readCrls(data: Buffer, what: string): Crl[] {
-  if (data.length === 0) throw new MtlsError('BAD_INPUT', `${what} is empty; expected PEM CRLs (BEGIN X509 CRL), one for every CA`);
+  if (data.length === 0)
+    throw new MtlsError('BAD_INPUT', `${what} is empty; expected PEM CRLs (BEGIN X509 CRL), one for every CA`);
   if (!looksLikePem(data)) return [parseCrl(data, what)];
   const blocks = decodePem(data.toString('latin1'), what);
   const other = blocks.find((b) => b.label !== 'X509 CRL');
-  if (other) throw new MtlsError('BAD_PEM', `${what}: holds a '${other.label}' block; a CRL file holds only 'X509 CRL' blocks`);
-  if (blocks.length === 0) throw new MtlsError('BAD_PEM', `${what}: no 'BEGIN X509 CRL' block found; expected PEM CRLs`);
+  if (other)
+    throw new MtlsError('BAD_PEM', `${what}: holds a '${other.label}' block; a CRL file holds only 'X509 CRL' blocks`);
+  if (blocks.length === 0)
+    throw new MtlsError('BAD_PEM', `${what}: no 'BEGIN X509 CRL' block found; expected PEM CRLs`);
   return blocks.map((b, i) => parseCrl(b.der, blocks.length > 1 ? `${what} (CRL ${i + 1})` : what));
 }
 
@@ -89,20 +102,43 @@ export function readCrls(data: Buffer, what: string): Crl[] {
  * current (thisUpdate passed, nextUpdate not); and every CA of the bundle has one (OpenSSL refuses a chain through
  * a CA without a CRL: UNABLE_TO_GET_CRL). Returns the first problem, one line.
  */
-export function crlSetProblem(crls: Crl[], anchors: Certificate[], intermediates: Certificate[], at: Date, what: string): string | undefined {
+export function crlSetProblem(
+  crls: Crl[],
+  anchors: Certificate[],
+  intermediates: Certificate[],
+  at: Date,
+  what: string,
+): string | undefined {
   const cas = [...anchors, ...intermediates.filter((c) => c.basicConstraints?.ca)];
   for (const crl of crls) {
     const issuers = cas.filter((c) => sameDn(c.subject, crl.issuer));
     const name = formatDn(crl.issuer) || '(empty issuer)';
-    if (issuers.length === 0) return `${what}: the CRL of '${name}' is from a CA that is neither in the trust bundle nor in our certificate chain, so its signature cannot be checked; add that CA's certificate to the trust bundle (--ca)`;
-    const signer = issuers.find((c) => c.publicKey && checkSignature(crl.signatureAlgorithm, crl.signatureParams, crl.tbsDer, crl.signature, c.publicKey) === null);
-    if (!signer) return `${what}: the CRL of '${name}' is not signed by that CA's key; get the CRL from the CA that issued it`;
-    if (signer.keyUsage && !signer.keyUsage.includes('cRLSign')) return `${what}: '${name}' may not sign CRLs (its key usage lacks cRLSign)`;
-    if (crl.thisUpdate.getTime() > at.getTime() + CLOCK_SKEW_MS) return `${what}: the CRL of '${name}' is not valid before ${crl.thisUpdate.toISOString()}; check the clocks`;
-    if (crl.nextUpdate && crl.nextUpdate.getTime() < at.getTime()) return `${what}: the CRL of '${name}' expired at ${crl.nextUpdate.toISOString()}; publish a new one`;
+    if (issuers.length === 0)
+      return (
+        `${what}: the CRL of '${name}' is from a CA that is neither in the trust ` +
+        `bundle nor in our certificate chain, so its signature cannot be checked; ` +
+        `add that CA's certificate to the trust bundle (--ca)`
+      );
+    const signer = issuers.find(
+      (c) =>
+        c.publicKey &&
+        checkSignature(crl.signatureAlgorithm, crl.signatureParams, crl.tbsDer, crl.signature, c.publicKey) === null,
+    );
+    if (!signer)
+      return `${what}: the CRL of '${name}' is not signed by that CA's key; get the CRL from the CA that issued it`;
+    if (signer.keyUsage && !signer.keyUsage.includes('cRLSign'))
+      return `${what}: '${name}' may not sign CRLs (its key usage lacks cRLSign)`;
+    if (crl.thisUpdate.getTime() > at.getTime() + CLOCK_SKEW_MS)
+      return `${what}: the CRL of '${name}' is not valid before ${crl.thisUpdate.toISOString()}; check the clocks`;
+    if (crl.nextUpdate && crl.nextUpdate.getTime() < at.getTime())
+      return `${what}: the CRL of '${name}' expired at ${crl.nextUpdate.toISOString()}; publish a new one`;
   }
   const missing = anchors.find((c) => c.basicConstraints?.ca && !crls.some((r) => sameDn(r.issuer, c.subject)));
-  if (missing) return `${what}: no CRL for the CA '${formatDn(missing.subject)}' of the trust bundle; every client chained through it would be refused (UNABLE_TO_GET_CRL): add its CRL`;
+  if (missing)
+    return (
+      `${what}: no CRL for the CA '${formatDn(missing.subject)}' of the trust bundle; ` +
+      `every client chained through it would be refused (UNABLE_TO_GET_CRL): add its CRL`
+    );
   return undefined;
 }
 

@@ -37,8 +37,14 @@ export function readTlv(buf: Buffer, offset: number, field: string): Tlv {
   }
   if (p + len > buf.length) fail(`value of ${len} bytes runs past the end of the data`);
   return {
-    tag, cls: CLASSES[tag >> 6]!, constructed: (tag & 0x20) !== 0, number: tag & 0x1f,
-    start: offset, valueStart: p, end: p + len, value: buf.subarray(p, p + len),
+    tag,
+    cls: CLASSES[tag >> 6]!,
+    constructed: (tag & 0x20) !== 0,
+    number: tag & 0x1f,
+    start: offset,
+    valueStart: p,
+    end: p + len,
+    value: buf.subarray(p, p + len),
   };
 }
 
@@ -57,7 +63,8 @@ export function readChildren(buf: Buffer, field: string): Tlv[] {
 /** Reads exactly one TLV that spans the whole buffer (rejects trailing bytes). */
 export function readSingle(buf: Buffer, field: string): Tlv {
   const t = readTlv(buf, 0, field);
-  if (t.end !== buf.length) throw new MtlsError('BAD_DER', `${field}: ${buf.length - t.end} trailing bytes after the DER value`);
+  if (t.end !== buf.length)
+    throw new MtlsError('BAD_DER', `${field}: ${buf.length - t.end} trailing bytes after the DER value`);
   return t;
 }
 
@@ -74,7 +81,10 @@ export function decodeOid(b: Buffer, field = 'OBJECT IDENTIFIER'): string {
     if (start && byte === 0x80) throw new MtlsError('BAD_DER', `${field}: non-minimal OID arc`);
     acc = acc * 128 + (byte & 0x7f);
     start = !(byte & 0x80);
-    if (start) { subs.push(acc); acc = 0; }
+    if (start) {
+      subs.push(acc);
+      acc = 0;
+    }
   }
   const first = subs[0]!;
   const head = first < 40 ? [0, first] : first < 80 ? [1, first - 40] : [2, first - 80];
@@ -84,12 +94,18 @@ export function decodeOid(b: Buffer, field = 'OBJECT IDENTIFIER'): string {
 /** UTCTime (YYMMDDHHMMSSZ, years 1950-2049) or GeneralizedTime (YYYYMMDDHHMMSSZ), DER form only (RFC 5280 4.1.2.5). */
 export function decodeTime(t: Tlv, field: string): Date {
   const s = t.value.toString('latin1');
-  const m = t.tag === 0x17 ? /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s) : t.tag === 0x18 ? /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s) : null;
+  const m =
+    t.tag === 0x17
+      ? /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s)
+      : t.tag === 0x18
+        ? /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s)
+        : null;
   if (!m) throw new MtlsError('BAD_DER', `${field}: time '${s}' is not a DER UTCTime or GeneralizedTime`);
   let year = Number(m[1]);
   if (t.tag === 0x17) year += year < 50 ? 2000 : 1900;
   const d = new Date(Date.UTC(year, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])));
-  if (Number.isNaN(d.getTime()) || d.getUTCDate() !== Number(m[3])) throw new MtlsError('BAD_DER', `${field}: invalid date '${s}'`);
+  if (Number.isNaN(d.getTime()) || d.getUTCDate() !== Number(m[3]))
+    throw new MtlsError('BAD_DER', `${field}: invalid date '${s}'`);
   return d;
 }
 
@@ -127,5 +143,7 @@ export const integerBytes = (b: Buffer) => tlv(0x02, b);
 export function encodeTime(d: Date): Buffer {
   const iso = d.toISOString();
   const digits = iso.slice(0, 19).replace(/[-:T]/g, '');
-  return d.getUTCFullYear() < 2050 ? tlv(0x17, Buffer.from(digits.slice(2) + 'Z')) : tlv(0x18, Buffer.from(digits + 'Z'));
+  return d.getUTCFullYear() < 2050
+    ? tlv(0x17, Buffer.from(digits.slice(2) + 'Z'))
+    : tlv(0x18, Buffer.from(digits + 'Z'));
 }

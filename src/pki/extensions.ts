@@ -15,8 +15,15 @@ export interface RawExtension {
 }
 
 export const KEY_USAGES = [
-  'digitalSignature', 'nonRepudiation', 'keyEncipherment', 'dataEncipherment', 'keyAgreement',
-  'keyCertSign', 'cRLSign', 'encipherOnly', 'decipherOnly',
+  'digitalSignature',
+  'nonRepudiation',
+  'keyEncipherment',
+  'dataEncipherment',
+  'keyAgreement',
+  'keyCertSign',
+  'cRLSign',
+  'encipherOnly',
+  'decipherOnly',
 ] as const;
 export type KeyUsageName = (typeof KEY_USAGES)[number];
 
@@ -139,14 +146,16 @@ export function parseBasicConstraints(value: Buffer): BasicConstraints {
   let ca = false;
   let i = 0;
   if (parts[0]?.tag === 0x01) {
-    if (parts[0].value.length !== 1 || (parts[0].value[0] !== 0 && parts[0].value[0] !== 0xff)) throw new Error('cA is not a DER BOOLEAN');
+    if (parts[0].value.length !== 1 || (parts[0].value[0] !== 0 && parts[0].value[0] !== 0xff))
+      throw new Error('cA is not a DER BOOLEAN');
     ca = parts[0].value[0] === 0xff;
     i = 1;
   }
   const pl = parts[i];
   if (parts.length > i + 1 || (pl && pl.tag !== 0x02)) throw new Error('unexpected fields');
   if (!pl) return { ca };
-  if (pl.value.length === 0 || pl.value.length > 4 || pl.value[0]! & 0x80) throw new Error('pathLenConstraint out of range');
+  if (pl.value.length === 0 || pl.value.length > 4 || pl.value[0]! & 0x80)
+    throw new Error('pathLenConstraint out of range');
   if (!ca) throw new Error('pathLenConstraint without CA:TRUE');
   return { ca, pathLen: pl.value.readUIntBE(0, pl.value.length) };
 }

@@ -43,17 +43,35 @@ export function addGeneralName(t: Tlv, out: SubjectNames, allowMask = false): vo
     return;
   }
   switch (t.number) {
-    case 1: { const s = ia5(t, 'email', out.problems); if (s !== undefined) out.email.push(s); break; }
-    case 2: { const s = ia5(t, 'DNS', out.problems); if (s !== undefined) out.dns.push(s); break; }
-    case 6: { const s = ia5(t, 'URI', out.problems); if (s !== undefined) out.uri.push(s); break; }
+    case 1: {
+      const s = ia5(t, 'email', out.problems);
+      if (s !== undefined) out.email.push(s);
+      break;
+    }
+    case 2: {
+      const s = ia5(t, 'DNS', out.problems);
+      if (s !== undefined) out.dns.push(s);
+      break;
+    }
+    case 6: {
+      const s = ia5(t, 'URI', out.problems);
+      if (s !== undefined) out.uri.push(s);
+      break;
+    }
     case 7: {
       const n = t.value.length;
       const ok = allowMask ? n === 8 || n === 32 : n === 4 || n === 16;
-      if (!ok) { out.problems.push(`IP address of ${n} bytes (must be ${allowMask ? '8 or 32' : '4 or 16'})`); break; }
+      if (!ok) {
+        out.problems.push(`IP address of ${n} bytes (must be ${allowMask ? '8 or 32' : '4 or 16'})`);
+        break;
+      }
       if (allowMask) {
         const half = n / 2;
         const mask = t.value.subarray(half);
-        if (!isContiguousMask(mask)) { out.problems.push('IP constraint has a non-contiguous mask'); break; }
+        if (!isContiguousMask(mask)) {
+          out.problems.push('IP constraint has a non-contiguous mask');
+          break;
+        }
         out.ip.push(`${ipBytesToText(t.value.subarray(0, half))}/${prefixLength(mask)}`);
       } else {
         out.ip.push(ipBytesToText(t.value));

@@ -79,22 +79,51 @@ function names(san: { dns: string[]; ip: string[]; email: string[]; uri: string[
 
 export function describeCertificate(c: Certificate, now: Date): CertificateReport {
   const status = now < c.notBefore ? 'not yet valid' : now > c.notAfter ? 'expired' : 'valid';
-  const validity = status === 'expired' ? `expired ${relativeTime(c.notAfter, now)}`
-    : status === 'not yet valid' ? `not valid until ${c.notBefore.toISOString()} (${relativeTime(c.notBefore, now)})`
-      : `expires ${relativeTime(c.notAfter, now)}`;
-  const selfSigned = sameDn(c.subject, c.issuer) && !!c.publicKey && checkSignature(c.signatureAlgorithm, c.signatureParams, c.tbsDer, c.signature, c.publicKey) === null;
+  const validity =
+    status === 'expired'
+      ? `expired ${relativeTime(c.notAfter, now)}`
+      : status === 'not yet valid'
+        ? `not valid until ${c.notBefore.toISOString()} (${relativeTime(c.notBefore, now)})`
+        : `expires ${relativeTime(c.notAfter, now)}`;
+  const selfSigned =
+    sameDn(c.subject, c.issuer) &&
+    !!c.publicKey &&
+    checkSignature(c.signatureAlgorithm, c.signatureParams, c.tbsDer, c.signature, c.publicKey) === null;
   const r: CertificateReport = {
-    kind: 'certificate', label: certLabel(c), subject: formatDn(c.subject), issuer: formatDn(c.issuer), serial: c.serialHex,
-    version: c.version, notBefore: c.notBefore.toISOString(), notAfter: c.notAfter.toISOString(), validity, status, selfSigned,
-    isCa: c.basicConstraints?.ca ?? false, keyUsage: c.keyUsage ?? [], extKeyUsage: (c.extKeyUsage ?? []).map(oidName),
-    san: names(c.san), publicKey: c.publicKey ? describeKey(c.publicKey) : 'unreadable', signatureAlgorithm: oidName(c.signatureAlgorithm),
-    fingerprints: { sha256: c.fingerprint256, sha1: fingerprint(c.der, 'sha1') }, problems: c.problems,
+    kind: 'certificate',
+    label: certLabel(c),
+    subject: formatDn(c.subject),
+    issuer: formatDn(c.issuer),
+    serial: c.serialHex,
+    version: c.version,
+    notBefore: c.notBefore.toISOString(),
+    notAfter: c.notAfter.toISOString(),
+    validity,
+    status,
+    selfSigned,
+    isCa: c.basicConstraints?.ca ?? false,
+    keyUsage: c.keyUsage ?? [],
+    extKeyUsage: (c.extKeyUsage ?? []).map(oidName),
+    san: names(c.san),
+    publicKey: c.publicKey ? describeKey(c.publicKey) : 'unreadable',
+    signatureAlgorithm: oidName(c.signatureAlgorithm),
+    fingerprints: { sha256: c.fingerprint256, sha1: fingerprint(c.der, 'sha1') },
+    problems: c.problems,
   };
   if (c.basicConstraints?.pathLen !== undefined) r.pathLen = c.basicConstraints.pathLen;
   const spiffe = leafSpiffeId(c);
   if (spiffe.id) r.spiffeId = spiffe.id.uri;
   if (c.nameConstraints) {
-    const flat = (n: typeof c.nameConstraints.permitted) => n ? [...n.dns.map((d) => `DNS:${d}`), ...n.ip.map((i) => `IP:${i}`), ...n.email.map((e) => `email:${e}`), ...n.uri.map((u) => `URI:${u}`), ...n.directory.map((d) => `DirName:${formatDn(d)}`)] : [];
+    const flat = (n: typeof c.nameConstraints.permitted) =>
+      n
+        ? [
+            ...n.dns.map((d) => `DNS:${d}`),
+            ...n.ip.map((i) => `IP:${i}`),
+            ...n.email.map((e) => `email:${e}`),
+            ...n.uri.map((u) => `URI:${u}`),
+            ...n.directory.map((d) => `DirName:${formatDn(d)}`),
+          ]
+        : [];
     r.nameConstraints = { permitted: flat(c.nameConstraints.permitted), excluded: flat(c.nameConstraints.excluded) };
   }
   if (c.subjectKeyId) r.subjectKeyId = c.subjectKeyId.toString('hex');
@@ -115,13 +144,20 @@ export function inspect(data: Buffer, source: string, opts: InspectOptions): Ins
     if (blocks.length === 0) throw new MtlsError('BAD_PEM', `${source}: no PEM block found`);
     for (const b of blocks) {
       if (b.label === 'CERTIFICATE' || b.label === 'TRUSTED CERTIFICATE') certs.push(parseCertificate(b.der, source));
-      else if (b.label === 'CERTIFICATE REQUEST' || b.label === 'NEW CERTIFICATE REQUEST') objects.push(csrReport(b.der, source));
-      else if (b.label.endsWith('PRIVATE KEY')) keys.push(loadPrivateKey(encodePem(b.label, b.der), source, opts.password));
-      else throw new MtlsError('UNSUPPORTED', `${source}: PEM block '${b.label}' is not something mtls inspects (certificates, CSRs, private keys)`);
+      else if (b.label === 'CERTIFICATE REQUEST' || b.label === 'NEW CERTIFICATE REQUEST')
+        objects.push(csrReport(b.der, source));
+      else if (b.label.endsWith('PRIVATE KEY'))
+        keys.push(loadPrivateKey(encodePem(b.label, b.der), source, opts.password));
+      else
+        throw new MtlsError(
+          'UNSUPPORTED',
+          `${source}: PEM block '${b.label}' is not something mtls inspects (certificates, CSRs, private keys)`,
+        );
     }
   } else if (looksLikePkcs12(data)) {
     format = 'PKCS#12';
-    if (opts.password === undefined) throw new MtlsError('WRONG_PASSPHRASE', `${source} is a PKCS#12 file; give its password with --password-file`);
+    if (opts.password === undefined)
+      throw new MtlsError('WRONG_PASSPHRASE', `${source} is a PKCS#12 file; give its password with --password-file`);
     const p12 = parsePkcs12(data, opts.password, source);
     certs.push(...p12.certificates.map((d) => parseCertificate(d, source)));
     keys.push(...p12.keys);
@@ -134,12 +170,20 @@ export function inspect(data: Buffer, source: string, opts: InspectOptions): Ins
     ];
     const errors: unknown[] = [];
     for (const a of attempts) {
-      try { a(); break; } catch (err) { errors.push(err); }
+      try {
+        a();
+        break;
+      } catch (err) {
+        errors.push(err);
+      }
     }
     if (errors.length === attempts.length) {
       const pass = errors.find((e) => e instanceof MtlsError && e.code === 'WRONG_PASSPHRASE');
       if (pass) throw pass;
-      throw new MtlsError('BAD_DER', `${source} is neither PEM nor a DER certificate, CSR, private key or PKCS#12 file`);
+      throw new MtlsError(
+        'BAD_DER',
+        `${source} is neither PEM nor a DER certificate, CSR, private key or PKCS#12 file`,
+      );
     }
   }
   if (opts.extraKey) keys.push(opts.extraKey);
@@ -156,7 +200,14 @@ export function inspect(data: Buffer, source: string, opts: InspectOptions): Ins
 
 function csrReport(der: Buffer, source: string): CsrReport {
   const csr = parseCsr(der, source);
-  return { kind: 'csr', subject: formatDn(csr.subject), publicKey: describeKey(csr.publicKey), san: names(csr.san), requestsCa: csr.requestsCa, signature: 'valid' };
+  return {
+    kind: 'csr',
+    subject: formatDn(csr.subject),
+    publicKey: describeKey(csr.publicKey),
+    san: names(csr.san),
+    requestsCa: csr.requestsCa,
+    signature: 'valid',
+  };
 }
 
 /** Each certificate should be followed by its issuer, leaf first (RFC 8446 4.4.2, RFC 5246 7.4.2). */
@@ -166,9 +217,18 @@ export function chainOrder(certs: Certificate[]): { ordered: boolean; notes: str
     const c = certs[i]!;
     const next = certs[i + 1]!;
     if (!sameDn(c.issuer, next.subject)) {
-      notes.push(`certificate ${i + 1} ('${certLabel(c)}') is followed by '${certLabel(next)}', which is not its issuer ('${formatDn(c.issuer)}')`);
-    } else if (next.publicKey && checkSignature(c.signatureAlgorithm, c.signatureParams, c.tbsDer, c.signature, next.publicKey)) {
-      notes.push(`certificate ${i + 1} ('${certLabel(c)}') is not signed by the key of the next certificate ('${certLabel(next)}')`);
+      notes.push(
+        `certificate ${i + 1} ('${certLabel(c)}') is followed by '${certLabel(next)}', ` +
+          `which is not its issuer ('${formatDn(c.issuer)}')`,
+      );
+    } else if (
+      next.publicKey &&
+      checkSignature(c.signatureAlgorithm, c.signatureParams, c.tbsDer, c.signature, next.publicKey)
+    ) {
+      notes.push(
+        `certificate ${i + 1} ('${certLabel(c)}') is not signed by the key of the ` +
+          `next certificate ('${certLabel(next)}')`,
+      );
     } else {
       notes.push(`certificate ${i + 1} ('${certLabel(c)}') is issued by certificate ${i + 2} ('${certLabel(next)}')`);
     }

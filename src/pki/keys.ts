@@ -15,12 +15,18 @@ export function parseKeyType(text: string): KeyType {
 
 export function generateKeyPair(type: KeyType = DEFAULT_KEY_TYPE): { privateKey: KeyObject; publicKey: KeyObject } {
   switch (type) {
-    case 'ec-p256': return crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    case 'ec-p384': return crypto.generateKeyPairSync('ec', { namedCurve: 'P-384' });
-    case 'ed25519': return crypto.generateKeyPairSync('ed25519');
-    case 'rsa-2048': return crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-    case 'rsa-3072': return crypto.generateKeyPairSync('rsa', { modulusLength: 3072 });
-    case 'rsa-4096': return crypto.generateKeyPairSync('rsa', { modulusLength: 4096 });
+    case 'ec-p256':
+      return crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    case 'ec-p384':
+      return crypto.generateKeyPairSync('ec', { namedCurve: 'P-384' });
+    case 'ed25519':
+      return crypto.generateKeyPairSync('ed25519');
+    case 'rsa-2048':
+      return crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+    case 'rsa-3072':
+      return crypto.generateKeyPairSync('rsa', { modulusLength: 3072 });
+    case 'rsa-4096':
+      return crypto.generateKeyPairSync('rsa', { modulusLength: 4096 });
   }
 }
 
@@ -44,7 +50,10 @@ export function signatureSchemeFor(key: KeyObject): SignatureScheme {
   }
   if (t === 'ed25519') return { oid: OID.ed25519, params: undefined, hash: null };
   if (t === 'rsa') return { oid: OID.sha256WithRsa, params: null, hash: 'sha256' };
-  throw new MtlsError('UNSUPPORTED', `key type '${t}' is not supported for signing; use ec-p256, ec-p384, ed25519 or rsa-*`);
+  throw new MtlsError(
+    'UNSUPPORTED',
+    `key type '${t}' is not supported for signing; use ec-p256, ec-p384, ed25519 or rsa-*`,
+  );
 }
 
 export function signData(key: KeyObject, data: Uint8Array): Buffer {
@@ -71,8 +80,10 @@ export function loadPrivateKey(data: Buffer | string, what: string, passphrase?:
   let encrypted = false;
   if (looksLikePem(data)) {
     const blocks = decodePem(data.toString(), what).filter((b) => KEY_LABELS.has(b.label));
-    if (blocks.length === 0) throw new MtlsError('BAD_KEY', `${what}: no private key found; expected a 'BEGIN PRIVATE KEY' PEM block`);
-    if (blocks.length > 1) throw new MtlsError('BAD_KEY', `${what}: holds ${blocks.length} private keys; keep one key per file`);
+    if (blocks.length === 0)
+      throw new MtlsError('BAD_KEY', `${what}: no private key found; expected a 'BEGIN PRIVATE KEY' PEM block`);
+    if (blocks.length > 1)
+      throw new MtlsError('BAD_KEY', `${what}: holds ${blocks.length} private keys; keep one key per file`);
     const b = blocks[0]!;
     encrypted = b.label === 'ENCRYPTED PRIVATE KEY';
     input = { key: encodePem(b.label, b.der), format: 'pem' };
@@ -88,7 +99,8 @@ export function loadPrivateKey(data: Buffer | string, what: string, passphrase?:
   try {
     return crypto.createPrivateKey(input);
   } catch (err) {
-    if (encrypted) throw new MtlsError('WRONG_PASSPHRASE', `${what}: wrong passphrase (the key could not be decrypted)`);
+    if (encrypted)
+      throw new MtlsError('WRONG_PASSPHRASE', `${what}: wrong passphrase (the key could not be decrypted)`);
     throw new MtlsError('BAD_KEY', `${what} is not a valid private key (${(err as Error).message.split('\n')[0]})`);
   }
 }
@@ -111,7 +123,10 @@ export function describeKey(key: KeyObject): string {
 }
 
 function curveLabel(curve: string | undefined): string {
-  return ({ prime256v1: 'P-256', secp384r1: 'P-384', secp521r1: 'P-521' } as Record<string, string>)[curve ?? ''] ?? String(curve);
+  return (
+    ({ prime256v1: 'P-256', secp384r1: 'P-384', secp521r1: 'P-521' } as Record<string, string>)[curve ?? ''] ??
+    String(curve)
+  );
 }
 
 /**
@@ -121,8 +136,14 @@ function curveLabel(curve: string | undefined): string {
 export function keyWeakness(key: KeyObject): string | null {
   const t = key.asymmetricKeyType;
   const d = key.asymmetricKeyDetails;
-  if (t === 'rsa' || t === 'rsa-pss') return (d?.modulusLength ?? 0) < 2048 ? `RSA key of ${d?.modulusLength} bits is too weak (need 2048 or more)` : null;
-  if (t === 'ec') return ['prime256v1', 'secp384r1', 'secp521r1'].includes(d?.namedCurve ?? '') ? null : `EC curve ${d?.namedCurve} is not allowed (use P-256, P-384 or P-521)`;
+  if (t === 'rsa' || t === 'rsa-pss')
+    return (d?.modulusLength ?? 0) < 2048
+      ? `RSA key of ${d?.modulusLength} bits is too weak (need 2048 or more)`
+      : null;
+  if (t === 'ec')
+    return ['prime256v1', 'secp384r1', 'secp521r1'].includes(d?.namedCurve ?? '')
+      ? null
+      : `EC curve ${d?.namedCurve} is not allowed (use P-256, P-384 or P-521)`;
   if (t === 'ed25519') return null;
   return `key algorithm ${t} is not allowed`;
 }

@@ -44,7 +44,11 @@ export function emailWithinConstraint(email: string, constraint: string): boolea
   const at = email.lastIndexOf('@');
   const host = email.slice(at + 1).toLowerCase();
   const c = constraint.toLowerCase();
-  if (c.includes('@')) return email.slice(0, at) === constraint.slice(0, constraint.lastIndexOf('@')) && host === c.slice(c.lastIndexOf('@') + 1);
+  if (c.includes('@'))
+    return (
+      email.slice(0, at) === constraint.slice(0, constraint.lastIndexOf('@')) &&
+      host === c.slice(c.lastIndexOf('@') + 1)
+    );
   if (c.startsWith('.')) return host.endsWith(c);
   return host === c;
 }
@@ -62,7 +66,9 @@ function uriHost(uri: string): string | undefined {
   const m = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(uri);
   if (!m) return undefined;
   const authority = m[1]!.replace(/^.*@/, '');
-  const host = authority.startsWith('[') ? authority.slice(0, authority.indexOf(']') + 1) : authority.replace(/:\d*$/, '');
+  const host = authority.startsWith('[')
+    ? authority.slice(0, authority.indexOf(']') + 1)
+    : authority.replace(/:\d*$/, '');
   return host.length ? host.toLowerCase() : undefined;
 }
 
@@ -72,7 +78,10 @@ function normalizeValue(v: string): string {
 
 /** RFC 5280 7.1 name comparison (case-insensitive, whitespace folded), attribute by attribute. */
 export function sameDn(a: DnAttribute[], b: DnAttribute[]): boolean {
-  return a.length === b.length && a.every((x, i) => x.oid === b[i]!.oid && normalizeValue(x.value) === normalizeValue(b[i]!.value));
+  return (
+    a.length === b.length &&
+    a.every((x, i) => x.oid === b[i]!.oid && normalizeValue(x.value) === normalizeValue(b[i]!.value))
+  );
 }
 
 function dnWithin(subject: DnAttribute[], base: DnAttribute[]): boolean {
@@ -96,16 +105,21 @@ export function nameConstraintViolations(names: SubjectNames, subject: DnAttribu
       if (permitted && permitted.length > 0 && !permitted.some((c) => within(v, c))) {
         out.push(`${label} '${v}' is outside the permitted names (${permitted.join(', ')})`);
       }
-      const hit = excluded?.find((c) => within(v, c) || (key === 'dns' && v.startsWith('*.') && dnsWithinConstraint(c, v.slice(2))));
+      const hit = excluded?.find(
+        (c) => within(v, c) || (key === 'dns' && v.startsWith('*.') && dnsWithinConstraint(c, v.slice(2))),
+      );
       if (hit !== undefined) out.push(`${label} '${v}' is in the excluded names (${hit})`);
     }
   }
   const permittedDirs = nc.permitted?.directory ?? [];
   for (const d of dirs) {
-    if (permittedDirs.length && !permittedDirs.some((base) => dnWithin(d, base))) out.push('the subject name is outside the permitted directory names');
-    if ((nc.excluded?.directory ?? []).some((base) => dnWithin(d, base))) out.push('the subject name is in the excluded directory names');
+    if (permittedDirs.length && !permittedDirs.some((base) => dnWithin(d, base)))
+      out.push('the subject name is outside the permitted directory names');
+    if ((nc.excluded?.directory ?? []).some((base) => dnWithin(d, base)))
+      out.push('the subject name is in the excluded directory names');
   }
   const unsupported = [...(nc.permitted?.other ?? []), ...(nc.excluded?.other ?? [])];
-  if (unsupported.length && names.other.length) out.push(`name constraints of type ${unsupported.join(', ')} cannot be checked`);
+  if (unsupported.length && names.other.length)
+    out.push(`name constraints of type ${unsupported.join(', ')} cannot be checked`);
   return out;
 }

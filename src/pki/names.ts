@@ -2,6 +2,11 @@ import * as asn from '@peculiar/asn1-x509';
 import { MtlsError } from '../errors.js';
 import { decodeOid, readChildren, readSingle } from './der.js';
 import { OID } from './oid.js';
+import { printable } from '../text/printable.js';
+import { checkIpAddress, parseIp } from './ip.js';
+
+export { printable };
+export { checkIpAddress, ipBytes, ipBytesToText, parseIp } from './ip.js';
 
 /** One attribute of a distinguished name, as parsed (not as Node's string form). */
 export interface DnAttribute {
@@ -12,11 +17,21 @@ export interface DnAttribute {
 }
 
 const SHORT: Record<string, string> = {
-  [OID.commonName]: 'CN', [OID.organizationName]: 'O', [OID.organizationalUnitName]: 'OU', [OID.countryName]: 'C',
-  [OID.stateOrProvinceName]: 'ST', [OID.localityName]: 'L', [OID.streetAddress]: 'STREET', [OID.domainComponent]: 'DC',
-  [OID.userId]: 'UID', [OID.serialNumber]: 'serialNumber', [OID.emailAddress]: 'emailAddress',
+  [OID.commonName]: 'CN',
+  [OID.organizationName]: 'O',
+  [OID.organizationalUnitName]: 'OU',
+  [OID.countryName]: 'C',
+  [OID.stateOrProvinceName]: 'ST',
+  [OID.localityName]: 'L',
+  [OID.streetAddress]: 'STREET',
+  [OID.domainComponent]: 'DC',
+  [OID.userId]: 'UID',
+  [OID.serialNumber]: 'serialNumber',
+  [OID.emailAddress]: 'emailAddress',
 };
-const BY_SHORT: Record<string, string> = Object.fromEntries(Object.entries(SHORT).map(([oid, s]) => [s.toUpperCase(), oid]));
+const BY_SHORT: Record<string, string> = Object.fromEntries(
+  Object.entries(SHORT).map(([oid, s]) => [s.toUpperCase(), oid]),
+);
 
 /** Decodes a DER Name (SEQUENCE OF SET OF AttributeTypeAndValue) into attributes, in order. */
 export function parseNameDer(der: Buffer): DnAttribute[] {
@@ -25,7 +40,8 @@ export function parseNameDer(der: Buffer): DnAttribute[] {
     if (rdn.tag !== 0x31) throw new MtlsError('BAD_DER', 'Name: an RDN is not a SET');
     for (const atv of readChildren(rdn.value, 'RDN')) {
       const [typeT, valueT, extra] = readChildren(atv.value, 'AttributeTypeAndValue');
-      if (atv.tag !== 0x30 || !typeT || typeT.tag !== 0x06 || !valueT || extra) throw new MtlsError('BAD_DER', 'Name: malformed attribute');
+      if (atv.tag !== 0x30 || !typeT || typeT.tag !== 0x06 || !valueT || extra)
+        throw new MtlsError('BAD_DER', 'Name: malformed attribute');
       const oid = decodeOid(typeT.value, 'attribute type');
       out.push({ type: SHORT[oid] ?? oid, oid, value: directoryString(valueT.tag, valueT.value) });
     }
@@ -36,9 +52,16 @@ export function parseNameDer(der: Buffer): DnAttribute[] {
 /** DirectoryString and friends to text; unknown types print as `#hex` (RFC 4514 2.4). */
 function directoryString(tag: number, v: Buffer): string {
   switch (tag) {
-    case 0x0c: return v.toString('utf8');
-    case 0x13: case 0x16: case 0x14: return v.toString('latin1');
-    case 0x1e: { const b = Buffer.from(v); return b.length % 2 ? '#' + v.toString('hex') : b.swap16().toString('utf16le'); }
+    case 0x0c:
+      return v.toString('utf8');
+    case 0x13:
+    case 0x16:
+    case 0x14:
+      return v.toString('latin1');
+    case 0x1e: {
+      const b = Buffer.from(v);
+      return b.length % 2 ? '#' + v.toString('hex') : b.swap16().toString('utf16le');
+    }
     case 0x1c: {
       let s = '';
       for (let i = 0; i + 3 < v.length; i += 4) {
@@ -48,7 +71,8 @@ function directoryString(tag: number, v: Buffer): string {
       }
       return s;
     }
-    default: return '#' + v.toString('hex');
+    default:
+      return '#' + v.toString('hex');
   }
 }
 
@@ -62,41 +86,68 @@ export function escapeDnValue(value: string): string {
 
 /** RFC 4514 string form (last RDN first): `CN=api, O=Acme`. */
 export function formatDn(attrs: DnAttribute[]): string {
-  return [...attrs].reverse().map((a) => `${a.type}=${escapeDnValue(a.value)}`).join(', ');
+  return [...attrs]
+    .reverse()
+    .map((a) => `${a.type}=${escapeDnValue(a.value)}`)
+    .join(', ');
 }
 
 /** Builds a Name from attributes listed most-general first (C, O, OU, CN). */
 export function buildName(attrs: { oid: string; value: string }[]): asn.Name {
-  return new asn.Name(attrs.map(({ oid, value }) => {
-    if (value.length === 0) throw new MtlsError('BAD_NAME', `empty value for ${SHORT[oid] ?? oid} in a distinguished name`);
-    if (value.includes('\0')) throw new MtlsError('BAD_NAME', `NUL byte in ${SHORT[oid] ?? oid} of a distinguished name`);
-    if (oid === OID.commonName && value.length > 64) {
-      throw new MtlsError('BAD_NAME', `common name '${value.slice(0, 20)}...' is ${value.length} characters; X.509 allows 64 at most`);
-    }
-    // RFC 5280: countryName is a PrintableString of two letters; everything else UTF8String.
-    const av = oid === OID.countryName
-      ? new asn.AttributeValue({ printableString: checkCountry(value) })
-      : new asn.AttributeValue({ utf8String: value });
-    return new asn.RelativeDistinguishedName([new asn.AttributeTypeAndValue({ type: oid, value: av })]);
-  }));
+  return new asn.Name(
+    attrs.map(({ oid, value }) => {
+      if (value.length === 0)
+        throw new MtlsError('BAD_NAME', `empty value for ${SHORT[oid] ?? oid} in a distinguished name`);
+      if (value.includes('\0'))
+        throw new MtlsError('BAD_NAME', `NUL byte in ${SHORT[oid] ?? oid} of a distinguished name`);
+      if (oid === OID.commonName && value.length > 64) {
+        throw new MtlsError(
+          'BAD_NAME',
+          `common name '${value.slice(0, 20)}...' is ${value.length} characters; X.509 allows 64 at most`,
+        );
+      }
+      // RFC 5280: countryName is a PrintableString of two letters; everything else UTF8String.
+      const av =
+        oid === OID.countryName
+          ? new asn.AttributeValue({ printableString: checkCountry(value) })
+          : new asn.AttributeValue({ utf8String: value });
+      return new asn.RelativeDistinguishedName([new asn.AttributeTypeAndValue({ type: oid, value: av })]);
+    }),
+  );
 }
 
 function checkCountry(v: string): string {
-  if (!/^[A-Z]{2}$/.test(v)) throw new MtlsError('BAD_NAME', `country '${v}' must be two upper-case letters (ISO 3166), e.g. US`);
+  if (!/^[A-Z]{2}$/.test(v))
+    throw new MtlsError('BAD_NAME', `country '${v}' must be two upper-case letters (ISO 3166), e.g. US`);
   return v;
 }
 
 /** Parses `O=Acme, OU=payments, CN=api` (most general first) into attributes. Commas in values need `\,`. */
 export function parseDnString(text: string): { oid: string; value: string }[] {
-  const parts = text.split(/(?<!\\),/).map((p) => p.trim()).filter((p) => p.length > 0);
-  if (parts.length === 0) throw new MtlsError('BAD_NAME', `distinguished name '${text}' is empty; write it like 'O=Acme, CN=api'`);
+  const parts = text
+    .split(/(?<!\\),/)
+    .map((p) => p.trim())
+    .filter((p) => p.length > 0);
+  if (parts.length === 0)
+    throw new MtlsError('BAD_NAME', `distinguished name '${text}' is empty; write it like 'O=Acme, CN=api'`);
   return parts.map((p) => {
     const eq = p.indexOf('=');
-    if (eq <= 0) throw new MtlsError('BAD_NAME', `'${p}' in distinguished name is not TYPE=value; write it like 'O=Acme, CN=api'`);
+    if (eq <= 0)
+      throw new MtlsError('BAD_NAME', `'${p}' in distinguished name is not TYPE=value; write it like 'O=Acme, CN=api'`);
     const key = p.slice(0, eq).trim();
     const oid = BY_SHORT[key.toUpperCase()] ?? (/^\d+(\.\d+)+$/.test(key) ? key : undefined);
-    if (!oid) throw new MtlsError('BAD_NAME', `unknown attribute type '${key}' in distinguished name; use CN, O, OU, C, ST, L, DC or a dotted OID`);
-    return { oid, value: p.slice(eq + 1).trim().replace(/\\(.)/g, '$1') };
+    if (!oid)
+      throw new MtlsError(
+        'BAD_NAME',
+        `unknown attribute type '${key}' in distinguished name; use CN, O, OU, C, ST, L, DC or a dotted OID`,
+      );
+    return {
+      oid,
+      value: p
+        .slice(eq + 1)
+        .trim()
+        .replace(/\\(.)/g, '$1'),
+    };
   });
 }
 
@@ -121,103 +172,33 @@ export function checkDnsName(name: string, opts: { wildcard?: boolean } = {}): s
       if (labels.length < 3) fail('a wildcard needs at least two labels after it (*.example.org)');
       return;
     }
-    if (l.includes('*')) fail(opts.wildcard ? 'a wildcard must be the whole left-most label (*.example.org)' : 'wildcards are not allowed here');
-    if (!LABEL.test(l)) fail(`label '${printable(l)}' must be 1-63 letters, digits or hyphens, not starting or ending with a hyphen`);
+    if (l.includes('*'))
+      fail(
+        opts.wildcard
+          ? 'a wildcard must be the whole left-most label (*.example.org)'
+          : 'wildcards are not allowed here',
+      );
+    if (!LABEL.test(l))
+      fail(`label '${printable(l)}' must be 1-63 letters, digits or hyphens, not starting or ending with a hyphen`);
   });
   return n;
-}
-
-const V4_PART = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]\d|\d)$/;
-const V6_GROUP = /^[0-9a-f]{1,4}$/i;
-
-function parseIpv4(text: string): number[] | undefined {
-  const parts = text.split('.');
-  if (parts.length !== 4 || !parts.every((p) => V4_PART.test(p))) return undefined;
-  return parts.map(Number);
-}
-
-/** RFC 4291 2.2 text forms: eight groups, one `::` for a run of zeros, an IPv4 tail in the last 32 bits. */
-function parseIpv6(text: string): Buffer | undefined {
-  const halves = text.split('::');
-  if (halves.length > 2) return undefined;
-  const groups = (half: string, last: boolean): number[] | undefined => {
-    if (half === '') return [];
-    const out: number[] = [];
-    const parts = half.split(':');
-    for (let i = 0; i < parts.length; i++) {
-      const p = parts[i]!;
-      if (last && i === parts.length - 1 && p.includes('.')) {
-        const v4 = parseIpv4(p);
-        if (!v4) return undefined;
-        out.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
-      } else if (V6_GROUP.test(p)) {
-        out.push(parseInt(p, 16));
-      } else {
-        return undefined;
-      }
-    }
-    return out;
-  };
-  const head = groups(halves[0]!, halves.length === 1);
-  const tail = halves.length === 2 ? groups(halves[1]!, true) : [];
-  if (!head || !tail) return undefined;
-  const explicit = head.length + tail.length;
-  if (halves.length === 1 ? explicit !== 8 : explicit > 7) return undefined;
-  const words = [...head, ...new Array<number>(8 - explicit).fill(0), ...tail];
-  const b = Buffer.alloc(16);
-  words.forEach((w, i) => b.writeUInt16BE(w, i * 2));
-  return b;
-}
-
-/**
- * The bytes of an IP address in text (4 for IPv4 in dotted decimal without leading zeros, 16 for IPv6), or
- * undefined when the text is not one. Our own parser: the pure layers do no I/O, so no `node:net`.
- */
-export function parseIp(text: string): Buffer | undefined {
-  if (text.includes(':')) return parseIpv6(text);
-  const v4 = parseIpv4(text);
-  return v4 ? Buffer.from(v4) : undefined;
-}
-
-/** Validates an IPv4 or IPv6 address and returns its canonical text form. */
-export function checkIpAddress(addr: string): string {
-  if (addr.includes('%')) throw new MtlsError('BAD_NAME', `'${printable(addr)}' has an IPv6 zone (%...), which a certificate cannot carry; drop it`);
-  const b = parseIp(addr);
-  if (!b) throw new MtlsError('BAD_NAME', `'${printable(addr)}' is not an IP address; write it like 10.0.0.1 or ::1`);
-  return b.length === 4 ? addr : ipBytesToText(b);
-}
-
-/** 16 bytes of an IPv6 address, or 4 of an IPv4 one. */
-export function ipBytes(addr: string): Buffer {
-  const b = parseIp(addr);
-  if (!b) throw new MtlsError('BAD_NAME', `'${printable(addr)}' is not an IP address; write it like 10.0.0.1 or ::1`);
-  return b;
-}
-
-/** Text form of a 4- or 16-byte address (RFC 5952 compression for IPv6). */
-export function ipBytesToText(b: Uint8Array): string {
-  if (b.length === 4) return Array.from(b).join('.');
-  if (b.length !== 16) return `<invalid ${b.length}-byte address>`;
-  const words = Array.from({ length: 8 }, (_, i) => (b[i * 2]! << 8) | b[i * 2 + 1]!);
-  let best = -1, bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (words[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLen && j - i > 1) { best = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = words.map((w) => w.toString(16));
-  if (best < 0) return hex.join(':');
-  return hex.slice(0, best).join(':') + '::' + hex.slice(best + bestLen).join(':');
 }
 
 /** Validates an email address for an rfc822Name SAN (ASCII mailbox; the domain must be a DNS name). */
 export function checkEmail(email: string): string {
   const at = email.lastIndexOf('@');
   const local = email.slice(0, at);
-  if (at <= 0 || !/^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}$/.test(local) || local.startsWith('.') || local.endsWith('.') || local.includes('..')) {
-    throw new MtlsError('BAD_NAME', `'${printable(email)}' is not a valid email address; write it like alice@example.org`);
+  if (
+    at <= 0 ||
+    !/^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}$/.test(local) ||
+    local.startsWith('.') ||
+    local.endsWith('.') ||
+    local.includes('..')
+  ) {
+    throw new MtlsError(
+      'BAD_NAME',
+      `'${printable(email)}' is not a valid email address; write it like alice@example.org`,
+    );
   }
   return `${local}@${checkDnsName(email.slice(at + 1))}`;
 }
@@ -238,10 +219,14 @@ export interface SpiffeId {
  */
 export function parseSpiffeId(uri: string): SpiffeId {
   const fail = (why: string): never => {
-    throw new MtlsError('BAD_SPIFFE_ID', `'${printable(uri)}' is not a valid SPIFFE ID: ${why}; write it like spiffe://example.org/ns/prod/sa/api`);
+    throw new MtlsError(
+      'BAD_SPIFFE_ID',
+      `'${printable(uri)}' is not a valid SPIFFE ID: ${why}; write it like spiffe://example.org/ns/prod/sa/api`,
+    );
   };
   if (Buffer.byteLength(uri) > 2048) fail('longer than 2048 bytes');
-  if (!uri.startsWith('spiffe://')) fail(/^spiffe:/i.test(uri) ? "the scheme must be lower-case 'spiffe://'" : "it must start with 'spiffe://'");
+  if (!uri.startsWith('spiffe://'))
+    fail(/^spiffe:/i.test(uri) ? "the scheme must be lower-case 'spiffe://'" : "it must start with 'spiffe://'");
   const rest = uri.slice('spiffe://'.length);
   if (rest.includes('?')) fail('a query is not allowed');
   if (rest.includes('#')) fail('a fragment is not allowed');
@@ -260,7 +245,8 @@ export function parseSpiffeId(uri: string): SpiffeId {
     for (const s of segments) {
       if (s.length === 0) fail('empty path segments (//) are not allowed');
       if (s === '.' || s === '..') fail(`the path segment '${s}' is not allowed`);
-      if (!/^[A-Za-z0-9._-]+$/.test(s)) fail(`the path segment '${printable(s)}' may hold only letters, digits, dot, hyphen and underscore`);
+      if (!/^[A-Za-z0-9._-]+$/.test(s))
+        fail(`the path segment '${printable(s)}' may hold only letters, digits, dot, hyphen and underscore`);
     }
   }
   return { uri, trustDomain, path, segments };
@@ -277,13 +263,18 @@ export function checkTrustDomain(td: string): string {
  */
 export function compileSpiffePattern(pattern: string): (id: SpiffeId) => boolean {
   if (!pattern.startsWith('spiffe://')) {
-    throw new MtlsError('BAD_SPIFFE_ID', `SPIFFE ID pattern '${printable(pattern)}' must start with 'spiffe://', e.g. spiffe://example.org/ns/*/sa/api`);
+    throw new MtlsError(
+      'BAD_SPIFFE_ID',
+      `SPIFFE ID pattern '${printable(pattern)}' must start with 'spiffe://', e.g. spiffe://example.org/ns/*/sa/api`,
+    );
   }
   const rest = pattern.slice('spiffe://'.length);
   const [td, ...segs] = rest.split('/');
   segs.forEach((s, i) => {
-    if (s.includes('*') && s !== '*' && s !== '**') throw new MtlsError('BAD_SPIFFE_ID', `pattern segment '${s}': '*' must stand alone as a whole segment`);
-    if (s === '**' && i !== segs.length - 1) throw new MtlsError('BAD_SPIFFE_ID', `pattern '${pattern}': '**' may only be the last segment`);
+    if (s.includes('*') && s !== '*' && s !== '**')
+      throw new MtlsError('BAD_SPIFFE_ID', `pattern segment '${s}': '*' must stand alone as a whole segment`);
+    if (s === '**' && i !== segs.length - 1)
+      throw new MtlsError('BAD_SPIFFE_ID', `pattern '${pattern}': '**' may only be the last segment`);
     if (s === '') throw new MtlsError('BAD_SPIFFE_ID', `pattern '${pattern}' has an empty path segment`);
   });
   return (id) => {
@@ -294,12 +285,6 @@ export function compileSpiffePattern(pattern: string): (id: SpiffeId) => boolean
     }
     return id.segments.length === segs.length && segs.every((s, i) => s === '*' || s === id.segments[i]);
   };
-}
-
-/** Makes hostile input safe to echo in a one-line message: control characters escaped, length capped. */
-export function printable(s: string, max = 80): string {
-  const esc = s.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
-  return esc.length > max ? esc.slice(0, max) + '...' : esc;
 }
 
 /** Whether a host (optionally in [brackets]) is an IP literal that a certificate could carry. */

@@ -24,19 +24,31 @@ export function decodePem(text: string, what = 'input'): PemBlock[] {
   for (const m of text.matchAll(BLOCK)) {
     const [, begin, body, end] = m as unknown as [string, string, string, string];
     if (begin !== end) {
-      throw new MtlsError('BAD_PEM', `${what}: PEM block 'BEGIN ${begin}' ends with 'END ${end}'; the file is damaged, re-export it`);
+      throw new MtlsError(
+        'BAD_PEM',
+        `${what}: PEM block 'BEGIN ${begin}' ends with 'END ${end}'; the file is damaged, re-export it`,
+      );
     }
     if (/^[A-Za-z-]+:/m.test(body)) {
-      throw new MtlsError('BAD_PEM', `${what}: PEM block '${begin}' has headers (legacy OpenSSL encryption); convert it with 'openssl pkcs8 -topk8'`);
+      throw new MtlsError(
+        'BAD_PEM',
+        `${what}: PEM block '${begin}' has headers (legacy OpenSSL encryption); convert it with 'openssl pkcs8 -topk8'`,
+      );
     }
     const b64 = body.replace(/\s+/g, '');
     if (!BASE64.test(b64) || b64.length % 4 !== 0 || b64.length === 0) {
-      throw new MtlsError('BAD_PEM', `${what}: PEM block '${begin}' is not valid base64; the file is damaged, re-export it`);
+      throw new MtlsError(
+        'BAD_PEM',
+        `${what}: PEM block '${begin}' is not valid base64; the file is damaged, re-export it`,
+      );
     }
     blocks.push({ label: begin, der: Buffer.from(b64, 'base64') });
   }
   if (blocks.length === 0 && text.includes('-----BEGIN ')) {
-    throw new MtlsError('BAD_PEM', `${what}: a PEM block is not terminated (no matching END line); the file is truncated or damaged`);
+    throw new MtlsError(
+      'BAD_PEM',
+      `${what}: a PEM block is not terminated (no matching END line); the file is truncated or damaged`,
+    );
   }
   return blocks;
 }
@@ -50,7 +62,10 @@ export function encodePem(label: string, der: Uint8Array): string {
 
 /** The certificates of a PEM bundle, in file order. Throws if there is none. */
 export function decodeCertificatesPem(text: string, what: string): Buffer[] {
-  const certs = decodePem(text, what).filter((b) => b.label === 'CERTIFICATE' || b.label === 'TRUSTED CERTIFICATE').map((b) => b.der);
-  if (certs.length === 0) throw new MtlsError('BAD_PEM', `${what}: no 'BEGIN CERTIFICATE' block found; expected a PEM certificate file`);
+  const certs = decodePem(text, what)
+    .filter((b) => b.label === 'CERTIFICATE' || b.label === 'TRUSTED CERTIFICATE')
+    .map((b) => b.der);
+  if (certs.length === 0)
+    throw new MtlsError('BAD_PEM', `${what}: no 'BEGIN CERTIFICATE' block found; expected a PEM certificate file`);
   return certs;
 }

@@ -20,7 +20,10 @@ const MAC_DIGESTS: Record<string, { name: string; v: number }> = {
   '2.16.840.1.101.3.4.2.3': { name: 'sha512', v: 128 },
 };
 const PRFS: Record<string, string> = {
-  '1.2.840.113549.2.7': 'sha1', '1.2.840.113549.2.9': 'sha256', '1.2.840.113549.2.10': 'sha384', '1.2.840.113549.2.11': 'sha512',
+  '1.2.840.113549.2.7': 'sha1',
+  '1.2.840.113549.2.9': 'sha256',
+  '1.2.840.113549.2.10': 'sha384',
+  '1.2.840.113549.2.11': 'sha512',
 };
 const CIPHERS: Record<string, { name: string; key: number }> = {
   '2.16.840.1.101.3.4.1.2': { name: 'aes-128-cbc', key: 16 },
@@ -38,7 +41,15 @@ function bmpPassword(password: string): Buffer {
 }
 
 /** RFC 7292 appendix B.2: the PKCS#12 key derivation (for the MAC key and legacy PBE). */
-export function pkcs12Kdf(password: string, salt: Buffer, id: 1 | 2 | 3, iterations: number, n: number, hash: string, v: number): Buffer {
+export function pkcs12Kdf(
+  password: string,
+  salt: Buffer,
+  id: 1 | 2 | 3,
+  iterations: number,
+  n: number,
+  hash: string,
+  v: number,
+): Buffer {
   const pw = bmpPassword(password);
   const fill = (src: Buffer) => {
     if (src.length === 0) return Buffer.alloc(0);
@@ -106,14 +117,27 @@ export function buildPkcs12(key: KeyObject, chain: Buffer[], password: string, o
   const keyAttrs = [attr(ID_LOCAL_KEY_ID, octets(localKeyId))];
   if (opts.friendlyName) keyAttrs.push(attr(ID_FRIENDLY_NAME, bmpString(opts.friendlyName)));
   const shrouded = key.export({ type: 'pkcs8', format: 'der', cipher: 'aes-256-cbc', passphrase: password });
-  const keyBag = new pfx.SafeBag({ bagId: pfx.id_pkcs8ShroudedKeyBag, bagValue: new Uint8Array(shrouded).buffer, bagAttributes: keyAttrs });
-  const certBags = chain.map((der, i) => new pfx.SafeBag({
-    bagId: pfx.id_certBag,
-    bagValue: AsnConvert.serialize(new pfx.CertBag({ certId: pfx.id_x509Certificate, certValue: octets(der) })),
-    ...(i === 0 ? { bagAttributes: [...keyAttrs] } : {}),
-  }));
-  const dataInfo = (bags: pfx.SafeBag[]) => new ContentInfo({ contentType: ID_DATA, content: octets(Buffer.from(AsnConvert.serialize(new pfx.SafeContents(bags)))) });
-  const authSafeDer = Buffer.from(AsnConvert.serialize(new pfx.AuthenticatedSafe([dataInfo(certBags), dataInfo([keyBag])])));
+  const keyBag = new pfx.SafeBag({
+    bagId: pfx.id_pkcs8ShroudedKeyBag,
+    bagValue: new Uint8Array(shrouded).buffer,
+    bagAttributes: keyAttrs,
+  });
+  const certBags = chain.map(
+    (der, i) =>
+      new pfx.SafeBag({
+        bagId: pfx.id_certBag,
+        bagValue: AsnConvert.serialize(new pfx.CertBag({ certId: pfx.id_x509Certificate, certValue: octets(der) })),
+        ...(i === 0 ? { bagAttributes: [...keyAttrs] } : {}),
+      }),
+  );
+  const dataInfo = (bags: pfx.SafeBag[]) =>
+    new ContentInfo({
+      contentType: ID_DATA,
+      content: octets(Buffer.from(AsnConvert.serialize(new pfx.SafeContents(bags)))),
+    });
+  const authSafeDer = Buffer.from(
+    AsnConvert.serialize(new pfx.AuthenticatedSafe([dataInfo(certBags), dataInfo([keyBag])])),
+  );
   const iterations = opts.iterations ?? MAC_ITERATIONS;
   const salt = crypto.randomBytes(16);
   const macKey = pkcs12Kdf(password, salt, 3, iterations, 32, 'sha256', 64);
@@ -122,7 +146,10 @@ export function buildPkcs12(key: KeyObject, chain: Buffer[], password: string, o
     version: 3,
     authSafe: new ContentInfo({ contentType: ID_DATA, content: octets(authSafeDer) }),
     macData: new pfx.MacData({
-      mac: new DigestInfo({ digestAlgorithm: new asn.AlgorithmIdentifier({ algorithm: '2.16.840.1.101.3.4.2.1', parameters: null }), digest: new OctetString(mac) }),
+      mac: new DigestInfo({
+        digestAlgorithm: new asn.AlgorithmIdentifier({ algorithm: '2.16.840.1.101.3.4.2.1', parameters: null }),
+        digest: new OctetString(mac),
+      }),
       macSalt: new OctetString(salt),
       iterations,
     }),
@@ -161,13 +188,30 @@ export function parsePkcs12(der: Buffer, password: string, what = 'PKCS#12 file'
   } catch (err) {
     throw new MtlsError('BAD_PKCS12', `${what} is not a valid PKCS#12 file (${(err as Error).message.split('\n')[0]})`);
   }
-  if (p.authSafe.contentType !== ID_DATA) throw new MtlsError('UNSUPPORTED', `${what} uses public-key integrity mode, which is not supported; re-export it with a password`);
+  if (p.authSafe.contentType !== ID_DATA)
+    throw new MtlsError(
+      'UNSUPPORTED',
+      `${what} uses public-key integrity mode, which is not supported; re-export it with a password`,
+    );
   const authSafeDer = unwrapOctets(p.authSafe.content, `${what} authSafe`);
-  if (!p.macData) throw new MtlsError('BAD_PKCS12', `${what} has no integrity MAC; re-export it with 'openssl pkcs12 -export'`);
+  if (!p.macData)
+    throw new MtlsError('BAD_PKCS12', `${what} has no integrity MAC; re-export it with 'openssl pkcs12 -export'`);
   const digest = MAC_DIGESTS[p.macData.mac.digestAlgorithm.algorithm];
-  if (!digest) throw new MtlsError('UNSUPPORTED', `${what} uses an unsupported MAC digest ${p.macData.mac.digestAlgorithm.algorithm}`);
+  if (!digest)
+    throw new MtlsError(
+      'UNSUPPORTED',
+      `${what} uses an unsupported MAC digest ${p.macData.mac.digestAlgorithm.algorithm}`,
+    );
   const hashLen = crypto.createHash(digest.name).digest().length;
-  const macKey = pkcs12Kdf(password, Buffer.from(p.macData.macSalt.buffer), 3, p.macData.iterations, hashLen, digest.name, digest.v);
+  const macKey = pkcs12Kdf(
+    password,
+    Buffer.from(p.macData.macSalt.buffer),
+    3,
+    p.macData.iterations,
+    hashLen,
+    digest.name,
+    digest.v,
+  );
   const mac = crypto.createHmac(digest.name, macKey).update(authSafeDer).digest();
   const expected = Buffer.from(p.macData.mac.digest.buffer);
   if (mac.length !== expected.length || !crypto.timingSafeEqual(mac, expected)) {
@@ -177,7 +221,8 @@ export function parsePkcs12(der: Buffer, password: string, what = 'PKCS#12 file'
   for (const ci of AsnConvert.parse(authSafeDer, pfx.AuthenticatedSafe)) {
     let safeContents: Buffer;
     if (ci.contentType === ID_DATA) safeContents = unwrapOctets(ci.content, `${what} SafeContents`);
-    else if (ci.contentType === ID_ENCRYPTED_DATA) safeContents = decryptEncryptedData(Buffer.from(ci.content), password, what);
+    else if (ci.contentType === ID_ENCRYPTED_DATA)
+      safeContents = decryptEncryptedData(Buffer.from(ci.content), password, what);
     else throw new MtlsError('UNSUPPORTED', `${what} holds content of type ${ci.contentType}, which is not supported`);
     for (const bag of AsnConvert.parse(safeContents, pfx.SafeContents)) readBag(bag, password, out, what);
   }
@@ -188,12 +233,17 @@ function readBag(bag: pfx.SafeBag, password: string, out: Pkcs12Contents, what: 
   const value = Buffer.from(bag.bagValue);
   if (bag.bagId === pfx.id_certBag) {
     const cb = AsnConvert.parse(value, pfx.CertBag);
-    if (cb.certId === pfx.id_x509Certificate) out.certificates.push(unwrapOctets(cb.certValue, `${what} certificate bag`));
+    if (cb.certId === pfx.id_x509Certificate)
+      out.certificates.push(unwrapOctets(cb.certValue, `${what} certificate bag`));
   } else if (bag.bagId === pfx.id_pkcs8ShroudedKeyBag) {
     try {
       out.keys.push(crypto.createPrivateKey({ key: value, format: 'der', type: 'pkcs8', passphrase: password }));
     } catch {
-      throw new MtlsError('UNSUPPORTED', `${what}: the private key is encrypted with an algorithm OpenSSL 3 does not load by default (RC2?); re-export it with 'openssl pkcs12 -export'`);
+      throw new MtlsError(
+        'UNSUPPORTED',
+        `${what}: the private key is encrypted with an algorithm OpenSSL 3 does not ` +
+          `load by default (RC2?); re-export it with 'openssl pkcs12 -export'`,
+      );
     }
   } else if (bag.bagId === pfx.id_keyBag) {
     out.keys.push(crypto.createPrivateKey({ key: value, format: 'der', type: 'pkcs8' }));
@@ -205,7 +255,10 @@ function decryptEncryptedData(der: Buffer, password: string, what: string): Buff
   const seq = readSingle(der, 'EncryptedData');
   const [, eciTlv] = readChildren(seq.value, 'EncryptedData');
   if (!eciTlv) throw new MtlsError('BAD_PKCS12', `${what}: EncryptedData has no content`);
-  const eci = AsnConvert.parse(der.subarray(seq.valueStart + eciTlv.start, seq.valueStart + eciTlv.end), EncryptedContentInfo);
+  const eci = AsnConvert.parse(
+    der.subarray(seq.valueStart + eciTlv.start, seq.valueStart + eciTlv.end),
+    EncryptedContentInfo,
+  );
   const ciphertext = eci.encryptedContent?.value
     ? Buffer.from(eci.encryptedContent.value.buffer)
     : Buffer.concat((eci.encryptedContent?.constructedValue ?? []).map((o) => Buffer.from(o.buffer)));
@@ -223,9 +276,16 @@ function decryptEncryptedData(der: Buffer, password: string, what: string): Buff
     }
   } catch (err) {
     if (err instanceof MtlsError) throw err;
-    throw new MtlsError('BAD_PKCS12', `${what}: the certificates could not be decrypted (${(err as Error).message.split('\n')[0]})`);
+    throw new MtlsError(
+      'BAD_PKCS12',
+      `${what}: the certificates could not be decrypted (${(err as Error).message.split('\n')[0]})`,
+    );
   }
-  throw new MtlsError('UNSUPPORTED', `${what}: certificates are encrypted with ${alg.algorithm} (legacy RC2/RC4?); re-export with 'openssl pkcs12 -export' (OpenSSL 3 uses AES)`);
+  throw new MtlsError(
+    'UNSUPPORTED',
+    `${what}: certificates are encrypted with ${alg.algorithm} (legacy RC2/RC4?); ` +
+      `re-export with 'openssl pkcs12 -export' (OpenSSL 3 uses AES)`,
+  );
 }
 
 function decryptPbes2(params: Buffer, password: string, ciphertext: Buffer): Buffer {
@@ -238,7 +298,13 @@ function decryptPbes2(params: Buffer, password: string, ciphertext: Buffer): Buf
   const [encOid, iv] = readChildren(enc.value, 'encryptionScheme') as [Tlv, Tlv];
   const cipher = CIPHERS[decodeOid(encOid.value)];
   if (!cipher || prf === 'unknown') throw new Error('unsupported PBES2 cipher or PRF');
-  const key = crypto.pbkdf2Sync(Buffer.from(password, 'utf8'), salt!.value, iter!.value.readUIntBE(0, iter!.value.length), cipher.key, prf);
+  const key = crypto.pbkdf2Sync(
+    Buffer.from(password, 'utf8'),
+    salt!.value,
+    iter!.value.readUIntBE(0, iter!.value.length),
+    cipher.key,
+    prf,
+  );
   const d = crypto.createDecipheriv(cipher.name, key, iv.value);
   return Buffer.concat([d.update(ciphertext), d.final()]);
 }

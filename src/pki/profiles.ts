@@ -1,8 +1,18 @@
 import type { KeyObject } from 'node:crypto';
 import { MtlsError } from '../errors.js';
 import {
-  authorityKeyIdExt, basicConstraintsExt, extKeyUsageExt, keyIdentifier, keyUsageExt, nameConstraintsExt,
-  subjectAltNameExt, subjectKeyIdExt, type KeyUsageName, type NameConstraintsInput, type RawExtension, type SanInput,
+  authorityKeyIdExt,
+  basicConstraintsExt,
+  extKeyUsageExt,
+  keyIdentifier,
+  keyUsageExt,
+  nameConstraintsExt,
+  subjectAltNameExt,
+  subjectKeyIdExt,
+  type KeyUsageName,
+  type NameConstraintsInput,
+  type RawExtension,
+  type SanInput,
 } from './extensions.js';
 import { checkDnsName, checkEmail, checkIpAddress, parseSpiffeId } from './names.js';
 import { OID } from './oid.js';
@@ -43,15 +53,28 @@ export function checkLeafNames(profile: LeafProfile, req: RequestedNames): LeafN
   const email = unique((req.email ?? []).map(checkEmail));
   const uri = req.spiffeId !== undefined ? [parseSpiffeId(req.spiffeId).uri] : [];
   if (profile === 'server' && dns.length + ip.length === 0) {
-    throw new MtlsError('BAD_INPUT', 'a server certificate needs at least one --dns name or --ip address (clients check it against the host they dial)');
+    throw new MtlsError(
+      'BAD_INPUT',
+      'a server certificate needs at least one --dns name or --ip address (clients ' +
+        'check it against the host they dial)',
+    );
   }
   if (profile === 'spiffe') {
-    if (uri.length !== 1) throw new MtlsError('BAD_SPIFFE_ID', 'an X.509-SVID needs exactly one SPIFFE ID, e.g. spiffe://example.org/ns/prod/sa/api');
+    if (uri.length !== 1)
+      throw new MtlsError(
+        'BAD_SPIFFE_ID',
+        'an X.509-SVID needs exactly one SPIFFE ID, e.g. spiffe://example.org/ns/prod/sa/api',
+      );
     if (dns.length + ip.length + email.length > 0) {
-      throw new MtlsError('BAD_INPUT', 'an X.509-SVID carries only its SPIFFE ID; issue a server or client certificate (with --spiffe-id) to add DNS names, IPs or emails');
+      throw new MtlsError(
+        'BAD_INPUT',
+        'an X.509-SVID carries only its SPIFFE ID; issue a server or client certificate ' +
+          '(with --spiffe-id) to add DNS names, IPs or emails',
+      );
     }
   }
-  if (profile === 'server' && email.length > 0) throw new MtlsError('BAD_INPUT', 'email addresses belong in client certificates, not server certificates');
+  if (profile === 'server' && email.length > 0)
+    throw new MtlsError('BAD_INPUT', 'email addresses belong in client certificates, not server certificates');
   return { dns, ip, email, uri };
 }
 
@@ -70,7 +93,13 @@ const EKU: Record<LeafProfile, string[]> = {
  * digitalSignature (plus keyEncipherment for RSA server keys, for TLS 1.2 RSA key exchange peers), the
  * profile's EKU, the SAN (critical when the subject is empty), SKI and AKI.
  */
-export function leafExtensions(profile: LeafProfile, names: LeafNames, publicKey: KeyObject, issuerKeyId: Buffer, emptySubject: boolean): RawExtension[] {
+export function leafExtensions(
+  profile: LeafProfile,
+  names: LeafNames,
+  publicKey: KeyObject,
+  issuerKeyId: Buffer,
+  emptySubject: boolean,
+): RawExtension[] {
   const ku: KeyUsageName[] = ['digitalSignature'];
   if (profile === 'server' && publicKey.asymmetricKeyType === 'rsa') ku.push('keyEncipherment');
   const san: SanInput = { dns: names.dns, ip: names.ip, email: names.email, uri: names.uri };
@@ -95,13 +124,18 @@ export function rootExtensions(publicKey: KeyObject): RawExtension[] {
  * The online intermediate: CA:TRUE with pathLenConstraint 0 (it signs leaves only), keyCertSign|cRLSign|
  * digitalSignature (the last for signing OCSP responses itself), and the CA's name constraints.
  */
-export function intermediateExtensions(publicKey: KeyObject, rootKeyId: Buffer, constraints?: NameConstraintsInput): RawExtension[] {
+export function intermediateExtensions(
+  publicKey: KeyObject,
+  rootKeyId: Buffer,
+  constraints?: NameConstraintsInput,
+): RawExtension[] {
   const ext = [
     basicConstraintsExt(true, 0),
     keyUsageExt(['digitalSignature', 'keyCertSign', 'cRLSign']),
     subjectKeyIdExt(keyIdentifier(publicKey)),
     authorityKeyIdExt(rootKeyId),
   ];
-  if (constraints && Object.values(constraints).some((v) => v && v.length > 0)) ext.push(nameConstraintsExt(constraints));
+  if (constraints && Object.values(constraints).some((v) => v && v.length > 0))
+    ext.push(nameConstraintsExt(constraints));
   return ext;
 }

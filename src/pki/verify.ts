@@ -88,9 +88,11 @@ const isSelfIssued = (c: Certificate) => sameDn(c.subject, c.issuer);
  * and returns the first valid one, or the one with the fewest problems with every problem found.
  */
 export function verifyChain(leaf: Certificate, opts: VerifyOptions): VerifyResult {
-  if (opts.trustAnchors.length === 0) throw new MtlsError('BAD_INPUT', 'the trust bundle holds no certificate; pass the CA certificate with --ca');
+  if (opts.trustAnchors.length === 0)
+    throw new MtlsError('BAD_INPUT', 'the trust bundle holds no certificate; pass the CA certificate with --ca');
   const maxDepth = opts.maxDepth ?? 8;
-  if (!Number.isInteger(maxDepth) || maxDepth < 0) throw new MtlsError('BAD_INPUT', `max depth ${maxDepth} must be a whole number of 0 or more`);
+  if (!Number.isInteger(maxDepth) || maxDepth < 0)
+    throw new MtlsError('BAD_INPUT', `max depth ${maxDepth} must be a whole number of 0 or more`);
   const ip = opts.ip === undefined ? undefined : checkIpAddress(opts.ip);
   const pattern = opts.spiffeId === undefined ? undefined : compileSpiffePattern(opts.spiffeId);
   const anchors = opts.trustAnchors;
@@ -116,7 +118,9 @@ export function verifyChain(leaf: Certificate, opts: VerifyOptions): VerifyResul
     } else {
       if (signatureChecks >= PATH_BUDGET.signatureChecks) return undefined;
       signatureChecks++;
-      why = cand.publicKey ? checkSignature(child.signatureAlgorithm, child.signatureParams, child.tbsDer, child.signature, cand.publicKey) : 'issuer key unreadable';
+      why = cand.publicKey
+        ? checkSignature(child.signatureAlgorithm, child.signatureParams, child.tbsDer, child.signature, cand.publicKey)
+        : 'issuer key unreadable';
     }
     row.set(cand, why);
     if (why) badSignatures.push({ child, issuer: cand, why });
@@ -136,7 +140,8 @@ export function verifyChain(leaf: Certificate, opts: VerifyOptions): VerifyResul
         exhausted = true;
         return;
       }
-      if (path.includes(cand) || path.some((p) => p.der.equals(cand.der)) || !sameDn(cand.subject, last.issuer)) continue;
+      if (path.includes(cand) || path.some((p) => p.der.equals(cand.der)) || !sameDn(cand.subject, last.issuer))
+        continue;
       const why = signatureProblem(last, cand);
       if (why === undefined) {
         exhausted = true;
@@ -150,12 +155,30 @@ export function verifyChain(leaf: Certificate, opts: VerifyOptions): VerifyResul
   extend([leaf]);
   const budgetProblem = (): VerifyProblem | undefined => {
     if (!exhausted && given.length <= PATH_BUDGET.intermediates) return undefined;
-    const why = given.length > PATH_BUDGET.intermediates ? `${given.length} intermediates were offered (at most ${PATH_BUDGET.intermediates} are looked at)`
-      : signatureChecks >= PATH_BUDGET.signatureChecks ? `path building stopped after ${signatureChecks} signature checks` : `path building stopped after ${PATH_BUDGET.steps} steps`;
-    return { code: 'PATH_BUDGET', depth: 0, message: `${why}: the chain offers too many candidate issuers to search (a crafted chain?); send only the chain from the leaf to its root` };
+    const why =
+      given.length > PATH_BUDGET.intermediates
+        ? `${given.length} intermediates were offered (at most ${PATH_BUDGET.intermediates} are looked at)`
+        : signatureChecks >= PATH_BUDGET.signatureChecks
+          ? `path building stopped after ${signatureChecks} signature checks`
+          : `path building stopped after ${PATH_BUDGET.steps} steps`;
+    return {
+      code: 'PATH_BUDGET',
+      depth: 0,
+      message:
+        `${why}: the chain offers too many candidate issuers to search (a crafted ` +
+        `chain?); send only the chain from the leaf to its root`,
+    };
   };
 
-  const ctx = { at: opts.at, purpose: opts.purpose ?? 'any', dns: opts.dns, ip, pattern, maxDepth, patternText: opts.spiffeId };
+  const ctx = {
+    at: opts.at,
+    purpose: opts.purpose ?? 'any',
+    dns: opts.dns,
+    ip,
+    pattern,
+    maxDepth,
+    patternText: opts.spiffeId,
+  };
   let best: VerifyResult | undefined;
   for (const path of complete) {
     const r = judgePath(path, true, ctx);
@@ -173,9 +196,19 @@ export function verifyChain(leaf: Certificate, opts: VerifyOptions): VerifyResul
   const last = longestPartial.at(-1)!;
   const sig = badSignatures.find((b) => b.child === last);
   let message: string;
-  if (sig) message = `'${certLabel(last)}' names '${certLabel(sig.issuer)}' as its issuer, but ${sig.why} (a different CA with the same name?)`;
-  else if (isSelfIssued(last)) message = `'${certLabel(last)}' is self-signed and not in the trust bundle; add it to --ca only if you really trust it`;
-  else message = `'${certLabel(last)}' was issued by '${formatDn(last.issuer)}', which is neither in the trust bundle nor among the given intermediates; pass the intermediate with --untrusted or the right CA with --ca`;
+  if (sig)
+    message =
+      `'${certLabel(last)}' names '${certLabel(sig.issuer)}' as its issuer, but ` +
+      `${sig.why} (a different CA with the same name?)`;
+  else if (isSelfIssued(last))
+    message =
+      `'${certLabel(last)}' is self-signed and not in the trust bundle; add it ` +
+      `to --ca only if you really trust it`;
+  else
+    message =
+      `'${certLabel(last)}' was issued by '${formatDn(last.issuer)}', which is ` +
+      `neither in the trust bundle nor among the given intermediates; pass the intermediate ` +
+      `with --untrusted or the right CA with --ca`;
   r.problems.unshift({ code: 'UNKNOWN_ISSUER', message, depth: longestPartial.length - 1 });
   r.valid = false;
   return r;
@@ -201,10 +234,21 @@ function judgePath(chain: Certificate[], anchored: boolean, ctx: JudgeContext): 
     const name = `'${certLabel(c)}'`;
     const key = c.publicKey; // loads the key first: a failure to load is recorded in c.problems
     for (const p of c.problems) add('MALFORMED', i, `${name}: ${p}`);
-    if (ctx.at < c.notBefore) add('NOT_YET_VALID', i, `${name} is not valid until ${shortTime(c.notBefore)} (${relativeTime(c.notBefore, ctx.at)})`);
-    if (ctx.at > c.notAfter) add('EXPIRED', i, `${name} expired ${relativeTime(c.notAfter, ctx.at)} (${shortTime(c.notAfter)})`);
+    if (ctx.at < c.notBefore)
+      add(
+        'NOT_YET_VALID',
+        i,
+        `${name} is not valid until ${shortTime(c.notBefore)} (${relativeTime(c.notBefore, ctx.at)})`,
+      );
+    if (ctx.at > c.notAfter)
+      add('EXPIRED', i, `${name} expired ${relativeTime(c.notAfter, ctx.at)} (${shortTime(c.notAfter)})`);
     for (const e of c.extensions) {
-      if (e.critical && !UNDERSTOOD_EXTENSIONS.has(e.oid)) add('UNKNOWN_CRITICAL_EXTENSION', i, `${name} has a critical extension ${oidName(e.oid)} that we do not understand`);
+      if (e.critical && !UNDERSTOOD_EXTENSIONS.has(e.oid))
+        add(
+          'UNKNOWN_CRITICAL_EXTENSION',
+          i,
+          `${name} has a critical extension ${oidName(e.oid)} that we do not understand`,
+        );
     }
     if (key) {
       const weak = keyWeakness(key);
@@ -213,15 +257,37 @@ function judgePath(chain: Certificate[], anchored: boolean, ctx: JudgeContext): 
     if (i === 0) return;
     // c issues chain[i-1]: it must be a CA allowed to sign certificates (RFC 5280 6.1.4 (k), (n)).
     const anchorV1 = anchored && i === chain.length - 1 && c.version === 1;
-    if (!anchorV1 && !c.basicConstraints?.ca) add('ISSUER_NOT_CA', i, `issuer ${name} is not a CA (${c.basicConstraints ? 'basicConstraints CA:FALSE' : 'no basicConstraints'}), so it cannot sign '${certLabel(chain[i - 1]!)}'`);
-    if (c.keyUsage && !c.keyUsage.includes('keyCertSign')) add('KEY_USAGE', i, `issuer ${name} lacks the keyCertSign key usage, so it cannot sign certificates`);
+    if (!anchorV1 && !c.basicConstraints?.ca)
+      add(
+        'ISSUER_NOT_CA',
+        i,
+        `issuer ${name} is not a CA (${c.basicConstraints ? 'basicConstraints CA:FALSE' : 'no basicConstraints'}), ` +
+          `so it cannot sign '${certLabel(chain[i - 1]!)}'`,
+      );
+    if (c.keyUsage && !c.keyUsage.includes('keyCertSign'))
+      add('KEY_USAGE', i, `issuer ${name} lacks the keyCertSign key usage, so it cannot sign certificates`);
     const pathLen = c.basicConstraints?.pathLen;
     const below = chain.slice(1, i).filter((x) => !isSelfIssued(x)).length;
     if (pathLen !== undefined && below > pathLen) {
-      add('PATH_LENGTH_EXCEEDED', i, `issuer ${name} allows ${pathLen} intermediate CA${pathLen === 1 ? '' : 's'} below it (pathlen:${pathLen}) but the chain has ${below}`);
+      add(
+        'PATH_LENGTH_EXCEEDED',
+        i,
+        `issuer ${name} allows ${pathLen} intermediate CA${pathLen === 1 ? '' : 's'} ` +
+          `below it (pathlen:${pathLen}) but the chain has ${below}`,
+      );
     }
-    if (purposeOid && c.extKeyUsage && !c.extKeyUsage.includes(purposeOid) && !c.extKeyUsage.includes(OID.anyExtendedKeyUsage)) {
-      add('WRONG_PURPOSE', i, `issuer ${name} is restricted to ${c.extKeyUsage.map(oidName).join(', ')} and cannot vouch for ${oidName(purposeOid)}`);
+    if (
+      purposeOid &&
+      c.extKeyUsage &&
+      !c.extKeyUsage.includes(purposeOid) &&
+      !c.extKeyUsage.includes(OID.anyExtendedKeyUsage)
+    ) {
+      add(
+        'WRONG_PURPOSE',
+        i,
+        `issuer ${name} is restricted to ${c.extKeyUsage.map(oidName).join(', ')} ` +
+          `and cannot vouch for ${oidName(purposeOid)}`,
+      );
     }
     if (c.nameConstraints) {
       chain.slice(0, i).forEach((sub, j) => {
@@ -234,13 +300,28 @@ function judgePath(chain: Certificate[], anchored: boolean, ctx: JudgeContext): 
   });
 
   const intermediates = anchored ? chain.length - 2 : chain.length - 1;
-  if (intermediates > ctx.maxDepth) add('DEPTH_EXCEEDED', chain.length - 1, `the chain has ${intermediates} intermediate CAs, more than the allowed ${ctx.maxDepth}`);
+  if (intermediates > ctx.maxDepth)
+    add(
+      'DEPTH_EXCEEDED',
+      chain.length - 1,
+      `the chain has ${intermediates} intermediate CAs, more than the allowed ${ctx.maxDepth}`,
+    );
 
   const leafName = `'${certLabel(leaf)}'`;
   if (purposeOid) {
-    if (leaf.basicConstraints?.ca && chain.length > 1) add('CA_AS_LEAF', 0, `${leafName} is a CA certificate, not a ${ctx.purpose} certificate; issue an end-entity certificate for it`);
+    if (leaf.basicConstraints?.ca && chain.length > 1)
+      add(
+        'CA_AS_LEAF',
+        0,
+        `${leafName} is a CA certificate, not a ${ctx.purpose} certificate; issue an end-entity certificate for it`,
+      );
     if (leaf.extKeyUsage && !leaf.extKeyUsage.includes(purposeOid)) {
-      add('WRONG_PURPOSE', 0, `${leafName} is not a ${ctx.purpose} certificate: its extended key usage is ${leaf.extKeyUsage.map(oidName).join(', ')}, not ${oidName(purposeOid)}`);
+      add(
+        'WRONG_PURPOSE',
+        0,
+        `${leafName} is not a ${ctx.purpose} certificate: its extended key usage ` +
+          `is ${leaf.extKeyUsage.map(oidName).join(', ')}, not ${oidName(purposeOid)}`,
+      );
     }
     if (leaf.keyUsage && !leaf.keyUsage.includes('digitalSignature')) {
       add('KEY_USAGE', 0, `${leafName} lacks the digitalSignature key usage needed to sign a TLS handshake`);
@@ -249,21 +330,38 @@ function judgePath(chain: Certificate[], anchored: boolean, ctx: JudgeContext): 
   if (ctx.dns !== undefined) {
     const dns = leaf.san?.dns ?? [];
     if (!dns.some((p) => dnsNameMatches(p, ctx.dns!))) {
-      add('NAME_MISMATCH', 0, dns.length
-        ? `${leafName} is for ${dns.join(', ')}, not '${ctx.dns}'`
-        : `${leafName} has no DNS names, so it is not valid for '${ctx.dns}' (the subject CN is not used as a host name)`);
+      add(
+        'NAME_MISMATCH',
+        0,
+        dns.length
+          ? `${leafName} is for ${dns.join(', ')}, not '${ctx.dns}'`
+          : `${leafName} has no DNS names, so it is not valid for '${ctx.dns}' (the subject ` +
+              `CN is not used as a host name)`,
+      );
     }
   }
   if (ctx.ip !== undefined) {
     const ips = leaf.san?.ip ?? [];
-    if (!ips.includes(ctx.ip)) add('NAME_MISMATCH', 0, ips.length ? `${leafName} is for IP ${ips.join(', ')}, not ${ctx.ip}` : `${leafName} has no IP addresses, so it is not valid for ${ctx.ip}`);
+    if (!ips.includes(ctx.ip))
+      add(
+        'NAME_MISMATCH',
+        0,
+        ips.length
+          ? `${leafName} is for IP ${ips.join(', ')}, not ${ctx.ip}`
+          : `${leafName} has no IP addresses, so it is not valid for ${ctx.ip}`,
+      );
   }
   const result: VerifyResult = { valid: false, chain, problems };
   const spiffe = leafSpiffeId(leaf);
   if (spiffe.id) result.spiffeId = spiffe.id;
   if (ctx.pattern) {
     if (!spiffe.id) add('SPIFFE_ID_MISMATCH', 0, `${leafName} ${spiffe.why}`);
-    else if (!ctx.pattern(spiffe.id)) add('SPIFFE_ID_MISMATCH', 0, `${leafName} has SPIFFE ID ${spiffe.id.uri}, which does not match ${ctx.patternText}`);
+    else if (!ctx.pattern(spiffe.id))
+      add(
+        'SPIFFE_ID_MISMATCH',
+        0,
+        `${leafName} has SPIFFE ID ${spiffe.id.uri}, which does not match ${ctx.patternText}`,
+      );
   }
   result.valid = problems.length === 0 && anchored;
   return result;

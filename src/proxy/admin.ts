@@ -11,7 +11,11 @@ export function createAdminServer(src: AdminSources): http.Server {
   return http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     const send = (status: number, type: string, body: string) => {
-      res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+      res.writeHead(status, {
+        'content-type': type,
+        'content-length': Buffer.byteLength(body),
+        'cache-control': 'no-store',
+      });
       res.end(body);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'GET only\n');
@@ -21,7 +25,10 @@ export function createAdminServer(src: AdminSources): http.Server {
       return send(r.ready ? 200 : 503, 'text/plain', `${r.ready ? 'ready' : 'not ready'}: ${r.reason}\n`);
     }
     if (url === '/metrics') {
-      src.metrics().then((m) => send(200, m.contentType, m.body), (err: Error) => send(500, 'text/plain', `metrics unavailable: ${err.message}\n`));
+      src.metrics().then(
+        (m) => send(200, m.contentType, m.body),
+        (err: Error) => send(500, 'text/plain', `metrics unavailable: ${err.message}\n`),
+      );
       return;
     }
     send(404, 'text/plain', 'try /metrics, /healthz or /readyz\n');

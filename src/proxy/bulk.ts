@@ -39,7 +39,10 @@ function probe(): Internals | null {
   const find = (d: string) => Object.getOwnPropertySymbols(s).find((x) => x.description === d);
   const [buffer, callback, next] = [find('kBuffer'), find('kBufferCb'), find('kBufferGen')];
   const slots = s as unknown as Record<symbol, unknown>;
-  internals = buffer && callback && next && slots[buffer] === marker && typeof slots[callback] === 'function' ? { buffer, callback, next } : null;
+  internals =
+    buffer && callback && next && slots[buffer] === marker && typeof slots[callback] === 'function'
+      ? { buffer, callback, next }
+      : null;
   s.destroy();
   return internals;
 }
@@ -99,7 +102,13 @@ export function relayReads(from: net.Socket, to: net.Socket, count: (n: number) 
   let carried = 0;
   // A buffer of our own is read into again only when every write from it has completed (its callbacks ran).
   const slot = (): Slot => {
-    const sl: Slot = { buf: Buffer.allocUnsafeSlow(size), pending: 0, release: () => { sl.pending--; } };
+    const sl: Slot = {
+      buf: Buffer.allocUnsafeSlow(size),
+      pending: 0,
+      release: () => {
+        sl.pending--;
+      },
+    };
     return sl;
   };
   let cur: Slot | undefined;

@@ -34,7 +34,10 @@ export class ClientListener extends Listener<ClientListenerConfig> {
   }
 
   private get expect(): ServerExpectation {
-    return { ...(this.config.expectSpiffeId ? { spiffeId: this.config.expectSpiffeId } : {}), ...(this.config.servername ? { servername: this.config.servername } : {}) };
+    return {
+      ...(this.config.expectSpiffeId ? { spiffeId: this.config.expectSpiffeId } : {}),
+      ...(this.config.servername ? { servername: this.config.servername } : {}),
+    };
   }
 
   private build(c: Credentials): tls.SecureContext {
@@ -42,7 +45,13 @@ export class ClientListener extends Listener<ClientListenerConfig> {
   }
 
   update(next: ClientListenerConfig): void {
-    this.config = { ...next, listen: this.config.listen, cert: this.config.cert, key: this.config.key, ca: this.config.ca };
+    this.config = {
+      ...next,
+      listen: this.config.listen,
+      cert: this.config.cert,
+      key: this.config.key,
+      ca: this.config.ca,
+    };
     this.context = this.build(this.reloader.current);
     this.session = undefined;
     this.log.info({ event: 'config-reloaded' }, 'listener settings reloaded');
@@ -57,24 +66,43 @@ export class ClientListener extends Listener<ClientListenerConfig> {
     const servername = expect.servername ?? host;
     // allowHalfOpen works on tls.connect (the socket keeps writing after the server's end) but is not in the types.
     const upstream = tls.connect({
-      host, port, secureContext: this.context, rejectUnauthorized: true, ...({ allowHalfOpen: true } as tls.ConnectionOptions),
+      host,
+      port,
+      secureContext: this.context,
+      rejectUnauthorized: true,
+      ...({ allowHalfOpen: true } as tls.ConnectionOptions),
       ...(isIpLiteral(servername) ? {} : { servername }),
       ...(this.session ? { session: this.session } : {}),
-      checkServerIdentity: (h: string, cert: tls.PeerCertificate) => checkServerIdentity(identityFromCertificate(parseCertificate(cert.raw, 'server certificate')), h, expect),
+      checkServerIdentity: (h: string, cert: tls.PeerCertificate) =>
+        checkServerIdentity(identityFromCertificate(parseCertificate(cert.raw, 'server certificate')), h, expect),
     });
     this.track(upstream);
-    upstream.on('session', (s: Buffer) => { this.session = s; });
+    upstream.on('session', (s: Buffer) => {
+      this.session = s;
+    });
     // A key log line means the server answered our ClientHello (TLS 1.3: its ServerHello; 1.2: our key exchange).
     let answered = false;
-    upstream.once('keylog', () => { answered = true; });
-    const timer = setTimeout(() => upstream.destroy(Object.assign(new Error('handshake timed out'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' })), this.config.limits.handshakeTimeoutMs);
+    upstream.once('keylog', () => {
+      answered = true;
+    });
+    const timer = setTimeout(
+      () => upstream.destroy(Object.assign(new Error('handshake timed out'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' })),
+      this.config.limits.handshakeTimeoutMs,
+    );
     const fail = (err: Error) => {
       clearTimeout(timer);
-      const e = (err as NodeJS.ErrnoException).code === 'ERR_TLS_HANDSHAKE_TIMEOUT'
-        ? { code: 'HANDSHAKE_TIMEOUT', message: `no finished handshake within ${this.config.limits.handshakeTimeoutMs} ms` }
-        : classifyTlsError(err, { sentOurCert: answered, unanswered: !answered, peer: `${host}:${port}` });
+      const e =
+        (err as NodeJS.ErrnoException).code === 'ERR_TLS_HANDSHAKE_TIMEOUT'
+          ? {
+              code: 'HANDSHAKE_TIMEOUT',
+              message: `no finished handshake within ${this.config.limits.handshakeTimeoutMs} ms`,
+            }
+          : classifyTlsError(err, { sentOurCert: answered, unanswered: !answered, peer: `${host}:${port}` });
       this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: e.code });
-      this.log.warn({ event: 'handshake-failed', target: `${host}:${port}`, code: e.code, reason: e.message }, 'upstream handshake failed');
+      this.log.warn(
+        { event: 'handshake-failed', target: `${host}:${port}`, code: e.code, reason: e.message },
+        'upstream handshake failed',
+      );
       this.session = undefined;
       upstream.destroy();
       plain.destroy();
@@ -83,14 +111,21 @@ export class ClientListener extends Listener<ClientListenerConfig> {
     plain.once('error', () => upstream.destroy());
     let secured = false;
     // The local client gave up before the server was verified: nothing to relay.
-    plain.once('close', () => { if (!secured) upstream.destroy(); });
+    plain.once('close', () => {
+      if (!secured) upstream.destroy();
+    });
     upstream.once('secureConnect', () => {
       secured = true;
       clearTimeout(timer);
       const server = serverIdentityOf(upstream);
       const mismatch = server ? checkServerIdentity(server, host, expect) : undefined;
       if (!server || mismatch) {
-        return fail(mismatch ?? Object.assign(new Error('resumed a session whose server identity was never verified here'), { code: 'SERVER_IDENTITY_MISMATCH' }));
+        return fail(
+          mismatch ??
+            Object.assign(new Error('resumed a session whose server identity was never verified here'), {
+              code: 'SERVER_IDENTITY_MISMATCH',
+            }),
+        );
       }
       rememberSessions(upstream, server);
       upstream.off('error', fail);
@@ -102,7 +137,19 @@ export class ClientListener extends Listener<ClientListenerConfig> {
       relay(plain, upstream, this.config.limits, (stats, why) => {
         this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'up' }, stats.up);
         this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'down' }, stats.down);
-        this.log.info({ event: 'connection', remote, server: who(server), resumed, bytesUp: stats.up, bytesDown: stats.down, durationMs: Date.now() - started, closed: why }, 'connection closed');
+        this.log.info(
+          {
+            event: 'connection',
+            remote,
+            server: who(server),
+            resumed,
+            bytesUp: stats.up,
+            bytesDown: stats.down,
+            durationMs: Date.now() - started,
+            closed: why,
+          },
+          'connection closed',
+        );
       });
       plain.resume();
     });

@@ -4,10 +4,10 @@ import YAML from 'yaml';
 import { MtlsError } from '../errors.js';
 import { compilePolicy, type PolicyConfig } from '../identity/policy.js';
 import { compileSpiffePattern } from '../pki/names.js';
-import { parseDuration } from '../text/duration.js';
 import { MAX_INPUT, readInput } from '../io/files.js';
 
 import { formatAddress, parseAddress, type Address } from '../io/address.js';
+import { Reader, type Raw } from './config-reader.js';
 
 export { formatAddress, parseAddress, type Address };
 
@@ -90,8 +90,14 @@ export interface ProxyConfig {
 }
 
 export const DEFAULT_LIMITS: Limits = {
-  handshakeTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxConnections: 10_000, maxLifetimeMs: 0,
-  requestHeadTimeoutMs: 30_000, bodyIdleTimeoutMs: 60_000, backendTimeoutMs: 60_000, maxRequestsPerIdentity: 64,
+  handshakeTimeoutMs: 10_000,
+  idleTimeoutMs: 300_000,
+  maxConnections: 10_000,
+  maxLifetimeMs: 0,
+  requestHeadTimeoutMs: 30_000,
+  bodyIdleTimeoutMs: 60_000,
+  backendTimeoutMs: 60_000,
+  maxRequestsPerIdentity: 64,
 };
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/i;
@@ -106,99 +112,35 @@ export function unixTargetRisk(p: string): string | undefined {
   const uid = process.getuid?.();
   try {
     const st = fs.statSync(p);
-    if (uid !== undefined && st.uid !== uid && st.uid !== 0) return `the socket ${p} belongs to another user (uid ${st.uid})`;
+    if (uid !== undefined && st.uid !== uid && st.uid !== 0)
+      return `the socket ${p} belongs to another user (uid ${st.uid})`;
   } catch {
     // not there yet (the target may start later): the directory decides
   }
   const dir = path.dirname(path.resolve(p));
   try {
     const d = fs.statSync(dir);
-    if ((d.mode & 0o002) && !(d.mode & 0o1000)) return `its directory ${dir} can be written by any user`;
-    if (uid !== undefined && (d.mode & 0o020) && d.uid !== uid && d.uid !== 0) return `its directory ${dir} can be written by another user's group`;
+    if (d.mode & 0o002 && !(d.mode & 0o1000)) return `its directory ${dir} can be written by any user`;
+    if (uid !== undefined && d.mode & 0o020 && d.uid !== uid && d.uid !== 0)
+      return `its directory ${dir} can be written by another user's group`;
   } catch {
     return undefined;
   }
   return undefined;
 }
 
-type Raw = Record<string, unknown>;
-
-class Reader {
-  constructor(private readonly raw: Raw, private readonly where: string, allowed: readonly string[]) {
-    for (const k of Object.keys(raw)) {
-      if (!allowed.includes(k)) throw new MtlsError('BAD_INPUT', `${where}: unknown key '${k}' (known: ${allowed.join(', ')})`);
-    }
-  }
-
-  private fail(key: string, why: string): never {
-    throw new MtlsError('BAD_INPUT', `${this.where}.${key}: ${why}`);
-  }
-
-  has(key: string): boolean {
-    return this.raw[key] !== undefined && this.raw[key] !== null;
-  }
-
-  str(key: string, required = true): string | undefined {
-    const v = this.raw[key];
-    if (v === undefined || v === null) return required ? this.fail(key, 'is required') : undefined;
-    if (typeof v !== 'string' && typeof v !== 'number') this.fail(key, `must be a string, not ${typeof v}`);
-    return String(v);
-  }
-
-  bool(key: string, dflt: boolean): boolean {
-    const v = this.raw[key];
-    if (v === undefined || v === null) return dflt;
-    if (typeof v !== 'boolean') this.fail(key, 'must be true or false');
-    return v;
-  }
-
-  list(key: string): string[] {
-    const v = this.raw[key];
-    if (v === undefined || v === null) return [];
-    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) this.fail(key, 'must be a list of strings');
-    return v as string[];
-  }
-
-  duration(key: string, dflt: number, zeroOk = false): number {
-    const v = this.str(key, false);
-    if (v === undefined) return dflt;
-    if (zeroOk && (v === '0' || v === 'none')) return 0;
-    return parseDuration(v, `${this.where}.${key}`);
-  }
-
-  int(key: string, dflt: number, min: number): number {
-    const v = this.raw[key];
-    if (v === undefined || v === null) return dflt;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) this.fail(key, `must be a whole number, at least ${min}`);
-    return v;
-  }
-
-  address(key: string): Address {
-    return parseAddress(this.str(key)!, `${this.where}.${key}`);
-  }
-
-  /** A list of mappings, each read by `each` (a scalar or a mapping where a list belongs is an error, never ignored). */
-  mappings<T>(key: string, each: (item: Raw, where: string) => T): T[] | undefined {
-    const v = this.raw[key];
-    if (v === undefined || v === null) return undefined;
-    if (!Array.isArray(v)) this.fail(key, `must be a list (- prefix: ...), not ${typeof v === 'object' ? 'a mapping' : `a ${typeof v}`}`);
-    return v.map((x, i) => {
-      if (!x || typeof x !== 'object' || Array.isArray(x)) this.fail(`${key}[${i}]`, 'must be a mapping');
-      return each(x as Raw, `${this.where}.${key}[${i}]`);
-    });
-  }
-
-  object(key: string): Raw | undefined {
-    const v = this.raw[key];
-    if (v === undefined || v === null) return undefined;
-    if (typeof v !== 'object' || Array.isArray(v)) this.fail(key, 'must be a mapping');
-    return v as Raw;
-  }
-}
-
 function limitsFrom(raw: Raw | undefined, where: string): Limits {
   if (!raw) return { ...DEFAULT_LIMITS };
-  const r = new Reader(raw, where, ['handshakeTimeout', 'idleTimeout', 'maxConnections', 'maxLifetime', 'requestHeadTimeout', 'bodyIdleTimeout', 'backendTimeout', 'maxRequestsPerIdentity']);
+  const r = new Reader(raw, where, [
+    'handshakeTimeout',
+    'idleTimeout',
+    'maxConnections',
+    'maxLifetime',
+    'requestHeadTimeout',
+    'bodyIdleTimeout',
+    'backendTimeout',
+    'maxRequestsPerIdentity',
+  ]);
   return {
     handshakeTimeoutMs: r.duration('handshakeTimeout', DEFAULT_LIMITS.handshakeTimeoutMs),
     idleTimeoutMs: r.duration('idleTimeout', DEFAULT_LIMITS.idleTimeoutMs),
@@ -211,66 +153,171 @@ function limitsFrom(raw: Raw | undefined, where: string): Limits {
   };
 }
 
-const SERVER_KEYS = ['name', 'mode', 'listen', 'target', 'protocol', 'cert', 'key', 'ca', 'keyPassphraseFile', 'allow', 'deny', 'audit', 'routes', 'proxyProtocol', 'proxyProtocolCertificate', 'clientCertHeader', 'xfccCertificate', 'mergeSlashes', 'denyAll', 'unsafeTarget', 'crl', 'engine', 'limits'] as const;
-const CLIENT_KEYS = ['name', 'mode', 'listen', 'target', 'cert', 'key', 'ca', 'keyPassphraseFile', 'expectSpiffeId', 'servername', 'unsafeListen', 'limits'] as const;
+const SERVER_KEYS = [
+  'name',
+  'mode',
+  'listen',
+  'target',
+  'protocol',
+  'cert',
+  'key',
+  'ca',
+  'keyPassphraseFile',
+  'allow',
+  'deny',
+  'audit',
+  'routes',
+  'proxyProtocol',
+  'proxyProtocolCertificate',
+  'clientCertHeader',
+  'xfccCertificate',
+  'mergeSlashes',
+  'denyAll',
+  'unsafeTarget',
+  'crl',
+  'engine',
+  'limits',
+] as const;
+const CLIENT_KEYS = [
+  'name',
+  'mode',
+  'listen',
+  'target',
+  'cert',
+  'key',
+  'ca',
+  'keyPassphraseFile',
+  'expectSpiffeId',
+  'servername',
+  'unsafeListen',
+  'limits',
+] as const;
 
 /** One listener from its raw mapping; every problem is one line naming the key. */
 export function listenerFrom(raw: Raw, where: string, index: number): ListenerConfig {
   const mode = raw['mode'];
-  if (mode !== 'server' && mode !== 'client') throw new MtlsError('BAD_INPUT', `${where}.mode: must be 'server' (mTLS in, plaintext to the target) or 'client' (plaintext in, mTLS out)`);
+  if (mode !== 'server' && mode !== 'client')
+    throw new MtlsError(
+      'BAD_INPUT',
+      `${where}.mode: must be 'server' (mTLS in, plaintext to the target) or 'client' (plaintext in, mTLS out)`,
+    );
   const r = new Reader(raw, where, mode === 'server' ? SERVER_KEYS : CLIENT_KEYS);
   const common = {
     name: r.str('name', false) ?? `${mode}-${index}`,
     listen: r.address('listen'),
-    cert: r.str('cert')!, key: r.str('key')!, ca: r.str('ca')!,
+    cert: r.str('cert')!,
+    key: r.str('key')!,
+    ca: r.str('ca')!,
     ...(r.has('keyPassphraseFile') ? { keyPassphraseFile: r.str('keyPassphraseFile')! } : {}),
     limits: limitsFrom(r.object('limits'), `${where}.limits`),
   };
   if (mode === 'server') {
     const protocol = r.str('protocol', false) ?? 'tcp';
-    if (protocol !== 'tcp' && protocol !== 'http') throw new MtlsError('BAD_INPUT', `${where}.protocol: must be tcp or http`);
+    if (protocol !== 'tcp' && protocol !== 'http')
+      throw new MtlsError('BAD_INPUT', `${where}.protocol: must be tcp or http`);
     const target = r.address('target');
     const unsafeTarget = r.bool('unsafeTarget', false);
-    if (!isLocal(target) && !unsafeTarget) throw new MtlsError('BAD_INPUT', `${where}.target: ${formatAddress(target)} is not on loopback or a unix socket, so plaintext would leave this machine; set unsafeTarget: true (--unsafe-target) if that is intended`);
+    if (!isLocal(target) && !unsafeTarget)
+      throw new MtlsError(
+        'BAD_INPUT',
+        `${where}.target: ${formatAddress(target)} is not on loopback or a unix socket, ` +
+          `so plaintext would leave this machine; set unsafeTarget: true (--unsafe-target) ` +
+          `if that is intended`,
+      );
     if ('path' in target && !unsafeTarget) {
       const why = unixTargetRisk(target.path);
-      if (why) throw new MtlsError('BAD_INPUT', `${where}.target: ${why}, so another user could receive the requests and the verified identities; fix that, or set unsafeTarget: true (--unsafe-target)`);
+      if (why)
+        throw new MtlsError(
+          'BAD_INPUT',
+          `${where}.target: ${why}, so another user could receive the requests and ` +
+            `the verified identities; fix that, or set unsafeTarget: true (--unsafe-target)`,
+        );
     }
-    if (r.has('routes') && protocol !== 'http') throw new MtlsError('BAD_INPUT', `${where}.routes: per-route rules need protocol: http`);
-    if (r.has('mergeSlashes') && protocol !== 'http') throw new MtlsError('BAD_INPUT', `${where}.mergeSlashes: is for protocol: http`);
+    if (r.has('routes') && protocol !== 'http')
+      throw new MtlsError('BAD_INPUT', `${where}.routes: per-route rules need protocol: http`);
+    if (r.has('mergeSlashes') && protocol !== 'http')
+      throw new MtlsError('BAD_INPUT', `${where}.mergeSlashes: is for protocol: http`);
     const routes = r.mappings('routes', (x, w) => {
       const rr = new Reader(x, w, ['prefix', 'allow', 'deny']);
       return { prefix: rr.str('prefix')!, allow: rr.list('allow'), deny: rr.list('deny') };
     });
-    const policy: PolicyConfig = { allow: r.list('allow'), deny: r.list('deny'), audit: r.bool('audit', false), ...(routes ? { routes } : {}) };
+    const policy: PolicyConfig = {
+      allow: r.list('allow'),
+      deny: r.list('deny'),
+      audit: r.bool('audit', false),
+      ...(routes ? { routes } : {}),
+    };
     // A listener that lets nobody in is almost always a forgotten rule (ghostunnel refuses it too): say it.
     const denyAll = r.bool('denyAll', false);
     const allowsSomeone = policy.allow.length > 0 || (routes ?? []).some((x) => x.allow.length > 0);
-    if (!allowsSomeone && !denyAll) throw new MtlsError('BAD_INPUT', `${where}: no allow rule, so every client would be refused; add one (allow: [...], --allow RULE), or set denyAll: true (--deny-all) if that is what you want`);
-    if (allowsSomeone && denyAll) throw new MtlsError('BAD_INPUT', `${where}.denyAll: contradicts the allow rules; drop one of them`);
+    if (!allowsSomeone && !denyAll)
+      throw new MtlsError(
+        'BAD_INPUT',
+        `${where}: no allow rule, so every client would be refused; add one (allow: ` +
+          `[...], --allow RULE), or set denyAll: true (--deny-all) if that is what you want`,
+      );
+    if (allowsSomeone && denyAll)
+      throw new MtlsError('BAD_INPUT', `${where}.denyAll: contradicts the allow rules; drop one of them`);
     try {
       compilePolicy(policy);
     } catch (err) {
       throw new MtlsError('BAD_INPUT', `${where}: ${(err as Error).message}`);
     }
     const engine = r.str('engine', false) ?? 'auto';
-    if (engine !== 'native' && engine !== 'node' && engine !== 'auto') throw new MtlsError('BAD_INPUT', `${where}.engine: must be native, node or auto`);
-    if (engine === 'native' && protocol === 'http') throw new MtlsError('BAD_INPUT', `${where}.engine: native is for protocol: tcp (HTTP mode runs on Node's TLS socket); drop it or use engine: node`);
+    if (engine !== 'native' && engine !== 'node' && engine !== 'auto')
+      throw new MtlsError('BAD_INPUT', `${where}.engine: must be native, node or auto`);
+    if (engine === 'native' && protocol === 'http')
+      throw new MtlsError(
+        'BAD_INPUT',
+        `${where}.engine: native is for protocol: tcp (HTTP mode runs on Node's TLS ` +
+          `socket); drop it or use engine: node`,
+      );
     const proxyProtocol = r.bool('proxyProtocol', false);
-    if (proxyProtocol && protocol === 'http') throw new MtlsError('BAD_INPUT', `${where}.proxyProtocol: is for protocol: tcp (HTTP mode passes the identity in X-Forwarded-Client-Cert)`);
+    if (proxyProtocol && protocol === 'http')
+      throw new MtlsError(
+        'BAD_INPUT',
+        `${where}.proxyProtocol: is for protocol: tcp (HTTP mode passes the identity in X-Forwarded-Client-Cert)`,
+      );
     return {
-      ...common, mode, target, protocol, policy, proxyProtocol, unsafeTarget, engine,
-      proxyProtocolCertificate: r.bool('proxyProtocolCertificate', false), clientCertHeader: r.bool('clientCertHeader', false), xfccCertificate: r.bool('xfccCertificate', false), mergeSlashes: r.bool('mergeSlashes', true),
+      ...common,
+      mode,
+      target,
+      protocol,
+      policy,
+      proxyProtocol,
+      unsafeTarget,
+      engine,
+      proxyProtocolCertificate: r.bool('proxyProtocolCertificate', false),
+      clientCertHeader: r.bool('clientCertHeader', false),
+      xfccCertificate: r.bool('xfccCertificate', false),
+      mergeSlashes: r.bool('mergeSlashes', true),
       ...(r.has('crl') ? { crl: r.str('crl')! } : {}),
     };
   }
   const target = r.address('target');
-  if ('path' in target) throw new MtlsError('BAD_INPUT', `${where}.target: a client listener connects to HOST:PORT over mTLS, not to a unix socket`);
+  if ('path' in target)
+    throw new MtlsError(
+      'BAD_INPUT',
+      `${where}.target: a client listener connects to HOST:PORT over mTLS, not to a unix socket`,
+    );
   const unsafeListen = r.bool('unsafeListen', false);
-  if (!isLocal(common.listen) && !unsafeListen) throw new MtlsError('BAD_INPUT', `${where}.listen: ${formatAddress(common.listen)} would accept plaintext from other machines; listen on 127.0.0.1 or a unix socket, or set unsafeListen: true (--unsafe-listen)`);
+  if (!isLocal(common.listen) && !unsafeListen)
+    throw new MtlsError(
+      'BAD_INPUT',
+      `${where}.listen: ${formatAddress(common.listen)} would accept plaintext ` +
+        `from other machines; listen on 127.0.0.1 or a unix socket, or set unsafeListen: ` +
+        `true (--unsafe-listen)`,
+    );
   const expect = r.str('expectSpiffeId', false);
   if (expect !== undefined) compileSpiffePattern(expect);
-  return { ...common, mode, target, unsafeListen, ...(expect ? { expectSpiffeId: expect } : {}), ...(r.has('servername') ? { servername: r.str('servername')! } : {}) };
+  return {
+    ...common,
+    mode,
+    target,
+    unsafeListen,
+    ...(expect ? { expectSpiffeId: expect } : {}),
+    ...(r.has('servername') ? { servername: r.str('servername')! } : {}),
+  };
 }
 
 /** Parses and checks a YAML config. Errors name the file and the key: `proxy.yaml: listeners[1].target: ...`. */
@@ -281,21 +328,27 @@ export function parseProxyConfig(text: string, source: string): ProxyConfig {
   } catch (err) {
     throw new MtlsError('BAD_INPUT', `${source}: not valid YAML (${(err as Error).message.split('\n')[0]})`);
   }
-  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new MtlsError('BAD_INPUT', `${source}: must be a mapping with a 'listeners' list`);
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc))
+    throw new MtlsError('BAD_INPUT', `${source}: must be a mapping with a 'listeners' list`);
   const r = new Reader(doc as Raw, source, ['listeners', 'admin', 'workers', 'drainTimeout', 'logLevel']);
   const list = (doc as Raw)['listeners'];
-  if (!Array.isArray(list) || list.length === 0) throw new MtlsError('BAD_INPUT', `${source}.listeners: give at least one listener`);
+  if (!Array.isArray(list) || list.length === 0)
+    throw new MtlsError('BAD_INPUT', `${source}.listeners: give at least one listener`);
   const listeners = list.map((l, i) => {
-    if (!l || typeof l !== 'object' || Array.isArray(l)) throw new MtlsError('BAD_INPUT', `${source}.listeners[${i}]: must be a mapping`);
+    if (!l || typeof l !== 'object' || Array.isArray(l))
+      throw new MtlsError('BAD_INPUT', `${source}.listeners[${i}]: must be a mapping`);
     return listenerFrom(l as Raw, `${source}.listeners[${i}]`, i);
   });
   checkUnique(listeners, source);
   const workersRaw = (doc as Raw)['workers'];
   const workers = workersRaw === 'auto' ? 0 : r.int('workers', 1, 1);
   const logLevel = r.str('logLevel', false) ?? 'info';
-  if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) throw new MtlsError('BAD_INPUT', `${source}.logLevel: must be debug, info, warn or error`);
+  if (!['debug', 'info', 'warn', 'error'].includes(logLevel))
+    throw new MtlsError('BAD_INPUT', `${source}.logLevel: must be debug, info, warn or error`);
   return {
-    listeners, workers, logLevel: logLevel as ProxyConfig['logLevel'],
+    listeners,
+    workers,
+    logLevel: logLevel as ProxyConfig['logLevel'],
     drainTimeoutMs: r.duration('drainTimeout', 30_000),
     ...(r.has('admin') ? { admin: r.address('admin') } : {}),
   };
@@ -316,7 +369,13 @@ export function checkUnique(listeners: ListenerConfig[], source: string): void {
     if (names.has(l.name)) throw new MtlsError('BAD_INPUT', `${source}: two listeners are named '${l.name}'`);
     names.add(l.name);
     const other = listeners.slice(0, i).find((o) => sameSocket(o.listen, l.listen));
-    if (other) throw new MtlsError('BAD_INPUT', `${source}: listeners '${other.name}' (${formatAddress(other.listen)}) and '${l.name}' (${formatAddress(l.listen)}) would listen on the same socket; give one another port`);
+    if (other)
+      throw new MtlsError(
+        'BAD_INPUT',
+        `${source}: listeners '${other.name}' (${formatAddress(other.listen)}) and ` +
+          `'${l.name}' (${formatAddress(l.listen)}) would listen on the same socket; ` +
+          `give one another port`,
+      );
   });
 }
 

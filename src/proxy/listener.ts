@@ -24,15 +24,31 @@ export abstract class Listener<C extends ListenerConfig = ListenerConfig> {
   protected readonly log: Logger;
   protected abstract readonly server: net.Server;
 
-  constructor(public config: C, protected readonly ctx: ListenerContext) {
+  constructor(
+    public config: C,
+    protected readonly ctx: ListenerContext,
+  ) {
     const passphrase = config.keyPassphraseFile ? readPassphraseFile(config.keyPassphraseFile) : undefined;
     const crl = 'crl' in config && config.crl ? [config.crl] : [];
-    this.reloader = new CredentialReloader({ certFile: config.cert, keyFile: config.key, caFile: config.ca, extraFiles: crl, ...(passphrase !== undefined ? { passphrase } : {}) }, 100, ctx.ticketKeys);
+    this.reloader = new CredentialReloader(
+      {
+        certFile: config.cert,
+        keyFile: config.key,
+        caFile: config.ca,
+        extraFiles: crl,
+        ...(passphrase !== undefined ? { passphrase } : {}),
+      },
+      100,
+      ctx.ticketKeys,
+    );
     this.log = ctx.log.child({ listener: config.name });
     this.reloader.on('reloaded', (e) => {
       ctx.metrics.reloads.inc({ listener: config.name, result: 'ok' });
       this.exposeExpiry();
-      this.log.info({ event: 'reloaded', fingerprint256: e.fingerprint256, trustChanged: e.trustChanged }, e.trustChanged ? 'new certificate and trust bundle (session tickets replaced)' : 'new certificate');
+      this.log.info(
+        { event: 'reloaded', fingerprint256: e.fingerprint256, trustChanged: e.trustChanged },
+        e.trustChanged ? 'new certificate and trust bundle (session tickets replaced)' : 'new certificate',
+      );
     });
     this.reloader.on('reload-error', (err: Error) => {
       ctx.metrics.reloads.inc({ listener: config.name, result: 'error' });
@@ -59,7 +75,10 @@ export abstract class Listener<C extends ListenerConfig = ListenerConfig> {
 
   protected reportDropped(remote: string | undefined): void {
     this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: 'MAX_CONNECTIONS' });
-    this.log.warn({ event: 'dropped', remote, reason: `maxConnections ${this.config.limits.maxConnections} reached` }, 'connection refused: too many connections');
+    this.log.warn(
+      { event: 'dropped', remote, reason: `maxConnections ${this.config.limits.maxConnections} reached` },
+      'connection refused: too many connections',
+    );
   }
 
   /** Counts and remembers a raw accepted (or opened) socket until it closes. */
@@ -80,7 +99,10 @@ export abstract class Listener<C extends ListenerConfig = ListenerConfig> {
     await listenOn(this.server, a, `listener '${this.name}'`);
     this.reloader.start();
     this.exposeExpiry();
-    this.log.info({ event: 'listening', address: formatAddress(this.address()), mode: this.config.mode, engine: this.engine }, `listening on ${formatAddress(this.address())}`);
+    this.log.info(
+      { event: 'listening', address: formatAddress(this.address()), mode: this.config.mode, engine: this.engine },
+      `listening on ${formatAddress(this.address())}`,
+    );
   }
 
   /** Where it actually listens (the port chosen when 0 was asked for). */
@@ -121,10 +143,25 @@ async function removeStaleSocket(p: string, what: string): Promise<void> {
   if (!isSocket) return; // listen fails with EADDRINUSE and says so
   const live = await new Promise<boolean>((resolve) => {
     const c = net.connect(p);
-    const t = setTimeout(() => { c.destroy(); resolve(true); }, 1000); // no answer either way: assume it is in use
-    c.once('connect', () => { clearTimeout(t); c.destroy(); resolve(true); });
-    c.once('error', (err: NodeJS.ErrnoException) => { clearTimeout(t); resolve(err.code !== 'ECONNREFUSED' && err.code !== 'ENOENT'); });
+    const t = setTimeout(() => {
+      c.destroy();
+      resolve(true);
+    }, 1000); // no answer either way: assume it is in use
+    c.once('connect', () => {
+      clearTimeout(t);
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(t);
+      resolve(err.code !== 'ECONNREFUSED' && err.code !== 'ENOENT');
+    });
   });
-  if (live) throw new MtlsError('IO', `${what} cannot listen on unix:${p}: another process is listening there (EADDRINUSE); stop it or choose another path`);
+  if (live)
+    throw new MtlsError(
+      'IO',
+      `${what} cannot listen on unix:${p}: another process is listening there (EADDRINUSE); ` +
+        `stop it or choose another path`,
+    );
   fs.rmSync(p, { force: true });
 }

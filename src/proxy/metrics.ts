@@ -6,15 +6,66 @@ export const MAX_IDENTITY_LABELS = 100;
 /** The proxy's Prometheus metrics, in a registry of their own (one per process; the cluster primary aggregates). */
 export class ProxyMetrics {
   readonly registry = new client.Registry();
-  readonly handshakes = new client.Counter({ name: 'mtls_proxy_handshakes_total', help: 'TLS handshakes by listener, result (ok, denied, failed, probe) and reason code', labelNames: ['listener', 'result', 'reason'], registers: [this.registry] });
-  readonly active = new client.Gauge({ name: 'mtls_proxy_active_connections', help: 'Connections open now', labelNames: ['listener'], registers: [this.registry] });
-  readonly bytes = new client.Counter({ name: 'mtls_proxy_bytes_total', help: 'Bytes relayed: up = from the client to the target, down = back', labelNames: ['listener', 'direction'], registers: [this.registry] });
-  readonly handshakeSeconds = new client.Histogram({ name: 'mtls_proxy_handshake_duration_seconds', help: 'From TCP accept (or connect) to a finished TLS handshake', labelNames: ['listener'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [this.registry] });
-  readonly resumed = new client.Counter({ name: 'mtls_proxy_sessions_resumed_total', help: 'Handshakes that resumed a TLS session (divide by handshakes_total{result="ok"} for the rate)', labelNames: ['listener'], registers: [this.registry] });
-  readonly certExpiry = new client.Gauge({ name: 'mtls_proxy_certificate_expiry_timestamp_seconds', help: "Unix time at which the listener's certificate expires", labelNames: ['listener'], aggregator: 'min', registers: [this.registry] });
-  readonly perIdentity = new client.Counter({ name: 'mtls_proxy_identity_connections_total', help: `Allowed connections by peer identity (the first ${MAX_IDENTITY_LABELS} identities by name, the rest as "other")`, labelNames: ['listener', 'identity'], registers: [this.registry] });
-  readonly httpRefused = new client.Counter({ name: 'mtls_proxy_http_refused_total', help: 'HTTP requests cut or refused by a limit: head_timeout (408), body_timeout (408), backend_timeout (504), backend_aborted, identity_busy (503)', labelNames: ['listener', 'reason'], registers: [this.registry] });
-  readonly reloads = new client.Counter({ name: 'mtls_proxy_reloads_total', help: 'Reloads of certificates, trust and policy by result', labelNames: ['listener', 'result'], registers: [this.registry] });
+  readonly handshakes = new client.Counter({
+    name: 'mtls_proxy_handshakes_total',
+    help: 'TLS handshakes by listener, result (ok, denied, failed, probe) and reason code',
+    labelNames: ['listener', 'result', 'reason'],
+    registers: [this.registry],
+  });
+  readonly active = new client.Gauge({
+    name: 'mtls_proxy_active_connections',
+    help: 'Connections open now',
+    labelNames: ['listener'],
+    registers: [this.registry],
+  });
+  readonly bytes = new client.Counter({
+    name: 'mtls_proxy_bytes_total',
+    help: 'Bytes relayed: up = from the client to the target, down = back',
+    labelNames: ['listener', 'direction'],
+    registers: [this.registry],
+  });
+  readonly handshakeSeconds = new client.Histogram({
+    name: 'mtls_proxy_handshake_duration_seconds',
+    help: 'From TCP accept (or connect) to a finished TLS handshake',
+    labelNames: ['listener'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+  readonly resumed = new client.Counter({
+    name: 'mtls_proxy_sessions_resumed_total',
+    help: 'Handshakes that resumed a TLS session (divide by handshakes_total{result="ok"} for the rate)',
+    labelNames: ['listener'],
+    registers: [this.registry],
+  });
+  readonly certExpiry = new client.Gauge({
+    name: 'mtls_proxy_certificate_expiry_timestamp_seconds',
+    help: "Unix time at which the listener's certificate expires",
+    labelNames: ['listener'],
+    aggregator: 'min',
+    registers: [this.registry],
+  });
+  readonly perIdentity = new client.Counter({
+    name: 'mtls_proxy_identity_connections_total',
+    help:
+      `Allowed connections by peer identity (the first ${MAX_IDENTITY_LABELS} identities ` +
+      `by name, the rest as "other")`,
+    labelNames: ['listener', 'identity'],
+    registers: [this.registry],
+  });
+  readonly httpRefused = new client.Counter({
+    name: 'mtls_proxy_http_refused_total',
+    help:
+      'HTTP requests cut or refused by a limit: head_timeout (408), body_timeout ' +
+      '(408), backend_timeout (504), backend_aborted, identity_busy (503)',
+    labelNames: ['listener', 'reason'],
+    registers: [this.registry],
+  });
+  readonly reloads = new client.Counter({
+    name: 'mtls_proxy_reloads_total',
+    help: 'Reloads of certificates, trust and policy by result',
+    labelNames: ['listener', 'result'],
+    registers: [this.registry],
+  });
   private readonly identities = new Set<string>();
 
   constructor(defaults = true) {

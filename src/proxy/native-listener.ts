@@ -93,12 +93,17 @@ export class NativeServerListener extends ServerListenerBase {
     } catch (err) {
       s.destroy();
       this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: 'ACCEPT_FAILED' });
-      this.log.error({ event: 'accept-failed', remote, reason: messageOf(err) }, `connection dropped: ${messageOf(err)}`);
+      this.log.error(
+        { event: 'accept-failed', remote, reason: messageOf(err) },
+        `connection dropped: ${messageOf(err)}`,
+      );
       return;
     }
     this.conns.set(id, {
-      remote, accepted: process.hrtime.bigint(),
-      source: { address: s.remoteAddress ?? '0.0.0.0', port: s.remotePort ?? 0 }, destination: { address: s.localAddress ?? '0.0.0.0', port: s.localPort ?? 0 },
+      remote,
+      accepted: process.hrtime.bigint(),
+      source: { address: s.remoteAddress ?? '0.0.0.0', port: s.remotePort ?? 0 },
+      destination: { address: s.localAddress ?? '0.0.0.0', port: s.localPort ?? 0 },
     });
     this.ctx.metrics.active.inc({ listener: this.name });
     s.destroy(); // closes Node's descriptor; the engine holds its own duplicate
@@ -129,7 +134,12 @@ export class NativeServerListener extends ServerListenerBase {
     this.reportAllowed(id);
     c.admitted = { id, decision, resumed: e.resumed, at: Date.now() };
     const header = this.proxyHeader({
-      source: c.source, destination: c.destination, identity: id, certInConnection: !e.resumed, tlsVersion: e.version, cipher: e.cipher,
+      source: c.source,
+      destination: c.destination,
+      identity: id,
+      certInConnection: !e.resumed,
+      tlsVersion: e.version,
+      cipher: e.cipher,
       ...(e.servername ? { sni: e.servername } : {}),
     });
     this.native.admit(e.id, this.target, header);
@@ -157,8 +167,14 @@ export class NativeServerListener extends ServerListenerBase {
       const a = c.admitted;
       const why = e.reason === 'io error' ? e.code : e.reason;
       this.reportRelayed({
-        remote: c.remote, id: a.id, decision: a.decision, resumed: a.resumed, up: e.up, down: e.down,
-        durationMs: Date.now() - a.at, why,
+        remote: c.remote,
+        id: a.id,
+        decision: a.decision,
+        resumed: a.resumed,
+        up: e.up,
+        down: e.down,
+        durationMs: Date.now() - a.at,
+        why,
       });
     }
   }

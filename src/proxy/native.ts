@@ -12,10 +12,21 @@ import type { Limits } from './config.js';
  */
 interface Binding {
   /** Closed events carry the reason as its index in closeReasons. */
-  create(onEvent: (e: SecuredEvent | (Omit<ClosedEvent, 'reason'> & { reason: number })) => void, threads: number): unknown;
+  create(
+    onEvent: (e: SecuredEvent | (Omit<ClosedEvent, 'reason'> & { reason: number })) => void,
+    threads: number,
+  ): unknown;
   configure(
-    engine: unknown, cert: string, key: string, ca: string, crl: string | null, ticketKeys: Buffer,
-    ciphers: string, groups: string, minVersion: string, apply: boolean,
+    engine: unknown,
+    cert: string,
+    key: string,
+    ca: string,
+    crl: string | null,
+    ticketKeys: Buffer,
+    ciphers: string,
+    groups: string,
+    minVersion: string,
+    apply: boolean,
   ): void;
   setTicketKeys(engine: unknown, keys: Buffer): void;
   setLimits(engine: unknown, handshakeMs: number, idleMs: number, lifetimeMs: number): void;
@@ -31,8 +42,20 @@ interface Binding {
 
 /** Why the native engine closed a connection: the order of `enum class CloseReason` in native/relay.h. */
 export const CLOSE_REASONS = [
-  'closed', 'peer closed', 'denied', 'handshake failed', 'verify failed', 'handshake timeout', 'idle timeout',
-  'max lifetime', 'drain timeout', 'target unreachable', 'io error', 'out of memory', 'no TLS context', 'engine stopped',
+  'closed',
+  'peer closed',
+  'denied',
+  'handshake failed',
+  'verify failed',
+  'handshake timeout',
+  'idle timeout',
+  'max lifetime',
+  'drain timeout',
+  'target unreachable',
+  'io error',
+  'out of memory',
+  'no TLS context',
+  'engine stopped',
 ] as const;
 export type CloseReason = (typeof CLOSE_REASONS)[number];
 
@@ -84,10 +107,19 @@ export function nativeBinding(): Binding | null {
 }
 
 export function nativeUnavailable(): string | undefined {
-  return nativeBinding() ? undefined : `the native relay is not built (${loadError}); run npm ci (it needs make and g++), or use --engine node`;
+  return nativeBinding()
+    ? undefined
+    : `the native relay is not built (${loadError}); run npm ci (it needs make and g++), or use --engine node`;
 }
 
-const text = (v: unknown): string => (v === undefined ? '' : Array.isArray(v) ? v.map(text).join('\n') : Buffer.isBuffer(v) ? v.toString('latin1') : String(v));
+const text = (v: unknown): string =>
+  v === undefined
+    ? ''
+    : Array.isArray(v)
+      ? v.map(text).join('\n')
+      : Buffer.isBuffer(v)
+        ? v.toString('latin1')
+        : String(v);
 
 /**
  * The native relay of one listener. It takes secure-context options as Node's server does, so
@@ -107,7 +139,11 @@ export class NativeEngine {
     this.handle = b.create((e) => {
       if (e.type === 'secured') return onEvent(e);
       const reason = CLOSE_REASONS[e.reason];
-      if (reason === undefined) throw new MtlsError('INTERNAL', `the native engine sent close reason ${e.reason}, which TypeScript does not know`);
+      if (reason === undefined)
+        throw new MtlsError(
+          'INTERNAL',
+          `the native engine sent close reason ${e.reason}, which TypeScript does not know`,
+        );
       onEvent({ ...e, reason });
     }, threads);
   }
@@ -134,7 +170,18 @@ export class NativeEngine {
       throw new MtlsError('INTERNAL', 'the native engine needs ciphers, ecdhCurve and minVersion in its TLS options');
     }
     const crl = o.crl !== undefined ? text(o.crl) : null;
-    this.b.configure(this.handle, text(o.cert), text(o.key), text(o.ca), crl, keys, o.ciphers, o.ecdhCurve, o.minVersion, apply);
+    this.b.configure(
+      this.handle,
+      text(o.cert),
+      text(o.key),
+      text(o.ca),
+      crl,
+      keys,
+      o.ciphers,
+      o.ecdhCurve,
+      o.minVersion,
+      apply,
+    );
   }
 
   getTicketKeys(): Buffer {

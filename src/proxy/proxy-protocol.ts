@@ -49,7 +49,8 @@ export interface ProxyHeaderInput {
 }
 
 function tlv(type: number, value: Buffer): Buffer {
-  if (value.length > 0xffff) throw new MtlsError('BAD_INPUT', `PROXY v2 TLV 0x${type.toString(16)} is too long (${value.length} bytes)`);
+  if (value.length > 0xffff)
+    throw new MtlsError('BAD_INPUT', `PROXY v2 TLV 0x${type.toString(16)} is too long (${value.length} bytes)`);
   const h = Buffer.alloc(3);
   h[0] = type;
   h.writeUInt16BE(value.length, 1);
@@ -91,7 +92,7 @@ export function encodeProxyV2(o: ProxyHeaderInput): Buffer {
 
 function ipv6Bytes(a: string): Buffer {
   const mapped = net.isIPv4(a) ? `::ffff:${a}` : a;
-  const [head, tail] = mapped.includes('::') ? mapped.split('::') as [string, string] : [mapped, undefined];
+  const [head, tail] = mapped.includes('::') ? (mapped.split('::') as [string, string]) : [mapped, undefined];
   const parts = (s: string | undefined) => (s ? s.split(':') : []);
   let groups = parts(head);
   let rest = parts(tail);
@@ -125,7 +126,8 @@ export interface ProxyHeader {
  */
 export function decodeProxyV2(buf: Buffer): ProxyHeader | undefined {
   if (buf.length < 16) {
-    if (!PP2_SIGNATURE.subarray(0, buf.length).equals(buf.subarray(0, PP2_SIGNATURE.length))) throw new MtlsError('BAD_INPUT', 'not a PROXY v2 header');
+    if (!PP2_SIGNATURE.subarray(0, buf.length).equals(buf.subarray(0, PP2_SIGNATURE.length)))
+      throw new MtlsError('BAD_INPUT', 'not a PROXY v2 header');
     return undefined;
   }
   if (!buf.subarray(0, 12).equals(PP2_SIGNATURE)) throw new MtlsError('BAD_INPUT', 'not a PROXY v2 header');

@@ -55,7 +55,12 @@ function sweep(): void {
  * the other's write side only; the other direction keeps flowing). Either side failing, idling past the limit
  * (checked every 250 ms) or outliving its lifetime destroys both. `done` runs once, when both are closed.
  */
-export function relay(a: net.Socket, b: net.Socket, limits: Pick<Limits, 'idleTimeoutMs' | 'maxLifetimeMs'>, done: (stats: RelayStats, why: string) => void): void {
+export function relay(
+  a: net.Socket,
+  b: net.Socket,
+  limits: Pick<Limits, 'idleTimeoutMs' | 'maxLifetimeMs'>,
+  done: (stats: RelayStats, why: string) => void,
+): void {
   const stats: RelayStats = { up: 0, down: 0, bulk: 0 };
   let why = 'closed';
   let closed = 0;
@@ -64,7 +69,14 @@ export function relay(a: net.Socket, b: net.Socket, limits: Pick<Limits, 'idleTi
     a.destroy();
     b.destroy();
   };
-  const entry: Live = { stats, seen: 0, last: Date.now(), idleMs: limits.idleTimeoutMs, deadline: limits.maxLifetimeMs > 0 ? Date.now() + limits.maxLifetimeMs : Infinity, kill };
+  const entry: Live = {
+    stats,
+    seen: 0,
+    last: Date.now(),
+    idleMs: limits.idleTimeoutMs,
+    deadline: limits.maxLifetimeMs > 0 ? Date.now() + limits.maxLifetimeMs : Infinity,
+    kill,
+  };
   live.add(entry);
   sweeper ??= setInterval(sweep, SWEEP_MS).unref();
   // Per direction: count, write; pause on backpressure, resume on drain; an end ends the

@@ -11,7 +11,13 @@ import { createLogger } from './log.js';
 import { ProxyMetrics } from './metrics.js';
 import { MtlsProxy, type Readiness } from './runtime.js';
 
-type Message = { type: 'want-secret' } | { type: 'ticket-secret'; secret: string } | { type: 'ready' } | { type: 'failed'; reason: string } | { type: 'reload' } | { type: 'drain' };
+type Message =
+  | { type: 'want-secret' }
+  | { type: 'ticket-secret'; secret: string }
+  | { type: 'ready' }
+  | { type: 'failed'; reason: string }
+  | { type: 'reload' }
+  | { type: 'drain' };
 
 const listenAdmin = (server: http.Server, config: ProxyConfig) => listenOn(server, config.admin!, 'the admin port');
 
@@ -27,7 +33,15 @@ export async function runProxy(config: ProxyConfig, configFile?: string): Promis
   if (cluster.isWorker) return runWorker(config, configFile);
   const proxy = new MtlsProxy({ config, ...(configFile ? { configFile } : {}) });
   await proxy.start();
-  const admin = config.admin ? createAdminServer({ metrics: async () => ({ contentType: proxy.metrics.registry.contentType, body: await proxy.metrics.registry.metrics() }), readiness: () => proxy.readiness() }) : undefined;
+  const admin = config.admin
+    ? createAdminServer({
+        metrics: async () => ({
+          contentType: proxy.metrics.registry.contentType,
+          body: await proxy.metrics.registry.metrics(),
+        }),
+        readiness: () => proxy.readiness(),
+      })
+    : undefined;
   if (admin) await listenAdmin(admin, config);
   process.on('SIGHUP', () => void proxy.reload());
   await untilSignal();
@@ -90,7 +104,9 @@ async function runPrimary(config: ProxyConfig, count: number): Promise<void> {
   let draining = false;
   let started = false;
   let failStartup: (err: Error) => void = () => undefined;
-  const startupFailed = new Promise<never>((_, reject) => { failStartup = reject; });
+  const startupFailed = new Promise<never>((_, reject) => {
+    failStartup = reject;
+  });
   const fork = (): Worker => {
     const w = cluster.fork();
     w.on('message', (m: Message) => {
@@ -105,7 +121,8 @@ async function runPrimary(config: ProxyConfig, count: number): Promise<void> {
       ready.delete(w.id);
       if (draining) return;
       // Before the cluster ever ran, a dying worker is a failed start: restarting it would only fail again.
-      if (!started) return failStartup(new MtlsError('IO', `a proxy worker exited while starting (${signal ?? `code ${code}`})`));
+      if (!started)
+        return failStartup(new MtlsError('IO', `a proxy worker exited while starting (${signal ?? `code ${code}`})`));
       log.error({ event: 'worker-died', worker: w.id, code, signal }, 'worker died; starting another');
       fork();
     });
@@ -117,11 +134,23 @@ async function runPrimary(config: ProxyConfig, count: number): Promise<void> {
   };
   startupFailed.catch(stopWorkers);
   for (let i = 0; i < count; i++) fork();
-  const readiness = (): Readiness => (draining ? { ready: false, reason: 'draining' } : ready.size === count ? { ready: true, reason: `${count} workers ready` } : { ready: false, reason: `${ready.size} of ${count} workers ready` });
-  const admin = config.admin ? createAdminServer({ metrics: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }), readiness }) : undefined;
+  const readiness = (): Readiness =>
+    draining
+      ? { ready: false, reason: 'draining' }
+      : ready.size === count
+        ? { ready: true, reason: `${count} workers ready` }
+        : { ready: false, reason: `${ready.size} of ${count} workers ready` };
+  const admin = config.admin
+    ? createAdminServer({
+        metrics: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }),
+        readiness,
+      })
+    : undefined;
   if (admin) await listenAdmin(admin, config);
   log.info({ event: 'cluster', workers: count }, `cluster of ${count} workers sharing session ticket keys`);
-  process.on('SIGHUP', () => { for (const w of Object.values(cluster.workers ?? {})) w?.send({ type: 'reload' } satisfies Message); });
+  process.on('SIGHUP', () => {
+    for (const w of Object.values(cluster.workers ?? {})) w?.send({ type: 'reload' } satisfies Message);
+  });
   try {
     await Promise.race([untilSignal(), startupFailed]);
   } catch (err) {
@@ -130,10 +159,15 @@ async function runPrimary(config: ProxyConfig, count: number): Promise<void> {
   }
   draining = true;
   const live = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w);
-  await Promise.all(live.map((w) => new Promise<void>((resolve) => {
-    w.once('exit', () => resolve());
-    w.send({ type: 'drain' } satisfies Message);
-  })));
+  await Promise.all(
+    live.map(
+      (w) =>
+        new Promise<void>((resolve) => {
+          w.once('exit', () => resolve());
+          w.send({ type: 'drain' } satisfies Message);
+        }),
+    ),
+  );
   admin?.close();
   log.info({ event: 'stopped' }, 'all workers drained');
   log.flush();

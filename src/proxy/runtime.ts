@@ -31,7 +31,10 @@ function useNative(l: ServerListenerConfig, log: Logger): boolean {
   const why = nativeUnavailable();
   if (why === undefined) return true;
   if (l.engine === 'native') throw new MtlsError('ENGINE_UNAVAILABLE', `listener '${l.name}': ${why}`);
-  log.warn({ event: 'engine', listener: l.name, engine: 'node', reason: why }, `listener '${l.name}' runs on Node's TLS socket: ${why}`);
+  log.warn(
+    { event: 'engine', listener: l.name, engine: 'node', reason: why },
+    `listener '${l.name}' runs on Node's TLS socket: ${why}`,
+  );
   return false;
 }
 
@@ -64,7 +67,12 @@ export class MtlsProxy extends EventEmitter {
     // cluster (workers: 0 is one worker per core).
     const cores = os.availableParallelism();
     const threads = Math.max(1, Math.floor(cores / (o.config.workers === 0 ? cores : o.config.workers)));
-    const ctx = { log: this.log, metrics: this.metrics, ticketKeys: ticketKeysFor(o.ticketSecret ?? crypto.randomBytes(32)), threads };
+    const ctx = {
+      log: this.log,
+      metrics: this.metrics,
+      ticketKeys: ticketKeysFor(o.ticketSecret ?? crypto.randomBytes(32)),
+      threads,
+    };
     this.endpoints = o.config.listeners.map((l) => {
       if (l.mode === 'client') return new ClientListener(l, ctx);
       return useNative(l, this.log) ? new NativeServerListener(l, ctx) : new ServerListener(l, ctx);
@@ -89,7 +97,9 @@ export class MtlsProxy extends EventEmitter {
       clearTimeout(this.timer);
       this.timer = setTimeout(() => void this.reload(), 100);
     });
-    this.watcher.on('error', (err) => this.log.error({ event: 'watch-failed', reason: err.message }, `cannot watch ${file}`));
+    this.watcher.on('error', (err) =>
+      this.log.error({ event: 'watch-failed', reason: err.message }, `cannot watch ${file}`),
+    );
   }
 
   /**
@@ -103,11 +113,17 @@ export class MtlsProxy extends EventEmitter {
         for (const l of next.listeners) {
           const live = this.endpoints.find((x) => x.name === l.name);
           if (!live) {
-            this.log.warn({ event: 'reload-partial', listener: l.name }, `listener '${l.name}' is new: restart the proxy to start it`);
+            this.log.warn(
+              { event: 'reload-partial', listener: l.name },
+              `listener '${l.name}' is new: restart the proxy to start it`,
+            );
             continue;
           }
           if (live.config.mode !== l.mode) {
-            this.log.warn({ event: 'reload-partial', listener: l.name }, `listener '${l.name}' changed mode: restart the proxy to apply`);
+            this.log.warn(
+              { event: 'reload-partial', listener: l.name },
+              `listener '${l.name}' changed mode: restart the proxy to apply`,
+            );
             continue;
           }
           (live as Listener<typeof l>).update(l);
@@ -115,7 +131,10 @@ export class MtlsProxy extends EventEmitter {
         this.config = next;
       } catch (err) {
         this.metrics.reloads.inc({ listener: '*', result: 'error' });
-        this.log.error({ event: 'reload-failed', reason: messageOf(err) }, `kept the previous config: ${messageOf(err)}`);
+        this.log.error(
+          { event: 'reload-failed', reason: messageOf(err) },
+          `kept the previous config: ${messageOf(err)}`,
+        );
       }
     }
     await Promise.all(this.endpoints.map((l) => l.reloader.reload()));
@@ -128,7 +147,8 @@ export class MtlsProxy extends EventEmitter {
     const now = Date.now();
     for (const l of this.endpoints) {
       const leaf = l.reloader.current.leaf;
-      if (leaf.notAfter.getTime() < now) return { ready: false, reason: `listener '${l.name}': certificate expired at ${leaf.notAfter.toISOString()}` };
+      if (leaf.notAfter.getTime() < now)
+        return { ready: false, reason: `listener '${l.name}': certificate expired at ${leaf.notAfter.toISOString()}` };
     }
     return { ready: true, reason: `${this.endpoints.length} listener(s) up` };
   }
@@ -150,7 +170,10 @@ export class MtlsProxy extends EventEmitter {
     while (this.active > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     const left = this.active;
     for (const l of this.endpoints) l.destroyAll();
-    this.log.info({ event: 'drained', closedByForce: left }, left ? `drain timeout: closed ${left} connection(s)` : 'drained');
+    this.log.info(
+      { event: 'drained', closedByForce: left },
+      left ? `drain timeout: closed ${left} connection(s)` : 'drained',
+    );
     return { left };
   }
 }

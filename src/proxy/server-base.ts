@@ -52,7 +52,12 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
   protected revocationFailure(chain: readonly Certificate[]): MtlsError | undefined {
     for (const cert of chain) {
       const crl = revokedBy(this.crls, cert);
-      if (crl) return new MtlsError('CERT_REVOKED', `certificate serial ${cert.serialHex} ('${formatDn(cert.subject)}') is revoked by the CRL of '${formatDn(crl.issuer)}' in force; the peer needs a new certificate`);
+      if (crl)
+        return new MtlsError(
+          'CERT_REVOKED',
+          `certificate serial ${cert.serialHex} ('${formatDn(cert.subject)}') is revoked ` +
+            `by the CRL of '${formatDn(crl.issuer)}' in force; the peer needs a new certificate`,
+        );
     }
     return undefined;
   }
@@ -60,16 +65,28 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
   /** Policy and limits from a reloaded config; addresses and files need a restart. */
   update(next: ServerListenerConfig): void {
     this.policy = compilePolicy(next.policy);
-    this.config = { ...next, listen: this.config.listen, target: this.config.target, cert: this.config.cert, key: this.config.key, ca: this.config.ca };
+    this.config = {
+      ...next,
+      listen: this.config.listen,
+      target: this.config.target,
+      cert: this.config.cert,
+      key: this.config.key,
+      ca: this.config.ca,
+    };
     this.applyLimits(next.limits);
-    this.log.info({ event: 'policy-reloaded', allow: next.policy.allow, deny: next.policy.deny ?? [] }, 'policy reloaded');
+    this.log.info(
+      { event: 'policy-reloaded', allow: next.policy.allow, deny: next.policy.deny ?? [] },
+      'policy reloaded',
+    );
   }
 
   protected abstract applyLimits(limits: Limits): void;
 
   /** The PROXY v2 header for an admitted connection, when the listener sends one. */
   protected proxyHeader(h: Omit<ProxyHeaderInput, 'includeCertificate'>): Buffer | undefined {
-    return this.config.proxyProtocol ? encodeProxyV2({ ...h, includeCertificate: this.config.proxyProtocolCertificate }) : undefined;
+    return this.config.proxyProtocol
+      ? encodeProxyV2({ ...h, includeCertificate: this.config.proxyProtocolCertificate })
+      : undefined;
   }
 
   protected reportHandshake(seconds: number, resumed: boolean): void {
@@ -85,7 +102,15 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
 
   protected reportTimeout(remote: string): void {
     this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'failed', reason: 'HANDSHAKE_TIMEOUT' });
-    this.log.warn({ event: 'handshake-failed', remote, code: 'HANDSHAKE_TIMEOUT', reason: `no finished handshake within ${this.config.limits.handshakeTimeoutMs} ms` }, 'handshake timed out');
+    this.log.warn(
+      {
+        event: 'handshake-failed',
+        remote,
+        code: 'HANDSHAKE_TIMEOUT',
+        reason: `no finished handshake within ${this.config.limits.handshakeTimeoutMs} ms`,
+      },
+      'handshake timed out',
+    );
   }
 
   protected reportFailure(remote: string, e: MtlsError): void {
@@ -104,13 +129,39 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
   }
 
   protected reportUnreachable(remote: string, code: string | undefined): void {
-    this.log.error({ event: 'target-unreachable', remote, target: this.config.target, code }, `target unreachable (${code})`);
+    this.log.error(
+      { event: 'target-unreachable', remote, target: this.config.target, code },
+      `target unreachable (${code})`,
+    );
   }
 
   /** A relayed TCP connection ended: bytes each way and one log line with the decision it was admitted under. */
-  protected reportRelayed(r: { remote: string; id: PeerIdentity; decision: Decision; resumed: boolean; up: number; down: number; durationMs: number; why: string }): void {
+  protected reportRelayed(r: {
+    remote: string;
+    id: PeerIdentity;
+    decision: Decision;
+    resumed: boolean;
+    up: number;
+    down: number;
+    durationMs: number;
+    why: string;
+  }): void {
     this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'up' }, r.up);
     this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'down' }, r.down);
-    this.log.info({ event: 'connection', remote: r.remote, identity: who(r.id), decision: r.decision.auditOnly ? 'audit' : 'allow', reason: r.decision.reason, resumed: r.resumed, bytesUp: r.up, bytesDown: r.down, durationMs: r.durationMs, closed: r.why }, 'connection closed');
+    this.log.info(
+      {
+        event: 'connection',
+        remote: r.remote,
+        identity: who(r.id),
+        decision: r.decision.auditOnly ? 'audit' : 'allow',
+        reason: r.decision.reason,
+        resumed: r.resumed,
+        bytesUp: r.up,
+        bytesDown: r.down,
+        durationMs: r.durationMs,
+        closed: r.why,
+      },
+      'connection closed',
+    );
   }
 }

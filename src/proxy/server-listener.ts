@@ -16,30 +16,12 @@ import type { Limits, ServerListenerConfig } from './config.js';
 import type { ListenerContext } from './listener.js';
 import { connectOptions, relay } from './relay.js';
 import { ServerListenerBase } from './server-base.js';
-import { clientCertHeader, IDENTITY_HEADERS, xfccValue } from './xfcc.js';
-
-/** A JSON error answer; `close` ends the connection after it (the request body may not have been read). */
-function answer(res: http.ServerResponse, status: number, error: string, reason: string, close = false): void {
-  const body = JSON.stringify({ error, reason });
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(close ? { connection: 'close' } : {}) });
-  res.end(body);
-}
+import { answer, forwardedHeaders, responseHeaders } from './forwarded-headers.js';
 
 const ACCEPTED = Symbol('accepted');
 const REMOTE = Symbol('remote');
 const TRUST = Symbol('trust generation');
 type Stamped = net.Socket & { [ACCEPTED]?: bigint; [REMOTE]?: string; [TRUST]?: number };
-
-/** Hop-by-hop headers (RFC 9110 7.6.1): never forwarded. */
-const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings']);
-/** Never forwarded from the client: hop-by-hop headers and the identity headers we set ourselves. */
-const STRIPPED = new Set([...HOP, ...IDENTITY_HEADERS]);
-
-/** Header names a Connection header lists as hop-by-hop for this message (usually none). */
-function connectionTokens(value: string | undefined): Set<string> | undefined {
-  if (!value || /^\s*(keep-alive|close)\s*$/i.test(value)) return undefined;
-  return new Set(value.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean));
-}
 
 /**
  * `mtls proxy server`: terminates mTLS, authorizes the verified peer with the policy, then relays bytes to the
@@ -63,7 +45,10 @@ export class ServerListener extends ServerListenerBase {
     // connections turn it on per socket once authorized (see pipeTcp).
     const opts: tls.TlsOptions = { ...this.tlsOptions(this.reloader.current), handshakeTimeout: 0 };
     // connectionsCheckingInterval: Node checks the head deadline this often (its default, 30 s, doubles the wait).
-    this.server = config.protocol === 'http' ? https.createServer({ ...opts, connectionsCheckingInterval: 1000 }, (req, res) => this.forward(req, res)) : tls.createServer(opts);
+    this.server =
+      config.protocol === 'http'
+        ? https.createServer({ ...opts, connectionsCheckingInterval: 1000 }, (req, res) => this.forward(req, res))
+        : tls.createServer(opts);
     this.reloader.attach(this.server, (c) => this.tlsOptions(c));
     this.by = this.reloader.current.leaf.san?.uri?.[0];
     this.server.on('connection', (raw: Stamped) => {
@@ -77,7 +62,11 @@ export class ServerListener extends ServerListenerBase {
         if (raw.bytesRead === 0) this.reportProbe(raw[REMOTE]!);
       });
     });
-    enforceHandshakeDeadline(this.server, () => this.config.limits.handshakeTimeoutMs, (raw) => this.handshakeTimedOut(raw));
+    enforceHandshakeDeadline(
+      this.server,
+      () => this.config.limits.handshakeTimeoutMs,
+      (raw) => this.handshakeTimedOut(raw),
+    );
     this.server.on('tlsClientError', (err: Error, s: tls.TLSSocket) => this.failed(err, s));
     this.server.on('secureConnection', (s: tls.TLSSocket) => this.secured(s));
     if (this.server instanceof https.Server) {
@@ -85,7 +74,9 @@ export class ServerListener extends ServerListenerBase {
       this.server.headersTimeout = config.limits.requestHeadTimeoutMs;
       this.server.requestTimeout = 0; // the body has its own idle deadline (forward)
       this.server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => this.clientError(err, socket));
-      this.server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.upgrade(req, socket, head));
+      this.server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) =>
+        this.upgrade(req, socket, head),
+      );
     }
   }
 
@@ -97,7 +88,9 @@ export class ServerListener extends ServerListenerBase {
   /** HTTP requests waiting on the target, by identity (entries go when they reach 0). */
   private readonly inflight = new Map<string, number>();
 
-  private refused(reason: 'head_timeout' | 'body_timeout' | 'backend_timeout' | 'backend_aborted' | 'identity_busy'): void {
+  private refused(
+    reason: 'head_timeout' | 'body_timeout' | 'backend_timeout' | 'backend_aborted' | 'identity_busy',
+  ): void {
     this.ctx.metrics.httpRefused.inc({ listener: this.name, reason });
   }
 
@@ -105,7 +98,14 @@ export class ServerListener extends ServerListenerBase {
   private clientError(err: NodeJS.ErrnoException, socket: net.Socket): void {
     if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
       this.refused('head_timeout');
-      this.log.info({ event: 'request-timeout', remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: `no complete request head within ${this.config.limits.requestHeadTimeoutMs} ms` }, 'request head timed out (408)');
+      this.log.info(
+        {
+          event: 'request-timeout',
+          remote: `${socket.remoteAddress}:${socket.remotePort}`,
+          reason: `no complete request head within ${this.config.limits.requestHeadTimeoutMs} ms`,
+        },
+        'request head timed out (408)',
+      );
     }
     answerClientError(err, socket);
   }
@@ -130,7 +130,8 @@ export class ServerListener extends ServerListenerBase {
 
   private secured(s: tls.TLSSocket): void {
     const raw = rawSocketOf<Stamped>(s);
-    if (raw?.[ACCEPTED]) this.reportHandshake(Number(process.hrtime.bigint() - raw[ACCEPTED]) / 1e9, s.isSessionReused());
+    if (raw?.[ACCEPTED])
+      this.reportHandshake(Number(process.hrtime.bigint() - raw[ACCEPTED]) / 1e9, s.isSessionReused());
     const id = identityOf(s);
     const refused = id && this.admissionFailure(s, raw, id);
     if (refused) {
@@ -161,12 +162,20 @@ export class ServerListener extends ServerListenerBase {
    * admission also looks at the CRLs in force.
    */
   private admissionFailure(s: tls.TLSSocket, raw: Stamped | undefined, id: PeerIdentity): MtlsError | undefined {
-    if (raw?.[TRUST] === undefined || raw[TRUST] === this.trustGeneration) return this.revocationFailure([id.certificate]);
+    if (raw?.[TRUST] === undefined || raw[TRUST] === this.trustGeneration)
+      return this.revocationFailure([id.certificate]);
     const changed = 'the trust bundle or CRLs changed during the handshake';
-    if (s.isSessionReused()) return new MtlsError('CERT_UNTRUSTED', `${changed} and a resumed session cannot be checked again; reconnect`);
+    if (s.isSessionReused())
+      return new MtlsError('CERT_UNTRUSTED', `${changed} and a resumed session cannot be checked again; reconnect`);
     const chain = peerChain(s);
-    const v = verifyChain(chain[0]!, { trustAnchors: this.reloader.current.trustAnchors, intermediates: chain.slice(1), at: new Date(), purpose: 'client' });
-    if (!v.valid) return new MtlsError('CERT_UNTRUSTED', `${changed}: ${v.problems[0]?.message ?? 'the chain no longer verifies'}`);
+    const v = verifyChain(chain[0]!, {
+      trustAnchors: this.reloader.current.trustAnchors,
+      intermediates: chain.slice(1),
+      at: new Date(),
+      purpose: 'client',
+    });
+    if (!v.valid)
+      return new MtlsError('CERT_UNTRUSTED', `${changed}: ${v.problems[0]?.message ?? 'the chain no longer verifies'}`);
     return this.revocationFailure(v.chain);
   }
 
@@ -183,7 +192,9 @@ export class ServerListener extends ServerListenerBase {
     const target = net.connect(connectOptions(this.config.target));
     const remote = `${s.remoteAddress}:${s.remotePort}`;
     // The client left while the target was connecting: do not keep the target connection.
-    const gone = () => { if (target.connecting) target.destroy(); };
+    const gone = () => {
+      if (target.connecting) target.destroy();
+    };
     s.once('close', gone);
     target.once('error', (err: NodeJS.ErrnoException) => {
       if (target.connecting || !target.remoteAddress) {
@@ -194,29 +205,40 @@ export class ServerListener extends ServerListenerBase {
     target.once('connect', () => {
       s.off('close', gone);
       const header = this.proxyHeader({
-        source: { address: s.remoteAddress ?? '0.0.0.0', port: s.remotePort ?? 0 }, destination: { address: s.localAddress ?? '0.0.0.0', port: s.localPort ?? 0 },
-        identity: id, certInConnection: !resumed, tlsVersion: s.getProtocol() ?? undefined, cipher: s.getCipher().standardName,
-        ...(s.alpnProtocol ? { alpn: s.alpnProtocol } : {}), ...((s as unknown as { servername?: string }).servername ? { sni: (s as unknown as { servername: string }).servername } : {}),
+        source: { address: s.remoteAddress ?? '0.0.0.0', port: s.remotePort ?? 0 },
+        destination: { address: s.localAddress ?? '0.0.0.0', port: s.localPort ?? 0 },
+        identity: id,
+        certInConnection: !resumed,
+        tlsVersion: s.getProtocol() ?? undefined,
+        cipher: s.getCipher().standardName,
+        ...(s.alpnProtocol ? { alpn: s.alpnProtocol } : {}),
+        ...((s as unknown as { servername?: string }).servername
+          ? { sni: (s as unknown as { servername: string }).servername }
+          : {}),
       });
       if (header) target.write(header);
       relay(s, target, this.config.limits, (stats, why) => {
-        this.reportRelayed({ remote, id, decision, resumed, up: stats.up, down: stats.down, durationMs: Date.now() - t0, why });
+        this.reportRelayed({
+          remote,
+          id,
+          decision,
+          resumed,
+          up: stats.up,
+          down: stats.down,
+          durationMs: Date.now() - t0,
+          why,
+        });
       });
       s.resume();
     });
   }
 
   private headersFor(req: http.IncomingMessage, id: PeerIdentity): http.OutgoingHttpHeaders {
-    const listed = connectionTokens(req.headers.connection);
-    const out: http.OutgoingHttpHeaders = {};
-    for (const [k, v] of Object.entries(req.headers)) if (!STRIPPED.has(k) && !listed?.has(k) && v !== undefined) out[k] = v;
-    // Sanitize and set: whatever the client sent in these headers is gone; only what we verified is there.
-    out['x-forwarded-client-cert'] = xfccValue(id, { ...(this.by ? { by: this.by } : {}), includeCert: this.config.xfccCertificate });
-    if (this.config.clientCertHeader) out['client-cert'] = clientCertHeader(id);
-    const xff = req.headers['x-forwarded-for'];
-    out['x-forwarded-for'] = `${xff ? `${xff}, ` : ''}${req.socket.remoteAddress}`;
-    out['x-forwarded-proto'] = 'https';
-    return out;
+    return forwardedHeaders(req, id, {
+      ...(this.by ? { by: this.by } : {}),
+      xfccCertificate: this.config.xfccCertificate,
+      clientCertHeader: this.config.clientCertHeader,
+    });
   }
 
   /** Forwards one authorized request; the path sent is the normalized one the policy decided on. */
@@ -231,8 +253,17 @@ export class ServerListener extends ServerListenerBase {
     const busy = this.inflight.get(who_) ?? 0;
     if (busy >= limits.maxRequestsPerIdentity) {
       this.refused('identity_busy');
-      this.log.warn({ event: 'identity-busy', remote, identity: who_, inflight: busy }, `${busy} requests of this identity are waiting on the target (maxRequestsPerIdentity); 503`);
-      return answer(res, 503, 'service unavailable', `${busy} requests of ${who_} are already waiting on the target; retry later`, true);
+      this.log.warn(
+        { event: 'identity-busy', remote, identity: who_, inflight: busy },
+        `${busy} requests of this identity are waiting on the target (maxRequestsPerIdentity); 503`,
+      );
+      return answer(
+        res,
+        503,
+        'service unavailable',
+        `${busy} requests of ${who_} are already waiting on the target; retry later`,
+        true,
+      );
     }
     this.inflight.set(who_, busy + 1);
     this.ctx.metrics.perIdentity.inc({ listener: this.name, identity: this.ctx.metrics.identityLabel(who_) });
@@ -243,22 +274,32 @@ export class ServerListener extends ServerListenerBase {
     const up = http.request(this.backendRequest(req, m.target!, this.headersFor(req, id), this.agent), (ur) => {
       clearTimeout(backendTimer);
       if (settled) return void ur.destroy();
-      const headers: string[] = [];
-      const listed = connectionTokens(ur.headers.connection);
-      for (let i = 0; i < ur.rawHeaders.length; i += 2) {
-        const k = ur.rawHeaders[i]!.toLowerCase();
-        if (!HOP.has(k) && !listed?.has(k)) headers.push(ur.rawHeaders[i]!, ur.rawHeaders[i + 1]!);
-      }
-      res.writeHead(ur.statusCode ?? 502, ur.statusMessage, headers);
+      res.writeHead(ur.statusCode ?? 502, ur.statusMessage, responseHeaders(ur).flat());
       ur.pipe(res);
       ur.on('end', () => {
-        this.log.info({ event: 'request', remote, identity: who_, method: req.method, path: m.target, status: ur.statusCode, decision: m.decision.auditOnly ? 'audit' : 'allow', reason: m.decision.reason, durationMs: Date.now() - t0 }, 'request forwarded');
+        this.log.info(
+          {
+            event: 'request',
+            remote,
+            identity: who_,
+            method: req.method,
+            path: m.target,
+            status: ur.statusCode,
+            decision: m.decision.auditOnly ? 'audit' : 'allow',
+            reason: m.decision.reason,
+            durationMs: Date.now() - t0,
+          },
+          'request forwarded',
+        );
       });
       // The target closed in the middle of its body: the client must see an incomplete answer at once, not wait.
       ur.on('close', () => {
         if (ur.complete) return;
         this.refused('backend_aborted');
-        this.log.warn({ event: 'target-aborted', remote, identity: who_, path: m.target, status: ur.statusCode }, 'the target closed before the end of its answer; the client connection is cut');
+        this.log.warn(
+          { event: 'target-aborted', remote, identity: who_, path: m.target, status: ur.statusCode },
+          'the target closed before the end of its answer; the client connection is cut',
+        );
         res.destroy();
       });
     });
@@ -268,9 +309,18 @@ export class ServerListener extends ServerListenerBase {
       clearTimeout(bodyTimer);
       clearTimeout(backendTimer);
       this.refused(reason);
-      this.log.warn({ event: reason === 'body_timeout' ? 'body-timeout' : 'backend-timeout', remote, identity: who_, path: m.target }, text);
+      this.log.warn(
+        {
+          event: reason === 'body_timeout' ? 'body-timeout' : 'backend-timeout',
+          remote,
+          identity: who_,
+          path: m.target,
+        },
+        text,
+      );
       up.destroy();
-      if (res.writableFinished) req.socket.destroy(); // answered already, but the body never came: drop the connection
+      if (res.writableFinished)
+        req.socket.destroy(); // answered already, but the body never came: drop the connection
       else if (res.headersSent) res.destroy();
       else answer(res, status, status === 408 ? 'request timeout' : 'gateway timeout', text, true);
     };
@@ -291,18 +341,27 @@ export class ServerListener extends ServerListenerBase {
       }
       bodyTimer = setTimeout(checkBody, Math.max(10, limits.bodyIdleTimeoutMs / 4));
     };
-    req.on('data', (chunk: Buffer) => { bodyBytes += chunk.length; });
+    req.on('data', (chunk: Buffer) => {
+      bodyBytes += chunk.length;
+    });
     req.once('end', () => clearTimeout(bodyTimer));
     req.once('close', () => clearTimeout(bodyTimer));
     checkBody();
     // The target: once the request is sent, its answer must start within backendTimeout.
     up.once('finish', () => {
-      if (!settled) backendTimer = setTimeout(() => cut('backend_timeout', 504, `the target did not answer within ${limits.backendTimeoutMs} ms`), limits.backendTimeoutMs);
+      if (!settled)
+        backendTimer = setTimeout(
+          () => cut('backend_timeout', 504, `the target did not answer within ${limits.backendTimeoutMs} ms`),
+          limits.backendTimeoutMs,
+        );
     });
     up.on('error', (err: NodeJS.ErrnoException) => {
       if (settled) return;
       clearTimeout(backendTimer);
-      this.log.error({ event: 'target-unreachable', remote, target: this.config.target, code: err.code }, `target error (${err.code})`);
+      this.log.error(
+        { event: 'target-unreachable', remote, target: this.config.target, code: err.code },
+        `target error (${err.code})`,
+      );
       if (!res.headersSent) answer(res, 502, 'bad gateway', `the target did not answer (${err.code ?? err.message})`);
       else res.destroy();
     });
@@ -329,15 +388,41 @@ export class ServerListener extends ServerListenerBase {
   }
 
   /** How a request reaches the target: its address, the normalized path, our headers. */
-  private backendRequest(req: http.IncomingMessage, target: string, headers: http.OutgoingHttpHeaders, agent: http.Agent | false): http.RequestOptions {
+  private backendRequest(
+    req: http.IncomingMessage,
+    target: string,
+    headers: http.OutgoingHttpHeaders,
+    agent: http.Agent | false,
+  ): http.RequestOptions {
     const t = this.config.target;
-    return { agent, ...('path' in t ? { socketPath: t.path } : { host: t.host, port: t.port }), method: req.method, path: target, headers };
+    return {
+      agent,
+      ...('path' in t ? { socketPath: t.path } : { host: t.host, port: t.port }),
+      method: req.method,
+      path: target,
+      headers,
+    };
   }
 
   /** A denied request (403) or one whose target cannot be normalized (400): logged and counted, never forwarded. */
   private refuse(req: http.IncomingMessage, m: RequestMtls, remote: string, answer: (m: RequestMtls) => void): void {
-    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'denied', reason: m.badTarget ? 'BAD_REQUEST_TARGET' : 'PEER_NOT_ALLOWED' });
-    this.log.info({ event: 'denied', remote, identity: m.identity ? who(m.identity) : null, method: req.method, path: req.url, decision: 'deny', reason: m.decision.reason }, m.badTarget ? 'bad request target' : 'request denied');
+    this.ctx.metrics.handshakes.inc({
+      listener: this.name,
+      result: 'denied',
+      reason: m.badTarget ? 'BAD_REQUEST_TARGET' : 'PEER_NOT_ALLOWED',
+    });
+    this.log.info(
+      {
+        event: 'denied',
+        remote,
+        identity: m.identity ? who(m.identity) : null,
+        method: req.method,
+        path: req.url,
+        decision: 'deny',
+        reason: m.decision.reason,
+      },
+      m.badTarget ? 'bad request target' : 'request denied',
+    );
     answer(m);
   }
 
@@ -352,11 +437,21 @@ export class ServerListener extends ServerListenerBase {
     socket.on('error', () => socket.destroy());
     const m = this.authorize(req);
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    const rawAnswer = (status: string, reason: string): void => void socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n${JSON.stringify({ error: status.slice(4).toLowerCase(), reason })}`);
-    if (!m.decision.allowed || !m.identity) return this.refuse(req, m, remote, (m2) => rawAnswer(m2.badTarget ? '400 Bad Request' : '403 Forbidden', m2.decision.reason));
+    const rawAnswer = (status: string, reason: string): void =>
+      void socket.end(
+        `HTTP/1.1 ${status}\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n${JSON.stringify({ error: status.slice(4).toLowerCase(), reason })}`,
+      );
+    if (!m.decision.allowed || !m.identity)
+      return this.refuse(req, m, remote, (m2) =>
+        rawAnswer(m2.badTarget ? '400 Bad Request' : '403 Forbidden', m2.decision.reason),
+      );
     const te = req.headers['transfer-encoding'];
     const cl = req.headers['content-length'];
-    if (te !== undefined || (cl !== undefined && cl !== '0')) return rawAnswer('400 Bad Request', 'an upgrade request with a body is not supported; send the upgrade without one');
+    if (te !== undefined || (cl !== undefined && cl !== '0'))
+      return rawAnswer(
+        '400 Bad Request',
+        'an upgrade request with a body is not supported; send the upgrade without one',
+      );
     const id = m.identity;
     const headers = this.headersFor(req, id);
     headers['connection'] = 'Upgrade';
@@ -374,7 +469,20 @@ export class ServerListener extends ServerListenerBase {
       socket.allowHalfOpen = true; // as in TCP mode: the client's half-close ends only the target's write side
       const t0 = Date.now();
       relay(socket, target, this.config.limits, (stats, why) => {
-        this.log.info({ event: 'upgrade', remote, identity: who(id), path: m.target, protocol: req.headers.upgrade, bytesUp: stats.up, bytesDown: stats.down, durationMs: Date.now() - t0, closed: why }, 'upgraded connection closed');
+        this.log.info(
+          {
+            event: 'upgrade',
+            remote,
+            identity: who(id),
+            path: m.target,
+            protocol: req.headers.upgrade,
+            bytesUp: stats.up,
+            bytesDown: stats.down,
+            durationMs: Date.now() - t0,
+            closed: why,
+          },
+          'upgraded connection closed',
+        );
       });
       socket.resume();
     });
@@ -382,23 +490,27 @@ export class ServerListener extends ServerListenerBase {
       settled = true;
       // Refused (or ignored) by the target: its answer goes back, then the connection ends. No raw relay.
       const lines = [`HTTP/1.1 ${ur.statusCode} ${ur.statusMessage ?? ''}`];
-      const listed = connectionTokens(ur.headers.connection);
-      for (let i = 0; i < ur.rawHeaders.length; i += 2) {
-        const k = ur.rawHeaders[i]!.toLowerCase();
-        if (!HOP.has(k) && !listed?.has(k)) lines.push(`${ur.rawHeaders[i]}: ${ur.rawHeaders[i + 1]}`);
-      }
+      for (const [k, v] of responseHeaders(ur)) lines.push(`${k}: ${v}`);
       lines.push('connection: close');
       socket.write(lines.join('\r\n') + '\r\n\r\n');
-      this.log.info({ event: 'upgrade-refused', remote, identity: who(id), path: m.target, status: ur.statusCode }, `the target answered the upgrade with ${ur.statusCode}; connection closed`);
+      this.log.info(
+        { event: 'upgrade-refused', remote, identity: who(id), path: m.target, status: ur.statusCode },
+        `the target answered the upgrade with ${ur.statusCode}; connection closed`,
+      );
       ur.pipe(socket);
       ur.on('error', () => socket.destroy());
     });
     up.on('error', (err: NodeJS.ErrnoException) => {
-      this.log.error({ event: 'target-unreachable', remote, target: this.config.target, code: err.code }, `target error (${err.code})`);
+      this.log.error(
+        { event: 'target-unreachable', remote, target: this.config.target, code: err.code },
+        `target error (${err.code})`,
+      );
       if (!settled) rawAnswer('502 Bad Gateway', `the target did not answer (${err.code ?? err.message})`);
       else socket.destroy();
     });
-    socket.once('close', () => { if (!settled) up.destroy(); });
+    socket.once('close', () => {
+      if (!settled) up.destroy();
+    });
     up.end();
   }
 }

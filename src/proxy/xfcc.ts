@@ -8,7 +8,8 @@ import { encodePem } from '../pki/pem.js';
  */
 export function xfccValue(id: PeerIdentity, opts: { by?: string; includeCert?: boolean } = {}): string {
   const pairs: string[] = [];
-  const put = (k: string, v: string) => pairs.push(`${k}=${/[,;="\\\s]/.test(v) ? `"${v.replace(/(["\\])/g, '\\$1')}"` : v}`);
+  const put = (k: string, v: string) =>
+    pairs.push(`${k}=${/[,;="\\\s]/.test(v) ? `"${v.replace(/(["\\])/g, '\\$1')}"` : v}`);
   if (opts.by) put('By', opts.by);
   put('Hash', id.fingerprint256.replace(/:/g, '').toLowerCase());
   if (opts.includeCert) put('Cert', encodeURIComponent(encodePem('CERTIFICATE', id.certificate.der)));

@@ -24,15 +24,34 @@ PRAGMA user_version = 1;
 `;
 
 interface Row {
-  serial: string; profile: string; subject: string; issuer: string; sans: string; spiffe_id: string | null;
-  not_before: number; not_after: number; fingerprint_sha256: string; status: string; issued_at: number; der: Buffer;
+  serial: string;
+  profile: string;
+  subject: string;
+  issuer: string;
+  sans: string;
+  spiffe_id: string | null;
+  not_before: number;
+  not_after: number;
+  fingerprint_sha256: string;
+  status: string;
+  issued_at: number;
+  der: Buffer;
 }
 
 function fromRow(r: Row): InventoryRecord {
   return {
-    serial: r.serial, profile: r.profile as Profile, subject: r.subject, issuer: r.issuer, sans: JSON.parse(r.sans) as string[],
-    spiffeId: r.spiffe_id, notBefore: new Date(r.not_before), notAfter: new Date(r.not_after), fingerprint256: r.fingerprint_sha256,
-    status: r.status as CertificateStatus, issuedAt: new Date(r.issued_at), der: r.der,
+    serial: r.serial,
+    profile: r.profile as Profile,
+    subject: r.subject,
+    issuer: r.issuer,
+    sans: JSON.parse(r.sans) as string[],
+    spiffeId: r.spiffe_id,
+    notBefore: new Date(r.not_before),
+    notAfter: new Date(r.not_after),
+    fingerprint256: r.fingerprint_sha256,
+    status: r.status as CertificateStatus,
+    issuedAt: new Date(r.issued_at),
+    der: r.der,
   };
 }
 
@@ -51,7 +70,11 @@ export class SqliteStore implements CertificateStore {
       this.db.pragma('busy_timeout = 5000');
       this.db.exec(SCHEMA);
     } catch (err) {
-      throw new MtlsError('STORE', `cannot open the CA inventory ${path} (${(err as Error).message}); check the CA home and its permissions`, { cause: err });
+      throw new MtlsError(
+        'STORE',
+        `cannot open the CA inventory ${path} (${(err as Error).message}); check the CA home and its permissions`,
+        { cause: err },
+      );
     }
     this.remove = this.db.prepare('DELETE FROM certificates WHERE serial = ?');
     this.insert = this.db.prepare(`INSERT INTO certificates
@@ -61,7 +84,10 @@ export class SqliteStore implements CertificateStore {
 
   async add(record: InventoryRecord, publish?: () => void | Promise<void>): Promise<void> {
     const params = {
-      ...record, sans: JSON.stringify(record.sans), notBefore: record.notBefore.getTime(), notAfter: record.notAfter.getTime(),
+      ...record,
+      sans: JSON.stringify(record.sans),
+      notBefore: record.notBefore.getTime(),
+      notAfter: record.notAfter.getTime(),
       issuedAt: record.issuedAt.getTime(),
     };
     // Recorded (and synced) before anything leaves the CA: a crash at any later point leaves a certificate that the
@@ -69,7 +95,11 @@ export class SqliteStore implements CertificateStore {
     try {
       this.insert.run(params);
     } catch (err) {
-      throw new MtlsError('STORE', `could not record certificate ${record.serial} in the inventory (${(err as Error).message})`, { cause: err });
+      throw new MtlsError(
+        'STORE',
+        `could not record certificate ${record.serial} in the inventory (${(err as Error).message})`,
+        { cause: err },
+      );
     }
     crashPoint('after-record');
     if (!publish) return;
@@ -83,16 +113,25 @@ export class SqliteStore implements CertificateStore {
   }
 
   async get(serial: string): Promise<InventoryRecord | undefined> {
-    const row = this.db.prepare('SELECT * FROM certificates WHERE serial = ?').get(serial.toLowerCase()) as Row | undefined;
+    const row = this.db.prepare('SELECT * FROM certificates WHERE serial = ?').get(serial.toLowerCase()) as
+      Row | undefined;
     return row ? fromRow(row) : undefined;
   }
 
   async list(filter: ListFilter = {}): Promise<InventoryRecord[]> {
     const where: string[] = [];
     const args: unknown[] = [];
-    if (filter.notAfterBefore) { where.push('not_after < ?'); args.push(filter.notAfterBefore.getTime()); }
-    if (filter.profile) { where.push('profile = ?'); args.push(filter.profile); }
-    const sql = `SELECT * FROM certificates ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY not_after, serial`;
+    if (filter.notAfterBefore) {
+      where.push('not_after < ?');
+      args.push(filter.notAfterBefore.getTime());
+    }
+    if (filter.profile) {
+      where.push('profile = ?');
+      args.push(filter.profile);
+    }
+    const sql =
+      `SELECT * FROM certificates ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ` +
+      `ORDER BY not_after, serial`;
     return (this.db.prepare(sql).all(...args) as Row[]).map(fromRow);
   }
 

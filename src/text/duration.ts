@@ -1,6 +1,14 @@
 import { MtlsError } from '../errors.js';
 
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1e3, m: 60e3, h: 3600e3, d: 86400e3, w: 7 * 86400e3, y: 365 * 86400e3 };
+const UNIT_MS: Record<string, number> = {
+  ms: 1,
+  s: 1e3,
+  m: 60e3,
+  h: 3600e3,
+  d: 86400e3,
+  w: 7 * 86400e3,
+  y: 365 * 86400e3,
+};
 
 /** Parses `500ms`, `90d`, `12h`, `1y`, `30m`, `1w`, or a combination such as `1d12h`, into milliseconds. */
 export function parseDuration(text: string, what = 'duration'): number {
@@ -13,28 +21,35 @@ export function parseDuration(text: string, what = 'duration'): number {
     consumed += m[0].length;
   }
   if (t.length === 0 || consumed !== t.length || !Number.isSafeInteger(total)) {
-    throw new MtlsError('BAD_DURATION', `${what} '${text}' is not a duration; use a number with a unit, e.g. 90d, 12h, 1y, 30m`);
+    throw new MtlsError(
+      'BAD_DURATION',
+      `${what} '${text}' is not a duration; use a number with a unit, e.g. 90d, 12h, 1y, 30m`,
+    );
   }
   if (total <= 0) throw new MtlsError('BAD_DURATION', `${what} '${text}' must be longer than zero`);
   return total;
 }
 
-/** "in 3 days", "2 hours ago": a human distance between `when` and `now`. */
+/**
+ * "in 90 days", "2 hours ago": a distance between `when` and `now` as people say it, rounded to the nearest unit
+ * and in the unit they would pick (a 90-day certificate expires "in 90 days", not "in 2 months").
+ */
 export function relativeTime(when: Date, now: Date): string {
   const diff = when.getTime() - now.getTime();
   const abs = Math.abs(diff);
-  const steps: [number, string][] = [
-    [365 * 86400e3, 'year'], [30 * 86400e3, 'month'], [86400e3, 'day'], [3600e3, 'hour'], [60e3, 'minute'], [1e3, 'second'],
-  ];
-  let phrase = 'now';
-  for (const [ms, unit] of steps) {
-    if (abs >= ms) {
-      const n = Math.floor(abs / ms);
-      phrase = `${n} ${unit}${n === 1 ? '' : 's'}`;
-      break;
-    }
+  const day = 86400e3;
+  const plural = (n: number, unit: string) => `${n} ${unit}${n === 1 ? '' : 's'}`;
+  let phrase: string;
+  if (abs < 1e3) return 'now';
+  if (abs < 90e3) phrase = plural(Math.round(abs / 1e3), 'second');
+  else if (abs < 90 * 60e3) phrase = plural(Math.round(abs / 60e3), 'minute');
+  else if (abs < 36 * 3600e3) phrase = plural(Math.round(abs / 3600e3), 'hour');
+  else if (abs < 100 * day) phrase = plural(Math.round(abs / day), 'day');
+  else if (abs < 330 * day) phrase = plural(Math.round(abs / (30.44 * day)), 'month');
+  else {
+    const years = Math.round((abs / (365.25 * day)) * 2) / 2;
+    phrase = `${years} year${years === 1 ? '' : 's'}`;
   }
-  if (phrase === 'now') return 'now';
   return diff >= 0 ? `in ${phrase}` : `${phrase} ago`;
 }
 

@@ -33,28 +33,29 @@ export class Capture {
 }
 
 /**
- * A byte tap: a Duplex to hand to `tls.connect({ socket })`, backed by a real TCP connection, that copies every
- * byte into `capture` before passing it on. Nothing is changed or delayed beyond the copy.
- */
-export function tappedSocket(host: string, port: number, capture: Capture): Duplex {
-  return tap(net.connect({ host, port }), capture, 'client');
-}
-
-/**
- * The same tap around a socket we already have; `we` is the side our TLS plays, so that what we write is
+ * A byte tap around a TCP socket, to hand to `tls.connect({ socket })` or a TLS server: it copies every byte into
+ * `capture` before passing it on, changing and delaying nothing; `we` is the side our TLS plays, so that what we write is
  * recorded as that side's bytes and what we read as the peer's.
  */
 export function tap(tcp: net.Socket, capture: Capture, we: 'client' | 'server'): Duplex {
   const written = we === 'client' ? capture.client : capture.server;
   const read = we === 'client' ? capture.server : capture.client;
   const duplex = new Duplex({
-    read() { tcp.resume(); },
+    read() {
+      tcp.resume();
+    },
     write(chunk: Buffer, _enc, cb) {
       if (!capture.keep(written, Buffer.from(chunk))) return void tcp.destroy();
       tcp.write(chunk, cb);
     },
-    final(cb) { tcp.end(); cb(); },
-    destroy(err, cb) { tcp.destroy(); cb(err); },
+    final(cb) {
+      tcp.end();
+      cb();
+    },
+    destroy(err, cb) {
+      tcp.destroy();
+      cb(err);
+    },
   });
   tcp.on('data', (d: Buffer) => {
     if (!capture.keep(read, d)) return void tcp.destroy();
@@ -62,6 +63,8 @@ export function tap(tcp: net.Socket, capture: Capture, we: 'client' | 'server'):
   });
   tcp.on('end', () => duplex.push(null));
   tcp.on('error', (err) => duplex.destroy(err));
-  tcp.on('close', () => { if (!duplex.destroyed) duplex.push(null); });
+  tcp.on('close', () => {
+    if (!duplex.destroyed) duplex.push(null);
+  });
   return duplex;
 }

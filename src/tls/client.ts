@@ -52,27 +52,43 @@ export async function connectMtls(o: ConnectOptions): Promise<MtlsConnection> {
   let server: PeerIdentity | undefined;
   try {
     const d = await dial({
-      host: o.host, port: o.port, verify: 'strict', timeoutMs: o.timeoutMs ?? 10_000, confirmMs: o.confirmMs ?? 0,
+      host: o.host,
+      port: o.port,
+      verify: 'strict',
+      timeoutMs: o.timeoutMs ?? 10_000,
+      confirmMs: o.confirmMs ?? 0,
       ...(expect.servername ? { servername: expect.servername } : {}),
       ...(o.capture ? { capture: o.capture } : {}),
       tls: { ...clientTlsOptions(o.credentials, o.ca, expect, o), ...(o.session ? { session: o.session } : {}) },
       onSecure: (socket, chain) => {
         server = chain.length ? identityFromCertificate(chain[0]!) : serverIdentityOf(socket);
         if (!server) {
-          return new MtlsError('SERVER_IDENTITY_MISMATCH', socket.isSessionReused()
-            ? 'resumed a TLS session whose server identity was never verified here; connect without the session'
-            : 'the server sent no certificate');
+          return new MtlsError(
+            'SERVER_IDENTITY_MISMATCH',
+            socket.isSessionReused()
+              ? 'resumed a TLS session whose server identity was never verified here; connect without the session'
+              : 'the server sent no certificate',
+          );
         }
         rememberSessions(socket, server);
         return checkServerIdentity(server, o.host, expect);
       },
     });
-    return { socket: d.socket, server: server!, chain: d.chain, resumed: d.socket.isSessionReused(), session: d.session };
+    return {
+      socket: d.socket,
+      server: server!,
+      chain: d.chain,
+      resumed: d.socket.isSessionReused(),
+      session: d.session,
+    };
   } catch (err) {
     const e = err as DialError;
     const answered = e instanceof DialError && e.answered;
     throw classifyTlsError(e instanceof DialError ? e.cause : err, {
-      sentOurCert: o.credentials !== undefined && answered, unanswered: !answered, peer: `${o.host}:${o.port}`,
+      sentOurCert: o.credentials !== undefined && answered,
+      unanswered: !answered,
+      peer: `${o.host}:${o.port}`,
+      ...(e instanceof DialError ? { connected: e.connected, serverBytes: e.serverBytes } : {}),
     });
   }
 }

@@ -39,15 +39,24 @@ export function loadCredentials(src: CredentialSource): Credentials {
   const trustAnchors = readCertificates(caData, caWhat);
   if (files) checkPrivateFile(src.keyFile, 'key');
   const keySrc = files ? read(src.keyFile, 'key') : src.key;
-  const key = typeof keySrc === 'object' && !Buffer.isBuffer(keySrc) ? keySrc : loadPrivateKey(keySrc as Buffer | string, keyWhat, src.passphrase);
+  const key =
+    typeof keySrc === 'object' && !Buffer.isBuffer(keySrc)
+      ? keySrc
+      : loadPrivateKey(keySrc as Buffer | string, keyWhat, src.passphrase);
   const leaf = chain[0]!;
   if (!leaf.publicKey || !keysMatch(key, leaf.publicKey)) {
-    throw new MtlsError('KEY_MISMATCH', `${keyWhat} does not belong to ${certWhat} ('${leaf.subject.at(-1)?.value ?? leaf.serialHex}'); pair each certificate with its own key`);
+    throw new MtlsError(
+      'KEY_MISMATCH',
+      `${keyWhat} does not belong to ${certWhat} ('${leaf.subject.at(-1)?.value ?? leaf.serialHex}'); ` +
+        `pair each certificate with its own key`,
+    );
   }
   return {
     cert: chain.map((c) => encodePem('CERTIFICATE', c.der)).join(''),
     key: exportPrivateKey(key),
     ca: trustAnchors.map((c) => encodePem('CERTIFICATE', c.der)).join(''),
-    leaf, chain, trustAnchors,
+    leaf,
+    chain,
+    trustAnchors,
   };
 }

@@ -10,12 +10,22 @@ import type { Credentials } from './credentials.js';
  * Refused with one line: an empty, garbage, wrongly signed, foreign or expired CRL, or a CA of the trust bundle
  * without one. An unusable CRL never means "no revocation".
  */
-export function crlOption(data: Buffer | string, what: string, creds: Pick<Credentials, 'trustAnchors' | 'chain'>, at = new Date()): string[] {
+export function crlOption(
+  data: Buffer | string,
+  what: string,
+  creds: Pick<Credentials, 'trustAnchors' | 'chain'>,
+  at = new Date(),
+): string[] {
   return checkedCrls(data, what, creds, at).pem;
 }
 
 /** The checked CRLs, parsed (for admission checks: src/proxy/server-base.ts) and as Node's `crl` option. */
-export function checkedCrls(data: Buffer | string, what: string, creds: Pick<Credentials, 'trustAnchors' | 'chain'>, at = new Date()): { crls: Crl[]; pem: string[] } {
+export function checkedCrls(
+  data: Buffer | string,
+  what: string,
+  creds: Pick<Credentials, 'trustAnchors' | 'chain'>,
+  at = new Date(),
+): { crls: Crl[]; pem: string[] } {
   const crls = readCrls(Buffer.from(data), what);
   const problem = crlSetProblem(crls, creds.trustAnchors, creds.chain.slice(1), at, what);
   if (problem) throw new MtlsError('BAD_INPUT', problem);
@@ -23,6 +33,10 @@ export function checkedCrls(data: Buffer | string, what: string, creds: Pick<Cre
 }
 
 /** checkedCrls for a file (at most MAX_INPUT.crl bytes). */
-export function loadCrlFile(file: string, creds: Pick<Credentials, 'trustAnchors' | 'chain'>, at = new Date()): { crls: Crl[]; pem: string[] } {
+export function loadCrlFile(
+  file: string,
+  creds: Pick<Credentials, 'trustAnchors' | 'chain'>,
+  at = new Date(),
+): { crls: Crl[]; pem: string[] } {
   return checkedCrls(readInput(file, 'CRL file', MAX_INPUT.crl), `CRL file ${file}`, creds, at);
 }

@@ -1,7 +1,8 @@
+import net from 'node:net';
 import tls from 'node:tls';
 import { parseCertificate, type Certificate } from '../pki/certificate.js';
 import { isIpLiteral } from '../pki/names.js';
-import { tappedSocket, type Capture } from './capture.js';
+import { tap, type Capture } from './capture.js';
 
 /**
  * The one client dialer of mtlskit (as undici's lib/core/connect.js and ghostunnel's socket/net.go are theirs):
@@ -57,6 +58,10 @@ export class DialError extends Error {
     readonly chain: Certificate[],
     readonly protocol: string | undefined,
     readonly cipher: string | undefined,
+    /** The TCP connection was established (a failure after it is not about reachability). */
+    readonly connected = false,
+    /** Bytes the server sent. */
+    readonly serverBytes = 0,
   ) {
     super((cause as Error)?.message ?? String(cause));
   }
@@ -104,10 +109,10 @@ export function dial(o: DialOptions): Promise<Dialed> {
     const fail = (err: unknown) => {
       if (settled) return;
       cleanup();
-      const protocol = handshook ? socket.getProtocol() ?? undefined : undefined;
+      const protocol = handshook ? (socket.getProtocol() ?? undefined) : undefined;
       const cipher = handshook ? socket.getCipher()?.standardName : undefined;
       socket.destroy();
-      reject(new DialError(err, answered, handshook, chain, protocol, cipher));
+      reject(new DialError(err, answered, handshook, chain, protocol, cipher, connected, tcp.bytesRead));
     };
     const succeed = () => {
       if (settled) return;
@@ -116,19 +121,33 @@ export function dial(o: DialOptions): Promise<Dialed> {
     };
     // Over a tapped (Duplex) socket the server's close shows as 'end' first.
     const closed = () => fail(errorWithCode('socket hang up', 'ECONNRESET'));
-    const observe: tls.ConnectionOptions = o.verify === 'observe' ? { rejectUnauthorized: false, checkServerIdentity: () => undefined } : {};
+    const observe: tls.ConnectionOptions =
+      o.verify === 'observe' ? { rejectUnauthorized: false, checkServerIdentity: () => undefined } : {};
+    // Our own TCP socket under TLS: whether it connected and what the server sent decide the verdict of a failure.
+    const tcp = net.connect({ host: o.host, port: o.port });
+    let connected = false;
+    tcp.once('connect', () => {
+      connected = true;
+    });
     const socket = tls.connect({
-      host: o.host, port: o.port, ...o.tls, ...observe,
+      host: o.host,
+      port: o.port,
+      ...o.tls,
+      ...observe,
       ...(isIpLiteral(servername) ? {} : { servername }),
-      ...(o.capture ? { socket: tappedSocket(o.host, o.port, o.capture) } : {}),
+      socket: o.capture ? tap(tcp, o.capture, 'client') : tcp,
     });
     if (o.capture) {
       const capture = o.capture;
       socket.on('keylog', (line: Buffer) => capture.keylog.push(line.toString('latin1')));
     }
     // A key log line means the server answered our ClientHello: only then can a close be about our certificate.
-    socket.once('keylog', () => { answered = true; });
-    socket.on('session', (s: Buffer) => { session = s; });
+    socket.once('keylog', () => {
+      answered = true;
+    });
+    socket.on('session', (s: Buffer) => {
+      session = s;
+    });
     timers.push(setTimeout(() => fail(errorWithCode('connection timed out', 'ETIMEDOUT')), o.timeoutMs));
     socket.once('error', fail);
     socket.once('secureConnect', () => {

@@ -10,8 +10,12 @@ import type { Credentials } from './credentials.js';
 
 /** TLS 1.2 suites: ECDHE with AEAD only (TLS 1.3 suites are all AEAD; its groups are limited below). */
 export const SECURE_CIPHERS = [
-  'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305',
-  'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES256-GCM-SHA384', 'ECDHE-RSA-CHACHA20-POLY1305',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-CHACHA20-POLY1305',
 ].join(':');
 /** ECDHE groups only: no finite-field DH. */
 export const SECURE_GROUPS = 'X25519:P-256:P-384';
@@ -29,16 +33,27 @@ export interface EndpointOptions {
 }
 
 /** Server options: a client certificate is required and verified against the trust bundle. */
-export function serverTlsOptions(creds: Credentials, opts: EndpointOptions & { sni?: Record<string, Credentials> } = {}): tls.TlsOptions {
+export function serverTlsOptions(
+  creds: Credentials,
+  opts: EndpointOptions & { sni?: Record<string, Credentials> } = {},
+): tls.TlsOptions {
   const o: tls.TlsOptions = {
-    cert: creds.cert, key: creds.key, ca: creds.ca,
-    requestCert: true, rejectUnauthorized: true,
-    minVersion: opts.minVersion ?? 'TLSv1.2', ciphers: SECURE_CIPHERS, ecdhCurve: SECURE_GROUPS, honorCipherOrder: true,
+    cert: creds.cert,
+    key: creds.key,
+    ca: creds.ca,
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: opts.minVersion ?? 'TLSv1.2',
+    ciphers: SECURE_CIPHERS,
+    ecdhCurve: SECURE_GROUPS,
+    honorCipherOrder: true,
     secureOptions: NO_RENEGOTIATION,
   };
   if (opts.alpn) o.ALPNProtocols = opts.alpn;
   if (opts.sni) {
-    const contexts = new Map(Object.entries(opts.sni).map(([host, c]) => [host.toLowerCase(), tls.createSecureContext(serverTlsOptions(c))]));
+    const contexts = new Map(
+      Object.entries(opts.sni).map(([host, c]) => [host.toLowerCase(), tls.createSecureContext(serverTlsOptions(c))]),
+    );
     o.SNICallback = (servername, cb) => cb(null, contexts.get(servername.toLowerCase()));
   }
   return o;
@@ -59,8 +74,13 @@ export interface ServerExpectation {
 export function checkServerIdentity(id: PeerIdentity, host: string, expect: ServerExpectation): MtlsError | undefined {
   if (expect.spiffeId !== undefined) {
     const match = compileSpiffePattern(expect.spiffeId);
-    if (!id.spiffeId) return new MtlsError('SERVER_IDENTITY_MISMATCH', `the server's certificate has no SPIFFE ID (exactly one spiffe:// URI SAN), expected ${expect.spiffeId}`);
-    if (!match(id.spiffeId)) return new MtlsError('SERVER_IDENTITY_MISMATCH', `the server is ${id.spiffeId.uri}, not ${expect.spiffeId}`);
+    if (!id.spiffeId)
+      return new MtlsError(
+        'SERVER_IDENTITY_MISMATCH',
+        `the server's certificate has no SPIFFE ID (exactly one spiffe:// URI SAN), expected ${expect.spiffeId}`,
+      );
+    if (!match(id.spiffeId))
+      return new MtlsError('SERVER_IDENTITY_MISMATCH', `the server is ${id.spiffeId.uri}, not ${expect.spiffeId}`);
     return undefined;
   }
   const name = (expect.servername ?? host).replace(/^\[|\]$/g, '');
@@ -72,17 +92,34 @@ export function checkServerIdentity(id: PeerIdentity, host: string, expect: Serv
   }
   if (ip !== undefined) {
     if (id.ips.includes(ip)) return undefined;
-    return new MtlsError('SERVER_IDENTITY_MISMATCH', `the server's certificate is not for IP ${ip} (it has ${[...id.ips, ...id.dns].join(', ') || 'no names'})`);
+    return new MtlsError(
+      'SERVER_IDENTITY_MISMATCH',
+      `the server's certificate is not for IP ${ip} (it has ${[...id.ips, ...id.dns].join(', ') || 'no names'})`,
+    );
   }
   if (id.dns.some((d) => dnsNameMatches(d, name))) return undefined;
-  return new MtlsError('SERVER_IDENTITY_MISMATCH', `the server's certificate is for ${id.dns.join(', ') || 'no DNS names'}, not '${printable(name)}'; use --servername or fix its SANs`);
+  return new MtlsError(
+    'SERVER_IDENTITY_MISMATCH',
+    `the server's certificate is for ${id.dns.join(', ') || 'no DNS names'}, ` +
+      `not '${printable(name)}'; use --servername or fix its SANs`,
+  );
 }
 
 /** Client options: present our certificate, verify the server against the trust bundle and check its identity. */
-export function clientTlsOptions(creds: Credentials | undefined, ca: string, expect: ServerExpectation = {}, opts: EndpointOptions = {}): tls.ConnectionOptions {
+export function clientTlsOptions(
+  creds: Credentials | undefined,
+  ca: string,
+  expect: ServerExpectation = {},
+  opts: EndpointOptions = {},
+): tls.ConnectionOptions {
   const o: tls.ConnectionOptions = {
-    ca, rejectUnauthorized: true, minVersion: opts.minVersion ?? 'TLSv1.2', ciphers: SECURE_CIPHERS, ecdhCurve: SECURE_GROUPS,
-    checkServerIdentity: (host: string, cert: PeerCertificate) => checkServerIdentity(identityFromCertificate(parseCertificate(cert.raw, 'server certificate')), host, expect),
+    ca,
+    rejectUnauthorized: true,
+    minVersion: opts.minVersion ?? 'TLSv1.2',
+    ciphers: SECURE_CIPHERS,
+    ecdhCurve: SECURE_GROUPS,
+    checkServerIdentity: (host: string, cert: PeerCertificate) =>
+      checkServerIdentity(identityFromCertificate(parseCertificate(cert.raw, 'server certificate')), host, expect),
   };
   if (creds) {
     o.cert = creds.cert;

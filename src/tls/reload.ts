@@ -58,7 +58,11 @@ export class CredentialReloader extends EventEmitter {
    * `ticketKeys`: the session ticket keys for a trust bundle (e.g. derived from a secret shared by a cluster's
    * workers, so that tickets resume on any worker); random when not given.
    */
-  constructor(private readonly files: WatchedFiles, private readonly debounceMs = 100, private readonly ticketKeys?: (trustDigest: Buffer) => Buffer) {
+  constructor(
+    private readonly files: WatchedFiles,
+    private readonly debounceMs = 100,
+    private readonly ticketKeys?: (trustDigest: Buffer) => Buffer,
+  ) {
     super();
     this.creds = loadCredentials(files);
     this.digest = this.contentDigest();

@@ -45,7 +45,7 @@ export interface HandshakeErrorEvent {
 
 /** The TCP socket a server-side TLS socket wraps (Node keeps it as `_parent`); it outlives what the TLS socket forgets. */
 export function rawSocketOf<T extends net.Socket = net.Socket>(s: tls.TLSSocket): T | undefined {
-  return ((s as unknown as { _parent?: T })._parent) ?? undefined;
+  return (s as unknown as { _parent?: T })._parent ?? undefined;
 }
 
 export function remoteOf(socket: { remoteAddress?: string | undefined; remotePort?: number | undefined }): string {
@@ -61,8 +61,15 @@ export function reportHandshakeErrors(server: EventEmitter): void {
   server.prependListener('connection', (raw: { remoteAddress?: string }) => void raw.remoteAddress);
   server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
     const aborted = (err as NodeJS.ErrnoException).code === 'ECONNRESET' && !socket.authorizationError;
-    const error = authorizationFailure(socket.authorizationError)
-      ?? (aborted ? new MtlsError('HANDSHAKE_FAILED', 'the client closed the connection during the handshake (it may not trust our server certificate)', { cause: err }) : classifyTlsError(err));
+    const error =
+      authorizationFailure(socket.authorizationError) ??
+      (aborted
+        ? new MtlsError(
+            'HANDSHAKE_FAILED',
+            'the client closed the connection during the handshake (it may not trust our server certificate)',
+            { cause: err },
+          )
+        : classifyTlsError(err));
     const remote = remoteOf(rawSocketOf(socket) ?? socket);
     server.emit('mtls:handshake-error', { remote, error } satisfies HandshakeErrorEvent);
     // Node leaves the socket to whoever listens to tlsClientError.
@@ -80,12 +87,19 @@ type WithDeadline = net.Socket & { [DEADLINE]?: NodeJS.Timeout };
  * the raw socket. Pass `handshakeTimeout: 0` to the server so that Node's does not fire as well. `ms` may be a
  * function, read at each accept (a reloadable limit).
  */
-export function enforceHandshakeDeadline(server: tls.Server, ms: number | (() => number), onTimeout?: (raw: net.Socket) => void): void {
+export function enforceHandshakeDeadline(
+  server: tls.Server,
+  ms: number | (() => number),
+  onTimeout?: (raw: net.Socket) => void,
+): void {
   server.on('connection', (raw: WithDeadline) => {
-    raw[DEADLINE] = setTimeout(() => {
-      onTimeout?.(raw);
-      raw.destroy();
-    }, typeof ms === 'function' ? ms() : ms);
+    raw[DEADLINE] = setTimeout(
+      () => {
+        onTimeout?.(raw);
+        raw.destroy();
+      },
+      typeof ms === 'function' ? ms() : ms,
+    );
     raw.once('close', () => clearTimeout(raw[DEADLINE]));
   });
   const clear = (s: tls.TLSSocket) => clearTimeout(rawSocketOf<WithDeadline>(s)?.[DEADLINE]);
@@ -95,26 +109,47 @@ export function enforceHandshakeDeadline(server: tls.Server, ms: number | (() =>
 
 /** Emits 'mtls:handshake-error' (HANDSHAKE_TIMEOUT) for a connection cut by the deadline. */
 export function timeoutReporter(server: EventEmitter, ms: number): (raw: net.Socket) => void {
-  return (raw) => server.emit('mtls:handshake-error', { remote: remoteOf(raw), error: new MtlsError('HANDSHAKE_TIMEOUT', `no finished TLS handshake within ${ms} ms; connection closed`) } satisfies HandshakeErrorEvent);
+  return (raw) =>
+    server.emit('mtls:handshake-error', {
+      remote: remoteOf(raw),
+      error: new MtlsError('HANDSHAKE_TIMEOUT', `no finished TLS handshake within ${ms} ms; connection closed`),
+    } satisfies HandshakeErrorEvent);
 }
 
 /**
  * A TLS server that requires and verifies a client certificate, then authorizes the verified identity with
  * the policy (after the chain is verified, failing closed) and calls `onConnection` only for allowed peers.
  */
-export function createMtlsServer(o: MtlsServerOptions, onConnection?: (socket: tls.TLSSocket, identity: PeerIdentity) => void): tls.Server {
+export function createMtlsServer(
+  o: MtlsServerOptions,
+  onConnection?: (socket: tls.TLSSocket, identity: PeerIdentity) => void,
+): tls.Server {
   const policy = o.policy ?? compilePolicy({ allow: [] });
   const server = tls.createServer(mtlsServerTlsOptions(o));
-  enforceHandshakeDeadline(server, o.handshakeTimeoutMs ?? 10_000, timeoutReporter(server, o.handshakeTimeoutMs ?? 10_000));
+  enforceHandshakeDeadline(
+    server,
+    o.handshakeTimeoutMs ?? 10_000,
+    timeoutReporter(server, o.handshakeTimeoutMs ?? 10_000),
+  );
   reportHandshakeErrors(server);
   server.on('secureConnection', (socket: tls.TLSSocket) => {
     const identity = identityOf(socket);
     const decision = policy.decide(identity);
-    const event: ConnectionEvent = { remote: remoteOf(socket), decision, resumed: socket.isSessionReused(), ...(identity ? { identity } : {}) };
+    const event: ConnectionEvent = {
+      remote: remoteOf(socket),
+      decision,
+      resumed: socket.isSessionReused(),
+      ...(identity ? { identity } : {}),
+    };
     server.emit('mtls:connection', event);
     // OpenSSL can still fail the connection after the handshake (a client certificate too large for a session
     // ticket makes it send internal_error): said once, as 'mtls:connection-error', instead of nothing.
-    socket.once('error', (err: Error) => server.emit('mtls:connection-error', { remote: event.remote, error: classifyTlsError(err) } satisfies HandshakeErrorEvent));
+    socket.once('error', (err: Error) =>
+      server.emit('mtls:connection-error', {
+        remote: event.remote,
+        error: classifyTlsError(err),
+      } satisfies HandshakeErrorEvent),
+    );
     if (!decision.allowed || !identity) {
       socket.destroy();
       return;

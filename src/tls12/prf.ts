@@ -29,7 +29,10 @@ export function prf12(hash: 'sha256' | 'sha384', secret: Buffer, label: string, 
   let produced = 0;
   while (produced < length) {
     a = crypto.createHmac(hash, secret).update(a).digest();
-    const block = crypto.createHmac(hash, secret).update(Buffer.concat([a, labelSeed])).digest();
+    const block = crypto
+      .createHmac(hash, secret)
+      .update(Buffer.concat([a, labelSeed]))
+      .digest();
     out.push(block);
     produced += block.length;
   }
@@ -44,13 +47,26 @@ export interface Tls12Keys {
 }
 
 /** RFC 5246 6.3: key_block = PRF(master_secret, "key expansion", server_random + client_random), split in order (no MAC keys for AEAD). */
-export function keyBlock(suite: Tls12Suite, masterSecret: Buffer, clientRandom: Buffer, serverRandom: Buffer): Tls12Keys {
+export function keyBlock(
+  suite: Tls12Suite,
+  masterSecret: Buffer,
+  clientRandom: Buffer,
+  serverRandom: Buffer,
+): Tls12Keys {
   const k = suite.keyLength;
   const iv = suite.fixedIvLength;
-  const block = prf12(suite.hash, masterSecret, 'key expansion', Buffer.concat([serverRandom, clientRandom]), 2 * k + 2 * iv);
+  const block = prf12(
+    suite.hash,
+    masterSecret,
+    'key expansion',
+    Buffer.concat([serverRandom, clientRandom]),
+    2 * k + 2 * iv,
+  );
   return {
-    clientWriteKey: block.subarray(0, k), serverWriteKey: block.subarray(k, 2 * k),
-    clientWriteIv: block.subarray(2 * k, 2 * k + iv), serverWriteIv: block.subarray(2 * k + iv, 2 * k + 2 * iv),
+    clientWriteKey: block.subarray(0, k),
+    serverWriteKey: block.subarray(k, 2 * k),
+    clientWriteIv: block.subarray(2 * k, 2 * k + iv),
+    serverWriteIv: block.subarray(2 * k + iv, 2 * k + 2 * iv),
   };
 }
 
@@ -61,7 +77,13 @@ export function finished12(suite: Tls12Suite, masterSecret: Buffer, fromClient: 
 }
 
 /** RFC 5288 3 / RFC 7905 2: decrypts one TLS 1.2 AEAD record; AAD = seq_num + type + version + plaintext length. */
-export function decryptRecord12(suite: Tls12Suite, key: Buffer, fixedIv: Buffer, seq: bigint, record: TlsRecord): Buffer {
+export function decryptRecord12(
+  suite: Tls12Suite,
+  key: Buffer,
+  fixedIv: Buffer,
+  seq: bigint,
+  record: TlsRecord,
+): Buffer {
   let nonce: Buffer;
   let body = record.fragment;
   if (suite.fixedIvLength === 4) {
@@ -78,7 +100,9 @@ export function decryptRecord12(suite: Tls12Suite, key: Buffer, fixedIv: Buffer,
   aad[8] = record.type;
   aad.writeUInt16BE(record.version, 9);
   aad.writeUInt16BE(ciphertext.length, 11);
-  const d = crypto.createDecipheriv(suite.cipher, key, nonce, { authTagLength: 16 } as crypto.CipherGCMOptions) as crypto.DecipherGCM;
+  const d = crypto.createDecipheriv(suite.cipher, key, nonce, {
+    authTagLength: 16,
+  } as crypto.CipherGCMOptions) as crypto.DecipherGCM;
   d.setAAD(aad, { plaintextLength: ciphertext.length });
   d.setAuthTag(body.subarray(body.length - 16));
   try {

@@ -16,21 +16,35 @@ export interface Tls13Suite {
 export const TLS13_SUITES: Record<number, Tls13Suite> = {
   0x1301: { id: 0x1301, name: 'TLS_AES_128_GCM_SHA256', hash: 'sha256', keyLength: 16, cipher: 'aes-128-gcm' },
   0x1302: { id: 0x1302, name: 'TLS_AES_256_GCM_SHA384', hash: 'sha384', keyLength: 32, cipher: 'aes-256-gcm' },
-  0x1303: { id: 0x1303, name: 'TLS_CHACHA20_POLY1305_SHA256', hash: 'sha256', keyLength: 32, cipher: 'chacha20-poly1305' },
+  0x1303: {
+    id: 0x1303,
+    name: 'TLS_CHACHA20_POLY1305_SHA256',
+    hash: 'sha256',
+    keyLength: 32,
+    cipher: 'chacha20-poly1305',
+  },
 };
 
 export function suiteOf(id: number): Tls13Suite {
   const s = TLS13_SUITES[id];
-  if (!s) throw new MtlsError('UNSUPPORTED', `cipher suite 0x${id.toString(16).padStart(4, '0')} is not a TLS 1.3 suite we decrypt`);
+  if (!s)
+    throw new MtlsError(
+      'UNSUPPORTED',
+      `cipher suite 0x${id.toString(16).padStart(4, '0')} is not a TLS 1.3 suite we decrypt`,
+    );
   return s;
 }
 
 export const hashLength = (h: HashName) => (h === 'sha256' ? 32 : 48);
-export const transcriptHash = (h: HashName, ...messages: Buffer[]) => crypto.createHash(h).update(Buffer.concat(messages)).digest();
+export const transcriptHash = (h: HashName, ...messages: Buffer[]) =>
+  crypto.createHash(h).update(Buffer.concat(messages)).digest();
 
 /** RFC 5869 2.2. */
 export function hkdfExtract(h: HashName, salt: Buffer, ikm: Buffer): Buffer {
-  return crypto.createHmac(h, salt.length ? salt : Buffer.alloc(hashLength(h))).update(ikm).digest();
+  return crypto
+    .createHmac(h, salt.length ? salt : Buffer.alloc(hashLength(h)))
+    .update(ikm)
+    .digest();
 }
 
 /** RFC 5869 2.3. */
@@ -38,7 +52,10 @@ export function hkdfExpand(h: HashName, prk: Buffer, info: Buffer, length: numbe
   const out: Buffer[] = [];
   let t = Buffer.alloc(0);
   for (let i = 1; Buffer.concat(out).length < length; i++) {
-    t = crypto.createHmac(h, prk).update(Buffer.concat([t, info, Buffer.from([i])])).digest();
+    t = crypto
+      .createHmac(h, prk)
+      .update(Buffer.concat([t, info, Buffer.from([i])]))
+      .digest();
     out.push(t);
   }
   return Buffer.concat(out).subarray(0, length);
@@ -47,7 +64,12 @@ export function hkdfExpand(h: HashName, prk: Buffer, info: Buffer, length: numbe
 /** RFC 8446 7.1: HKDF-Expand-Label(Secret, Label, Context, Length) with the "tls13 " prefix. */
 export function hkdfExpandLabel(h: HashName, secret: Buffer, label: string, context: Buffer, length: number): Buffer {
   const full = Buffer.from('tls13 ' + label, 'latin1');
-  const info = Buffer.concat([Buffer.from([length >> 8, length & 0xff, full.length]), full, Buffer.from([context.length]), context]);
+  const info = Buffer.concat([
+    Buffer.from([length >> 8, length & 0xff, full.length]),
+    full,
+    Buffer.from([context.length]),
+    context,
+  ]);
   return hkdfExpand(h, secret, info, length);
 }
 
@@ -102,7 +124,10 @@ export interface TrafficKeys {
 
 /** RFC 8446 7.3: [sender]_write_key and [sender]_write_iv from a traffic secret. */
 export function trafficKeys(suite: Tls13Suite, secret: Buffer): TrafficKeys {
-  return { key: hkdfExpandLabel(suite.hash, secret, 'key', Buffer.alloc(0), suite.keyLength), iv: hkdfExpandLabel(suite.hash, secret, 'iv', Buffer.alloc(0), 12) };
+  return {
+    key: hkdfExpandLabel(suite.hash, secret, 'key', Buffer.alloc(0), suite.keyLength),
+    iv: hkdfExpandLabel(suite.hash, secret, 'iv', Buffer.alloc(0), 12),
+  };
 }
 
 /** RFC 8446 4.4.4: verify_data = HMAC(finished_key, Transcript-Hash(...)). */
@@ -127,11 +152,17 @@ export interface DecryptedRecord {
 
 /** RFC 8446 5.2: AEAD-decrypts a TLSCiphertext and strips the zero padding. */
 export function decryptRecord(suite: Tls13Suite, keys: TrafficKeys, seq: bigint, record: TlsRecord): DecryptedRecord {
-  if (record.fragment.length < 17) throw new MtlsError('BAD_INPUT', `encrypted record of ${record.fragment.length} bytes is too short for an AEAD tag`);
+  if (record.fragment.length < 17)
+    throw new MtlsError(
+      'BAD_INPUT',
+      `encrypted record of ${record.fragment.length} bytes is too short for an AEAD tag`,
+    );
   const nonce = recordNonce(keys.iv, seq);
   const ciphertext = record.fragment.subarray(0, record.fragment.length - 16);
   const tag = record.fragment.subarray(record.fragment.length - 16);
-  const d = crypto.createDecipheriv(suite.cipher, keys.key, nonce, { authTagLength: 16 } as crypto.CipherGCMOptions) as crypto.DecipherGCM;
+  const d = crypto.createDecipheriv(suite.cipher, keys.key, nonce, {
+    authTagLength: 16,
+  } as crypto.CipherGCMOptions) as crypto.DecipherGCM;
   d.setAAD(record.header, { plaintextLength: ciphertext.length });
   d.setAuthTag(tag);
   let plain: Buffer;

@@ -1,11 +1,24 @@
 import { HandshakeType, ContentType, alertName } from '../wire/enums.js';
 import {
-  HandshakeAssembler, decodeCertificate, decodeCertificateRequest, decodeClientHello, decodeServerHello,
-  type CertificateRequest, type ClientHello, type ServerHello,
+  HandshakeAssembler,
+  decodeCertificate,
+  decodeCertificateRequest,
+  decodeClientHello,
+  decodeServerHello,
+  type CertificateRequest,
+  type ClientHello,
+  type ServerHello,
 } from '../wire/handshake.js';
 import { RecordSplitter, type TlsRecord } from '../wire/records.js';
 import { decryptRecord12, keyBlock, TLS12_SUITES, type Tls12Keys, type Tls12Suite } from '../tls12/prf.js';
-import { decryptRecord, parseKeyLog, suiteOf, trafficKeys, type Tls13Suite, type TrafficKeys } from '../tls13/key-schedule.js';
+import {
+  decryptRecord,
+  parseKeyLog,
+  suiteOf,
+  trafficKeys,
+  type Tls13Suite,
+  type TrafficKeys,
+} from '../tls13/key-schedule.js';
 
 export type Side = 'client' | 'server';
 
@@ -28,7 +41,13 @@ export interface SeenAlert {
 }
 
 /** Key log labels of TLS 1.3 (RFC 8446 7.1 names in the NSS format). */
-export const TLS13_SECRET_LABELS = ['CLIENT_HANDSHAKE_TRAFFIC_SECRET', 'SERVER_HANDSHAKE_TRAFFIC_SECRET', 'CLIENT_TRAFFIC_SECRET_0', 'SERVER_TRAFFIC_SECRET_0', 'EXPORTER_SECRET'] as const;
+export const TLS13_SECRET_LABELS = [
+  'CLIENT_HANDSHAKE_TRAFFIC_SECRET',
+  'SERVER_HANDSHAKE_TRAFFIC_SECRET',
+  'CLIENT_TRAFFIC_SECRET_0',
+  'SERVER_TRAFFIC_SECRET_0',
+  'EXPORTER_SECRET',
+] as const;
 
 /** What the captured bytes say about a handshake (the parts a plain Node client cannot see). */
 export interface HandshakeView {
@@ -60,7 +79,14 @@ export interface HandshakeView {
 }
 
 /** Decrypts one direction's TLS 1.3 records: handshake keys until that side's Finished, then application keys. */
-function readEncrypted(view: HandshakeView, from: Side, records: TlsRecord[], suite: Tls13Suite, hs?: TrafficKeys, app?: TrafficKeys): void {
+function readEncrypted(
+  view: HandshakeView,
+  from: Side,
+  records: TlsRecord[],
+  suite: Tls13Suite,
+  hs?: TrafficKeys,
+  app?: TrafficKeys,
+): void {
   const assembler = new HandshakeAssembler();
   let keys = hs;
   let seq = 0n;
@@ -83,7 +109,13 @@ function readEncrypted(view: HandshakeView, from: Side, records: TlsRecord[], su
         }
       }
     } else if (rec.type === ContentType.alert && rec.content.length === 2) {
-      view.alerts.push({ from, level: rec.content[0]!, description: rec.content[1]!, name: alertName(rec.content[1]!), encrypted: true });
+      view.alerts.push({
+        from,
+        level: rec.content[0]!,
+        description: rec.content[1]!,
+        name: alertName(rec.content[1]!),
+        encrypted: true,
+      });
     } else if (rec.type === ContentType.application_data && !view.applicationData.some((a) => a.from === from)) {
       view.applicationData.push({ from, bytes: rec.content });
     }
@@ -108,9 +140,20 @@ function serverSpeaks13(records: TlsRecord[]): boolean {
  * hostile or truncated input: what cannot be read is noted.
  */
 export function analyzeHandshake(clientBytes: Buffer, serverBytes: Buffer, keylogLines: string[]): HandshakeView {
-  const view: HandshakeView = { messages: [], alerts: [], serverAlerts: [], secrets: {}, keys: {}, applicationData: [], notes: [] };
+  const view: HandshakeView = {
+    messages: [],
+    alerts: [],
+    serverAlerts: [],
+    secrets: {},
+    keys: {},
+    applicationData: [],
+    notes: [],
+  };
   try {
-    const byDir: Record<Side, TlsRecord[]> = { client: new RecordSplitter().push(clientBytes), server: new RecordSplitter().push(serverBytes) };
+    const byDir: Record<Side, TlsRecord[]> = {
+      client: new RecordSplitter().push(clientBytes),
+      server: new RecordSplitter().push(serverBytes),
+    };
     const speaks13 = serverSpeaks13(byDir.server);
     for (const from of ['client', 'server'] as Side[]) {
       const plain = new HandshakeAssembler();
@@ -122,14 +165,23 @@ export function analyzeHandshake(clientBytes: Buffer, serverBytes: Buffer, keylo
           break;
         }
         if (r.type === ContentType.handshake) {
-          for (const m of plain.push(r.fragment)) view.messages.push({ from, type: m.type, raw: m.raw, body: m.body, encrypted: false });
+          for (const m of plain.push(r.fragment))
+            view.messages.push({ from, type: m.type, raw: m.raw, body: m.body, encrypted: false });
         } else if (r.type === ContentType.alert && r.fragment.length === 2) {
-          view.alerts.push({ from, level: r.fragment[0]!, description: r.fragment[1]!, name: alertName(r.fragment[1]!), encrypted: false });
+          view.alerts.push({
+            from,
+            level: r.fragment[0]!,
+            description: r.fragment[1]!,
+            name: alertName(r.fragment[1]!),
+            encrypted: false,
+          });
         }
       }
     }
     const ch = view.messages.find((m) => m.from === 'client' && m.type === HandshakeType.client_hello);
-    const hellos = view.messages.filter((m) => m.from === 'server' && m.type === HandshakeType.server_hello).map((m) => decodeServerHello(m.body));
+    const hellos = view.messages
+      .filter((m) => m.from === 'server' && m.type === HandshakeType.server_hello)
+      .map((m) => decodeServerHello(m.body));
     if (ch) view.clientHello = decodeClientHello(ch.body);
     const retry = hellos.find((h) => h.isHelloRetryRequest);
     if (retry) view.helloRetryRequest = retry;
@@ -145,8 +197,11 @@ export function analyzeHandshake(clientBytes: Buffer, serverBytes: Buffer, keylo
       }
       const suite = suiteOf(view.serverHello.cipherSuite);
       view.suite = suite;
-      const k = (label: (typeof TLS13_SECRET_LABELS)[number]) => (view.secrets[label] ? trafficKeys(suite, view.secrets[label]!) : undefined);
-      const assign = (name: keyof HandshakeView['keys'], keys: TrafficKeys | undefined) => { if (keys) view.keys[name] = keys; };
+      const k = (label: (typeof TLS13_SECRET_LABELS)[number]) =>
+        view.secrets[label] ? trafficKeys(suite, view.secrets[label]!) : undefined;
+      const assign = (name: keyof HandshakeView['keys'], keys: TrafficKeys | undefined) => {
+        if (keys) view.keys[name] = keys;
+      };
       assign('clientHandshake', k('CLIENT_HANDSHAKE_TRAFFIC_SECRET'));
       assign('serverHandshake', k('SERVER_HANDSHAKE_TRAFFIC_SECRET'));
       assign('clientApplication', k('CLIENT_TRAFFIC_SECRET_0'));
@@ -156,8 +211,10 @@ export function analyzeHandshake(clientBytes: Buffer, serverBytes: Buffer, keylo
     }
     if (view.serverHello?.version === 0x0303 && view.clientHello) readTls12(view, byDir, keylogLines);
     for (const m of view.messages.filter((x) => x.from === 'server')) {
-      if (m.type === HandshakeType.certificate_request) view.certificateRequest = decodeCertificateRequest(m.body, tls13);
-      if (m.type === HandshakeType.certificate && !view.serverCertificates) view.serverCertificates = decodeCertificate(m.body, tls13).certificates;
+      if (m.type === HandshakeType.certificate_request)
+        view.certificateRequest = decodeCertificateRequest(m.body, tls13);
+      if (m.type === HandshakeType.certificate && !view.serverCertificates)
+        view.serverCertificates = decodeCertificate(m.body, tls13).certificates;
     }
   } catch (err) {
     view.notes.push(`decoding stopped: ${(err as Error).message}`);
@@ -169,22 +226,38 @@ export function analyzeHandshake(clientBytes: Buffer, serverBytes: Buffer, keylo
 /** TLS 1.2 with an AEAD suite: after each side's ChangeCipherSpec, its Finished, alerts and data, with our PRF's keys. */
 function readTls12(view: HandshakeView, byDir: Record<Side, TlsRecord[]>, keylogLines: string[]): void {
   const suite = TLS12_SUITES[view.serverHello!.cipherSuite];
-  const master = parseKeyLog(keylogLines.join('\n')).get('CLIENT_RANDOM')?.get(view.clientHello!.random.toString('hex'));
-  if (!suite) { view.notes.push(`TLS 1.2 suite ${view.serverHello!.cipherSuite.toString(16)} is not one we decrypt`); return; }
-  if (!master) { view.notes.push('no TLS 1.2 master secret (CLIENT_RANDOM) in the key log: the encrypted records were not read'); return; }
+  const master = parseKeyLog(keylogLines.join('\n'))
+    .get('CLIENT_RANDOM')
+    ?.get(view.clientHello!.random.toString('hex'));
+  if (!suite) {
+    view.notes.push(`TLS 1.2 suite ${view.serverHello!.cipherSuite.toString(16)} is not one we decrypt`);
+    return;
+  }
+  if (!master) {
+    view.notes.push('no TLS 1.2 master secret (CLIENT_RANDOM) in the key log: the encrypted records were not read');
+    return;
+  }
   const keys = keyBlock(suite, master, view.clientHello!.random, view.serverHello!.random);
   view.tls12 = { suite, masterSecret: master, keys };
   for (const from of ['client', 'server'] as Side[]) {
     const ccs = byDir[from].findIndex((r) => r.type === ContentType.change_cipher_spec);
     if (ccs < 0) continue;
-    const [key, iv] = from === 'client' ? [keys.clientWriteKey, keys.clientWriteIv] : [keys.serverWriteKey, keys.serverWriteIv];
+    const [key, iv] =
+      from === 'client' ? [keys.clientWriteKey, keys.clientWriteIv] : [keys.serverWriteKey, keys.serverWriteIv];
     let seq = 0n;
     for (const r of byDir[from].slice(ccs + 1)) {
       const plain = decryptRecord12(suite, key, iv, seq++, r);
       if (r.type === ContentType.handshake) {
-        for (const m of new HandshakeAssembler().push(plain)) view.messages.push({ from, type: m.type, raw: m.raw, body: m.body, encrypted: true });
+        for (const m of new HandshakeAssembler().push(plain))
+          view.messages.push({ from, type: m.type, raw: m.raw, body: m.body, encrypted: true });
       } else if (r.type === ContentType.alert && plain.length === 2) {
-        view.alerts.push({ from, level: plain[0]!, description: plain[1]!, name: alertName(plain[1]!), encrypted: true });
+        view.alerts.push({
+          from,
+          level: plain[0]!,
+          description: plain[1]!,
+          name: alertName(plain[1]!),
+          encrypted: true,
+        });
       } else if (r.type === ContentType.application_data && !view.applicationData.some((a) => a.from === from)) {
         view.applicationData.push({ from, bytes: plain });
       }

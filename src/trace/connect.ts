@@ -7,7 +7,13 @@ import { traceSteps, type TraceReport } from './trace.js';
 /** `mtls trace HOST:PORT`: connects as a client through the byte tap and tells the handshake step by step. */
 export async function traceConnection(o: ConnectOptions & { reveal?: boolean }): Promise<TraceReport> {
   const capture = new Capture();
-  const report: TraceReport = { target: `${o.host}:${o.port}`, ok: false, steps: [], keylog: capture.keylog, view: undefined as unknown as HandshakeView };
+  const report: TraceReport = {
+    target: `${o.host}:${o.port}`,
+    ok: false,
+    steps: [],
+    keylog: capture.keylog,
+    view: undefined as unknown as HandshakeView,
+  };
   try {
     const c = await connectMtls({ ...o, capture, confirmMs: o.confirmMs ?? 300 });
     report.ok = true;
@@ -21,6 +27,10 @@ export async function traceConnection(o: ConnectOptions & { reveal?: boolean }):
     report.error = { code: e.code, message: e.message };
   }
   report.view = analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog);
-  report.steps = traceSteps(report.view, { ...(o.ca ? { ca: o.ca } : {}), host: o.expect?.servername ?? o.host, reveal: o.reveal ?? false });
+  report.steps = traceSteps(report.view, {
+    ...(o.ca ? { ca: o.ca } : {}),
+    host: o.expect?.servername ?? o.host,
+    reveal: o.reveal ?? false,
+  });
   return report;
 }

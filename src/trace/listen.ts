@@ -62,7 +62,14 @@ export function createTraceServer(o: TraceServerOptions, onTrace: (r: ServerTrac
     raw.once('close', () => clearTimeout(deadline));
     const remote = `${raw.remoteAddress}:${raw.remotePort}`;
     const capture = new Capture();
-    const report: ServerTraceReport = { target: remote, remote, ok: false, steps: [], keylog: capture.keylog, view: undefined as never };
+    const report: ServerTraceReport = {
+      target: remote,
+      remote,
+      ok: false,
+      steps: [],
+      keylog: capture.keylog,
+      view: undefined as never,
+    };
     const server = tls.createServer({ ...base, handshakeTimeout: deadlineMs });
     server.on('keylog', (line: Buffer) => capture.keylog.push(line.toString('latin1')));
     server.on('tlsClientError', (err: Error, s: tls.TLSSocket) => {
@@ -85,9 +92,16 @@ export function createTraceServer(o: TraceServerOptions, onTrace: (r: ServerTrac
       // Answer HTTP with HTTP (curl), anything else with one line.
       s.once('data', (d: Buffer) => {
         const body = `hello ${who}: this handshake was traced by mtls trace --listen\n`;
-        s.end(/^[A-Z]+ \S+ HTTP\/1\.[01]\r\n/.test(d.toString('latin1', 0, 64)) ? `HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}` : body);
+        s.end(
+          /^[A-Z]+ \S+ HTTP\/1\.[01]\r\n/.test(d.toString('latin1', 0, 64))
+            ? `HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: ` +
+                `close\r\n\r\n${body}`
+            : body,
+        );
       });
-      setTimeout(() => { if (!s.destroyed) s.end(`hello ${who}\n`); }, 500).unref();
+      setTimeout(() => {
+        if (!s.destroyed) s.end(`hello ${who}\n`);
+      }, 500).unref();
     });
     const duplex = tap(raw, capture, 'server');
     let told = false;
@@ -95,20 +109,42 @@ export function createTraceServer(o: TraceServerOptions, onTrace: (r: ServerTrac
       if (told) return;
       told = true;
       server.close();
-      if (capture.truncated) report.error ??= { code: 'HANDSHAKE_FAILED', message: `the connection sent more than ${capture.limit} bytes and was cut` };
-      analyse(() => {
-        report.view = analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog);
-        report.steps = traceSteps(report.view, { ca: o.credentials.ca, host: '', reveal: o.reveal ?? false, side: 'server' });
-        if (report.decision) {
-          const d = report.decision;
-          report.steps.push(makeStep(report.steps.length + 1, 'Authorization', undefined, [{ ok: d.allowed, text: `${d.allowed ? 'ALLOW' : 'DENY'}: ${d.reason}` }]));
-        }
-        onTrace(report);
-      }, () => {
-        report.view = analyzeHandshake(Buffer.alloc(0), Buffer.alloc(0), []);
-        report.steps = [{ n: 1, title: 'Not analysed', lines: [`${MAX_PENDING_ANALYSES} connections were waiting for analysis; this one was only counted`] }];
-        onTrace(report);
-      });
+      if (capture.truncated)
+        report.error ??= {
+          code: 'HANDSHAKE_FAILED',
+          message: `the connection sent more than ${capture.limit} bytes and was cut`,
+        };
+      analyse(
+        () => {
+          report.view = analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog);
+          report.steps = traceSteps(report.view, {
+            ca: o.credentials.ca,
+            host: '',
+            reveal: o.reveal ?? false,
+            side: 'server',
+          });
+          if (report.decision) {
+            const d = report.decision;
+            report.steps.push(
+              makeStep(report.steps.length + 1, 'Authorization', undefined, [
+                { ok: d.allowed, text: `${d.allowed ? 'ALLOW' : 'DENY'}: ${d.reason}` },
+              ]),
+            );
+          }
+          onTrace(report);
+        },
+        () => {
+          report.view = analyzeHandshake(Buffer.alloc(0), Buffer.alloc(0), []);
+          report.steps = [
+            {
+              n: 1,
+              title: 'Not analysed',
+              lines: [`${MAX_PENDING_ANALYSES} connections were waiting for analysis; this one was only counted`],
+            },
+          ];
+          onTrace(report);
+        },
+      );
     };
     raw.on('close', tell);
     raw.on('error', () => undefined);

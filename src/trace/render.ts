@@ -13,7 +13,10 @@ export interface RenderOptions {
  * The trace as a sequence diagram: a lifeline for each side, an arrow per step in the direction it travelled,
  * the step's values under it, and steps that belong to both sides (the key schedule) across the diagram.
  */
-export function renderTrace(report: Pick<TraceReport, 'steps' | 'ok' | 'protocol' | 'cipherSuite' | 'error'>, o: RenderOptions): string[] {
+export function renderTrace(
+  report: Pick<TraceReport, 'steps' | 'ok' | 'protocol' | 'cipherSuite' | 'error'>,
+  o: RenderOptions,
+): string[] {
   const c = paint(o.color);
   const width = o.width ?? 72;
   const me = o.side ?? 'client';
@@ -39,9 +42,11 @@ export function renderTrace(report: Pick<TraceReport, 'steps' | 'ok' | 'protocol
       out.push(`│   ${ok === undefined ? dimSecrets(l, c) : ok ? c.green(l) : c.red(l)}`);
     });
   }
-  out.push(report.ok
-    ? c.green(`=> mutual TLS established (${report.protocol}, ${report.cipherSuite})`)
-    : c.red(`=> failed: [${report.error?.code}] ${report.error?.message}`));
+  out.push(
+    report.ok
+      ? c.green(`=> mutual TLS established (${report.protocol}, ${report.cipherSuite})`)
+      : c.red(`=> failed: [${report.error?.code}] ${report.error?.message}`),
+  );
   return out;
 }
 

@@ -4,8 +4,22 @@ import { parseCertificate, readCertificates } from '../pki/certificate.js';
 import { formatDn, hostCheck, parseNameDer } from '../pki/names.js';
 import { certLabel, verifyChain } from '../pki/verify.js';
 import { finishedVerifyData, messageHash, transcriptHash, type TrafficKeys } from '../tls13/key-schedule.js';
-import { ExtensionType, HandshakeType, cipherSuiteName, extensionName, groupName, signatureSchemeName } from '../wire/enums.js';
-import { decodeCertificate, decodeCertificateVerify, decodeClientHello, decodeEncryptedExtensions, serverKeyShare, type Extension } from '../wire/handshake.js';
+import {
+  ExtensionType,
+  HandshakeType,
+  cipherSuiteName,
+  extensionName,
+  groupName,
+  signatureSchemeName,
+} from '../wire/enums.js';
+import {
+  decodeCertificate,
+  decodeCertificateVerify,
+  decodeClientHello,
+  decodeEncryptedExtensions,
+  serverKeyShare,
+  type Extension,
+} from '../wire/handshake.js';
 import { clientOffer, decodeAlpn } from '../wire/extensions.js';
 import { finished12 } from '../tls12/prf.js';
 import type { HandshakeView, SeenMessage } from './analyze.js';
@@ -31,11 +45,21 @@ type Line = string | Judged;
 const judged = (ok: boolean, text: string): Judged => ({ ok, text });
 
 /** A step from lines some of which are checks. */
-export function makeStep(n: number, title: string, direction: TraceStep['direction'], lines: Line[], kind?: 'alert'): TraceStep {
+export function makeStep(
+  n: number,
+  title: string,
+  direction: TraceStep['direction'],
+  lines: Line[],
+  kind?: 'alert',
+): TraceStep {
   const checks = lines.flatMap((l, i) => (typeof l === 'string' ? [] : [{ line: i, ok: l.ok }]));
   return {
-    n, title, ...(direction ? { direction } : {}), lines: lines.map((l) => (typeof l === 'string' ? l : l.text)),
-    ...(checks.length ? { checks } : {}), ...(kind ? { kind } : {}),
+    n,
+    title,
+    ...(direction ? { direction } : {}),
+    lines: lines.map((l) => (typeof l === 'string' ? l : l.text)),
+    ...(checks.length ? { checks } : {}),
+    ...(kind ? { kind } : {}),
   };
 }
 
@@ -51,10 +75,17 @@ export interface TraceReport {
   view: HandshakeView;
 }
 
-const VERSIONS: Record<number, string> = { 0x0304: 'TLS 1.3', 0x0303: 'TLS 1.2', 0x0302: 'TLS 1.1', 0x0301: 'TLS 1.0', 0x0300: 'SSL 3.0' };
+const VERSIONS: Record<number, string> = {
+  0x0304: 'TLS 1.3',
+  0x0303: 'TLS 1.2',
+  0x0302: 'TLS 1.1',
+  0x0301: 'TLS 1.0',
+  0x0300: 'SSL 3.0',
+};
 const versionName = (v: number) => VERSIONS[v] ?? `0x${v.toString(16).padStart(4, '0')}`;
 
-const mask = (b: Buffer, reveal: boolean) => (reveal ? b.toString('hex') : `${b.subarray(0, 2).toString('hex')}…(${b.length} bytes, --reveal-keys to show)`);
+const mask = (b: Buffer, reveal: boolean) =>
+  reveal ? b.toString('hex') : `${b.subarray(0, 2).toString('hex')}…(${b.length} bytes, --reveal-keys to show)`;
 
 function chosenAlpn(exts: Extension[]): string {
   const alpn = exts.find((e) => e.type === ExtensionType.alpn);
@@ -62,30 +93,74 @@ function chosenAlpn(exts: Extension[]): string {
 }
 
 /** RFC 8446 4.4.3: verifies a CertificateVerify with the certificate's key over the transcript hash. */
-function checkCertificateVerify(side: 'server' | 'client', cv: { scheme: number; signature: Buffer }, leafDer: Buffer, transcript: Buffer): { ok?: boolean; text: string } {
-  const hashes: Record<number, string | null> = { 0x0403: 'sha256', 0x0503: 'sha384', 0x0603: 'sha512', 0x0804: 'sha256', 0x0805: 'sha384', 0x0806: 'sha512', 0x0807: null };
+function checkCertificateVerify(
+  side: 'server' | 'client',
+  cv: { scheme: number; signature: Buffer },
+  leafDer: Buffer,
+  transcript: Buffer,
+): { ok?: boolean; text: string } {
+  const hashes: Record<number, string | null> = {
+    0x0403: 'sha256',
+    0x0503: 'sha384',
+    0x0603: 'sha512',
+    0x0804: 'sha256',
+    0x0805: 'sha384',
+    0x0806: 'sha512',
+    0x0807: null,
+  };
   if (!(cv.scheme in hashes)) return { text: `not checked (scheme ${signatureSchemeName(cv.scheme)})` };
-  const content = Buffer.concat([Buffer.alloc(64, 0x20), Buffer.from(`TLS 1.3, ${side} CertificateVerify\0`, 'latin1'), transcript]);
+  const content = Buffer.concat([
+    Buffer.alloc(64, 0x20),
+    Buffer.from(`TLS 1.3, ${side} CertificateVerify\0`, 'latin1'),
+    transcript,
+  ]);
   const key = parseCertificate(leafDer).publicKey!;
   const pss = cv.scheme >= 0x0804 && cv.scheme <= 0x0806;
-  const ok = crypto.verify(hashes[cv.scheme]!, content, pss ? { key, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: crypto.constants.RSA_PSS_SALTLEN_DIGEST } : key, cv.signature);
-  return { ok, text: ok ? 'signature valid (checked by mtlskit over the transcript hash with the certificate key)' : 'SIGNATURE INVALID' };
+  const ok = crypto.verify(
+    hashes[cv.scheme]!,
+    content,
+    pss
+      ? { key, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: crypto.constants.RSA_PSS_SALTLEN_DIGEST }
+      : key,
+    cv.signature,
+  );
+  return {
+    ok,
+    text: ok
+      ? 'signature valid (checked by mtlskit over the transcript hash with the certificate key)'
+      : 'SIGNATURE INVALID',
+  };
 }
 
 /** Builds the numbered story of a captured TLS 1.3 handshake (TLS 1.2: the plaintext part). */
-export function traceSteps(view: HandshakeView, opts: { ca?: string; host: string; reveal: boolean; side?: 'client' | 'server' }): TraceStep[] {
+export function traceSteps(
+  view: HandshakeView,
+  opts: { ca?: string; host: string; reveal: boolean; side?: 'client' | 'server' },
+): TraceStep[] {
   const side = opts.side ?? 'client';
   const verdict = (parsed: ReturnType<typeof parseCertificate>[], purpose: 'server' | 'client'): Judged | undefined => {
     if (!opts.ca || !parsed[0]) return undefined;
     const name = purpose === 'server' ? hostCheck(opts.host) : {};
-    const r = verifyChain(parsed[0], { trustAnchors: readCertificates(Buffer.from(opts.ca), 'CA bundle'), intermediates: parsed.slice(1), at: new Date(), purpose, ...name });
-    return judged(r.valid, r.valid
-      ? `verdict: trusted, valid now, ${purpose === 'server' ? `valid for '${opts.host}'` : 'a client certificate'} (checked by mtlskit)`
-      : `verdict: NOT valid: ${r.problems.map((p) => p.message).join('; ')}`);
+    const r = verifyChain(parsed[0], {
+      trustAnchors: readCertificates(Buffer.from(opts.ca), 'CA bundle'),
+      intermediates: parsed.slice(1),
+      at: new Date(),
+      purpose,
+      ...name,
+    });
+    return judged(
+      r.valid,
+      r.valid
+        ? `verdict: trusted, valid now, ${purpose === 'server' ? `valid for '${opts.host}'` : 'a client certificate'} ` +
+            `(checked by mtlskit)`
+        : `verdict: NOT valid: ${r.problems.map((p) => p.message).join('; ')}`,
+    );
   };
   const steps: TraceStep[] = [];
-  const step = (title: string, direction: TraceStep['direction'], lines: Line[], kind?: 'alert') => steps.push(makeStep(steps.length + 1, title, direction, lines, kind));
-  const cvLine = (prefix: string, r: { ok?: boolean; text: string }): Line => (r.ok === undefined ? prefix + r.text : judged(r.ok, prefix + r.text));
+  const step = (title: string, direction: TraceStep['direction'], lines: Line[], kind?: 'alert') =>
+    steps.push(makeStep(steps.length + 1, title, direction, lines, kind));
+  const cvLine = (prefix: string, r: { ok?: boolean; text: string }): Line =>
+    r.ok === undefined ? prefix + r.text : judged(r.ok, prefix + r.text);
   const ch = view.clientHello;
   if (ch) {
     const offer = clientOffer(ch.extensions);
@@ -104,14 +179,16 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
   if (retry) {
     const asked = serverKeyShare(retry);
     step('HelloRetryRequest: the server wants a key share on another group', 'server->client', [
-      `group asked for: ${asked ? groupName(asked.group) : '(none)'}; cipher suite: ${cipherSuiteName(retry.cipherSuite)}${retry.extensions.some((e) => e.type === ExtensionType.cookie) ? '; with a cookie the client must echo' : ''}`,
+      `group asked for: ${asked ? groupName(asked.group) : '(none)'}; cipher suite: ` +
+        `${cipherSuiteName(retry.cipherSuite)}${retry.extensions.some((e) => e.type === ExtensionType.cookie) ? '; with a cookie the client must echo' : ''}`,
       'RFC 8446 4.1.4: the first ClientHello enters the transcript as message_hash(Hash(ClientHello1))',
     ]);
     const second = hellos[1] ? decodeClientHello(hellos[1].body) : undefined;
     if (second) {
       const ks = clientOffer(second.extensions).keyShareGroups;
       step('ClientHello again, with a new key share', 'client->server', [
-        `key share: ${ks ? ks.map(groupName).join(', ') : 'none'} (a fresh ephemeral key); same client random; cookie ${second.extensions.some((e) => e.type === ExtensionType.cookie) ? 'echoed' : 'none'}`,
+        `key share: ${ks ? ks.map(groupName).join(', ') : 'none'} (a fresh ephemeral ` +
+          `key); same client random; cookie ${second.extensions.some((e) => e.type === ExtensionType.cookie) ? 'echoed' : 'none'}`,
       ]);
     }
   }
@@ -123,17 +200,36 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
   const ee = server.find((m) => m.type === HandshakeType.encrypted_extensions);
   const ks = serverKeyShare(sh);
   step('ServerHello' + (tls13 ? ', EncryptedExtensions' : ''), 'server->client', [
-    `version: ${tls13 ? 'TLS 1.3' : sh.version === 0x0303 ? 'TLS 1.2' : `0x${sh.version.toString(16)}`}; cipher suite: ${cipherSuiteName(sh.cipherSuite)}; key exchange: ${ks ? groupName(ks.group) : 'see ServerKeyExchange'}`,
-    ...(ee ? [`encrypted extensions: ${decodeEncryptedExtensions(ee.body).map((e) => extensionName(e.type)).join(', ') || '(none)'}; ALPN chosen: ${chosenAlpn(decodeEncryptedExtensions(ee.body))}`] : []),
+    `version: ${tls13 ? 'TLS 1.3' : sh.version === 0x0303 ? 'TLS 1.2' : `0x${sh.version.toString(16)}`}; ` +
+      `cipher suite: ${cipherSuiteName(sh.cipherSuite)}; key exchange: ${ks ? groupName(ks.group) : 'see ServerKeyExchange'}`,
+    ...(ee
+      ? [
+          `encrypted extensions: ${
+            decodeEncryptedExtensions(ee.body)
+              .map((e) => extensionName(e.type))
+              .join(', ') || '(none)'
+          }; ALPN chosen: ${chosenAlpn(decodeEncryptedExtensions(ee.body))}`,
+        ]
+      : []),
   ]);
   // Transcript in wire order: ClientHello, ServerHello, the server's flight, then the client's flight.
   // After a HelloRetryRequest: message_hash(ClientHello1), HelloRetryRequest, ClientHello2, ServerHello, ...
   const retryMsg = retry ? server.find((m) => m.type === HandshakeType.server_hello) : undefined;
-  const head: SeenMessage[] = retryMsg && hellos[0] && hellos[1] && view.suite
-    ? [{ ...hellos[0], type: HandshakeType.message_hash, raw: messageHash(view.suite.hash, hellos[0].raw) }, retryMsg, hellos[1]]
-    : hellos.slice(0, 1);
-  const ordered: SeenMessage[] = [...head, ...server.filter((m) => m.type !== HandshakeType.new_session_ticket && m !== retryMsg), ...client.filter((m) => m.type !== HandshakeType.client_hello)];
-  const hashUpTo = (m: SeenMessage | undefined) => transcriptHash(view.suite?.hash ?? 'sha256', ...ordered.slice(0, m ? ordered.indexOf(m) : 0).map((x) => x.raw));
+  const head: SeenMessage[] =
+    retryMsg && hellos[0] && hellos[1] && view.suite
+      ? [
+          { ...hellos[0], type: HandshakeType.message_hash, raw: messageHash(view.suite.hash, hellos[0].raw) },
+          retryMsg,
+          hellos[1],
+        ]
+      : hellos.slice(0, 1);
+  const ordered: SeenMessage[] = [
+    ...head,
+    ...server.filter((m) => m.type !== HandshakeType.new_session_ticket && m !== retryMsg),
+    ...client.filter((m) => m.type !== HandshakeType.client_hello),
+  ];
+  const hashUpTo = (m: SeenMessage | undefined) =>
+    transcriptHash(view.suite?.hash ?? 'sha256', ...ordered.slice(0, m ? ordered.indexOf(m) : 0).map((x) => x.raw));
   const cert = server.find((m) => m.type === HandshakeType.certificate);
   const cv = server.find((m) => m.type === HandshakeType.certificate_verify);
   if (cert) {
@@ -144,12 +240,27 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
     if (v) lines.push(v);
     if (cv && tls13) {
       const v = decodeCertificateVerify(cv.body);
-      lines.push(cvLine(`CertificateVerify: ${signatureSchemeName(v.scheme)}, `, checkCertificateVerify('server', v, chain[0]!, hashUpTo(cv))));
+      lines.push(
+        cvLine(
+          `CertificateVerify: ${signatureSchemeName(v.scheme)}, `,
+          checkCertificateVerify('server', v, chain[0]!, hashUpTo(cv)),
+        ),
+      );
     }
-    step(`${side === 'server' ? 'Our (server) ' : "The server's "}Certificate${tls13 ? ' and CertificateVerify' : ''}`, 'server->client', lines);
+    step(
+      `${side === 'server' ? 'Our (server) ' : "The server's "}Certificate${tls13 ? ' and CertificateVerify' : ''}`,
+      'server->client',
+      lines,
+    );
   }
   if (view.certificateRequest) {
-    const cas = view.certificateRequest.certificateAuthorities.map((dn) => { try { return formatDn(parseNameDer(dn)); } catch { return '(unreadable name)'; } });
+    const cas = view.certificateRequest.certificateAuthorities.map((dn) => {
+      try {
+        return formatDn(parseNameDer(dn));
+      } catch {
+        return '(unreadable name)';
+      }
+    });
     step('CertificateRequest: the server asks for a client certificate', 'server->client', [
       `signature algorithms: ${view.certificateRequest.signatureAlgorithms.map(signatureSchemeName).join(', ')}`,
       `acceptable CAs: ${cas.length ? cas.join(' | ') : '(any)'}`,
@@ -166,23 +277,43 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
     const certs = decodeCertificate(cCert.body, tls13).certificates;
     const whose = side === 'client' ? 'our' : "the client's";
     const parsed = certs.map((d) => parseCertificate(d));
-    own.push(certs.length ? `${whose} Certificate: ${parsed.map((c) => `'${certLabel(c)}'`).join(' <- ')}` : `${whose} Certificate: empty (${side === 'client' ? 'we had none to send' : 'it sent none'})`);
+    own.push(
+      certs.length
+        ? `${whose} Certificate: ${parsed.map((c) => `'${certLabel(c)}'`).join(' <- ')}`
+        : `${whose} Certificate: empty (${side === 'client' ? 'we had none to send' : 'it sent none'})`,
+    );
     const v = side === 'server' ? verdict(parsed, 'client') : undefined;
     if (v) own.push(v);
     if (cCv && certs[0] && tls13) {
       const cv2 = decodeCertificateVerify(cCv.body);
-      own.push(cvLine(`${whose} CertificateVerify: ${signatureSchemeName(cv2.scheme)}, `, checkCertificateVerify('client', cv2, certs[0], hashUpTo(cCv))));
+      own.push(
+        cvLine(
+          `${whose} CertificateVerify: ${signatureSchemeName(cv2.scheme)}, `,
+          checkCertificateVerify('client', cv2, certs[0], hashUpTo(cCv)),
+        ),
+      );
     }
   }
   const fin = (m: SeenMessage | undefined, secret: Buffer | undefined, who: string) => {
     if (!m || !secret || !view.suite) return;
     const expected = finishedVerifyData(view.suite.hash, secret, hashUpTo(m));
     const ok = expected.equals(m.body);
-    own.push(judged(ok, `${who} Finished: verify_data ${ok ? 'matches' : 'DOES NOT match'} HMAC(finished_key, transcript hash) (checked by mtlskit)`));
+    own.push(
+      judged(
+        ok,
+        `${who} Finished: verify_data ${ok ? 'matches' : 'DOES NOT match'} HMAC(finished_key, ` +
+          `transcript hash) (checked by mtlskit)`,
+      ),
+    );
   };
   fin(sFin, view.secrets.SERVER_HANDSHAKE_TRAFFIC_SECRET, 'server');
   fin(cFin, view.secrets.CLIENT_HANDSHAKE_TRAFFIC_SECRET, 'client');
-  if (own.length) step(`${side === 'client' ? 'Our' : "The client's"} Certificate and CertificateVerify, both Finished`, 'client->server', own);
+  if (own.length)
+    step(
+      `${side === 'client' ? 'Our' : "The client's"} Certificate and CertificateVerify, both Finished`,
+      'client->server',
+      own,
+    );
   if (!tls13 && view.tls12) {
     const t = view.tls12;
     // RFC 5246 7.4.9: Finished covers every handshake message before it, in wire order (client's flight first).
@@ -196,34 +327,66 @@ export function traceSteps(view: HandshakeView, opts: { ca?: string; host: strin
     const beforeClientFin = [...chMsg, ...serverPlain, ...clientRest].map((m) => m.raw);
     const lines: Line[] = [
       `master_secret (from the key log): ${mask(t.masterSecret, opts.reveal)}`,
-      `key_block = PRF(master_secret, "key expansion", server_random + client_random) (RFC 5246 6.3), ${t.suite.hash}, AEAD ${t.suite.cipher.toUpperCase()}`,
-      `client_write_key: ${mask(t.keys.clientWriteKey, opts.reveal)}`, `server_write_key: ${mask(t.keys.serverWriteKey, opts.reveal)}`,
-      `client_write_IV:  ${mask(t.keys.clientWriteIv, opts.reveal)}`, `server_write_IV:  ${mask(t.keys.serverWriteIv, opts.reveal)}`,
+      `key_block = PRF(master_secret, "key expansion", server_random + client_random) ` +
+        `(RFC 5246 6.3), ${t.suite.hash}, AEAD ${t.suite.cipher.toUpperCase()}`,
+      `client_write_key: ${mask(t.keys.clientWriteKey, opts.reveal)}`,
+      `server_write_key: ${mask(t.keys.serverWriteKey, opts.reveal)}`,
+      `client_write_IV:  ${mask(t.keys.clientWriteIv, opts.reveal)}`,
+      `server_write_IV:  ${mask(t.keys.serverWriteIv, opts.reveal)}`,
     ];
     const finLine = (who: string, ok: boolean) =>
-      judged(ok, `${who} Finished: verify_data ${ok ? 'matches' : 'DOES NOT match'} PRF(master_secret, "${who} finished", Hash(handshake)) (checked by mtlskit)`);
-    if (cFin12) lines.push(finLine('client', finished12(t.suite, t.masterSecret, true, beforeClientFin).equals(cFin12.body)));
+      judged(
+        ok,
+        `${who} Finished: verify_data ${ok ? 'matches' : 'DOES NOT match'} PRF(master_secret, ` +
+          `"${who} finished", Hash(handshake)) (checked by mtlskit)`,
+      );
+    if (cFin12)
+      lines.push(finLine('client', finished12(t.suite, t.masterSecret, true, beforeClientFin).equals(cFin12.body)));
     if (sFin12 && cFin12) {
       const nst = sMsgs.filter((m) => m.type === HandshakeType.new_session_ticket).map((m) => m.raw);
-      lines.push(finLine('server', finished12(t.suite, t.masterSecret, false, [...beforeClientFin, cFin12.raw, ...nst]).equals(sFin12.body)));
+      lines.push(
+        finLine(
+          'server',
+          finished12(t.suite, t.masterSecret, false, [...beforeClientFin, cFin12.raw, ...nst]).equals(sFin12.body),
+        ),
+      );
     }
-    lines.push(...view.applicationData.map((a) => `first application data from the ${a.from}, decrypted: ${JSON.stringify(a.bytes.subarray(0, 60).toString('latin1'))}`));
+    lines.push(
+      ...view.applicationData.map(
+        (a) =>
+          `first application data from the ${a.from}, decrypted: ${JSON.stringify(a.bytes.subarray(0, 60).toString('latin1'))}`,
+      ),
+    );
     step('TLS 1.2 key block and Finished (RFC 5246)', undefined, lines);
   }
   if (tls13 && view.suite) {
-    const k = (name: string, keys: TrafficKeys | undefined) => (keys ? [`${name}_write_key: ${mask(keys.key, opts.reveal)}`, `${name}_write_iv:  ${mask(keys.iv, opts.reveal)}`] : []);
+    const k = (name: string, keys: TrafficKeys | undefined) =>
+      keys
+        ? [`${name}_write_key: ${mask(keys.key, opts.reveal)}`, `${name}_write_iv:  ${mask(keys.iv, opts.reveal)}`]
+        : [];
     step('Key exchange and key schedule (RFC 8446 7.1, 7.3)', undefined, [
-      `ECDHE over ${ks ? groupName(ks.group) : '?'}: both sides derived the same shared secret; HKDF (${view.suite.hash}) turns it into the secrets below`,
+      `ECDHE over ${ks ? groupName(ks.group) : '?'}: both sides derived the same ` +
+        `shared secret; HKDF (${view.suite.hash}) turns it into the secrets below`,
       ...Object.entries(view.secrets).map(([label, v]) => `${label}: ${mask(v!, opts.reveal)}`),
       `AEAD: ${view.suite.cipher.toUpperCase()}, per-record nonce = write_iv XOR sequence number`,
-      ...k('handshake client', view.keys.clientHandshake), ...k('handshake server', view.keys.serverHandshake),
-      ...k('client', view.keys.clientApplication), ...k('server', view.keys.serverApplication),
-      ...view.applicationData.map((a) => `first application data from the ${a.from}, decrypted: ${JSON.stringify(a.bytes.subarray(0, 60).toString('latin1'))}${a.bytes.length > 60 ? '…' : ''}`),
+      ...k('handshake client', view.keys.clientHandshake),
+      ...k('handshake server', view.keys.serverHandshake),
+      ...k('client', view.keys.clientApplication),
+      ...k('server', view.keys.serverApplication),
+      ...view.applicationData.map((a) => {
+        const shown = JSON.stringify(a.bytes.subarray(0, 60).toString('latin1'));
+        return `first application data from the ${a.from}, decrypted: ${shown}${a.bytes.length > 60 ? '…' : ''}`;
+      }),
     ]);
   }
   for (const a of view.alerts.filter((x) => x.description !== 0)) {
     const dir = a.from === 'server' ? 'server->client' : 'client->server';
-    step(`Alert from the ${a.from}: ${a.name}`, dir, [`${a.level === 2 ? 'fatal' : 'warning'}${a.encrypted ? ', decrypted with the key log' : ''}`], 'alert');
+    step(
+      `Alert from the ${a.from}: ${a.name}`,
+      dir,
+      [`${a.level === 2 ? 'fatal' : 'warning'}${a.encrypted ? ', decrypted with the key log' : ''}`],
+      'alert',
+    );
   }
   for (const n of view.notes) step('Note', undefined, [n]);
   return steps;

@@ -17,7 +17,8 @@ export interface Extension {
 export function checkUniqueExtensions(list: Extension[], where: string): void {
   const seen = new Set<number>();
   for (const e of list) {
-    if (seen.has(e.type)) throw new MtlsError('BAD_INPUT', `${where}: duplicate ${extensionName(e.type)} extension (RFC 8446 4.2)`);
+    if (seen.has(e.type))
+      throw new MtlsError('BAD_INPUT', `${where}: duplicate ${extensionName(e.type)} extension (RFC 8446 4.2)`);
     seen.add(e.type);
   }
 }
@@ -32,7 +33,8 @@ function onlyList(data: Buffer, what: string, lenBytes: 1 | 2, field: string): W
 
 function u16List(data: Buffer, lenBytes: 1 | 2, what: string): number[] {
   const list = onlyList(data, what, lenBytes, 'list');
-  if (list.remaining % 2 !== 0) throw new MtlsError('BAD_INPUT', `${what}: list of ${list.remaining} bytes is not a list of 16-bit values`);
+  if (list.remaining % 2 !== 0)
+    throw new MtlsError('BAD_INPUT', `${what}: list of ${list.remaining} bytes is not a list of 16-bit values`);
   const out: number[] = [];
   while (list.remaining > 0) out.push(list.u16('value'));
   return out;

@@ -22,7 +22,11 @@ export class HandshakeAssembler {
     const out: HandshakeMessage[] = [];
     while (this.pending.length >= 4) {
       const len = this.pending.readUIntBE(1, 3);
-      if (len > MAX_HANDSHAKE_MESSAGE) throw new MtlsError('BAD_INPUT', `handshake message of ${len} bytes is over the ${MAX_HANDSHAKE_MESSAGE}-byte limit`);
+      if (len > MAX_HANDSHAKE_MESSAGE)
+        throw new MtlsError(
+          'BAD_INPUT',
+          `handshake message of ${len} bytes is over the ${MAX_HANDSHAKE_MESSAGE}-byte limit`,
+        );
       if (this.pending.length < 4 + len) break;
       const raw = this.pending.subarray(0, 4 + len);
       out.push({ type: raw[0]!, body: raw.subarray(4), raw });
@@ -85,7 +89,14 @@ export function decodeServerHello(body: Buffer): ServerHello {
   const ext = r.remaining > 0 ? extensions(r) : [];
   r.end();
   const sv = ext.find((e) => e.type === ExtensionType.supported_versions);
-  return { version: sv && sv.data.length === 2 ? sv.data.readUInt16BE(0) : legacy, random, sessionId, cipherSuite, extensions: ext, isHelloRetryRequest: random.equals(HRR_RANDOM) };
+  return {
+    version: sv && sv.data.length === 2 ? sv.data.readUInt16BE(0) : legacy,
+    random,
+    sessionId,
+    cipherSuite,
+    extensions: ext,
+    isHelloRetryRequest: random.equals(HRR_RANDOM),
+  };
 }
 
 /** The server's key_share entry (group, key_exchange) from a ServerHello. */
@@ -141,8 +152,20 @@ export function decodeCertificateRequest(body: Buffer, tls13: boolean): Certific
     r.end();
     const sa = ext.find((e) => e.type === ExtensionType.signature_algorithms);
     const ca = ext.find((e) => e.type === ExtensionType.certificate_authorities);
-    const certificateAuthorities = ca ? (() => { const cr = new WireReader(ca.data, 'certificate_authorities'); const v = distinguishedNames(cr, 'authorities'); cr.end(); return v; })() : [];
-    return { context, signatureAlgorithms: sa ? u16List(sa.data, 'signature_algorithms') : [], certificateAuthorities, extensions: ext };
+    const certificateAuthorities = ca
+      ? (() => {
+          const cr = new WireReader(ca.data, 'certificate_authorities');
+          const v = distinguishedNames(cr, 'authorities');
+          cr.end();
+          return v;
+        })()
+      : [];
+    return {
+      context,
+      signatureAlgorithms: sa ? u16List(sa.data, 'signature_algorithms') : [],
+      certificateAuthorities,
+      extensions: ext,
+    };
   }
   const certificateTypes = [...r.vec(1, 'certificate_types')];
   const algs = r.sub(2, 'supported_signature_algorithms');

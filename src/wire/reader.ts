@@ -4,7 +4,11 @@ import { MtlsError } from '../errors.js';
 export class WireReader {
   private pos = 0;
 
-  constructor(private readonly buf: Buffer, readonly where = 'message', private readonly base = 0) {}
+  constructor(
+    private readonly buf: Buffer,
+    readonly where = 'message',
+    private readonly base = 0,
+  ) {}
 
   get offset(): number {
     return this.pos;
@@ -16,7 +20,10 @@ export class WireReader {
 
   private need(n: number, field: string): void {
     if (this.pos + n > this.buf.length) {
-      throw new MtlsError('BAD_INPUT', `${this.where}: ${field} needs ${n} bytes at offset ${this.base + this.pos}, only ${this.remaining} left`);
+      throw new MtlsError(
+        'BAD_INPUT',
+        `${this.where}: ${field} needs ${n} bytes at offset ${this.base + this.pos}, only ${this.remaining} left`,
+      );
     }
   }
 
@@ -48,7 +55,12 @@ export class WireReader {
 
   /** A vector with a 1-, 2- or 3-byte length prefix (RFC 8446 3.4). */
   vec(lenBytes: 1 | 2 | 3, field: string): Buffer {
-    const n = lenBytes === 1 ? this.u8(`${field} length`) : lenBytes === 2 ? this.u16(`${field} length`) : this.u24(`${field} length`);
+    const n =
+      lenBytes === 1
+        ? this.u8(`${field} length`)
+        : lenBytes === 2
+          ? this.u16(`${field} length`)
+          : this.u24(`${field} length`);
     return this.bytes(n, field);
   }
 
@@ -60,6 +72,10 @@ export class WireReader {
 
   /** Refuses trailing bytes. */
   end(): void {
-    if (this.remaining !== 0) throw new MtlsError('BAD_INPUT', `${this.where}: ${this.remaining} unexpected trailing bytes at offset ${this.base + this.pos}`);
+    if (this.remaining !== 0)
+      throw new MtlsError(
+        'BAD_INPUT',
+        `${this.where}: ${this.remaining} unexpected trailing bytes at offset ${this.base + this.pos}`,
+      );
   }
 }

@@ -25,10 +25,19 @@ export class RecordSplitter {
     const out: TlsRecord[] = [];
     while (this.pending.length >= 5) {
       const len = this.pending.readUInt16BE(3);
-      if (len > MAX_RECORD) throw new MtlsError('BAD_INPUT', `TLS record of ${len} bytes is over the ${MAX_RECORD}-byte limit (not TLS, or corrupt)`);
+      if (len > MAX_RECORD)
+        throw new MtlsError(
+          'BAD_INPUT',
+          `TLS record of ${len} bytes is over the ${MAX_RECORD}-byte limit (not TLS, or corrupt)`,
+        );
       if (this.pending.length < 5 + len) break;
       const header = this.pending.subarray(0, 5);
-      out.push({ type: header[0]!, version: header.readUInt16BE(1), fragment: this.pending.subarray(5, 5 + len), header });
+      out.push({
+        type: header[0]!,
+        version: header.readUInt16BE(1),
+        fragment: this.pending.subarray(5, 5 + len),
+        header,
+      });
       this.pending = this.pending.subarray(5 + len);
     }
     return out;

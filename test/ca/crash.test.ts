@@ -21,7 +21,8 @@ async function inventorySerials(home: string): Promise<Set<string>> {
   return new Set(all.map((r) => r.serial));
 }
 
-const serialOf = (file: string) => new crypto.X509Certificate(fs.readFileSync(file)).serialNumber.toLowerCase().replace(/^0+/, '');
+const serialOf = (file: string) =>
+  new crypto.X509Certificate(fs.readFileSync(file)).serialNumber.toLowerCase().replace(/^0+/, '');
 const norm = (hex: string) => hex.replace(/^0+/, '');
 
 /** The certificate and key files in `out` belong together. */
@@ -39,26 +40,39 @@ function age(dir: string): void {
 
 describe('a CA killed at any step of an issuance (issue 12.4)', () => {
   for (const point of ['after-record', 'after-stage', 'between-renames']) {
-    it(`killed ${point} while replacing svc (--force): every certificate on disk is in the inventory; the next write completes the pair and cleans up`, async () => {
-      const dir = tempDir('mtls-crash-');
-      const home = path.join(dir, 'ca');
-      const out = path.join(dir, 'out');
-      assert.equal(run(['ca', 'init', '--home', home, '--name', 'Crash']).status, 0);
-      assert.equal(run(['issue', 'client', 'svc', '--home', home, '--out', out]).status, 0);
-      const before = serialOf(path.join(out, 'svc.crt'));
-      const crashed = run(['issue', 'client', 'svc', '--home', home, '--out', out, '--force'], point);
-      assert.equal(crashed.signal, 'SIGKILL', `the process was killed at ${point}: ${crashed.stderr}`);
-      const known = await inventorySerials(home);
-      assert.equal(known.size, 2, 'the new certificate was recorded before anything was written');
-      const onDisk = serialOf(path.join(out, 'svc.crt'));
-      assert.ok([...known].map(norm).includes(onDisk), `the certificate on disk (${onDisk}) is in the inventory`);
-      if (point !== 'between-renames') assert.equal(onDisk, before, 'nothing was replaced yet');
-      age(out);
-      assert.equal(run(['issue', 'client', 'other', '--home', home, '--out', out]).status, 0, 'the next issuance into the directory');
-      assert.ok(pairMatches(out, 'svc'), 'svc.crt and svc.key belong together');
-      assert.deepEqual(fs.readdirSync(out).filter((n) => n.startsWith('.')), [], 'no temporary file or journal is left');
-      if (point === 'between-renames') assert.notEqual(serialOf(path.join(out, 'svc.crt')), before, 'the interrupted replacement was completed');
-    });
+    it(
+      `killed ${point} while replacing svc (--force): every certificate on disk ` +
+        `is in the inventory; the next write completes the pair and cleans up`,
+      async () => {
+        const dir = tempDir('mtls-crash-');
+        const home = path.join(dir, 'ca');
+        const out = path.join(dir, 'out');
+        assert.equal(run(['ca', 'init', '--home', home, '--name', 'Crash']).status, 0);
+        assert.equal(run(['issue', 'client', 'svc', '--home', home, '--out', out]).status, 0);
+        const before = serialOf(path.join(out, 'svc.crt'));
+        const crashed = run(['issue', 'client', 'svc', '--home', home, '--out', out, '--force'], point);
+        assert.equal(crashed.signal, 'SIGKILL', `the process was killed at ${point}: ${crashed.stderr}`);
+        const known = await inventorySerials(home);
+        assert.equal(known.size, 2, 'the new certificate was recorded before anything was written');
+        const onDisk = serialOf(path.join(out, 'svc.crt'));
+        assert.ok([...known].map(norm).includes(onDisk), `the certificate on disk (${onDisk}) is in the inventory`);
+        if (point !== 'between-renames') assert.equal(onDisk, before, 'nothing was replaced yet');
+        age(out);
+        assert.equal(
+          run(['issue', 'client', 'other', '--home', home, '--out', out]).status,
+          0,
+          'the next issuance into the directory',
+        );
+        assert.ok(pairMatches(out, 'svc'), 'svc.crt and svc.key belong together');
+        assert.deepEqual(
+          fs.readdirSync(out).filter((n) => n.startsWith('.')),
+          [],
+          'no temporary file or journal is left',
+        );
+        if (point === 'between-renames')
+          assert.notEqual(serialOf(path.join(out, 'svc.crt')), before, 'the interrupted replacement was completed');
+      },
+    );
   }
 
   it('a write that fails cleanly leaves the inventory as it was', async () => {
@@ -67,7 +81,7 @@ describe('a CA killed at any step of an issuance (issue 12.4)', () => {
     assert.equal(run(['ca', 'init', '--home', home, '--name', 'Crash']).status, 0);
     const out = path.join(dir, 'out');
     fs.mkdirSync(out);
-    fs.writeFileSync(path.join(out, 'svc.crt'), 'someone else\'s file');
+    fs.writeFileSync(path.join(out, 'svc.crt'), "someone else's file");
     const r = run(['issue', 'client', 'svc', '--home', home, '--out', out]);
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /svc\.crt already exists/);

@@ -7,27 +7,37 @@ import { BIN, ROOT, tempDir } from '../helpers/pki.js';
 
 /** `mtls ...` with a hard timeout: a command that reads without bound would hang here, not answer. */
 function run(args: string[], input?: Buffer) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 20_000, input, maxBuffer: 1 << 20 });
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 20_000,
+    input,
+    maxBuffer: 1 << 20,
+  });
   return { status: r.status, stderr: r.stderr, timedOut: r.error !== undefined || r.signal !== null };
 }
 
 describe('endless or huge input is refused, never read without bound', () => {
-  it('inspect, verify (file and --ca), sign and proxy --config on /dev/zero: one line naming the limit, exit non-zero', () => {
-    const home = path.join(tempDir('mtls-bounded-'), 'ca');
-    assert.equal(run(['ca', 'init', '--home', home, '--name', 'Bounded']).status, 0);
-    const cases: [string, string[]][] = [
-      ['inspect', ['inspect', '/dev/zero']],
-      ['verify', ['verify', '/dev/zero', '--ca', '/dev/zero']],
-      ['sign', ['sign', '/dev/zero', '--profile', 'client', '--home', home]],
-      ['proxy --config', ['proxy', '--config', '/dev/zero', '--check']],
-    ];
-    for (const [what, args] of cases) {
-      const r = run(args);
-      assert.equal(r.timedOut, false, `${what} did not answer within 20 s`);
-      assert.notEqual(r.status, 0, what);
-      assert.match(r.stderr, /is larger than \d+ MiB, the most accepted for it/, `${what}: ${r.stderr}`);
-    }
-  });
+  it(
+    'inspect, verify (file and --ca), sign and proxy --config on /dev/zero: one ' +
+      'line naming the limit, exit non-zero',
+    () => {
+      const home = path.join(tempDir('mtls-bounded-'), 'ca');
+      assert.equal(run(['ca', 'init', '--home', home, '--name', 'Bounded']).status, 0);
+      const cases: [string, string[]][] = [
+        ['inspect', ['inspect', '/dev/zero']],
+        ['verify', ['verify', '/dev/zero', '--ca', '/dev/zero']],
+        ['sign', ['sign', '/dev/zero', '--profile', 'client', '--home', home]],
+        ['proxy --config', ['proxy', '--config', '/dev/zero', '--check']],
+      ];
+      for (const [what, args] of cases) {
+        const r = run(args);
+        assert.equal(r.timedOut, false, `${what} did not answer within 20 s`);
+        assert.notEqual(r.status, 0, what);
+        assert.match(r.stderr, /is larger than \d+ MiB, the most accepted for it/, `${what}: ${r.stderr}`);
+      }
+    },
+  );
 
   it('standard input is bounded too; a big config file is refused before it is parsed', () => {
     const r = run(['inspect', '-'], Buffer.alloc(17 << 20, 0x41));

@@ -21,20 +21,35 @@ after(async () => {
 
 /** Processes whose command line holds `needle` (left-over workers of a failed start). */
 function processesWith(needle: string): number[] {
-  return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((pid) => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(needle);
-    } catch {
-      return false;
-    }
-  }).map(Number);
+  return fs
+    .readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((pid) => {
+      try {
+        return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(needle);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
 }
 
 describe('a port that is taken ends the command (issue 12.6)', () => {
-  const run = (args: string[]) => spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 });
+  const run = (args: string[]) =>
+    spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 });
 
   it('mtls serve --cert --key: one line, exit non-zero (it printed EADDRINUSE, then hung)', () => {
-    const r = run(['serve', '--port', String(port), '--cert', pki.file('server.crt'), '--key', pki.file('server.key'), '--ca', pki.file('ca.crt')]);
+    const r = run([
+      'serve',
+      '--port',
+      String(port),
+      '--cert',
+      pki.file('server.crt'),
+      '--key',
+      pki.file('server.key'),
+      '--ca',
+      pki.file('ca.crt'),
+    ]);
     assert.equal(r.error, undefined, 'it exited by itself');
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /serve cannot listen on 127\.0\.0\.1:\d+ \(EADDRINUSE\)/);
@@ -43,8 +58,26 @@ describe('a port that is taken ends the command (issue 12.6)', () => {
   it('mtls proxy server --workers 2: the primary and both workers exit, non-zero, with the reason', async () => {
     const admin = await freePort();
     const listenArg = `127.0.0.1:${port}`;
-    const r = run(['proxy', 'server', '--listen', listenArg, '--target', '127.0.0.1:1', '--cert', pki.file('server.crt'), '--key', pki.file('server.key'), '--ca', pki.file('ca.crt'),
-      '--allow', 'any', '--workers', '2', '--admin', `127.0.0.1:${admin}`]);
+    const r = run([
+      'proxy',
+      'server',
+      '--listen',
+      listenArg,
+      '--target',
+      '127.0.0.1:1',
+      '--cert',
+      pki.file('server.crt'),
+      '--key',
+      pki.file('server.key'),
+      '--ca',
+      pki.file('ca.crt'),
+      '--allow',
+      'any',
+      '--workers',
+      '2',
+      '--admin',
+      `127.0.0.1:${admin}`,
+    ]);
     assert.equal(r.error, undefined, 'it exited by itself');
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /cannot listen on 127\.0\.0\.1:\d+ \(EADDRINUSE\)/);

@@ -27,9 +27,30 @@ describe('mtls issue + openssl verify', () => {
     const out = outDir();
     issue(['server', 'api', '--dns', 'api.example.org', '--ip', '127.0.0.1'], out);
     const crt = path.join(out, 'api.crt');
-    const ok = openssl(['verify', '-x509_strict', '-CAfile', path.join(out, 'ca.crt'), '-untrusted', crt, '-purpose', 'sslserver', '-verify_hostname', 'api.example.org', crt]);
+    const ok = openssl([
+      'verify',
+      '-x509_strict',
+      '-CAfile',
+      path.join(out, 'ca.crt'),
+      '-untrusted',
+      crt,
+      '-purpose',
+      'sslserver',
+      '-verify_hostname',
+      'api.example.org',
+      crt,
+    ]);
     assert.equal(ok.status, 0, ok.stderr + ok.stdout);
-    const asClient = openssl(['verify', '-CAfile', path.join(out, 'ca.crt'), '-untrusted', crt, '-purpose', 'sslclient', crt]);
+    const asClient = openssl([
+      'verify',
+      '-CAfile',
+      path.join(out, 'ca.crt'),
+      '-untrusted',
+      crt,
+      '-purpose',
+      'sslclient',
+      crt,
+    ]);
     assert.notEqual(asClient.status, 0);
     assert.match(asClient.stdout + asClient.stderr, /unsuitable certificate purpose/);
     assert.equal(fs.statSync(path.join(out, 'api.key')).mode & 0o777, 0o600);
@@ -37,11 +58,24 @@ describe('mtls issue + openssl verify', () => {
 
   it('client and SPIFFE certificates pass -purpose sslclient', () => {
     const out = outDir();
-    issue(['client', 'alice', '--spiffe-id', 'spiffe://example.org/ns/a/sa/alice', '--email', 'alice@example.org'], out);
+    issue(
+      ['client', 'alice', '--spiffe-id', 'spiffe://example.org/ns/a/sa/alice', '--email', 'alice@example.org'],
+      out,
+    );
     issue(['spiffe', 'spiffe://example.org/ns/prod/sa/web'], out);
     for (const name of ['alice', 'web']) {
       const crt = path.join(out, `${name}.crt`);
-      const r = openssl(['verify', '-x509_strict', '-CAfile', path.join(out, 'ca.crt'), '-untrusted', crt, '-purpose', 'sslclient', crt]);
+      const r = openssl([
+        'verify',
+        '-x509_strict',
+        '-CAfile',
+        path.join(out, 'ca.crt'),
+        '-untrusted',
+        crt,
+        '-purpose',
+        'sslclient',
+        crt,
+      ]);
       assert.equal(r.status, 0, r.stderr + r.stdout);
     }
   });
@@ -77,7 +111,22 @@ describe('mtls sign', () => {
   const csr = (dir: string, subj: string, ext: string[] = []) => {
     const key = path.join(dir, 'req.key');
     const req = path.join(dir, 'req.csr');
-    const r = openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', req, '-subj', subj, ...ext.flatMap((e) => ['-addext', e])]);
+    const r = openssl([
+      'req',
+      '-new',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      req,
+      '-subj',
+      subj,
+      ...ext.flatMap((e) => ['-addext', e]),
+    ]);
     assert.equal(r.status, 0, r.stderr);
     return { key, req };
   };
@@ -88,7 +137,21 @@ describe('mtls sign', () => {
     const r = mtls(['sign', req, '--profile', 'server', '--out', out], { env });
     assert.equal(r.status, 0, r.stderr);
     const crt = path.join(out, 'fromcsr.crt');
-    assert.equal(openssl(['verify', '-CAfile', path.join(out, 'ca.crt'), '-untrusted', crt, '-purpose', 'sslserver', '-verify_ip', '10.1.2.3', crt]).status, 0);
+    assert.equal(
+      openssl([
+        'verify',
+        '-CAfile',
+        path.join(out, 'ca.crt'),
+        '-untrusted',
+        crt,
+        '-purpose',
+        'sslserver',
+        '-verify_ip',
+        '10.1.2.3',
+        crt,
+      ]).status,
+      0,
+    );
     assert.equal(fs.existsSync(path.join(out, 'fromcsr.key')), false);
     const ins = JSON.parse(mtls(['inspect', crt, '--key', key, '--json']).stdout);
     assert.deepEqual(ins.objects.at(-1).matchesCertificates, [0]);
@@ -114,12 +177,18 @@ describe('mtls sign', () => {
     const at = body.indexOf(Buffer.from('tamper'));
     body[at] = 'T'.charCodeAt(0);
     const tampered = path.join(out, 'tampered.csr');
-    fs.writeFileSync(tampered, `-----BEGIN CERTIFICATE REQUEST-----\n${body.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`);
+    fs.writeFileSync(
+      tampered,
+      `-----BEGIN CERTIFICATE REQUEST-----\n${body.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`,
+    );
     const r3 = mtls(['sign', tampered, '--profile', 'client', '--out', out], { env });
     assert.equal(r3.status, 2);
     assert.match(r3.stderr, /signature does not verify.*altered/);
     assert.equal(JSON.parse(mtls(['ca', 'list', '--json'], { env }).stdout).length, before);
-    assert.deepEqual(fs.readdirSync(out).filter((f) => f.endsWith('.crt')), []);
+    assert.deepEqual(
+      fs.readdirSync(out).filter((f) => f.endsWith('.crt')),
+      [],
+    );
   });
 });
 
@@ -144,7 +213,9 @@ describe('mtls inspect', () => {
   it('reads DER from stdin, flags a chain out of order and a key that matches nothing', () => {
     const out = outDir();
     issue(['server', 's', '--dns', 's.example.org'], out);
-    const [leaf, inter] = fs.readFileSync(path.join(out, 's.crt'), 'utf8').match(/-----BEGIN[\s\S]+?END CERTIFICATE-----\n/g)!;
+    const [leaf, inter] = fs
+      .readFileSync(path.join(out, 's.crt'), 'utf8')
+      .match(/-----BEGIN[\s\S]+?END CERTIFICATE-----\n/g)!;
     fs.writeFileSync(path.join(out, 'rev.crt'), inter! + leaf!);
     const rev = JSON.parse(mtls(['inspect', path.join(out, 'rev.crt'), '--json']).stdout);
     assert.equal(rev.chain.ordered, false);
@@ -152,13 +223,18 @@ describe('mtls inspect', () => {
     assert.equal(der.status, 0);
     const derBytes = fs.readFileSync(path.join(out, 's.crt'), 'utf8');
     assert.ok(derBytes.length > 0);
-    fs.writeFileSync(path.join(out, 's.der'), Buffer.from(leaf!.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64'));
+    fs.writeFileSync(
+      path.join(out, 's.der'),
+      Buffer.from(leaf!.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64'),
+    );
     const viaStdin = mtls(['inspect', '-', '--json'], { input: fs.readFileSync(path.join(out, 's.der')) });
     assert.equal(viaStdin.status, 0, viaStdin.stderr);
     assert.equal(JSON.parse(viaStdin.stdout).format, 'DER');
     const other = outDir();
     issue(['server', 'o', '--dns', 'o.example.org'], other);
-    const mismatch = JSON.parse(mtls(['inspect', path.join(out, 's.crt'), '--key', path.join(other, 'o.key'), '--json']).stdout);
+    const mismatch = JSON.parse(
+      mtls(['inspect', path.join(out, 's.crt'), '--key', path.join(other, 'o.key'), '--json']).stdout,
+    );
     assert.deepEqual(mismatch.objects.at(-1).matchesCertificates, []);
   });
 
@@ -167,7 +243,19 @@ describe('mtls inspect', () => {
     issue(['server', 'x', '--dns', 'x.example.org'], out);
     for (const extra of [[], ['-keypbe', 'PBE-SHA1-3DES', '-certpbe', 'PBE-SHA1-3DES', '-macalg', 'sha1']]) {
       const p12 = path.join(out, `x${extra.length}.p12`);
-      const mk = openssl(['pkcs12', '-export', '-in', path.join(out, 'x.crt'), '-inkey', path.join(out, 'x.key'), '-out', p12, '-passout', 'pass:pw123456', ...extra]);
+      const mk = openssl([
+        'pkcs12',
+        '-export',
+        '-in',
+        path.join(out, 'x.crt'),
+        '-inkey',
+        path.join(out, 'x.key'),
+        '-out',
+        p12,
+        '-passout',
+        'pass:pw123456',
+        ...extra,
+      ]);
       assert.equal(mk.status, 0, mk.stderr);
       fs.writeFileSync(path.join(out, 'pw'), 'pw123456\n', { mode: 0o600 });
       const r = mtls(['inspect', p12, '--password-file', path.join(out, 'pw'), '--json']);
@@ -193,7 +281,18 @@ describe('mtls verify', () => {
     const ok = mtls(['verify', crt, '--ca', ca, '--dns', 'v.example.org', '--purpose', 'server']);
     assert.equal(ok.status, 0, ok.stdout + ok.stderr);
     assert.match(ok.stdout, /OK/);
-    const bad = mtls(['verify', crt, '--ca', ca, '--dns', 'w.example.org', '--purpose', 'client', '--at', '2099-01-01T00:00Z']);
+    const bad = mtls([
+      'verify',
+      crt,
+      '--ca',
+      ca,
+      '--dns',
+      'w.example.org',
+      '--purpose',
+      'client',
+      '--at',
+      '2099-01-01T00:00Z',
+    ]);
     assert.equal(bad.status, 1);
     assert.match(bad.stdout, /not a client certificate/);
     assert.match(bad.stdout, /is for v\.example\.org, not 'w\.example\.org'/);
@@ -213,11 +312,17 @@ describe('mtls ca list', () => {
   it('lists the inventory as JSON and filters by expiry', () => {
     const out = outDir();
     issue(['client', 'soon', '--validity', '2d'], out);
-    const all = JSON.parse(mtls(['ca', 'list', '--json'], { env }).stdout) as { subject: string; status: string; fingerprint256: string }[];
+    const all = JSON.parse(mtls(['ca', 'list', '--json'], { env }).stdout) as {
+      subject: string;
+      status: string;
+      fingerprint256: string;
+    }[];
     const soon = all.find((r) => r.subject === 'CN=soon, O=CLI Test')!;
     assert.equal(soon.status, 'valid');
     assert.match(soon.fingerprint256, /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/);
-    const expiring = JSON.parse(mtls(['ca', 'list', '--expiring', '7d', '--json'], { env }).stdout) as { subject: string }[];
+    const expiring = JSON.parse(mtls(['ca', 'list', '--expiring', '7d', '--json'], { env }).stdout) as {
+      subject: string;
+    }[];
     assert.ok(expiring.some((r) => r.subject === 'CN=soon, O=CLI Test'));
     assert.ok(expiring.length < all.length);
   });
@@ -225,25 +330,52 @@ describe('mtls ca list', () => {
 
 describe('bad input: one clear line, non-zero exit, nothing written', () => {
   const cases: [string, string[], number, RegExp][] = [
-    ['unknown key type', ['issue', 'server', 'k', '--dns', 'k.example.org', '--key-type', 'dsa-1024'], 2, /unknown key type 'dsa-1024'; use one of ec-p256/],
+    [
+      'unknown key type',
+      ['issue', 'server', 'k', '--dns', 'k.example.org', '--key-type', 'dsa-1024'],
+      2,
+      /unknown key type 'dsa-1024'; use one of ec-p256/,
+    ],
     ['bad duration', ['issue', 'client', 'd', '--validity', '90 days'], 2, /not a duration; use a number with a unit/],
-    ['invalid SPIFFE ID', ['issue', 'spiffe', 'spiffe://example.org/a/../b'], 2, /not a valid SPIFFE ID: the path segment '\.\.'/],
+    [
+      'invalid SPIFFE ID',
+      ['issue', 'spiffe', 'spiffe://example.org/a/../b'],
+      2,
+      /not a valid SPIFFE ID: the path segment '\.\.'/,
+    ],
     ['bad IP', ['issue', 'server', 'i', '--ip', '300.1.1.1'], 2, /'300\.1\.1\.1' is not an IP address/],
-    ['bad DNS name', ['issue', 'server', 'n', '--dns', 'bad_name.example.org'], 2, /DNS name 'bad_name\.example\.org' is not valid/],
+    [
+      'bad DNS name',
+      ['issue', 'server', 'n', '--dns', 'bad_name.example.org'],
+      2,
+      /DNS name 'bad_name\.example\.org' is not valid/,
+    ],
     ['server without names', ['issue', 'server', 'nonames'], 2, /needs at least one --dns name or --ip/],
     ['bad file name', ['issue', 'client', '../escape'], 2, /name '\.\.\/escape' must be/],
-    ['conflicting flags', ['verify', 'x.crt', '--ca', 'y.crt', '--dns', 'a', '--ip', '1.1.1.1'], 2, /either --dns or --ip/],
+    [
+      'conflicting flags',
+      ['verify', 'x.crt', '--ca', 'y.crt', '--dns', 'a', '--ip', '1.1.1.1'],
+      2,
+      /either --dns or --ip/,
+    ],
     ['missing file', ['inspect', '/nonexistent/file.pem'], 2, /does not exist/],
     ['unknown profile', ['sign', 'x.csr', '--profile', 'admin'], 2, /unknown profile 'admin'/],
     ['malformed PEM', ['inspect', '-'], 2, /not terminated/],
     ['not TLS material', ['inspect', '-'], 2, /neither PEM nor a DER certificate/],
     ['unknown command', ['frobnicate'], 2, /unknown command/],
   ];
-  const inputs: Record<string, string> = { 'malformed PEM': '-----BEGIN CERTIFICATE-----\nAAAA\n', 'not TLS material': 'hello world' };
+  const inputs: Record<string, string> = {
+    'malformed PEM': '-----BEGIN CERTIFICATE-----\nAAAA\n',
+    'not TLS material': 'hello world',
+  };
   for (const [name, args, code, msg] of cases) {
     it(name, () => {
       const out = outDir();
-      const r = mtls([...args, ...(args[0] === 'issue' ? ['--out', out] : [])], { env, input: inputs[name] ?? '', cwd: out });
+      const r = mtls([...args, ...(args[0] === 'issue' ? ['--out', out] : [])], {
+        env,
+        input: inputs[name] ?? '',
+        cwd: out,
+      });
       assert.equal(r.status, code, r.stderr);
       assert.match(r.stderr, msg);
       assert.equal(r.stderr.trim().split('\n').length, 1, `more than one line: ${r.stderr}`);

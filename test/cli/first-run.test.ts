@@ -5,7 +5,13 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { BIN, ROOT, tempDir } from '../helpers/pki.js';
 
-const run = (args: string[], env: NodeJS.ProcessEnv = {}) => spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...env } });
+const run = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  spawnSync(process.execPath, [BIN, ...args], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { ...process.env, ...env },
+  });
 
 describe("a newcomer's first hour (issue 16)", () => {
   it('mtls verify defaults --ca to the CA home, as every other command does', () => {

@@ -28,14 +28,20 @@ export function crlPki(): CrlPki {
   const alice = makeCert({ cn: 'alice', issuer: inter, eku: [OID.clientAuth], uri: ['spiffe://crl.example/alice'] });
   const bob = makeCert({ cn: 'bob', issuer: inter, eku: [OID.clientAuth], uri: ['spiffe://crl.example/bob'] });
   const server = makeCert({ cn: 'server', issuer: inter, eku: [OID.serverAuth], dns: ['localhost'] });
-  const files = { ca: writePem(dir, 'root.pem', [root]), cert: writePem(dir, 'server.pem', [server, inter]), key: path.join(dir, 'server.key') };
+  const files = {
+    ca: writePem(dir, 'root.pem', [root]),
+    cert: writePem(dir, 'server.pem', [server, inter]),
+    key: path.join(dir, 'server.key'),
+  };
   fs.writeFileSync(files.key, keyPem(server), { mode: 0o600 });
   const crls = (revoked: TestCert[], out = path.join(tempDir('mtls-crls-'), 'crls.pem')) => {
-    const text = fs.readFileSync(opensslCrl(inter, revoked)).toString() + fs.readFileSync(opensslCrl(root, [])).toString();
+    const text =
+      fs.readFileSync(opensslCrl(inter, revoked)).toString() + fs.readFileSync(opensslCrl(root, [])).toString();
     fs.writeFileSync(`${out}.tmp`, text);
     fs.renameSync(`${out}.tmp`, out);
     return out;
   };
-  const clientContext = (c: TestCert) => tls.createSecureContext({ cert: c.pem + inter.pem, key: keyPem(c), ca: root.pem });
+  const clientContext = (c: TestCert) =>
+    tls.createSecureContext({ cert: c.pem + inter.pem, key: keyPem(c), ca: root.pem });
   return { dir, root, inter, alice, bob, server, files, crls, clientContext };
 }

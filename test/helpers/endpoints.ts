@@ -23,17 +23,30 @@ export async function testPki(trustDomain = 'test.example'): Promise<TestPki> {
   const ca = await CertificateAuthority.init({ home: path.join(dir, 'ca'), name: 'Endpoint Test', trustDomain });
   const all = new Map<string, Credentials>();
   const issue = async (req: IssueRequest) => {
-    const issued = await ca.issue(req, (i) => { writeIssued(i, { outDir: dir, name: req.name, bundlePem: ca.bundlePem, overwrite: true }); });
+    const issued = await ca.issue(req, (i) => {
+      writeIssued(i, { outDir: dir, name: req.name, bundlePem: ca.bundlePem, overwrite: true });
+    });
     const c = loadCredentials({ cert: issued.chainPem, key: issued.privateKey!, ca: ca.bundlePem });
     all.set(req.name, c);
     return c;
   };
   await issue({ profile: 'server', name: 'server', names: { dns: ['localhost'], ip: ['127.0.0.1'] } });
-  await issue({ profile: 'spiffe', name: 'svid-server', names: { spiffeId: `spiffe://${trustDomain}/ns/prod/sa/api` } });
-  await issue({ profile: 'client', name: 'billing', names: { spiffeId: `spiffe://${trustDomain}/ns/prod/sa/billing` } });
+  await issue({
+    profile: 'spiffe',
+    name: 'svid-server',
+    names: { spiffeId: `spiffe://${trustDomain}/ns/prod/sa/api` },
+  });
+  await issue({
+    profile: 'client',
+    name: 'billing',
+    names: { spiffeId: `spiffe://${trustDomain}/ns/prod/sa/billing` },
+  });
   await issue({ profile: 'client', name: 'web', names: { spiffeId: `spiffe://${trustDomain}/ns/prod/sa/web` } });
   return {
-    dir, ca, bundle: ca.bundlePem, issue,
+    dir,
+    ca,
+    bundle: ca.bundlePem,
+    issue,
     creds: (name) => all.get(name)!,
     file: (name) => path.join(dir, name),
   };
@@ -119,16 +132,32 @@ export interface TlsAttempt {
  * One mTLS connection to 127.0.0.1:`port` (or over `socket`, a TCP connection opened earlier), optionally resuming
  * `session` and writing `send` once secure; resolves when it closes, with everything it got.
  */
-export function tlsAttempt(port: number, secureContext: tls.SecureContext, o: { socket?: net.Socket; session?: Buffer; send?: string } = {}): Promise<TlsAttempt> {
+export function tlsAttempt(
+  port: number,
+  secureContext: tls.SecureContext,
+  o: { socket?: net.Socket; session?: Buffer; send?: string } = {},
+): Promise<TlsAttempt> {
   return new Promise((resolve) => {
-    const c = tls.connect({ ...(o.socket ? { socket: o.socket } : { host: '127.0.0.1', port }), secureContext, servername: 'localhost', ...(o.session ? { session: o.session } : {}) }, () => {
-      if (o.send) c.write(o.send);
-    });
+    const c = tls.connect(
+      {
+        ...(o.socket ? { socket: o.socket } : { host: '127.0.0.1', port }),
+        secureContext,
+        servername: 'localhost',
+        ...(o.session ? { session: o.session } : {}),
+      },
+      () => {
+        if (o.send) c.write(o.send);
+      },
+    );
     let data = '';
     let session: Buffer | undefined;
     let resumed = false;
-    c.on('secureConnect', () => { resumed = c.isSessionReused(); });
-    c.on('session', (s: Buffer) => { session = s; });
+    c.on('secureConnect', () => {
+      resumed = c.isSessionReused();
+    });
+    c.on('session', (s: Buffer) => {
+      session = s;
+    });
     c.on('data', (d) => (data += d));
     c.on('error', () => undefined);
     c.on('close', () => resolve({ data, resumed, ...(session ? { session } : {}) }));

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,8 +6,17 @@ import { fileURLToPath } from 'node:url';
 import type { KeyObject } from 'node:crypto';
 import { parseCertificate, randomSerial, signCertificate, type Certificate } from '../../src/pki/certificate.js';
 import {
-  authorityKeyIdExt, basicConstraintsExt, extKeyUsageExt, keyIdentifier, keyUsageExt, nameConstraintsExt,
-  subjectAltNameExt, subjectKeyIdExt, type KeyUsageName, type NameConstraintsInput, type RawExtension,
+  authorityKeyIdExt,
+  basicConstraintsExt,
+  extKeyUsageExt,
+  keyIdentifier,
+  keyUsageExt,
+  nameConstraintsExt,
+  subjectAltNameExt,
+  subjectKeyIdExt,
+  type KeyUsageName,
+  type NameConstraintsInput,
+  type RawExtension,
 } from '../../src/pki/extensions.js';
 import { exportPrivateKey, generateKeyPair, type KeyType } from '../../src/pki/keys.js';
 import { buildName } from '../../src/pki/names.js';
@@ -59,17 +68,25 @@ export function makeCert(o: MakeCertOptions): TestCert {
   if (!o.noBasicConstraints) ext.push(basicConstraintsExt(o.ca ?? false, o.pathLen));
   ext.push(keyUsageExt(o.keyUsage ?? (o.ca ? ['keyCertSign', 'cRLSign'] : ['digitalSignature'])));
   if (o.eku) ext.push(extKeyUsageExt(o.eku));
-  if (o.dns || o.ip || o.uri || o.email) ext.push(subjectAltNameExt({ dns: o.dns ?? [], ip: o.ip ?? [], uri: o.uri ?? [], email: o.email ?? [] }, false));
+  if (o.dns || o.ip || o.uri || o.email)
+    ext.push(subjectAltNameExt({ dns: o.dns ?? [], ip: o.ip ?? [], uri: o.uri ?? [], email: o.email ?? [] }, false));
   if (o.nameConstraints) ext.push(nameConstraintsExt(o.nameConstraints));
   ext.push(subjectKeyIdExt(keyIdentifier(publicKey)));
   if (o.issuer) ext.push(authorityKeyIdExt(o.issuer.cert.subjectKeyId!));
   ext.push(...(o.extra ?? []));
   const now = Date.now();
-  const der = signCertificate({
-    serial: randomSerial(), issuer: issuerName, subject,
-    notBefore: o.notBefore ?? new Date(now - DAY), notAfter: o.notAfter ?? new Date(now + 30 * DAY),
-    publicKey, extensions: ext,
-  }, o.issuer?.key ?? privateKey);
+  const der = signCertificate(
+    {
+      serial: randomSerial(),
+      issuer: issuerName,
+      subject,
+      notBefore: o.notBefore ?? new Date(now - DAY),
+      notAfter: o.notAfter ?? new Date(now + 30 * DAY),
+      publicKey,
+      extensions: ext,
+    },
+    o.issuer?.key ?? privateKey,
+  );
   return { cert: parseCertificate(der), key: privateKey, pem: encodePem('CERTIFICATE', der) };
 }
 
@@ -89,11 +106,34 @@ export interface RunResult {
 }
 
 /** Runs `mtls ...` as a user would (a real process), with its own CA home unless `env` says otherwise. */
-export function mtls(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string | Buffer; cwd?: string } = {}): RunResult {
+export function mtls(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; input?: string | Buffer; cwd?: string } = {},
+): RunResult {
   const r = spawnSync(process.execPath, [BIN, ...args], {
-    env: { ...process.env, ...opts.env }, input: opts.input, cwd: opts.cwd ?? ROOT, encoding: 'utf8', timeout: 60_000,
+    env: { ...process.env, ...opts.env },
+    input: opts.input,
+    cwd: opts.cwd ?? ROOT,
+    encoding: 'utf8',
+    timeout: 60_000,
   });
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** `mtls` without blocking the event loop, for a test whose peer runs in this process. */
+export function mtlsAsync(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...opts.env }, cwd: ROOT });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d) => (stdout += d));
+    c.stderr.on('data', (d) => (stderr += d));
+    const t = setTimeout(() => c.kill('SIGKILL'), 60_000);
+    c.on('close', (code) => {
+      clearTimeout(t);
+      resolve({ status: code ?? -1, stdout, stderr });
+    });
+  });
 }
 
 /** Runs the real `openssl` CLI. */
@@ -108,16 +148,45 @@ const crlTime = (d: Date) => d.toISOString().replace(/[-:T]/g, '').slice(2, 14) 
  * A CRL signed by `issuer` that revokes `revoked` (none: an empty CRL), made by `openssl ca -gencrl` from an
  * index file, written to `out` (a new temp file by default). The issuer's key goes to a 0600 temp file.
  */
-export function opensslCrl(issuer: TestCert, revoked: TestCert[], out = path.join(tempDir('mtls-crl-'), 'crl.pem'), times: { lastUpdate?: Date; nextUpdate?: Date } = {}): string {
+export function opensslCrl(
+  issuer: TestCert,
+  revoked: TestCert[],
+  out = path.join(tempDir('mtls-crl-'), 'crl.pem'),
+  times: { lastUpdate?: Date; nextUpdate?: Date } = {},
+): string {
   const d = tempDir('mtls-crl-');
   fs.writeFileSync(path.join(d, 'ca.pem'), issuer.pem);
   fs.writeFileSync(path.join(d, 'ca.key'), keyPem(issuer), { mode: 0o600 });
   const rev = crlTime(new Date(Date.now() - 60e3));
-  fs.writeFileSync(path.join(d, 'index.txt'), revoked.map((c) => `R\t${crlTime(c.cert.notAfter)}\t${rev}\t${c.cert.serialHex.toUpperCase()}\tunknown\t/CN=revoked\n`).join(''));
-  fs.writeFileSync(path.join(d, 'ca.cnf'), `[ca]\ndefault_ca=d\n[d]\ndatabase=${d}/index.txt\ndefault_md=sha256\ndefault_crl_days=1\n`);
+  fs.writeFileSync(
+    path.join(d, 'index.txt'),
+    revoked
+      .map((c) => `R\t${crlTime(c.cert.notAfter)}\t${rev}\t${c.cert.serialHex.toUpperCase()}\tunknown\t/CN=revoked\n`)
+      .join(''),
+  );
+  fs.writeFileSync(
+    path.join(d, 'ca.cnf'),
+    `[ca]\ndefault_ca=d\n[d]\ndatabase=${d}/index.txt\ndefault_md=sha256\ndefault_crl_days=1\n`,
+  );
   const tmp = path.join(d, 'crl.pem');
-  const r = spawnSync('openssl', ['ca', '-gencrl', '-config', path.join(d, 'ca.cnf'), '-keyfile', path.join(d, 'ca.key'), '-cert', path.join(d, 'ca.pem'), '-out', tmp,
-    ...(times.lastUpdate ? ['-crl_lastupdate', crlTime(times.lastUpdate)] : []), ...(times.nextUpdate ? ['-crl_nextupdate', crlTime(times.nextUpdate)] : [])], { encoding: 'utf8' });
+  const r = spawnSync(
+    'openssl',
+    [
+      'ca',
+      '-gencrl',
+      '-config',
+      path.join(d, 'ca.cnf'),
+      '-keyfile',
+      path.join(d, 'ca.key'),
+      '-cert',
+      path.join(d, 'ca.pem'),
+      '-out',
+      tmp,
+      ...(times.lastUpdate ? ['-crl_lastupdate', crlTime(times.lastUpdate)] : []),
+      ...(times.nextUpdate ? ['-crl_nextupdate', crlTime(times.nextUpdate)] : []),
+    ],
+    { encoding: 'utf8' },
+  );
   if (r.status !== 0) throw new Error(`openssl ca -gencrl failed: ${r.stderr}`);
   fs.copyFileSync(tmp, `${out}.tmp`);
   fs.renameSync(`${out}.tmp`, out);
@@ -129,22 +198,58 @@ export function opensslCrl(issuer: TestCert, revoked: TestCert[], out = path.joi
  * certificate of a level has the same subject and key and is signed by the (shared) key of the level above; the
  * top level's issuer is nowhere. Each verifies under every one of the level above: width^levels paths.
  */
-export function latticeChain(width: number, levels: number, leafEku?: string[]): { leaf: Certificate; leafKey: KeyObject; intermediates: Certificate[] } {
+export function latticeChain(
+  width: number,
+  levels: number,
+  leafEku?: string[],
+): { leaf: Certificate; leafKey: KeyObject; intermediates: Certificate[] } {
   const keys = Array.from({ length: levels + 2 }, () => generateKeyPair('ec-p256'));
   const name = (l: number) => buildName([{ oid: OID.commonName, value: `Level ${l}` }]);
   const now = Date.now();
   const intermediates: Certificate[] = [];
   for (let l = 1; l <= levels; l++) {
     for (let i = 0; i < width; i++) {
-      intermediates.push(parseCertificate(signCertificate({
-        serial: randomSerial(), issuer: name(l + 1), subject: name(l), notBefore: new Date(now - DAY - i * 1000), notAfter: new Date(now + DAY), publicKey: keys[l]!.publicKey,
-        extensions: [basicConstraintsExt(true), keyUsageExt(['keyCertSign', 'cRLSign']), subjectKeyIdExt(keyIdentifier(keys[l]!.publicKey)), authorityKeyIdExt(keyIdentifier(keys[l + 1]!.publicKey))],
-      }, keys[l + 1]!.privateKey)));
+      intermediates.push(
+        parseCertificate(
+          signCertificate(
+            {
+              serial: randomSerial(),
+              issuer: name(l + 1),
+              subject: name(l),
+              notBefore: new Date(now - DAY - i * 1000),
+              notAfter: new Date(now + DAY),
+              publicKey: keys[l]!.publicKey,
+              extensions: [
+                basicConstraintsExt(true),
+                keyUsageExt(['keyCertSign', 'cRLSign']),
+                subjectKeyIdExt(keyIdentifier(keys[l]!.publicKey)),
+                authorityKeyIdExt(keyIdentifier(keys[l + 1]!.publicKey)),
+              ],
+            },
+            keys[l + 1]!.privateKey,
+          ),
+        ),
+      );
     }
   }
-  const leaf = parseCertificate(signCertificate({
-    serial: randomSerial(), issuer: name(1), subject: buildName([{ oid: OID.commonName, value: 'leaf' }]), notBefore: new Date(now - DAY), notAfter: new Date(now + DAY), publicKey: keys[0]!.publicKey,
-    extensions: [basicConstraintsExt(false), keyUsageExt(['digitalSignature']), authorityKeyIdExt(keyIdentifier(keys[1]!.publicKey)), ...(leafEku ? [extKeyUsageExt(leafEku)] : [])],
-  }, keys[1]!.privateKey));
+  const leaf = parseCertificate(
+    signCertificate(
+      {
+        serial: randomSerial(),
+        issuer: name(1),
+        subject: buildName([{ oid: OID.commonName, value: 'leaf' }]),
+        notBefore: new Date(now - DAY),
+        notAfter: new Date(now + DAY),
+        publicKey: keys[0]!.publicKey,
+        extensions: [
+          basicConstraintsExt(false),
+          keyUsageExt(['digitalSignature']),
+          authorityKeyIdExt(keyIdentifier(keys[1]!.publicKey)),
+          ...(leafEku ? [extKeyUsageExt(leafEku)] : []),
+        ],
+      },
+      keys[1]!.privateKey,
+    ),
+  );
   return { leaf, leafKey: keys[0]!.privateKey, intermediates };
 }

@@ -12,7 +12,12 @@ const children: ChildProcess[] = [];
  * Starts a long-running process (stdin kept open: openssl s_server quits on EOF) and waits until its output
  * matches `ready`. `stopAll` kills every process started here.
  */
-export async function startProcess(cmd: string, args: string[], ready: RegExp, env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; output: () => string }> {
+export async function startProcess(
+  cmd: string,
+  args: string[],
+  ready: RegExp,
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ child: ChildProcess; output: () => string }> {
   const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
   children.push(child);
   let out = '';
@@ -58,19 +63,26 @@ export function peerMissing(peer: keyof typeof INSTALL): string | false {
 /** Writes an nginx.conf around `httpBody` (server blocks) in `dir`, runs nginx in the foreground, waits for its pid file. */
 export async function startNginx(dir: string, httpBody: string, extra = ''): Promise<void> {
   const conf = path.join(dir, 'nginx.conf');
-  fs.writeFileSync(conf, `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/err.log;
+  fs.writeFileSync(
+    conf,
+    `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/err.log;
 events { worker_connections 1024; }
 ${extra}
 http { access_log off; client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
 ${httpBody} }
-`);
+`,
+  );
   await startProcess(NGINX, ['-c', conf, '-e', `${dir}/err.log`], /$/);
   await until(() => fs.existsSync(`${dir}/nginx.pid`), 5000, 'nginx to write its pid');
 }
 
 /** `mtls proxy ...` as its own process; resolves once every listener logged that it listens. */
 export function startProxy(args: string[], listeners = 1): ReturnType<typeof startProcess> {
-  return startProcess(process.execPath, [BIN, 'proxy', ...args], new RegExp(`("event":"listening"[^\\n]*\\n[^]*){${listeners}}`));
+  return startProcess(
+    process.execPath,
+    [BIN, 'proxy', ...args],
+    new RegExp(`("event":"listening"[^\\n]*\\n[^]*){${listeners}}`),
+  );
 }
 
 /**

@@ -51,7 +51,9 @@ export const TARGETS: { target: string; status: 200 | 400 | 403; backend?: strin
 
 /** Sends one raw HTTP/1.1 request (the target exactly as written) over mTLS; resolves with the status code. */
 export async function rawRequest(port: number, secureContext: tls.SecureContext, target: string): Promise<number> {
-  const { data } = await tlsAttempt(port, secureContext, { send: `GET ${target} HTTP/1.1\r\nHost: backend\r\nConnection: close\r\n\r\n` });
+  const { data } = await tlsAttempt(port, secureContext, {
+    send: `GET ${target} HTTP/1.1\r\nHost: backend\r\nConnection: close\r\n\r\n`,
+  });
   const m = /^HTTP\/1\.1 (\d{3})/.exec(data);
   if (!m) throw new Error(`no HTTP answer for ${target}: ${JSON.stringify(data.slice(0, 200))}`);
   return Number(m[1]);
@@ -68,7 +70,10 @@ export async function checkTargets(port: number, ctx: tls.SecureContext, seen: s
     seen.length = 0;
     const status = await rawRequest(port, ctx, t.target);
     const saw = seen.join(' ');
-    if (status !== t.status || saw !== (t.backend ?? '')) wrong.push(`${t.target}: got ${status} (backend saw '${saw}'), want ${t.status}${t.backend ? ` '${t.backend}'` : ''}`);
+    if (status !== t.status || saw !== (t.backend ?? ''))
+      wrong.push(
+        `${t.target}: got ${status} (backend saw '${saw}'), want ${t.status}${t.backend ? ` '${t.backend}'` : ''}`,
+      );
     if (seen.some((p) => /^\/admin(\/|;|\?|$)/.test(p))) wrong.push(`${t.target}: the backend saw ${saw}`);
   }
   assert.deepEqual(wrong, []);

@@ -12,22 +12,37 @@ import { OID } from '../../src/pki/oid.js';
 const issuerKey = generateKeyPair().privateKey;
 
 /** A certificate with a hand-encoded subject (values may hold NUL, commas, anything) and raw SANs. */
-function identity(subject: [string, string][], san: { dns?: string[]; uri?: string[]; ip?: string[]; email?: string[] } = {}): PeerIdentity {
+function identity(
+  subject: [string, string][],
+  san: { dns?: string[]; uri?: string[]; ip?: string[]; email?: string[] } = {},
+): PeerIdentity {
   const name = seq(...subject.map(([oid, v]) => tlv(0x31, seq(encodeOid(oid), tlv(0x0c, Buffer.from(v, 'utf8'))))));
   const { publicKey } = generateKeyPair();
-  const der = signCertificate({
-    serial: randomSerial(), issuer: seq(tlv(0x31, seq(encodeOid(OID.commonName), tlv(0x0c, Buffer.from('Issuer'))))), subject: name,
-    notBefore: new Date(), notAfter: new Date(Date.now() + 3600e3), publicKey,
-    extensions: Object.keys(san).length ? [subjectAltNameExt(san, false)] : [],
-  }, issuerKey);
+  const der = signCertificate(
+    {
+      serial: randomSerial(),
+      issuer: seq(tlv(0x31, seq(encodeOid(OID.commonName), tlv(0x0c, Buffer.from('Issuer'))))),
+      subject: name,
+      notBefore: new Date(),
+      notAfter: new Date(Date.now() + 3600e3),
+      publicKey,
+      extensions: Object.keys(san).length ? [subjectAltNameExt(san, false)] : [],
+    },
+    issuerKey,
+  );
   return identityFromCertificate(parseCertificate(der));
 }
 
-const CN = OID.commonName, O = OID.organizationName, OU = OID.organizationalUnitName;
+const CN = OID.commonName,
+  O = OID.organizationName,
+  OU = OID.organizationalUnitName;
 
 describe('identity from DER', () => {
   it('takes the SPIFFE ID only when it is the single, valid URI SAN', () => {
-    assert.equal(identity([], { uri: ['spiffe://prod.example.org/ns/a/sa/api'] }).spiffeId?.trustDomain, 'prod.example.org');
+    assert.equal(
+      identity([], { uri: ['spiffe://prod.example.org/ns/a/sa/api'] }).spiffeId?.trustDomain,
+      'prod.example.org',
+    );
     assert.equal(identity([], { uri: ['spiffe://a.org/x', 'spiffe://b.org/y'] }).spiffeId, undefined);
     assert.equal(identity([], { uri: ['https://example.org/x'] }).spiffeId, undefined);
     assert.equal(identity([], { uri: ['spiffe://Prod.Example.org/x'] }).spiffeId, undefined);
@@ -35,8 +50,14 @@ describe('identity from DER', () => {
   });
 
   it('keeps NUL bytes and commas in DN values as data, and escapes them when printed', () => {
-    const id = identity([[O, 'Acme, Inc.'], [CN, 'api\0.evil.org']]);
-    assert.deepEqual(id.subject.map((a) => a.value), ['Acme, Inc.', 'api\0.evil.org']);
+    const id = identity([
+      [O, 'Acme, Inc.'],
+      [CN, 'api\0.evil.org'],
+    ]);
+    assert.deepEqual(
+      id.subject.map((a) => a.value),
+      ['Acme, Inc.', 'api\0.evil.org'],
+    );
     assert.equal(id.subjectDn, 'CN=api\\00.evil.org, O=Acme\\, Inc.');
   });
 
@@ -49,9 +70,34 @@ describe('identity from DER', () => {
 });
 
 describe('policy', () => {
-  const api = identity([[O, 'Acme'], [OU, 'payments'], [CN, 'api']], { uri: ['spiffe://prod.example.org/ns/pay/sa/api'], dns: ['api.example.org'], ip: ['10.0.0.7'], email: ['api@example.org'] });
-  const web = identity([[O, 'Acme'], [OU, 'web'], [CN, 'web']], { uri: ['spiffe://prod.example.org/ns/web/sa/frontend'] });
-  const evil = identity([[O, 'Acme, OU=payments'], [CN, 'evil']], { uri: ['spiffe://prod.example.org/ns/pay/sa/api', 'spiffe://evil.org/x'] });
+  const api = identity(
+    [
+      [O, 'Acme'],
+      [OU, 'payments'],
+      [CN, 'api'],
+    ],
+    {
+      uri: ['spiffe://prod.example.org/ns/pay/sa/api'],
+      dns: ['api.example.org'],
+      ip: ['10.0.0.7'],
+      email: ['api@example.org'],
+    },
+  );
+  const web = identity(
+    [
+      [O, 'Acme'],
+      [OU, 'web'],
+      [CN, 'web'],
+    ],
+    { uri: ['spiffe://prod.example.org/ns/web/sa/frontend'] },
+  );
+  const evil = identity(
+    [
+      [O, 'Acme, OU=payments'],
+      [CN, 'evil'],
+    ],
+    { uri: ['spiffe://prod.example.org/ns/pay/sa/api', 'spiffe://evil.org/x'] },
+  );
 
   const table: [string, PeerIdentity, boolean][] = [
     ['spiffe://prod.example.org/ns/*/sa/api', api, true],
@@ -83,10 +129,16 @@ describe('policy', () => {
   });
 
   it('denies by default, lets deny win, and explains every decision', () => {
-    const p = compilePolicy({ allow: ['trust-domain:prod.example.org'], deny: ['spiffe://prod.example.org/ns/web/**'] });
+    const p = compilePolicy({
+      allow: ['trust-domain:prod.example.org'],
+      deny: ['spiffe://prod.example.org/ns/web/**'],
+    });
     const a = p.decide(api);
     assert.equal(a.allowed, true);
-    assert.equal(a.reason, "spiffe://prod.example.org/ns/pay/sa/api is allowed by rule 'trust-domain:prod.example.org'");
+    assert.equal(
+      a.reason,
+      "spiffe://prod.example.org/ns/pay/sa/api is allowed by rule 'trust-domain:prod.example.org'",
+    );
     const w = p.decide(web);
     assert.equal(w.allowed, false);
     assert.equal(w.rule, 'spiffe://prod.example.org/ns/web/**');
@@ -108,7 +160,13 @@ describe('policy', () => {
   });
 
   it('per-route rules: the longest prefix wins, on segment boundaries', () => {
-    const p = compilePolicy({ allow: ['any'], routes: [{ prefix: '/admin', allow: ['cn:api'] }, { prefix: '/admin/web', allow: ['cn:web'] }] });
+    const p = compilePolicy({
+      allow: ['any'],
+      routes: [
+        { prefix: '/admin', allow: ['cn:api'] },
+        { prefix: '/admin/web', allow: ['cn:web'] },
+      ],
+    });
     assert.equal(p.decide(web, '/admin').allowed, false);
     assert.equal(p.decide(web, '/admin/web/x').allowed, true);
     assert.equal(p.decide(api, '/admin/web').allowed, false);
@@ -128,7 +186,10 @@ describe('policy', () => {
   ];
   for (const [rule, why] of badRules) {
     it(`rejects the rule '${rule}' at compile time`, () => {
-      assert.throws(() => compilePolicy({ allow: [rule] }), (e: unknown) => e instanceof MtlsError && why.test(e.message));
+      assert.throws(
+        () => compilePolicy({ allow: [rule] }),
+        (e: unknown) => e instanceof MtlsError && why.test(e.message),
+      );
     });
   }
 });
@@ -141,14 +202,31 @@ describe('identityOf cache', () => {
     const { createMtlsServer } = await import('../../src/tls/server.js');
     const pki = await testPki();
     const seen: PeerIdentity[] = [];
-    const server = createMtlsServer({ credentials: pki.creds('server'), policy: compilePolicy({ allow: ['any'] }) }, (s) => { seen.push(idOf(s)!); s.end('ok'); });
+    const server = createMtlsServer(
+      { credentials: pki.creds('server'), policy: compilePolicy({ allow: ['any'] }) },
+      (s) => {
+        seen.push(idOf(s)!);
+        s.end('ok');
+      },
+    );
     const port = await listen(server);
     try {
       // confirmMs: in TLS 1.3 the server finishes after the client; closing at once can race its Finished.
-      for (let i = 0; i < 2; i++) (await connectMtls({ host: 'localhost', port, ca: pki.bundle, credentials: pki.creds('billing'), confirmMs: 200 })).socket.destroy();
+      for (let i = 0; i < 2; i++)
+        (
+          await connectMtls({
+            host: 'localhost',
+            port,
+            ca: pki.bundle,
+            credentials: pki.creds('billing'),
+            confirmMs: 200,
+          })
+        ).socket.destroy();
       assert.equal(seen.length, 2);
       assert.equal(seen[0], seen[1]);
-      assert.throws(() => { (seen[0]!.uris as string[]).push('spiffe://evil/x'); });
+      assert.throws(() => {
+        (seen[0]!.uris as string[]).push('spiffe://evil/x');
+      });
       assert.ok(Object.isFrozen(seen[0]));
     } finally {
       await close(server);

@@ -33,8 +33,21 @@ describe('normalizeRequestTarget (RFC 3986 6.2.2) and route prefixes', () => {
     assert.equal(pathUnder('/admin', '/admin/'), true);
     const p = compilePolicy({ allow: ['any'], routes: [{ prefix: '/%61dmin/./', allow: [] }] });
     assert.equal(p.config.routes![0]!.prefix, '/%61dmin/./');
-    const id = { spiffeId: undefined, dns: [], uris: [], emails: [], ips: [], subject: [], subjectDn: 'CN=x', fingerprint256: '', serial: '1' } as unknown as Parameters<typeof p.decide>[0];
+    const id = {
+      spiffeId: undefined,
+      dns: [],
+      uris: [],
+      emails: [],
+      ips: [],
+      subject: [],
+      subjectDn: 'CN=x',
+      fingerprint256: '',
+      serial: '1',
+    } as unknown as Parameters<typeof p.decide>[0];
     assert.equal(p.decide(id, '/admin/x').allowed, false, 'the prefix /%61dmin/./ is /admin/');
-    assert.throws(() => compilePolicy({ allow: [], routes: [{ prefix: '/a%2fb', allow: [] }] }), /route prefix '\/a%2fb': the path holds an encoded/);
+    assert.throws(
+      () => compilePolicy({ allow: [], routes: [{ prefix: '/a%2fb', allow: [] }] }),
+      /route prefix '\/a%2fb': the path holds an encoded/,
+    );
   });
 });

@@ -10,21 +10,52 @@ import { makeCert, openssl } from '../helpers/pki.js';
 
 describe('certificate parsing', () => {
   const ca = makeCert({ cn: 'Parse Root', ca: true });
-  const leaf = makeCert({ cn: 'leaf', issuer: ca, dns: ['a.example.org'], ip: ['10.0.0.1', '2001:db8::1'], uri: ['spiffe://example.org/x'], email: ['a@example.org'], eku: [OID.serverAuth, OID.clientAuth] });
+  const leaf = makeCert({
+    cn: 'leaf',
+    issuer: ca,
+    dns: ['a.example.org'],
+    ip: ['10.0.0.1', '2001:db8::1'],
+    uri: ['spiffe://example.org/x'],
+    email: ['a@example.org'],
+    eku: [OID.serverAuth, OID.clientAuth],
+  });
 
   it('agrees with openssl on every field', () => {
-    const text = openssl(['x509', '-noout', '-serial', '-fingerprint', '-sha256', '-ext', 'subjectAltName', '-subject', '-nameopt', 'RFC2253'], leaf.pem).stdout;
+    const text = openssl(
+      [
+        'x509',
+        '-noout',
+        '-serial',
+        '-fingerprint',
+        '-sha256',
+        '-ext',
+        'subjectAltName',
+        '-subject',
+        '-nameopt',
+        'RFC2253',
+      ],
+      leaf.pem,
+    ).stdout;
     assert.match(text, new RegExp(`serial=${leaf.cert.serialHex.toUpperCase()}`));
     assert.match(text, new RegExp(leaf.cert.fingerprint256));
-    assert.match(text, /DNS:a\.example\.org, IP Address:10\.0\.0\.1, IP Address:2001:DB8:0:0:0:0:0:1, email:a@example\.org, URI:spiffe:\/\/example\.org\/x/);
+    assert.match(
+      text,
+      /DNS:a\.example\.org, IP Address:10\.0\.0\.1, IP Address:2001:DB8:0:0:0:0:0:1, email:a@example\.org, URI:spiffe:\/\/example\.org\/x/,
+    );
     assert.deepEqual(leaf.cert.san!.ip, ['10.0.0.1', '2001:db8::1']);
-    assert.deepEqual(leaf.cert.subject.map((a) => `${a.type}=${a.value}`), ['CN=leaf']);
+    assert.deepEqual(
+      leaf.cert.subject.map((a) => `${a.type}=${a.value}`),
+      ['CN=leaf'],
+    );
     assert.deepEqual(leaf.cert.problems, []);
   });
 
   it('reads PEM bundles in order and DER', () => {
     const both = readCertificates(Buffer.from(leaf.pem + ca.pem), 'bundle');
-    assert.deepEqual(both.map((c) => c.subject[0]!.value), ['leaf', 'Parse Root']);
+    assert.deepEqual(
+      both.map((c) => c.subject[0]!.value),
+      ['leaf', 'Parse Root'],
+    );
     assert.equal(readCertificates(leaf.cert.der, 'der')[0]!.fingerprint256, leaf.cert.fingerprint256);
   });
 
@@ -35,9 +66,13 @@ describe('certificate parsing', () => {
     }
   });
 
-  const badDer = (name: string, mutate: (b: Buffer) => Buffer) => it(`rejects ${name} with BAD_DER`, () => {
-    assert.throws(() => parseCertificate(mutate(Buffer.from(leaf.cert.der))), (e: unknown) => e instanceof MtlsError && e.code === 'BAD_DER' && !e.message.includes('\n'));
-  });
+  const badDer = (name: string, mutate: (b: Buffer) => Buffer) =>
+    it(`rejects ${name} with BAD_DER`, () => {
+      assert.throws(
+        () => parseCertificate(mutate(Buffer.from(leaf.cert.der))),
+        (e: unknown) => e instanceof MtlsError && e.code === 'BAD_DER' && !e.message.includes('\n'),
+      );
+    });
   badDer('trailing bytes', (b) => Buffer.concat([b, Buffer.from([0])]));
   badDer('truncation', (b) => b.subarray(0, b.length - 10));
   badDer('an indefinite length', (b) => Buffer.concat([Buffer.from([0x30, 0x80]), b.subarray(4), Buffer.from([0, 0])]));
@@ -45,7 +80,14 @@ describe('certificate parsing', () => {
   badDer('a non-minimal length', (b) => Buffer.concat([Buffer.from([0x30, 0x83, 0x00]), b.subarray(2)]));
 
   it('reports, rather than throws on, soft defects: explicit critical=FALSE, duplicate extension', () => {
-    const dup = makeCert({ cn: 'dup', issuer: ca, extra: [{ oid: OID.extKeyUsage, critical: false, value: Buffer.from('300a06082b06010505070301', 'hex') }, { oid: OID.extKeyUsage, critical: false, value: Buffer.from('300a06082b06010505070302', 'hex') }] });
+    const dup = makeCert({
+      cn: 'dup',
+      issuer: ca,
+      extra: [
+        { oid: OID.extKeyUsage, critical: false, value: Buffer.from('300a06082b06010505070301', 'hex') },
+        { oid: OID.extKeyUsage, critical: false, value: Buffer.from('300a06082b06010505070302', 'hex') },
+      ],
+    });
     assert.ok(dup.cert.problems.some((p) => /appears twice/.test(p)));
     const r = verifyChain(dup.cert, { trustAnchors: [ca.cert], at: new Date() });
     assert.equal(r.problems[0]!.code, 'MALFORMED');
@@ -78,7 +120,11 @@ describe('certificate parsing', () => {
     const uri = Buffer.concat([Buffer.from([0x86, 9]), Buffer.from('spiffe:/\n', 'latin1')]);
     const body = Buffer.concat([dns, ip, uri]);
     const san = Buffer.concat([Buffer.from([0x30, body.length]), body]);
-    const c = makeCert({ cn: 'hostile', issuer: ca, extra: [{ oid: OID.subjectAltName, critical: false, value: san }] });
+    const c = makeCert({
+      cn: 'hostile',
+      issuer: ca,
+      extra: [{ oid: OID.subjectAltName, critical: false, value: san }],
+    });
     assert.deepEqual(c.cert.san!.dns, []);
     assert.deepEqual(c.cert.san!.ip, []);
     assert.equal(c.cert.problems.length, 3);

@@ -1,11 +1,30 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MtlsError } from '../../src/errors.js';
-import { checkDnsName, checkEmail, checkIpAddress, compileSpiffePattern, escapeDnValue, parseDnString, parseSpiffeId, ipBytesToText, ipBytes } from '../../src/pki/names.js';
-import { dnsNameMatches, dnsWithinConstraint, ipWithinCidr, uriWithinConstraint, emailWithinConstraint } from '../../src/pki/name-match.js';
+import {
+  checkDnsName,
+  checkEmail,
+  checkIpAddress,
+  compileSpiffePattern,
+  escapeDnValue,
+  parseDnString,
+  parseSpiffeId,
+  ipBytesToText,
+  ipBytes,
+} from '../../src/pki/names.js';
+import {
+  dnsNameMatches,
+  dnsWithinConstraint,
+  ipWithinCidr,
+  uriWithinConstraint,
+  emailWithinConstraint,
+} from '../../src/pki/name-match.js';
 
 const rejects = (fn: () => unknown, code: string, msg: RegExp) => {
-  assert.throws(fn, (e: unknown) => e instanceof MtlsError && e.code === code && msg.test(e.message) && !e.message.includes('\n'));
+  assert.throws(
+    fn,
+    (e: unknown) => e instanceof MtlsError && e.code === code && msg.test(e.message) && !e.message.includes('\n'),
+  );
 };
 
 describe('SPIFFE IDs (SPIFFE ID spec)', () => {
@@ -65,11 +84,19 @@ describe('DNS names, IPs, emails', () => {
     assert.equal(checkEmail('alice@Example.org'), 'alice@example.org');
   });
   const badDns: [string, RegExp][] = [
-    ['', /empty/], ['a..b', /label ''/], ['-a.example', /hyphen/], ['a_b.example', /letters, digits or hyphens/],
-    ['example.org.', /trailing dot/], ['*.example.org', /wildcards are not allowed/], ['10.0.0.1', /--ip/],
-    ['x'.repeat(64) + '.org', /1-63/], ['a\0.example.org', /\\x00/], ['a,b.example', /label/],
+    ['', /empty/],
+    ['a..b', /label ''/],
+    ['-a.example', /hyphen/],
+    ['a_b.example', /letters, digits or hyphens/],
+    ['example.org.', /trailing dot/],
+    ['*.example.org', /wildcards are not allowed/],
+    ['10.0.0.1', /--ip/],
+    ['x'.repeat(64) + '.org', /1-63/],
+    ['a\0.example.org', /\\x00/],
+    ['a,b.example', /label/],
   ];
-  for (const [n, why] of badDns) it(`rejects DNS name ${JSON.stringify(n.slice(0, 30))}`, () => rejects(() => checkDnsName(n), 'BAD_NAME', why));
+  for (const [n, why] of badDns)
+    it(`rejects DNS name ${JSON.stringify(n.slice(0, 30))}`, () => rejects(() => checkDnsName(n), 'BAD_NAME', why));
   it('rejects partial and too-broad wildcards', () => {
     rejects(() => checkDnsName('f*o.example.org', { wildcard: true }), 'BAD_NAME', /whole left-most label/);
     rejects(() => checkDnsName('*.org', { wildcard: true }), 'BAD_NAME', /at least two labels/);
@@ -120,12 +147,16 @@ describe('distinguished names', () => {
     assert.equal(escapeDnValue('#1'), '\\#1');
   });
   it('parses O=..., CN=... with escaped commas', () => {
-    assert.deepEqual(parseDnString('O=Acme\\, Inc., CN=api').map((a) => a.value), ['Acme, Inc.', 'api']);
+    assert.deepEqual(
+      parseDnString('O=Acme\\, Inc., CN=api').map((a) => a.value),
+      ['Acme, Inc.', 'api'],
+    );
     rejects(() => parseDnString('XX=1'), 'BAD_NAME', /unknown attribute type/);
     rejects(() => parseDnString('just text'), 'BAD_NAME', /TYPE=value/);
   });
 });
 
 describe('IPv6 zones', () => {
-  it('are refused: a certificate IP SAN has no zone', () => rejects(() => checkIpAddress('fe80::1%eth0'), 'BAD_NAME', /zone/));
+  it('are refused: a certificate IP SAN has no zone', () =>
+    rejects(() => checkIpAddress('fe80::1%eth0'), 'BAD_NAME', /zone/));
 });

@@ -35,55 +35,175 @@ describe('verify matrix, agreeing with openssl verify', () => {
   });
   const now = new Date();
   const cases: Case[] = [
-    { name: 'valid server chain', leaf: () => leaf, anchors: () => [root], untrusted: () => [int], purpose: 'server', dns: 'good.example.org', expect: null, openssl: null },
     {
-      name: 'expired leaf', leaf: () => makeCert({ cn: 'old', issuer: int, dns: ['good.example.org'], eku: [OID.serverAuth], notBefore: new Date(Date.now() - 40 * DAY), notAfter: new Date(Date.now() - 3 * DAY) }),
-      anchors: () => [root], untrusted: () => [int], purpose: 'server', expect: 'EXPIRED', openssl: /certificate has expired/,
+      name: 'valid server chain',
+      leaf: () => leaf,
+      anchors: () => [root],
+      untrusted: () => [int],
+      purpose: 'server',
+      dns: 'good.example.org',
+      expect: null,
+      openssl: null,
     },
     {
-      name: 'not yet valid leaf', leaf: () => makeCert({ cn: 'future', issuer: int, eku: [OID.serverAuth], notBefore: new Date(Date.now() + 3 * DAY), notAfter: new Date(Date.now() + 40 * DAY) }),
-      anchors: () => [root], untrusted: () => [int], purpose: 'server', expect: 'NOT_YET_VALID', openssl: /certificate is not yet valid/,
-    },
-    { name: 'unknown CA', leaf: () => leaf, anchors: () => [otherRoot], untrusted: () => [int], purpose: 'server', expect: 'UNKNOWN_ISSUER', openssl: /unable to get local issuer certificate/ },
-    { name: 'missing intermediate', leaf: () => leaf, anchors: () => [root], untrusted: () => [], purpose: 'server', expect: 'UNKNOWN_ISSUER', openssl: /unable to get local issuer certificate/ },
-    {
-      name: 'path length exceeded', leaf: () => makeCert({ cn: 'deep', issuer: sub(), eku: [OID.serverAuth] }),
-      anchors: () => [root], untrusted: () => [int, sub()], purpose: 'server', expect: 'PATH_LENGTH_EXCEEDED', openssl: /path length constraint exceeded/,
-    },
-    {
-      name: 'name constraints violated', leaf: () => makeCert({ cn: 'evil', issuer: constrained(), dns: ['evil.com'], eku: [OID.serverAuth] }),
-      anchors: () => [root], untrusted: () => [constrained()], purpose: 'server', expect: 'NAME_CONSTRAINTS', openssl: /permitted subtree violation/,
-    },
-    {
-      name: 'excluded IP range', leaf: () => makeCert({ cn: 'ip', issuer: constrained(), dns: ['a.example.org'], ip: ['10.1.1.1'], eku: [OID.serverAuth] }),
-      anchors: () => [root], untrusted: () => [constrained()], purpose: 'server', expect: 'NAME_CONSTRAINTS', openssl: /excluded subtree violation/,
-    },
-    {
-      name: 'wrong EKU (client certificate used as server)', leaf: () => makeCert({ cn: 'client', issuer: int, dns: ['good.example.org'], eku: [OID.clientAuth] }),
-      anchors: () => [root], untrusted: () => [int], purpose: 'server', expect: 'WRONG_PURPOSE', openssl: /unsuitable certificate purpose/,
+      name: 'expired leaf',
+      leaf: () =>
+        makeCert({
+          cn: 'old',
+          issuer: int,
+          dns: ['good.example.org'],
+          eku: [OID.serverAuth],
+          notBefore: new Date(Date.now() - 40 * DAY),
+          notAfter: new Date(Date.now() - 3 * DAY),
+        }),
+      anchors: () => [root],
+      untrusted: () => [int],
+      purpose: 'server',
+      expect: 'EXPIRED',
+      openssl: /certificate has expired/,
     },
     {
-      name: 'wrong EKU (server certificate used as client)', leaf: () => leaf, anchors: () => [root], untrusted: () => [int], purpose: 'client',
-      expect: 'WRONG_PURPOSE', openssl: /unsuitable certificate purpose/,
+      name: 'not yet valid leaf',
+      leaf: () =>
+        makeCert({
+          cn: 'future',
+          issuer: int,
+          eku: [OID.serverAuth],
+          notBefore: new Date(Date.now() + 3 * DAY),
+          notAfter: new Date(Date.now() + 40 * DAY),
+        }),
+      anchors: () => [root],
+      untrusted: () => [int],
+      purpose: 'server',
+      expect: 'NOT_YET_VALID',
+      openssl: /certificate is not yet valid/,
     },
-    { name: 'wrong name', leaf: () => leaf, anchors: () => [root], untrusted: () => [int], purpose: 'server', dns: 'other.example.org', expect: 'NAME_MISMATCH', openssl: /hostname mismatch/ },
     {
-      name: 'leaf signed by a non-CA', leaf: () => makeCert({ cn: 'grandchild', issuer: nonCa(), eku: [OID.serverAuth] }),
-      anchors: () => [root], untrusted: () => [int, nonCa()], purpose: 'server', expect: 'ISSUER_NOT_CA', openssl: /invalid CA certificate/,
+      name: 'unknown CA',
+      leaf: () => leaf,
+      anchors: () => [otherRoot],
+      untrusted: () => [int],
+      purpose: 'server',
+      expect: 'UNKNOWN_ISSUER',
+      openssl: /unable to get local issuer certificate/,
     },
     {
-      name: 'unknown critical extension', leaf: () => makeCert({ cn: 'crit', issuer: int, eku: [OID.serverAuth], extra: [{ oid: '1.3.6.1.4.1.55555.1', critical: true, value: Buffer.from([0x05, 0x00]) }] }),
-      anchors: () => [root], untrusted: () => [int], purpose: 'server', expect: 'UNKNOWN_CRITICAL_EXTENSION', openssl: /unhandled critical extension/,
+      name: 'missing intermediate',
+      leaf: () => leaf,
+      anchors: () => [root],
+      untrusted: () => [],
+      purpose: 'server',
+      expect: 'UNKNOWN_ISSUER',
+      openssl: /unable to get local issuer certificate/,
     },
     {
-      name: 'validity checked at --at (valid then, expired now)', leaf: () => makeCert({ cn: 'was', issuer: int, eku: [OID.serverAuth], notBefore: new Date(Date.now() - 20 * DAY), notAfter: new Date(Date.now() - 10 * DAY) }),
-      anchors: () => [root], untrusted: () => [int], purpose: 'server', at: new Date(Date.now() - 15 * DAY), expect: null, openssl: null,
+      name: 'path length exceeded',
+      leaf: () => makeCert({ cn: 'deep', issuer: sub(), eku: [OID.serverAuth] }),
+      anchors: () => [root],
+      untrusted: () => [int, sub()],
+      purpose: 'server',
+      expect: 'PATH_LENGTH_EXCEEDED',
+      openssl: /path length constraint exceeded/,
+    },
+    {
+      name: 'name constraints violated',
+      leaf: () => makeCert({ cn: 'evil', issuer: constrained(), dns: ['evil.com'], eku: [OID.serverAuth] }),
+      anchors: () => [root],
+      untrusted: () => [constrained()],
+      purpose: 'server',
+      expect: 'NAME_CONSTRAINTS',
+      openssl: /permitted subtree violation/,
+    },
+    {
+      name: 'excluded IP range',
+      leaf: () =>
+        makeCert({ cn: 'ip', issuer: constrained(), dns: ['a.example.org'], ip: ['10.1.1.1'], eku: [OID.serverAuth] }),
+      anchors: () => [root],
+      untrusted: () => [constrained()],
+      purpose: 'server',
+      expect: 'NAME_CONSTRAINTS',
+      openssl: /excluded subtree violation/,
+    },
+    {
+      name: 'wrong EKU (client certificate used as server)',
+      leaf: () => makeCert({ cn: 'client', issuer: int, dns: ['good.example.org'], eku: [OID.clientAuth] }),
+      anchors: () => [root],
+      untrusted: () => [int],
+      purpose: 'server',
+      expect: 'WRONG_PURPOSE',
+      openssl: /unsuitable certificate purpose/,
+    },
+    {
+      name: 'wrong EKU (server certificate used as client)',
+      leaf: () => leaf,
+      anchors: () => [root],
+      untrusted: () => [int],
+      purpose: 'client',
+      expect: 'WRONG_PURPOSE',
+      openssl: /unsuitable certificate purpose/,
+    },
+    {
+      name: 'wrong name',
+      leaf: () => leaf,
+      anchors: () => [root],
+      untrusted: () => [int],
+      purpose: 'server',
+      dns: 'other.example.org',
+      expect: 'NAME_MISMATCH',
+      openssl: /hostname mismatch/,
+    },
+    {
+      name: 'leaf signed by a non-CA',
+      leaf: () => makeCert({ cn: 'grandchild', issuer: nonCa(), eku: [OID.serverAuth] }),
+      anchors: () => [root],
+      untrusted: () => [int, nonCa()],
+      purpose: 'server',
+      expect: 'ISSUER_NOT_CA',
+      openssl: /invalid CA certificate/,
+    },
+    {
+      name: 'unknown critical extension',
+      leaf: () =>
+        makeCert({
+          cn: 'crit',
+          issuer: int,
+          eku: [OID.serverAuth],
+          extra: [{ oid: '1.3.6.1.4.1.55555.1', critical: true, value: Buffer.from([0x05, 0x00]) }],
+        }),
+      anchors: () => [root],
+      untrusted: () => [int],
+      purpose: 'server',
+      expect: 'UNKNOWN_CRITICAL_EXTENSION',
+      openssl: /unhandled critical extension/,
+    },
+    {
+      name: 'validity checked at --at (valid then, expired now)',
+      leaf: () =>
+        makeCert({
+          cn: 'was',
+          issuer: int,
+          eku: [OID.serverAuth],
+          notBefore: new Date(Date.now() - 20 * DAY),
+          notAfter: new Date(Date.now() - 10 * DAY),
+        }),
+      anchors: () => [root],
+      untrusted: () => [int],
+      purpose: 'server',
+      at: new Date(Date.now() - 15 * DAY),
+      expect: null,
+      openssl: null,
     },
   ];
   // Chains that need extra CAs are built once, lazily.
   let subCa: TestCert | undefined, constrainedCa: TestCert | undefined, nonCaCert: TestCert | undefined;
   const sub = () => (subCa ??= makeCert({ cn: 'Sub Int', ca: true, issuer: int }));
-  const constrained = () => (constrainedCa ??= makeCert({ cn: 'Constrained Int', ca: true, issuer: root, nameConstraints: { permittedDns: ['example.org'], excludedIp: ['10.0.0.0/8'] } }));
+  const constrained = () =>
+    (constrainedCa ??= makeCert({
+      cn: 'Constrained Int',
+      ca: true,
+      issuer: root,
+      nameConstraints: { permittedDns: ['example.org'], excludedIp: ['10.0.0.0/8'] },
+    }));
   const nonCa = () => (nonCaCert ??= makeCert({ cn: 'not a ca', issuer: int, eku: [OID.serverAuth] }));
 
   for (const c of cases) {
@@ -92,10 +212,22 @@ describe('verify matrix, agreeing with openssl verify', () => {
       const l = c.leaf();
       const at = c.at ?? now;
       const ours = verifyChain(l.cert, {
-        trustAnchors: c.anchors().map((a) => a.cert), intermediates: c.untrusted().map((u) => u.cert), at, purpose: c.purpose,
+        trustAnchors: c.anchors().map((a) => a.cert),
+        intermediates: c.untrusted().map((u) => u.cert),
+        at,
+        purpose: c.purpose,
         ...(c.dns ? { dns: c.dns } : {}),
       });
-      const args = ['verify', '-x509_strict', '-CAfile', writePem(dir, 'ca.pem', c.anchors()), '-purpose', c.purpose === 'server' ? 'sslserver' : 'sslclient', '-attime', String(Math.floor(at.getTime() / 1000))];
+      const args = [
+        'verify',
+        '-x509_strict',
+        '-CAfile',
+        writePem(dir, 'ca.pem', c.anchors()),
+        '-purpose',
+        c.purpose === 'server' ? 'sslserver' : 'sslclient',
+        '-attime',
+        String(Math.floor(at.getTime() / 1000)),
+      ];
       const untrusted = c.untrusted();
       if (untrusted.length) args.push('-untrusted', writePem(dir, 'untrusted.pem', untrusted));
       if (c.dns) args.push('-verify_hostname', c.dns);
@@ -108,7 +240,10 @@ describe('verify matrix, agreeing with openssl verify', () => {
         assert.equal(theirs.status, 0, `openssl disagrees: ${theirText}`);
       } else {
         assert.equal(ours.valid, false);
-        assert.ok(ours.problems.some((p) => p.code === c.expect), `expected ${c.expect}, got ${JSON.stringify(ours.problems)}`);
+        assert.ok(
+          ours.problems.some((p) => p.code === c.expect),
+          `expected ${c.expect}, got ${JSON.stringify(ours.problems)}`,
+        );
         for (const p of ours.problems) assert.ok(p.message.length > 10 && !p.message.includes('\n'));
         assert.notEqual(theirs.status, 0, 'openssl accepted what mtlskit rejected');
         assert.match(theirText, c.openssl!);
@@ -117,26 +252,57 @@ describe('verify matrix, agreeing with openssl verify', () => {
   }
 
   it('reports every problem it finds, in plain words', () => {
-    const bad = makeCert({ cn: 'twice-bad', issuer: int, dns: ['a.example.org'], eku: [OID.clientAuth], notBefore: new Date(Date.now() - 40 * DAY), notAfter: new Date(Date.now() - 3 * DAY) });
-    const r = verifyChain(bad.cert, { trustAnchors: [root.cert], intermediates: [int.cert], at: new Date(), purpose: 'server', dns: 'b.example.org' });
+    const bad = makeCert({
+      cn: 'twice-bad',
+      issuer: int,
+      dns: ['a.example.org'],
+      eku: [OID.clientAuth],
+      notBefore: new Date(Date.now() - 40 * DAY),
+      notAfter: new Date(Date.now() - 3 * DAY),
+    });
+    const r = verifyChain(bad.cert, {
+      trustAnchors: [root.cert],
+      intermediates: [int.cert],
+      at: new Date(),
+      purpose: 'server',
+      dns: 'b.example.org',
+    });
     assert.deepEqual(r.problems.map((p) => p.code).sort(), ['EXPIRED', 'NAME_MISMATCH', 'WRONG_PURPOSE']);
-    assert.match(r.problems.find((p) => p.code === 'EXPIRED')!.message, /'twice-bad' expired 3 days ago \(\d{4}-\d\d-\d\dT\d\d:\d\dZ\)/);
-    assert.match(r.problems.find((p) => p.code === 'NAME_MISMATCH')!.message, /is for a\.example\.org, not 'b\.example\.org'/);
+    assert.match(
+      r.problems.find((p) => p.code === 'EXPIRED')!.message,
+      /'twice-bad' expired 3 days ago \(\d{4}-\d\d-\d\dT\d\d:\d\dZ\)/,
+    );
+    assert.match(
+      r.problems.find((p) => p.code === 'NAME_MISMATCH')!.message,
+      /is for a\.example\.org, not 'b\.example\.org'/,
+    );
   });
 
   it('says which issuer is not a CA', () => {
-    const r = verifyChain(makeCert({ cn: 'x', issuer: nonCa() }).cert, { trustAnchors: [root.cert], intermediates: [int.cert, nonCa().cert], at: new Date() });
+    const r = verifyChain(makeCert({ cn: 'x', issuer: nonCa() }).cert, {
+      trustAnchors: [root.cert],
+      intermediates: [int.cert, nonCa().cert],
+      at: new Date(),
+    });
     assert.match(r.problems[0]!.message, /issuer 'not a ca' is not a CA/);
   });
 
   it('checks the SPIFFE ID against a pattern and refuses several URI SANs', () => {
-    const svid = makeCert({ cn: 'svid', issuer: int, uri: ['spiffe://example.org/ns/prod/sa/api'], eku: [OID.serverAuth, OID.clientAuth] });
+    const svid = makeCert({
+      cn: 'svid',
+      issuer: int,
+      uri: ['spiffe://example.org/ns/prod/sa/api'],
+      eku: [OID.serverAuth, OID.clientAuth],
+    });
     const opts = { trustAnchors: [root.cert], intermediates: [int.cert], at: new Date(), purpose: 'client' as const };
     assert.equal(verifyChain(svid.cert, { ...opts, spiffeId: 'spiffe://example.org/ns/*/sa/api' }).valid, true);
     const wrong = verifyChain(svid.cert, { ...opts, spiffeId: 'spiffe://example.org/ns/*/sa/web' });
     assert.equal(wrong.problems[0]!.code, 'SPIFFE_ID_MISMATCH');
     const two = makeCert({ cn: 'two', issuer: int, uri: ['spiffe://example.org/a', 'spiffe://example.org/b'] });
-    assert.match(verifyChain(two.cert, { ...opts, spiffeId: 'spiffe://example.org/*' }).problems[0]!.message, /2 URI SANs/);
+    assert.match(
+      verifyChain(two.cert, { ...opts, spiffeId: 'spiffe://example.org/*' }).problems[0]!.message,
+      /2 URI SANs/,
+    );
   });
 
   it('refuses a CA certificate as a server or client leaf, but verifies it with purpose any', () => {
@@ -146,7 +312,12 @@ describe('verify matrix, agreeing with openssl verify', () => {
   });
 
   it('limits the number of intermediates with maxDepth', () => {
-    const r = verifyChain(leaf.cert, { trustAnchors: [root.cert], intermediates: [int.cert], at: new Date(), maxDepth: 0 });
+    const r = verifyChain(leaf.cert, {
+      trustAnchors: [root.cert],
+      intermediates: [int.cert],
+      at: new Date(),
+      maxDepth: 0,
+    });
     assert.equal(r.problems[0]!.code, 'DEPTH_EXCEEDED');
   });
 
@@ -154,7 +325,10 @@ describe('verify matrix, agreeing with openssl verify', () => {
     const r = verifyChain(leaf.cert, { trustAnchors: [root.cert], intermediates: [int.cert], at: new Date() });
     assert.equal(r.valid, true);
     const rsaLeaf = makeCert({ cn: 'rsa-ok', issuer: int, keyType: 'rsa-2048' });
-    assert.equal(verifyChain(rsaLeaf.cert, { trustAnchors: [root.cert], intermediates: [int.cert], at: new Date() }).valid, true);
+    assert.equal(
+      verifyChain(rsaLeaf.cert, { trustAnchors: [root.cert], intermediates: [int.cert], at: new Date() }).valid,
+      true,
+    );
   });
 
   it('tells a same-named impostor CA from a missing one', () => {

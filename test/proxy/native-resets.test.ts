@@ -17,7 +17,9 @@ let pki: TestPki;
 const servers: net.Server[] = [];
 const skip = nativeUnavailable();
 
-before(async () => { pki = await testPki(); });
+before(async () => {
+  pki = await testPki();
+});
 after(async () => {
   stopAll();
   await Promise.all(servers.map(close));
@@ -34,56 +36,82 @@ function cpuTicks(pid: number): number {
 async function through(port: number): Promise<{ raw: net.Socket; tls: tls.TLSSocket }> {
   const raw = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
   raw.on('error', () => undefined);
-  const c = tls.connect({ socket: raw, ...clientTlsOptions(pki.creds('billing'), pki.bundle), servername: 'localhost' });
+  const c = tls.connect({
+    socket: raw,
+    ...clientTlsOptions(pki.creds('billing'), pki.bundle),
+    servername: 'localhost',
+  });
   c.on('error', () => undefined);
   await new Promise((r) => c.once('secureConnect', r));
   return { raw, tls: c };
 }
 
 describe('native engine: resets and hang-ups end their side (issue 18.2)', { skip }, () => {
-  it('client half-close then reset, target silent; and target FIN then reset, client silent: the engine stays idle', async () => {
-    const received: net.Socket[] = [];
-    let mode: 'silent' | 'fin-then-rst' = 'silent';
-    const backend = net.createServer({ allowHalfOpen: true }, (s) => {
-      s.on('error', () => undefined);
-      received.push(s);
-      s.once('data', () => {
-        if (mode === 'fin-then-rst') {
-          s.end();
-          setTimeout(() => s.resetAndDestroy(), 100);
-        }
+  it(
+    'client half-close then reset, target silent; and target FIN then reset, ' + 'client silent: the engine stays idle',
+    async () => {
+      const received: net.Socket[] = [];
+      let mode: 'silent' | 'fin-then-rst' = 'silent';
+      const backend = net.createServer({ allowHalfOpen: true }, (s) => {
+        s.on('error', () => undefined);
+        received.push(s);
+        s.once('data', () => {
+          if (mode === 'fin-then-rst') {
+            s.end();
+            setTimeout(() => s.resetAndDestroy(), 100);
+          }
+        });
       });
-    });
-    servers.push(backend);
-    const target = await listen(backend);
-    const port = await freePort();
-    const p = await startProxy(['server', '--listen', `127.0.0.1:${port}`, '--target', `127.0.0.1:${target}`, '--cert', pki.file('server.crt'), '--key', pki.file('server.key'),
-      '--ca', pki.file('ca.crt'), '--allow', 'any', '--engine', 'native']);
-    const pid = p.child.pid!;
-    // Client: data, half-close (FIN passed on to the silent target), then a reset.
-    for (let i = 0; i < 2; i++) {
-      const c = await through(port);
-      c.tls.end('data then half-close');
-      await until(() => received.length > i, 5000, 'the target connection');
-      await new Promise((r) => setTimeout(r, 100));
-      c.raw.resetAndDestroy();
-    }
-    await new Promise((r) => setTimeout(r, 300));
-    let t0 = cpuTicks(pid);
-    await new Promise((r) => setTimeout(r, 2000));
-    const clientReset = cpuTicks(pid) - t0;
-    // Target: FIN, then a reset, while the client stays silent and open.
-    mode = 'fin-then-rst';
-    const held = [await through(port), await through(port)];
-    for (const c of held) c.tls.write('hello');
-    await new Promise((r) => setTimeout(r, 500));
-    t0 = cpuTicks(pid);
-    await new Promise((r) => setTimeout(r, 2000));
-    const targetReset = cpuTicks(pid) - t0;
-    for (const c of held) c.raw.destroy();
-    // Before the fix both cases spun a core each: about 200 ticks per connection in 2 s.
-    assert.ok(clientReset < 40, `client reset: ${clientReset} CPU ticks in 2 s`);
-    assert.ok(targetReset < 40, `target reset: ${targetReset} CPU ticks in 2 s`);
-    await until(() => (p.output().match(/"event":"connection"/g) ?? []).length >= 4, 5000, 'all four connections to end');
-  });
+      servers.push(backend);
+      const target = await listen(backend);
+      const port = await freePort();
+      const p = await startProxy([
+        'server',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--target',
+        `127.0.0.1:${target}`,
+        '--cert',
+        pki.file('server.crt'),
+        '--key',
+        pki.file('server.key'),
+        '--ca',
+        pki.file('ca.crt'),
+        '--allow',
+        'any',
+        '--engine',
+        'native',
+      ]);
+      const pid = p.child.pid!;
+      // Client: data, half-close (FIN passed on to the silent target), then a reset.
+      for (let i = 0; i < 2; i++) {
+        const c = await through(port);
+        c.tls.end('data then half-close');
+        await until(() => received.length > i, 5000, 'the target connection');
+        await new Promise((r) => setTimeout(r, 100));
+        c.raw.resetAndDestroy();
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      let t0 = cpuTicks(pid);
+      await new Promise((r) => setTimeout(r, 2000));
+      const clientReset = cpuTicks(pid) - t0;
+      // Target: FIN, then a reset, while the client stays silent and open.
+      mode = 'fin-then-rst';
+      const held = [await through(port), await through(port)];
+      for (const c of held) c.tls.write('hello');
+      await new Promise((r) => setTimeout(r, 500));
+      t0 = cpuTicks(pid);
+      await new Promise((r) => setTimeout(r, 2000));
+      const targetReset = cpuTicks(pid) - t0;
+      for (const c of held) c.raw.destroy();
+      // Before the fix both cases spun a core each: about 200 ticks per connection in 2 s.
+      assert.ok(clientReset < 40, `client reset: ${clientReset} CPU ticks in 2 s`);
+      assert.ok(targetReset < 40, `target reset: ${targetReset} CPU ticks in 2 s`);
+      await until(
+        () => (p.output().match(/"event":"connection"/g) ?? []).length >= 4,
+        5000,
+        'all four connections to end',
+      );
+    },
+  );
 });

@@ -12,35 +12,69 @@ import { startProxy, trackServers } from '../helpers/process.js';
 
 let pki: CrlPki;
 const servers = trackServers();
-before(() => { pki = crlPki(); });
+before(() => {
+  pki = crlPki();
+});
 
-interface Attempt { admitted: boolean; resumed: boolean; session?: Buffer }
+interface Attempt {
+  admitted: boolean;
+  resumed: boolean;
+  session?: Buffer;
+}
 
 /**
  * One mTLS connection as alice, on a fresh TCP connection or on `socket` (opened earlier), optionally resuming
  * `session`: admitted when the backend's answer came back. Every session ticket received is kept.
  */
-async function attempt(port: number, http1: boolean, o: { socket?: net.Socket; session?: Buffer } = {}, secureContext = pki.clientContext(pki.alice)): Promise<Attempt> {
-  const { data, ...rest } = await tlsAttempt(port, secureContext, { ...o, ...(http1 ? { send: 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' } : {}) });
+async function attempt(
+  port: number,
+  http1: boolean,
+  o: { socket?: net.Socket; session?: Buffer } = {},
+  secureContext = pki.clientContext(pki.alice),
+): Promise<Attempt> {
+  const { data, ...rest } = await tlsAttempt(port, secureContext, {
+    ...o,
+    ...(http1 ? { send: 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' } : {}),
+  });
   return { admitted: /hi/.test(data), ...rest };
 }
 
-const opened = (port: number) => new Promise<net.Socket>((resolve, reject) => {
-  const s = net.connect(port, '127.0.0.1', () => resolve(s));
-  s.on('error', reject);
-});
+const opened = (port: number) =>
+  new Promise<net.Socket>((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => resolve(s));
+    s.on('error', reject);
+  });
 
 describe('a CRL reload is in force for every path in: fresh, opened before the reload, resumed (issue 18.1)', () => {
   for (const engine of ['native', 'node', 'http'] as const) {
     it(`${engine}: after alice is revoked, no connection of hers is admitted`, async () => {
       const http1 = engine === 'http';
-      const backend = net.createServer((s) => { s.on('error', () => undefined); s.end(http1 ? 'HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nhi\n' : 'hi\n'); });
+      const backend = net.createServer((s) => {
+        s.on('error', () => undefined);
+        s.end(http1 ? 'HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nhi\n' : 'hi\n');
+      });
       servers.push(backend);
       const target = await listen(backend);
       const port = await freePort();
       const crl = pki.crls([]);
-      const p = await startProxy(['server', '--listen', `127.0.0.1:${port}`, '--target', `127.0.0.1:${target}`, '--cert', pki.files.cert, '--key', pki.files.key,
-        '--ca', pki.files.ca, '--crl', crl, '--allow', 'trust-domain:crl.example', ...(http1 ? ['--http'] : ['--engine', engine])]);
+      const p = await startProxy([
+        'server',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--target',
+        `127.0.0.1:${target}`,
+        '--cert',
+        pki.files.cert,
+        '--key',
+        pki.files.key,
+        '--ca',
+        pki.files.ca,
+        '--crl',
+        crl,
+        '--allow',
+        'trust-domain:crl.example',
+        ...(http1 ? ['--http'] : ['--engine', engine]),
+      ]);
       const first = await attempt(port, http1);
       assert.equal(first.admitted, true, 'alice gets in before the revocation');
       assert.ok(first.session, 'and gets a session ticket');
@@ -52,13 +86,30 @@ describe('a CRL reload is in force for every path in: fresh, opened before the r
       await until(() => /"event":"reloaded"[^\n]*"trustChanged":true/.test(p.output()), 5000, 'the CRL reload');
       await new Promise((r) => setTimeout(r, 100));
       const late = await Promise.all(early.map((socket) => attempt(port, http1, { socket })));
-      assert.deepEqual(late.map((a) => a.admitted), [false, false, false], 'connections opened before the reload are refused');
-      assert.equal((await attempt(port, http1, { session: first.session })).admitted, false, 'her old session does not get her in');
+      assert.deepEqual(
+        late.map((a) => a.admitted),
+        [false, false, false],
+        'connections opened before the reload are refused',
+      );
+      assert.equal(
+        (await attempt(port, http1, { session: first.session })).admitted,
+        false,
+        'her old session does not get her in',
+      );
       for (const a of late.filter((x) => x.session)) {
-        assert.equal((await attempt(port, http1, { session: a.session! })).admitted, false, 'nor does a ticket handed out after the reload');
+        assert.equal(
+          (await attempt(port, http1, { session: a.session! })).admitted,
+          false,
+          'nor does a ticket handed out after the reload',
+        );
       }
       assert.equal((await attempt(port, http1)).admitted, false, 'a fresh handshake is refused');
-      if (kept) assert.match(await kept(), /^HTTP\/1\.1 403 [^]*revoked/, 'a keep-alive connection gets no further request through');
+      if (kept)
+        assert.match(
+          await kept(),
+          /^HTTP\/1\.1 403 [^]*revoked/,
+          'a keep-alive connection gets no further request through',
+        );
       assert.match(p.output(), /"code":"CERT_REVOKED"/);
     });
   }
@@ -69,16 +120,38 @@ describe('a trust bundle reload is in force for connections opened before it and
     it(`${engine}: a CA removed from the bundle lets none of its clients in`, async () => {
       const http1 = engine === 'http';
       const other = makeCert({ cn: 'Other Root', ca: true });
-      const carol = makeCert({ cn: 'carol', issuer: other, eku: [OID.clientAuth], uri: ['spiffe://crl.example/carol'] });
+      const carol = makeCert({
+        cn: 'carol',
+        issuer: other,
+        eku: [OID.clientAuth],
+        uri: ['spiffe://crl.example/carol'],
+      });
       const carolContext = tls.createSecureContext({ cert: carol.pem, key: keyPem(carol), ca: pki.root.pem });
-      const backend = net.createServer((s) => { s.on('error', () => undefined); s.end(http1 ? 'HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nhi\n' : 'hi\n'); });
+      const backend = net.createServer((s) => {
+        s.on('error', () => undefined);
+        s.end(http1 ? 'HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nhi\n' : 'hi\n');
+      });
       servers.push(backend);
       const target = await listen(backend);
       const port = await freePort();
       const dir = tempDir('mtls-trust-reload-');
       const bundle = writePem(dir, 'bundle.pem', [pki.root, other]);
-      const p = await startProxy(['server', '--listen', `127.0.0.1:${port}`, '--target', `127.0.0.1:${target}`, '--cert', pki.files.cert, '--key', pki.files.key,
-        '--ca', bundle, '--allow', 'trust-domain:crl.example', ...(http1 ? ['--http'] : ['--engine', engine])]);
+      const p = await startProxy([
+        'server',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--target',
+        `127.0.0.1:${target}`,
+        '--cert',
+        pki.files.cert,
+        '--key',
+        pki.files.key,
+        '--ca',
+        bundle,
+        '--allow',
+        'trust-domain:crl.example',
+        ...(http1 ? ['--http'] : ['--engine', engine]),
+      ]);
       const as = (o: { socket?: net.Socket; session?: Buffer } = {}) => attempt(port, http1, o, carolContext);
       const first = await as();
       assert.equal(first.admitted, true, 'carol gets in while her CA is trusted');
@@ -88,9 +161,14 @@ describe('a trust bundle reload is in force for connections opened before it and
       await until(() => /"event":"reloaded"[^\n]*"trustChanged":true/.test(p.output()), 5000, 'the trust reload');
       await new Promise((r) => setTimeout(r, 100));
       const late = await Promise.all(early.map((socket) => as({ socket })));
-      assert.deepEqual(late.map((a) => a.admitted), [false, false], 'connections opened before the reload are refused');
+      assert.deepEqual(
+        late.map((a) => a.admitted),
+        [false, false],
+        'connections opened before the reload are refused',
+      );
       assert.equal((await as({ session: first.session! })).admitted, false, 'her old session does not get her in');
-      for (const a of late.filter((x) => x.session)) assert.equal((await as({ session: a.session! })).admitted, false, 'nor a ticket handed out after the reload');
+      for (const a of late.filter((x) => x.session))
+        assert.equal((await as({ session: a.session! })).admitted, false, 'nor a ticket handed out after the reload');
       assert.equal((await as()).admitted, false);
       assert.equal((await attempt(port, http1)).admitted, true, 'alice, from the CA still trusted, gets in');
     });
@@ -99,7 +177,12 @@ describe('a trust bundle reload is in force for connections opened before it and
 
 /** HTTP: opens a keep-alive connection as alice and serves one request; resolves with a function that sends the next. */
 async function keepAlive(port: number): Promise<() => Promise<string>> {
-  const c = tls.connect({ host: '127.0.0.1', port, secureContext: pki.clientContext(pki.alice), servername: 'localhost' });
+  const c = tls.connect({
+    host: '127.0.0.1',
+    port,
+    secureContext: pki.clientContext(pki.alice),
+    servername: 'localhost',
+  });
   let data = '';
   c.on('data', (d) => (data += d));
   c.on('error', () => undefined);

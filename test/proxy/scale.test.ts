@@ -9,8 +9,13 @@ import { BIN } from '../helpers/pki.js';
 import { startProcess, stopAll } from '../helpers/process.js';
 
 let pki: TestPki;
-before(async () => { pki = await testPki(); });
-after(async () => { stopAll(); await pki.ca.close(); });
+before(async () => {
+  pki = await testPki();
+});
+after(async () => {
+  stopAll();
+  await pki.ca.close();
+});
 
 const CONNECTIONS = 5000;
 /**
@@ -27,38 +32,89 @@ function rss(pid: number): number {
 
 describe('proxy at scale', () => {
   for (const engine of ['native', 'node']) {
-    it(`${CONNECTIONS} idle relayed mTLS connections stay under ${MAX_BYTES_PER_CONNECTION / 1024} KiB each in the proxy (${engine} engine)`, async () => {
-      const held: net.Socket[] = [];
-      const backend = net.createServer((s) => { held.push(s); s.on('error', () => undefined); });
-      const backendPort = await listen(backend);
-      const port = await freePort();
-      const p = await startProcess(process.execPath, [BIN, 'proxy', 'server', '--listen', `127.0.0.1:${port}`, '--target', `127.0.0.1:${backendPort}`, '--cert', pki.file('server.crt'), '--key', pki.file('server.key'), '--ca', pki.file('ca.crt'), '--allow', 'trust-domain:test.example', '--max-connections', String(CONNECTIONS + 100), '--engine', engine], /"event":"listening"/);
-      const pid = p.child.pid!;
-      const secureContext = tls.createSecureContext(clientTlsOptions(pki.creds('billing'), pki.bundle));
-      const clients: tls.TLSSocket[] = [];
-      let session: Buffer | undefined;
-      const open = () => new Promise<void>((resolve, reject) => {
-        const c = tls.connect({ host: '127.0.0.1', port, secureContext, servername: 'localhost', ...(session ? { session } : {}) });
-        c.on('session', (s: Buffer) => { session = s; });
-        c.once('secureConnect', () => { clients.push(c); resolve(); });
-        c.once('error', reject);
-      });
-      let perConnection: number;
-      try {
-        await open(); // one full handshake, then resumptions
-        await until(() => held.length === 1, 5000, 'the first relay');
-        const base = rss(pid);
-        for (let i = 1; i < CONNECTIONS; i += 50) await Promise.all(Array.from({ length: Math.min(50, CONNECTIONS - i) }, open));
-        await until(() => held.length === CONNECTIONS, 30_000, `${CONNECTIONS} relays to the backend (${held.length})`);
-        await new Promise((r) => setTimeout(r, 500));
-        perConnection = (rss(pid) - base) / (CONNECTIONS - 1);
-      } finally {
-        for (const c of clients) c.destroy();
-        for (const s of held) s.destroy();
-        await close(backend);
-      }
-      console.log(`# proxy RSS per idle relayed connection (${engine} engine): ${(perConnection / 1024).toFixed(1)} KiB (${CONNECTIONS} connections)`);
-      assert.ok(perConnection < MAX_BYTES_PER_CONNECTION, `${(perConnection / 1024).toFixed(1)} KiB per connection`);
-    });
+    it(
+      `${CONNECTIONS} idle relayed mTLS connections stay under ${MAX_BYTES_PER_CONNECTION / 1024} ` +
+        `KiB each in the proxy (${engine} engine)`,
+      async () => {
+        const held: net.Socket[] = [];
+        const backend = net.createServer((s) => {
+          held.push(s);
+          s.on('error', () => undefined);
+        });
+        const backendPort = await listen(backend);
+        const port = await freePort();
+        const p = await startProcess(
+          process.execPath,
+          [
+            BIN,
+            'proxy',
+            'server',
+            '--listen',
+            `127.0.0.1:${port}`,
+            '--target',
+            `127.0.0.1:${backendPort}`,
+            '--cert',
+            pki.file('server.crt'),
+            '--key',
+            pki.file('server.key'),
+            '--ca',
+            pki.file('ca.crt'),
+            '--allow',
+            'trust-domain:test.example',
+            '--max-connections',
+            String(CONNECTIONS + 100),
+            '--engine',
+            engine,
+          ],
+          /"event":"listening"/,
+        );
+        const pid = p.child.pid!;
+        const secureContext = tls.createSecureContext(clientTlsOptions(pki.creds('billing'), pki.bundle));
+        const clients: tls.TLSSocket[] = [];
+        let session: Buffer | undefined;
+        const open = () =>
+          new Promise<void>((resolve, reject) => {
+            const c = tls.connect({
+              host: '127.0.0.1',
+              port,
+              secureContext,
+              servername: 'localhost',
+              ...(session ? { session } : {}),
+            });
+            c.on('session', (s: Buffer) => {
+              session = s;
+            });
+            c.once('secureConnect', () => {
+              clients.push(c);
+              resolve();
+            });
+            c.once('error', reject);
+          });
+        let perConnection: number;
+        try {
+          await open(); // one full handshake, then resumptions
+          await until(() => held.length === 1, 5000, 'the first relay');
+          const base = rss(pid);
+          for (let i = 1; i < CONNECTIONS; i += 50)
+            await Promise.all(Array.from({ length: Math.min(50, CONNECTIONS - i) }, open));
+          await until(
+            () => held.length === CONNECTIONS,
+            30_000,
+            `${CONNECTIONS} relays to the backend (${held.length})`,
+          );
+          await new Promise((r) => setTimeout(r, 500));
+          perConnection = (rss(pid) - base) / (CONNECTIONS - 1);
+        } finally {
+          for (const c of clients) c.destroy();
+          for (const s of held) s.destroy();
+          await close(backend);
+        }
+        console.log(
+          `# proxy RSS per idle relayed connection (${engine} engine): ${(perConnection / 1024).toFixed(1)} ` +
+            `KiB (${CONNECTIONS} connections)`,
+        );
+        assert.ok(perConnection < MAX_BYTES_PER_CONNECTION, `${(perConnection / 1024).toFixed(1)} KiB per connection`);
+      },
+    );
   }
 });

@@ -28,12 +28,17 @@ after(async () => {
 });
 
 /** A TLS server that records the SNI of each connection, then does `then` with it. */
-async function sniServer(then: (s: tls.TLSSocket) => void = (s) => s.end('hello\n')): Promise<{ port: number; names: (string | false | null)[] }> {
+async function sniServer(
+  then: (s: tls.TLSSocket) => void = (s) => s.end('hello\n'),
+): Promise<{ port: number; names: (string | false | null)[] }> {
   const names: (string | false | null)[] = [];
-  const srv = tls.createServer({ ...serverTlsOptions(pki.creds('server')), requestCert: false, rejectUnauthorized: false }, (s) => {
-    names.push(s.servername);
-    then(s);
-  });
+  const srv = tls.createServer(
+    { ...serverTlsOptions(pki.creds('server')), requestCert: false, rejectUnauthorized: false },
+    (s) => {
+      names.push(s.servername);
+      then(s);
+    },
+  );
   servers.push(srv);
   return { port: await listen(srv), names };
 }
@@ -44,7 +49,14 @@ describe('dial', () => {
     const opts = clientTlsOptions(undefined, pki.bundle);
     // Read the greeting before closing: the server has then seen the whole handshake.
     const greeted = async (servername?: string, host = '127.0.0.1') => {
-      const d = await dial({ host, port: s.port, ...(servername ? { servername } : {}), verify: 'strict', tls: opts, timeoutMs: 5000 });
+      const d = await dial({
+        host,
+        port: s.port,
+        ...(servername ? { servername } : {}),
+        verify: 'strict',
+        tls: opts,
+        timeoutMs: 5000,
+      });
       await once(d.socket, 'data');
       d.socket.destroy();
     };
@@ -59,7 +71,10 @@ describe('dial', () => {
     servers.push(silent);
     const port = await listen(silent);
     const t0 = Date.now();
-    const err = await dial({ host: '127.0.0.1', port, verify: 'observe', tls: {}, timeoutMs: 300 }).then(() => undefined, (e: unknown) => e);
+    const err = await dial({ host: '127.0.0.1', port, verify: 'observe', tls: {}, timeoutMs: 300 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof DialError);
     assert.equal(err.code, 'ETIMEDOUT');
     assert.equal(err.answered, false);
@@ -70,15 +85,31 @@ describe('dial', () => {
   it('TLS 1.3: a close inside the confirm window fails the dial after our handshake, with the chain seen', async () => {
     const s = await sniServer((sock) => setTimeout(() => sock.destroy(), 50));
     const err = await dial({
-      host: 'localhost', port: s.port, verify: 'strict', tls: clientTlsOptions(undefined, pki.bundle), timeoutMs: 5000, confirmMs: 400,
-    }).then(() => undefined, (e: unknown) => e);
+      host: 'localhost',
+      port: s.port,
+      verify: 'strict',
+      tls: clientTlsOptions(undefined, pki.bundle),
+      timeoutMs: 5000,
+      confirmMs: 400,
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof DialError, String(err));
     assert.equal(err.handshook, true);
     assert.equal(err.answered, true);
     assert.equal(err.protocol, 'TLSv1.3');
     assert.equal(err.chain.length > 0, true);
     // Without the window the same server looks fine: that is why connect waits.
-    (await dial({ host: 'localhost', port: s.port, verify: 'strict', tls: clientTlsOptions(undefined, pki.bundle), timeoutMs: 5000 })).socket.destroy();
+    (
+      await dial({
+        host: 'localhost',
+        port: s.port,
+        verify: 'strict',
+        tls: clientTlsOptions(undefined, pki.bundle),
+        timeoutMs: 5000,
+      })
+    ).socket.destroy();
   });
 });
 
@@ -89,10 +120,28 @@ describe('connect and trace send SNI (issue 16)', () => {
     const trust = path.join(pki.dir, 'trust-with-intermediate.pem');
     fs.writeFileSync(trust, fs.readFileSync(pki.file('ca.crt'), 'utf8') + pki.ca.intermediatePem);
     // Default certificate for default.example; the one for localhost only when the client asks for localhost.
-    await startProcess('openssl', [
-      's_server', '-accept', String(port), '-naccept', '4', '-cert', pki.file('default.crt'), '-key', pki.file('default.key'),
-      '-servername', 'localhost', '-cert2', pki.file('server.crt'), '-key2', pki.file('server.key'), '-ign_eof',
-    ], /ACCEPT/);
+    await startProcess(
+      'openssl',
+      [
+        's_server',
+        '-accept',
+        String(port),
+        '-naccept',
+        '4',
+        '-cert',
+        pki.file('default.crt'),
+        '-key',
+        pki.file('default.key'),
+        '-servername',
+        'localhost',
+        '-cert2',
+        pki.file('server.crt'),
+        '-key2',
+        pki.file('server.key'),
+        '-ign_eof',
+      ],
+      /ACCEPT/,
+    );
     const connect = mtls(['connect', `localhost:${port}`, '--ca', trust]);
     assert.equal(connect.status, 0, connect.stdout + connect.stderr);
     assert.match(connect.stdout, /DNS:localhost/);

@@ -13,14 +13,21 @@ import { close, listen, testPki, until, type TestPki } from '../helpers/endpoint
 import { tempDir } from '../helpers/pki.js';
 
 let pki: TestPki;
-before(async () => { pki = await testPki(); });
-after(async () => { await pki.ca.close(); });
+before(async () => {
+  pki = await testPki();
+});
+after(async () => {
+  await pki.ca.close();
+});
 
 /** Writes server.crt/server.key/ca.crt for a fresh certificate into `dir` (each file atomically). */
 async function writeServerCert(dir: string, name: string): Promise<string> {
   const issued = await pki.ca.issue({ profile: 'server', name, names: { dns: ['localhost'], ip: ['127.0.0.1'] } });
   const key = issued.privateKey!.export({ type: 'pkcs8', format: 'pem' }) as string;
-  for (const [f, data] of [['server.key', key], ['server.crt', issued.chainPem]] as const) {
+  for (const [f, data] of [
+    ['server.key', key],
+    ['server.crt', issued.chainPem],
+  ] as const) {
     const tmp = path.join(dir, `.${f}.tmp`);
     fs.writeFileSync(tmp, data, { mode: 0o600 });
     fs.renameSync(tmp, path.join(dir, f));
@@ -38,8 +45,14 @@ async function rotatingServer(name: string, start = true) {
 
 /** A watched server.crt/server.key/ca.crt in `dir` behind an mTLS HTTPS server that allows anyone. */
 async function reloadingServer(dir: string, attachAndStart = true) {
-  const reloader = new CredentialReloader({ certFile: path.join(dir, 'server.crt'), keyFile: path.join(dir, 'server.key'), caFile: path.join(dir, 'ca.crt') }, 20);
-  const server = createMtlsHttpsServer({ credentials: reloader.current, policy: compilePolicy({ allow: ['any'] }) }, (_req, res) => res.end('ok'));
+  const reloader = new CredentialReloader(
+    { certFile: path.join(dir, 'server.crt'), keyFile: path.join(dir, 'server.key'), caFile: path.join(dir, 'ca.crt') },
+    20,
+  );
+  const server = createMtlsHttpsServer(
+    { credentials: reloader.current, policy: compilePolicy({ allow: ['any'] }) },
+    (_req, res) => res.end('ok'),
+  );
   reloader.attach(server, (c) => serverTlsOptions(c));
   if (attachAndStart) reloader.start();
   const port = await listen(server);
@@ -57,88 +70,122 @@ function get(port: number, agent: https.Agent): Promise<{ status: number }> {
 }
 
 describe('hot rotation', () => {
-  it('rotates the server certificate 10 times under continuous requests: zero failures, new handshakes see the new certificate', async () => {
-    const { dir, fingerprint, reloader, server, port } = await rotatingServer('rot-0');
-    let expected = fingerprint;
-    const reloads: ReloadEvent[] = [];
-    reloader.on('reloaded', (e: ReloadEvent) => reloads.push(e));
-    // A live keep-alive connection opened before the rotations must still serve requests after them.
-    const liveAgent = new MtlsHttpsAgent({ credentials: pki.creds('billing'), ca: pki.bundle, keepAlive: true });
-    liveAgent.maxSockets = 1;
-    const liveFirst = await get(port, liveAgent);
-    assert.equal(liveFirst.status, 200);
-    let liveSocket: unknown;
-    for (const list of Object.values(liveAgent.freeSockets)) liveSocket = list?.[0];
-    assert.ok(liveSocket, 'no idle keep-alive socket to reuse');
-    // A new connection per request (keepAlive off): every request is a new handshake.
-    const agent = new MtlsHttpsAgent({ credentials: pki.creds('billing'), ca: pki.bundle, keepAlive: false });
-    let ok = 0, failed = 0;
-    const seen = new Set<string>();
-    let stop = false;
-    const load = (async () => {
-      while (!stop) {
-        try {
-          const c = await connectMtls({ host: '127.0.0.1', port, ca: pki.bundle, credentials: pki.creds('billing'), expect: { servername: 'localhost' } });
-          seen.add(c.server.fingerprint256);
-          c.socket.destroy();
-          const r = await get(port, agent);
-          if (r.status === 200) ok++; else failed++;
-        } catch {
-          failed++;
+  it(
+    'rotates the server certificate 10 times under continuous requests: zero ' +
+      'failures, new handshakes see the new certificate',
+    async () => {
+      const { dir, fingerprint, reloader, server, port } = await rotatingServer('rot-0');
+      let expected = fingerprint;
+      const reloads: ReloadEvent[] = [];
+      reloader.on('reloaded', (e: ReloadEvent) => reloads.push(e));
+      // A live keep-alive connection opened before the rotations must still serve requests after them.
+      const liveAgent = new MtlsHttpsAgent({ credentials: pki.creds('billing'), ca: pki.bundle, keepAlive: true });
+      liveAgent.maxSockets = 1;
+      const liveFirst = await get(port, liveAgent);
+      assert.equal(liveFirst.status, 200);
+      let liveSocket: unknown;
+      for (const list of Object.values(liveAgent.freeSockets)) liveSocket = list?.[0];
+      assert.ok(liveSocket, 'no idle keep-alive socket to reuse');
+      // A new connection per request (keepAlive off): every request is a new handshake.
+      const agent = new MtlsHttpsAgent({ credentials: pki.creds('billing'), ca: pki.bundle, keepAlive: false });
+      let ok = 0,
+        failed = 0;
+      const seen = new Set<string>();
+      let stop = false;
+      const load = (async () => {
+        while (!stop) {
+          try {
+            const c = await connectMtls({
+              host: '127.0.0.1',
+              port,
+              ca: pki.bundle,
+              credentials: pki.creds('billing'),
+              expect: { servername: 'localhost' },
+            });
+            seen.add(c.server.fingerprint256);
+            c.socket.destroy();
+            const r = await get(port, agent);
+            if (r.status === 200) ok++;
+            else failed++;
+          } catch {
+            failed++;
+          }
         }
+      })();
+      for (let i = 1; i <= 10; i++) {
+        expected = await writeServerCert(dir, `rot-${i}`);
+        await until(() => reloads.at(-1)?.fingerprint256 === expected, 5000, `reload ${i}`);
+        const c = await connectMtls({
+          host: '127.0.0.1',
+          port,
+          ca: pki.bundle,
+          credentials: pki.creds('billing'),
+          expect: { servername: 'localhost' },
+        });
+        assert.equal(c.server.fingerprint256, expected, `handshake after rotation ${i} sees the new certificate`);
+        c.socket.destroy();
+        await new Promise((r) => setTimeout(r, 30));
       }
-    })();
-    for (let i = 1; i <= 10; i++) {
-      expected = await writeServerCert(dir, `rot-${i}`);
-      await until(() => reloads.at(-1)?.fingerprint256 === expected, 5000, `reload ${i}`);
-      const c = await connectMtls({ host: '127.0.0.1', port, ca: pki.bundle, credentials: pki.creds('billing'), expect: { servername: 'localhost' } });
-      assert.equal(c.server.fingerprint256, expected, `handshake after rotation ${i} sees the new certificate`);
-      c.socket.destroy();
-      await new Promise((r) => setTimeout(r, 30));
-    }
-    stop = true;
-    await load;
-    const liveAfter = await get(port, liveAgent);
-    assert.equal(liveAfter.status, 200);
-    let reused: unknown;
-    for (const list of Object.values(liveAgent.sockets)) reused = list?.[0];
-    for (const list of Object.values(liveAgent.freeSockets)) reused ??= list?.[0];
-    assert.equal(reused, liveSocket, 'the live connection was dropped by a rotation');
-    liveAgent.destroy();
-    reloader.stop();
-    await close(server);
-    assert.equal(failed, 0);
-    assert.ok(ok > 20, `only ${ok} requests made`);
-    assert.ok(seen.size >= 5, `the load saw only ${seen.size} certificates`);
-    assert.equal(reloads.length, 10);
-  });
-
-  it('keeps session tickets across a certificate rotation, and invalidates them when the trust bundle changes', async () => {
-    const { dir, reloader, server, port } = await rotatingServer('tick-0', false);
-    const resumes = async (session: Buffer) => {
-      const c = await connectMtls({ host: '127.0.0.1', port, ca: pki.bundle, credentials: pki.creds('billing'), expect: { servername: 'localhost' }, session });
-      c.socket.destroy();
-      return c.resumed;
-    };
-    try {
-      const first = await connectMtls({ host: '127.0.0.1', port, ca: pki.bundle, credentials: pki.creds('billing'), expect: { servername: 'localhost' } });
-      await until(() => first.session() !== undefined, 5000, 'a ticket');
-      first.socket.destroy();
-      const ticket = first.session()!;
-      assert.equal(await resumes(ticket), true, 'the ticket does not resume at all');
-      await writeServerCert(dir, 'tick-1');
-      assert.equal(await reloader.reload(), true);
-      assert.equal(await resumes(ticket), true, 'setSecureContext dropped the ticket keys');
-      // Trust change: add a second root to the bundle.
-      const other = await testPki('other.example');
-      fs.writeFileSync(path.join(dir, 'ca.crt'), pki.bundle + other.bundle);
-      assert.equal(await reloader.reload(), true);
-      assert.equal(await resumes(ticket), false, 'a session verified under the old trust was resumed');
-      await other.ca.close();
-    } finally {
+      stop = true;
+      await load;
+      const liveAfter = await get(port, liveAgent);
+      assert.equal(liveAfter.status, 200);
+      let reused: unknown;
+      for (const list of Object.values(liveAgent.sockets)) reused = list?.[0];
+      for (const list of Object.values(liveAgent.freeSockets)) reused ??= list?.[0];
+      assert.equal(reused, liveSocket, 'the live connection was dropped by a rotation');
+      liveAgent.destroy();
+      reloader.stop();
       await close(server);
-    }
-  });
+      assert.equal(failed, 0);
+      assert.ok(ok > 20, `only ${ok} requests made`);
+      assert.ok(seen.size >= 5, `the load saw only ${seen.size} certificates`);
+      assert.equal(reloads.length, 10);
+    },
+  );
+
+  it(
+    'keeps session tickets across a certificate rotation, and invalidates them ' + 'when the trust bundle changes',
+    async () => {
+      const { dir, reloader, server, port } = await rotatingServer('tick-0', false);
+      const resumes = async (session: Buffer) => {
+        const c = await connectMtls({
+          host: '127.0.0.1',
+          port,
+          ca: pki.bundle,
+          credentials: pki.creds('billing'),
+          expect: { servername: 'localhost' },
+          session,
+        });
+        c.socket.destroy();
+        return c.resumed;
+      };
+      try {
+        const first = await connectMtls({
+          host: '127.0.0.1',
+          port,
+          ca: pki.bundle,
+          credentials: pki.creds('billing'),
+          expect: { servername: 'localhost' },
+        });
+        await until(() => first.session() !== undefined, 5000, 'a ticket');
+        first.socket.destroy();
+        const ticket = first.session()!;
+        assert.equal(await resumes(ticket), true, 'the ticket does not resume at all');
+        await writeServerCert(dir, 'tick-1');
+        assert.equal(await reloader.reload(), true);
+        assert.equal(await resumes(ticket), true, 'setSecureContext dropped the ticket keys');
+        // Trust change: add a second root to the bundle.
+        const other = await testPki('other.example');
+        fs.writeFileSync(path.join(dir, 'ca.crt'), pki.bundle + other.bundle);
+        assert.equal(await reloader.reload(), true);
+        assert.equal(await resumes(ticket), false, 'a session verified under the old trust was resumed');
+        await other.ca.close();
+      } finally {
+        await close(server);
+      }
+    },
+  );
 
   it('a broken new certificate is refused with a reason and the server keeps serving the old one', async () => {
     const { dir, fingerprint: fp, reloader, server, port } = await rotatingServer('broken-0');
@@ -152,7 +199,13 @@ describe('hot rotation', () => {
     fs.writeFileSync(path.join(dir, 'server.crt'), other.chainPem);
     await until(() => errors.length > 1, 5000, 'a second reload error');
     assert.match(errors[1]!, /does not belong to/);
-    const c = await connectMtls({ host: '127.0.0.1', port, ca: pki.bundle, credentials: pki.creds('billing'), expect: { servername: 'localhost' } });
+    const c = await connectMtls({
+      host: '127.0.0.1',
+      port,
+      ca: pki.bundle,
+      credentials: pki.creds('billing'),
+      expect: { servername: 'localhost' },
+    });
     assert.equal(c.server.fingerprint256, fp);
     c.socket.destroy();
     reloader.stop();
@@ -177,7 +230,13 @@ describe('hot rotation', () => {
     fs.symlinkSync('..2026_v2', path.join(dir, '..data_tmp'));
     fs.renameSync(path.join(dir, '..data_tmp'), path.join(dir, '..data'));
     await until(() => reloader.current.leaf.fingerprint256 === second, 5000, 'the swap to be seen');
-    const c = await connectMtls({ host: '127.0.0.1', port, ca: pki.bundle, credentials: pki.creds('billing'), expect: { servername: 'localhost' } });
+    const c = await connectMtls({
+      host: '127.0.0.1',
+      port,
+      ca: pki.bundle,
+      credentials: pki.creds('billing'),
+      expect: { servername: 'localhost' },
+    });
     assert.equal(c.server.fingerprint256, second);
     c.socket.destroy();
     reloader.stop();
@@ -191,7 +250,11 @@ describe('the watcher reacts to our files only, and a burst delays a reload by a
     const dir = tempDir();
     fs.writeFileSync(path.join(dir, 'ca.crt'), pki.bundle);
     await writeServerCert(dir, 'first');
-    const reloader = new CredentialReloader({ certFile: path.join(dir, 'server.crt'), keyFile: path.join(dir, 'server.key'), caFile: path.join(dir, 'ca.crt') }).start();
+    const reloader = new CredentialReloader({
+      certFile: path.join(dir, 'server.crt'),
+      keyFile: path.join(dir, 'server.key'),
+      caFile: path.join(dir, 'ca.crt'),
+    }).start();
     let reloaded = 0;
     reloader.on('reloaded', () => reloaded++);
     const log = setInterval(() => fs.appendFileSync(path.join(dir, 'app.log'), 'a line\n'), 20);

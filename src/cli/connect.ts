@@ -1,0 +1,159 @@
+import type { Command } from 'commander';
+import { explainRequest, explainServerChain } from '../doctor/explain.js';
+import { MtlsError, exitCodeOf } from '../errors.js';
+import { identityJson } from '../identity/identity.js';
+import { readCertificates } from '../pki/certificate.js';
+import { certLabel, verifyChain } from '../pki/verify.js';
+import { connectMtls } from '../tls/client.js';
+import { Capture } from '../tls/capture.js';
+import { loadCredentials } from '../tls/credentials.js';
+import { classifyTlsError } from '../tls/errors.js';
+import { MAX_INPUT, readInput } from '../io/files.js';
+import { parseHostPort } from '../io/address.js';
+import { caFileOr, optionalPassphrase, printJson } from './common.js';
+
+interface ConnectFlags {
+  cert?: string;
+  key?: string;
+  ca?: string;
+  servername?: string;
+  expectSpiffeId?: string;
+  home?: string;
+  keyPassphraseFile?: string;
+  wait: string;
+  json?: boolean;
+}
+
+export function registerConnect(program: Command): void {
+  program
+    .command('connect <hostport>')
+    .description(
+      'connect with mTLS and explain the result; exit 0 accepted, 1 server failed ' +
+        'our checks, 3 server rejected us, 4 unreachable',
+    )
+    .option('--cert <file>', 'our client certificate chain')
+    .option('--key <file>', 'our key')
+    .option('--ca <file>', 'trusted CA bundle for the server (default: the CA home ca.crt)')
+    .option('--servername <name>', 'name to send (SNI) and check (default: the host)')
+    .option('--expect-spiffe-id <uri>', 'check the server SPIFFE ID (pattern) instead of its DNS name')
+    .option('--wait <ms>', 'TLS 1.3: how long to wait for the server to reject our certificate', '500')
+    .option('--home <dir>', 'CA home for the defaults')
+    .option('--key-passphrase-file <file>', 'passphrase of --key')
+    .option('--json', 'machine-readable output')
+    .action(async (target: string, o: ConnectFlags) => {
+      const { host, port } = parseHostPort(target);
+      if ((o.cert === undefined) !== (o.key === undefined))
+        throw new MtlsError(
+          'USAGE',
+          'give both --cert and --key, or neither (to connect without a client certificate)',
+        );
+      if (!/^\d{1,5}$/.test(o.wait)) throw new MtlsError('USAGE', `--wait '${o.wait}' must be milliseconds`);
+      const caFile = caFileOr(o.ca, o.home);
+      const passphrase = optionalPassphrase(o.keyPassphraseFile);
+      const creds =
+        o.cert && o.key
+          ? loadCredentials({
+              certFile: o.cert,
+              keyFile: o.key,
+              caFile,
+              ...(passphrase !== undefined ? { passphrase } : {}),
+            })
+          : undefined;
+      const ca = readInput(caFile, 'CA bundle', MAX_INPUT.bundle).toString('utf8');
+      const expect = {
+        ...(o.servername ? { servername: o.servername } : {}),
+        ...(o.expectSpiffeId ? { spiffeId: o.expectSpiffeId } : {}),
+      };
+      const lines: [string, string][] = [];
+      const say = (k: string, v: string) => {
+        lines.push([k, v]);
+        if (!o.json) console.log(`  ${k.padEnd(14)}${v}`);
+      };
+      if (!o.json)
+        console.log(
+          `connecting to ${host}:${port}${creds ? ` as '${certLabel(creds.leaf)}'` : ' without a client certificate'}`,
+        );
+      const capture = new Capture();
+      const explain = () => {
+        const r = explainRequest(capture);
+        if (r.certificate === 'asked') {
+          const cas = r.acceptableCas.length ? r.acceptableCas.join(' | ') : 'any';
+          say(
+            'server asked',
+            `for a client certificate (signature algorithms: ${r.signatureAlgorithms.join(', ') || 'any'}; ` +
+              `acceptable CAs: ${cas})`,
+          );
+        } else if (r.certificate === 'not asked' || r.notes.length) {
+          say(
+            'server asked',
+            r.notes.length
+              ? `(could not read the encrypted flight: ${r.notes.join('; ')})`
+              : 'for no client certificate',
+          );
+        }
+        for (const a of r.alerts) say('server alert', `${a}${r.decrypted ? ' (decrypted)' : ''}`);
+      };
+      try {
+        const c = await connectMtls({
+          host,
+          port,
+          ca,
+          expect,
+          confirmMs: Number(o.wait),
+          capture,
+          ...(creds ? { credentials: creds } : {}),
+        });
+        const eph = c.socket.getEphemeralKeyInfo() as { name?: string; type?: string } | null;
+        say(
+          'protocol',
+          `${c.socket.getProtocol()} ${c.socket.getCipher().standardName}, key exchange ` +
+            `${eph?.name ?? eph?.type ?? 'n/a (resumed)'}`,
+        );
+        const chain = c.chain;
+        const verdict = verifyChain(chain[0]!, {
+          trustAnchors: readCertificates(Buffer.from(ca), caFile),
+          intermediates: chain.slice(1),
+          at: new Date(),
+          purpose: 'server',
+        });
+        say(
+          'server chain',
+          `${verdict.valid ? 'verified' : 'NOT verified'}: ${verdict.chain.map((x) => `'${certLabel(x)}'`).join(' <- ')}`,
+        );
+        explain();
+        const names = [...c.server.dns.map((d) => `DNS:${d}`), ...c.server.ips.map((i) => `IP:${i}`)].join(', ');
+        say(
+          'server',
+          `${c.server.spiffeId ? c.server.spiffeId.uri + ' ' : ''}${names} ` +
+            `(${o.expectSpiffeId ? `matches ${o.expectSpiffeId}` : `valid for '${o.servername ?? host}'`})`,
+        );
+        say(
+          'our cert',
+          creds
+            ? `'${certLabel(creds.leaf)}' sent and accepted${c.socket.getProtocol() === 'TLSv1.3' ? ` (no rejection within ${o.wait} ms)` : ''}`
+            : 'none sent; the server did not require one',
+        );
+        say('result', 'mutual TLS established');
+        if (o.json)
+          printJson({
+            ok: true,
+            protocol: c.socket.getProtocol(),
+            cipher: c.socket.getCipher().standardName,
+            server: identityJson(c.server),
+            resumed: c.resumed,
+            lines,
+          });
+        c.socket.destroy();
+      } catch (err) {
+        const e = classifyTlsError(err, { sentOurCert: !!creds, peer: `${host}:${port}` });
+        explain();
+        if (e.code.startsWith('CERT_') || e.code === 'SERVER_IDENTITY_MISMATCH') {
+          const trust = readCertificates(Buffer.from(ca), caFile);
+          for (const reason of await explainServerChain({ host, port, trust, ...expect })) say('server chain', reason);
+        }
+        say('result', `[${e.code}] ${e.message}`);
+        if (o.json) printJson({ ok: false, code: e.code, message: e.message, lines });
+        process.exitCode = exitCodeOf(e);
+      }
+    });
+}

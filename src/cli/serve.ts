@@ -1,0 +1,163 @@
+import tls from 'node:tls';
+import type { Command } from 'commander';
+import { CertificateAuthority } from '../ca/authority.js';
+import { resolveCaHome } from '../ca/home.js';
+import { createMtlsHttpsServer } from '../adapters/http.js';
+import { MtlsError } from '../errors.js';
+import { identityJson } from '../identity/identity.js';
+import { compilePolicy } from '../identity/policy.js';
+import { certLabel } from '../pki/verify.js';
+import { isIpLiteral } from '../pki/names.js';
+import { loadCredentials, type Credentials } from '../tls/credentials.js';
+import { serverTlsOptions } from '../tls/options.js';
+import { CredentialReloader } from '../tls/reload.js';
+import { createMtlsServer, type ConnectionEvent, type HandshakeErrorEvent } from '../tls/server.js';
+import { MAX_INPUT, readInput } from '../io/files.js';
+import { listenOn } from '../io/listen.js';
+import { caFileOr, optionalPassphrase, policyOptions, type PolicyFlags } from './common.js';
+
+interface ServeFlags extends PolicyFlags {
+  port: string;
+  host: string;
+  cert?: string;
+  key?: string;
+  ca?: string;
+  http?: boolean;
+  home?: string;
+  passphraseFile?: string;
+  keyPassphraseFile?: string;
+}
+
+export function registerServe(program: Command): void {
+  policyOptions(program.command('serve'))
+    .description('an mTLS server that shows who connected and which rule allowed or denied them')
+    .option('--port <port>', 'port to listen on', '8443')
+    .option('--host <address>', 'address to listen on', '127.0.0.1')
+    .option(
+      '--cert <file>',
+      'server certificate chain (default: a 24h certificate for localhost issued by the CA home)',
+    )
+    .option('--key <file>', 'server key')
+    .option('--ca <file>', 'trusted CA bundle for client certificates (default: the CA home ca.crt)')
+    .option('--http', 'answer HTTPS requests with the caller identity as JSON (403 with the reason when denied)')
+    .option('--home <dir>', 'CA home for the defaults')
+    .option('--passphrase-file <file>', 'passphrase of the CA key (for the default certificate)')
+    .option('--key-passphrase-file <file>', 'passphrase of --key, if it is encrypted')
+    .action(async (o: ServeFlags) => {
+      if (!/^\d{1,5}$/.test(o.port) || Number(o.port) > 65535)
+        throw new MtlsError('USAGE', `--port '${o.port}' is not a port number`);
+      if ((o.cert === undefined) !== (o.key === undefined))
+        throw new MtlsError(
+          'USAGE',
+          'give both --cert and --key, or neither (then a certificate is issued from the CA home)',
+        );
+      const policy = compilePolicy({ allow: o.allow, deny: o.deny, audit: o.audit ?? false });
+      const caFile = caFileOr(o.ca, o.home);
+      let creds: Credentials;
+      let reloader: CredentialReloader | undefined;
+      if (o.cert && o.key) {
+        const passphrase = optionalPassphrase(o.keyPassphraseFile);
+        reloader = new CredentialReloader({
+          certFile: o.cert,
+          keyFile: o.key,
+          caFile,
+          ...(passphrase !== undefined ? { passphrase } : {}),
+        });
+        creds = reloader.current;
+      } else {
+        creds = await ephemeralServerCredentials(o.home, optionalPassphrase(o.passphraseFile), caFile, o.host);
+      }
+      const log = (line: string) => process.stdout.write(`${new Date().toISOString()} ${line}\n`);
+      const server: tls.Server = o.http
+        ? createMtlsHttpsServer(
+            { credentials: creds, policy },
+            (req, res) => {
+              const body = JSON.stringify(
+                {
+                  identity: req.mtls?.identity ? identityJson(req.mtls.identity) : null,
+                  decision: req.mtls?.decision.reason,
+                },
+                null,
+                2,
+              );
+              res.writeHead(200, { 'content-type': 'application/json' });
+              res.end(body + '\n');
+            },
+            (req, m) =>
+              log(
+                `${req.socket.remoteAddress}:${req.socket.remotePort} ${req.method} ${req.url} ` +
+                  `${m.decision.allowed ? 'ALLOW' : 'DENY'} ${m.decision.reason}`,
+              ),
+          )
+        : createMtlsServer({ credentials: creds, policy }, (socket, id) =>
+            socket.end(`hello ${id.spiffeId?.uri ?? id.subjectDn}\n`),
+          );
+      if (!o.http) {
+        server.on('mtls:connection', (e: ConnectionEvent) =>
+          log(
+            `${e.remote} ${e.decision.allowed ? 'ALLOW' : 'DENY'} ${e.decision.reason}${e.resumed ? ' (resumed session)' : ''}`,
+          ),
+        );
+      }
+      server.on('mtls:handshake-error', (e: HandshakeErrorEvent) =>
+        log(`${e.remote} HANDSHAKE FAILED [${e.error.code}] ${e.error.message}`),
+      );
+      server.on('mtls:connection-error', (e: HandshakeErrorEvent) =>
+        log(`${e.remote} CONNECTION FAILED [${e.error.code}] ${e.error.message}`),
+      );
+      // Listen first: file watchers started before a failed listen kept the process alive after its error line.
+      await listenOn(server, { host: o.host, port: Number(o.port) }, 'serve');
+      if (reloader) {
+        reloader.attach(server, (c) => serverTlsOptions(c)).start();
+        reloader.on('reloaded', (e) =>
+          log(
+            `reloaded: certificate ${e.fingerprint256.slice(0, 23)}...${e.trustChanged ? ', trust bundle changed: session tickets invalidated' : ''}`,
+          ),
+        );
+        reloader.on('reload-error', (err: Error) => log(`reload failed: ${err.message}`));
+        process.on('SIGHUP', () => void reloader!.reload());
+      }
+      const addr = server.address() as { port: number };
+      const allow = o.allow.length ? `allow ${o.allow.join(' | ')}` : 'deny everyone (add --allow)';
+      const deny = o.deny.length ? `; deny ${o.deny.join(' | ')}` : '';
+      log(
+        `listening on ${o.host}:${addr.port} (mTLS${o.http ? ' + HTTP' : ''}, TLS ` +
+          `1.2+, client certificate required; server '${certLabel(creds.leaf)}'; policy: ` +
+          `${allow}${deny}${o.audit ? '; AUDIT mode' : ''})`,
+      );
+      await new Promise<void>((resolve) => {
+        const stop = () => {
+          reloader?.stop();
+          server.close(() => resolve());
+          setTimeout(resolve, 2000).unref();
+        };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+    });
+}
+
+async function ephemeralServerCredentials(
+  home: string | undefined,
+  passphrase: string | undefined,
+  caFile: string,
+  host: string,
+): Promise<Credentials> {
+  const ca = await CertificateAuthority.open(resolveCaHome(home), passphrase);
+  try {
+    const ips = ['127.0.0.1', '::1', ...(isIpLiteral(host) && host !== '0.0.0.0' && host !== '::' ? [host] : [])];
+    const issued = await ca.issue({
+      profile: 'server',
+      name: 'mtls-serve',
+      names: { dns: ['localhost'], ip: [...new Set(ips)] },
+      validityMs: 86400e3,
+    });
+    return loadCredentials({
+      cert: issued.chainPem,
+      key: issued.privateKey!,
+      ca: readInput(caFile, 'CA bundle', MAX_INPUT.bundle),
+    });
+  } finally {
+    await ca.close();
+  }
+}
