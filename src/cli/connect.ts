@@ -10,6 +10,7 @@ import { loadCredentials } from '../tls/credentials.js';
 import { classifyTlsError } from '../tls/errors.js';
 import { MAX_INPUT, readInput } from '../io/files.js';
 import { parseHostPort } from '../io/address.js';
+import { httpProbe } from '../doctor/http-probe.js';
 import { caFileOr, optionalPassphrase, printJson } from './common.js';
 
 interface ConnectFlags {
@@ -21,6 +22,7 @@ interface ConnectFlags {
   home?: string;
   keyPassphraseFile?: string;
   wait: string;
+  http?: string | boolean;
   json?: boolean;
 }
 
@@ -39,6 +41,10 @@ export function registerConnect(program: Command): void {
     .option('--wait <ms>', 'TLS 1.3: how long to wait for the server to reject our certificate', '500')
     .option('--home <dir>', 'CA home for the defaults')
     .option('--key-passphrase-file <file>', 'passphrase of --key')
+    .option(
+      '--http [path]',
+      'then send GET PATH (default /) and report the answer; a 401 or 403 is NOT_AUTHORIZED (exit 3)',
+    )
     .option('--json', 'machine-readable output')
     .action(async (target: string, o: ConnectFlags) => {
       const { host, port } = parseHostPort(target);
@@ -133,6 +139,26 @@ export function registerConnect(program: Command): void {
             ? `'${certLabel(creds.leaf)}' sent and accepted${c.socket.getProtocol() === 'TLSv1.3' ? ` (no rejection within ${o.wait} ms)` : ''}`
             : 'none sent; the server did not require one',
         );
+        if (o.http !== undefined) {
+          const path = typeof o.http === 'string' ? o.http : '/';
+          if (!path.startsWith('/') || /[\s\x00-\x1f]/.test(path)) {
+            throw new MtlsError('USAGE', `--http '${path}' must be a path such as /healthz`);
+          }
+          const h = await httpProbe(c.socket, o.servername ?? host, path, 3000);
+          say(
+            'http',
+            h.answer ? `${h.answer.statusLine}${h.answer.reason ? `: ${h.answer.reason}` : ''}` : 'no HTTP answer',
+          );
+          if (h.answer && (h.answer.status === 401 || h.answer.status === 403)) {
+            c.socket.destroy();
+            const reason = h.answer.reason ? ` (${h.answer.reason})` : '';
+            throw new MtlsError(
+              'NOT_AUTHORIZED',
+              `${host}:${port}: TLS worked with our certificate, and the server's authorization refused us: ` +
+                `${h.answer.statusLine}${reason}`,
+            );
+          }
+        }
         say('result', 'mutual TLS established');
         if (o.json)
           printJson({

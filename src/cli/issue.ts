@@ -17,7 +17,7 @@ import { collect, optionalDuration, optionalPassphrase, printJson } from './comm
 interface OutputFlags {
   home?: string;
   validity?: string;
-  keyType: string;
+  keyType?: string;
   out: string;
   p12?: boolean;
   p12PasswordFile?: string;
@@ -26,13 +26,22 @@ interface OutputFlags {
   json?: boolean;
 }
 
-function withOutputFlags(cmd: Command): Command {
+/** The flags of every issuing command; `newKey`: the key is made here (not `sign`, where the requester keeps it). */
+function withOutputFlags(cmd: Command, newKey = true): Command {
+  cmd.option('--validity <duration>', 'lifetime, e.g. 90d, 24h', '90d');
+  if (newKey)
+    cmd.option('--key-type <type>', 'ec-p256 | ec-p384 | ed25519 | rsa-2048 | rsa-3072 | rsa-4096', 'ec-p256');
+  cmd.option(
+    '--out <dir>',
+    newKey ? 'directory for NAME.crt, NAME.key and ca.crt' : 'directory for NAME.crt and ca.crt',
+    '.',
+  );
+  if (newKey) {
+    cmd
+      .option('--p12', 'also write NAME.p12 (PKCS#12)')
+      .option('--p12-password-file <file>', 'password for NAME.p12 (default: a random one, written to NAME.p12.pass)');
+  }
   return cmd
-    .option('--validity <duration>', 'lifetime, e.g. 90d, 24h', '90d')
-    .option('--key-type <type>', 'ec-p256 | ec-p384 | ed25519 | rsa-2048 | rsa-3072 | rsa-4096', 'ec-p256')
-    .option('--out <dir>', 'directory for NAME.crt, NAME.key and ca.crt', '.')
-    .option('--p12', 'also write NAME.p12 (PKCS#12)')
-    .option('--p12-password-file <file>', 'password for NAME.p12 (default: a random one, written to NAME.p12.pass)')
     .option('--home <dir>', 'CA home (default $MTLS_HOME, else ~/.mtls)')
     .option('--passphrase-file <file>', 'passphrase of the CA key, if it is encrypted')
     .option('--force', 'replace existing NAME.crt/NAME.key')
@@ -43,7 +52,7 @@ function withOutputFlags(cmd: Command): Command {
 async function issueAndWrite(req: IssueRequest, o: OutputFlags): Promise<void> {
   if (o.p12PasswordFile && !o.p12) throw new MtlsError('USAGE', '--p12-password-file needs --p12');
   const validityMs = optionalDuration(o.validity, '--validity');
-  const keyType = parseKeyType(o.keyType);
+  const keyType = parseKeyType(o.keyType ?? 'ec-p256');
   const passphrase = optionalPassphrase(o.passphraseFile);
   let p12Password = optionalPassphrase(o.p12PasswordFile);
   let p12PasswordGenerated = false;
@@ -122,6 +131,12 @@ export function registerIssue(program: Command): void {
     .option('--dns <name>', 'DNS name (repeatable; *.example.org allowed)', collect, [])
     .option('--ip <address>', 'IP address (repeatable)', collect, [])
     .action(async (name: string, o: OutputFlags & { dns: string[]; ip: string[] }) => {
+      if (o.dns.length + o.ip.length === 0) {
+        throw new MtlsError(
+          'USAGE',
+          `give the server's names: --dns NAME and/or --ip ADDRESS (e.g. --dns ${name}.example.org)`,
+        );
+      }
       await issueAndWrite({ profile: 'server', name, names: { dns: o.dns, ip: o.ip } }, o);
     });
 
@@ -158,6 +173,7 @@ export function registerSign(program: Command): void {
     program
       .command('sign <csr>')
       .description('issue a certificate for a PKCS#10 request (the key stays with the requester)'),
+    false,
   )
     .requiredOption('--profile <profile>', 'server | client | spiffe')
     .option('--name <name>', 'file name and CN (default: the CN of the request)')
@@ -169,11 +185,6 @@ export function registerSign(program: Command): void {
           'CSR_REFUSED',
           `refused: CSR ${csrFile} asks for a CA certificate (basicConstraints CA:TRUE); ` +
             `this CA issues leaf certificates only`,
-        );
-      if (o.p12)
-        throw new MtlsError(
-          'USAGE',
-          '--p12 needs the private key, which a CSR does not carry; build the PKCS#12 where the key is',
         );
       const cn = csr.subject.filter((a) => a.oid === OID.commonName).at(-1)?.value;
       const name = checkCertName(o.name ?? cn ?? '');
@@ -190,6 +201,13 @@ export function registerSign(program: Command): void {
           `refused: CSR ${csrFile} asks for name types this CA does not issue ` +
             `(${[...(san?.other ?? []), ...(san?.directory.length ? ['directoryName'] : [])].join(', ')})`,
         );
+      if (profile === 'server' && (san?.dns.length ?? 0) + (san?.ip.length ?? 0) === 0) {
+        throw new MtlsError(
+          'CSR_REFUSED',
+          `refused: CSR ${csrFile} names no DNS name or IP address (subjectAltName), which a server certificate ` +
+            `needs; make the request with them, e.g. openssl req -new -addext 'subjectAltName=DNS:host.example.org' ...`,
+        );
+      }
       const names = {
         dns: san?.dns ?? [],
         ip: san?.ip ?? [],

@@ -10,6 +10,7 @@ import { registerInspect } from './inspect.js';
 import { registerIssue, registerSign } from './issue.js';
 import { registerVerify } from './verify.js';
 import { registerTrace } from './trace.js';
+import { addExamples } from './examples.js';
 
 export function buildProgram(): Command {
   const program = new Command('mtls')
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   registerDoctor(program);
   registerProxy(program);
   registerDemo(program);
+  addExamples(program);
   for (const c of allCommands(program)) c.exitOverride();
   return program;
 }

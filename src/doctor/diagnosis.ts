@@ -7,6 +7,7 @@ import { certLabel, verifyChain } from '../pki/verify.js';
 import { relativeTime } from '../text/duration.js';
 import { classifyTlsError } from '../tls/errors.js';
 import type { HandshakeView } from '../trace/analyze.js';
+import type { HttpAnswer } from './http-probe.js';
 import { diag, type Diagnosis, type DoctorCheck, type DoctorReport } from './codes.js';
 import { alertFromCode, serverDiagnosis, theirVerdict } from './verdicts.js';
 
@@ -40,8 +41,8 @@ export interface Attempt {
   cipher?: string;
   /** The server closed (or reset) the connection within the confirm window after our handshake. */
   closedAfterHandshake: boolean;
-  httpDate?: Date;
-  httpStatus?: string;
+  /** The answer to GET / after the handshake (HTTPS servers). */
+  http?: HttpAnswer;
   view: HandshakeView;
   firstServerBytes: Buffer;
 }
@@ -334,26 +335,44 @@ export function diagnoseAttempt(
 
   // 5. The clocks.
   let skew: Diagnosis | undefined;
-  if (a.httpDate) {
-    const d = a.httpDate.getTime() - now.getTime();
+  const httpDate = a.http?.date;
+  if (httpDate) {
+    const d = httpDate.getTime() - now.getTime();
     const ok = Math.abs(d) <= (o.maxSkewMs ?? 60_000) + 1000;
     f.check(
       "the server's clock agrees with ours",
       ok,
-      `its Date header says ${a.httpDate.toISOString()}, ${Math.round(Math.abs(d) / 1000)} ` +
+      `its Date header says ${httpDate.toISOString()}, ${Math.round(Math.abs(d) / 1000)} ` +
         `s ${d > 0 ? 'ahead' : 'behind'}`,
     );
     if (!ok)
       skew = diag(
         'CLOCK_SKEW',
         `the server's clock is ${Math.round(Math.abs(d) / 1000)} s ${d > 0 ? 'ahead of' : 'behind'} ` +
-          `ours (its HTTP Date: ${a.httpDate.toISOString()})`,
+          `ours (its HTTP Date: ${httpDate.toISOString()})`,
         'run NTP on both machines; certificates that are valid on one clock look expired or not yet valid on the other',
       );
   }
-  if (a.httpStatus) f.check('HTTP response', null, a.httpStatus);
+  // 6. HTTPS: TLS accepted us, and the application's authorization may still refuse (a 403 is not "healthy").
+  let forbidden: Diagnosis | undefined;
+  if (a.http) {
+    const refused = a.http.status === 403 || a.http.status === 401;
+    f.check(
+      'HTTP response',
+      refused ? false : null,
+      `${a.http.statusLine}${a.http.reason ? `: ${a.http.reason}` : ''}`,
+    );
+    if (refused) {
+      forbidden = diag(
+        'NOT_AUTHORIZED',
+        `TLS worked with our certificate, and the server's authorization refused us: ${a.http.statusLine}` +
+          (a.http.reason ? ` (${a.http.reason})` : ''),
+        "ask the server's owner for an allow rule for our identity on this path (mtls inspect shows the identity)",
+      );
+    }
+  }
 
-  const d = serverProblem ?? verdict ?? skew ?? ours.problem;
+  const d = serverProblem ?? verdict ?? forbidden ?? skew ?? ours.problem;
   if (d) return f.report(d, a);
   return f.report(
     diag(

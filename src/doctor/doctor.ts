@@ -1,4 +1,3 @@
-import type { TLSSocket } from 'node:tls';
 import { MtlsError } from '../errors.js';
 import { readCertificates } from '../pki/certificate.js';
 import { exportPrivateKey } from '../pki/keys.js';
@@ -16,6 +15,7 @@ import {
   type OurSide,
 } from './diagnosis.js';
 import type { DoctorReport } from './codes.js';
+import { httpProbe } from './http-probe.js';
 
 export {
   DIAGNOSES,
@@ -84,7 +84,14 @@ async function attempt(o: DoctorOptions, withCert: boolean): Promise<Attempt> {
     a.chain = d.chain;
     a.protocol = d.socket.getProtocol() ?? undefined;
     a.cipher = d.socket.getCipher()?.standardName;
-    if (o.http !== false) await readHttpHead(d.socket, servername, a);
+    if (o.http !== false) {
+      const h = await httpProbe(d.socket, servername);
+      if (h.answer) a.http = h.answer;
+      else if (h.closed) {
+        a.closedAfterHandshake = true;
+        if (h.error) a.error ??= h.error;
+      }
+    }
     d.socket.destroy();
   } catch (err) {
     const e = err instanceof DialError ? err : new DialError(err, false, false, [], undefined, undefined);
@@ -101,42 +108,6 @@ async function attempt(o: DoctorOptions, withCert: boolean): Promise<Attempt> {
     view: analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog),
     firstServerBytes: capture.serverBytes.subarray(0, 64),
   };
-}
-
-/** `HEAD /` after the handshake, to read the server's clock (its Date header); 1.5 s at most, 16 KiB of head at most. */
-function readHttpHead(
-  socket: TLSSocket,
-  servername: string,
-  a: Omit<Attempt, 'view' | 'firstServerBytes'>,
-): Promise<void> {
-  return new Promise((resolve) => {
-    let head = '';
-    const finish = () => {
-      clearTimeout(timer);
-      socket.removeAllListeners('data');
-      resolve();
-    };
-    const closed = (err?: Error) => {
-      if (!a.httpStatus) {
-        a.closedAfterHandshake = true;
-        if (err) a.error ??= err as NodeJS.ErrnoException;
-      }
-      finish();
-    };
-    socket.on('data', (d: Buffer) => {
-      head += d.toString('latin1');
-      if (!head.includes('\r\n\r\n') && head.length < 16384) return;
-      a.httpStatus = head.split('\r\n')[0];
-      const date = /\r\ndate:\s*([^\r\n]+)/i.exec(head)?.[1];
-      if (date && !Number.isNaN(Date.parse(date))) a.httpDate = new Date(date);
-      finish();
-    });
-    socket.once('error', closed);
-    socket.once('end', () => closed());
-    socket.once('close', () => closed());
-    const timer = setTimeout(finish, 1500);
-    socket.write(`HEAD / HTTP/1.1\r\nHost: ${servername}\r\nUser-Agent: mtls-doctor\r\nConnection: close\r\n\r\n`);
-  });
 }
 
 /** Asks what the server does speak when it refused our offer: TLS 1.0+ and any cipher, no verification. */

@@ -55,7 +55,7 @@ export function checkLeafNames(profile: LeafProfile, req: RequestedNames): LeafN
   if (profile === 'server' && dns.length + ip.length === 0) {
     throw new MtlsError(
       'BAD_INPUT',
-      'a server certificate needs at least one --dns name or --ip address (clients ' +
+      'a server certificate needs at least one DNS name or IP address (clients ' +
         'check it against the host they dial)',
     );
   }

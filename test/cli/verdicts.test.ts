@@ -5,7 +5,9 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { createMtlsHttpsServer } from '../../src/adapters/http.js';
 import { doctor, doctorExitCode } from '../../src/doctor/doctor.js';
+import { compilePolicy } from '../../src/identity/policy.js';
 import { close, freePort, listen, testPki, type TestPki } from '../helpers/endpoints.js';
 import { mtlsAsync } from '../helpers/pki.js';
 
@@ -56,4 +58,39 @@ describe('one classification for connect, trace and doctor', () => {
       assert.equal(doctorExitCode(report.diagnosis.code), exit);
     });
   }
+});
+
+describe('an HTTPS server that accepts our certificate and answers 403 (issue 16)', () => {
+  it('doctor and connect --http say NOT_AUTHORIZED with the reason, exit 3; an allowed path is healthy', async () => {
+    const policy = compilePolicy({
+      allow: ['spiffe://test.example/ns/prod/sa/billing'],
+      routes: [{ prefix: '/admin', allow: ['spiffe://test.example/ns/prod/sa/web'] }],
+    });
+    const server = createMtlsHttpsServer({ credentials: pki.creds('server'), policy }, (_req, res) => res.end('ok\n'));
+    servers.push(server);
+    const port = await listen(server);
+    const me = { cert: pki.creds('billing').cert, key: pki.creds('billing').key };
+    const target = `localhost:${port}`;
+    const as = ['--cert', pki.file('billing.crt'), '--key', pki.file('billing.key'), '--ca', pki.file('ca.crt')];
+
+    const ok = await mtlsAsync(['connect', target, ...as, '--http', '/']);
+    assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+    assert.match(ok.stdout, /http +HTTP\/1\.1 200 OK/);
+    const denied = await mtlsAsync(['connect', target, ...as, '--http', '/admin/users']);
+    assert.equal(denied.status, 3, denied.stdout);
+    assert.match(denied.stdout, /\[NOT_AUTHORIZED\] .*authorization refused us: HTTP\/1\.1 403 Forbidden \(.+\)/);
+
+    // doctor asks for / : allowed there, so healthy; the same identity on a server whose / is refused is not.
+    assert.equal((await doctor({ host: 'localhost', port, ca: pki.bundle, ...me })).diagnosis.code, 'OK');
+    const strict = createMtlsHttpsServer(
+      { credentials: pki.creds('server'), policy: compilePolicy({ allow: ['spiffe://test.example/ns/prod/sa/web'] }) },
+      (_req, res) => res.end('ok\n'),
+    );
+    servers.push(strict);
+    const strictPort = await listen(strict);
+    const r = await doctor({ host: 'localhost', port: strictPort, ca: pki.bundle, ...me });
+    assert.equal(r.diagnosis.code, 'NOT_AUTHORIZED', JSON.stringify(r.diagnosis));
+    assert.match(r.diagnosis.cause, /TLS worked with our certificate.*403 Forbidden \(.*billing.*\)/);
+    assert.equal(doctorExitCode(r.diagnosis.code), 3);
+  });
 });
