@@ -345,6 +345,39 @@ export class CertificateAuthority {
   }
 
   /**
+   * What renewing `cert` asks for: the same profile, names and lifetime, from this CA's inventory (a certificate this
+   * CA did not issue, or a revoked one, is refused). The key is new: a renewal is also a key rotation.
+   */
+  async renewRequest(cert: Certificate, name: string): Promise<IssueRequest> {
+    const record = await this.store.get(cert.serialHex);
+    if (!record || record.fingerprint256 !== cert.fingerprint256) {
+      throw new MtlsError(
+        'CA_NOT_FOUND',
+        `'${name}' (serial ${cert.serialHex}) was not issued by the CA at ${this.home}; renew it with the CA that issued it (--home)`,
+      );
+    }
+    if (record.status !== 'valid') {
+      throw new MtlsError(
+        'CSR_REFUSED',
+        `'${name}' is ${record.status}; a ${record.status} certificate is not renewed, issue a new one`,
+      );
+    }
+    if (record.profile !== 'server' && record.profile !== 'client' && record.profile !== 'spiffe') {
+      throw new MtlsError(
+        'CSR_REFUSED',
+        `'${name}' is a ${record.profile} certificate; only leaf certificates are renewed`,
+      );
+    }
+    const san = cert.san ?? { dns: [], ip: [], email: [], uri: [] };
+    return {
+      profile: record.profile,
+      name,
+      names: { dns: san.dns, ip: san.ip, email: san.email, ...(record.spiffeId ? { spiffeId: record.spiffeId } : {}) },
+      validityMs: cert.notAfter.getTime() - cert.notBefore.getTime() - BACKDATE_MS,
+    };
+  }
+
+  /**
    * Issues a leaf certificate and records it. `publish` (e.g. writing the files) runs inside the inventory
    * transaction: if it fails, the record is rolled back.
    */

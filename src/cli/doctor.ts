@@ -47,7 +47,9 @@ export function registerDoctor(program: Command): void {
         ca: readInput(caFileOr(o.ca, o.home), 'CA bundle', MAX_INPUT.bundle),
         timeoutMs,
         http: o.http,
-        ...(o.cert && o.key ? { cert: readInput(o.cert, 'certificate'), key: readInput(o.key, 'key') } : {}),
+        ...(o.cert && o.key
+          ? { cert: readInput(o.cert, 'certificate'), certFile: o.cert, key: readInput(o.key, 'key') }
+          : {}),
         ...(o.servername ? { servername: o.servername } : {}),
         ...(o.expectSpiffeId ? { spiffeId: o.expectSpiffeId } : {}),
       });

@@ -25,6 +25,7 @@ export const EXAMPLES: Record<string, string[]> = {
     'openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout api.key -subj /CN=api -addext subjectAltName=DNS:api.acme.internal -out api.csr',
     'mtls sign api.csr --profile server',
   ],
+  renew: ['mtls renew api.crt', 'mtls renew certs/billing.crt --validity 24h --home /etc/acme-ca'],
   inspect: [
     'mtls inspect api.crt',
     'mtls inspect api.crt --key api.key',

@@ -5,6 +5,7 @@ import { CertificateAuthority, checkCertName, type Issued, type IssueRequest } f
 import { resolveCaHome } from '../ca/home.js';
 import { writeIssued } from '../ca/output.js';
 import { MtlsError } from '../errors.js';
+import { readCertificates } from '../pki/certificate.js';
 import { parseCsr } from '../pki/csr.js';
 import { parseKeyType } from '../pki/keys.js';
 import { parseSpiffeId } from '../pki/names.js';
@@ -165,6 +166,30 @@ export function registerIssue(program: Command): void {
       const id = parseSpiffeId(uri);
       const name = o.name ?? id.segments.at(-1) ?? id.trustDomain;
       await issueAndWrite({ profile: 'spiffe', name, names: { spiffeId: uri } }, o);
+    });
+}
+
+export function registerRenew(program: Command): void {
+  program
+    .command('renew <cert>')
+    .description('a new certificate and key with the same names, profile and lifetime, replacing CERT and its key')
+    .option('--validity <duration>', 'lifetime (default: the one CERT had)')
+    .option('--key-type <type>', 'ec-p256 | ec-p384 | ed25519 | rsa-2048 | rsa-3072 | rsa-4096', 'ec-p256')
+    .option('--home <dir>', 'CA home (default $MTLS_HOME, else ~/.mtls)')
+    .option('--passphrase-file <file>', 'passphrase of the CA key, if it is encrypted')
+    .option('--json', 'print the result as JSON')
+    .action(async (certFile: string, o: Omit<OutputFlags, 'out'>) => {
+      const [cert] = readCertificates(readInput(certFile, 'certificate'), certFile);
+      const name = checkCertName(path.basename(certFile).replace(/\.(crt|pem|cer)$/i, ''));
+      const authority = await CertificateAuthority.open(resolveCaHome(o.home), optionalPassphrase(o.passphraseFile));
+      let req: IssueRequest;
+      try {
+        req = await authority.renewRequest(cert!, name);
+      } finally {
+        await authority.close();
+      }
+      // Renewing means replacing: NAME.crt and NAME.key are swapped in (atomically) where CERT is.
+      await issueAndWrite(req, { ...o, out: path.dirname(path.resolve(certFile)), force: true });
     });
 }
 

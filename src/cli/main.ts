@@ -7,7 +7,7 @@ import { registerProxy } from './proxy.js';
 import { registerConnect } from './connect.js';
 import { registerServe } from './serve.js';
 import { registerInspect } from './inspect.js';
-import { registerIssue, registerSign } from './issue.js';
+import { registerIssue, registerRenew, registerSign } from './issue.js';
 import { registerVerify } from './verify.js';
 import { registerTrace } from './trace.js';
 import { addExamples } from './examples.js';
@@ -22,6 +22,7 @@ export function buildProgram(): Command {
   registerCa(program);
   registerIssue(program);
   registerSign(program);
+  registerRenew(program);
   registerInspect(program);
   registerVerify(program);
   registerServe(program);

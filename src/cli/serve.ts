@@ -1,7 +1,10 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import tls from 'node:tls';
 import type { Command } from 'commander';
 import { CertificateAuthority } from '../ca/authority.js';
 import { resolveCaHome } from '../ca/home.js';
+import { writeIssued } from '../ca/output.js';
 import { createMtlsHttpsServer } from '../adapters/http.js';
 import { MtlsError } from '../errors.js';
 import { identityJson } from '../identity/identity.js';
@@ -137,27 +140,43 @@ export function registerServe(program: Command): void {
     });
 }
 
+/**
+ * The certificate `serve` uses without --cert: issued once by the CA home into HOME/serve/ (key 0600) and reused
+ * while it has more than an hour left and covers the names asked for; a new one only when it does not.
+ */
 async function ephemeralServerCredentials(
   home: string | undefined,
   passphrase: string | undefined,
   caFile: string,
   host: string,
 ): Promise<Credentials> {
-  const ca = await CertificateAuthority.open(resolveCaHome(home), passphrase);
+  const caHome = resolveCaHome(home);
+  const dir = path.join(caHome, 'serve');
+  const ips = [
+    ...new Set(['127.0.0.1', '::1', ...(isIpLiteral(host) && host !== '0.0.0.0' && host !== '::' ? [host] : [])]),
+  ];
+  const ca = readInput(caFile, 'CA bundle', MAX_INPUT.bundle);
+  const certFile = path.join(dir, 'mtls-serve.crt');
+  const keyFile = path.join(dir, 'mtls-serve.key');
+  if (fs.existsSync(certFile) && fs.existsSync(keyFile)) {
+    try {
+      const c = loadCredentials({ certFile, keyFile, caFile });
+      const fresh = c.leaf.notAfter.getTime() - Date.now() > 3600e3 && c.leaf.notBefore.getTime() <= Date.now();
+      if (fresh && ips.every((ip) => c.leaf.san?.ip.includes(ip)) && c.leaf.san?.dns.includes('localhost')) return c;
+    } catch {
+      // unreadable or from another CA: issue a new one below
+    }
+  }
+  const authority = await CertificateAuthority.open(caHome, passphrase);
   try {
-    const ips = ['127.0.0.1', '::1', ...(isIpLiteral(host) && host !== '0.0.0.0' && host !== '::' ? [host] : [])];
-    const issued = await ca.issue({
-      profile: 'server',
-      name: 'mtls-serve',
-      names: { dns: ['localhost'], ip: [...new Set(ips)] },
-      validityMs: 86400e3,
-    });
-    return loadCredentials({
-      cert: issued.chainPem,
-      key: issued.privateKey!,
-      ca: readInput(caFile, 'CA bundle', MAX_INPUT.bundle),
-    });
+    const issued = await authority.issue(
+      { profile: 'server', name: 'mtls-serve', names: { dns: ['localhost'], ip: ips }, validityMs: 86400e3 },
+      (i) => {
+        writeIssued(i, { outDir: dir, name: 'mtls-serve', bundlePem: authority.bundlePem, overwrite: true });
+      },
+    );
+    return loadCredentials({ cert: issued.chainPem, key: issued.privateKey!, ca });
   } finally {
-    await ca.close();
+    await authority.close();
   }
 }

@@ -22,6 +22,8 @@ export interface OurSide {
   port: number;
   /** Our client chain and key (PEM); omit both to connect without a certificate. */
   cert?: string | Buffer;
+  /** Where `cert` came from, to name it in advice (`mtls renew FILE`). */
+  certFile?: string;
   key?: string | Buffer | KeyObject;
   passphrase?: string;
   servername?: string;
@@ -130,7 +132,7 @@ export function checkOurSide(
     problem = diag(
       'OUR_CERT_EXPIRED',
       `our certificate '${certLabel(leaf)}' expired ${relativeTime(leaf.notAfter, now)}`,
-      'renew it: mtls issue client NAME (or set up automatic renewal)',
+      `renew it with the CA that issued it: mtls renew ${o.certFile ?? 'CERT'}`,
     );
   return { leaf, ...(problem ? { problem } : {}) };
 }

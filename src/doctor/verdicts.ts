@@ -105,7 +105,7 @@ export function theirVerdict(
       return diag(
         'OUR_CERT_EXPIRED',
         'the server says our certificate has expired (alert certificate_expired)',
-        "renew our certificate; if it is valid by our clock, the server's clock is wrong",
+        "renew our certificate (mtls renew CERT); if it is valid by our clock, the server's clock is wrong",
       );
     case 'certificate_revoked':
       return diag(
