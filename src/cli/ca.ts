@@ -1,6 +1,10 @@
 import type { Command } from 'commander';
+import fs from 'node:fs';
+import path from 'node:path';
 import { CertificateAuthority } from '../ca/authority.js';
+import { trustRoot } from '../ca/trust-store.js';
 import { caPaths, resolveCaHome } from '../ca/home.js';
+import { MtlsError } from '../errors.js';
 import { parseKeyType } from '../pki/keys.js';
 import { parseDuration, relativeTime, shortTime } from '../text/duration.js';
 import { collect, optionalDuration, optionalPassphrase, printJson } from './common.js';
@@ -69,6 +73,41 @@ export function registerCa(program: Command): void {
         await authority.close();
       },
     );
+
+  for (const install of [true, false]) {
+    ca.command(install ? 'install' : 'uninstall')
+      .description(
+        install
+          ? "trust the CA home's root in the system store (curl, OpenSSL), in the NSS databases of Chromium and Firefox, and print the line for Node"
+          : 'remove the root that install added, from the same stores',
+      )
+      .option('--home <dir>', 'CA home (default $MTLS_HOME, else ~/.mtls)')
+      .option('--no-system', 'leave the system trust store alone')
+      .option('--no-nss', 'leave the NSS databases alone')
+      .option('--nss-db <dir>', 'this NSS database instead of the ones found (repeatable)', collect, [])
+      .option('--json', 'machine-readable output')
+      .action((o: { home?: string; system: boolean; nss: boolean; nssDb: string[]; json?: boolean }) => {
+        const bundle = caPaths(resolveCaHome(o.home)).bundle;
+        if (!fs.existsSync(bundle)) {
+          throw new MtlsError(
+            'CA_NOT_FOUND',
+            `no CA at ${path.dirname(bundle)}; create one with 'mtls ca init' or pass --home`,
+          );
+        }
+        const r = trustRoot(bundle, install, {
+          system: o.system,
+          nss: o.nss,
+          ...(o.nssDb.length ? { nssDbs: o.nssDb } : {}),
+        });
+        if (o.json) return printJson(r);
+        console.log(`system trust store: ${r.system}`);
+        for (const n of r.nss) console.log(`NSS ${n.db}: ${n.result}`);
+        if (o.nss && r.nss.length === 0) console.log('NSS: no Chromium or Firefox database found (nothing to do)');
+        console.log(
+          install ? `Node reads neither store; for Node programs: ${r.nodeLine}` : `Node: ${r.nodeLine} if you set it`,
+        );
+      });
+  }
 
   ca.command('list')
     .description('list issued certificates from the inventory')

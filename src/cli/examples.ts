@@ -7,6 +7,8 @@ export const EXAMPLES: Record<string, string[]> = {
     'mtls ca init --name "Acme Internal" --trust-domain acme.internal',
     'mtls ca init --home /etc/acme-ca --permit-dns acme.internal --permit-ip 10.0.0.0/8 --passphrase-file ca.pass',
   ],
+  'ca install': ['mtls ca install', 'mtls ca install --no-nss --home /etc/acme-ca'],
+  'ca uninstall': ['mtls ca uninstall'],
   'ca list': ['mtls ca list', 'mtls ca list --expiring 30d --json'],
   issue: [
     'mtls issue server api --dns api.acme.internal --ip 10.0.0.7',

@@ -41,6 +41,8 @@ const INSTALL = {
   stunnel4: 'apt-get install stunnel4',
   openssl: 'apt-get install openssl',
   curl: 'apt-get install curl',
+  certutil: 'apt-get install libnss3-tools',
+  'update-ca-certificates': 'apt-get install ca-certificates',
 } as const;
 
 function onPath(cmd: string): boolean {
