@@ -1,18 +1,13 @@
 /** The public library API: re-exports only, no side effects. */
 export { MtlsError, exitCodeOf, type MtlsErrorCode } from './errors.js';
-export { CertificateAuthority, type InitOptions, type IssueRequest, type Issued } from './ca/authority.js';
+export { CertificateAuthority, type IssueRequest, type Issued } from './ca/authority.js';
+export type { InitOptions } from './ca/init.js';
 export { resolveCaHome, caPaths, type CaConfig } from './ca/home.js';
 export { writeIssued, type OutputOptions } from './ca/output.js';
 export type { CertificateStore, InventoryRecord, ListFilter } from './store/store.js';
 export { SqliteStore } from './store/sqlite.js';
-export {
-  parseCertificate,
-  readCertificates,
-  signCertificate,
-  randomSerial,
-  type Certificate,
-  type CertificateTemplate,
-} from './pki/certificate.js';
+export { parseCertificate, readCertificates, type Certificate } from './pki/certificate.js';
+export { signCertificate, randomSerial, type CertificateTemplate } from './pki/signing.js';
 export { parseCsr, createCsr, type CertificateRequest } from './pki/csr.js';
 export { generateKeyPair, loadPrivateKey, exportPrivateKey, keysMatch, KEY_TYPES, type KeyType } from './pki/keys.js';
 export {

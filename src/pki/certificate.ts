@@ -1,19 +1,6 @@
 import crypto, { type KeyObject } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import * as asn from '@peculiar/asn1-x509';
 import { MtlsError } from '../errors.js';
-import {
-  decodeOid,
-  decodeTime,
-  encodeOid,
-  encodeTime,
-  integerBytes,
-  readChildren,
-  readSingle,
-  seq,
-  tlv,
-  type Tlv,
-} from './der.js';
+import { decodeOid, decodeTime, readChildren, readSingle, type Tlv } from './der.js';
 import {
   parseAuthorityKeyId,
   parseBasicConstraints,
@@ -28,7 +15,6 @@ import {
   type RawExtension,
 } from './extensions.js';
 import type { SubjectNames } from './general-names.js';
-import { signatureSchemeFor, signData, spkiDer } from './keys.js';
 import { parseNameDer, type DnAttribute } from './names.js';
 import { OID, oidName } from './oid.js';
 import { decodePem, looksLikePem } from './pem.js';
@@ -327,109 +313,4 @@ export function readCertificates(data: Buffer, what: string): Certificate[] {
   }
   if (data.length === 0) throw new MtlsError('BAD_INPUT', `${what} is empty; expected a PEM or DER certificate`);
   return [parseCertificate(data, what)];
-}
-
-const WEAK_SIGNATURES: Record<string, string> = {
-  [OID.sha1WithRsa]: 'SHA-1',
-  [OID.md5WithRsa]: 'MD5',
-  [OID.ecdsaWithSha1]: 'SHA-1',
-  '1.2.840.113549.1.1.2': 'MD2',
-};
-
-/**
- * Checks `signature` over `tbs` with the issuer's key. Returns null when valid, else a reason. Only SHA-256+
- * ECDSA, RSA PKCS#1 v1.5 and Ed25519 are accepted; parameters must be as the RFCs fix them.
- */
-export function checkSignature(
-  alg: string,
-  params: Buffer | undefined,
-  tbs: Buffer,
-  signature: Buffer,
-  issuerKey: KeyObject,
-): string | null {
-  if (WEAK_SIGNATURES[alg]) return `signed with ${WEAK_SIGNATURES[alg]}, which is broken (use SHA-256 or stronger)`;
-  const ecdsa: Record<string, string> = {
-    [OID.ecdsaWithSha256]: 'sha256',
-    [OID.ecdsaWithSha384]: 'sha384',
-    [OID.ecdsaWithSha512]: 'sha512',
-  };
-  const rsa: Record<string, string> = {
-    [OID.sha256WithRsa]: 'sha256',
-    [OID.sha384WithRsa]: 'sha384',
-    [OID.sha512WithRsa]: 'sha512',
-  };
-  const kt = issuerKey.asymmetricKeyType;
-  let hash: string | null;
-  if (ecdsa[alg]) {
-    if (params) return 'ECDSA signature algorithm has parameters (RFC 5758 requires them absent)';
-    if (kt !== 'ec') return `signature algorithm ${oidName(alg)} does not match the issuer's ${kt} key`;
-    hash = ecdsa[alg]!;
-  } else if (rsa[alg]) {
-    if (params && !params.equals(Buffer.from([0x05, 0x00]))) return 'RSA signature algorithm parameters must be NULL';
-    if (kt !== 'rsa') return `signature algorithm ${oidName(alg)} does not match the issuer's ${kt} key`;
-    hash = rsa[alg]!;
-  } else if (alg === OID.ed25519) {
-    if (params) return 'Ed25519 signature algorithm has parameters (RFC 8410 requires them absent)';
-    if (kt !== 'ed25519') return `signature algorithm Ed25519 does not match the issuer's ${kt} key`;
-    hash = null;
-  } else {
-    return `signature algorithm ${oidName(alg)} is not supported`;
-  }
-  try {
-    return crypto.verify(hash, tbs, issuerKey, signature) ? null : "signature does not verify with the issuer's key";
-  } catch {
-    return 'signature is malformed';
-  }
-}
-
-/** Everything a new certificate is made of; the caller decides every field (profiles live in profiles.ts). */
-export interface CertificateTemplate {
-  /** Big-endian serial octets, positive and minimally encoded (see randomSerial). */
-  serial: Buffer;
-  /** A Name, or its DER (e.g. the issuer certificate's subjectDer, reused byte for byte). */
-  issuer: asn.Name | Buffer;
-  subject: asn.Name | Buffer;
-  notBefore: Date;
-  notAfter: Date;
-  publicKey: KeyObject;
-  extensions: RawExtension[];
-}
-
-function algorithmIdentifier(oid: string, params: null | undefined): Buffer {
-  return params === null ? seq(encodeOid(oid), Buffer.from([0x05, 0x00])) : seq(encodeOid(oid));
-}
-
-const nameDer = (n: asn.Name | Buffer) => (Buffer.isBuffer(n) ? n : Buffer.from(AsnConvert.serialize(n)));
-
-/** Encodes the TBSCertificate with our DER writer, signs it with `signingKey` (RFC 5280 4.1) and returns the DER certificate. */
-export function signCertificate(t: CertificateTemplate, signingKey: KeyObject): Buffer {
-  const scheme = signatureSchemeFor(signingKey);
-  const alg = algorithmIdentifier(scheme.oid, scheme.params);
-  const exts = t.extensions.map((e) =>
-    seq(encodeOid(e.oid), ...(e.critical ? [Buffer.from([0x01, 0x01, 0xff])] : []), tlv(0x04, e.value)),
-  );
-  const tbs = seq(
-    tlv(0xa0, integerBytes(Buffer.from([2]))),
-    integerBytes(t.serial),
-    alg,
-    nameDer(t.issuer),
-    seq(encodeTime(t.notBefore), encodeTime(t.notAfter)),
-    nameDer(t.subject),
-    spkiDer(t.publicKey),
-    ...(exts.length ? [tlv(0xa3, seq(...exts))] : []),
-  );
-  const signature = signData(signingKey, tbs);
-  return seq(tbs, alg, tlv(0x03, Buffer.concat([Buffer.from([0]), signature])));
-}
-
-/** A positive serial of 16 random bytes (at least 126 random bits), minimally encoded. */
-export function randomSerial(): Buffer {
-  const b = crypto.randomBytes(16);
-  b[0] = (b[0]! & 0x3f) | 0x40;
-  return b;
-}
-
-/** X.509 validity in whole seconds (the encoding has no fractions; keeps the inventory equal to the DER). */
-export function wholeSeconds(d: Date): Date {
-  return new Date(Math.floor(d.getTime() / 1000) * 1000);
 }

@@ -1,5 +1,6 @@
 import { MtlsError } from '../errors.js';
-import { checkSignature, readAlgorithm, readSignedEnvelope, type Certificate } from './certificate.js';
+import { readAlgorithm, readSignedEnvelope, type Certificate } from './certificate.js';
+import { checkSignature } from './signing.js';
 import { decodeTime, readChildren, type Tlv } from './der.js';
 import { sameDn } from './name-match.js';
 import { formatDn, parseNameDer, type DnAttribute } from './names.js';

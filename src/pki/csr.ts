@@ -3,7 +3,7 @@ import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import * as asnCsr from '@peculiar/asn1-csr';
 import * as asn from '@peculiar/asn1-x509';
 import { MtlsError } from '../errors.js';
-import { checkSignature } from './certificate.js';
+import { checkSignature } from './signing.js';
 import { readSingle } from './der.js';
 import { parseBasicConstraints, parseSubjectAltName, type RawExtension } from './extensions.js';
 import type { SubjectNames } from './general-names.js';

@@ -1,7 +1,8 @@
 import crypto, { type KeyObject } from 'node:crypto';
 import { MtlsError } from '../errors.js';
 import { relativeTime } from '../text/duration.js';
-import { checkSignature, fingerprint, parseCertificate, type Certificate } from './certificate.js';
+import { fingerprint, parseCertificate, type Certificate } from './certificate.js';
+import { checkSignature } from './signing.js';
 import { parseCsr } from './csr.js';
 import { describeKey, keysMatch, loadPrivateKey } from './keys.js';
 import { sameDn } from './name-match.js';

@@ -1,6 +1,7 @@
 import { MtlsError, type MtlsErrorCode } from '../errors.js';
 import { relativeTime, shortTime } from '../text/duration.js';
-import { checkSignature, UNDERSTOOD_EXTENSIONS, type Certificate } from './certificate.js';
+import { UNDERSTOOD_EXTENSIONS, type Certificate } from './certificate.js';
+import { checkSignature } from './signing.js';
 import { keyWeakness } from './keys.js';
 import { dnsNameMatches, nameConstraintViolations, sameDn } from './name-match.js';
 import { checkIpAddress, compileSpiffePattern, formatDn, parseSpiffeId, type SpiffeId } from './names.js';

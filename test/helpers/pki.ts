@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { KeyObject } from 'node:crypto';
-import { parseCertificate, randomSerial, signCertificate, type Certificate } from '../../src/pki/certificate.js';
+import { parseCertificate, type Certificate } from '../../src/pki/certificate.js';
+import { randomSerial, signCertificate } from '../../src/pki/signing.js';
 import {
   authorityKeyIdExt,
   basicConstraintsExt,

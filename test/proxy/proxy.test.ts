@@ -606,12 +606,16 @@ describe('proxy operations: metrics, health, probes, reload, drain', () => {
             (await one(billing)) === 200 ? ok++ : failures++;
           }
         })();
-        const waitReload = async (n: number) =>
-          until(
+        // Each reload is followed by requests on the new state, however slow the machine (no timing in the assertion).
+        const waitReload = async (n: number) => {
+          await until(
             () => (p.output().match(/"event":"(reloaded|policy-reloaded)"/g) ?? []).length >= n,
             5000,
             `reload ${n}`,
           );
+          const before = ok;
+          await until(() => ok >= before + 8 || failures > 0, 10_000, `requests after reload ${n}`);
+        };
         // 1. a new certificate for the same names
         const fresh = await pki.issue({
           profile: 'server',
