@@ -1,5 +1,5 @@
 /** The public library API: re-exports only, no side effects. */
-export { MtlsError, exitCodeOf, type MtlsErrorCode } from './errors.js';
+export { MtlsError, exitCodeOf, codeInfo, type MtlsErrorCode, type ErrorFamily } from './errors.js';
 export { CertificateAuthority, type IssueRequest, type Issued } from './ca/authority.js';
 export type { InitOptions } from './ca/init.js';
 export { resolveCaHome, caPaths, type CaConfig } from './ca/home.js';

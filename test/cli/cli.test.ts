@@ -350,7 +350,12 @@ describe('bad input: one clear line, non-zero exit, nothing written', () => {
       2,
       /DNS name 'bad_name\.example\.org' is not valid/,
     ],
-    ['server without names', ['issue', 'server', 'nonames'], 2, /give the server's names: --dns NAME and\/or --ip ADDRESS/],
+    [
+      'server without names',
+      ['issue', 'server', 'nonames'],
+      2,
+      /give the server's names: --dns NAME and\/or --ip ADDRESS/,
+    ],
     ['bad file name', ['issue', 'client', '../escape'], 2, /name '\.\.\/escape' must be/],
     [
       'conflicting flags',
