@@ -22,15 +22,15 @@ export {
 } from './pki/names.js';
 export { decodePem, encodePem } from './pki/pem.js';
 export { buildPkcs12, parsePkcs12 } from './pki/pkcs12.js';
+export { verifyChain, type VerifyOptions } from './pki/verify.js';
 export {
-  verifyChain,
   certLabel,
-  type VerifyOptions,
+  VERIFY_PROBLEMS,
   type VerifyResult,
   type VerifyProblem,
   type VerifyProblemCode,
   type Purpose,
-} from './pki/verify.js';
+} from './pki/path-rules.js';
 export { inspect, type InspectReport } from './pki/inspect.js';
 export { LEAF_PROFILES, type LeafProfile } from './pki/profiles.js';
 export { parseDuration } from './text/duration.js';
@@ -81,9 +81,8 @@ export { createTraceServer, type ServerTraceReport, type TraceServerOptions } fr
 export { renderTrace } from './trace/render.js';
 export { enforceHandshakeDeadline } from './tls/server.js';
 export { MtlsProxy, type ProxyOptions, type Readiness } from './proxy/runtime.js';
+export { parseProxyConfig, readProxyConfig } from './proxy/config-file.js';
 export {
-  parseProxyConfig,
-  readProxyConfig,
   type ProxyConfig,
   type ListenerConfig,
   type ServerListenerConfig,

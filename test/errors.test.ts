@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { codeInfo, ERROR_CODES, exitCodeFor, FAMILIES } from '../src/errors.js';
 import { DIAGNOSES, doctorExitCode, type DiagnosisCode } from '../src/doctor/codes.js';
-import { VERIFY_PROBLEMS } from '../src/pki/verify.js';
+import { VERIFY_PROBLEMS } from '../src/pki/path-rules.js';
 import { renderTrace } from '../src/trace/render.js';
 
 it('each code sits in one family, whose exit status the CLI uses', () => {

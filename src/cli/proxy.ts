@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { MtlsError } from '../errors.js';
-import { checkUnique, listenerFrom, parseAddress, readProxyConfig, type ProxyConfig } from '../proxy/config.js';
+import { listenerFrom, parseAddress, type ProxyConfig } from '../proxy/config.js';
+import { checkUnique, readProxyConfig } from '../proxy/config-file.js';
 import { runProxy } from '../proxy/run.js';
 import { parseDuration } from '../text/duration.js';
 import { policyOptions, type PolicyFlags } from './common.js';

@@ -9,7 +9,7 @@ import { createMtlsHttpsServer } from '../adapters/http.js';
 import { MtlsError } from '../errors.js';
 import { identityJson } from '../identity/identity.js';
 import { compilePolicy } from '../identity/policy.js';
-import { certLabel } from '../pki/verify.js';
+import { certLabel } from '../pki/path-rules.js';
 import { isIpLiteral } from '../pki/names.js';
 import { loadCredentials, type Credentials } from '../tls/credentials.js';
 import { serverTlsOptions } from '../tls/options.js';

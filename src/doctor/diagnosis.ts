@@ -3,7 +3,8 @@ import { parseCertificate, readCertificates, type Certificate } from '../pki/cer
 import { keysMatch, loadPrivateKey } from '../pki/keys.js';
 import { hostCheck } from '../pki/names.js';
 import { OID, oidName } from '../pki/oid.js';
-import { certLabel, verifyChain } from '../pki/verify.js';
+import { verifyChain } from '../pki/verify.js';
+import { certLabel } from '../pki/path-rules.js';
 import { relativeTime } from '../text/duration.js';
 import { classifyTlsError } from '../tls/errors.js';
 import type { HandshakeView } from '../trace/analyze.js';

@@ -1,7 +1,7 @@
 import type { Certificate } from '../pki/certificate.js';
 import { sameDn } from '../pki/name-match.js';
 import { formatDn } from '../pki/names.js';
-import { certLabel, type VerifyProblem } from '../pki/verify.js';
+import { certLabel, type VerifyProblem } from '../pki/path-rules.js';
 import { relativeTime } from '../text/duration.js';
 import { diag, type Diagnosis } from './codes.js';
 

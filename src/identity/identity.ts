@@ -1,7 +1,7 @@
 import type { TLSSocket } from 'node:tls';
 import { parseCertificate, type Certificate } from '../pki/certificate.js';
 import { formatDn, type DnAttribute, type SpiffeId } from '../pki/names.js';
-import { leafSpiffeId } from '../pki/verify.js';
+import { leafSpiffeId } from '../pki/path-rules.js';
 
 /** Who the verified peer is, decoded from its DER certificate (never from Node's `subjectaltname` string). */
 export interface PeerIdentity {

@@ -10,7 +10,7 @@ import { formatDn } from './names.js';
 import { oidName } from './oid.js';
 import { decodePem, encodePem, looksLikePem } from './pem.js';
 import { looksLikePkcs12, parsePkcs12 } from './pkcs12.js';
-import { certLabel, leafSpiffeId } from './verify.js';
+import { certLabel, leafSpiffeId } from './path-rules.js';
 
 export interface CertificateReport {
   kind: 'certificate';

@@ -2,7 +2,8 @@ import crypto from 'node:crypto';
 import type { MtlsErrorCode } from '../errors.js';
 import { parseCertificate, readCertificates } from '../pki/certificate.js';
 import { formatDn, hostCheck, parseNameDer } from '../pki/names.js';
-import { certLabel, verifyChain } from '../pki/verify.js';
+import { verifyChain } from '../pki/verify.js';
+import { certLabel } from '../pki/path-rules.js';
 import { finishedVerifyData, messageHash, transcriptHash, type TrafficKeys } from '../tls13/key-schedule.js';
 import {
   ExtensionType,

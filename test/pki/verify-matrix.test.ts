@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { verifyChain, type Purpose, type VerifyProblemCode } from '../../src/pki/verify.js';
+import { verifyChain } from '../../src/pki/verify.js';
+import { type Purpose, type VerifyProblemCode } from '../../src/pki/path-rules.js';
 import { OID } from '../../src/pki/oid.js';
 import { makeCert, openssl, tempDir, writePem, type TestCert } from '../helpers/pki.js';
 

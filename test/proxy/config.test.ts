@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { parseProxyConfig } from '../../src/proxy/config.js';
+import { parseProxyConfig } from '../../src/proxy/config-file.js';
 import { decodeProxyV2, encodeProxyV2, PP2 } from '../../src/proxy/proxy-protocol.js';
 import { xfccValue } from '../../src/proxy/xfcc.js';
 import { identityFromCertificate } from '../../src/identity/identity.js';

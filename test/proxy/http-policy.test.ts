@@ -181,7 +181,7 @@ describe('HTTP proxy config: a wrong type fails loudly', () => {
   it(
     'routes written as a mapping or a string, a route that is not a mapping: ' + 'one line naming the key and the file',
     async () => {
-      const { parseProxyConfig } = await import('../../src/proxy/config.js');
+      const { parseProxyConfig } = await import('../../src/proxy/config-file.js');
       const base = (routes: string) =>
         `listeners:\n  - mode: server\n    protocol: http\n    listen: 127.0.0.1:1\n ` +
         `   target: 127.0.0.1:2\n    cert: a\n    key: b\n    ca: c\n    allow: [any]\n${routes}`;

@@ -1,0 +1,229 @@
+import { type MtlsErrorCode } from '../errors.js';
+import { relativeTime, shortTime } from '../text/duration.js';
+import { UNDERSTOOD_EXTENSIONS, type Certificate } from './certificate.js';
+import { keyWeakness } from './keys.js';
+import { dnsNameMatches, nameConstraintViolations, sameDn } from './name-match.js';
+import { formatDn, parseSpiffeId, type SpiffeId } from './names.js';
+import { OID, oidName } from './oid.js';
+
+/**\n * The rules a candidate path must pass (RFC 5280 6.1, and where the strict profile is stricter: docs/verify.md),\n * each finding a problem with its code; verify.ts builds the candidate paths and picks the first that passes.\n */
+
+export type Purpose = 'server' | 'client' | 'any';
+
+/** What path validation can find, each mapped once to the error code that reports it (src/errors.ts). */
+export const VERIFY_PROBLEMS = {
+  EXPIRED: 'CERT_EXPIRED',
+  NOT_YET_VALID: 'CERT_NOT_YET_VALID',
+  UNKNOWN_ISSUER: 'CERT_UNTRUSTED',
+  BAD_SIGNATURE: 'CERT_UNTRUSTED',
+  ISSUER_NOT_CA: 'CERT_INVALID',
+  PATH_LENGTH_EXCEEDED: 'CERT_INVALID',
+  DEPTH_EXCEEDED: 'CERT_INVALID',
+  KEY_USAGE: 'CERT_INVALID',
+  WRONG_PURPOSE: 'CERT_WRONG_PURPOSE',
+  CA_AS_LEAF: 'CERT_INVALID',
+  NAME_CONSTRAINTS: 'CERT_INVALID',
+  NAME_MISMATCH: 'SERVER_IDENTITY_MISMATCH',
+  SPIFFE_ID_MISMATCH: 'SERVER_IDENTITY_MISMATCH',
+  UNKNOWN_CRITICAL_EXTENSION: 'CERT_INVALID',
+  MALFORMED: 'CERT_INVALID',
+  WEAK_KEY: 'CERT_INVALID',
+  PATH_BUDGET: 'CERT_INVALID',
+} as const satisfies Record<string, MtlsErrorCode>;
+
+export type VerifyProblemCode = keyof typeof VERIFY_PROBLEMS;
+
+export interface VerifyProblem {
+  code: VerifyProblemCode;
+  /** One sentence in plain words, naming the certificate. */
+  message: string;
+  /** Index of the certificate in `chain` (0 = the leaf). */
+  depth: number;
+}
+
+export interface VerifyResult {
+  valid: boolean;
+  /** The path that was judged (leaf first, the trust anchor last when one was reached). */
+  chain: Certificate[];
+  problems: VerifyProblem[];
+  /** The leaf's SPIFFE ID when it has exactly one valid one. */
+  spiffeId?: SpiffeId;
+}
+
+/** A short name for messages: the CN, else the first SAN, else the DN, else the serial. */
+export function certLabel(c: Certificate): string {
+  const cn = c.subject.filter((a) => a.oid === OID.commonName).at(-1)?.value;
+  return cn ?? c.san?.dns[0] ?? c.san?.uri[0] ?? (c.subject.length ? formatDn(c.subject) : `serial ${c.serialHex}`);
+}
+
+export const isSelfIssued = (c: Certificate) => sameDn(c.subject, c.issuer);
+
+export interface JudgeContext {
+  at: Date;
+  purpose: Purpose;
+  dns: string | undefined;
+  ip: string | undefined;
+  pattern: ((id: SpiffeId) => boolean) | undefined;
+  patternText: string | undefined;
+  maxDepth: number;
+}
+
+export function judgePath(chain: Certificate[], anchored: boolean, ctx: JudgeContext): VerifyResult {
+  const problems: VerifyProblem[] = [];
+  const add = (code: VerifyProblemCode, depth: number, message: string) => problems.push({ code, depth, message });
+  const leaf = chain[0]!;
+  const purposeOid = ctx.purpose === 'server' ? OID.serverAuth : ctx.purpose === 'client' ? OID.clientAuth : undefined;
+
+  chain.forEach((c, i) => {
+    const name = `'${certLabel(c)}'`;
+    const key = c.publicKey; // loads the key first: a failure to load is recorded in c.problems
+    for (const p of c.problems) add('MALFORMED', i, `${name}: ${p}`);
+    if (ctx.at < c.notBefore)
+      add(
+        'NOT_YET_VALID',
+        i,
+        `${name} is not valid until ${shortTime(c.notBefore)} (${relativeTime(c.notBefore, ctx.at)})`,
+      );
+    if (ctx.at > c.notAfter)
+      add('EXPIRED', i, `${name} expired ${relativeTime(c.notAfter, ctx.at)} (${shortTime(c.notAfter)})`);
+    for (const e of c.extensions) {
+      if (e.critical && !UNDERSTOOD_EXTENSIONS.has(e.oid))
+        add(
+          'UNKNOWN_CRITICAL_EXTENSION',
+          i,
+          `${name} has a critical extension ${oidName(e.oid)} that we do not understand`,
+        );
+    }
+    if (key) {
+      const weak = keyWeakness(key);
+      if (weak) add('WEAK_KEY', i, `${name}: ${weak}`);
+    }
+    if (i === 0) return;
+    // c issues chain[i-1]: it must be a CA allowed to sign certificates (RFC 5280 6.1.4 (k), (n)).
+    const anchorV1 = anchored && i === chain.length - 1 && c.version === 1;
+    if (!anchorV1 && !c.basicConstraints?.ca)
+      add(
+        'ISSUER_NOT_CA',
+        i,
+        `issuer ${name} is not a CA (${c.basicConstraints ? 'basicConstraints CA:FALSE' : 'no basicConstraints'}), ` +
+          `so it cannot sign '${certLabel(chain[i - 1]!)}'`,
+      );
+    if (c.keyUsage && !c.keyUsage.includes('keyCertSign'))
+      add('KEY_USAGE', i, `issuer ${name} lacks the keyCertSign key usage, so it cannot sign certificates`);
+    const pathLen = c.basicConstraints?.pathLen;
+    const below = chain.slice(1, i).filter((x) => !isSelfIssued(x)).length;
+    if (pathLen !== undefined && below > pathLen) {
+      add(
+        'PATH_LENGTH_EXCEEDED',
+        i,
+        `issuer ${name} allows ${pathLen} intermediate CA${pathLen === 1 ? '' : 's'} ` +
+          `below it (pathlen:${pathLen}) but the chain has ${below}`,
+      );
+    }
+    if (
+      purposeOid &&
+      c.extKeyUsage &&
+      !c.extKeyUsage.includes(purposeOid) &&
+      !c.extKeyUsage.includes(OID.anyExtendedKeyUsage)
+    ) {
+      add(
+        'WRONG_PURPOSE',
+        i,
+        `issuer ${name} is restricted to ${c.extKeyUsage.map(oidName).join(', ')} ` +
+          `and cannot vouch for ${oidName(purposeOid)}`,
+      );
+    }
+    if (c.nameConstraints) {
+      chain.slice(0, i).forEach((sub, j) => {
+        if (j > 0 && isSelfIssued(sub)) return;
+        for (const v of nameConstraintViolations(sub.san ?? emptySan(), sub.subject, c.nameConstraints!)) {
+          add('NAME_CONSTRAINTS', j, `'${certLabel(sub)}' violates the name constraints of ${name}: ${v}`);
+        }
+      });
+    }
+  });
+
+  const intermediates = anchored ? chain.length - 2 : chain.length - 1;
+  if (intermediates > ctx.maxDepth)
+    add(
+      'DEPTH_EXCEEDED',
+      chain.length - 1,
+      `the chain has ${intermediates} intermediate CAs, more than the allowed ${ctx.maxDepth}`,
+    );
+
+  const leafName = `'${certLabel(leaf)}'`;
+  if (purposeOid) {
+    if (leaf.basicConstraints?.ca && chain.length > 1)
+      add(
+        'CA_AS_LEAF',
+        0,
+        `${leafName} is a CA certificate, not a ${ctx.purpose} certificate; issue an end-entity certificate for it`,
+      );
+    if (leaf.extKeyUsage && !leaf.extKeyUsage.includes(purposeOid)) {
+      add(
+        'WRONG_PURPOSE',
+        0,
+        `${leafName} is not a ${ctx.purpose} certificate: its extended key usage ` +
+          `is ${leaf.extKeyUsage.map(oidName).join(', ')}, not ${oidName(purposeOid)}`,
+      );
+    }
+    if (leaf.keyUsage && !leaf.keyUsage.includes('digitalSignature')) {
+      add('KEY_USAGE', 0, `${leafName} lacks the digitalSignature key usage needed to sign a TLS handshake`);
+    }
+  }
+  if (ctx.dns !== undefined) {
+    const dns = leaf.san?.dns ?? [];
+    if (!dns.some((p) => dnsNameMatches(p, ctx.dns!))) {
+      add(
+        'NAME_MISMATCH',
+        0,
+        dns.length
+          ? `${leafName} is for ${dns.join(', ')}, not '${ctx.dns}'`
+          : `${leafName} has no DNS names, so it is not valid for '${ctx.dns}' (the subject ` +
+              `CN is not used as a host name)`,
+      );
+    }
+  }
+  if (ctx.ip !== undefined) {
+    const ips = leaf.san?.ip ?? [];
+    if (!ips.includes(ctx.ip))
+      add(
+        'NAME_MISMATCH',
+        0,
+        ips.length
+          ? `${leafName} is for IP ${ips.join(', ')}, not ${ctx.ip}`
+          : `${leafName} has no IP addresses, so it is not valid for ${ctx.ip}`,
+      );
+  }
+  const result: VerifyResult = { valid: false, chain, problems };
+  const spiffe = leafSpiffeId(leaf);
+  if (spiffe.id) result.spiffeId = spiffe.id;
+  if (ctx.pattern) {
+    if (!spiffe.id) add('SPIFFE_ID_MISMATCH', 0, `${leafName} ${spiffe.why}`);
+    else if (!ctx.pattern(spiffe.id))
+      add(
+        'SPIFFE_ID_MISMATCH',
+        0,
+        `${leafName} has SPIFFE ID ${spiffe.id.uri}, which does not match ${ctx.patternText}`,
+      );
+  }
+  result.valid = problems.length === 0 && anchored;
+  return result;
+}
+
+export function emptySan() {
+  return { dns: [], ip: [], email: [], uri: [], directory: [], other: [], problems: [] };
+}
+
+/** The leaf's SPIFFE ID: it must have exactly one URI SAN and it must be a valid SPIFFE ID (X.509-SVID spec 2). */
+export function leafSpiffeId(c: Certificate): { id?: SpiffeId; why: string } {
+  const uris = c.san?.uri ?? [];
+  const spiffe = uris.filter((u) => u.toLowerCase().startsWith('spiffe:'));
+  if (spiffe.length === 0) return { why: 'has no SPIFFE ID' };
+  if (uris.length > 1) return { why: `has ${uris.length} URI SANs; an X.509-SVID has exactly one` };
+  try {
+    return { id: parseSpiffeId(spiffe[0]!), why: '' };
+  } catch (err) {
+    return { why: `has an invalid SPIFFE ID: ${(err as Error).message}` };
+  }
+}
