@@ -24,7 +24,8 @@ export const EXAMPLES: Record<string, string[]> = {
   ],
   'issue spiffe': ['mtls issue spiffe spiffe://acme.internal/ns/prod/sa/api --validity 24h'],
   sign: [
-    'openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout api.key -subj /CN=api -addext subjectAltName=DNS:api.acme.internal -out api.csr',
+    'openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout api.key -subj /CN=api ' +
+      '-addext subjectAltName=DNS:api.acme.internal -out api.csr',
     'mtls sign api.csr --profile server',
   ],
   renew: ['mtls renew api.crt', 'mtls renew certs/billing.crt --validity 24h --home /etc/acme-ca'],
@@ -59,10 +60,12 @@ export const EXAMPLES: Record<string, string[]> = {
   ],
   'proxy server': [
     'mtls proxy server --listen :8443 --target 127.0.0.1:8080 --cert api.crt --key api.key --allow spiffe://acme.internal/ns/prod/sa/billing',
-    'mtls proxy server --http --listen :8443 --target unix:/run/app.sock --cert api.crt --key api.key --allow "spiffe://acme.internal/**" --admin 127.0.0.1:9090',
+    'mtls proxy server --http --listen :8443 --target unix:/run/app.sock --cert api.crt --key api.key ' +
+      '--allow "spiffe://acme.internal/**" --admin 127.0.0.1:9090',
   ],
   'proxy client': [
-    'mtls proxy client --listen 127.0.0.1:15001 --target api.acme.internal:8443 --cert billing.crt --key billing.key --expect-spiffe-id spiffe://acme.internal/ns/prod/sa/api',
+    'mtls proxy client --listen 127.0.0.1:15001 --target api.acme.internal:8443 --cert billing.crt ' +
+      '--key billing.key --expect-spiffe-id spiffe://acme.internal/ns/prod/sa/api',
   ],
   demo: ['mtls demo'],
 };

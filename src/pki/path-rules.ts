@@ -6,7 +6,10 @@ import { dnsNameMatches, nameConstraintViolations, sameDn } from './name-match.j
 import { formatDn, parseSpiffeId, type SpiffeId } from './names.js';
 import { OID, oidName } from './oid.js';
 
-/**\n * The rules a candidate path must pass (RFC 5280 6.1, and where the strict profile is stricter: docs/verify.md),\n * each finding a problem with its code; verify.ts builds the candidate paths and picks the first that passes.\n */
+/**
+ * The rules a candidate path must pass (RFC 5280 6.1, and where the strict profile is stricter: docs/verify.md),
+ * each finding a problem with its code; verify.ts builds the candidate paths and picks the first that passes.
+ */
 
 export type Purpose = 'server' | 'client' | 'any';
 
