@@ -1,4 +1,3 @@
-import type { KeyObject } from 'node:crypto';
 import { parseCertificate, readCertificates, type Certificate } from '../pki/certificate.js';
 import { keysMatch, loadPrivateKey } from '../pki/keys.js';
 import { hostCheck } from '../pki/names.js';
@@ -7,73 +6,14 @@ import { verifyChain } from '../pki/verify.js';
 import { certLabel } from '../pki/path-rules.js';
 import { relativeTime } from '../text/duration.js';
 import { classifyTlsError } from '../tls/errors.js';
-import type { HandshakeView } from '../trace/analyze.js';
-import type { HttpAnswer } from './http-probe.js';
-import { diag, type Diagnosis, type DoctorCheck, type DoctorReport } from './codes.js';
-import { alertFromCode, serverDiagnosis, theirVerdict } from './verdicts.js';
+import { diag, type Diagnosis, type DoctorReport } from './codes.js';
+import { alertFromCode, clockFinding, httpFinding, serverDiagnosis, theirVerdict } from './verdicts.js';
+import { Findings, type Attempt, type LegacyProbe, type OurSide } from './findings.js';
 
 /**
  * The pure half of `mtls doctor`: from what one connection showed (an Attempt) to a diagnosis, no sockets. The
  * sockets are in doctor.ts.
  */
-
-/** What the diagnosis needs to know about the caller's side (doctor's options but the sockets' own). */
-export interface OurSide {
-  host: string;
-  port: number;
-  /** Our client chain and key (PEM); omit both to connect without a certificate. */
-  cert?: string | Buffer;
-  /** Where `cert` came from, to name it in advice (`mtls renew FILE`). */
-  certFile?: string;
-  key?: string | Buffer | KeyObject;
-  passphrase?: string;
-  servername?: string;
-  /** Expect this SPIFFE ID (pattern) instead of the host name. */
-  spiffeId?: string;
-  /** Per-connection deadline. Default 5 s. */
-  timeoutMs?: number;
-  /** Clock skew above this is reported. Default 60 s. */
-  maxSkewMs?: number;
-}
-
-/** What one real connection showed. */
-export interface Attempt {
-  error?: NodeJS.ErrnoException;
-  chain: Certificate[];
-  protocol?: string;
-  cipher?: string;
-  /** The server closed (or reset) the connection within the confirm window after our handshake. */
-  closedAfterHandshake: boolean;
-  /** The answer to GET / after the handshake (HTTPS servers). */
-  http?: HttpAnswer;
-  view: HandshakeView;
-  firstServerBytes: Buffer;
-}
-
-/** What the server speaks when it refused our offer (TLS 1.0+, any cipher), or undefined when it refused that too. */
-export type LegacyProbe = { protocol: string; cipher: string } | undefined;
-
-/** The doctor's running record: the checks so far and how a report is made from them. */
-export class Findings {
-  readonly checks: DoctorCheck[] = [];
-  constructor(readonly target: string) {}
-
-  check(name: string, ok: boolean | null, detail: string): boolean | null {
-    this.checks.push({ name, ok, detail });
-    return ok;
-  }
-
-  report(d: Diagnosis, a?: Attempt): DoctorReport {
-    return {
-      target: this.target,
-      ok: d.code === 'OK',
-      diagnosis: d,
-      checks: this.checks,
-      ...(a?.protocol ? { protocol: a.protocol } : {}),
-      ...(a?.cipher ? { cipherSuite: a.cipher } : {}),
-    };
-  }
-}
 
 /** Step 1, before any packet: a mismatched key or a wrong certificate is ours to fix. */
 export function checkOurSide(
@@ -336,44 +276,8 @@ export function diagnoseAttempt(
     f.check('the server accepts us', true, leaf ? `with '${certLabel(leaf)}'` : 'without a client certificate');
   }
 
-  // 5. The clocks.
-  let skew: Diagnosis | undefined;
-  const httpDate = a.http?.date;
-  if (httpDate) {
-    const d = httpDate.getTime() - now.getTime();
-    const ok = Math.abs(d) <= (o.maxSkewMs ?? 60_000) + 1000;
-    f.check(
-      "the server's clock agrees with ours",
-      ok,
-      `its Date header says ${httpDate.toISOString()}, ${Math.round(Math.abs(d) / 1000)} ` +
-        `s ${d > 0 ? 'ahead' : 'behind'}`,
-    );
-    if (!ok)
-      skew = diag(
-        'CLOCK_SKEW',
-        `the server's clock is ${Math.round(Math.abs(d) / 1000)} s ${d > 0 ? 'ahead of' : 'behind'} ` +
-          `ours (its HTTP Date: ${httpDate.toISOString()})`,
-        'run NTP on both machines; certificates that are valid on one clock look expired or not yet valid on the other',
-      );
-  }
-  // 6. HTTPS: TLS accepted us, and the application's authorization may still refuse (a 403 is not "healthy").
-  let forbidden: Diagnosis | undefined;
-  if (a.http) {
-    const refused = a.http.status === 403 || a.http.status === 401;
-    f.check(
-      'HTTP response',
-      refused ? false : null,
-      `${a.http.statusLine}${a.http.reason ? `: ${a.http.reason}` : ''}`,
-    );
-    if (refused) {
-      forbidden = diag(
-        'NOT_AUTHORIZED',
-        `TLS worked with our certificate, and the server's authorization refused us: ${a.http.statusLine}` +
-          (a.http.reason ? ` (${a.http.reason})` : ''),
-        "ask the server's owner for an allow rule for our identity on this path (mtls inspect shows the identity)",
-      );
-    }
-  }
+  const skew = clockFinding(o, f, a, now);
+  const forbidden = httpFinding(f, a);
 
   const d = serverProblem ?? verdict ?? forbidden ?? skew ?? ours.problem;
   if (d) return f.report(d, a);

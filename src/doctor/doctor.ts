@@ -5,15 +5,8 @@ import { analyzeHandshake } from '../trace/analyze.js';
 import { Capture } from '../tls/capture.js';
 import { dial, DialError } from '../tls/dial.js';
 import { SECURE_CIPHERS, SECURE_GROUPS } from '../tls/options.js';
-import {
-  checkOurSide,
-  diagnoseAttempt,
-  Findings,
-  needsLegacyProbe,
-  type Attempt,
-  type LegacyProbe,
-  type OurSide,
-} from './diagnosis.js';
+import { checkOurSide, diagnoseAttempt, needsLegacyProbe } from './diagnosis.js';
+import { Findings, type Attempt, type LegacyProbe, type OurSide } from './findings.js';
 import type { DoctorReport } from './codes.js';
 import { httpProbe } from './http-probe.js';
 

@@ -4,6 +4,7 @@ import { formatDn } from '../pki/names.js';
 import { certLabel, type VerifyProblem } from '../pki/path-rules.js';
 import { relativeTime } from '../text/duration.js';
 import { diag, type Diagnosis } from './codes.js';
+import type { Attempt, Findings, OurSide } from './findings.js';
 
 /** What each finding means: the server's chain problems and the server's refusals, each with its cause and fix. */
 
@@ -147,4 +148,50 @@ export function theirVerdict(
 export function alertFromCode(code: string): string | undefined {
   const m = /ALERT_([A-Z_]+)$/.exec(code);
   return m ? m[1]!.toLowerCase() : undefined;
+}
+
+/** The clocks: the server's HTTP Date against ours (a skew makes valid certificates look expired or early). */
+export function clockFinding(o: OurSide, f: Findings, a: Attempt, now: Date): Diagnosis | undefined {
+  let skew: Diagnosis | undefined;
+  const httpDate = a.http?.date;
+  if (httpDate) {
+    const d = httpDate.getTime() - now.getTime();
+    const ok = Math.abs(d) <= (o.maxSkewMs ?? 60_000) + 1000;
+    f.check(
+      "the server's clock agrees with ours",
+      ok,
+      `its Date header says ${httpDate.toISOString()}, ${Math.round(Math.abs(d) / 1000)} ` +
+        `s ${d > 0 ? 'ahead' : 'behind'}`,
+    );
+    if (!ok)
+      skew = diag(
+        'CLOCK_SKEW',
+        `the server's clock is ${Math.round(Math.abs(d) / 1000)} s ${d > 0 ? 'ahead of' : 'behind'} ` +
+          `ours (its HTTP Date: ${httpDate.toISOString()})`,
+        'run NTP on both machines; certificates that are valid on one clock look expired or not yet valid on the other',
+      );
+  }
+  return skew;
+}
+
+/** HTTPS: TLS accepted us, and the application's authorization may still refuse (a 403 is not "healthy"). */
+export function httpFinding(f: Findings, a: Attempt): Diagnosis | undefined {
+  let forbidden: Diagnosis | undefined;
+  if (a.http) {
+    const refused = a.http.status === 403 || a.http.status === 401;
+    f.check(
+      'HTTP response',
+      refused ? false : null,
+      `${a.http.statusLine}${a.http.reason ? `: ${a.http.reason}` : ''}`,
+    );
+    if (refused) {
+      forbidden = diag(
+        'NOT_AUTHORIZED',
+        `TLS worked with our certificate, and the server's authorization refused us: ${a.http.statusLine}` +
+          (a.http.reason ? ` (${a.http.reason})` : ''),
+        "ask the server's owner for an allow rule for our identity on this path (mtls inspect shows the identity)",
+      );
+    }
+  }
+  return forbidden;
 }

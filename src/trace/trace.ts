@@ -4,7 +4,7 @@ import { parseCertificate, readCertificates } from '../pki/certificate.js';
 import { formatDn, hostCheck, parseNameDer } from '../pki/names.js';
 import { verifyChain } from '../pki/verify.js';
 import { certLabel } from '../pki/path-rules.js';
-import { finishedVerifyData, messageHash, transcriptHash, type TrafficKeys } from '../tls13/key-schedule.js';
+import { finishedVerifyData, messageHash, transcriptHash } from '../tls13/key-schedule.js';
 import {
   ExtensionType,
   HandshakeType,
@@ -22,47 +22,11 @@ import {
   type Extension,
 } from '../wire/handshake.js';
 import { clientOffer, decodeAlpn } from '../wire/extensions.js';
-import { finished12 } from '../tls12/prf.js';
 import type { HandshakeView, SeenMessage } from './analyze.js';
+import { tls12KeyLines, tls13KeyLines } from './secrets.js';
+import { judged, makeStep, versionName, type Judged, type Line, type TraceStep } from './step.js';
 
-export interface TraceStep {
-  n: number;
-  title: string;
-  /** Who sent it: client -> server or server -> client. */
-  direction?: 'client->server' | 'server->client';
-  lines: string[];
-  /** The lines that are a check mtlskit made (a chain verified, a signature, a Finished MAC, a policy decision). */
-  checks?: { line: number; ok: boolean }[];
-  /** An alert: one side refused the other. */
-  kind?: 'alert';
-}
-
-/** A line that states the result of a check. */
-interface Judged {
-  ok: boolean;
-  text: string;
-}
-type Line = string | Judged;
-const judged = (ok: boolean, text: string): Judged => ({ ok, text });
-
-/** A step from lines some of which are checks. */
-export function makeStep(
-  n: number,
-  title: string,
-  direction: TraceStep['direction'],
-  lines: Line[],
-  kind?: 'alert',
-): TraceStep {
-  const checks = lines.flatMap((l, i) => (typeof l === 'string' ? [] : [{ line: i, ok: l.ok }]));
-  return {
-    n,
-    title,
-    ...(direction ? { direction } : {}),
-    lines: lines.map((l) => (typeof l === 'string' ? l : l.text)),
-    ...(checks.length ? { checks } : {}),
-    ...(kind ? { kind } : {}),
-  };
-}
+export { makeStep, type TraceStep } from './step.js';
 
 export interface TraceReport {
   target: string;
@@ -75,18 +39,6 @@ export interface TraceReport {
   keylog: string[];
   view: HandshakeView;
 }
-
-const VERSIONS: Record<number, string> = {
-  0x0304: 'TLS 1.3',
-  0x0303: 'TLS 1.2',
-  0x0302: 'TLS 1.1',
-  0x0301: 'TLS 1.0',
-  0x0300: 'SSL 3.0',
-};
-const versionName = (v: number) => VERSIONS[v] ?? `0x${v.toString(16).padStart(4, '0')}`;
-
-const mask = (b: Buffer, reveal: boolean) =>
-  reveal ? b.toString('hex') : `${b.subarray(0, 2).toString('hex')}…(${b.length} bytes, --reveal-keys to show)`;
 
 function chosenAlpn(exts: Extension[]): string {
   const alpn = exts.find((e) => e.type === ExtensionType.alpn);
@@ -315,71 +267,10 @@ export function traceSteps(
       'client->server',
       own,
     );
-  if (!tls13 && view.tls12) {
-    const t = view.tls12;
-    // RFC 5246 7.4.9: Finished covers every handshake message before it, in wire order (client's flight first).
-    const sMsgs = server.filter((m) => m.type !== HandshakeType.finished);
-    const cMsgs = client.filter((m) => m.type !== HandshakeType.finished);
-    const serverPlain = sMsgs.filter((m) => m.type !== HandshakeType.new_session_ticket);
-    const cFin12 = client.find((m) => m.type === HandshakeType.finished);
-    const sFin12 = server.find((m) => m.type === HandshakeType.finished);
-    const chMsg = cMsgs.filter((m) => m.type === HandshakeType.client_hello);
-    const clientRest = cMsgs.filter((m) => m.type !== HandshakeType.client_hello);
-    const beforeClientFin = [...chMsg, ...serverPlain, ...clientRest].map((m) => m.raw);
-    const lines: Line[] = [
-      `master_secret (from the key log): ${mask(t.masterSecret, opts.reveal)}`,
-      `key_block = PRF(master_secret, "key expansion", server_random + client_random) ` +
-        `(RFC 5246 6.3), ${t.suite.hash}, AEAD ${t.suite.cipher.toUpperCase()}`,
-      `client_write_key: ${mask(t.keys.clientWriteKey, opts.reveal)}`,
-      `server_write_key: ${mask(t.keys.serverWriteKey, opts.reveal)}`,
-      `client_write_IV:  ${mask(t.keys.clientWriteIv, opts.reveal)}`,
-      `server_write_IV:  ${mask(t.keys.serverWriteIv, opts.reveal)}`,
-    ];
-    const finLine = (who: string, ok: boolean) =>
-      judged(
-        ok,
-        `${who} Finished: verify_data ${ok ? 'matches' : 'DOES NOT match'} PRF(master_secret, ` +
-          `"${who} finished", Hash(handshake)) (checked by mtlskit)`,
-      );
-    if (cFin12)
-      lines.push(finLine('client', finished12(t.suite, t.masterSecret, true, beforeClientFin).equals(cFin12.body)));
-    if (sFin12 && cFin12) {
-      const nst = sMsgs.filter((m) => m.type === HandshakeType.new_session_ticket).map((m) => m.raw);
-      lines.push(
-        finLine(
-          'server',
-          finished12(t.suite, t.masterSecret, false, [...beforeClientFin, cFin12.raw, ...nst]).equals(sFin12.body),
-        ),
-      );
-    }
-    lines.push(
-      ...view.applicationData.map(
-        (a) =>
-          `first application data from the ${a.from}, decrypted: ${JSON.stringify(a.bytes.subarray(0, 60).toString('latin1'))}`,
-      ),
-    );
-    step('TLS 1.2 key block and Finished (RFC 5246)', undefined, lines);
-  }
-  if (tls13 && view.suite) {
-    const k = (name: string, keys: TrafficKeys | undefined) =>
-      keys
-        ? [`${name}_write_key: ${mask(keys.key, opts.reveal)}`, `${name}_write_iv:  ${mask(keys.iv, opts.reveal)}`]
-        : [];
-    step('Key exchange and key schedule (RFC 8446 7.1, 7.3)', undefined, [
-      `ECDHE over ${ks ? groupName(ks.group) : '?'}: both sides derived the same ` +
-        `shared secret; HKDF (${view.suite.hash}) turns it into the secrets below`,
-      ...Object.entries(view.secrets).map(([label, v]) => `${label}: ${mask(v!, opts.reveal)}`),
-      `AEAD: ${view.suite.cipher.toUpperCase()}, per-record nonce = write_iv XOR sequence number`,
-      ...k('handshake client', view.keys.clientHandshake),
-      ...k('handshake server', view.keys.serverHandshake),
-      ...k('client', view.keys.clientApplication),
-      ...k('server', view.keys.serverApplication),
-      ...view.applicationData.map((a) => {
-        const shown = JSON.stringify(a.bytes.subarray(0, 60).toString('latin1'));
-        return `first application data from the ${a.from}, decrypted: ${shown}${a.bytes.length > 60 ? '…' : ''}`;
-      }),
-    ]);
-  }
+  if (!tls13 && view.tls12)
+    step('TLS 1.2 key block and Finished (RFC 5246)', undefined, tls12KeyLines(view, server, client, opts.reveal));
+  if (tls13 && view.suite)
+    step('Key exchange and key schedule (RFC 8446 7.1, 7.3)', undefined, tls13KeyLines(view, ks, opts.reveal));
   for (const a of view.alerts.filter((x) => x.description !== 0)) {
     const dir = a.from === 'server' ? 'server->client' : 'client->server';
     step(
