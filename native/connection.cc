@@ -93,14 +93,18 @@ void Loop::secured(Conn* c) {
   post(std::move(ev));
 }
 
-// A client that is denied, or whose target cannot be reached, gets close_notify and a FIN, not a reset: what it
-// sent meanwhile is read and dropped first (closing a socket with unread bytes makes the kernel send RST).
+// A client that is denied, or whose target cannot be reached, gets a FIN, not a reset: what it sent meanwhile is
+// read and dropped first (closing a socket with unread bytes makes the kernel send RST). Only the unreachable
+// target gets close_notify too: after the handshake, close_notify tells the client we accepted its certificate
+// (mtls connect reads it so), which a denial must not say. OpenSSL has no public call to send access_denied here.
 void Loop::closeGracefully(Conn* c, CloseReason why, const std::string& code, const std::string& reason) {
   for (int i = 0; i < 16; i++) {
     if (recv(c->cfd, scratch.get(), CHUNK, MSG_DONTWAIT) <= 0) break;
   }
-  ERR_clear_error();
-  SSL_shutdown(c->ssl);
+  if (why != CloseReason::Denied) {
+    ERR_clear_error();
+    SSL_shutdown(c->ssl);
+  }
   shutdown(c->cfd, SHUT_WR);
   close(c, why, code, reason);
 }

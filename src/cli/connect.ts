@@ -72,6 +72,7 @@ export function registerConnect(program: Command): void {
         ...(o.expectSpiffeId ? { spiffeId: o.expectSpiffeId } : {}),
       };
       const lines: [string, string][] = [];
+      let closedGracefully = false;
       const say = (k: string, v: string) => {
         lines.push([k, v]);
         if (!o.json) console.log(`  ${k.padEnd(14)}${v}`);
@@ -83,6 +84,7 @@ export function registerConnect(program: Command): void {
       const capture = new Capture();
       const explain = () => {
         const r = explainRequest(capture);
+        closedGracefully = r.closedGracefully;
         if (r.certificate === 'asked') {
           const cas = r.acceptableCas.length ? r.acceptableCas.join(' | ') : 'any';
           say(
@@ -174,6 +176,25 @@ export function registerConnect(program: Command): void {
       } catch (err) {
         const e = classifyTlsError(err, { sentOurCert: !!creds, peer: `${host}:${port}` });
         explain();
+        if (e.code === 'PEER_CLOSED_AFTER_OUR_CERT' && closedGracefully) {
+          // Issue 16: a server that finishes the handshake and closes with close_notify accepted us; it said so.
+          const d = e.details as { protocol?: string; cipher?: string } | undefined;
+          say('protocol', `${d?.protocol ?? 'TLS'}${d?.cipher ? ` ${d.cipher}` : ''}`);
+          say(
+            'our cert',
+            creds ? `'${certLabel(creds.leaf)}' sent and accepted` : 'none sent; the server did not require one',
+          );
+          say('result', 'mutual TLS established; then the server closed the connection (close_notify, no alert)');
+          if (o.json)
+            printJson({
+              ok: true,
+              protocol: d?.protocol ?? null,
+              cipher: d?.cipher ?? null,
+              closedByServer: true,
+              lines,
+            });
+          return;
+        }
         if (e.code.startsWith('CERT_') || e.code === 'SERVER_IDENTITY_MISMATCH') {
           const trust = readCertificates(Buffer.from(ca), caFile);
           for (const reason of await explainServerChain({ host, port, trust, ...expect })) say('server chain', reason);

@@ -5,6 +5,7 @@ import { OID, oidName } from '../pki/oid.js';
 import { verifyChain } from '../pki/verify.js';
 import { certLabel } from '../pki/path-rules.js';
 import { relativeTime } from '../text/duration.js';
+import { closedGracefully } from '../trace/analyze.js';
 import { classifyTlsError } from '../tls/errors.js';
 import { diag, type Diagnosis, type DoctorReport } from './codes.js';
 import { alertFromCode, clockFinding, httpFinding, serverDiagnosis, theirVerdict } from './verdicts.js';
@@ -259,7 +260,9 @@ export function diagnoseAttempt(
       : 'no CertificateRequest seen',
   );
   const alert = a.view.serverAlerts.find((x) => x.description !== 0);
-  const rejected = alert !== undefined || a.error !== undefined || a.closedAfterHandshake;
+  // close_notify and no alert after the handshake: the server accepted us and closed on purpose (issue 16).
+  const graceful = alert === undefined && a.closedAfterHandshake && closedGracefully(a.view);
+  const rejected = !graceful && (alert !== undefined || a.error !== undefined || a.closedAfterHandshake);
   let verdict: Diagnosis | undefined;
   if (rejected && !serverProblem) {
     verdict = theirVerdict(alert?.name ?? alertFromCode(code), leaf !== undefined, asked, ours.problem);
@@ -273,7 +276,8 @@ export function diagnoseAttempt(
           : (a.error?.message ?? ''),
     );
   } else if (!rejected) {
-    f.check('the server accepts us', true, leaf ? `with '${certLabel(leaf)}'` : 'without a client certificate');
+    const how = leaf ? `with '${certLabel(leaf)}'` : 'without a client certificate';
+    f.check('the server accepts us', true, graceful ? `${how}, then closed the connection (close_notify)` : how);
   }
 
   const skew = clockFinding(o, f, a, now);

@@ -5,7 +5,7 @@ import { verifyChain } from '../pki/verify.js';
 import type { Capture } from '../tls/capture.js';
 import { dial } from '../tls/dial.js';
 import { SECURE_CIPHERS, SECURE_GROUPS } from '../tls/options.js';
-import { analyzeHandshake } from '../trace/analyze.js';
+import { analyzeHandshake, closedGracefully } from '../trace/analyze.js';
 import { signatureSchemeName } from '../wire/enums.js';
 
 /** What the server asked of a client, read from a captured handshake. */
@@ -20,6 +20,8 @@ export interface RequestExplained {
   /** The alerts the server sent (close_notify left out), and whether they were decrypted. */
   alerts: string[];
   decrypted: boolean;
+  /** The server closed with close_notify and no alert (it accepted us, then closed): see closedGracefully. */
+  closedGracefully: boolean;
 }
 
 /** Reads the CertificateRequest and the server's alerts out of a capture (connect uses it to say what happened). */
@@ -40,6 +42,7 @@ export function explainRequest(capture: Capture): RequestExplained {
     notes: view.serverHello ? view.notes : [],
     alerts: view.serverAlerts.filter((a) => a.description !== 0).map((a) => a.name),
     decrypted: view.serverHello?.version === 0x0304,
+    closedGracefully: closedGracefully(view),
   };
 }
 

@@ -84,11 +84,17 @@ export async function connectMtls(o: ConnectOptions): Promise<MtlsConnection> {
   } catch (err) {
     const e = err as DialError;
     const answered = e instanceof DialError && e.answered;
-    throw classifyTlsError(e instanceof DialError ? e.cause : err, {
+    const classified = classifyTlsError(e instanceof DialError ? e.cause : err, {
       sentOurCert: o.credentials !== undefined && answered,
       unanswered: !answered,
       peer: `${o.host}:${o.port}`,
       ...(e instanceof DialError ? { connected: e.connected, serverBytes: e.serverBytes } : {}),
+    });
+    // What the handshake agreed before the close: a caller that reads the capture may find it was a graceful one.
+    if (!(e instanceof DialError) || !e.handshook) throw classified;
+    throw new MtlsError(classified.code, classified.message, {
+      cause: classified.cause,
+      details: { ...classified.details, protocol: e.protocol, cipher: e.cipher },
     });
   }
 }

@@ -264,3 +264,13 @@ function readTls12(view: HandshakeView, byDir: Record<Side, TlsRecord[]>, keylog
     }
   }
 }
+
+/**
+ * The server ended the connection with close_notify and no other alert: it finished the handshake with our
+ * certificate and closed on purpose (openssl s_server with nothing to say does this). Our own servers and proxy deny
+ * without close_notify, and a refusal of a certificate is an alert, so this is not a rejection. Needs the key log
+ * in TLS 1.3, where the close_notify is encrypted.
+ */
+export function closedGracefully(view: HandshakeView): boolean {
+  return view.serverAlerts.some((a) => a.description === 0) && !view.serverAlerts.some((a) => a.description !== 0);
+}

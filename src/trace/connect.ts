@@ -1,7 +1,8 @@
+import type { MtlsError } from '../errors.js';
 import { classifyTlsError } from '../tls/errors.js';
 import { connectMtls, type ConnectOptions } from '../tls/client.js';
 import { Capture } from '../tls/capture.js';
-import { analyzeHandshake, type HandshakeView } from './analyze.js';
+import { analyzeHandshake, closedGracefully, type HandshakeView } from './analyze.js';
 import { traceSteps, type TraceReport } from './trace.js';
 
 /** `mtls trace HOST:PORT`: connects as a client through the byte tap and tells the handshake step by step. */
@@ -14,6 +15,7 @@ export async function traceConnection(o: ConnectOptions & { reveal?: boolean }):
     keylog: capture.keylog,
     view: undefined as unknown as HandshakeView,
   };
+  let closedError: MtlsError | undefined;
   try {
     const c = await connectMtls({ ...o, capture, confirmMs: o.confirmMs ?? 300 });
     report.ok = true;
@@ -25,8 +27,18 @@ export async function traceConnection(o: ConnectOptions & { reveal?: boolean }):
   } catch (err) {
     const e = classifyTlsError(err, { sentOurCert: o.credentials !== undefined, peer: report.target });
     report.error = { code: e.code, message: e.message };
+    closedError = e;
   }
   report.view = analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog);
+  if (report.error?.code === 'PEER_CLOSED_AFTER_OUR_CERT' && closedGracefully(report.view)) {
+    // The server accepted us and closed with close_notify (issue 16): the trace shows the close as a step.
+    const d = closedError?.details as { protocol?: string; cipher?: string } | undefined;
+    delete report.error;
+    report.ok = true;
+    if (d?.protocol) report.protocol = d.protocol;
+    if (d?.cipher) report.cipherSuite = d.cipher;
+    report.closedByServer = true;
+  }
   report.steps = traceSteps(report.view, {
     ...(o.ca ? { ca: o.ca } : {}),
     host: o.expect?.servername ?? o.host,

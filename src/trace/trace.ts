@@ -22,7 +22,7 @@ import {
   type Extension,
 } from '../wire/handshake.js';
 import { clientOffer, decodeAlpn } from '../wire/extensions.js';
-import type { HandshakeView, SeenMessage } from './analyze.js';
+import { closedGracefully, type HandshakeView, type SeenMessage } from './analyze.js';
 import { tls12KeyLines, tls13KeyLines } from './secrets.js';
 import { judged, makeStep, versionName, type Judged, type Line, type TraceStep } from './step.js';
 
@@ -34,6 +34,8 @@ export interface TraceReport {
   error?: { code: MtlsErrorCode; message: string };
   protocol?: string;
   cipherSuite?: string;
+  /** The server accepted us and then closed the connection with close_notify (not a rejection). */
+  closedByServer?: boolean;
   steps: TraceStep[];
   /** NSS key log lines (secrets) of the connection; written with --keylog. */
   keylog: string[];
@@ -279,6 +281,11 @@ export function traceSteps(
       [`${a.level === 2 ? 'fatal' : 'warning'}${a.encrypted ? ', decrypted with the key log' : ''}`],
       'alert',
     );
+  }
+  if (closedGracefully(view)) {
+    step('close_notify from the server: it accepted us and closed the connection', 'server->client', [
+      'a graceful close after the handshake (no alert): not a rejection of our certificate',
+    ]);
   }
   for (const n of view.notes) step('Note', undefined, [n]);
   return steps;

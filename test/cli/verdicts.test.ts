@@ -3,13 +3,15 @@
  * status, for a closed port, a server that accepts TCP and never answers, and one whose answer is no TLS record.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { createMtlsHttpsServer } from '../../src/adapters/http.js';
 import { doctor, doctorExitCode } from '../../src/doctor/doctor.js';
 import { compilePolicy } from '../../src/identity/policy.js';
-import { close, freePort, listen, testPki, type TestPki } from '../helpers/endpoints.js';
-import { mtlsAsync } from '../helpers/pki.js';
+import { close, credentialArgs, freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
+import { BIN, mtlsAsync } from '../helpers/pki.js';
+import { startProcess, stopAll } from '../helpers/process.js';
 
 let pki: TestPki;
 const servers: net.Server[] = [];
@@ -17,6 +19,7 @@ before(async () => {
   pki = await testPki();
 });
 after(async () => {
+  stopAll();
   await Promise.all(servers.map(close));
   await pki.ca.close();
 });
@@ -92,5 +95,64 @@ describe('an HTTPS server that accepts our certificate and answers 403 (issue 16
     assert.equal(r.diagnosis.code, 'NOT_AUTHORIZED', JSON.stringify(r.diagnosis));
     assert.match(r.diagnosis.cause, /TLS worked with our certificate.*403 Forbidden \(.*billing.*\)/);
     assert.equal(doctorExitCode(r.diagnosis.code), 3);
+  });
+});
+
+describe('a server that accepts our certificate and then closes is not a rejection (issue 16)', () => {
+  /** openssl s_server that verifies us, sends its tickets and, with nothing on stdin, closes with close_notify. */
+  async function acceptsThenCloses(): Promise<number> {
+    const port = await freePort();
+    // -quiet with stdin at EOF, as the issue ran it; -quiet prints nothing, so readiness is read from the kernel's
+    // listening sockets (a probe connection would use up the one accept).
+    const args = ['s_server', '-accept', String(port), '-quiet', '-Verify', '1', '-naccept', '1'];
+    args.push('-cert', pki.file('server.crt'), '-cert_chain', pki.file('server.crt'), '-key', pki.file('server.key'));
+    const p = await startProcess('openssl', [...args, '-CAfile', pki.file('ca.crt')], /^/);
+    p.child.stdin!.end();
+    const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+    const listening = () =>
+      ['/proc/net/tcp', '/proc/net/tcp6'].some((f) =>
+        fs
+          .readFileSync(f, 'utf8')
+          .split('\n')
+          .some((l) => l.trim().split(/\s+/)[1]?.endsWith(hex) && l.trim().split(/\s+/)[3] === '0A'),
+      );
+    await until(listening, 10_000, 'openssl s_server to listen');
+    return port;
+  }
+  const me = () => credentialArgs(pki, 'billing');
+
+  it('connect and trace say established (exit 0), doctor says OK; close_notify is read from the decrypted stream', async () => {
+    const c = await mtlsAsync(['connect', `localhost:${await acceptsThenCloses()}`, ...me(), '--json']);
+    assert.equal(c.status, 0, c.stdout + c.stderr);
+    assert.equal(JSON.parse(c.stdout).closedByServer, true);
+    const t = await mtlsAsync(['trace', `localhost:${await acceptsThenCloses()}`, ...me(), '--color', 'never']);
+    assert.equal(t.status, 0, t.stdout);
+    assert.match(t.stdout, /close_notify from the server: it accepted us and closed the connection/);
+    const port = await acceptsThenCloses();
+    const r = await doctor({
+      host: 'localhost',
+      port,
+      ca: pki.bundle,
+      cert: pki.creds('billing').cert,
+      key: pki.creds('billing').key,
+      http: false,
+    });
+    assert.equal(r.diagnosis.code, 'OK', JSON.stringify(r.diagnosis));
+  });
+
+  it('a denial by our proxy (native engine) or by mtls serve is still PEER_CLOSED_AFTER_OUR_CERT, exit 3: they deny without close_notify', async () => {
+    const backend = await tcpServer((c) => c.end());
+    for (const extra of [['proxy', 'server', '--target', `127.0.0.1:${backend}`], ['serve']]) {
+      const port = await freePort();
+      const listen = extra[0] === 'proxy' ? ['--listen', `127.0.0.1:${port}`] : ['--port', String(port)];
+      await startProcess(
+        process.execPath,
+        [BIN, ...extra, ...listen, ...credentialArgs(pki), '--allow', 'spiffe://test.example/ns/prod/sa/web'],
+        /listening/,
+      );
+      const c = await mtlsAsync(['connect', `localhost:${port}`, ...me(), '--json']);
+      assert.equal(c.status, 3, `${extra[0]}: ${c.stdout}`);
+      assert.equal(JSON.parse(c.stdout).code, 'PEER_CLOSED_AFTER_OUR_CERT');
+    }
   });
 });

@@ -163,3 +163,8 @@ export function tlsAttempt(
     c.on('close', () => resolve({ data, resumed, ...(session ? { session } : {}) }));
   });
 }
+
+/** `--cert NAME.crt --key NAME.key --ca ca.crt` of a test PKI, as the CLI takes them. */
+export function credentialArgs(pki: TestPki, name = 'server'): string[] {
+  return ['--cert', pki.file(`${name}.crt`), '--key', pki.file(`${name}.key`), '--ca', pki.file('ca.crt')];
+}
