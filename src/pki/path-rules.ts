@@ -32,6 +32,8 @@ export const VERIFY_PROBLEMS = {
   MALFORMED: 'CERT_INVALID',
   WEAK_KEY: 'CERT_INVALID',
   PATH_BUDGET: 'CERT_INVALID',
+  KEY_IDENTIFIER: 'CERT_INVALID',
+  BASIC_CONSTRAINTS: 'CERT_INVALID',
 } as const satisfies Record<string, MtlsErrorCode>;
 
 export type VerifyProblemCode = keyof typeof VERIFY_PROBLEMS;
@@ -97,6 +99,8 @@ export function judgePath(chain: Certificate[], anchored: boolean, ctx: JudgeCon
           `${name} has a critical extension ${oidName(e.oid)} that we do not understand`,
         );
     }
+    for (const problem of identifierProblems(c)) add('KEY_IDENTIFIER', i, `${name} ${problem}`);
+    for (const problem of constraintProblems(c)) add('BASIC_CONSTRAINTS', i, `${name} ${problem}`);
     if (key) {
       const weak = keyWeakness(key);
       if (weak) add('WEAK_KEY', i, `${name}: ${weak}`);
@@ -219,6 +223,54 @@ export function emptySan() {
 }
 
 /** The leaf's SPIFFE ID: it must have exactly one URI SAN and it must be a valid SPIFFE ID (X.509-SVID spec 2). */
+/** Extensions RFC 5280 says a conforming CA marks non-critical (4.2.1.1, 4.2.1.2, 4.2.1.13, 4.2.2.1). */
+const NEVER_CRITICAL: ReadonlyMap<string, string> = new Map([
+  [OID.authorityKeyIdentifier, '4.2.1.1'],
+  [OID.subjectKeyIdentifier, '4.2.1.2'],
+  [OID.crlDistributionPoints, '4.2.1.13'],
+  [OID.authorityInfoAccess, '4.2.2.1'],
+]);
+
+/**
+ * Key identifiers as RFC 5280 requires them of a conforming CA, and as `openssl verify -x509_strict` checks them:
+ * an authorityKeyIdentifier with a keyIdentifier in every certificate but a self-issued root (4.2.1.1), a
+ * subjectKeyIdentifier in every CA certificate (4.2.1.2), and neither (nor the CRL distribution points or the
+ * authority information access) marked critical.
+ */
+export function identifierProblems(c: Certificate): string[] {
+  const out: string[] = [];
+  if (!isSelfIssued(c) && !c.authorityKeyId) {
+    out.push(
+      'has no authorityKeyIdentifier with a keyIdentifier (RFC 5280 4.2.1.1: every certificate but a self-signed root carries one)',
+    );
+  }
+  if (c.basicConstraints?.ca && !c.subjectKeyId) {
+    out.push('is a CA certificate without a subjectKeyIdentifier (RFC 5280 4.2.1.2)');
+  }
+  for (const e of c.extensions) {
+    const section = NEVER_CRITICAL.get(e.oid);
+    if (e.critical && section) out.push(`marks ${oidName(e.oid)} critical, which RFC 5280 ${section} forbids`);
+  }
+  return out;
+}
+
+/**
+ * What a certificate says about being a CA must agree with itself (RFC 5280 4.2.1.9 and 4.2.1.3, as
+ * `openssl verify -x509_strict` checks it): a CA certificate marks basicConstraints critical, and only a CA
+ * asserts keyCertSign.
+ */
+export function constraintProblems(c: Certificate): string[] {
+  const out: string[] = [];
+  const bc = c.extensions.find((e) => e.oid === OID.basicConstraints);
+  if (c.basicConstraints?.ca && bc && !bc.critical) {
+    out.push('is a CA certificate whose basicConstraints is not marked critical (RFC 5280 4.2.1.9)');
+  }
+  if (!c.basicConstraints?.ca && c.keyUsage?.includes('keyCertSign')) {
+    out.push('asserts keyCertSign without being a CA (basicConstraints CA:TRUE), which RFC 5280 4.2.1.3 forbids');
+  }
+  return out;
+}
+
 export function leafSpiffeId(c: Certificate): { id?: SpiffeId; why: string } {
   const uris = c.san?.uri ?? [];
   const spiffe = uris.filter((u) => u.toLowerCase().startsWith('spiffe:'));

@@ -58,6 +58,9 @@ export interface MakeCertOptions {
   keyType?: KeyType;
   /** Leave out basicConstraints entirely. */
   noBasicConstraints?: boolean;
+  /** The key identifiers: left out, or marked critical (RFC 5280 4.2.1.1/4.2.1.2 forbid both). */
+  aki?: 'omit' | 'critical';
+  ski?: 'omit' | 'critical';
 }
 
 /** Builds any certificate, valid or deliberately broken, straight on the pki layer (no CA rules). */
@@ -72,8 +75,10 @@ export function makeCert(o: MakeCertOptions): TestCert {
   if (o.dns || o.ip || o.uri || o.email)
     ext.push(subjectAltNameExt({ dns: o.dns ?? [], ip: o.ip ?? [], uri: o.uri ?? [], email: o.email ?? [] }, false));
   if (o.nameConstraints) ext.push(nameConstraintsExt(o.nameConstraints));
-  ext.push(subjectKeyIdExt(keyIdentifier(publicKey)));
-  if (o.issuer) ext.push(authorityKeyIdExt(o.issuer.cert.subjectKeyId!));
+  const critical = (e: RawExtension, how: 'omit' | 'critical' | undefined) =>
+    how === 'critical' ? { ...e, critical: true } : e;
+  if (o.ski !== 'omit') ext.push(critical(subjectKeyIdExt(keyIdentifier(publicKey)), o.ski));
+  if (o.issuer && o.aki !== 'omit') ext.push(critical(authorityKeyIdExt(o.issuer.cert.subjectKeyId ?? keyIdentifier(o.issuer.cert.publicKey!)), o.aki));
   ext.push(...(o.extra ?? []));
   const now = Date.now();
   const der = signCertificate(

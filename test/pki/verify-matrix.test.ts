@@ -3,7 +3,12 @@ import { before, describe, it } from 'node:test';
 import { verifyChain } from '../../src/pki/verify.js';
 import { type Purpose, type VerifyProblemCode } from '../../src/pki/path-rules.js';
 import { OID } from '../../src/pki/oid.js';
+import { encodeOid, seq, tlv } from '../../src/pki/der.js';
+import { basicConstraintsExt } from '../../src/pki/extensions.js';
 import { makeCert, openssl, tempDir, writePem, type TestCert } from '../helpers/pki.js';
+
+/** authorityInfoAccess with one OCSP URL (RFC 5280 4.2.2.1). */
+const OCSP_AIA = seq(seq(encodeOid('1.3.6.1.5.5.7.48.1'), tlv(0x86, Buffer.from('http://ocsp.example/'))));
 
 const DAY = 86400e3;
 
@@ -27,6 +32,7 @@ interface Case {
  */
 describe('verify matrix, agreeing with openssl verify', () => {
   let root: TestCert, int: TestCert, leaf: TestCert, otherRoot: TestCert;
+  let bareRoot: TestCert | undefined, bareInt: TestCert | undefined, softInt: TestCert | undefined;
   before(() => {
     const long = { notBefore: new Date(Date.now() - 365 * DAY), notAfter: new Date(Date.now() + 365 * DAY) };
     root = makeCert({ cn: 'Matrix Root', ca: true, ...long });
@@ -193,6 +199,113 @@ describe('verify matrix, agreeing with openssl verify', () => {
       at: new Date(Date.now() - 15 * DAY),
       expect: null,
       openssl: null,
+    },
+    // Key identifiers (issue 13, RFC 5280 4.2.1.1 and 4.2.1.2), as openssl verify -x509_strict checks them.
+    {
+      name: 'leaf without an authorityKeyIdentifier',
+      leaf: () =>
+        makeCert({ cn: 'no-aki', issuer: int, dns: ['good.example.org'], eku: [OID.serverAuth], aki: 'omit' }),
+      anchors: () => [root],
+      untrusted: () => [int],
+      purpose: 'server',
+      expect: 'KEY_IDENTIFIER',
+      openssl: /Missing Authority Key Identifier/,
+    },
+    {
+      name: 'root (trust anchor) without a subjectKeyIdentifier',
+      leaf: () => {
+        const bare = makeCert({ cn: 'Bare Root', ca: true, ski: 'omit' });
+        bareRoot = bare;
+        return makeCert({ cn: 'under-bare', issuer: bare, dns: ['good.example.org'], eku: [OID.serverAuth] });
+      },
+      anchors: () => [bareRoot!],
+      untrusted: () => [],
+      purpose: 'server',
+      expect: 'KEY_IDENTIFIER',
+      openssl: /Missing Subject Key Identifier/,
+    },
+    {
+      name: 'intermediate without a subjectKeyIdentifier',
+      leaf: () => {
+        bareInt = makeCert({ cn: 'Bare Int', ca: true, issuer: root, ski: 'omit' });
+        return makeCert({ cn: 'under-bare-int', issuer: bareInt, dns: ['good.example.org'], eku: [OID.serverAuth] });
+      },
+      anchors: () => [root],
+      untrusted: () => [bareInt!],
+      purpose: 'server',
+      expect: 'KEY_IDENTIFIER',
+      openssl: /Missing Subject Key Identifier/,
+    },
+    {
+      name: 'authorityKeyIdentifier marked critical',
+      leaf: () =>
+        makeCert({ cn: 'aki-crit', issuer: int, dns: ['good.example.org'], eku: [OID.serverAuth], aki: 'critical' }),
+      anchors: () => [root],
+      untrusted: () => [int],
+      purpose: 'server',
+      expect: 'KEY_IDENTIFIER',
+      openssl: /unhandled critical extension/,
+    },
+    {
+      name: 'subjectKeyIdentifier marked critical',
+      leaf: () =>
+        makeCert({ cn: 'ski-crit', issuer: int, dns: ['good.example.org'], eku: [OID.serverAuth], ski: 'critical' }),
+      anchors: () => [root],
+      untrusted: () => [int],
+      purpose: 'server',
+      expect: 'KEY_IDENTIFIER',
+      openssl: /unhandled critical extension/,
+    },
+    {
+      name: 'authorityInfoAccess marked critical (RFC 5280 4.2.2.1)',
+      leaf: () =>
+        makeCert({
+          cn: 'aia-crit',
+          issuer: int,
+          dns: ['good.example.org'],
+          eku: [OID.serverAuth],
+          extra: [{ oid: OID.authorityInfoAccess, critical: true, value: OCSP_AIA }],
+        }),
+      anchors: () => [root],
+      untrusted: () => [int],
+      purpose: 'server',
+      expect: 'KEY_IDENTIFIER',
+      openssl: /unhandled critical extension/,
+    },
+    // What a certificate says about being a CA agrees with itself (RFC 5280 4.2.1.9, 4.2.1.3).
+    {
+      name: 'intermediate whose basicConstraints is not critical',
+      leaf: () => {
+        softInt = makeCert({
+          cn: 'Soft Int',
+          issuer: root,
+          noBasicConstraints: true,
+          keyUsage: ['keyCertSign', 'cRLSign'],
+          extra: [{ ...basicConstraintsExt(true), critical: false }],
+        });
+        return makeCert({ cn: 'under-soft', issuer: softInt, dns: ['good.example.org'], eku: [OID.serverAuth] });
+      },
+      anchors: () => [root],
+      untrusted: () => [softInt!],
+      purpose: 'server',
+      expect: 'BASIC_CONSTRAINTS',
+      openssl: /Basic Constraints of CA cert not marked critical/,
+    },
+    {
+      name: 'end-entity certificate asserting keyCertSign',
+      leaf: () =>
+        makeCert({
+          cn: 'ee-certsign',
+          issuer: int,
+          dns: ['good.example.org'],
+          eku: [OID.serverAuth],
+          keyUsage: ['digitalSignature', 'keyCertSign'],
+        }),
+      anchors: () => [root],
+      untrusted: () => [int],
+      purpose: 'server',
+      expect: 'BASIC_CONSTRAINTS',
+      openssl: /Key usage keyCertSign invalid for non-CA cert/,
     },
   ];
   // Chains that need extra CAs are built once, lazily.
