@@ -257,7 +257,7 @@ export function identifierProblems(c: Certificate): string[] {
 /**
  * What a certificate says about being a CA must agree with itself (RFC 5280 4.2.1.9 and 4.2.1.3, as
  * `openssl verify -x509_strict` checks it): a CA certificate marks basicConstraints critical, and only a CA
- * asserts keyCertSign.
+ * asserts keyCertSign, or carries name constraints (4.2.1.10, which must be critical).
  */
 export function constraintProblems(c: Certificate): string[] {
   const out: string[] = [];
@@ -267,6 +267,14 @@ export function constraintProblems(c: Certificate): string[] {
   }
   if (!c.basicConstraints?.ca && c.keyUsage?.includes('keyCertSign')) {
     out.push('asserts keyCertSign without being a CA (basicConstraints CA:TRUE), which RFC 5280 4.2.1.3 forbids');
+  }
+  // RFC 5280 4.2.1.10: only in a CA certificate and always critical (an empty one is MALFORMED when parsed).
+  // OpenSSL -x509_strict checks neither; pyca/cryptography refuses the first (docs/verify.md).
+  const nc = c.extensions.find((e) => e.oid === OID.nameConstraints);
+  if (nc) {
+    if (!c.basicConstraints?.ca)
+      out.push('carries nameConstraints, which only a CA certificate may (RFC 5280 4.2.1.10)');
+    if (!nc.critical) out.push('marks nameConstraints non-critical; RFC 5280 4.2.1.10 requires it critical');
   }
   return out;
 }
