@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { MtlsError } from '../errors.js';
 import { readCertificates, type Certificate } from '../pki/certificate.js';
+import { encodePem } from '../pki/pem.js';
 import { MAX_INPUT, readInput, writeFileAtomic } from '../io/files.js';
 
 /**
@@ -113,14 +114,10 @@ function nssStep(db: string, nickname: string, bundle: string, install: boolean)
 /** Installs (or, with `install` false, removes) the root of the CA bundle `bundle` in the trust stores. */
 export function trustRoot(bundle: string, install: boolean, o: TrustStoreOptions = {}): TrustStoreReport {
   const root = rootOf(bundle);
-  const pem = readInput(bundle, 'CA bundle', MAX_INPUT.bundle)
-    .toString('utf8')
-    .match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/)![0];
+  const pem = encodePem('CERTIFICATE', root.der);
   const { file, nickname } = names(root);
   const system =
-    o.system === false
-      ? 'skipped (--no-system)'
-      : systemStep(o.systemDir ?? SYSTEM_DIR, file, pem.endsWith('\n') ? pem : pem + '\n', install);
+    o.system === false ? 'skipped (--no-system)' : systemStep(o.systemDir ?? SYSTEM_DIR, file, pem, install);
   const nss =
     o.nss === false
       ? []

@@ -11,7 +11,7 @@ import { loadCredentials } from '../tls/credentials.js';
 import { classifyTlsError } from '../tls/errors.js';
 import { MAX_INPUT, readInput } from '../io/files.js';
 import { parseHostPort } from '../io/address.js';
-import { httpProbe } from '../doctor/http-probe.js';
+import { authorizationRefusal, describeAnswer, httpProbe } from '../doctor/http-probe.js';
 import { caFileOr, optionalPassphrase, printJson } from './common.js';
 
 interface ConnectFlags {
@@ -72,7 +72,6 @@ export function registerConnect(program: Command): void {
         ...(o.expectSpiffeId ? { spiffeId: o.expectSpiffeId } : {}),
       };
       const lines: [string, string][] = [];
-      let closedGracefully = false;
       const say = (k: string, v: string) => {
         lines.push([k, v]);
         if (!o.json) console.log(`  ${k.padEnd(14)}${v}`);
@@ -84,7 +83,6 @@ export function registerConnect(program: Command): void {
       const capture = new Capture();
       const explain = () => {
         const r = explainRequest(capture);
-        closedGracefully = r.closedGracefully;
         if (r.certificate === 'asked') {
           const cas = r.acceptableCas.length ? r.acceptableCas.join(' | ') : 'any';
           say(
@@ -101,6 +99,7 @@ export function registerConnect(program: Command): void {
           );
         }
         for (const a of r.alerts) say('server alert', `${a}${r.decrypted ? ' (decrypted)' : ''}`);
+        return r;
       };
       try {
         const c = await connectMtls({
@@ -148,18 +147,11 @@ export function registerConnect(program: Command): void {
             throw new MtlsError('USAGE', `--http '${path}' must be a path such as /healthz`);
           }
           const h = await httpProbe(c.socket, o.servername ?? host, path, 3000);
-          say(
-            'http',
-            h.answer ? `${h.answer.statusLine}${h.answer.reason ? `: ${h.answer.reason}` : ''}` : 'no HTTP answer',
-          );
-          if (h.answer && (h.answer.status === 401 || h.answer.status === 403)) {
+          say('http', h.answer ? describeAnswer(h.answer) : 'no HTTP answer');
+          const refusal = h.answer && authorizationRefusal(h.answer);
+          if (refusal) {
             c.socket.destroy();
-            const reason = h.answer.reason ? ` (${h.answer.reason})` : '';
-            throw new MtlsError(
-              'NOT_AUTHORIZED',
-              `${host}:${port}: TLS worked with our certificate, and the server's authorization refused us: ` +
-                `${h.answer.statusLine}${reason}`,
-            );
+            throw new MtlsError('NOT_AUTHORIZED', `${host}:${port}: ${refusal}`);
           }
         }
         say('result', 'mutual TLS established');
@@ -175,8 +167,8 @@ export function registerConnect(program: Command): void {
         c.socket.destroy();
       } catch (err) {
         const e = classifyTlsError(err, { sentOurCert: !!creds, peer: `${host}:${port}` });
-        explain();
-        if (e.code === 'PEER_CLOSED_AFTER_OUR_CERT' && closedGracefully) {
+        const seen = explain();
+        if (e.code === 'PEER_CLOSED_AFTER_OUR_CERT' && seen.closedGracefully) {
           // Issue 16: a server that finishes the handshake and closes with close_notify accepted us; it said so.
           const d = e.details as { protocol?: string; cipher?: string } | undefined;
           say('protocol', `${d?.protocol ?? 'TLS'}${d?.cipher ? ` ${d.cipher}` : ''}`);

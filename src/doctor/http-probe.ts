@@ -82,3 +82,15 @@ function parseAnswer(data: Buffer): HttpAnswer | undefined {
     ...(reason ? { reason: printable(reason, 200) } : {}),
   };
 }
+
+/** The answer as one line: its status line and, when it gives one, its reason. */
+export const describeAnswer = (a: HttpAnswer): string => `${a.statusLine}${a.reason ? `: ${a.reason}` : ''}`;
+
+/**
+ * For a 401 or 403: that TLS worked and the application's authorization refused us, with the server's reason
+ * (doctor's NOT_AUTHORIZED and `connect --http` say the same); undefined for any other answer.
+ */
+export function authorizationRefusal(a: HttpAnswer): string | undefined {
+  if (a.status !== 401 && a.status !== 403) return undefined;
+  return `TLS worked with our certificate, and the server's authorization refused us: ${a.statusLine}${a.reason ? ` (${a.reason})` : ''}`;
+}

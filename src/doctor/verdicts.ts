@@ -5,6 +5,7 @@ import { certLabel, type VerifyProblem } from '../pki/path-rules.js';
 import { relativeTime } from '../text/duration.js';
 import { diag, type Diagnosis } from './codes.js';
 import type { Attempt, Findings, OurSide } from './findings.js';
+import { authorizationRefusal, describeAnswer } from './http-probe.js';
 
 /** What each finding means: the server's chain problems and the server's refusals, each with its cause and fix. */
 
@@ -176,22 +177,13 @@ export function clockFinding(o: OurSide, f: Findings, a: Attempt, now: Date): Di
 
 /** HTTPS: TLS accepted us, and the application's authorization may still refuse (a 403 is not "healthy"). */
 export function httpFinding(f: Findings, a: Attempt): Diagnosis | undefined {
-  let forbidden: Diagnosis | undefined;
-  if (a.http) {
-    const refused = a.http.status === 403 || a.http.status === 401;
-    f.check(
-      'HTTP response',
-      refused ? false : null,
-      `${a.http.statusLine}${a.http.reason ? `: ${a.http.reason}` : ''}`,
-    );
-    if (refused) {
-      forbidden = diag(
-        'NOT_AUTHORIZED',
-        `TLS worked with our certificate, and the server's authorization refused us: ${a.http.statusLine}` +
-          (a.http.reason ? ` (${a.http.reason})` : ''),
-        "ask the server's owner for an allow rule for our identity on this path (mtls inspect shows the identity)",
-      );
-    }
-  }
-  return forbidden;
+  if (!a.http) return undefined;
+  const refusal = authorizationRefusal(a.http);
+  f.check('HTTP response', refusal ? false : null, describeAnswer(a.http));
+  if (!refusal) return undefined;
+  return diag(
+    'NOT_AUTHORIZED',
+    refusal,
+    "ask the server's owner for an allow rule for our identity on this path (mtls inspect shows the identity)",
+  );
 }

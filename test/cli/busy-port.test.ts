@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { close, freePort, listen, testPki, type TestPki } from '../helpers/endpoints.js';
+import { close, freePort, listen, testPki, type TestPki, credentialArgs } from '../helpers/endpoints.js';
 import { BIN, ROOT } from '../helpers/pki.js';
 
 let pki: TestPki;
@@ -39,17 +39,7 @@ describe('a port that is taken ends the command (issue 12.6)', () => {
     spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 });
 
   it('mtls serve --cert --key: one line, exit non-zero (it printed EADDRINUSE, then hung)', () => {
-    const r = run([
-      'serve',
-      '--port',
-      String(port),
-      '--cert',
-      pki.file('server.crt'),
-      '--key',
-      pki.file('server.key'),
-      '--ca',
-      pki.file('ca.crt'),
-    ]);
+    const r = run(['serve', '--port', String(port), ...credentialArgs(pki)]);
     assert.equal(r.error, undefined, 'it exited by itself');
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /serve cannot listen on 127\.0\.0\.1:\d+ \(EADDRINUSE\)/);
@@ -65,12 +55,7 @@ describe('a port that is taken ends the command (issue 12.6)', () => {
       listenArg,
       '--target',
       '127.0.0.1:1',
-      '--cert',
-      pki.file('server.crt'),
-      '--key',
-      pki.file('server.key'),
-      '--ca',
-      pki.file('ca.crt'),
+      ...credentialArgs(pki),
       '--allow',
       'any',
       '--workers',

@@ -74,7 +74,7 @@ describe('an HTTPS server that accepts our certificate and answers 403 (issue 16
     const port = await listen(server);
     const me = { cert: pki.creds('billing').cert, key: pki.creds('billing').key };
     const target = `localhost:${port}`;
-    const as = ['--cert', pki.file('billing.crt'), '--key', pki.file('billing.key'), '--ca', pki.file('ca.crt')];
+    const as = [...credentialArgs(pki, 'billing')];
 
     const ok = await mtlsAsync(['connect', target, ...as, '--http', '/']);
     assert.equal(ok.status, 0, ok.stdout + ok.stderr);

@@ -165,6 +165,6 @@ export function tlsAttempt(
 }
 
 /** `--cert NAME.crt --key NAME.key --ca ca.crt` of a test PKI, as the CLI takes them. */
-export function credentialArgs(pki: TestPki, name = 'server'): string[] {
+export function credentialArgs(pki: { file: (name: string) => string }, name = 'server'): string[] {
   return ['--cert', pki.file(`${name}.crt`), '--key', pki.file(`${name}.key`), '--ca', pki.file('ca.crt')];
 }

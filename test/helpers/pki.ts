@@ -78,7 +78,8 @@ export function makeCert(o: MakeCertOptions): TestCert {
   const critical = (e: RawExtension, how: 'omit' | 'critical' | undefined) =>
     how === 'critical' ? { ...e, critical: true } : e;
   if (o.ski !== 'omit') ext.push(critical(subjectKeyIdExt(keyIdentifier(publicKey)), o.ski));
-  if (o.issuer && o.aki !== 'omit') ext.push(critical(authorityKeyIdExt(o.issuer.cert.subjectKeyId ?? keyIdentifier(o.issuer.cert.publicKey!)), o.aki));
+  if (o.issuer && o.aki !== 'omit')
+    ext.push(critical(authorityKeyIdExt(o.issuer.cert.subjectKeyId ?? keyIdentifier(o.issuer.cert.publicKey!)), o.aki));
   ext.push(...(o.extra ?? []));
   const now = Date.now();
   const der = signCertificate(

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fetch } from 'undici';
 import { mtlsUndiciAgent } from '../../src/adapters/agents.js';
-import { freePort, testPki, until, type TestPki } from '../helpers/endpoints.js';
+import { freePort, testPki, until, type TestPki, credentialArgs } from '../helpers/endpoints.js';
 import { BIN, mtls, tempDir } from '../helpers/pki.js';
 import { peerMissing, startNginx, startProcess as start, stopAll } from '../helpers/process.js';
 
@@ -36,12 +36,7 @@ describe('mtls serve --http with curl', () => {
         '--http',
         '--port',
         String(port),
-        '--cert',
-        pki.file('server.crt'),
-        '--key',
-        pki.file('server.key'),
-        '--ca',
-        pki.file('ca.crt'),
+        ...credentialArgs(pki),
         '--allow',
         'spiffe://test.example/ns/*/sa/billing',
       ],
@@ -107,12 +102,7 @@ describe('mtls serve --http with curl', () => {
           'serve',
           '--port',
           String(tlsPort),
-          '--cert',
-          pki.file('server.crt'),
-          '--key',
-          pki.file('server.key'),
-          '--ca',
-          pki.file('ca.crt'),
+          ...credentialArgs(pki),
           '--allow',
           'spiffe://test.example/ns/*/sa/billing',
         ],
@@ -223,16 +213,7 @@ describe('mtls connect against openssl s_server -Verify 1', () => {
 
   it('exit 0 with a client certificate, and the verdict line by line', async () => {
     const { port } = await sServer();
-    const r = mtls([
-      'connect',
-      `localhost:${port}`,
-      '--cert',
-      pki.file('billing.crt'),
-      '--key',
-      pki.file('billing.key'),
-      '--ca',
-      pki.file('ca.crt'),
-    ]);
+    const r = mtls(['connect', `localhost:${port}`, ...credentialArgs(pki, 'billing')]);
     assert.equal(r.status, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /server chain\s+verified: 'server' <- 'Endpoint Test Intermediate' <- 'Endpoint Test Root'/);
     assert.match(r.stdout, /our cert\s+'billing' sent and accepted/);
@@ -246,16 +227,7 @@ describe('mtls connect against openssl s_server -Verify 1', () => {
 
   it('shows the TLS 1.2 CertificateRequest too', async () => {
     const { port } = await sServer(1, ['-tls1_2']);
-    const r = mtls([
-      'connect',
-      `localhost:${port}`,
-      '--cert',
-      pki.file('billing.crt'),
-      '--key',
-      pki.file('billing.key'),
-      '--ca',
-      pki.file('ca.crt'),
-    ]);
+    const r = mtls(['connect', `localhost:${port}`, ...credentialArgs(pki, 'billing')]);
     assert.equal(r.status, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /TLSv1\.2/);
     assert.match(
@@ -266,16 +238,7 @@ describe('mtls connect against openssl s_server -Verify 1', () => {
 
   it('exit 3 when the server rejects our certificate (a server certificate is not a client certificate)', async () => {
     const { port } = await sServer();
-    const r = mtls([
-      'connect',
-      `localhost:${port}`,
-      '--cert',
-      pki.file('server.crt'),
-      '--key',
-      pki.file('server.key'),
-      '--ca',
-      pki.file('ca.crt'),
-    ]);
+    const r = mtls(['connect', `localhost:${port}`, ...credentialArgs(pki)]);
     assert.equal(r.status, 3, r.stdout + r.stderr);
     assert.match(r.stdout, /PEER_REJECTED_OUR_CERT|PEER_CLOSED_AFTER_OUR_CERT/);
     // TLS 1.3 sends the rejection alert encrypted; we decrypt it with the key log.
@@ -318,21 +281,7 @@ describe('nginx', () => {
       const backend = await freePort();
       await start(
         process.execPath,
-        [
-          BIN,
-          'serve',
-          '--http',
-          '--port',
-          String(backend),
-          '--cert',
-          pki.file('server.crt'),
-          '--key',
-          pki.file('server.key'),
-          '--ca',
-          pki.file('ca.crt'),
-          '--allow',
-          'cn:nginx-proxy',
-        ],
+        [BIN, 'serve', '--http', '--port', String(backend), ...credentialArgs(pki), '--allow', 'cn:nginx-proxy'],
         /listening on/,
       );
       await pki.issue({ profile: 'client', name: 'nginx-proxy', names: {} });
@@ -366,28 +315,10 @@ describe('nginx', () => {
         `server { listen 127.0.0.1:${port} ssl; ssl_certificate ${pki.file('server.crt')}; ssl_certificate_key ${pki.file('server.key')};
       ssl_client_certificate ${pki.file('ca.crt')}; ssl_verify_client on; ssl_verify_depth 3; return 200 "ok $ssl_client_s_dn\\n"; }`,
       );
-      let ok = mtls([
-        'connect',
-        `localhost:${port}`,
-        '--cert',
-        pki.file('billing.crt'),
-        '--key',
-        pki.file('billing.key'),
-        '--ca',
-        pki.file('ca.crt'),
-      ]);
+      let ok = mtls(['connect', `localhost:${port}`, ...credentialArgs(pki, 'billing')]);
       for (let i = 0; i < 20 && ok.status !== 0; i++) {
         await new Promise((x) => setTimeout(x, 100));
-        ok = mtls([
-          'connect',
-          `localhost:${port}`,
-          '--cert',
-          pki.file('billing.crt'),
-          '--key',
-          pki.file('billing.key'),
-          '--ca',
-          pki.file('ca.crt'),
-        ]);
+        ok = mtls(['connect', `localhost:${port}`, ...credentialArgs(pki, 'billing')]);
       }
       assert.equal(ok.status, 0, ok.stdout + ok.stderr);
       const dispatcher = mtlsUndiciAgent({ credentials: pki.creds('billing'), ca: pki.bundle });

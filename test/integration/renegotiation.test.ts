@@ -5,7 +5,7 @@ import { before, describe, it } from 'node:test';
 import { createMtlsHttpsServer } from '../../src/adapters/http.js';
 import { compilePolicy } from '../../src/identity/policy.js';
 import { createMtlsServer } from '../../src/tls/server.js';
-import { freePort, listen, testPki, type TestPki } from '../helpers/endpoints.js';
+import { freePort, listen, testPki, type TestPki, credentialArgs } from '../helpers/endpoints.js';
 import { startProxy, trackServers } from '../helpers/process.js';
 
 let pki: TestPki;
@@ -92,12 +92,7 @@ describe('TLS 1.2 client-initiated renegotiation is refused by every server we b
           `127.0.0.1:${port}`,
           '--target',
           `127.0.0.1:${await echo()}`,
-          '--cert',
-          pki.file('server.crt'),
-          '--key',
-          pki.file('server.key'),
-          '--ca',
-          pki.file('ca.crt'),
+          ...credentialArgs(pki),
           '--allow',
           'any',
           ...(engine === 'http' ? ['--http'] : ['--engine', engine]),

@@ -7,7 +7,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { before, describe, it } from 'node:test';
 import { clientTlsOptions } from '../../src/tls/options.js';
-import { freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
+import { freePort, listen, testPki, until, type TestPki, credentialArgs } from '../helpers/endpoints.js';
 import { BIN, ROOT, tempDir } from '../helpers/pki.js';
 import { startProxy, trackServers } from '../helpers/process.js';
 
@@ -44,12 +44,7 @@ async function httpProxy(target: number, extra: string[] = []) {
     `127.0.0.1:${port}`,
     '--target',
     `127.0.0.1:${target}`,
-    '--cert',
-    pki.file('server.crt'),
-    '--key',
-    pki.file('server.key'),
-    '--ca',
-    pki.file('ca.crt'),
+    ...credentialArgs(pki),
     '--http',
     '--allow',
     'trust-domain:test.example',
@@ -148,12 +143,7 @@ describe('a unix socket path another process listens on is not taken over (issue
       `unix:${sock}`,
       '--target',
       '127.0.0.1:1',
-      '--cert',
-      pki.file('server.crt'),
-      '--key',
-      pki.file('server.key'),
-      '--ca',
-      pki.file('ca.crt'),
+      ...credentialArgs(pki),
       '--allow',
       'any',
     ];
@@ -206,12 +196,7 @@ describe('proxy client: a failed upstream handshake is told by how far it got (i
       `127.0.0.1:${port}`,
       '--target',
       `127.0.0.1:${up}`,
-      '--cert',
-      pki.file('billing.crt'),
-      '--key',
-      pki.file('billing.key'),
-      '--ca',
-      pki.file('ca.crt'),
+      ...credentialArgs(pki, 'billing'),
     ]);
     await new Promise<void>((resolve) => {
       const c = net.connect(port, '127.0.0.1', () => c.write('hello'));

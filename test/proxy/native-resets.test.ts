@@ -10,7 +10,7 @@ import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { nativeUnavailable } from '../../src/proxy/native.js';
 import { clientTlsOptions } from '../../src/tls/options.js';
-import { close, freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
+import { close, freePort, listen, testPki, until, type TestPki, credentialArgs } from '../helpers/endpoints.js';
 import { startProxy, stopAll } from '../helpers/process.js';
 
 let pki: TestPki;
@@ -71,12 +71,7 @@ describe('native engine: resets and hang-ups end their side (issue 18.2)', { ski
         `127.0.0.1:${port}`,
         '--target',
         `127.0.0.1:${target}`,
-        '--cert',
-        pki.file('server.crt'),
-        '--key',
-        pki.file('server.key'),
-        '--ca',
-        pki.file('ca.crt'),
+        ...credentialArgs(pki),
         '--allow',
         'any',
         '--engine',

@@ -10,7 +10,7 @@ import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
-import { close, freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
+import { close, freePort, listen, testPki, until, type TestPki, credentialArgs } from '../helpers/endpoints.js';
 import { BIN } from '../helpers/pki.js';
 import { startProcess, stopAll } from '../helpers/process.js';
 
@@ -49,12 +49,7 @@ async function nativeProxy(target: string, extra: string[] = []) {
       `127.0.0.1:${port}`,
       '--target',
       target,
-      '--cert',
-      pki.file('server.crt'),
-      '--key',
-      pki.file('server.key'),
-      '--ca',
-      pki.file('ca.crt'),
+      ...credentialArgs(pki),
       '--admin',
       `127.0.0.1:${admin}`,
       ...extra,

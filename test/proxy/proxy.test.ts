@@ -10,7 +10,16 @@ import { after, before, describe, it } from 'node:test';
 import { decodeProxyV2, PP2 } from '../../src/proxy/proxy-protocol.js';
 import { ProxyMetrics } from '../../src/proxy/metrics.js';
 import { clientTlsOptions } from '../../src/tls/options.js';
-import { close, freePort, listen, testPki, tlsAttempt, until, type TestPki } from '../helpers/endpoints.js';
+import {
+  close,
+  freePort,
+  listen,
+  testPki,
+  tlsAttempt,
+  until,
+  type TestPki,
+  credentialArgs,
+} from '../helpers/endpoints.js';
 import { BIN, keyPem, makeCert, opensslCrl, tempDir, writePem, type TestCert } from '../helpers/pki.js';
 import { OID } from '../../src/pki/oid.js';
 import { peerMissing, startNginx, startProcess, startProxy, stopAll } from '../helpers/process.js';
@@ -44,12 +53,7 @@ function serverArgs(port: number, target: string, extra: string[] = []): string[
     `127.0.0.1:${port}`,
     '--target',
     target,
-    '--cert',
-    pki.file('server.crt'),
-    '--key',
-    pki.file('server.key'),
-    '--ca',
-    pki.file('ca.crt'),
+    ...credentialArgs(pki),
     '--engine',
     ENGINE,
     ...extra,

@@ -4,7 +4,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { clientTlsOptions } from '../../src/tls/options.js';
-import { close, freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
+import { close, freePort, listen, testPki, until, type TestPki, credentialArgs } from '../helpers/endpoints.js';
 import { BIN } from '../helpers/pki.js';
 import { startProcess, stopAll } from '../helpers/process.js';
 
@@ -53,12 +53,7 @@ describe('proxy at scale', () => {
             `127.0.0.1:${port}`,
             '--target',
             `127.0.0.1:${backendPort}`,
-            '--cert',
-            pki.file('server.crt'),
-            '--key',
-            pki.file('server.key'),
-            '--ca',
-            pki.file('ca.crt'),
+            ...credentialArgs(pki),
             '--allow',
             'trust-domain:test.example',
             '--max-connections',

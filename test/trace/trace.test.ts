@@ -8,7 +8,7 @@ import { serverTlsOptions } from '../../src/tls/options.js';
 import { parseKeyLog, suiteOf, trafficKeys } from '../../src/tls13/key-schedule.js';
 import { traceConnection } from '../../src/trace/connect.js';
 import { keyBlock, TLS12_SUITES } from '../../src/tls12/prf.js';
-import { freePort, testPki, until, type TestPki } from '../helpers/endpoints.js';
+import { freePort, testPki, until, type TestPki, credentialArgs } from '../helpers/endpoints.js';
 import { BIN, latticeChain, mtls } from '../helpers/pki.js';
 import { exportPrivateKey } from '../../src/pki/keys.js';
 import { OID } from '../../src/pki/oid.js';
@@ -178,19 +178,7 @@ describe('mtls trace against openssl s_server, each TLS 1.3 AEAD forced in turn'
   it('CLI: --json has the steps, --keylog writes a 0600 NSS key log, exit 3 when rejected', async () => {
     const s = await sServer(['-tls1_3']);
     const keylog = path.join(pki.dir, 'client.keylog');
-    const r = mtls([
-      'trace',
-      `localhost:${s.port}`,
-      '--cert',
-      pki.file('billing.crt'),
-      '--key',
-      pki.file('billing.key'),
-      '--ca',
-      pki.file('ca.crt'),
-      '--json',
-      '--keylog',
-      keylog,
-    ]);
+    const r = mtls(['trace', `localhost:${s.port}`, ...credentialArgs(pki, 'billing'), '--json', '--keylog', keylog]);
     assert.equal(r.status, 0, r.stdout + r.stderr);
     const j = JSON.parse(r.stdout);
     assert.equal(j.ok, true);
@@ -416,12 +404,7 @@ describe('mtls trace --listen: handshakes that arrive at a server', () => {
         `127.0.0.1:${port}`,
         '--count',
         '1',
-        '--cert',
-        pki.file('server.crt'),
-        '--key',
-        pki.file('server.key'),
-        '--ca',
-        pki.file('ca.crt'),
+        ...credentialArgs(pki),
         '--allow',
         'trust-domain:test.example',
       ],
@@ -460,18 +443,7 @@ describe('mtls trace --listen: handshakes that arrive at a server', () => {
 
   it('CLI: --color always paints the diagram; --color never and a pipe do not', async () => {
     const s = await sServer(['-naccept', '1']);
-    const colored = mtls([
-      'trace',
-      `localhost:${s.port}`,
-      '--cert',
-      pki.file('billing.crt'),
-      '--key',
-      pki.file('billing.key'),
-      '--ca',
-      pki.file('ca.crt'),
-      '--color',
-      'always',
-    ]);
+    const colored = mtls(['trace', `localhost:${s.port}`, ...credentialArgs(pki, 'billing'), '--color', 'always']);
     assert.equal(colored.status, 0, colored.stdout + colored.stderr);
     assert.match(colored.stdout, /\x1b\[36m── 1\. ClientHello ─+▶\x1b\[0m/);
     // Coloured by the check's result (structured in the step), the whole line: not by matching words.
