@@ -128,6 +128,8 @@ export function registerConnect(program: Command): void {
           'server chain',
           `${verdict.valid ? 'verified' : 'NOT verified'}: ${verdict.chain.map((x) => `'${certLabel(x)}'`).join(' <- ')}`,
         );
+        // OpenSSL accepted the chain; say what the strict profile (mtls verify) refuses in it.
+        if (!verdict.valid) say('strict check', verdict.problems.map((p) => p.message).join('; '));
         explain();
         const names = [...c.server.dns.map((d) => `DNS:${d}`), ...c.server.ips.map((i) => `IP:${i}`)].join(', ');
         say(

@@ -37,6 +37,7 @@ export const EXAMPLES: Record<string, string[]> = {
   verify: [
     'mtls verify api.crt --purpose server --dns api.acme.internal',
     'mtls verify billing.crt --ca ca.crt --purpose client --spiffe-id "spiffe://acme.internal/ns/*/sa/billing"',
+    'mtls verify legacy.crt --ca old-root.crt --untrusted old-int.crt --profile compat',
   ],
   serve: [
     'mtls serve --allow "spiffe://acme.internal/ns/prod/*"',

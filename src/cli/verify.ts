@@ -3,7 +3,7 @@ import { exitCodeFor, MtlsError } from '../errors.js';
 import { readCertificates } from '../pki/certificate.js';
 import { formatDn } from '../pki/names.js';
 import { verifyChain } from '../pki/verify.js';
-import { certLabel, VERIFY_PROBLEMS, type Purpose } from '../pki/path-rules.js';
+import { certLabel, PROFILES, VERIFY_PROBLEMS, type Profile, type Purpose } from '../pki/path-rules.js';
 import { MAX_INPUT, readInput } from '../io/files.js';
 import { parseTime, printJson } from './common.js';
 import { caFileOr } from './common.js';
@@ -21,6 +21,11 @@ export function registerVerify(program: Command): void {
     .option('--purpose <purpose>', 'server | client | any', 'any')
     .option('--max-depth <n>', 'most intermediate CAs allowed', '8')
     .option('--spiffe-id <pattern>', 'the certificate must carry a SPIFFE ID matching this (* = one segment)')
+    .option(
+      '--profile <profile>',
+      'strict | rfc5280 (a leaf without EKU, a critical EKU or SAN) | compat (also old CAs without key identifiers)',
+      'strict',
+    )
     .option('--json', 'machine-readable output')
     .action(
       (
@@ -35,6 +40,7 @@ export function registerVerify(program: Command): void {
           purpose: string;
           maxDepth: string;
           spiffeId?: string;
+          profile: string;
           json?: boolean;
         },
       ) => {
@@ -42,6 +48,8 @@ export function registerVerify(program: Command): void {
           throw new MtlsError('USAGE', 'give either --dns or --ip, not both');
         if (!['server', 'client', 'any'].includes(o.purpose))
           throw new MtlsError('USAGE', `--purpose '${o.purpose}' must be server, client or any`);
+        if (!(PROFILES as readonly string[]).includes(o.profile))
+          throw new MtlsError('USAGE', `--profile '${o.profile}' must be one of ${PROFILES.join(', ')}`);
         if (!/^\d{1,3}$/.test(o.maxDepth))
           throw new MtlsError('USAGE', `--max-depth '${o.maxDepth}' must be a whole number`);
         const [leaf, ...rest] = readCertificates(readInput(file, 'certificate'), file);
@@ -60,6 +68,7 @@ export function registerVerify(program: Command): void {
           at,
           purpose: o.purpose as Purpose,
           maxDepth: Number(o.maxDepth),
+          profile: o.profile as Profile,
           ...(o.dns !== undefined ? { dns: o.dns } : {}),
           ...(o.ip !== undefined ? { ip: o.ip } : {}),
           ...(o.spiffeId !== undefined ? { spiffeId: o.spiffeId } : {}),
@@ -68,6 +77,7 @@ export function registerVerify(program: Command): void {
           printJson({
             valid: result.valid,
             at: at.toISOString(),
+            profile: o.profile,
             spiffeId: result.spiffeId?.uri ?? null,
             chain: result.chain.map((c) => ({
               subject: formatDn(c.subject),

@@ -2,7 +2,9 @@ import crypto, { type KeyObject } from 'node:crypto';
 import { MtlsError } from '../errors.js';
 import { decodeOid, decodeTime, readChildren, readSingle, type Tlv } from './der.js';
 import {
+  parseAuthorityInfoAccess,
   parseAuthorityKeyId,
+  parseCrlDistributionPoints,
   parseBasicConstraints,
   parseExtKeyUsage,
   parseKeyId,
@@ -16,6 +18,7 @@ import {
 } from './extensions.js';
 import type { SubjectNames } from './general-names.js';
 import { parseNameDer, type DnAttribute } from './names.js';
+import { loadSpki } from './keys.js';
 import { OID, oidName } from './oid.js';
 import { decodePem, looksLikePem } from './pem.js';
 
@@ -48,6 +51,12 @@ export interface Certificate {
   nameConstraints?: NameConstraints;
   subjectKeyId?: Buffer;
   authorityKeyId?: Buffer;
+  /** The authorityKeyIdentifier also names the issuer's issuer and serial (a trust anchor's must not). */
+  authorityKeyIdNamesIssuer?: boolean;
+  /** URIs of the authorityInfoAccess (OCSP responders, issuer certificates) and CRL distribution points. */
+  ocspUrls?: string[];
+  caIssuersUrls?: string[];
+  crlUrls?: string[];
   /** SHA-256 of the DER, upper-case hex with colons (as `openssl x509 -fingerprint -sha256` prints). */
   fingerprint256: string;
   /** Structural defects found while decoding; path validation reports each one. */
@@ -82,7 +91,7 @@ export function readAlgorithm(t: Tlv, field: string): { oid: string; params?: Bu
   const [oid, params, extra] = readChildren(t.value, field);
   if (!oid || oid.tag !== 0x06 || extra) throw new MtlsError('BAD_DER', `${field} is malformed`);
   const out: { oid: string; params?: Buffer } = { oid: decodeOid(oid.value, field) };
-  if (params) out.params = Buffer.from(t.value.subarray(params.start, params.end));
+  if (params) out.params = t.value.subarray(params.start, params.end);
   return out;
 }
 
@@ -93,7 +102,8 @@ export function readAlgorithm(t: Tlv, field: string): { oid: string; params?: Bu
  */
 export function parseCertificate(der: Buffer, what = 'certificate'): Certificate {
   try {
-    return parseCertificateStrict(der, what);
+    // One copy of the input; every field below is a view into it (the caller may reuse its buffer).
+    return parseCertificateStrict(Buffer.from(der), what);
   } catch (err) {
     const why = err instanceof MtlsError ? err.message : (err as Error).message.split('\n')[0];
     throw new MtlsError('BAD_DER', `${what} is not a valid X.509 certificate (${why})`, { cause: err });
@@ -115,9 +125,9 @@ export function readSignedEnvelope(
   if (sigT.value[0] !== 0) throw new Error('signature BIT STRING has unused bits');
   return {
     tbsT,
-    tbsDer: Buffer.from(outer.value.subarray(tbsT.start, tbsT.end)),
+    tbsDer: outer.value.subarray(tbsT.start, tbsT.end),
     alg: readAlgorithm(algT, 'signatureAlgorithm'),
-    signature: Buffer.from(sigT.value.subarray(1)),
+    signature: sigT.value.subarray(1),
   };
 }
 
@@ -150,7 +160,7 @@ function parseCertificateStrict(der: Buffer, what: string): Certificate {
   ) {
     throw new Error('tbsCertificate is missing fields');
   }
-  const serial = Buffer.from(serialT.value);
+  const serial = serialT.value;
   if (serial.length === 0) throw new Error('empty serial number');
   if (serial.length > 20) problems.push(`serial number is ${serial.length} bytes (RFC 5280 allows 20 at most)`);
   if (serial[0]! & 0x80) problems.push('serial number is negative');
@@ -163,7 +173,7 @@ function parseCertificateStrict(der: Buffer, what: string): Certificate {
   }
   const [nb, na, more] = readChildren(validityT.value, 'validity');
   if (!nb || !na || more) throw new Error('validity is malformed');
-  const slice = (t: Tlv) => Buffer.from(tbsT.value.subarray(t.start, t.end));
+  const slice = (t: Tlv) => tbsT.value.subarray(t.start, t.end);
   const spkiBytes = slice(spkiT);
   const extensions: RawExtension[] = [];
   for (const t of rest) {
@@ -223,7 +233,8 @@ function definePublicKey(c: Certificate, problems: string[]): void {
   let cached: KeyObject | null | undefined;
   const [alg] = readChildren(readSingle(c.spkiDer, 'SubjectPublicKeyInfo').value, 'SubjectPublicKeyInfo');
   const algOid = alg && alg.tag === 0x30 ? readAlgorithm(alg, 'SubjectPublicKeyInfo.algorithm').oid : '';
-  if (![OID.ecPublicKey, OID.rsaEncryption, OID.ed25519, OID.rsaPss, OID.ed448].includes(algOid as never)) {
+  // DSA loads, and path validation refuses it as a weak key (WEAK_KEY) rather than as a malformed certificate.
+  if (![OID.ecPublicKey, OID.rsaEncryption, OID.ed25519, OID.rsaPss, OID.ed448, OID.dsa].includes(algOid as never)) {
     problems.push(`public key algorithm ${oidName(algOid)} is not supported`);
   }
   Object.defineProperty(c, 'publicKey', {
@@ -231,7 +242,7 @@ function definePublicKey(c: Certificate, problems: string[]): void {
     get(): KeyObject | undefined {
       if (cached === undefined) {
         try {
-          cached = crypto.createPublicKey({ key: c.spkiDer, format: 'der', type: 'spki' });
+          cached = loadSpki(c.spkiDer);
         } catch (err) {
           cached = null;
           problems.push(`public key cannot be loaded (${(err as Error).message.split('\n')[0]})`);
@@ -262,7 +273,7 @@ function readExtension(t: Tlv, problems: string[]): RawExtension {
     throw new Error('extension has extra fields');
   }
   if (!valueT || valueT.tag !== 0x04) throw new Error('extnValue is not an OCTET STRING');
-  return { oid, critical, value: Buffer.from(valueT.value) };
+  return { oid, critical, value: valueT.value };
 }
 
 function applyExtension(c: Certificate, ext: RawExtension): void {
@@ -288,10 +299,20 @@ function applyExtension(c: Certificate, ext: RawExtension): void {
       c.subjectKeyId = parseKeyId(ext.value);
       break;
     case OID.authorityKeyIdentifier: {
-      const id = parseAuthorityKeyId(ext.value);
-      if (id) c.authorityKeyId = id;
+      const aki = parseAuthorityKeyId(ext.value);
+      if (aki.keyId) c.authorityKeyId = aki.keyId;
+      if (aki.issuerAndSerial) c.authorityKeyIdNamesIssuer = true;
       break;
     }
+    case OID.authorityInfoAccess: {
+      const aia = parseAuthorityInfoAccess(ext.value);
+      c.ocspUrls = aia.ocsp;
+      c.caIssuersUrls = aia.caIssuers;
+      break;
+    }
+    case OID.crlDistributionPoints:
+      c.crlUrls = parseCrlDistributionPoints(ext.value);
+      break;
     default:
   }
 }

@@ -15,37 +15,51 @@ export interface Tlv {
 
 const CLASSES = ['universal', 'application', 'context', 'private'] as const;
 
+/** A TLV whose value view is made on first use: parsing a certificate reads ~80 TLVs and needs few values. */
+class LazyTlv implements Tlv {
+  readonly cls: Tlv['cls'];
+  readonly constructed: boolean;
+  readonly number: number;
+  #value: Buffer | undefined;
+  constructor(
+    private readonly buf: Buffer,
+    readonly tag: number,
+    readonly start: number,
+    readonly valueStart: number,
+    readonly end: number,
+  ) {
+    this.cls = CLASSES[tag >> 6]!;
+    this.constructed = (tag & 0x20) !== 0;
+    this.number = tag & 0x1f;
+  }
+  get value(): Buffer {
+    return (this.#value ??= this.buf.subarray(this.valueStart, this.end));
+  }
+}
+
+function derFail(field: string, why: string, offset: number): never {
+  throw new MtlsError('BAD_DER', `${field}: ${why} at offset ${offset}`);
+}
+
 /** Reads one TLV at `offset` (X.690 DER: definite, minimal lengths). Errors name the field and the offset. */
 export function readTlv(buf: Buffer, offset: number, field: string): Tlv {
-  const fail = (why: string): never => {
-    throw new MtlsError('BAD_DER', `${field}: ${why} at offset ${offset}`);
-  };
-  if (offset + 2 > buf.length) fail('truncated DER header');
+  if (offset + 2 > buf.length) derFail(field, 'truncated DER header', offset);
   const tag = buf[offset]!;
-  if ((tag & 0x1f) === 0x1f) fail('high tag numbers are not supported');
+  if ((tag & 0x1f) === 0x1f) derFail(field, 'high tag numbers are not supported', offset);
   let len = buf[offset + 1]!;
   let p = offset + 2;
   if (len & 0x80) {
     const n = len & 0x7f;
-    if (n === 0) fail('indefinite length is not allowed in DER');
-    if (n > 4) fail('length field too large');
-    if (p + n > buf.length) fail('truncated DER length');
+    if (n === 0) derFail(field, 'indefinite length is not allowed in DER', offset);
+    if (n > 4) derFail(field, 'length field too large', offset);
+    if (p + n > buf.length) derFail(field, 'truncated DER length', offset);
     len = 0;
     for (let i = 0; i < n; i++) len = len * 256 + buf[p + i]!;
-    if (buf[p] === 0 || len < 0x80) fail('non-minimal DER length');
+    if (buf[p] === 0 || len < 0x80) derFail(field, 'non-minimal DER length', offset);
     p += n;
   }
-  if (p + len > buf.length) fail(`value of ${len} bytes runs past the end of the data`);
-  return {
-    tag,
-    cls: CLASSES[tag >> 6]!,
-    constructed: (tag & 0x20) !== 0,
-    number: tag & 0x1f,
-    start: offset,
-    valueStart: p,
-    end: p + len,
-    value: buf.subarray(p, p + len),
-  };
+  if (p + len > buf.length) derFail(field, `value of ${len} bytes runs past the end of the data`, offset);
+  return new LazyTlv(buf, tag, offset, p, p + len);
 }
 
 /** The children of a constructed value; refuses bytes that do not form whole TLVs. */
@@ -70,14 +84,21 @@ export function readSingle(buf: Buffer, field: string): Tlv {
 
 // ---- decoding primitives ----
 
+/** Decoded OIDs by their content octets: a certificate holds ~20, nearly all of them the same few dozen. */
+const OID_CACHE = new Map<string, string>();
+
 /** OBJECT IDENTIFIER content octets to dotted text (X.690 8.19): base-128 sub-identifiers, the first one X*40+Y. */
 export function decodeOid(b: Buffer, field = 'OBJECT IDENTIFIER'): string {
+  const key = b.toString('latin1');
+  const known = OID_CACHE.get(key);
+  if (known !== undefined) return known;
   if (b.length === 0) throw new MtlsError('BAD_DER', `${field}: empty OBJECT IDENTIFIER`);
   if (b[b.length - 1]! & 0x80) throw new MtlsError('BAD_DER', `${field}: truncated OID`);
   const subs: number[] = [];
   let acc = 0;
   let start = true;
-  for (const byte of b) {
+  for (let i = 0; i < b.length; i++) {
+    const byte = b[i]!;
     if (start && byte === 0x80) throw new MtlsError('BAD_DER', `${field}: non-minimal OID arc`);
     acc = acc * 128 + (byte & 0x7f);
     start = !(byte & 0x80);
@@ -88,7 +109,10 @@ export function decodeOid(b: Buffer, field = 'OBJECT IDENTIFIER'): string {
   }
   const first = subs[0]!;
   const head = first < 40 ? [0, first] : first < 80 ? [1, first - 40] : [2, first - 80];
-  return [...head, ...subs.slice(1)].join('.');
+  const text = [...head, ...subs.slice(1)].join('.');
+  if (OID_CACHE.size >= 4096) OID_CACHE.clear(); // a peer's random OIDs cannot grow it without bound
+  OID_CACHE.set(key, text);
+  return text;
 }
 
 /** UTCTime (YYMMDDHHMMSSZ, years 1950-2049) or GeneralizedTime (YYYYMMDDHHMMSSZ), DER form only (RFC 5280 4.1.2.5). */

@@ -1,10 +1,10 @@
 import crypto, { type KeyObject } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import * as asn from '@peculiar/asn1-x509';
-import { decodeOid, encodeOid, readChildren, readSingle, seq, tlv } from './der.js';
+import { decodeOid, encodeOid, readChildren, readSingle, seq, tlv, type Tlv } from './der.js';
 import { addGeneralName, emptyNames, parseGeneralNames, type SubjectNames } from './general-names.js';
 import { spkiDer } from './keys.js';
-import { ipBytes } from './names.js';
+import { buildName, ipBytes } from './names.js';
 import { OID } from './oid.js';
 
 /** An extension as it sits in a certificate. */
@@ -100,12 +100,21 @@ export interface NameConstraintsInput {
   permittedEmail?: string[];
   excludedDns?: string[];
   excludedIp?: string[];
+  /** Directory names (DNs), as attribute lists in order. */
+  permittedDirectory?: { oid: string; value: string }[][];
 }
 
 /** NameConstraints, critical as RFC 5280 requires. IPs are CIDR text (`10.0.0.0/8`). */
 export function nameConstraintsExt(nc: NameConstraintsInput): RawExtension {
-  const subtrees = (dns: string[] = [], ip: string[] = [], uri: string[] = [], email: string[] = []) => {
+  const subtrees = (
+    dns: string[] = [],
+    ip: string[] = [],
+    uri: string[] = [],
+    email: string[] = [],
+    dirs: { oid: string; value: string }[][] = [],
+  ) => {
     const list = [
+      ...dirs.map((d) => new asn.GeneralName({ directoryName: buildName(d) })),
       ...dns.map((d) => new asn.GeneralName({ dNSName: d })),
       ...ip.map((i) => new asn.GeneralName({ iPAddress: i })),
       ...uri.map((u) => new asn.GeneralName({ uniformResourceIdentifier: u })),
@@ -114,7 +123,13 @@ export function nameConstraintsExt(nc: NameConstraintsInput): RawExtension {
     return list.length ? new asn.GeneralSubtrees(list) : undefined;
   };
   const value = new asn.NameConstraints({});
-  const permitted = subtrees(nc.permittedDns, nc.permittedIp, nc.permittedUri, nc.permittedEmail);
+  const permitted = subtrees(
+    nc.permittedDns,
+    nc.permittedIp,
+    nc.permittedUri,
+    nc.permittedEmail,
+    nc.permittedDirectory,
+  );
   const excluded = subtrees(nc.excludedDns, nc.excludedIp);
   if (permitted) value.permittedSubtrees = permitted;
   if (excluded) value.excludedSubtrees = excluded;
@@ -199,7 +214,9 @@ export function parseNameConstraints(value: Buffer): NameConstraints {
   for (const part of readChildren(seq.value, 'nameConstraints')) {
     if (part.tag !== 0xa0 && part.tag !== 0xa1) throw new Error(`unexpected field 0x${part.tag.toString(16)}`);
     const names = emptyNames();
-    for (const subtree of readChildren(part.value, 'GeneralSubtree')) {
+    const subtrees = readChildren(part.value, 'GeneralSubtree');
+    if (subtrees.length === 0) throw new Error('an empty subtree list (GeneralSubtrees holds at least one)');
+    for (const subtree of subtrees) {
       if (subtree.tag !== 0x30) throw new Error('GeneralSubtree is not a SEQUENCE');
       const [base, ...rest] = readChildren(subtree.value, 'GeneralSubtree');
       if (!base) throw new Error('GeneralSubtree without a base');
@@ -221,10 +238,109 @@ export function parseKeyId(value: Buffer): Buffer {
   return Buffer.from(t.value);
 }
 
-/** AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING OPTIONAL, ... }. */
-export function parseAuthorityKeyId(value: Buffer): Buffer | undefined {
+/** The optional fields of a SEQUENCE, each at most once and in the order of `tags` (DER). */
+function inOrder(fields: Tlv[], tags: number[], what: string): Tlv[] {
+  let last = -1;
+  for (const f of fields) {
+    const at = tags.indexOf(f.tag);
+    if (at <= last) throw new Error(`unexpected or repeated field 0x${f.tag.toString(16)} in ${what}`);
+    last = at;
+  }
+  return fields;
+}
+
+/** What an authorityKeyIdentifier holds (RFC 5280 4.2.1.1). */
+export interface AuthorityKeyId {
+  keyId?: Buffer;
+  /** authorityCertIssuer and authorityCertSerialNumber (X.509: both or neither). */
+  issuerAndSerial: boolean;
+}
+
+/**
+ * AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING OPTIONAL,
+ * authorityCertIssuer [1] GeneralNames OPTIONAL, authorityCertSerialNumber [2] CertificateSerialNumber OPTIONAL },
+ * each field at most once and in this order.
+ */
+export function parseAuthorityKeyId(value: Buffer): AuthorityKeyId {
   const t = readSingle(value, 'authorityKeyIdentifier');
   if (t.tag !== 0x30) throw new Error('not a SEQUENCE');
-  const id = readChildren(t.value, 'authorityKeyIdentifier').find((c) => c.tag === 0x80);
-  return id ? Buffer.from(id.value) : undefined;
+  const fields = inOrder(readChildren(t.value, 'authorityKeyIdentifier'), [0x80, 0xa1, 0x82], 'authorityKeyIdentifier');
+  const has = (tag: number) => fields.some((f) => f.tag === tag);
+  if (has(0xa1) !== has(0x82)) throw new Error('authorityCertIssuer and authorityCertSerialNumber come together');
+  const id = fields.find((c) => c.tag === 0x80);
+  return { ...(id ? { keyId: Buffer.from(id.value) } : {}), issuerAndSerial: has(0xa1) };
+}
+
+/** Where to find an issuer's certificate and its OCSP responder (RFC 5280 4.2.2.1), URIs only. */
+export interface AuthorityInfoAccess {
+  ocsp: string[];
+  caIssuers: string[];
+}
+
+/** AuthorityInfoAccessSyntax ::= SEQUENCE SIZE (1..MAX) OF AccessDescription { accessMethod, accessLocation }. */
+export function parseAuthorityInfoAccess(value: Buffer): AuthorityInfoAccess {
+  const t = readSingle(value, 'authorityInfoAccess');
+  if (t.tag !== 0x30) throw new Error('not a SEQUENCE');
+  const items = readChildren(t.value, 'authorityInfoAccess');
+  if (items.length === 0) throw new Error('empty (at least one access description is required)');
+  const out: AuthorityInfoAccess = { ocsp: [], caIssuers: [] };
+  for (const item of items) {
+    const [method, location, extra] = item.tag === 0x30 ? readChildren(item.value, 'AccessDescription') : [];
+    if (!method || method.tag !== 0x06 || !location || extra) throw new Error('AccessDescription is malformed');
+    const names = namesOf([location], 'accessLocation');
+    const oid = decodeOid(method.value, 'accessMethod');
+    if (oid === OID.ocsp) out.ocsp.push(...names.uri);
+    else if (oid === OID.caIssuers) out.caIssuers.push(...names.uri);
+  }
+  return out;
+}
+
+/**
+ * CRLDistributionPoints ::= SEQUENCE SIZE (1..MAX) OF DistributionPoint { distributionPoint [0]
+ * DistributionPointName OPTIONAL, reasons [1] ReasonFlags OPTIONAL, cRLIssuer [2] GeneralNames OPTIONAL }, where
+ * a point is not the reasons alone (RFC 5280 4.2.1.13). Returns the URIs of the full names.
+ */
+export function parseCrlDistributionPoints(value: Buffer): string[] {
+  const t = readSingle(value, 'cRLDistributionPoints');
+  if (t.tag !== 0x30) throw new Error('not a SEQUENCE');
+  const points = readChildren(t.value, 'cRLDistributionPoints');
+  if (points.length === 0) throw new Error('empty (at least one distribution point is required)');
+  const urls: string[] = [];
+  for (const p of points) {
+    if (p.tag !== 0x30) throw new Error('DistributionPoint is not a SEQUENCE');
+    const fields = inOrder(readChildren(p.value, 'DistributionPoint'), [0xa0, 0x81, 0xa2], 'a DistributionPoint');
+    const dp = fields.find((f) => f.tag === 0xa0);
+    const issuer = fields.find((f) => f.tag === 0xa2);
+    if (!dp && !issuer) throw new Error('a DistributionPoint names neither a point nor a CRL issuer');
+    if (issuer) namesOf(readChildren(issuer.value, 'cRLIssuer'), 'cRLIssuer');
+    if (dp) {
+      const choice = readSingle(dp.value, 'distributionPoint');
+      if (choice.tag === 0xa0) urls.push(...namesOf(readChildren(choice.value, 'fullName'), 'fullName').uri);
+      else if (choice.tag !== 0xa1) throw new Error('distributionPoint is neither a fullName nor a relative name');
+    }
+  }
+  return urls;
+}
+
+/** GeneralName values that must be well formed and at least one. */
+function namesOf(list: Tlv[], field: string): SubjectNames {
+  if (list.length === 0) throw new Error(`${field} is empty`);
+  const names = emptyNames();
+  for (const n of list) addGeneralName(n, names);
+  if (names.problems.length) throw new Error(`${field}: ${names.problems.join('; ')}`);
+  const badUri = names.uri.find((u) => uriProblem(u));
+  if (badUri !== undefined) throw new Error(`${field}: ${uriProblem(badUri)}`);
+  return names;
+}
+
+/**
+ * RFC 5280 4.2.1.6 and RFC 3986: a URI name is absolute (a scheme, then a scheme-specific part) and has no
+ * characters a URI cannot hold unescaped. Returns why not, or undefined.
+ */
+export function uriProblem(uri: string): string | undefined {
+  const m = /^([A-Za-z][A-Za-z0-9+.-]*):(.+)$/.exec(uri);
+  if (!m) return `URI '${uri}' has no scheme and scheme-specific part (a URI name must be absolute)`;
+  if (/[\s"<>\\^`{|}]/.test(uri)) return `URI '${uri}' holds characters that must be percent-encoded`;
+  if (/%(?![0-9A-Fa-f]{2})/.test(uri)) return `URI '${uri}' has a broken percent-encoding`;
+  return undefined;
 }

@@ -154,38 +154,44 @@ export function parseDnString(text: string): { oid: string; value: string }[] {
 const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 
 /**
- * Validates a DNS name for a certificate (RFC 1034 preferred syntax, lower-cased; `*.` allowed as the whole
- * left-most label when `wildcard`). Returns the normalized name.
+ * Why `name` is not a DNS name for a certificate (RFC 1034 preferred syntax as RFC 1123 relaxed it, which RFC 5280
+ * 4.2.1.6 requires; `*.` allowed as the whole left-most label when `wildcard`), or undefined when it is one.
  */
-export function checkDnsName(name: string, opts: { wildcard?: boolean } = {}): string {
+export function dnsNameProblem(name: string, opts: { wildcard?: boolean } = {}): string | undefined {
   const n = name.toLowerCase();
-  const fail = (why: string): never => {
-    throw new MtlsError('BAD_NAME', `DNS name '${printable(name)}' is not valid: ${why}`);
-  };
-  if (n.length === 0) fail('it is empty');
-  if (n.length > 253) fail('longer than 253 characters');
-  if (n.endsWith('.')) fail('remove the trailing dot');
-  if (parseIp(n)) fail('it is an IP address; use --ip for addresses');
+  if (n.length === 0) return 'it is empty';
+  if (n.length > 253) return 'longer than 253 characters';
+  if (n.endsWith('.')) return 'it has a trailing dot';
+  if (parseIp(n)) return 'it is an IP address';
   const labels = n.split('.');
-  labels.forEach((l, i) => {
+  for (const [i, l] of labels.entries()) {
     if (i === 0 && l === '*' && opts.wildcard) {
-      if (labels.length < 3) fail('a wildcard needs at least two labels after it (*.example.org)');
-      return;
+      if (labels.length < 3) return 'a wildcard needs at least two labels after it (*.example.org)';
+      continue;
     }
     if (l.includes('*'))
-      fail(
-        opts.wildcard
-          ? 'a wildcard must be the whole left-most label (*.example.org)'
-          : 'wildcards are not allowed here',
-      );
+      return opts.wildcard
+        ? 'a wildcard must be the whole left-most label (*.example.org)'
+        : 'wildcards are not allowed here';
     if (!LABEL.test(l))
-      fail(`label '${printable(l)}' must be 1-63 letters, digits or hyphens, not starting or ending with a hyphen`);
-  });
-  return n;
+      return `label '${printable(l)}' must be 1-63 letters, digits or hyphens, not starting or ending with a hyphen`;
+  }
+  return undefined;
 }
 
-/** Validates an email address for an rfc822Name SAN (ASCII mailbox; the domain must be a DNS name). */
-export function checkEmail(email: string): string {
+/** Validates a DNS name for a certificate we issue (see dnsNameProblem). Returns the lower-cased name. */
+export function checkDnsName(name: string, opts: { wildcard?: boolean } = {}): string {
+  const why = dnsNameProblem(name, opts);
+  if (why)
+    throw new MtlsError(
+      'BAD_NAME',
+      `DNS name '${printable(name)}' is not valid: ${why}${why === 'it is an IP address' ? '; use --ip for addresses' : why === 'it has a trailing dot' ? '; remove it' : ''}`,
+    );
+  return name.toLowerCase();
+}
+
+/** Why `email` is not a mailbox for an rfc822Name SAN (ASCII local part; the domain a DNS name), or undefined. */
+export function emailProblem(email: string): string | undefined {
   const at = email.lastIndexOf('@');
   const local = email.slice(0, at);
   if (
@@ -194,13 +200,22 @@ export function checkEmail(email: string): string {
     local.startsWith('.') ||
     local.endsWith('.') ||
     local.includes('..')
-  ) {
+  )
+    return 'it is not local-part@domain';
+  const why = dnsNameProblem(email.slice(at + 1));
+  return why ? `its domain is not a host name (${why})` : undefined;
+}
+
+/** Validates an email address for an rfc822Name SAN we issue. */
+export function checkEmail(email: string): string {
+  const at = email.lastIndexOf('@');
+  if (emailProblem(email) === 'it is not local-part@domain' || at <= 0) {
     throw new MtlsError(
       'BAD_NAME',
       `'${printable(email)}' is not a valid email address; write it like alice@example.org`,
     );
   }
-  return `${local}@${checkDnsName(email.slice(at + 1))}`;
+  return `${email.slice(0, at)}@${checkDnsName(email.slice(at + 1))}`;
 }
 
 /** A SPIFFE ID split into its parts (SPIFFE ID spec, section 2). */

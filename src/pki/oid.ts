@@ -29,6 +29,9 @@ export const OID = {
   extKeyUsage: '2.5.29.37',
   inhibitAnyPolicy: '2.5.29.54',
   authorityInfoAccess: '1.3.6.1.5.5.7.1.1',
+  // access methods (RFC 5280 4.2.2.1)
+  ocsp: '1.3.6.1.5.5.7.48.1',
+  caIssuers: '1.3.6.1.5.5.7.48.2',
   // extended key usages
   anyExtendedKeyUsage: '2.5.29.37.0',
   serverAuth: '1.3.6.1.5.5.7.3.1',
@@ -43,6 +46,7 @@ export const OID = {
   rsaPss: '1.2.840.113549.1.1.10',
   ed25519: '1.3.101.112',
   ed448: '1.3.101.113',
+  dsa: '1.2.840.10040.4.1',
   secp256r1: '1.2.840.10045.3.1.7',
   secp384r1: '1.3.132.0.34',
   secp521r1: '1.3.132.0.35',

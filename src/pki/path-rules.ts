@@ -1,9 +1,10 @@
 import { type MtlsErrorCode } from '../errors.js';
 import { relativeTime, shortTime } from '../text/duration.js';
 import { UNDERSTOOD_EXTENSIONS, type Certificate } from './certificate.js';
-import { keyWeakness } from './keys.js';
+import { keyWeakness, spkiWeakness } from './keys.js';
 import { dnsNameMatches, nameConstraintViolations, sameDn } from './name-match.js';
-import { formatDn, parseSpiffeId, type SpiffeId } from './names.js';
+import { uriProblem } from './extensions.js';
+import { dnsNameProblem, emailProblem, formatDn, parseSpiffeId, type SpiffeId } from './names.js';
 import { OID, oidName } from './oid.js';
 
 /**
@@ -12,6 +13,18 @@ import { OID, oidName } from './oid.js';
  */
 
 export type Purpose = 'server' | 'client' | 'any';
+
+/**
+ * How strict (docs/verify.md has the table): `strict` (the default) adds the webpki/pyca rules to RFC 5280's;
+ * `rfc5280` accepts what the RFC allows (a leaf without EKU, anyExtendedKeyUsage, a critical EKU or SAN);
+ * `compat` also accepts what conforming CAs must not issue but `openssl verify` accepts (no key identifiers, a
+ * non-critical basicConstraints, empty names), for old private PKIs. No profile accepts what OpenSSL refuses.
+ */
+export const PROFILES = ['strict', 'rfc5280', 'compat'] as const;
+export type Profile = (typeof PROFILES)[number];
+const RANK: Record<Profile, number> = { compat: 0, rfc5280: 1, strict: 2 };
+/** Whether a rule of profile `rule` applies when validating under `profile`. */
+const applies = (profile: Profile, rule: Profile) => RANK[profile] >= RANK[rule];
 
 /** What path validation can find, each mapped once to the error code that reports it (src/errors.ts). */
 export const VERIFY_PROBLEMS = {
@@ -34,6 +47,8 @@ export const VERIFY_PROBLEMS = {
   PATH_BUDGET: 'CERT_INVALID',
   KEY_IDENTIFIER: 'CERT_INVALID',
   BASIC_CONSTRAINTS: 'CERT_INVALID',
+  NAMES: 'CERT_INVALID',
+  AUTHORITY_INFO: 'CERT_INVALID',
 } as const satisfies Record<string, MtlsErrorCode>;
 
 export type VerifyProblemCode = keyof typeof VERIFY_PROBLEMS;
@@ -71,6 +86,7 @@ export interface JudgeContext {
   pattern: ((id: SpiffeId) => boolean) | undefined;
   patternText: string | undefined;
   maxDepth: number;
+  profile: Profile;
 }
 
 export function judgePath(chain: Certificate[], anchored: boolean, ctx: JudgeContext): VerifyResult {
@@ -81,7 +97,10 @@ export function judgePath(chain: Certificate[], anchored: boolean, ctx: JudgeCon
 
   chain.forEach((c, i) => {
     const name = `'${certLabel(c)}'`;
-    const key = c.publicKey; // loads the key first: a failure to load is recorded in c.problems
+    // The leaf's key is judged from its DER (loading it costs more than the rest of the validation); an issuer's
+    // is loaded already, its signature checked. A failure to load is recorded in c.problems, so first.
+    const fast = i === 0 ? spkiWeakness(c.spkiDer) : undefined;
+    const key = fast === undefined ? c.publicKey : undefined;
     for (const p of c.problems) add('MALFORMED', i, `${name}: ${p}`);
     if (ctx.at < c.notBefore)
       add(
@@ -99,12 +118,17 @@ export function judgePath(chain: Certificate[], anchored: boolean, ctx: JudgeCon
           `${name} has a critical extension ${oidName(e.oid)} that we do not understand`,
         );
     }
-    for (const problem of identifierProblems(c)) add('KEY_IDENTIFIER', i, `${name} ${problem}`);
-    for (const problem of constraintProblems(c)) add('BASIC_CONSTRAINTS', i, `${name} ${problem}`);
-    if (key) {
-      const weak = keyWeakness(key);
-      if (weak) add('WEAK_KEY', i, `${name}: ${weak}`);
-    }
+    const selfSigned = i < chain.length - 1 ? chain[i + 1]!.spkiDer.equals(c.spkiDer) : isSelfSignedAlone(c);
+    for (const problem of identifierProblems(c, selfSigned, ctx.profile))
+      add('KEY_IDENTIFIER', i, `${name} ${problem}`);
+    for (const [code, problem] of criticalityProblems(c, ctx.profile)) add(code, i, `${name} ${problem}`);
+    if (anchored && i === chain.length - 1 && i > 0)
+      for (const problem of anchorProblems(c, ctx.profile)) add('KEY_IDENTIFIER', i, `${name} ${problem}`);
+    for (const problem of constraintProblems(c, ctx.profile)) add('BASIC_CONSTRAINTS', i, `${name} ${problem}`);
+    for (const problem of nameProblems(c, ctx.profile)) add('NAMES', i, `${name} ${problem}`);
+    if (fast) add(fast.malformed ? 'MALFORMED' : 'WEAK_KEY', i, `${name}: ${fast.why}`);
+    const weak = key ? keyWeakness(key) : null;
+    if (weak) add('WEAK_KEY', i, `${name}: ${weak}`);
     if (i === 0) return;
     // c issues chain[i-1]: it must be a CA allowed to sign certificates (RFC 5280 6.1.4 (k), (n)).
     const anchorV1 = anchored && i === chain.length - 1 && c.version === 1;
@@ -150,12 +174,13 @@ export function judgePath(chain: Certificate[], anchored: boolean, ctx: JudgeCon
     }
   });
 
-  const intermediates = anchored ? chain.length - 2 : chain.length - 1;
+  // Like a pathLenConstraint on the trust anchor: self-issued intermediates (key rollover) do not count (6.1.4 (l)).
+  const intermediates = chain.slice(1, anchored ? -1 : undefined).filter((x) => !isSelfIssued(x)).length;
   if (intermediates > ctx.maxDepth)
     add(
       'DEPTH_EXCEEDED',
       chain.length - 1,
-      `the chain has ${intermediates} intermediate CAs, more than the allowed ${ctx.maxDepth}`,
+      `the chain has ${intermediates} intermediate CA${intermediates === 1 ? '' : 's'} (not counting self-issued ones), more than the allowed ${ctx.maxDepth}`,
     );
 
   const leafName = `'${certLabel(leaf)}'`;
@@ -166,14 +191,7 @@ export function judgePath(chain: Certificate[], anchored: boolean, ctx: JudgeCon
         0,
         `${leafName} is a CA certificate, not a ${ctx.purpose} certificate; issue an end-entity certificate for it`,
       );
-    if (leaf.extKeyUsage && !leaf.extKeyUsage.includes(purposeOid)) {
-      add(
-        'WRONG_PURPOSE',
-        0,
-        `${leafName} is not a ${ctx.purpose} certificate: its extended key usage ` +
-          `is ${leaf.extKeyUsage.map(oidName).join(', ')}, not ${oidName(purposeOid)}`,
-      );
-    }
+    for (const problem of leafPurposeProblems(leaf, purposeOid, ctx)) add('WRONG_PURPOSE', 0, `${leafName} ${problem}`);
     if (leaf.keyUsage && !leaf.keyUsage.includes('digitalSignature')) {
       add('KEY_USAGE', 0, `${leafName} lacks the digitalSignature key usage needed to sign a TLS handshake`);
     }
@@ -222,35 +240,62 @@ export function emptySan() {
   return { dns: [], ip: [], email: [], uri: [], directory: [], other: [], problems: [] };
 }
 
-/** The leaf's SPIFFE ID: it must have exactly one URI SAN and it must be a valid SPIFFE ID (X.509-SVID spec 2). */
 /** Extensions RFC 5280 says a conforming CA marks non-critical (4.2.1.1, 4.2.1.2, 4.2.1.13, 4.2.2.1). */
-const NEVER_CRITICAL: ReadonlyMap<string, string> = new Map([
-  [OID.authorityKeyIdentifier, '4.2.1.1'],
-  [OID.subjectKeyIdentifier, '4.2.1.2'],
-  [OID.crlDistributionPoints, '4.2.1.13'],
-  [OID.authorityInfoAccess, '4.2.2.1'],
+const NEVER_CRITICAL: ReadonlyMap<string, { section: string; profile: Profile; code: VerifyProblemCode }> = new Map([
+  // OpenSSL processes none of the first three, so even plain `openssl verify` refuses them critical.
+  [OID.authorityKeyIdentifier, { section: '4.2.1.1', profile: 'compat', code: 'KEY_IDENTIFIER' }],
+  [OID.subjectKeyIdentifier, { section: '4.2.1.2', profile: 'compat', code: 'KEY_IDENTIFIER' }],
+  [OID.authorityInfoAccess, { section: '4.2.2.1', profile: 'compat', code: 'AUTHORITY_INFO' }],
+  [OID.crlDistributionPoints, { section: '4.2.1.13', profile: 'rfc5280', code: 'AUTHORITY_INFO' }],
 ]);
 
 /**
  * Key identifiers as RFC 5280 requires them of a conforming CA, and as `openssl verify -x509_strict` checks them:
- * an authorityKeyIdentifier with a keyIdentifier in every certificate but a self-issued root (4.2.1.1), a
- * subjectKeyIdentifier in every CA certificate (4.2.1.2), and neither (nor the CRL distribution points or the
- * authority information access) marked critical.
+ * an authorityKeyIdentifier with a keyIdentifier in every certificate but a self-signed one (4.2.1.1; a self-issued
+ * key-rollover certificate needs one) and a subjectKeyIdentifier in every CA certificate (4.2.1.2).
  */
-export function identifierProblems(c: Certificate): string[] {
+export function identifierProblems(c: Certificate, selfSigned: boolean, profile: Profile): string[] {
   const out: string[] = [];
-  if (!isSelfIssued(c) && !c.authorityKeyId) {
-    out.push(
-      'has no authorityKeyIdentifier with a keyIdentifier (RFC 5280 4.2.1.1: every certificate but a self-signed root carries one)',
-    );
+  if (applies(profile, 'rfc5280')) {
+    if (!selfSigned && !c.authorityKeyId)
+      out.push(
+        'has no authorityKeyIdentifier with a keyIdentifier (RFC 5280 4.2.1.1: every certificate but a self-signed root carries one)',
+      );
+    if (c.basicConstraints?.ca && !c.subjectKeyId)
+      out.push('is a CA certificate without a subjectKeyIdentifier (RFC 5280 4.2.1.2)');
   }
-  if (c.basicConstraints?.ca && !c.subjectKeyId) {
-    out.push('is a CA certificate without a subjectKeyIdentifier (RFC 5280 4.2.1.2)');
-  }
+  return out;
+}
+
+/** Extensions RFC 5280 wants non-critical, marked critical: [code, why] pairs. */
+export function criticalityProblems(c: Certificate, profile: Profile): [VerifyProblemCode, string][] {
+  const out: [VerifyProblemCode, string][] = [];
   for (const e of c.extensions) {
-    const section = NEVER_CRITICAL.get(e.oid);
-    if (e.critical && section) out.push(`marks ${oidName(e.oid)} critical, which RFC 5280 ${section} forbids`);
+    const rule = NEVER_CRITICAL.get(e.oid);
+    if (e.critical && rule && applies(profile, rule.profile))
+      out.push([rule.code, `marks ${oidName(e.oid)} critical, which RFC 5280 ${rule.section} forbids`]);
   }
+  return out;
+}
+
+/** A certificate that is the last of its path: self-signed when self-issued and its AKI, if any, names itself. */
+function isSelfSignedAlone(c: Certificate): boolean {
+  return isSelfIssued(c) && (!c.authorityKeyId || !c.subjectKeyId || c.authorityKeyId.equals(c.subjectKeyId));
+}
+
+/**
+ * A trust anchor's authorityKeyIdentifier, when it has one, holds only a keyIdentifier (strict, as rustls-webpki)
+ * and it is the anchor's own (every profile: OpenSSL then looks for the anchor's issuer and fails too).
+ */
+export function anchorProblems(c: Certificate, profile: Profile): string[] {
+  if (!isSelfIssued(c)) return [];
+  const out: string[] = [];
+  if (c.authorityKeyIdNamesIssuer && applies(profile, 'strict'))
+    out.push(
+      'is a trust anchor whose authorityKeyIdentifier names an issuer and serial; a root holds only its own key identifier',
+    );
+  if (c.authorityKeyId && c.subjectKeyId && !c.authorityKeyId.equals(c.subjectKeyId))
+    out.push('is a self-issued trust anchor whose authorityKeyIdentifier is not its own subjectKeyIdentifier');
   return out;
 }
 
@@ -259,8 +304,9 @@ export function identifierProblems(c: Certificate): string[] {
  * `openssl verify -x509_strict` checks it): a CA certificate marks basicConstraints critical, and only a CA
  * asserts keyCertSign, or carries name constraints (4.2.1.10, which must be critical).
  */
-export function constraintProblems(c: Certificate): string[] {
+export function constraintProblems(c: Certificate, profile: Profile): string[] {
   const out: string[] = [];
+  if (!applies(profile, 'rfc5280')) return out;
   const bc = c.extensions.find((e) => e.oid === OID.basicConstraints);
   if (c.basicConstraints?.ca && bc && !bc.critical) {
     out.push('is a CA certificate whose basicConstraints is not marked critical (RFC 5280 4.2.1.9)');
@@ -276,6 +322,64 @@ export function constraintProblems(c: Certificate): string[] {
       out.push('carries nameConstraints, which only a CA certificate may (RFC 5280 4.2.1.10)');
     if (!nc.critical) out.push('marks nameConstraints non-critical; RFC 5280 4.2.1.10 requires it critical');
   }
+  return out;
+}
+
+/**
+ * Names as RFC 5280 requires them: a non-empty issuer (4.1.2.4); a CA with a non-empty subject (4.1.2.6); an empty
+ * subject only with a critical subjectAltName (4.2.1.6), which is non-critical beside a non-empty subject (a
+ * SHOULD, so strict only, as pyca/cryptography); every SAN a valid name of its type (4.2.1.6: a dNSName in the
+ * preferred name syntax of RFC 1034 with RFC 1123's change, an rfc822Name a mailbox, a URI absolute).
+ */
+export function nameProblems(c: Certificate, profile: Profile): string[] {
+  const out: string[] = [];
+  if (!applies(profile, 'rfc5280')) return out;
+  if (c.issuer.length === 0) out.push('has an empty issuer name (RFC 5280 4.1.2.4)');
+  const san = c.extensions.find((e) => e.oid === OID.subjectAltName);
+  if (c.subject.length === 0) {
+    if (c.basicConstraints?.ca) out.push('is a CA certificate with an empty subject name (RFC 5280 4.1.2.6)');
+    if (!san) out.push('has an empty subject and no subjectAltName, so it names nobody (RFC 5280 4.2.1.6)');
+    else if (!san.critical)
+      out.push('has an empty subject, so its subjectAltName must be marked critical (RFC 5280 4.2.1.6)');
+  } else if (san?.critical && applies(profile, 'strict')) {
+    out.push('marks subjectAltName critical beside a non-empty subject (RFC 5280 4.2.1.6 says non-critical)');
+  }
+  for (const d of c.san?.dns ?? []) {
+    const why = dnsNameProblem(d, { wildcard: true });
+    if (why) out.push(`has a DNS name '${d}' that is not a host name: ${why} (RFC 5280 4.2.1.6)`);
+  }
+  for (const e of c.san?.email ?? []) {
+    const why = emailProblem(e);
+    if (why) out.push(`has an email name '${e}' that is not a mailbox: ${why}`);
+  }
+  for (const u of c.san?.uri ?? []) {
+    const why = uriProblem(u);
+    if (why) out.push(`has a subjectAltName that is not a URI: ${why}`);
+  }
+  return out;
+}
+
+/**
+ * The leaf's extended key usage for a server or client purpose (RFC 5280 4.2.1.12). When present it must name the
+ * purpose; anyExtendedKeyUsage does not (as OpenSSL and webpki), in every profile. The strict profile also wants it
+ * present (a leaf without EKU is no TLS certificate, as webpki and pyca/cryptography hold) and not critical (the
+ * CA/Browser Forum profiles forbid a critical EKU in a leaf).
+ */
+export function leafPurposeProblems(leaf: Certificate, purposeOid: string, ctx: JudgeContext): string[] {
+  const strict = applies(ctx.profile, 'strict');
+  const purpose = oidName(purposeOid);
+  const eku = leaf.extKeyUsage;
+  if (!eku)
+    return strict
+      ? [`has no extended key usage; the strict profile requires ${purpose} in a ${ctx.purpose} certificate`]
+      : [];
+  const out: string[] = [];
+  if (!eku.includes(purposeOid))
+    out.push(
+      `is not a ${ctx.purpose} certificate: its extended key usage is ${eku.map(oidName).join(', ')}, not ${purpose}`,
+    );
+  if (strict && leaf.extensions.some((e) => e.oid === OID.extKeyUsage && e.critical))
+    out.push('marks its extended key usage critical, which the strict profile refuses in a leaf');
   return out;
 }
 

@@ -15,10 +15,53 @@ const WEAK_SIGNATURES: Record<string, string> = {
   '1.2.840.113549.1.1.2': 'MD2',
 };
 
+const ECDSA: Record<string, string> = {
+  [OID.ecdsaWithSha256]: 'sha256',
+  [OID.ecdsaWithSha384]: 'sha384',
+  [OID.ecdsaWithSha512]: 'sha512',
+};
+const RSA: Record<string, string> = {
+  [OID.sha256WithRsa]: 'sha256',
+  [OID.sha384WithRsa]: 'sha384',
+  [OID.sha512WithRsa]: 'sha512',
+};
+
 /**
- * Checks `signature` over `tbs` with the issuer's key. Returns null when valid, else a reason. Only SHA-256+
- * ECDSA, RSA PKCS#1 v1.5 and Ed25519 are accepted; parameters must be as the RFCs fix them.
+ * Whether the signature algorithm is one we accept, with the parameters the RFCs fix, for the issuer's key type:
+ * the hash to verify with (null for Ed25519), or why not. Only SHA-256+ ECDSA, RSA PKCS#1 v1.5 and Ed25519.
  */
+export function signatureAlgorithmProblem(
+  alg: string,
+  params: Buffer | undefined,
+  keyType: string | undefined,
+): { hash: string | null } | { why: string } {
+  if (WEAK_SIGNATURES[alg])
+    return { why: `signed with ${WEAK_SIGNATURES[alg]}, which is broken (use SHA-256 or stronger)` };
+  if (ECDSA[alg]) {
+    if (params) return { why: 'ECDSA signature algorithm has parameters (RFC 5758 requires them absent)' };
+    if (keyType !== 'ec')
+      return { why: `signature algorithm ${oidName(alg)} does not match the issuer's ${keyType} key` };
+    return { hash: ECDSA[alg]! };
+  }
+  if (RSA[alg]) {
+    if (params && !params.equals(Buffer.from([0x05, 0x00])))
+      return { why: 'RSA signature algorithm parameters must be NULL' };
+    if (keyType !== 'rsa')
+      return { why: `signature algorithm ${oidName(alg)} does not match the issuer's ${keyType} key` };
+    return { hash: RSA[alg]! };
+  }
+  if (alg === OID.ed25519) {
+    if (params) return { why: 'Ed25519 signature algorithm has parameters (RFC 8410 requires them absent)' };
+    if (keyType !== 'ed25519') return { why: `signature algorithm Ed25519 does not match the issuer's ${keyType} key` };
+    return { hash: null };
+  }
+  return { why: `signature algorithm ${oidName(alg)} is not supported` };
+}
+
+/** The reason checkSignature gives when the bytes do not verify (a different key: an impostor or corruption). */
+export const SIGNATURE_MISMATCH = "signature does not verify with the issuer's key";
+
+/** Checks `signature` over `tbs` with the issuer's key. Returns null when valid, else a reason. */
 export function checkSignature(
   alg: string,
   params: Buffer | undefined,
@@ -26,36 +69,10 @@ export function checkSignature(
   signature: Buffer,
   issuerKey: KeyObject,
 ): string | null {
-  if (WEAK_SIGNATURES[alg]) return `signed with ${WEAK_SIGNATURES[alg]}, which is broken (use SHA-256 or stronger)`;
-  const ecdsa: Record<string, string> = {
-    [OID.ecdsaWithSha256]: 'sha256',
-    [OID.ecdsaWithSha384]: 'sha384',
-    [OID.ecdsaWithSha512]: 'sha512',
-  };
-  const rsa: Record<string, string> = {
-    [OID.sha256WithRsa]: 'sha256',
-    [OID.sha384WithRsa]: 'sha384',
-    [OID.sha512WithRsa]: 'sha512',
-  };
-  const kt = issuerKey.asymmetricKeyType;
-  let hash: string | null;
-  if (ecdsa[alg]) {
-    if (params) return 'ECDSA signature algorithm has parameters (RFC 5758 requires them absent)';
-    if (kt !== 'ec') return `signature algorithm ${oidName(alg)} does not match the issuer's ${kt} key`;
-    hash = ecdsa[alg]!;
-  } else if (rsa[alg]) {
-    if (params && !params.equals(Buffer.from([0x05, 0x00]))) return 'RSA signature algorithm parameters must be NULL';
-    if (kt !== 'rsa') return `signature algorithm ${oidName(alg)} does not match the issuer's ${kt} key`;
-    hash = rsa[alg]!;
-  } else if (alg === OID.ed25519) {
-    if (params) return 'Ed25519 signature algorithm has parameters (RFC 8410 requires them absent)';
-    if (kt !== 'ed25519') return `signature algorithm Ed25519 does not match the issuer's ${kt} key`;
-    hash = null;
-  } else {
-    return `signature algorithm ${oidName(alg)} is not supported`;
-  }
+  const scheme = signatureAlgorithmProblem(alg, params, issuerKey.asymmetricKeyType);
+  if ('why' in scheme) return scheme.why;
   try {
-    return crypto.verify(hash, tbs, issuerKey, signature) ? null : "signature does not verify with the issuer's key";
+    return crypto.verify(scheme.hash, tbs, issuerKey, signature) ? null : SIGNATURE_MISMATCH;
   } catch {
     return 'signature is malformed';
   }

@@ -1,12 +1,13 @@
 import { MtlsError } from '../errors.js';
 import { type Certificate } from './certificate.js';
-import { checkSignature } from './signing.js';
+import { checkSignature, SIGNATURE_MISMATCH } from './signing.js';
 import { sameDn } from './name-match.js';
 import { checkIpAddress, compileSpiffePattern, formatDn } from './names.js';
 import {
   certLabel,
   isSelfIssued,
   judgePath,
+  type Profile,
   type Purpose,
   type VerifyProblem,
   type VerifyResult,
@@ -29,9 +30,21 @@ export interface VerifyOptions {
   maxDepth?: number;
   /** The leaf must carry exactly one SPIFFE ID matching this pattern (`*` = one segment, trailing `**`). */
   spiffeId?: string;
+  /** Default 'strict'; 'rfc5280' and 'compat' accept more (docs/verify.md), never what OpenSSL refuses. */
+  profile?: Profile;
 }
 
 const MAX_PATHS = 64;
+/**
+ * Signature verdicts across calls, by the parsed certificates (whose bytes never change: parseCertificate copies
+ * its input). A server's trust anchors and configured intermediates are parsed once, so the intermediate's
+ * signature under the root is checked once, not on every handshake; a peer's certificates are new objects each
+ * time and never hit this cache (nor does it spare them the budget).
+ */
+const SIGNATURES = new WeakMap<Certificate, WeakMap<Certificate, string | null>>();
+const KEY_ID_DIFFERS = 'its key identifier differs from the one the certificate names';
+/** A link refused because the key is not the issuer's (a same-named impostor), not because of the algorithm. */
+const isImpostorSign = (why: string) => why === KEY_ID_DIFFERS || why === SIGNATURE_MISMATCH;
 /**
  * What the peer's chain may make us spend (what an attacker controls must not decide it): Go's x509 stops after
  * 100 signature checks, webpki after 100 signatures and a bounded number of path steps. A chain whose CAs share
@@ -71,13 +84,18 @@ export function verifyChain(leaf: Certificate, opts: VerifyOptions): VerifyResul
     if (row.has(cand)) return row.get(cand);
     let why: string | null;
     if (child.authorityKeyId && cand.subjectKeyId && !child.authorityKeyId.equals(cand.subjectKeyId)) {
-      why = 'its key identifier differs from the one the certificate names';
+      why = KEY_ID_DIFFERS;
+    } else if (SIGNATURES.get(child)?.has(cand)) {
+      why = SIGNATURES.get(child)!.get(cand)!;
     } else {
       if (signatureChecks >= PATH_BUDGET.signatureChecks) return undefined;
       signatureChecks++;
       why = cand.publicKey
         ? checkSignature(child.signatureAlgorithm, child.signatureParams, child.tbsDer, child.signature, cand.publicKey)
-        : 'issuer key unreadable';
+        : "the issuer's key cannot be read";
+      let known = SIGNATURES.get(child);
+      if (!known) SIGNATURES.set(child, (known = new WeakMap()));
+      known.set(cand, why);
     }
     row.set(cand, why);
     if (why) badSignatures.push({ child, issuer: cand, why });
@@ -135,6 +153,7 @@ export function verifyChain(leaf: Certificate, opts: VerifyOptions): VerifyResul
     pattern,
     maxDepth,
     patternText: opts.spiffeId,
+    profile: opts.profile ?? 'strict',
   };
   let best: VerifyResult | undefined;
   for (const path of complete) {
@@ -153,7 +172,11 @@ export function verifyChain(leaf: Certificate, opts: VerifyOptions): VerifyResul
   const last = longestPartial.at(-1)!;
   const sig = badSignatures.find((b) => b.child === last);
   let message: string;
-  if (sig)
+  let code: VerifyProblem['code'] = 'UNKNOWN_ISSUER';
+  if (sig && !isImpostorSign(sig.why)) {
+    code = 'BAD_SIGNATURE';
+    message = `'${certLabel(last)}' cannot be checked against its issuer '${certLabel(sig.issuer)}': ${sig.why}`;
+  } else if (sig)
     message =
       `'${certLabel(last)}' names '${certLabel(sig.issuer)}' as its issuer, but ` +
       `${sig.why} (a different CA with the same name?)`;
@@ -166,7 +189,7 @@ export function verifyChain(leaf: Certificate, opts: VerifyOptions): VerifyResul
       `'${certLabel(last)}' was issued by '${formatDn(last.issuer)}', which is ` +
       `neither in the trust bundle nor among the given intermediates; pass the intermediate ` +
       `with --untrusted or the right CA with --ca`;
-  r.problems.unshift({ code: 'UNKNOWN_ISSUER', message, depth: longestPartial.length - 1 });
+  r.problems.unshift({ code, message, depth: longestPartial.length - 1 });
   r.valid = false;
   return r;
 }

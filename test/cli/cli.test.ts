@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
-import { mtls, openssl, tempDir } from '../helpers/pki.js';
+import { makeCert, mtls, openssl, tempDir, writePem } from '../helpers/pki.js';
 
 /** One CA home for the suite; each test writes into its own --out directory. */
 let home: string;
@@ -305,6 +305,28 @@ describe('mtls verify', () => {
     const unusable = mtls(['verify', garbage, '--ca', ca]);
     assert.equal(unusable.status, 2);
     assert.equal(unusable.stderr.trim().split('\n').length, 1);
+  });
+
+  it('--profile: strict by default; rfc5280 accepts a leaf without EKU; compat a CA without key identifiers', () => {
+    const dir = outDir();
+    const root = makeCert({ cn: 'Profile Root', ca: true, ski: 'omit' });
+    const leaf = makeCert({ cn: 'no-eku', issuer: root, dns: ['p.example.org'] });
+    const ca = writePem(dir, 'root.pem', [root]);
+    const crt = writePem(dir, 'leaf.pem', [leaf]);
+    const run = (...extra: string[]) => mtls(['verify', crt, '--ca', ca, '--purpose', 'server', ...extra]);
+    const strict = run();
+    assert.equal(strict.status, 1);
+    assert.match(strict.stdout, /'no-eku' has no extended key usage; the strict profile requires serverAuth/);
+    assert.match(strict.stdout, /'Profile Root' is a CA certificate without a subjectKeyIdentifier \(RFC 5280 4\.2\.1\.2\)/);
+    const rfc = run('--profile', 'rfc5280');
+    assert.equal(rfc.status, 1);
+    assert.doesNotMatch(rfc.stdout, /extended key usage/);
+    const compat = run('--profile', 'compat', '--json');
+    assert.equal(compat.status, 0, compat.stdout);
+    assert.equal(JSON.parse(compat.stdout).profile, 'compat');
+    const bad = run('--profile', 'lenient');
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /--profile 'lenient' must be one of strict, rfc5280, compat/);
   });
 });
 

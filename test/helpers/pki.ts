@@ -3,9 +3,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { KeyObject } from 'node:crypto';
+import crypto, { type KeyObject } from 'node:crypto';
 import { parseCertificate, type Certificate } from '../../src/pki/certificate.js';
-import { randomSerial, signCertificate } from '../../src/pki/signing.js';
+import { nameDer, randomSerial, signCertificate } from '../../src/pki/signing.js';
+import { encodeOid, readChildren, readSingle, seq, tlv } from '../../src/pki/der.js';
 import {
   authorityKeyIdExt,
   basicConstraintsExt,
@@ -61,30 +62,54 @@ export interface MakeCertOptions {
   /** The key identifiers: left out, or marked critical (RFC 5280 4.2.1.1/4.2.1.2 forbid both). */
   aki?: 'omit' | 'critical';
   ski?: 'omit' | 'critical';
+  /**
+   * An authorityKeyIdentifier even on a self-signed certificate: with this key identifier (default: the issuer's),
+   * and `issuerAndSerial` to name the issuer's issuer and serial too.
+   */
+  akiOf?: { keyId?: Buffer; issuerAndSerial?: boolean };
+  /** The subject's attributes instead of CN=cn; [] for an empty subject. */
+  subject?: { oid: string; value: string }[];
+  sanCritical?: boolean;
+  ekuCritical?: boolean;
+  /** The key pair (e.g. DSA or P-192, which generateKeyPair refuses to make). */
+  keys?: { privateKey: KeyObject; publicKey: KeyObject };
+  /** Sign with SHA-1 instead (ECDSA issuers only): a broken signature algorithm. */
+  sha1?: boolean;
+  /** This SubjectPublicKeyInfo DER instead of the key pair's (ECDSA P-256 issuers only). */
+  rawSpki?: Buffer;
 }
 
 /** Builds any certificate, valid or deliberately broken, straight on the pki layer (no CA rules). */
 export function makeCert(o: MakeCertOptions): TestCert {
-  const { privateKey, publicKey } = generateKeyPair(o.keyType ?? 'ec-p256');
-  const subject = buildName([{ oid: OID.commonName, value: o.cn }]);
+  const { privateKey, publicKey } = o.keys ?? generateKeyPair(o.keyType ?? 'ec-p256');
+  const subject = buildName(o.subject ?? [{ oid: OID.commonName, value: o.cn }]);
   const issuerName = o.issuer ? o.issuer.cert.subjectDer : subject;
   const ext: RawExtension[] = [];
+  const serial = randomSerial();
   if (!o.noBasicConstraints) ext.push(basicConstraintsExt(o.ca ?? false, o.pathLen));
   ext.push(keyUsageExt(o.keyUsage ?? (o.ca ? ['keyCertSign', 'cRLSign'] : ['digitalSignature'])));
-  if (o.eku) ext.push(extKeyUsageExt(o.eku));
+  if (o.eku) ext.push(extKeyUsageExt(o.eku, o.ekuCritical));
   if (o.dns || o.ip || o.uri || o.email)
-    ext.push(subjectAltNameExt({ dns: o.dns ?? [], ip: o.ip ?? [], uri: o.uri ?? [], email: o.email ?? [] }, false));
+    ext.push(
+      subjectAltNameExt({ dns: o.dns ?? [], ip: o.ip ?? [], uri: o.uri ?? [], email: o.email ?? [] }, !!o.sanCritical),
+    );
   if (o.nameConstraints) ext.push(nameConstraintsExt(o.nameConstraints));
   const critical = (e: RawExtension, how: 'omit' | 'critical' | undefined) =>
     how === 'critical' ? { ...e, critical: true } : e;
   if (o.ski !== 'omit') ext.push(critical(subjectKeyIdExt(keyIdentifier(publicKey)), o.ski));
-  if (o.issuer && o.aki !== 'omit')
+  if (o.akiOf) {
+    const id = o.akiOf.keyId ?? o.issuer?.cert.subjectKeyId ?? keyIdentifier(publicKey);
+    const extra = o.akiOf.issuerAndSerial
+      ? [tlv(0xa1, tlv(0xa4, o.issuer?.cert.issuerDer ?? issuerNameDer(o))), tlv(0x82, o.issuer?.cert.serial ?? serial)]
+      : [];
+    ext.push({ oid: OID.authorityKeyIdentifier, critical: false, value: seq(tlv(0x80, id), ...extra) });
+  } else if (o.issuer && o.aki !== 'omit')
     ext.push(critical(authorityKeyIdExt(o.issuer.cert.subjectKeyId ?? keyIdentifier(o.issuer.cert.publicKey!)), o.aki));
   ext.push(...(o.extra ?? []));
   const now = Date.now();
   const der = signCertificate(
     {
-      serial: randomSerial(),
+      serial,
       issuer: issuerName,
       subject,
       notBefore: o.notBefore ?? new Date(now - DAY),
@@ -94,7 +119,27 @@ export function makeCert(o: MakeCertOptions): TestCert {
     },
     o.issuer?.key ?? privateKey,
   );
-  return { cert: parseCertificate(der), key: privateKey, pem: encodePem('CERTIFICATE', der) };
+  const final = o.sha1 || o.rawSpki ? resign(der, o.issuer?.key ?? privateKey, { sha1: o.sha1, spki: o.rawSpki }) : der;
+  return { cert: parseCertificate(final), key: privateKey, pem: encodePem('CERTIFICATE', final) };
+}
+
+const issuerNameDer = (o: MakeCertOptions) => nameDer(buildName(o.subject ?? [{ oid: OID.commonName, value: o.cn }]));
+
+/**
+ * The certificate re-signed by `key` after editing its TBS: `sha1` puts ecdsa-with-SHA1 in (no CA may sign so any
+ * more), `spki` another SubjectPublicKeyInfo (e.g. an EC point off its curve, which no key pair can make).
+ */
+function resign(der: Buffer, key: KeyObject, edit: { sha1?: boolean; spki?: Buffer }): Buffer {
+  const cert = parseCertificate(der);
+  const tbs = readSingle(cert.tbsDer, 'tbs');
+  const parts = readChildren(tbs.value, 'tbs').map((t) => tbs.value.subarray(t.start, t.end));
+  // [version, serial, signature, issuer, validity, subject, spki, extensions]
+  const alg = edit.sha1 ? seq(encodeOid(OID.ecdsaWithSha1)) : parts[2]!;
+  parts[2] = alg;
+  if (edit.spki) parts[6] = edit.spki;
+  const newTbs = seq(...parts);
+  const sig = crypto.sign(edit.sha1 ? 'sha1' : 'sha256', newTbs, key);
+  return seq(newTbs, alg, tlv(0x03, Buffer.concat([Buffer.from([0]), sig])));
 }
 
 /** The unencrypted PKCS#8 PEM of a test certificate's key. */
