@@ -376,6 +376,8 @@ napi_value simpleCommand(napi_env env, napi_callback_info info, CmdType type, bo
 
 napi_value Reject(napi_env env, napi_callback_info info) { return simpleCommand(env, info, REJECT, true); }
 napi_value CloseAll(napi_env env, napi_callback_info info) { return simpleCommand(env, info, CLOSE_ALL, false); }
+// close(engine, id): ends one connection at any stage (its certificate was revoked while it relayed).
+napi_value CloseOne(napi_env env, napi_callback_info info) { return simpleCommand(env, info, CLOSE, true); }
 
 // destroy(engine): closes every connection and stops the threads; the descriptors, the TLS context and the event
 // channel go with it (CLOSED events not yet delivered are dropped). The object is freed when collected.
@@ -392,7 +394,7 @@ napi_value Init(napi_env env, napi_value exports) {
     const char* name;
     napi_callback fn;
   } fns[] = {{"create", Create}, {"configure", Configure}, {"setTicketKeys", SetTicketKeys}, {"setLimits", SetLimits}, {"add", Add},
-             {"admit", Admit}, {"reject", Reject}, {"closeAll", CloseAll}, {"destroy", Destroy}};
+             {"admit", Admit}, {"reject", Reject}, {"close", CloseOne}, {"closeAll", CloseAll}, {"destroy", Destroy}};
   for (auto& f : fns) {
     napi_value v;
     napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.fn, nullptr, &v);

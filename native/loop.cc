@@ -65,6 +65,10 @@ void Loop::runCommands() {
       continue;  // gone meanwhile (its CLOSED event is on the way)
     }
     Conn* conn = it->second;
+    if (c.type == CLOSE) {
+      close(conn, CloseReason::Revoked);  // at any stage, relaying included
+      continue;
+    }
     if (conn->stage != Stage::Deciding) continue;
     if (c.type == REJECT) closeGracefully(conn, CloseReason::Denied);
     else admit(conn, c);

@@ -127,11 +127,13 @@ enum class CloseReason : uint32_t {
   OutOfMemory,
   NoContext,          // the listener has no certificate loaded
   Stopped,            // the engine was destroyed
+  Revoked,            // close(): its certificate was revoked (or its trust withdrawn) while it was open
   Count
 };
 inline const char* const CLOSE_REASON_NAMES[] = {"closed",       "peer closed",   "denied",        "handshake failed", "verify failed",
                                           "handshake timeout", "idle timeout", "max lifetime", "drain timeout",
-                                          "target unreachable", "io error",   "out of memory", "no TLS context", "engine stopped"};
+                                          "target unreachable", "io error",   "out of memory", "no TLS context", "engine stopped",
+                                          "revoked"};
 static_assert(sizeof CLOSE_REASON_NAMES / sizeof *CLOSE_REASON_NAMES == size_t(CloseReason::Count), "one name per close reason");
 
 enum EventType { SECURED = 1, CLOSED = 2 };
@@ -146,7 +148,7 @@ struct Event {
   uint64_t bytesIn = 0, up = 0, down = 0;
 };
 
-enum CmdType { ADD, ADMIT, REJECT, CLOSE_ALL, STOP };
+enum CmdType { ADD, ADMIT, REJECT, CLOSE, CLOSE_ALL, STOP };
 struct Cmd {
   CmdType type;
   uint64_t id = 0;

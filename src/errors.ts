@@ -68,6 +68,8 @@ const CODES = {
   CSR_REFUSED: { family: 'refused' },
   VALIDITY_EXCEEDS_ISSUER: { family: 'refused' },
   STORE: { family: 'refused' },
+  /** `mtls revoke` of an unknown, already revoked or foreign certificate: nothing changed. */
+  NOT_REVOCABLE: { family: 'refused' },
 
   NO_CLIENT_CERT: { family: 'peerInvalid', alert: 'certificate_required' },
   CERT_UNTRUSTED: { family: 'peerInvalid', alert: 'unknown_ca' },

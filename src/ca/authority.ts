@@ -1,4 +1,5 @@
 import type { KeyObject } from 'node:crypto';
+import type { RevocationReason } from '../pki/crl-writer.js';
 import fs from 'node:fs';
 import { MtlsError } from '../errors.js';
 import { parseCertificate, type Certificate } from '../pki/certificate.js';
@@ -27,6 +28,7 @@ import { SqliteStore } from '../store/sqlite.js';
 import type { CertificateStore, InventoryRecord } from '../store/store.js';
 import { shortTime } from '../text/duration.js';
 import { checkPrivateFile } from '../io/files.js';
+import { crlPaths, foreignCertificate, stageCrls, type CrlSigners } from './revocation.js';
 import { caPaths, type CaConfig } from './home.js';
 import { createCaHome } from './init.js';
 import { BACKDATE_MS, DAY, type InitOptions } from './init.js';
@@ -284,6 +286,59 @@ export class CertificateAuthority {
     };
     await this.store.add(record, publish ? () => publish(issued) : undefined);
     return issued;
+  }
+
+  /**
+   * Revokes a certificate this CA issued (by serial, or the certificate itself) and publishes the new CRLs in the
+   * same step (issue 14): the inventory changes only if the CRL files are written, and the reverse. An unknown,
+   * already revoked or foreign certificate is refused (NOT_REVOCABLE) and nothing changes.
+   */
+  async revoke(
+    target: string | Certificate,
+    opts: { reason?: RevocationReason; at?: Date; now?: Date } = {},
+  ): Promise<InventoryRecord> {
+    const now = opts.now ?? new Date();
+    const at = opts.at ?? now;
+    if (at.getTime() > now.getTime() + 5 * 60_000)
+      throw new MtlsError('USAGE', `--at ${at.toISOString()} is in the future; a revocation time has passed`);
+    let serial: string;
+    if (typeof target === 'string') {
+      serial = target.replace(/:/g, '').toLowerCase();
+      if (!/^[0-9a-f]{1,40}$/.test(serial))
+        throw new MtlsError('USAGE', `'${target}' is neither a serial number (hex) nor a certificate file`);
+    } else {
+      const foreign = foreignCertificate(target, this.intermediate);
+      if (foreign) throw new MtlsError('NOT_REVOCABLE', foreign);
+      serial = target.serialHex;
+    }
+    // The files are renamed into place inside the transaction, before it commits: a failure to write them rolls
+    // the revocation back; a crash between the renames and the commit publishes a revocation the inventory lacks
+    // (the safe side; 'mtls revoke' again records it).
+    return this.store.revoke(serial, opts.reason ?? 'unspecified', at, (revoked, n) => {
+      stageCrls(this.home, this.crlSigners(), revoked, n, now).commit();
+    });
+  }
+
+  /** Publishes fresh CRLs (`mtls ca crl`): the revoked, unexpired certificates, a new CRL number. */
+  async publishCrl(opts: { lifetimeMs?: number; now?: Date } = {}): Promise<string> {
+    const now = opts.now ?? new Date();
+    await this.store.publishCrl(now, (revoked, n) => {
+      stageCrls(this.home, this.crlSigners(), revoked, n, now, opts.lifetimeMs).commit();
+    });
+    return crlPaths(this.home).pem;
+  }
+
+  private crlSigners(): CrlSigners {
+    return {
+      root: this.root,
+      intermediate: this.intermediate,
+      intermediateKey: this.signingKey(),
+      rootKey: () => {
+        const file = caPaths(this.home).rootKey;
+        if (!fs.existsSync(file)) return undefined;
+        return loadPrivateKey(fs.readFileSync(file), `CA key ${file}`, this.passphrase);
+      },
+    };
   }
 }
 

@@ -9,7 +9,7 @@ import { parseKeyType } from '../pki/keys.js';
 import { parseDuration, relativeTime, shortTime } from '../text/duration.js';
 import { collect, optionalDuration, optionalPassphrase, printJson } from './common.js';
 
-export function registerCa(program: Command): void {
+export function registerCa(program: Command): Command {
   const ca = program.command('ca').description('create and manage the certificate authority');
 
   ca.command('init')
@@ -132,6 +132,7 @@ export function registerCa(program: Command): void {
           notAfter: r.notAfter.toISOString(),
           fingerprint256: r.fingerprint256,
           status: r.status === 'revoked' ? 'revoked' : r.notAfter < now ? 'expired' : 'valid',
+          ...(r.revokedAt ? { revokedAt: r.revokedAt.toISOString(), reason: r.revocationReason } : {}),
         }));
         if (o.json) return printJson(view);
         if (view.length === 0)
@@ -140,8 +141,9 @@ export function registerCa(program: Command): void {
           );
         for (const v of view) {
           const when = new Date(v.notAfter);
+          const revoked = v.revokedAt ? ` (${v.reason}, ${shortTime(new Date(v.revokedAt))})` : '';
           console.log(
-            `${v.serial}  ${v.profile.padEnd(6)}  ${v.status.padEnd(7)}  ${shortTime(when)} ` +
+            `${v.serial}  ${v.profile.padEnd(6)}  ${v.status.padEnd(7)}${revoked}  ${shortTime(when)} ` +
               `(${relativeTime(when, now)})  ${v.subject}  ${v.sans.join(' ')}`,
           );
         }
@@ -149,4 +151,5 @@ export function registerCa(program: Command): void {
         await authority.close();
       }
     });
+  return ca;
 }

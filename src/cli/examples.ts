@@ -10,6 +10,11 @@ export const EXAMPLES: Record<string, string[]> = {
   'ca install': ['mtls ca install', 'mtls ca install --no-nss --home /etc/acme-ca'],
   'ca uninstall': ['mtls ca uninstall'],
   'ca list': ['mtls ca list', 'mtls ca list --expiring 30d --json'],
+  'ca crl': ['mtls ca crl', 'mtls ca crl --out /srv/www/crl.pem --next-update 6h', 'mtls ca crl --out int.crl --der'],
+  revoke: [
+    'mtls revoke certs/api.crt --reason keyCompromise',
+    'mtls revoke 4f1c2a9e0d3b --reason superseded --at 2026-11-30T08:00Z',
+  ],
   issue: [
     'mtls issue server api --dns api.acme.internal --ip 10.0.0.7',
     'mtls issue client billing --spiffe-id spiffe://acme.internal/ns/prod/sa/billing',

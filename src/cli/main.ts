@@ -9,6 +9,7 @@ import { registerServe } from './serve.js';
 import { registerInspect } from './inspect.js';
 import { registerIssue, registerRenew, registerSign } from './issue.js';
 import { registerVerify } from './verify.js';
+import { registerRevoke } from './revoke.js';
 import { registerTrace } from './trace.js';
 import { addExamples } from './examples.js';
 
@@ -19,10 +20,11 @@ export function buildProgram(): Command {
     .showSuggestionAfterError()
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `mtls: ${s}` : s) });
-  registerCa(program);
+  const ca = registerCa(program);
   registerIssue(program);
   registerSign(program);
   registerRenew(program);
+  registerRevoke(program, ca);
   registerInspect(program);
   registerVerify(program);
   registerServe(program);

@@ -12,6 +12,12 @@ export class ProxyMetrics {
     labelNames: ['listener', 'result', 'reason'],
     registers: [this.registry],
   });
+  readonly revokedClosed = new client.Counter({
+    name: 'mtls_proxy_revoked_connections_closed_total',
+    help: 'Open connections closed because a CRL reload revoked their client certificate',
+    labelNames: ['listener'],
+    registers: [this.registry],
+  });
   readonly active = new client.Gauge({
     name: 'mtls_proxy_active_connections',
     help: 'Connections open now',

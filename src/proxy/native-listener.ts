@@ -67,6 +67,12 @@ export class NativeServerListener extends ServerListenerBase {
     this.native.setLimits(limits);
   }
 
+  protected *liveConnections() {
+    for (const [id, c] of this.conns)
+      if (c.admitted)
+        yield { remote: c.remote, certificate: c.admitted.id.certificate, close: () => this.native.close(id) };
+  }
+
   override async stopAccepting(): Promise<void> {
     await super.stopAccepting();
     this.stopped = true;

@@ -33,6 +33,7 @@ interface Binding {
   add(engine: unknown, fd: number): number;
   admit(engine: unknown, id: number, host: string, port: number, header: Buffer | null): void;
   reject(engine: unknown, id: number): void;
+  close(engine: unknown, id: number): void;
   closeAll(engine: unknown): void;
   destroy(engine: unknown): void;
   openssl: string;
@@ -56,6 +57,7 @@ export const CLOSE_REASONS = [
   'out of memory',
   'no TLS context',
   'engine stopped',
+  'revoked',
 ] as const;
 export type CloseReason = (typeof CLOSE_REASONS)[number];
 
@@ -210,6 +212,11 @@ export class NativeEngine {
 
   reject(id: number): void {
     this.b.reject(this.handle, id);
+  }
+
+  /** Ends one connection at any stage, relaying included (closed event: reason 'revoked'). */
+  close(id: number): void {
+    this.b.close(this.handle, id);
   }
 
   closeAll(): void {

@@ -30,7 +30,10 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
     this.policy = compilePolicy(config.policy);
     this.reloader.on('reloaded', (e: ReloadEvent) => {
       this.crls = this.builtCrls ?? [];
-      if (e.trustChanged) this.trustGeneration++;
+      if (e.trustChanged) {
+        this.trustGeneration++;
+        this.closeRevokedLive();
+      }
     });
   }
 
@@ -60,6 +63,26 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
         );
     }
     return undefined;
+  }
+
+  /** The connections admitted and still open: the client certificate each was admitted with, and how to end it. */
+  protected abstract liveConnections(): Iterable<{ remote: string; certificate: Certificate; close: () => void }>;
+
+  /**
+   * After a CRL (or bundle) reload, an open connection whose certificate the CRLs in force now revoke is closed
+   * (issue 14): a revocation takes a stolen key out of service now, not when its holder next reconnects.
+   */
+  private closeRevokedLive(): void {
+    for (const live of this.liveConnections()) {
+      const revoked = this.revocationFailure([live.certificate]);
+      if (!revoked) continue;
+      live.close();
+      this.ctx.metrics.revokedClosed.inc({ listener: this.name });
+      this.log.warn(
+        { event: 'revoked-live', remote: live.remote, serial: live.certificate.serialHex, reason: revoked.message },
+        `closed an open connection: ${revoked.message}`,
+      );
+    }
   }
 
   /** Policy and limits from a reloaded config; addresses and files need a restart. */

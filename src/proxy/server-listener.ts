@@ -6,6 +6,7 @@ import type { PeerIdentity } from '../identity/identity.js';
 import { identityOf } from '../identity/identity.js';
 import type { Decision } from '../identity/policy.js';
 import { MtlsError } from '../errors.js';
+import type { Certificate } from '../pki/certificate.js';
 import { verifyChain } from '../pki/verify.js';
 import { peerChain } from '../tls/client.js';
 import { authorizationFailure, classifyTlsError } from '../tls/errors.js';
@@ -126,6 +127,7 @@ export class ServerListener extends ServerListenerBase {
     if (this.config.protocol === 'http') {
       // Decided per request (routes); a connection without a verified identity never gets that far.
       if (!id) return this.deny(s, undefined, 'no verified client certificate');
+      this.keepLive(s, id);
       this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'ok', reason: 'none' });
       s.once('close', () => {
         this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'up' }, s.bytesRead);
@@ -136,7 +138,20 @@ export class ServerListener extends ServerListenerBase {
     const decision = this.policy.decide(id);
     if (!decision.allowed || !id) return this.deny(s, id, decision.reason);
     this.reportAllowed(id);
+    this.keepLive(s, id);
     this.pipeTcp(s, id, decision);
+  }
+
+  /** Admitted connections, while open: a CRL reload closes those it revokes (closeRevokedLive). */
+  private readonly admitted = new Map<tls.TLSSocket, { remote: string; certificate: Certificate }>();
+
+  private keepLive(s: tls.TLSSocket, id: PeerIdentity): void {
+    this.admitted.set(s, { remote: `${s.remoteAddress}:${s.remotePort}`, certificate: id.certificate });
+    s.once('close', () => this.admitted.delete(s));
+  }
+
+  protected *liveConnections() {
+    for (const [s, a] of this.admitted) yield { ...a, close: () => s.destroy() };
   }
 
   /**

@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import { MtlsError } from '../errors.js';
 import { crashPoint } from '../io/files.js';
 import type { Profile } from '../pki/profiles.js';
+import type { RevocationReason } from '../pki/crl-writer.js';
 import type { CertificateStatus, CertificateStore, InventoryRecord, ListFilter } from './store.js';
 
 const SCHEMA = `
@@ -17,10 +18,17 @@ CREATE TABLE IF NOT EXISTS certificates (
   fingerprint_sha256 TEXT NOT NULL UNIQUE,
   status TEXT NOT NULL CHECK (status IN ('valid', 'revoked')),
   issued_at INTEGER NOT NULL,
-  der BLOB NOT NULL
+  der BLOB NOT NULL,
+  revoked_at INTEGER,
+  revocation_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS certificates_not_after ON certificates (not_after);
-PRAGMA user_version = 1;
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+`;
+/** Inventories made before revocation (user_version 1) get its columns. */
+const MIGRATE_TO_2 = `
+ALTER TABLE certificates ADD COLUMN revoked_at INTEGER;
+ALTER TABLE certificates ADD COLUMN revocation_reason TEXT;
 `;
 
 interface Row {
@@ -36,6 +44,8 @@ interface Row {
   status: string;
   issued_at: number;
   der: Buffer;
+  revoked_at: number | null;
+  revocation_reason: string | null;
 }
 
 function fromRow(r: Row): InventoryRecord {
@@ -52,6 +62,8 @@ function fromRow(r: Row): InventoryRecord {
     status: r.status as CertificateStatus,
     issuedAt: new Date(r.issued_at),
     der: r.der,
+    ...(r.revoked_at !== null ? { revokedAt: new Date(r.revoked_at) } : {}),
+    ...(r.revocation_reason !== null ? { revocationReason: r.revocation_reason as RevocationReason } : {}),
   };
 }
 
@@ -68,7 +80,11 @@ export class SqliteStore implements CertificateStore {
       // A CA must not lose a record of an issued certificate, even on power loss.
       this.db.pragma('synchronous = FULL');
       this.db.pragma('busy_timeout = 5000');
+      const version = this.db.pragma('user_version', { simple: true }) as number;
+      const fresh = !(this.db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'certificates'").get() as unknown);
+      if (!fresh && version < 2) this.db.exec(MIGRATE_TO_2);
       this.db.exec(SCHEMA);
+      this.db.pragma('user_version = 2');
     } catch (err) {
       throw new MtlsError(
         'STORE',
@@ -137,6 +153,52 @@ export class SqliteStore implements CertificateStore {
 
   async count(): Promise<number> {
     return (this.db.prepare('SELECT count(*) AS n FROM certificates').get() as { n: number }).n;
+  }
+
+  async revoke(
+    serial: string,
+    reason: RevocationReason,
+    at: Date,
+    publish: (revoked: InventoryRecord[], crlNumber: bigint) => void,
+  ): Promise<InventoryRecord> {
+    return this.db
+      .transaction(() => {
+        const changed = this.db
+          .prepare(
+            "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ? AND status = 'valid'",
+          )
+          .run(at.getTime(), reason, serial.toLowerCase()).changes;
+        if (changed !== 1) {
+          const row = this.db.prepare('SELECT status FROM certificates WHERE serial = ?').get(serial.toLowerCase());
+          throw new MtlsError(
+            'NOT_REVOCABLE',
+            row
+              ? `certificate ${serial} is already revoked; nothing changed`
+              : `no certificate with serial ${serial} in this CA's inventory; check the serial with 'mtls ca list'`,
+          );
+        }
+        this.publishIn(at, publish);
+        return fromRow(this.db.prepare('SELECT * FROM certificates WHERE serial = ?').get(serial.toLowerCase()) as Row);
+      })
+      .immediate();
+  }
+
+  async publishCrl(at: Date, publish: (revoked: InventoryRecord[], crlNumber: bigint) => void): Promise<void> {
+    this.db.transaction(() => this.publishIn(at, publish)).immediate();
+  }
+
+  /** Inside a transaction: the next CRL number, then `publish` (which may throw to roll everything back). */
+  private publishIn(at: Date, publish: (revoked: InventoryRecord[], crlNumber: bigint) => void): void {
+    const row = this.db.prepare("SELECT value FROM counters WHERE name = 'crl_number'").get() as
+      { value: number } | undefined;
+    const next = (row?.value ?? 0) + 1;
+    this.db.prepare("INSERT OR REPLACE INTO counters (name, value) VALUES ('crl_number', ?)").run(next);
+    const revoked = (
+      this.db
+        .prepare("SELECT * FROM certificates WHERE status = 'revoked' AND not_after > ? ORDER BY revoked_at, serial")
+        .all(at.getTime()) as Row[]
+    ).map(fromRow);
+    publish(revoked, BigInt(next));
   }
 
   async close(): Promise<void> {

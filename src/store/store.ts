@@ -1,3 +1,4 @@
+import type { RevocationReason } from '../pki/crl-writer.js';
 import type { Profile } from '../pki/profiles.js';
 
 export type CertificateStatus = 'valid' | 'revoked';
@@ -18,6 +19,9 @@ export interface InventoryRecord {
   status: CertificateStatus;
   issuedAt: Date;
   der: Buffer;
+  /** Set when status is 'revoked'. */
+  revokedAt?: Date;
+  revocationReason?: RevocationReason;
 }
 
 export interface ListFilter {
@@ -36,5 +40,18 @@ export interface CertificateStore {
   get(serial: string): Promise<InventoryRecord | undefined>;
   list(filter?: ListFilter): Promise<InventoryRecord[]>;
   count(): Promise<number>;
+  /**
+   * Marks a valid certificate revoked and, in the same transaction, runs `publish` with the CA's revoked certificates
+   * that have not expired (the new one included) and the next CRL number; when `publish` throws, nothing changed.
+   * Refuses (STORE_CONFLICT) a certificate already revoked or unknown.
+   */
+  revoke(
+    serial: string,
+    reason: RevocationReason,
+    at: Date,
+    publish: (revoked: InventoryRecord[], crlNumber: bigint) => void,
+  ): Promise<InventoryRecord>;
+  /** Runs `publish` with the revoked, unexpired certificates and the next CRL number, in one transaction. */
+  publishCrl(at: Date, publish: (revoked: InventoryRecord[], crlNumber: bigint) => void): Promise<void>;
   close(): Promise<void>;
 }
