@@ -20,6 +20,7 @@ import { decodeCertificatesPem, encodePem } from '../pki/pem.js';
 import {
   checkLeafNames,
   leafExtensions,
+  revocationUrls,
   type LeafNames,
   type LeafProfile,
   type RequestedNames,
@@ -254,7 +255,14 @@ export class CertificateAuthority {
         notBefore,
         notAfter,
         publicKey,
-        extensions: leafExtensions(req.profile, names, publicKey, issuerKeyId, false),
+        extensions: leafExtensions(
+          req.profile,
+          names,
+          publicKey,
+          issuerKeyId,
+          false,
+          revocationUrls(this.config.url).leaf,
+        ),
       },
       this.signingKey(),
     );

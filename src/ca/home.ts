@@ -34,4 +34,6 @@ export interface CaConfig {
   permittedIp: string[];
   encrypted: boolean;
   createdAt: string;
+  /** `ca init --url`: where revocation data is published; absent, certificates carry no CRL or OCSP URL. */
+  url?: string;
 }

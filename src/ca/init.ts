@@ -8,7 +8,7 @@ import { DEFAULT_KEY_TYPE, exportPrivateKey, generateKeyPair, parseKeyType, type
 import { buildName, checkDnsName, checkTrustDomain, printable } from '../pki/names.js';
 import { OID } from '../pki/oid.js';
 import { encodePem } from '../pki/pem.js';
-import { intermediateExtensions, rootExtensions } from '../pki/profiles.js';
+import { intermediateExtensions, revocationUrls, rootExtensions } from '../pki/profiles.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { crashPoint, removeStale, stageFiles, type PendingFile } from '../io/files.js';
 import { caPaths, type CaConfig } from './home.js';
@@ -37,7 +37,28 @@ export interface InitOptions {
   rootValidityMs?: number;
   /** Default 5 years. */
   intermediateValidityMs?: number;
+  /**
+   * Where the CA publishes revocation data (e.g. http://ca.internal:9080): certificates then carry a CRL
+   * distribution point (BASE/crl/intermediate.crl, the intermediate BASE/crl/root.crl) and an OCSP URL (BASE/ocsp).
+   */
+  url?: string;
   now?: Date;
+}
+
+/** An http(s) base URL without query, fragment or credentials (it is copied into every certificate). */
+export function checkBaseUrl(text: string): string {
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch {
+    throw new MtlsError('BAD_INPUT', `--url '${printable(text)}' is not a URL; write it like http://ca.internal:9080`);
+  }
+  if (!['http:', 'https:'].includes(u.protocol) || u.search || u.hash || u.username || u.password || text.length > 200)
+    throw new MtlsError(
+      'BAD_INPUT',
+      `--url '${printable(text)}' must be a plain http(s) URL without query, fragment or credentials (200 characters at most)`,
+    );
+  return u.href.replace(/\/+$/, '');
 }
 
 export function checkCidr(cidr: string): string {
@@ -66,6 +87,7 @@ export async function createCaHome(opts: InitOptions): Promise<void> {
   const trustDomain = opts.trustDomain === undefined ? undefined : checkTrustDomain(opts.trustDomain);
   const permittedDns = (opts.permitDns ?? []).map((d) => checkDnsName(d.replace(/^\./, '')));
   const permittedIp = (opts.permitIp ?? []).map(checkCidr);
+  const url = opts.url === undefined ? undefined : checkBaseUrl(opts.url);
   if (opts.passphrase !== undefined && opts.passphrase.length < 8) {
     throw new MtlsError('BAD_INPUT', 'the CA passphrase must be at least 8 characters');
   }
@@ -109,7 +131,12 @@ export async function createCaHome(opts: InitOptions): Promise<void> {
         now.getTime() + Math.min(opts.intermediateValidityMs ?? 1825 * DAY, opts.rootValidityMs ?? 3650 * DAY),
       ),
       publicKey: intKeys.publicKey,
-      extensions: intermediateExtensions(intKeys.publicKey, keyIdentifier(rootKeys.publicKey), constraints),
+      extensions: intermediateExtensions(
+        intKeys.publicKey,
+        keyIdentifier(rootKeys.publicKey),
+        constraints,
+        revocationUrls(url).intermediate,
+      ),
     },
     rootKeys.privateKey,
   );
@@ -123,6 +150,7 @@ export async function createCaHome(opts: InitOptions): Promise<void> {
     encrypted: opts.passphrase !== undefined,
     createdAt: now.toISOString(),
     ...(trustDomain ? { trustDomain } : {}),
+    ...(url ? { url } : {}),
   };
   const parent = path.dirname(opts.home);
   try {

@@ -28,6 +28,10 @@ export function registerCa(program: Command): Command {
     .option('--passphrase-file <file>', 'encrypt the CA keys with the passphrase in this file')
     .option('--root-validity <duration>', 'root lifetime', '3650d')
     .option('--intermediate-validity <duration>', 'intermediate lifetime', '1825d')
+    .option(
+      '--url <base>',
+      'where revocation data is published (http://ca.internal:9080): certificates carry BASE/crl/... and BASE/ocsp',
+    )
     .action(
       async (o: {
         home?: string;
@@ -39,6 +43,7 @@ export function registerCa(program: Command): Command {
         passphraseFile?: string;
         rootValidity: string;
         intermediateValidity: string;
+        url?: string;
       }) => {
         const home = resolveCaHome(o.home);
         const keyType = parseKeyType(o.keyType);
@@ -53,6 +58,7 @@ export function registerCa(program: Command): Command {
           intermediateValidityMs: optionalDuration(o.intermediateValidity, '--intermediate-validity'),
           ...(o.trustDomain !== undefined ? { trustDomain: o.trustDomain } : {}),
           ...(passphrase !== undefined ? { passphrase } : {}),
+          ...(o.url !== undefined ? { url: o.url } : {}),
         });
         const p = caPaths(home);
         const now = new Date();
@@ -67,6 +73,8 @@ export function registerCa(program: Command): Command {
         console.log(`  trust bundle:  ${p.bundle}`);
         console.log(`  keys:          ${p.rootKey}, ${p.intermediateKey} (0600${passphrase ? ', encrypted' : ''})`);
         if (o.trustDomain) console.log(`  trust domain:  ${o.trustDomain}`);
+        if (authority.config.url)
+          console.log(`  revocation:    ${authority.config.url}/crl/intermediate.crl, ${authority.config.url}/ocsp`);
         if (o.permitDns.length || o.permitIp.length)
           console.log(`  permitted:     ${[...o.permitDns, ...o.permitIp].join(', ')}`);
         console.log(`the root key is needed only to sign a new intermediate: move ${p.rootKey} offline.`);

@@ -136,6 +136,19 @@ export function nameConstraintsExt(nc: NameConstraintsInput): RawExtension {
   return { oid: OID.nameConstraints, critical: true, value: der(value) };
 }
 
+/** CRLDistributionPoints (RFC 5280 4.2.1.13) with one full-name URI per point, not critical. */
+export function crlDistributionPointsExt(urls: string[]): RawExtension {
+  const points = urls.map((u) => seq(tlv(0xa0, tlv(0xa0, tlv(0x86, Buffer.from(u, 'latin1'))))));
+  return { oid: OID.crlDistributionPoints, critical: false, value: seq(...points) };
+}
+
+/** AuthorityInfoAccess (RFC 5280 4.2.2.1): OCSP responders and issuer certificates by URI, not critical. */
+export function authorityInfoAccessExt(a: { ocsp?: string[]; caIssuers?: string[] }): RawExtension {
+  const access = (method: string) => (u: string) => seq(encodeOid(method), tlv(0x86, Buffer.from(u, 'latin1')));
+  const items = [...(a.ocsp ?? []).map(access(OID.ocsp)), ...(a.caIssuers ?? []).map(access(OID.caIssuers))];
+  return { oid: OID.authorityInfoAccess, critical: false, value: seq(...items) };
+}
+
 /** RFC 7093 section 2 method 1: the leftmost 160 bits of the SHA-256 of the subjectPublicKey bits. */
 export function keyIdentifier(publicKey: KeyObject): Buffer {
   const [, bits] = readChildren(readSingle(spkiDer(publicKey), 'SubjectPublicKeyInfo').value, 'SubjectPublicKeyInfo');

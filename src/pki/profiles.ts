@@ -1,8 +1,10 @@
 import type { KeyObject } from 'node:crypto';
 import { MtlsError } from '../errors.js';
 import {
+  authorityInfoAccessExt,
   authorityKeyIdExt,
   basicConstraintsExt,
+  crlDistributionPointsExt,
   extKeyUsageExt,
   keyIdentifier,
   keyUsageExt,
@@ -99,6 +101,7 @@ export function leafExtensions(
   publicKey: KeyObject,
   issuerKeyId: Buffer,
   emptySubject: boolean,
+  revocation?: RevocationUrls,
 ): RawExtension[] {
   const ku: KeyUsageName[] = ['digitalSignature'];
   if (profile === 'server' && publicKey.asymmetricKeyType === 'rsa') ku.push('keyEncipherment');
@@ -111,7 +114,26 @@ export function leafExtensions(
     ...(hasSan ? [subjectAltNameExt(san, emptySubject)] : []),
     subjectKeyIdExt(keyIdentifier(publicKey)),
     authorityKeyIdExt(issuerKeyId),
+    ...revocationExtensions(revocation),
   ];
+}
+
+/** Where a certificate's revocation status is published (`mtls ca init --url BASE`): its issuer's CRL, an OCSP URL. */
+export interface RevocationUrls {
+  crl: string;
+  ocsp?: string;
+}
+
+/** The URLs of a CA published under `base` (`mtls ca init --url`): what a leaf and what the intermediate carry. */
+export function revocationUrls(base: string | undefined): { leaf?: RevocationUrls; intermediate?: RevocationUrls } {
+  if (!base) return {};
+  const b = base.replace(/\/+$/, '');
+  return { leaf: { crl: `${b}/crl/intermediate.crl`, ocsp: `${b}/ocsp` }, intermediate: { crl: `${b}/crl/root.crl` } };
+}
+
+function revocationExtensions(r: RevocationUrls | undefined): RawExtension[] {
+  if (!r) return [];
+  return [crlDistributionPointsExt([r.crl]), ...(r.ocsp ? [authorityInfoAccessExt({ ocsp: [r.ocsp] })] : [])];
 }
 
 /** A self-signed root: CA:TRUE without a path length (the intermediate carries pathLen 0), keyCertSign|cRLSign. */
@@ -128,12 +150,14 @@ export function intermediateExtensions(
   publicKey: KeyObject,
   rootKeyId: Buffer,
   constraints?: NameConstraintsInput,
+  revocation?: RevocationUrls,
 ): RawExtension[] {
   const ext = [
     basicConstraintsExt(true, 0),
     keyUsageExt(['digitalSignature', 'keyCertSign', 'cRLSign']),
     subjectKeyIdExt(keyIdentifier(publicKey)),
     authorityKeyIdExt(rootKeyId),
+    ...revocationExtensions(revocation),
   ];
   if (constraints && Object.values(constraints).some((v) => v && v.length > 0))
     ext.push(nameConstraintsExt(constraints));

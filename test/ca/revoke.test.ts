@@ -12,6 +12,7 @@ import { CertificateAuthority } from '../../src/ca/authority.js';
 import { crlPaths } from '../../src/ca/revocation.js';
 import { encodeCrl } from '../../src/pki/crl-writer.js';
 import { parseCrl, readCrls } from '../../src/pki/crl.js';
+import { readCertificates } from '../../src/pki/certificate.js';
 import { generateKeyPair } from '../../src/pki/keys.js';
 import { DAY } from '../../src/ca/init.js';
 import { nativeUnavailable } from '../../src/proxy/native.js';
@@ -236,6 +237,44 @@ describe('mtls revoke and mtls ca crl', () => {
         assert.equal(await echo(carol), true, 'carol is not revoked and still gets in');
       },
     );
+});
+
+describe('ca init --url: where certificates say their revocation status is published', () => {
+  it('puts a CRL distribution point and an OCSP URL in new certificates, only with --url', () => {
+    const dir = tempDir('mtls-url-');
+    const env = { MTLS_HOME: path.join(dir, 'ca') };
+    const init = mtls(['ca', 'init', '--name', 'Url', '--url', 'http://ca.example:9080/'], { env });
+    assert.equal(init.status, 0, init.stderr);
+    assert.match(
+      init.stdout,
+      /revocation: +http:\/\/ca\.example:9080\/crl\/intermediate\.crl, http:\/\/ca\.example:9080\/ocsp/,
+    );
+    assert.equal(mtls(['issue', 'server', 'web', '--dns', 'web.example.org', '--out', dir], { env }).status, 0);
+    const [leaf, int] = readCertificates(fs.readFileSync(path.join(dir, 'web.crt')), 'web.crt');
+    assert.deepEqual(leaf!.crlUrls, ['http://ca.example:9080/crl/intermediate.crl']);
+    assert.deepEqual(leaf!.ocspUrls, ['http://ca.example:9080/ocsp']);
+    assert.deepEqual(int!.crlUrls, ['http://ca.example:9080/crl/root.crl']);
+    const text = openssl(['x509', '-in', path.join(dir, 'web.crt'), '-noout', '-text']).stdout;
+    assert.match(
+      text,
+      /X509v3 CRL Distribution Points: \n\s+Full Name:\s+URI:http:\/\/ca\.example:9080\/crl\/intermediate\.crl/,
+    );
+    assert.match(text, /OCSP - URI:http:\/\/ca\.example:9080\/ocsp/);
+    // Still valid under the strict profile (both extensions well formed and not critical), and for OpenSSL.
+    const v = mtls(['verify', path.join(dir, 'web.crt'), '--purpose', 'server', '--dns', 'web.example.org'], { env });
+    assert.equal(v.status, 0, v.stdout);
+    // Without --url: neither.
+    const plain = newCa('Plain');
+    assert.equal(plain.run(['issue', 'client', 'c', '--out', plain.out]).status, 0);
+    const [c] = readCertificates(fs.readFileSync(plain.file('c.crt')), 'c.crt');
+    assert.equal(c!.crlUrls, undefined);
+    assert.equal(c!.ocspUrls, undefined);
+    for (const bad of ['ftp://x/', 'http://u:p@x/', 'http://x/?q=1', 'not a url']) {
+      const r = mtls(['ca', 'init', '--url', bad], { env: { MTLS_HOME: path.join(tempDir(), 'ca') } });
+      assert.equal(r.status, 2, bad);
+      assert.match(r.stderr, /--url/);
+    }
+  });
 });
 
 describe('CRLs at scale and with expired entries', () => {

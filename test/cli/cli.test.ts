@@ -317,7 +317,10 @@ describe('mtls verify', () => {
     const strict = run();
     assert.equal(strict.status, 1);
     assert.match(strict.stdout, /'no-eku' has no extended key usage; the strict profile requires serverAuth/);
-    assert.match(strict.stdout, /'Profile Root' is a CA certificate without a subjectKeyIdentifier \(RFC 5280 4\.2\.1\.2\)/);
+    assert.match(
+      strict.stdout,
+      /'Profile Root' is a CA certificate without a subjectKeyIdentifier \(RFC 5280 4\.2\.1\.2\)/,
+    );
     const rfc = run('--profile', 'rfc5280');
     assert.equal(rfc.status, 1);
     assert.doesNotMatch(rfc.stdout, /extended key usage/);
