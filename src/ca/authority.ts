@@ -130,7 +130,8 @@ export class CertificateAuthority {
     await this.store.close();
   }
 
-  private signingKey(): KeyObject {
+  /** The intermediate's key, for what the CA signs itself (leaves, CRLs, its OCSP responder's certificate). */
+  signingKey(): KeyObject {
     if (!this.intermediateKey) {
       const file = caPaths(this.home).intermediateKey;
       let data: Buffer;

@@ -3,6 +3,9 @@ import type { Command } from 'commander';
 import { CertificateAuthority } from '../ca/authority.js';
 import { resolveCaHome } from '../ca/home.js';
 import { crlPaths, parseReason } from '../ca/revocation.js';
+import { OcspResponder, serveOcsp } from '../ca/ocsp-responder.js';
+import { formatAddress, parseAddress } from '../io/address.js';
+import { formatDn } from '../pki/names.js';
 import { MtlsError } from '../errors.js';
 import { MAX_INPUT, readInput, writeFileAtomic } from '../io/files.js';
 import { readCertificates } from '../pki/certificate.js';
@@ -51,6 +54,29 @@ export function registerRevoke(program: Command, ca: Command): void {
         }
       },
     );
+
+  ca.command('ocsp')
+    .description('an OCSP responder (RFC 6960, RFC 5019 GET and POST) for this CA, which also serves its CRLs')
+    .requiredOption('--listen <address>', 'HOST:PORT to listen on (e.g. 127.0.0.1:9080; the --url of ca init)')
+    .option('--home <dir>', 'CA home (default $MTLS_HOME, else ~/.mtls)')
+    .option('--passphrase-file <file>', 'passphrase of the CA key, if it is encrypted')
+    .action(async (o: { listen: string; home?: string; passphraseFile?: string }) => {
+      const at = parseAddress(o.listen, '--listen');
+      const authority = await CertificateAuthority.open(resolveCaHome(o.home), optionalPassphrase(o.passphraseFile));
+      const responder = new OcspResponder(authority);
+      const signer = responder.responder();
+      const server = await serveOcsp(responder, authority.home, at, (m) => console.error(`mtls: ${m}`));
+      console.log(
+        `OCSP responder on ${formatAddress(at)} for '${formatDn(authority.intermediate.subject)}', signing as ` +
+          `'OCSP responder' (serial ${signer.cert.serialHex}, until ${signer.cert.notAfter.toISOString()})`,
+      );
+      await new Promise<void>((resolve) => {
+        const stop = () => server.close(() => resolve());
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      await authority.close();
+    });
 
   ca.command('crl')
     .description("publish fresh CRLs (root's and intermediate's) and write them where you want them")

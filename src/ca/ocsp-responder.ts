@@ -1,0 +1,220 @@
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import type { KeyObject } from 'node:crypto';
+import { messageOf } from '../errors.js';
+import { stageFiles } from '../io/files.js';
+import { listenOn } from '../io/listen.js';
+import type { Address } from '../io/address.js';
+import { parseCertificate, type Certificate } from '../pki/certificate.js';
+import {
+  authorityKeyIdExt,
+  basicConstraintsExt,
+  extKeyUsageExt,
+  keyIdentifier,
+  keyUsageExt,
+  subjectKeyIdExt,
+} from '../pki/extensions.js';
+import { exportPrivateKey, generateKeyPair, loadPrivateKey } from '../pki/keys.js';
+import { buildName } from '../pki/names.js';
+import {
+  certIdIsFor,
+  encodeOcspResponse,
+  ocspFailure,
+  parseOcspRequest,
+  type CertStatus,
+  type SingleAnswer,
+} from '../pki/ocsp.js';
+import { OID } from '../pki/oid.js';
+import { decodeCertificatesPem, encodePem } from '../pki/pem.js';
+import { randomSerial, signCertificate, wholeSeconds } from '../pki/signing.js';
+import type { CertificateStore } from '../store/store.js';
+import { crlPaths } from './revocation.js';
+import { DAY } from './init.js';
+
+/** What the responder needs of the CA (CertificateAuthority provides it). */
+export interface OcspCa {
+  home: string;
+  intermediate: Certificate;
+  store: CertificateStore;
+  signingKey(): KeyObject;
+}
+
+const RESPONDER_LIFETIME_MS = 7 * DAY;
+const RESPONDER_RENEW_MS = 2 * DAY;
+/** How long an answer says it is good for (nextUpdate); a revocation changes the next answer at once anyway. */
+const ANSWER_LIFETIME_MS = 3600e3;
+const MAX_REQUEST_BYTES = 16 * 1024;
+const MAX_CACHED = 10_000;
+
+/**
+ * An OCSP responder for the intermediate's leaves (RFC 6960, RFC 5019). Every answer reads the inventory, so a
+ * revocation or a new certificate shows in the next answer; signed answers without a nonce are cached by
+ * (CertID, status) until half their lifetime. Signed by a delegated responder certificate (id-kp-OCSPSigning,
+ * id-pkix-ocsp-nocheck, 7 days) that it issues from the intermediate and renews two days before it expires.
+ */
+export class OcspResponder {
+  private signer?: { cert: Certificate; key: KeyObject };
+  private readonly cache = new Map<string, { der: Buffer; until: number }>();
+
+  constructor(private readonly ca: OcspCa) {}
+
+  /** The DER OCSPResponse for a DER OCSPRequest: never throws (malformedRequest, unauthorized, internalError). */
+  async answer(request: Buffer, now = new Date()): Promise<Buffer> {
+    let parsed;
+    try {
+      parsed = parseOcspRequest(request);
+    } catch {
+      return ocspFailure('malformedRequest');
+    }
+    try {
+      if (!parsed.certIds.every((id) => certIdIsFor(id, this.ca.intermediate))) return ocspFailure('unauthorized');
+      const answers: SingleAnswer[] = [];
+      for (const certId of parsed.certIds) answers.push({ certId, status: await this.statusOf(certId.serialHex) });
+      const key = parsed.nonce
+        ? undefined
+        : answers.map((a) => `${a.certId.der.toString('hex')}:${JSON.stringify(a.status)}`).join();
+      const cached = key ? this.cache.get(key) : undefined;
+      if (cached && cached.until > now.getTime()) return cached.der;
+      const signer = this.responder(now);
+      const der = encodeOcspResponse(answers, {
+        signer: signer.cert,
+        key: signer.key,
+        producedAt: now,
+        thisUpdate: now,
+        nextUpdate: new Date(now.getTime() + ANSWER_LIFETIME_MS),
+        ...(parsed.nonce ? { nonce: parsed.nonce } : {}),
+      });
+      if (key) {
+        if (this.cache.size >= MAX_CACHED) this.cache.clear();
+        this.cache.set(key, { der, until: now.getTime() + ANSWER_LIFETIME_MS / 2 });
+      }
+      return der;
+    } catch {
+      return ocspFailure('internalError');
+    }
+  }
+
+  private async statusOf(serialHex: string): Promise<CertStatus> {
+    const r = await this.ca.store.get(serialHex);
+    if (!r) return { status: 'unknown' };
+    if (r.status === 'revoked')
+      return { status: 'revoked', at: r.revokedAt ?? r.issuedAt, reason: r.revocationReason ?? 'unspecified' };
+    return { status: 'good' };
+  }
+
+  /** The delegated responder certificate and key (HOME/ocsp/), issued or renewed when needed. */
+  responder(now = new Date()): { cert: Certificate; key: KeyObject } {
+    const fresh = (c: Certificate) => c.notAfter.getTime() - now.getTime() > RESPONDER_RENEW_MS;
+    if (this.signer && fresh(this.signer.cert)) return this.signer;
+    const dir = path.join(this.ca.home, 'ocsp');
+    const certFile = path.join(dir, 'responder.crt');
+    const keyFile = path.join(dir, 'responder.key');
+    try {
+      const cert = parseCertificate(decodeCertificatesPem(fs.readFileSync(certFile, 'latin1'), certFile)[0]!);
+      if (fresh(cert) && cert.issuerDer.equals(this.ca.intermediate.subjectDer))
+        return (this.signer = { cert, key: loadPrivateKey(fs.readFileSync(keyFile), keyFile) });
+    } catch {
+      // none yet, or unreadable: issue a new one
+    }
+    const { privateKey, publicKey } = generateKeyPair('ec-p256');
+    const start = wholeSeconds(now);
+    const der = signCertificate(
+      {
+        serial: randomSerial(),
+        issuer: this.ca.intermediate.subjectDer,
+        subject: buildName([{ oid: OID.commonName, value: 'OCSP responder' }]),
+        notBefore: new Date(start.getTime() - 5 * 60e3),
+        notAfter: new Date(Math.min(start.getTime() + RESPONDER_LIFETIME_MS, this.ca.intermediate.notAfter.getTime())),
+        publicKey,
+        extensions: [
+          basicConstraintsExt(false),
+          keyUsageExt(['digitalSignature']),
+          extKeyUsageExt([OID.ocspSigning]),
+          // id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1): clients do not ask for the responder's own status.
+          { oid: '1.3.6.1.5.5.7.48.1.5', critical: false, value: Buffer.from([0x05, 0x00]) },
+          subjectKeyIdExt(keyIdentifier(publicKey)),
+          authorityKeyIdExt(this.ca.intermediate.subjectKeyId ?? keyIdentifier(this.ca.intermediate.publicKey!)),
+        ],
+      },
+      this.ca.signingKey(),
+    );
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    stageFiles(
+      [
+        { path: keyFile, data: exportPrivateKey(privateKey), mode: 0o600 },
+        { path: certFile, data: encodePem('CERTIFICATE', der), mode: 0o644 },
+      ],
+      { overwrite: true },
+    ).commit();
+    return (this.signer = { cert: parseCertificate(der), key: privateKey });
+  }
+}
+
+/**
+ * `mtls ca ocsp`: OCSP over HTTP (POST of application/ocsp-request, or RFC 5019 GET BASE/ocsp/<base64>) and the
+ * published CRLs (GET BASE/crl/intermediate.crl, BASE/crl/root.crl), the URLs `ca init --url` puts in certificates.
+ * Bounded: 16 KiB requests, 10 s to send one.
+ */
+export async function serveOcsp(responder: OcspResponder, home: string, at: Address, onError: (m: string) => void) {
+  const crl = crlPaths(home);
+  const server = http.createServer((req, res) => {
+    const send = (status: number, type: string, body: Buffer, extra: Record<string, string> = {}) => {
+      res.writeHead(status, { 'content-type': type, 'content-length': body.length, ...extra });
+      res.end(body);
+    };
+    const url = req.url ?? '/';
+    const file = { '/crl/intermediate.crl': crl.intermediate, '/crl/root.crl': crl.root }[url];
+    if (req.method === 'GET' && file) {
+      try {
+        return send(200, 'application/pkix-crl', fs.readFileSync(file));
+      } catch {
+        return send(404, 'text/plain', Buffer.from('no CRL published yet: run mtls ca crl\n'));
+      }
+    }
+    const ocspResponse = (der: Buffer) =>
+      responder
+        .answer(der)
+        .then((r) => send(200, 'application/ocsp-response', r))
+        .catch((err) => {
+          onError(messageOf(err));
+          send(500, 'text/plain', Buffer.from('internal error\n'));
+        });
+    if (req.method === 'GET' && url.startsWith('/ocsp/')) {
+      let der: Buffer;
+      try {
+        der = Buffer.from(decodeURIComponent(url.slice('/ocsp/'.length)), 'base64');
+      } catch {
+        return send(200, 'application/ocsp-response', ocspFailure('malformedRequest'));
+      }
+      return void ocspResponse(der);
+    }
+    if (req.method === 'POST' && (url === '/ocsp' || url === '/')) {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      req.on('data', (d: Buffer) => {
+        size += d.length;
+        if (size > MAX_REQUEST_BYTES) {
+          send(413, 'text/plain', Buffer.from('an OCSP request is at most 16 KiB\n'), { connection: 'close' });
+          req.destroy();
+          return;
+        }
+        chunks.push(d);
+      });
+      req.on('end', () => {
+        if (size <= MAX_REQUEST_BYTES) void ocspResponse(Buffer.concat(chunks));
+      });
+      return;
+    }
+    send(
+      404,
+      'text/plain',
+      Buffer.from('POST /ocsp, GET /ocsp/<base64>, GET /crl/intermediate.crl or /crl/root.crl\n'),
+    );
+  });
+  server.requestTimeout = 10_000;
+  server.headersTimeout = 5_000;
+  server.on('clientError', (_err, socket) => socket.destroy());
+  await listenOn(server, at, 'the OCSP responder');
+  return server;
+}
