@@ -5,6 +5,7 @@ import { handshakeSection } from './handshakes.js';
 import { issuanceSection } from './issuance.js';
 import { proxySection } from './proxy.js';
 import { verifySection } from './verify.js';
+import { revocationSection } from './revocation.js';
 
 const header = `# Benchmarks
 
@@ -16,6 +17,7 @@ const only = process.env['BENCH_ONLY'];
 const sections = [
   ...(!only || only === 'issuance' ? [await issuanceSection()] : []),
   ...(!only || only === 'verify' ? [await verifySection()] : []),
+  ...(!only || only === 'revocation' ? [await revocationSection()] : []),
   ...(!only || only === 'handshakes' ? [await handshakeSection()] : []),
   ...(!only || only === 'proxy' ? [await proxySection()] : []),
 ];

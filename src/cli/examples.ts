@@ -10,6 +10,7 @@ export const EXAMPLES: Record<string, string[]> = {
   'ca install': ['mtls ca install', 'mtls ca install --no-nss --home /etc/acme-ca'],
   'ca uninstall': ['mtls ca uninstall'],
   'ca list': ['mtls ca list', 'mtls ca list --expiring 30d --json'],
+  'ca ocsp': ['mtls ca ocsp --listen 127.0.0.1:9080', 'mtls ca ocsp --listen 0.0.0.0:9080 --home /etc/acme-ca'],
   'ca crl': ['mtls ca crl', 'mtls ca crl --out /srv/www/crl.pem --next-update 6h', 'mtls ca crl --out int.crl --der'],
   revoke: [
     'mtls revoke certs/api.crt --reason keyCompromise',
@@ -47,6 +48,7 @@ export const EXAMPLES: Record<string, string[]> = {
   serve: [
     'mtls serve --allow "spiffe://acme.internal/ns/prod/*"',
     'mtls serve --http --port 9443 --cert api.crt --key api.key --allow spiffe://acme.internal/ns/prod/sa/billing',
+    'mtls serve --crl ~/.mtls/crl/crl.pem --allow "spiffe://acme.internal/ns/prod/*"',
   ],
   connect: [
     'mtls connect localhost:8443 --cert billing.crt --key billing.key',

@@ -13,6 +13,7 @@ import { certLabel } from '../pki/path-rules.js';
 import { isIpLiteral } from '../pki/names.js';
 import { loadCredentials, type Credentials } from '../tls/credentials.js';
 import { serverTlsOptions } from '../tls/options.js';
+import { loadCrlFile } from '../tls/crl-file.js';
 import { CredentialReloader } from '../tls/reload.js';
 import { createMtlsServer, type ConnectionEvent, type HandshakeErrorEvent } from '../tls/server.js';
 import { MAX_INPUT, readInput } from '../io/files.js';
@@ -29,6 +30,7 @@ interface ServeFlags extends PolicyFlags {
   home?: string;
   passphraseFile?: string;
   keyPassphraseFile?: string;
+  crl?: string;
 }
 
 export function registerServe(program: Command): void {
@@ -46,6 +48,10 @@ export function registerServe(program: Command): void {
     .option('--home <dir>', 'CA home for the defaults')
     .option('--passphrase-file <file>', 'passphrase of the CA key (for the default certificate)')
     .option('--key-passphrase-file <file>', 'passphrase of --key, if it is encrypted')
+    .option(
+      '--crl <file>',
+      'CRLs of every CA of the bundle (PEM, e.g. HOME/crl/crl.pem); watched: a revocation is in force on reload',
+    )
     .action(async (o: ServeFlags) => {
       if (!/^\d{1,5}$/.test(o.port) || Number(o.port) > 65535)
         throw new MtlsError('USAGE', `--port '${o.port}' is not a port number`);
@@ -58,22 +64,33 @@ export function registerServe(program: Command): void {
       const caFile = caFileOr(o.ca, o.home);
       let creds: Credentials;
       let reloader: CredentialReloader | undefined;
+      const extraFiles = o.crl ? [o.crl] : [];
       if (o.cert && o.key) {
         const passphrase = optionalPassphrase(o.keyPassphraseFile);
         reloader = new CredentialReloader({
           certFile: o.cert,
           keyFile: o.key,
           caFile,
+          extraFiles,
           ...(passphrase !== undefined ? { passphrase } : {}),
         });
         creds = reloader.current;
       } else {
-        creds = await ephemeralServerCredentials(o.home, optionalPassphrase(o.passphraseFile), caFile, o.host);
+        const e = await ephemeralServerCredentials(o.home, optionalPassphrase(o.passphraseFile), caFile, o.host);
+        creds = e.creds;
+        // With CRLs, the files of the issued certificate are watched too, so that a new CRL is taken in.
+        if (o.crl) reloader = new CredentialReloader({ certFile: e.certFile, keyFile: e.keyFile, caFile, extraFiles });
       }
+      // Checked now (every CA of the bundle has a current CRL signed by it) and again at every reload.
+      const crlOption = o.crl ? { crl: readInput(o.crl, 'CRL file', MAX_INPUT.crl) } : {};
+      const tlsFor = (c: Credentials) => ({
+        ...serverTlsOptions(c),
+        ...(o.crl ? { crl: loadCrlFile(o.crl, c).pem } : {}),
+      });
       const log = (line: string) => process.stdout.write(`${new Date().toISOString()} ${line}\n`);
       const server: tls.Server = o.http
         ? createMtlsHttpsServer(
-            { credentials: creds, policy },
+            { credentials: creds, policy, ...crlOption },
             (req, res) => {
               const body = JSON.stringify(
                 {
@@ -92,7 +109,7 @@ export function registerServe(program: Command): void {
                   `${m.decision.allowed ? 'ALLOW' : 'DENY'} ${m.decision.reason}`,
               ),
           )
-        : createMtlsServer({ credentials: creds, policy }, (socket, id) =>
+        : createMtlsServer({ credentials: creds, policy, ...crlOption }, (socket, id) =>
             socket.end(`hello ${id.spiffeId?.uri ?? id.subjectDn}\n`),
           );
       if (!o.http) {
@@ -111,7 +128,7 @@ export function registerServe(program: Command): void {
       // Listen first: file watchers started before a failed listen kept the process alive after its error line.
       await listenOn(server, { host: o.host, port: Number(o.port) }, 'serve');
       if (reloader) {
-        reloader.attach(server, (c) => serverTlsOptions(c)).start();
+        reloader.attach(server, tlsFor).start();
         reloader.on('reloaded', (e) =>
           log(
             `reloaded: certificate ${e.fingerprint256.slice(0, 23)}...${e.trustChanged ? ', trust bundle changed: session tickets invalidated' : ''}`,
@@ -149,7 +166,7 @@ async function ephemeralServerCredentials(
   passphrase: string | undefined,
   caFile: string,
   host: string,
-): Promise<Credentials> {
+): Promise<{ creds: Credentials; certFile: string; keyFile: string }> {
   const caHome = resolveCaHome(home);
   const dir = path.join(caHome, 'serve');
   const ips = [
@@ -162,7 +179,8 @@ async function ephemeralServerCredentials(
     try {
       const c = loadCredentials({ certFile, keyFile, caFile });
       const fresh = c.leaf.notAfter.getTime() - Date.now() > 3600e3 && c.leaf.notBefore.getTime() <= Date.now();
-      if (fresh && ips.every((ip) => c.leaf.san?.ip.includes(ip)) && c.leaf.san?.dns.includes('localhost')) return c;
+      if (fresh && ips.every((ip) => c.leaf.san?.ip.includes(ip)) && c.leaf.san?.dns.includes('localhost'))
+        return { creds: c, certFile, keyFile };
     } catch {
       // unreadable or from another CA: issue a new one below
     }
@@ -175,7 +193,7 @@ async function ephemeralServerCredentials(
         writeIssued(i, { outDir: dir, name: 'mtls-serve', bundlePem: authority.bundlePem, overwrite: true });
       },
     );
-    return loadCredentials({ cert: issued.chainPem, key: issued.privateKey!, ca });
+    return { creds: loadCredentials({ cert: issued.chainPem, key: issued.privateKey!, ca }), certFile, keyFile };
   } finally {
     await authority.close();
   }

@@ -17,8 +17,8 @@ import { generateKeyPair } from '../../src/pki/keys.js';
 import { DAY } from '../../src/ca/init.js';
 import { nativeUnavailable } from '../../src/proxy/native.js';
 import { freePort, listen, until } from '../helpers/endpoints.js';
-import { mtls, mtlsAsync, openssl, tempDir } from '../helpers/pki.js';
-import { startProxy, trackServers } from '../helpers/process.js';
+import { BIN, mtls, mtlsAsync, openssl, tempDir } from '../helpers/pki.js';
+import { startProcess, startProxy, trackServers } from '../helpers/process.js';
 
 const servers = trackServers();
 
@@ -237,6 +237,49 @@ describe('mtls revoke and mtls ca crl', () => {
         assert.equal(await echo(carol), true, 'carol is not revoked and still gets in');
       },
     );
+});
+
+describe('mtls serve --crl', () => {
+  it('refuses a certificate within 5 s of mtls revoke, without a restart', async (t) => {
+    const ca = newCa('Serve');
+    assert.equal(
+      ca.run(['issue', 'client', 'dave', '--spiffe-id', 'spiffe://rev.example/dave', '--out', ca.out]).status,
+      0,
+    );
+    assert.equal(ca.run(['ca', 'crl']).status, 0);
+    const port = await freePort();
+    await startProcess(
+      process.execPath,
+      [BIN, 'serve', '--port', String(port), '--crl', crlPaths(ca.home).pem, '--allow', 'trust-domain:rev.example'],
+      /listening on/,
+      ca.env,
+    );
+    const hello = () =>
+      new Promise<string>((resolve) => {
+        const c = tls.connect({
+          host: '127.0.0.1',
+          port,
+          servername: 'localhost',
+          cert: fs.readFileSync(ca.file('dave.crt')),
+          key: fs.readFileSync(ca.file('dave.key')),
+          ca: fs.readFileSync(ca.file('ca.crt')),
+        });
+        let got = '';
+        c.on('data', (d) => (got += d));
+        c.on('error', () => undefined);
+        c.on('close', () => resolve(got));
+      });
+    assert.match(await hello(), /hello spiffe:\/\/rev\.example\/dave/);
+    assert.equal(ca.run(['revoke', ca.file('dave.crt')]).status, 0);
+    const t0 = Date.now();
+    let answer = 'x';
+    while (answer !== '' && Date.now() - t0 < 5000) {
+      answer = await hello();
+      if (answer) await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.equal(answer, '', `dave still served ${Date.now() - t0} ms after mtls revoke`);
+    t.diagnostic(`refused ${Date.now() - t0} ms after mtls revoke returned`);
+  });
 });
 
 describe('ca init --url: where certificates say their revocation status is published', () => {
