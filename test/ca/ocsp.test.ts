@@ -63,7 +63,10 @@ describe('mtls ca ocsp', () => {
     for (const extra of [['-no_nonce'], []]) {
       const after = ask(['alice.crt', 'bob.crt'], extra);
       assert.match(after, /Response verify OK/);
-      assert.match(after, /alice\.crt: revoked\n(\s+(This|Next) Update: .*\n)*\s+Reason: keyCompromise\n\s+Revocation Time: /);
+      assert.match(
+        after,
+        /alice\.crt: revoked\n(\s+(This|Next) Update: .*\n)*\s+Reason: keyCompromise\n\s+Revocation Time: /,
+      );
       assert.match(after, /bob\.crt: good/);
     }
   });
