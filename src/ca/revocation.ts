@@ -10,7 +10,7 @@ import { keyIdentifier } from '../pki/extensions.js';
 import { sameDn } from '../pki/name-match.js';
 import { formatDn } from '../pki/names.js';
 import { encodePem } from '../pki/pem.js';
-import type { InventoryRecord } from '../store/store.js';
+import type { RevokedEntry } from '../store/store.js';
 import { DAY } from './init.js';
 
 /**
@@ -58,7 +58,7 @@ export interface CrlSigners {
 export function stageCrls(
   home: string,
   signers: CrlSigners,
-  revoked: InventoryRecord[],
+  revoked: RevokedEntry[],
   crlNumber: bigint,
   at: Date,
   lifetimeMs = CRL_LIFETIME_MS,
@@ -72,11 +72,7 @@ export function stageCrls(
       thisUpdate: at,
       nextUpdate: new Date(at.getTime() + lifetimeMs),
       number: crlNumber,
-      entries: revoked.map((r) => ({
-        serial: Buffer.from(r.serial, 'hex'),
-        revokedAt: r.revokedAt ?? at,
-        reason: r.revocationReason ?? 'unspecified',
-      })),
+      entries: revoked.map((r) => ({ serial: Buffer.from(r.serial, 'hex'), revokedAt: r.revokedAt, reason: r.reason })),
     },
     signers.intermediateKey,
   );

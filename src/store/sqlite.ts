@@ -3,7 +3,7 @@ import { MtlsError } from '../errors.js';
 import { crashPoint } from '../io/files.js';
 import type { Profile } from '../pki/profiles.js';
 import type { RevocationReason } from '../pki/crl-writer.js';
-import type { CertificateStatus, CertificateStore, InventoryRecord, ListFilter } from './store.js';
+import type { CertificateStatus, CertificateStore, InventoryRecord, ListFilter, RevokedEntry } from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS certificates (
@@ -159,7 +159,7 @@ export class SqliteStore implements CertificateStore {
     serial: string,
     reason: RevocationReason,
     at: Date,
-    publish: (revoked: InventoryRecord[], crlNumber: bigint) => void,
+    publish: (revoked: RevokedEntry[], crlNumber: bigint) => void,
   ): Promise<InventoryRecord> {
     return this.db
       .transaction(() => {
@@ -183,21 +183,28 @@ export class SqliteStore implements CertificateStore {
       .immediate();
   }
 
-  async publishCrl(at: Date, publish: (revoked: InventoryRecord[], crlNumber: bigint) => void): Promise<void> {
+  async publishCrl(at: Date, publish: (revoked: RevokedEntry[], crlNumber: bigint) => void): Promise<void> {
     this.db.transaction(() => this.publishIn(at, publish)).immediate();
   }
 
   /** Inside a transaction: the next CRL number, then `publish` (which may throw to roll everything back). */
-  private publishIn(at: Date, publish: (revoked: InventoryRecord[], crlNumber: bigint) => void): void {
+  private publishIn(at: Date, publish: (revoked: RevokedEntry[], crlNumber: bigint) => void): void {
     const row = this.db.prepare("SELECT value FROM counters WHERE name = 'crl_number'").get() as
       { value: number } | undefined;
     const next = (row?.value ?? 0) + 1;
     this.db.prepare("INSERT OR REPLACE INTO counters (name, value) VALUES ('crl_number', ?)").run(next);
-    const revoked = (
-      this.db
-        .prepare("SELECT * FROM certificates WHERE status = 'revoked' AND not_after > ? ORDER BY revoked_at, serial")
-        .all(at.getTime()) as Row[]
-    ).map(fromRow);
+    const rows = this.db
+      .prepare(
+        "SELECT serial, revoked_at, revocation_reason FROM certificates WHERE status = 'revoked' AND not_after > ? " +
+          'ORDER BY revoked_at, serial',
+      )
+      .raw()
+      .all(at.getTime()) as [string, number | null, string | null][];
+    const revoked = rows.map(([serial, when, reason]) => ({
+      serial,
+      revokedAt: new Date(when ?? at.getTime()),
+      reason: (reason ?? 'unspecified') as RevocationReason,
+    }));
     publish(revoked, BigInt(next));
   }
 

@@ -30,6 +30,13 @@ export interface ListFilter {
   profile?: Profile;
 }
 
+/** What a CRL lists of a revoked certificate (read without the rest of its record: 100,000 of them per CRL). */
+export interface RevokedEntry {
+  serial: string;
+  revokedAt: Date;
+  reason: RevocationReason;
+}
+
 /**
  * The CA inventory. Implementations: sqlite.ts (embedded default); a PostgreSQL store later. `add` commits the
  * record, then runs `publish` (writing the files): a crash leaves a record whose files may be missing, never a
@@ -49,9 +56,9 @@ export interface CertificateStore {
     serial: string,
     reason: RevocationReason,
     at: Date,
-    publish: (revoked: InventoryRecord[], crlNumber: bigint) => void,
+    publish: (revoked: RevokedEntry[], crlNumber: bigint) => void,
   ): Promise<InventoryRecord>;
   /** Runs `publish` with the revoked, unexpired certificates and the next CRL number, in one transaction. */
-  publishCrl(at: Date, publish: (revoked: InventoryRecord[], crlNumber: bigint) => void): Promise<void>;
+  publishCrl(at: Date, publish: (revoked: RevokedEntry[], crlNumber: bigint) => void): Promise<void>;
   close(): Promise<void>;
 }
