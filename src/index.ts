@@ -4,6 +4,10 @@ export { CertificateAuthority, type IssueRequest, type Issued } from './ca/autho
 export type { InitOptions } from './ca/init.js';
 export { resolveCaHome, caPaths, type CaConfig } from './ca/home.js';
 export { writeIssued, type OutputOptions } from './ca/output.js';
+export { crlPaths } from './ca/revocation.js';
+export { OcspResponder, serveOcsp } from './ca/ocsp-responder.js';
+export { encodeCrl, REVOCATION_REASONS, type RevocationReason, type CrlTemplate } from './pki/crl-writer.js';
+export { parseCrl, readCrls, type Crl } from './pki/crl.js';
 export type { CertificateStore, InventoryRecord, ListFilter } from './store/store.js';
 export { SqliteStore } from './store/sqlite.js';
 export { parseCertificate, readCertificates, type Certificate } from './pki/certificate.js';
@@ -25,6 +29,8 @@ export { buildPkcs12, parsePkcs12 } from './pki/pkcs12.js';
 export { verifyChain, type VerifyOptions } from './pki/verify.js';
 export {
   certLabel,
+  PROFILES,
+  type Profile,
   VERIFY_PROBLEMS,
   type VerifyResult,
   type VerifyProblem,
