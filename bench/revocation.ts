@@ -100,6 +100,7 @@ async function ocspRate(port: number, body: Buffer, n: number): Promise<number> 
 
 export async function revocationSection(): Promise<string> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mtls-bench-revocation-'));
+  let child: ReturnType<typeof spawn> | undefined;
   try {
     const home = path.join(dir, 'ca');
     const ca = await CertificateAuthority.init({ home, name: 'Bench' });
@@ -143,7 +144,7 @@ export async function revocationSection(): Promise<string> {
     const ourPort = await freePort();
     const server = await serveOcsp(responder, home, { host: '127.0.0.1', port: ourPort }, () => undefined);
     const peerPort = await freePort();
-    const child = spawn(
+    child = spawn(
       'openssl',
       [
         'ocsp',
@@ -165,7 +166,7 @@ export async function revocationSection(): Promise<string> {
     let peerErr = '';
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`openssl ocsp did not start: ${peerErr}`)), 60_000);
-      child.stderr?.on('data', (d) => {
+      child!.stderr?.on('data', (d) => {
         peerErr += d;
         if (/waiting for OCSP client connections/.test(peerErr)) {
           clearTimeout(t);
@@ -179,7 +180,6 @@ export async function revocationSection(): Promise<string> {
       oursOcsp.push(await ocspRate(ourPort, req, OCSP_REQUESTS));
       peerOcsp.push(await ocspRate(peerPort, req, OCSP_REQUESTS));
     }
-    child.kill();
     server.close();
     await ca.close();
     const o = median(ours);
@@ -210,6 +210,7 @@ TCP connection that closes without a request (a health probe) stalls it for ever
 each request (5 s for the head, 10 s in all) and serves others meanwhile.
 `;
   } finally {
+    child?.kill(); // also when a round failed: a stalled openssl ocsp spins on a CPU
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
