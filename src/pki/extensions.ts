@@ -3,7 +3,7 @@ import { AsnConvert } from '@peculiar/asn1-schema';
 import * as asn from '@peculiar/asn1-x509';
 import { decodeOid, encodeOid, readChildren, readSingle, seq, tlv, type Tlv } from './der.js';
 import { addGeneralName, emptyNames, parseGeneralNames, type SubjectNames } from './general-names.js';
-import { spkiDer } from './keys.js';
+import { spkiDer, spkiKeyBits } from './keys.js';
 import { buildName, ipBytes } from './names.js';
 import { OID } from './oid.js';
 
@@ -151,9 +151,11 @@ export function authorityInfoAccessExt(a: { ocsp?: string[]; caIssuers?: string[
 
 /** RFC 7093 section 2 method 1: the leftmost 160 bits of the SHA-256 of the subjectPublicKey bits. */
 export function keyIdentifier(publicKey: KeyObject): Buffer {
-  const [, bits] = readChildren(readSingle(spkiDer(publicKey), 'SubjectPublicKeyInfo').value, 'SubjectPublicKeyInfo');
-  // The hash covers the key bits without the BIT STRING's unused-bits octet.
-  return crypto.createHash('sha256').update(bits!.value.subarray(1)).digest().subarray(0, 20);
+  return crypto
+    .createHash('sha256')
+    .update(spkiKeyBits(spkiDer(publicKey)))
+    .digest()
+    .subarray(0, 20);
 }
 
 export function subjectKeyIdExt(keyId: Buffer): RawExtension {

@@ -150,6 +150,14 @@ export function keyWeakness(key: KeyObject): string | null {
   return `key algorithm ${t} is not allowed`;
 }
 
+/** The subjectPublicKey's bits of a SubjectPublicKeyInfo, without the BIT STRING's unused-bits octet (what key
+ * identifiers and OCSP key hashes are computed over). */
+export function spkiKeyBits(spki: Buffer): Buffer {
+  const [, bits] = readChildren(readSingle(spki, 'SubjectPublicKeyInfo').value, 'SubjectPublicKeyInfo');
+  if (!bits || bits.tag !== 0x03) throw new Error('SubjectPublicKeyInfo has no key BIT STRING');
+  return bits.value.subarray(1);
+}
+
 /** The NIST prime curves we accept: field prime p, coefficient b (a = -3), and the length of a coordinate. */
 const CURVES: Record<string, { name: string; p: bigint; b: bigint; bytes: number }> = {
   [OID.secp256r1]: {

@@ -2,7 +2,7 @@ import crypto, { type KeyObject } from 'node:crypto';
 import { decodeOid, encodeOid, readChildren, readSingle, seq, tlv, type Tlv } from './der.js';
 import type { Certificate } from './certificate.js';
 import { REVOCATION_REASONS, type RevocationReason } from './crl-writer.js';
-import { signatureSchemeFor, signData } from './keys.js';
+import { signatureSchemeFor, signData, spkiKeyBits } from './keys.js';
 import { OID } from './oid.js';
 import { algorithmIdentifier } from './signing.js';
 
@@ -91,8 +91,7 @@ function parseCertId(der: Buffer, t: Tlv): CertId {
 
 /** Whether a CertID names `issuer`: the hashes of its subject DER and of its public key's bits (RFC 6960 4.1.1). */
 export function certIdIsFor(id: CertId, issuer: Certificate): boolean {
-  const [, bits] = readChildren(readSingle(issuer.spkiDer, 'SubjectPublicKeyInfo').value, 'SubjectPublicKeyInfo');
-  const keyHash = crypto.hash(id.hash, bits!.value.subarray(1), 'buffer');
+  const keyHash = crypto.hash(id.hash, spkiKeyBits(issuer.spkiDer), 'buffer');
   const nameHash = crypto.hash(id.hash, issuer.subjectDer, 'buffer');
   return nameHash.equals(id.issuerNameHash) && keyHash.equals(id.issuerKeyHash);
 }
@@ -141,8 +140,7 @@ export function encodeOcspResponse(
             );
     return seq(a.certId.der, status, generalizedTime(o.thisUpdate), tlv(0xa0, generalizedTime(o.nextUpdate)));
   });
-  const [, bits] = readChildren(readSingle(o.signer.spkiDer, 'SubjectPublicKeyInfo').value, 'SubjectPublicKeyInfo');
-  const keyHash = crypto.hash('sha1', bits!.value.subarray(1), 'buffer');
+  const keyHash = crypto.hash('sha1', spkiKeyBits(o.signer.spkiDer), 'buffer');
   const tbs = seq(
     tlv(0xa2, tlv(0x04, keyHash)),
     generalizedTime(o.producedAt),
