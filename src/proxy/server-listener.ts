@@ -190,6 +190,20 @@ export class ServerListener extends ServerListenerBase {
     s.pause();
     const target = net.connect(connectOptions(this.config.target));
     const remote = `${s.remoteAddress}:${s.remotePort}`;
+    // What the PROXY header says is read now, while the socket is surely open: a client that resets while the
+    // target is connecting has a destroyed socket (no cipher, no addresses) before its 'close' is emitted.
+    const header = this.proxyHeader({
+      source: { address: s.remoteAddress ?? '0.0.0.0', port: s.remotePort ?? 0 },
+      destination: { address: s.localAddress ?? '0.0.0.0', port: s.localPort ?? 0 },
+      identity: id,
+      certInConnection: !resumed,
+      tlsVersion: s.getProtocol() ?? undefined,
+      cipher: s.getCipher()?.standardName,
+      ...(s.alpnProtocol ? { alpn: s.alpnProtocol } : {}),
+      ...((s as unknown as { servername?: string }).servername
+        ? { sni: (s as unknown as { servername: string }).servername }
+        : {}),
+    });
     // The client left while the target was connecting: do not keep the target connection.
     const gone = () => {
       if (target.connecting) target.destroy();
@@ -203,18 +217,21 @@ export class ServerListener extends ServerListenerBase {
     });
     target.once('connect', () => {
       s.off('close', gone);
-      const header = this.proxyHeader({
-        source: { address: s.remoteAddress ?? '0.0.0.0', port: s.remotePort ?? 0 },
-        destination: { address: s.localAddress ?? '0.0.0.0', port: s.localPort ?? 0 },
-        identity: id,
-        certInConnection: !resumed,
-        tlsVersion: s.getProtocol() ?? undefined,
-        cipher: s.getCipher().standardName,
-        ...(s.alpnProtocol ? { alpn: s.alpnProtocol } : {}),
-        ...((s as unknown as { servername?: string }).servername
-          ? { sni: (s as unknown as { servername: string }).servername }
-          : {}),
-      });
+      if (s.destroyed) {
+        // Destroyed (reset, or closed by a CRL reload) but its 'close' not yet emitted: end the target too.
+        target.destroy();
+        this.reportRelayed({
+          remote,
+          id,
+          decision,
+          resumed,
+          up: 0,
+          down: 0,
+          durationMs: Date.now() - t0,
+          why: 'client gone',
+        });
+        return;
+      }
       if (header) target.write(header);
       relay(s, target, this.config.limits, (stats, why) => {
         this.reportRelayed({
