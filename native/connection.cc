@@ -38,7 +38,8 @@ void Loop::handshake(Conn* c) {
 // Whether the verified peer still passes the engine's current trust bundle and CRLs. The connection took the
 // context current at its accept; a reload may have replaced it while the handshake ran (issue 18.1: a TCP
 // connection opened before a CRL reload and handshaking after it was verified against the old CRL). Then the
-// chain is verified again, by OpenSSL, against the current store, as the handshake would have done.
+// chain is verified again, by OpenSSL, against the current store, and looked up in the current revocation sets,
+// as the handshake would have done.
 bool Loop::stillTrusted(Conn* c) {
   SSL_CTX* cur;
   {
@@ -57,6 +58,15 @@ bool Loop::stillTrusted(Conn* c) {
     X509_STORE_CTX_set_default(v, "ssl_client");  // what OpenSSL uses for a client's chain: purpose sslclient
     ok = X509_verify_cert(v) == 1;
     err = X509_STORE_CTX_get_error(v);
+    // and the current revocation sets, for each certificate of the verified chain
+    STACK_OF(X509)* verified = ok ? X509_STORE_CTX_get0_chain(v) : nullptr;
+    for (int i = 0; verified && i < sk_X509_num(verified); i++) {
+      if (isRevoked(ctxData(cur), sk_X509_value(verified, i))) {
+        ok = false;
+        err = X509_V_ERR_CERT_REVOKED;
+        break;
+      }
+    }
   }
   X509_STORE_CTX_free(v);
   SSL_CTX_free(cur);

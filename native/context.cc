@@ -47,8 +47,89 @@ std::string sslCode(unsigned long e) {
 int ctxDataIndex = -1;
 void freeCtxData(void*, void* p, CRYPTO_EX_DATA*, int, long, void*) {
   auto* d = static_cast<CtxData*>(p);
-  if (d) OPENSSL_cleanse(&d->keys, sizeof d->keys);
+  if (d) {
+    OPENSSL_cleanse(&d->keys, sizeof d->keys);
+    for (auto& r : d->revoked) X509_NAME_free(r.issuer);
+  }
   delete d;
+}
+
+// The content octets of a certificate's serial INTEGER, as they are in its DER (and in a CRL entry's).
+static std::string serialOctets(X509* cert) {
+  const ASN1_INTEGER* serial = X509_get0_serialNumber(cert);
+  unsigned char buf[160];
+  int n = serial ? i2d_ASN1_INTEGER(serial, nullptr) : -1;
+  if (n <= 2 || n > int(sizeof buf)) return std::string();
+  unsigned char* p = buf;
+  i2d_ASN1_INTEGER(serial, &p);
+  int header = buf[1] < 0x80 ? 2 : 2 + (buf[1] & 0x7f);
+  return header < n ? std::string(reinterpret_cast<char*>(buf) + header, size_t(n - header)) : std::string();
+}
+
+bool isRevoked(const CtxData* d, X509* cert) {
+  if (!d || d->revoked.empty() || !cert) return false;
+  const X509_NAME* issuer = X509_get_issuer_name(cert);
+  std::string serial;
+  for (const auto& r : d->revoked) {
+    if (X509_NAME_cmp(issuer, r.issuer) != 0) continue;
+    if (serial.empty()) serial = serialOctets(cert);
+    if (r.serials.count(serial)) return true;
+  }
+  return false;
+}
+
+// Layout, all lengths big-endian: per CRL, u32 issuer length, the issuer Name (DER), u32 count, then count times a
+// u8 length and the serial's content octets. At least one CRL.
+std::string parseRevocations(const std::vector<uint8_t>& b, std::vector<RevokedSet>& out) {
+  size_t i = 0;
+  auto u32 = [&](uint32_t& v) {
+    if (b.size() - i < 4) return false;
+    v = (uint32_t(b[i]) << 24) | (uint32_t(b[i + 1]) << 16) | (uint32_t(b[i + 2]) << 8) | b[i + 3];
+    i += 4;
+    return true;
+  };
+  auto fail = [&](const char* why) {
+    for (auto& r : out) X509_NAME_free(r.issuer);
+    out.clear();
+    return std::string("native relay: malformed revocation data (") + why + ")";
+  };
+  while (i < b.size()) {
+    uint32_t len, count;
+    if (!u32(len) || b.size() - i < len) return fail("issuer");
+    const unsigned char* p = b.data() + i;
+    X509_NAME* name = d2i_X509_NAME(nullptr, &p, long(len));
+    if (!name || p != b.data() + i + len) {
+      X509_NAME_free(name);
+      return fail("issuer name");
+    }
+    i += len;
+    out.push_back(RevokedSet{name, {}});
+    if (!u32(count) || count > (b.size() - i) / 2) return fail("count");
+    out.back().serials.reserve(count);
+    for (uint32_t k = 0; k < count; k++) {
+      if (i >= b.size()) return fail("serial");
+      size_t n = b[i++];
+      if (n == 0 || b.size() - i < n) return fail("serial");
+      out.back().serials.emplace(reinterpret_cast<const char*>(b.data() + i), n);
+      i += n;
+    }
+  }
+  if (out.empty()) return fail("no CRL");
+  ERR_clear_error();
+  return "";
+}
+
+// The handshake's verify callback: OpenSSL's verdict, and then our revocation sets for each certificate of the
+// chain (the alert is certificate_revoked, as with OpenSSL's own CRL check).
+static int verifyCallback(int ok, X509_STORE_CTX* x) {
+  if (!ok) return 0;
+  auto* s = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  const CtxData* d = s ? ctxData(SSL_get_SSL_CTX(s)) : nullptr;
+  if (d && isRevoked(d, X509_STORE_CTX_get_current_cert(x))) {
+    X509_STORE_CTX_set_error(x, X509_V_ERR_CERT_REVOKED);
+    return 0;
+  }
+  return 1;
 }
 
 // Tickets of a context that is no longer the engine's current one are neither issued nor accepted: its trust
@@ -98,10 +179,10 @@ using Bio = std::unique_ptr<BIO, decltype(&freeBio)>;
 Bio memBio(const std::string& s) { return Bio(BIO_new_mem_buf(s.data(), int(s.size())), freeBio); }
 
 // Builds the server context; returns an error message (no key material in it) or "" with *out set.
-// `crl` null: no revocation checking; otherwise it must hold at least one CRL (an empty or garbage CRL file must
-// never mean "nothing is revoked").
+// `revoked` null: no revocation checking; otherwise the encoded revocation sets (parseRevocations), at least one
+// (an empty or garbage CRL file must never mean "nothing is revoked").
 
-std::string buildContext(Engine* e, const std::string& cert, const std::string& key, const std::string& ca, const std::string* crl,
+std::string buildContext(Engine* e, const std::string& cert, const std::string& key, const std::string& ca, const std::vector<uint8_t>* revoked,
                          const std::vector<uint8_t>& keys, const TlsPolicy& policy, SSL_CTX** out) {
   ERR_clear_error();
   std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
@@ -149,26 +230,23 @@ std::string buildContext(Engine* e, const std::string& cert, const std::string& 
   }
   ERR_clear_error();
   if (cas == 0) return "the trust bundle has no PEM certificate";
-  if (crl) {
-    Bio rb = memBio(*crl);
-    int crls = 0;
-    while (X509_CRL* r = PEM_read_bio_X509_CRL(rb.get(), nullptr, nullptr, nullptr)) {
-      X509_STORE_add_crl(store, r);
-      X509_CRL_free(r);
-      crls++;
-    }
-    ERR_clear_error();
-    if (crls == 0) return "the CRL file has no PEM CRL";
-    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+  std::vector<RevokedSet> sets;
+  if (revoked) {
+    std::string err = parseRevocations(*revoked, sets);
+    if (!err.empty()) return err;
   }
-  SSL_CTX_set_verify(x, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  SSL_CTX_set_verify(x, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verifyCallback);
   SSL_CTX_set_session_id_context(x, SESSION_CONTEXT, sizeof SESSION_CONTEXT - 1);
   SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_OFF);  // resumption by tickets only (keys shared by workers)
   // One ticket per handshake (as Go's crypto/tls sends): OpenSSL 3.0 serializes and re-parses the session, peer
   // certificate included, for each ticket; the second (OpenSSL's default) cost 7% of a handshake's CPU here.
   SSL_CTX_set_num_tickets(x, 1);
   auto* d = new (std::nothrow) CtxData{e};
-  if (!d) return "out of memory";
+  if (!d) {
+    for (auto& r : sets) X509_NAME_free(r.issuer);
+    return "out of memory";
+  }
+  d->revoked = std::move(sets);
   if (keys.size() == 48) {
     memcpy(d->keys.name, keys.data(), 16);
     memcpy(d->keys.hmac, keys.data() + 16, 16);
@@ -176,6 +254,7 @@ std::string buildContext(Engine* e, const std::string& cert, const std::string& 
     d->haveKeys = true;
   }
   if (!SSL_CTX_set_ex_data(x, ctxDataIndex, d)) {
+    for (auto& r : d->revoked) X509_NAME_free(r.issuer);
     delete d;
     return lastSslError("cannot attach the ticket keys");
   }

@@ -1,6 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { MtlsError } from '../errors.js';
+import { identityOf } from '../identity/identity.js';
 import { compilePolicy, type Policy } from '../identity/policy.js';
 import { answerClientError, authorizeRequest, sendForbidden, type RequestMtls } from '../http/authorize.js';
 import { classifyTlsError } from '../tls/errors.js';
@@ -9,7 +12,10 @@ import {
   mtlsServerTlsOptions,
   remoteOf,
   reportHandshakeErrors,
+  revokedPeer,
+  serverCrls,
   timeoutReporter,
+  type HandshakeErrorEvent,
   type MtlsServerOptions,
 } from '../tls/server.js';
 
@@ -34,7 +40,23 @@ export function createMtlsHttpsServer(
 ): https.Server {
   const policy = o.policy ?? compilePolicy({ allow: [] });
   const auth = mtlsAuthorize(policy, onDecision);
-  const server = https.createServer(mtlsServerTlsOptions(o), (req, res) => auth(req, res, () => handler(req, res)));
+  const crls = serverCrls(o);
+  const server = https.createServer(mtlsServerTlsOptions(o), (req, res) => {
+    // A keep-alive connection outlives a CRL reload: each request is looked up again, and a revoked certificate's
+    // connection is answered 403 and closed.
+    const leaf = crls && identityOf(req)?.certificate;
+    const revoked = leaf && crls.failure([leaf]);
+    if (revoked) return refuseRevoked(server, req, res, revoked);
+    auth(req, res, () => handler(req, res));
+  });
+  if (crls)
+    server.on('secureConnection', (socket: TLSSocket) => {
+      const identity = identityOf(socket);
+      const revoked = identity && revokedPeer(crls, socket, identity);
+      if (!revoked) return;
+      server.emit('mtls:handshake-error', { remote: remoteOf(socket), error: revoked } satisfies HandshakeErrorEvent);
+      socket.destroy();
+    });
   enforceHandshakeDeadline(
     server,
     o.handshakeTimeoutMs ?? 10_000,
@@ -49,6 +71,17 @@ export function createMtlsHttpsServer(
     answerClientError(err, socket);
   });
   return server;
+}
+
+function refuseRevoked(server: https.Server, req: IncomingMessage, res: ServerResponse, e: MtlsError): void {
+  server.emit('mtls:connection-error', { remote: remoteOf(req.socket), error: e } satisfies HandshakeErrorEvent);
+  const body = JSON.stringify({ error: 'forbidden', code: e.code, reason: e.message });
+  res.writeHead(403, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+    connection: 'close',
+  });
+  res.end(body);
 }
 
 export { authorizeRequest, type RequestMtls };

@@ -13,7 +13,7 @@ import { certLabel } from '../pki/path-rules.js';
 import { isIpLiteral } from '../pki/names.js';
 import { loadCredentials, type Credentials } from '../tls/credentials.js';
 import { serverTlsOptions } from '../tls/options.js';
-import { loadCrlFile } from '../tls/crl-file.js';
+import { CrlSet } from '../tls/crl-file.js';
 import { CredentialReloader } from '../tls/reload.js';
 import { createMtlsServer, type ConnectionEvent, type HandshakeErrorEvent } from '../tls/server.js';
 import { MAX_INPUT, readInput } from '../io/files.js';
@@ -81,12 +81,16 @@ export function registerServe(program: Command): void {
         // With CRLs, the files of the issued certificate are watched too, so that a new CRL is taken in.
         if (o.crl) reloader = new CredentialReloader({ certFile: e.certFile, keyFile: e.keyFile, caFile, extraFiles });
       }
-      // Checked now (every CA of the bundle has a current CRL signed by it) and again at every reload.
-      const crlOption = o.crl ? { crl: readInput(o.crl, 'CRL file', MAX_INPUT.crl) } : {};
-      const tlsFor = (c: Credentials) => ({
-        ...serverTlsOptions(c),
-        ...(o.crl ? { crl: loadCrlFile(o.crl, c).pem } : {}),
-      });
+      // Checked now (every CA of the bundle has a current CRL signed by it) and again at every reload; looked up
+      // by the server at each handshake and request, never handed to OpenSSL (src/tls/server.ts serverCrls).
+      const crls = o.crl
+        ? new CrlSet(readInput(o.crl, 'CRL file', MAX_INPUT.crl), `CRL file ${o.crl}`, creds)
+        : undefined;
+      const crlOption = crls ? { crl: crls } : {};
+      const tlsFor = (c: Credentials) => {
+        if (o.crl) crls?.replace(readInput(o.crl, 'CRL file', MAX_INPUT.crl), `CRL file ${o.crl}`, c);
+        return serverTlsOptions(c);
+      };
       const log = (line: string) => process.stdout.write(`${new Date().toISOString()} ${line}\n`);
       const server: tls.Server = o.http
         ? createMtlsHttpsServer(

@@ -8,7 +8,9 @@ import { authorizationFailure, classifyTlsError } from '../tls/errors.js';
 import type { Address } from '../io/address.js';
 import type { Limits, ServerListenerConfig } from './config.js';
 import type { ListenerContext } from './listener.js';
-import { NativeEngine, type ClosedEvent, type SecuredEvent } from './native.js';
+import type { Crl } from '../pki/crl.js';
+import type { serverTlsOptions } from '../tls/options.js';
+import { encodeRevocations, NativeEngine, type ClosedEvent, type SecuredEvent } from './native.js';
 import { ServerListenerBase } from './server-base.js';
 
 interface Conn {
@@ -23,7 +25,7 @@ interface Conn {
 /**
  * `mtls proxy server` in TCP mode on the native engine (native/): Node accepts the TCP connection and
  * hands its descriptor to the engine's thread, which does the TLS handshake (OpenSSL verifies the client chain,
- * purpose clientAuth, CRLs) and, once this listener has applied the policy to the verified certificate, connects
+ * purpose clientAuth; its verify callback looks each certificate up in the CRLs' hash sets) and, once this listener has applied the policy to the verified certificate, connects
  * to the target and relays the bytes. Nothing reaches the target before the decision. Same limits, metrics, logs,
  * reload and PROXY v2 header as the Node engine (server-listener.ts).
  */
@@ -61,6 +63,11 @@ export class NativeServerListener extends ServerListenerBase {
       this.target = { host: address, port: t.port };
     }
     await super.start();
+  }
+
+  /** The CRLs as hash sets the engine's verify callback looks each certificate of a client chain up in. */
+  protected override withRevocations(o: ReturnType<typeof serverTlsOptions>, crls: readonly Crl[]) {
+    return { ...o, revoked: encodeRevocations(crls) };
   }
 
   protected applyLimits(limits: Limits): void {

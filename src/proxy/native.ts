@@ -3,6 +3,7 @@ import crypto from 'node:crypto';
 import type tls from 'node:tls';
 import { MtlsError } from '../errors.js';
 import type { Address } from '../io/address.js';
+import type { Crl } from '../pki/crl.js';
 import type { Limits } from './config.js';
 
 /**
@@ -21,7 +22,7 @@ interface Binding {
     cert: string,
     key: string,
     ca: string,
-    crl: string | null,
+    revoked: Buffer | null,
     ticketKeys: Buffer,
     ciphers: string,
     groups: string,
@@ -123,9 +124,42 @@ const text = (v: unknown): string =>
         ? v.toString('latin1')
         : String(v);
 
+/** Node's secure-context options, and the revocation sets the engine checks in its verify callback. */
+export type NativeContextOptions = tls.SecureContextOptions & { revoked?: Buffer };
+
+/**
+ * The CRLs as the engine reads them (native/context.cc parseRevocations): per CRL, u32 issuer length, the issuer
+ * Name's DER, u32 count, then each serial's INTEGER content octets behind a u8 length. The engine looks each
+ * certificate of a client chain up in a hash set: OpenSSL's own CRL check made a handshake about 4x dearer at
+ * 100,000 entries.
+ */
+export function encodeRevocations(crls: readonly Crl[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const c of crls) {
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(c.issuerDer.length);
+    const count = Buffer.alloc(4);
+    count.writeUInt32BE(c.revoked.size);
+    parts.push(head, c.issuerDer, count);
+    let size = 0;
+    for (const hex of c.revoked) size += 1 + hex.length / 2;
+    const serials = Buffer.alloc(size);
+    let at = 0;
+    for (const hex of c.revoked) {
+      const n = hex.length / 2;
+      // RFC 5280 allows 20 octets; the engine compares up to 126 (longer ones are no certificate's serial here).
+      if (n === 0 || n > 126) throw new MtlsError('BAD_INPUT', `a CRL lists a serial of ${n} octets`);
+      serials[at++] = n;
+      at += serials.write(hex, at, 'hex');
+    }
+    parts.push(serials.subarray(0, at));
+  }
+  return Buffer.concat(parts);
+}
+
 /**
  * The native relay of one listener. It takes secure-context options as Node's server does, so
- * CredentialReloader swaps its certificate, trust and CRLs like a tls.Server's.
+ * CredentialReloader swaps its certificate, trust and revocation sets like a tls.Server's.
  */
 export class NativeEngine {
   private readonly b: Binding;
@@ -155,29 +189,30 @@ export class NativeEngine {
    * context. The new context is born with its ticket keys (`o.ticketKeys`, else the current ones): a ticket is only
    * ever sealed and opened by the context that verified its session (src/tls/reload.ts).
    */
-  setSecureContext(o: tls.SecureContextOptions): void {
+  setSecureContext(o: NativeContextOptions): void {
     const keys = o.ticketKeys ?? this.keys;
     this.configure(o, keys, true);
     this.keys = Buffer.from(keys);
   }
 
   /** Throws what setSecureContext would, changing nothing. */
-  checkSecureContext(o: tls.SecureContextOptions): void {
+  checkSecureContext(o: NativeContextOptions): void {
     this.configure(o, this.keys, false);
   }
 
   /** The TLS policy comes with the options (serverTlsOptions): the addon has no copy of its own. */
-  private configure(o: tls.SecureContextOptions, keys: Buffer, apply: boolean): void {
+  private configure(o: NativeContextOptions, keys: Buffer, apply: boolean): void {
     if (!o.ciphers || !o.ecdhCurve || !o.minVersion) {
       throw new MtlsError('INTERNAL', 'the native engine needs ciphers, ecdhCurve and minVersion in its TLS options');
     }
-    const crl = o.crl !== undefined ? text(o.crl) : null;
+    if (o.crl !== undefined)
+      throw new MtlsError('INTERNAL', 'the native engine takes CRLs as revocation sets (encodeRevocations), not PEM');
     this.b.configure(
       this.handle,
       text(o.cert),
       text(o.key),
       text(o.ca),
-      crl,
+      o.revoked ?? null,
       keys,
       o.ciphers,
       o.ecdhCurve,

@@ -2,12 +2,11 @@ import type { PeerIdentity } from '../identity/identity.js';
 import { compilePolicy, describePeer as who, type Decision, type Policy } from '../identity/policy.js';
 import { MtlsError } from '../errors.js';
 import type { Certificate } from '../pki/certificate.js';
-import { revokedBy, type Crl } from '../pki/crl.js';
-import { formatDn } from '../pki/names.js';
+import type { Crl } from '../pki/crl.js';
 import type { ReloadEvent } from '../tls/reload.js';
 import { serverTlsOptions } from '../tls/options.js';
 import type { Credentials } from '../tls/credentials.js';
-import { loadCrlFile } from '../tls/crl-file.js';
+import { loadCrlFile, revocationFailure } from '../tls/crl-file.js';
 import type { Limits, ServerListenerConfig } from './config.js';
 import { Listener, type ListenerContext } from './listener.js';
 import { encodeProxyV2, type ProxyHeaderInput } from './proxy-protocol.js';
@@ -37,32 +36,37 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
     });
   }
 
+  /**
+   * The TLS options of a (re)built context. CRLs are checked when loaded (src/tls/crl-file.ts) and never handed
+   * to OpenSSL as a CRL store (its check made a handshake about 4x dearer at 100,000 entries): each engine looks
+   * revocation up itself (`withRevocations`), and every admission looks again (`revocationFailure`).
+   */
   protected tlsOptions(c: Credentials): ReturnType<typeof serverTlsOptions> {
     const o = serverTlsOptions(c);
     const loaded = this.config.crl ? loadCrlFile(this.config.crl, c) : undefined;
-    if (loaded) o.crl = loaded.pem;
     // The first build is the one in force; later ones wait for 'reloaded' (the swap of every context).
     if (this.builtCrls === undefined) this.crls = loaded?.crls ?? [];
     this.builtCrls = loaded?.crls ?? [];
+    return loaded ? this.withRevocations(o, loaded.crls) : o;
+  }
+
+  /** The engine's own revocation check during the handshake (native: a hash set in the verify callback). */
+  protected withRevocations(o: ReturnType<typeof serverTlsOptions>, _crls: readonly Crl[]) {
     return o;
   }
 
   /**
-   * Why a verified certificate must not be admitted now: revoked by the CRLs in force at this moment. OpenSSL
-   * checked the CRLs of the context the connection started with; a reload may have replaced them since (a
-   * connection opened before it, or a session resumed from a ticket), so every admission looks again.
+   * Why a verified chain (leaf first) must not be admitted now: revoked by the CRLs in force at this moment, or
+   * those CRLs past their nextUpdate. A reload may have replaced the CRLs since the handshake began (a connection
+   * opened before it, or a session resumed from a ticket), so every admission looks, and the Node engine, which
+   * has no verify callback on a server, refuses a revoked chain here.
    */
+  protected get checksRevocation(): boolean {
+    return this.crls.length > 0;
+  }
+
   protected revocationFailure(chain: readonly Certificate[]): MtlsError | undefined {
-    for (const cert of chain) {
-      const crl = revokedBy(this.crls, cert);
-      if (crl)
-        return new MtlsError(
-          'CERT_REVOKED',
-          `certificate serial ${cert.serialHex} ('${formatDn(cert.subject)}') is revoked ` +
-            `by the CRL of '${formatDn(crl.issuer)}' in force; the peer needs a new certificate`,
-        );
-    }
-    return undefined;
+    return revocationFailure(this.crls, chain);
   }
 
   /** The connections admitted and still open: the client certificate each was admitted with, and how to end it. */

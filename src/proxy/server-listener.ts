@@ -155,14 +155,15 @@ export class ServerListener extends ServerListenerBase {
   }
 
   /**
-   * What OpenSSL's verdict may have missed: the connection's context is the one current at its accept, so a
-   * trust bundle or CRL reload during its handshake leaves it verified against the old ones (issue 18.1). Then its
-   * chain is verified again against the current bundle (a resumed session has no chain: it reconnects); every
-   * admission also looks at the CRLs in force.
+   * What OpenSSL's verdict leaves to us: revocation, by the CRLs in force; and, when the trust bundle or CRLs were
+   * reloaded during the handshake (the connection's context is the one current at its accept, issue 18.1), the
+   * chain verified again against the current bundle (a resumed session has no chain: it reconnects).
    */
   private admissionFailure(s: tls.TLSSocket, raw: Stamped | undefined, id: PeerIdentity): MtlsError | undefined {
     if (raw?.[TRUST] === undefined || raw[TRUST] === this.trustGeneration)
-      return this.revocationFailure([id.certificate]);
+      // A full handshake's whole chain (OpenSSL has no CRLs: server-base.ts tlsOptions); a resumed session's
+      // leaf (its chain was checked under these CRLs: a CRL reload replaces the ticket keys).
+      return this.revocationFailure(this.checksRevocation && !s.isSessionReused() ? peerChain(s) : [id.certificate]);
     const changed = 'the trust bundle or CRLs changed during the handshake';
     if (s.isSessionReused())
       return new MtlsError('CERT_UNTRUSTED', `${changed} and a resumed session cannot be checked again; reconnect`);
