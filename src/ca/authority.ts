@@ -323,16 +323,16 @@ export class CertificateAuthority {
     // The files are renamed into place inside the transaction, before it commits: a failure to write them rolls
     // the revocation back; a crash between the renames and the commit publishes a revocation the inventory lacks
     // (the safe side; 'mtls revoke' again records it).
-    return this.store.revoke(serial, opts.reason ?? 'unspecified', at, (revoked, n) => {
-      stageCrls(this.home, this.crlSigners(), revoked, n, now).commit();
+    return this.store.revoke(serial, opts.reason ?? 'unspecified', at, (p) => {
+      stageCrls(this.home, this.crlSigners(), p, now).commit();
     });
   }
 
   /** Publishes fresh CRLs (`mtls ca crl`): the revoked, unexpired certificates, a new CRL number. */
   async publishCrl(opts: { lifetimeMs?: number; now?: Date } = {}): Promise<string> {
     const now = opts.now ?? new Date();
-    await this.store.publishCrl(now, (revoked, n) => {
-      stageCrls(this.home, this.crlSigners(), revoked, n, now, opts.lifetimeMs).commit();
+    await this.store.publishCrl(now, (p) => {
+      stageCrls(this.home, this.crlSigners(), p, now, opts.lifetimeMs).commit();
     });
     return crlPaths(this.home).pem;
   }

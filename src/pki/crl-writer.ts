@@ -1,5 +1,6 @@
 import type { KeyObject } from 'node:crypto';
-import { encodeOid, encodeTime, integerBytes, seq, tlv } from './der.js';
+import { readSignedEnvelope } from './certificate.js';
+import { decodeOid, encodeOid, encodeTime, integerBytes, readChildren, readSingle, readTlv, seq, tlv } from './der.js';
 import { signatureSchemeFor, signData } from './keys.js';
 import { OID } from './oid.js';
 import { algorithmIdentifier } from './signing.js';
@@ -113,9 +114,16 @@ function bigInteger(n: bigint): Buffer {
  * encoded in well under a second (each entry is a few small buffers, joined once).
  */
 export function encodeCrl(t: CrlTemplate, key: KeyObject): Buffer {
+  return signCrl(t, encodeEntries(t.entries), key);
+}
+
+/**
+ * encodeCrl with the revokedCertificates already encoded (`entries`: the SEQUENCE's content, empty for none), e.g.
+ * the entries of the previous CRL with one appended (appendedEntries): a revocation then costs no re-encoding.
+ */
+export function signCrl(t: Omit<CrlTemplate, 'entries'>, entries: Buffer, key: KeyObject): Buffer {
   const scheme = signatureSchemeFor(key);
   const alg = algorithmIdentifier(scheme.oid, scheme.params);
-  const entries = encodeEntries(t.entries);
   const crlExtensions = tlv(
     0xa0,
     seq(
@@ -129,8 +137,46 @@ export function encodeCrl(t: CrlTemplate, key: KeyObject): Buffer {
     t.issuerDer,
     encodeTime(t.thisUpdate),
     encodeTime(t.nextUpdate),
-    ...(t.entries.length ? [tlv(0x30, entries)] : []),
+    ...(entries.length ? [tlv(0x30, entries)] : []),
     crlExtensions,
   );
   return seq(tbs, alg, tlv(0x03, Buffer.concat([Buffer.from([0]), signData(key, tbs)])));
+}
+
+/**
+ * The entries of `previous` (a CRL this writer made) with `added` appended, when `previous` is exactly the last
+ * publication: issued by `issuerDer`, numbered `number` and listing `count` entries. Otherwise undefined, and the
+ * caller encodes the CRL from the inventory (never a CRL built on a file someone else changed).
+ */
+export function appendedEntries(
+  previous: Buffer,
+  expect: { issuerDer: Buffer; number: bigint; count: number },
+  added: CrlEntry,
+): Buffer | undefined {
+  try {
+    const { tbsT } = readSignedEnvelope(previous, 'previous CRL');
+    const f = readChildren(tbsT.value, 'tbsCertList');
+    // version, signature, issuer, thisUpdate, nextUpdate, [revokedCertificates], [0] crlExtensions
+    if (f.length < 6 || f.length > 7) return undefined;
+    if (!tbsT.value.subarray(f[2]!.start, f[2]!.end).equals(expect.issuerDer)) return undefined;
+    const revoked = f.length === 7 ? f[5]! : undefined;
+    const exts = f[f.length - 1]!;
+    if (exts.tag !== 0xa0 || (revoked && revoked.tag !== 0x30)) return undefined;
+    let number: bigint | undefined;
+    for (const e of readChildren(readSingle(exts.value, 'crlExtensions').value, 'crlExtensions')) {
+      const [oid, ...rest] = readChildren(e.value, 'extension');
+      if (oid && oid.tag === 0x06 && decodeOid(oid.value) === OID.crlNumber) {
+        const v = readSingle(rest[rest.length - 1]!.value, 'cRLNumber');
+        number = BigInt(`0x${v.value.toString('hex') || '0'}`);
+      }
+    }
+    if (number !== expect.number) return undefined;
+    const content = revoked?.value ?? Buffer.alloc(0);
+    let n = 0;
+    for (let off = 0; off < content.length; n++) off = readTlv(content, off, 'revokedCertificates').end;
+    if (n !== expect.count) return undefined;
+    return Buffer.concat([content, encodeEntries([added])]);
+  } catch {
+    return undefined;
+  }
 }

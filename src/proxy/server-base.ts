@@ -6,7 +6,7 @@ import type { Crl } from '../pki/crl.js';
 import type { ReloadEvent } from '../tls/reload.js';
 import { serverTlsOptions } from '../tls/options.js';
 import type { Credentials } from '../tls/credentials.js';
-import { loadCrlFile, revocationFailure } from '../tls/crl-file.js';
+import { chainNeeded, loadCrlFile, revocationFailure } from '../tls/crl-file.js';
 import type { Limits, ServerListenerConfig } from './config.js';
 import { Listener, type ListenerContext } from './listener.js';
 import { encodeProxyV2, type ProxyHeaderInput } from './proxy-protocol.js';
@@ -61,8 +61,9 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
    * opened before it, or a session resumed from a ticket), so every admission looks, and the Node engine, which
    * has no verify callback on a server, refuses a revoked chain here.
    */
-  protected get checksRevocation(): boolean {
-    return this.crls.length > 0;
+  /** Whether the certificates above `leaf` must be looked up as well (chainNeeded in tls/crl-file.ts). */
+  protected revocationNeedsChain(leaf: Certificate): boolean {
+    return chainNeeded(this.crls, leaf);
   }
 
   protected revocationFailure(chain: readonly Certificate[]): MtlsError | undefined {

@@ -161,9 +161,12 @@ export class ServerListener extends ServerListenerBase {
    */
   private admissionFailure(s: tls.TLSSocket, raw: Stamped | undefined, id: PeerIdentity): MtlsError | undefined {
     if (raw?.[TRUST] === undefined || raw[TRUST] === this.trustGeneration)
-      // A full handshake's whole chain (OpenSSL has no CRLs: server-base.ts tlsOptions); a resumed session's
-      // leaf (its chain was checked under these CRLs: a CRL reload replaces the ticket keys).
-      return this.revocationFailure(this.checksRevocation && !s.isSessionReused() ? peerChain(s) : [id.certificate]);
+      // A full handshake's whole chain when a CRL above the leaf's issuer lists anything (OpenSSL has no CRLs:
+      // server-base.ts tlsOptions); else, and for a resumed session (its chain was checked under these CRLs: a CRL
+      // reload replaces the ticket keys), the leaf.
+      return this.revocationFailure(
+        !s.isSessionReused() && this.revocationNeedsChain(id.certificate) ? peerChain(s) : [id.certificate],
+      );
     const changed = 'the trust bundle or CRLs changed during the handshake';
     if (s.isSessionReused())
       return new MtlsError('CERT_UNTRUSTED', `${changed} and a resumed session cannot be checked again; reconnect`);

@@ -3,7 +3,14 @@ import { MtlsError } from '../errors.js';
 import { crashPoint } from '../io/files.js';
 import type { Profile } from '../pki/profiles.js';
 import type { RevocationReason } from '../pki/crl-writer.js';
-import type { CertificateStatus, CertificateStore, InventoryRecord, ListFilter, RevokedEntry } from './store.js';
+import type {
+  CertificateStatus,
+  CertificateStore,
+  CrlPublication,
+  InventoryRecord,
+  ListFilter,
+  RevokedEntry,
+} from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS certificates (
@@ -23,6 +30,7 @@ CREATE TABLE IF NOT EXISTS certificates (
   revocation_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS certificates_not_after ON certificates (not_after);
+CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates (not_after) WHERE status = 'revoked';
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 `;
 /** Inventories made before revocation (user_version 1) get its columns. */
@@ -159,7 +167,7 @@ export class SqliteStore implements CertificateStore {
     serial: string,
     reason: RevocationReason,
     at: Date,
-    publish: (revoked: RevokedEntry[], crlNumber: bigint) => void,
+    publish: (p: CrlPublication) => void,
   ): Promise<InventoryRecord> {
     return this.db
       .transaction(() => {
@@ -177,35 +185,42 @@ export class SqliteStore implements CertificateStore {
               : `no certificate with serial ${serial} in this CA's inventory; check the serial with 'mtls ca list'`,
           );
         }
-        this.publishIn(at, publish);
+        this.publishIn(at, publish, { serial: serial.toLowerCase(), revokedAt: at, reason });
         return fromRow(this.db.prepare('SELECT * FROM certificates WHERE serial = ?').get(serial.toLowerCase()) as Row);
       })
       .immediate();
   }
 
-  async publishCrl(at: Date, publish: (revoked: RevokedEntry[], crlNumber: bigint) => void): Promise<void> {
+  async publishCrl(at: Date, publish: (p: CrlPublication) => void): Promise<void> {
     this.db.transaction(() => this.publishIn(at, publish)).immediate();
   }
 
   /** Inside a transaction: the next CRL number, then `publish` (which may throw to roll everything back). */
-  private publishIn(at: Date, publish: (revoked: RevokedEntry[], crlNumber: bigint) => void): void {
+  private publishIn(at: Date, publish: (p: CrlPublication) => void, added?: RevokedEntry): void {
     const row = this.db.prepare("SELECT value FROM counters WHERE name = 'crl_number'").get() as
       { value: number } | undefined;
     const next = (row?.value ?? 0) + 1;
     this.db.prepare("INSERT OR REPLACE INTO counters (name, value) VALUES ('crl_number', ?)").run(next);
-    const rows = this.db
-      .prepare(
-        "SELECT serial, revoked_at, revocation_reason FROM certificates WHERE status = 'revoked' AND not_after > ? " +
-          'ORDER BY revoked_at, serial',
-      )
-      .raw()
-      .all(at.getTime()) as [string, number | null, string | null][];
-    const revoked = rows.map(([serial, when, reason]) => ({
-      serial,
-      revokedAt: new Date(when ?? at.getTime()),
-      reason: (reason ?? 'unspecified') as RevocationReason,
-    }));
-    publish(revoked, BigInt(next));
+    const count = (
+      this.db
+        .prepare("SELECT count(*) AS n FROM certificates WHERE status = 'revoked' AND not_after > ?")
+        .get(at.getTime()) as { n: number }
+    ).n;
+    const entries = () =>
+      (
+        this.db
+          .prepare(
+            "SELECT serial, revoked_at, revocation_reason FROM certificates WHERE status = 'revoked' AND not_after > ? " +
+              'ORDER BY revoked_at, serial',
+          )
+          .raw()
+          .all(at.getTime()) as [string, number | null, string | null][]
+      ).map(([serial, when, reason]) => ({
+        serial,
+        revokedAt: new Date(when ?? at.getTime()),
+        reason: (reason ?? 'unspecified') as RevocationReason,
+      }));
+    publish({ crlNumber: BigInt(next), count, entries, ...(added ? { added } : {}) });
   }
 
   async close(): Promise<void> {

@@ -40,11 +40,12 @@ export function serverCrls(o: MtlsServerOptions): CrlSet | undefined {
 }
 
 /**
- * Why the peer of a finished handshake is refused by `crls`: its whole chain on a full handshake, its leaf on a
- * resumed one (a session's chain was checked at its full handshake).
+ * Why the peer of a finished handshake is refused by `crls`: its whole chain on a full handshake when a CRL above
+ * the leaf's issuer lists anything, else its leaf (a resumed session's chain was checked at its full handshake).
  */
 export function revokedPeer(crls: CrlSet, socket: tls.TLSSocket, identity: PeerIdentity): MtlsError | undefined {
-  return crls.failure(socket.isSessionReused() ? [identity.certificate] : peerChain(socket));
+  const leaf = identity.certificate;
+  return crls.failure(!socket.isSessionReused() && crls.needsChain(leaf) ? peerChain(socket) : [leaf]);
 }
 
 /** One connection's outcome, emitted as 'mtls:connection' on the server. */

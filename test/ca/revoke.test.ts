@@ -355,6 +355,68 @@ describe('CRLs at scale and with expired entries', () => {
     }
   });
 
+  it('a revocation appends to the last CRL only when that file is the last publication; else it is rebuilt', async () => {
+    const ca = newCa('Append');
+    const authority = await CertificateAuthority.open(ca.home);
+    const file = crlPaths(ca.home).intermediate;
+    const serials = () => [...parseCrl(fs.readFileSync(file)).revoked];
+    const verified = () =>
+      openssl(['crl', '-inform', 'DER', '-in', file, '-CAfile', path.join(ca.home, 'intermediate.crt'), '-noout'])
+        .stderr;
+    try {
+      const issue = (name: string, validityMs?: number) =>
+        authority.issue({
+          profile: 'client',
+          name,
+          names: { spiffeId: `spiffe://rev.example/${name}` },
+          ...(validityMs ? { validityMs } : {}),
+        });
+      const [a, b, c, d, e] = [
+        await issue('a'),
+        await issue('b'),
+        await issue('c'),
+        await issue('d', 60_000),
+        await issue('e'),
+      ];
+      const t0 = Date.now();
+      await authority.revoke(a.certificate, { at: new Date(t0 - 1000) });
+      // b was revoked earlier than a (--at): a CRL built from the inventory orders by time (b, a); an append adds
+      // b after a. The order shows which path was taken.
+      await authority.revoke(b.certificate, { at: new Date(t0 - 60_000) });
+      assert.deepEqual(
+        serials(),
+        [a, b].map((x) => x.certificate.serialHex),
+        'appended',
+      );
+      // Someone replaced the file: it is not the last publication, so the CRL is built from the inventory.
+      fs.writeFileSync(file, Buffer.from('not a CRL'));
+      await authority.revoke(c.certificate, { at: new Date(t0 - 120_000) });
+      assert.deepEqual(
+        serials(),
+        [c, b, a].map((x) => x.certificate.serialHex),
+        'rebuilt after tampering',
+      );
+      await authority.revoke(d.certificate);
+      assert.deepEqual(
+        serials(),
+        [c, b, a, d].map((x) => x.certificate.serialHex),
+        'appended',
+      );
+      // Two minutes on, d has expired: the count no longer matches the file, the rebuilt CRL leaves d out.
+      await authority.revoke(e.certificate, { now: new Date(Date.now() + 2 * 60_000) });
+      assert.deepEqual(
+        serials(),
+        [c, b, a, e].map((x) => x.certificate.serialHex),
+        'rebuilt without the expired one',
+      );
+      assert.match(verified(), /verify OK/i);
+      const numbers = openssl(['crl', '-inform', 'DER', '-in', file, '-noout', '-crlnumber']).stdout;
+      assert.match(numbers, /crlNumber=0x0?5\b/i, 'five publications, five numbers');
+    } finally {
+      await authority.close();
+    }
+  });
+
   it('encodes 100,000 entries that openssl and our parser read back', () => {
     const { privateKey, publicKey } = generateKeyPair('ec-p256');
     const entries = Array.from({ length: 100_000 }, (_, i) => ({
