@@ -55,8 +55,10 @@ export function decodePem(text: string, what = 'input'): PemBlock[] {
 
 /** Encodes DER as PEM with 64-column lines (RFC 7468). */
 export function encodePem(label: string, der: Uint8Array): string {
-  const b64 = Buffer.from(der).toString('base64');
-  const lines = b64.match(/.{1,64}/g) ?? [];
+  // No copy of `der`, and slices rather than a regular expression: a 5 MB CRL took 50 ms with match(/.{1,64}/g).
+  const b64 = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('base64');
+  const lines: string[] = new Array<string>(Math.ceil(b64.length / 64));
+  for (let i = 0, j = 0; i < b64.length; i += 64, j++) lines[j] = b64.slice(i, i + 64);
   return `-----BEGIN ${label}-----\n${lines.join('\n')}\n-----END ${label}-----\n`;
 }
 
