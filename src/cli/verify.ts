@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { exitCodeFor, MtlsError } from '../errors.js';
 import { readCertificates } from '../pki/certificate.js';
+import { crlSetProblem, readCrls, revocationStatus } from '../pki/crl.js';
 import { formatDn } from '../pki/names.js';
 import { verifyChain } from '../pki/verify.js';
 import { certLabel, PROFILES, VERIFY_PROBLEMS, type Profile, type Purpose } from '../pki/path-rules.js';
@@ -26,6 +27,10 @@ export function registerVerify(program: Command): void {
       'strict | rfc5280 (a leaf without EKU, a critical EKU or SAN) | compat (also old CAs without key identifiers)',
       'strict',
     )
+    .option(
+      '--crl <file...>',
+      "CRLs (PEM or DER) of the CAs of the path: each certificate is looked up in its issuer's CRL",
+    )
     .option('--json', 'machine-readable output')
     .action(
       (
@@ -41,6 +46,7 @@ export function registerVerify(program: Command): void {
           maxDepth: string;
           spiffeId?: string;
           profile: string;
+          crl?: string[];
           json?: boolean;
         },
       ) => {
@@ -73,17 +79,45 @@ export function registerVerify(program: Command): void {
           ...(o.ip !== undefined ? { ip: o.ip } : {}),
           ...(o.spiffeId !== undefined ? { spiffeId: o.spiffeId } : {}),
         });
+        // Revocation, by the CRLs given: each checked first (signed by its CA, current), and each certificate of a
+        // valid path looked up in its issuer's CRL. A CA of the path without a CRL is 'unknown', which fails.
+        const crls = (o.crl ?? []).flatMap((f) => readCrls(readInput(f, 'CRL file', MAX_INPUT.crl), `CRL file ${f}`));
+        const crlProblem = crls.length ? crlSetProblem(crls, [], [...anchors, ...intermediates], at, 'CRL') : undefined;
+        if (crlProblem) throw new MtlsError('BAD_INPUT', crlProblem);
+        const statuses = o.crl && result.valid ? revocationStatus(result.chain, crls) : undefined;
+        statuses?.forEach((s, depth) => {
+          const c = result.chain[depth]!;
+          if (s.status === 'good') return;
+          result.problems.push({
+            code: 'REVOKED',
+            depth,
+            message:
+              s.status === 'revoked'
+                ? `'${certLabel(c)}' (serial ${c.serialHex}) is revoked by the CRL of '${formatDn(s.crl!.issuer)}'`
+                : `no CRL given for '${formatDn(c.issuer)}', the issuer of '${certLabel(c)}': its status is unknown; add that CA's CRL with --crl`,
+          });
+          result.valid = false;
+        });
+        const statusLine = (depth: number) => {
+          const s = statuses?.[depth];
+          if (!s) return undefined;
+          const from = s.crl
+            ? `CRL of '${formatDn(s.crl.issuer)}', ${s.crl.revoked.size === 1 ? '1 entry' : `${s.crl.revoked.size} entries`}, next update ${s.crl.nextUpdate?.toISOString() ?? 'none'}`
+            : 'trust anchor';
+          return { status: s.status, source: from };
+        };
         if (o.json) {
           printJson({
             valid: result.valid,
             at: at.toISOString(),
             profile: o.profile,
             spiffeId: result.spiffeId?.uri ?? null,
-            chain: result.chain.map((c) => ({
+            chain: result.chain.map((c, i) => ({
               subject: formatDn(c.subject),
               issuer: formatDn(c.issuer),
               serial: c.serialHex,
               fingerprint256: c.fingerprint256,
+              ...(statuses ? { revocation: statusLine(i) } : {}),
             })),
             problems: result.problems.map((p) => ({ ...p, error: VERIFY_PROBLEMS[p.code] })),
           });
@@ -91,6 +125,10 @@ export function registerVerify(program: Command): void {
           console.log(`${file}: OK`);
           console.log(`  chain: ${result.chain.map((c) => `'${certLabel(c)}'`).join(' <- ')} (trusted)`);
           if (result.spiffeId) console.log(`  SPIFFE ID: ${result.spiffeId.uri}`);
+          result.chain.forEach((c, i) => {
+            const s = statusLine(i);
+            if (s) console.log(`  revocation: '${certLabel(c)}' ${s.status} (${s.source})`);
+          });
         } else {
           console.log(`${file}: INVALID`);
           for (const p of result.problems) console.log(`  - ${p.message}`);

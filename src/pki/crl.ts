@@ -143,6 +143,26 @@ export function crlSetProblem(
   return undefined;
 }
 
+/** Where a certificate's revocation status came from, and what it is. */
+export interface RevocationStatus {
+  status: 'good' | 'revoked' | 'unknown';
+  /** The CRL that says so (absent for unknown: no CRL of its issuer). */
+  crl?: Crl;
+}
+
+/**
+ * The status of each certificate of a verified `chain` (leaf first) by `crls` (checked with crlSetProblem first):
+ * the trust anchor itself is not judged by a CRL (it is trusted as configured) and reads 'good' without one.
+ */
+export function revocationStatus(chain: readonly Certificate[], crls: readonly Crl[]): RevocationStatus[] {
+  return chain.map((cert, i) => {
+    if (i === chain.length - 1 && i > 0 && sameDn(cert.issuer, cert.subject)) return { status: 'good' };
+    const crl = crls.find((c) => sameDn(c.issuer, cert.issuer));
+    if (!crl) return { status: 'unknown' };
+    return { status: crl.revoked.has(cert.serialHex) ? 'revoked' : 'good', crl };
+  });
+}
+
 /** The CRL of `crls` that revokes `cert` (same issuer name, its serial listed), if any. */
 export function revokedBy(crls: readonly Crl[], cert: Pick<Certificate, 'issuer' | 'serialHex'>): Crl | undefined {
   return crls.find((c) => c.revoked.has(cert.serialHex) && sameDn(c.issuer, cert.issuer));

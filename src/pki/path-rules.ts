@@ -49,6 +49,8 @@ export const VERIFY_PROBLEMS = {
   BASIC_CONSTRAINTS: 'CERT_INVALID',
   NAMES: 'CERT_INVALID',
   AUTHORITY_INFO: 'CERT_INVALID',
+  /** Listed by the CRL of its issuer, or no usable CRL for it (mtls verify --crl). */
+  REVOKED: 'CERT_REVOKED',
 } as const satisfies Record<string, MtlsErrorCode>;
 
 export type VerifyProblemCode = keyof typeof VERIFY_PROBLEMS;

@@ -100,6 +100,45 @@ describe('mtls revoke and mtls ca crl', () => {
     assert.equal(readCrls(fs.readFileSync(files.pem), 'crl.pem').length, 2);
   });
 
+  it('mtls verify --crl shows the revocation status of each certificate of the path and where it came from', () => {
+    const files = crlPaths(ca.home);
+    const verify = (name: string, ...crl: string[]) =>
+      ca.run(['verify', ca.file(`${name}.crt`), '--purpose', 'client', ...crl.flatMap((f) => ['--crl', f])]);
+    const bob = verify('bob', files.pem);
+    assert.equal(bob.status, 0, bob.stdout + bob.stderr);
+    assert.match(bob.stdout, /revocation: 'bob' good \(CRL of 'CN=Rev Intermediate, O=Rev', 1 entry, next update 20/);
+    assert.match(bob.stdout, /revocation: 'Rev Intermediate' good \(CRL of 'CN=Rev Root, O=Rev', 0 entries/);
+    assert.match(bob.stdout, /revocation: 'Rev Root' good \(trust anchor\)/);
+    const alice = verify('alice', files.pem);
+    assert.equal(alice.status, 1, alice.stdout);
+    assert.match(
+      alice.stdout,
+      /INVALID\n {2}- 'alice' \(serial [0-9a-f]+\) is revoked by the CRL of 'CN=Rev Intermediate/,
+    );
+    const json = JSON.parse(ca.run(['verify', ca.file('alice.crt'), '--crl', files.pem, '--json']).stdout) as {
+      valid: boolean;
+      chain: { revocation?: { status: string } }[];
+      problems: { code: string }[];
+    };
+    assert.equal(json.valid, false);
+    assert.deepEqual(
+      json.chain.map((c) => c.revocation?.status),
+      ['revoked', 'good', 'good'],
+    );
+    assert.equal(json.problems[0]!.code, 'REVOKED');
+    // Only the intermediate's CRL (DER): the intermediate's own status is unknown, which fails.
+    const partial = verify('bob', files.intermediate);
+    assert.equal(partial.status, 1, partial.stdout);
+    assert.match(
+      partial.stdout,
+      /no CRL given for 'CN=Rev Root, O=Rev', the issuer of 'Rev Intermediate'.*add that CA's CRL with --crl/,
+    );
+    // A CRL that is not one: exit 2, one line.
+    const bad = verify('bob', ca.file('bob.crt'));
+    assert.equal(bad.status, 2, bad.stdout + bad.stderr);
+    assert.equal(bad.stderr.trim().split('\n').length, 1, bad.stderr);
+  });
+
   it('ca crl publishes a new CRL with a higher number; --out writes PEM or the DER intermediate CRL', () => {
     const files = crlPaths(ca.home);
     const before = parseCrl(fs.readFileSync(files.intermediate));

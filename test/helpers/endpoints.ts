@@ -57,6 +57,16 @@ export async function listen(server: net.Server | tls.Server): Promise<number> {
   return (server.address() as net.AddressInfo).port;
 }
 
+/** A TCP echo server on loopback (pushed to `servers`, closed with them): the target a proxy test relays to. */
+export async function echoTarget(servers: net.Server[]): Promise<number> {
+  const backend = net.createServer((s) => {
+    s.on('error', () => undefined);
+    s.pipe(s);
+  });
+  servers.push(backend);
+  return listen(backend);
+}
+
 /** The kernel's range for ephemeral ports (what listen(0) and outgoing connections get). */
 function ephemeralRange(): [number, number] {
   try {

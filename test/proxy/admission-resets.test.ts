@@ -11,7 +11,7 @@ import tls from 'node:tls';
 import { before, describe, it } from 'node:test';
 import { nativeUnavailable } from '../../src/proxy/native.js';
 import { clientTlsOptions } from '../../src/tls/options.js';
-import { credentialArgs, freePort, listen, testPki, type TestPki } from '../helpers/endpoints.js';
+import { credentialArgs, echoTarget, freePort, testPki, type TestPki } from '../helpers/endpoints.js';
 import { startProxy, trackServers } from '../helpers/process.js';
 
 let pki: TestPki;
@@ -73,13 +73,8 @@ for (const engine of ['node', 'native'] as const)
     },
     () => {
       it('end only their own connection: the proxy keeps running and relaying', async () => {
-        // An echo target: its accept races the client's reset, which comes 0-400 µs after the handshake.
-        const backend = net.createServer((s) => {
-          s.on('error', () => undefined);
-          s.pipe(s);
-        });
-        servers.push(backend);
-        const target = await listen(backend);
+        // The echo target's accept races the client's reset, which comes 0-400 µs after the handshake.
+        const target = await echoTarget(servers);
         const port = await freePort();
         const p = await startProxy([
           'server',

@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import net from 'node:net';
 import tls from 'node:tls';
 import { before, describe, it } from 'node:test';
 import https from 'node:https';
@@ -18,7 +17,7 @@ import { nativeUnavailable } from '../../src/proxy/native.js';
 import { loadCredentials } from '../../src/tls/credentials.js';
 import { CrlSet } from '../../src/tls/crl-file.js';
 import { createMtlsServer, type HandshakeErrorEvent } from '../../src/tls/server.js';
-import { freePort, listen, until } from '../helpers/endpoints.js';
+import { echoTarget, freePort, listen, until } from '../helpers/endpoints.js';
 import { crlPki, type CrlPki } from '../helpers/crl-pki.js';
 import { opensslCrl, tempDir, type TestCert } from '../helpers/pki.js';
 import { startProxy, trackServers } from '../helpers/process.js';
@@ -61,12 +60,7 @@ function attempt(port: number, who: TestCert): Promise<{ in: boolean; code?: str
 }
 
 async function proxyWith(engine: 'native' | 'node', crl: string) {
-  const backend = net.createServer((s) => {
-    s.on('error', () => undefined);
-    s.pipe(s);
-  });
-  servers.push(backend);
-  const target = await listen(backend);
+  const target = await echoTarget(servers);
   const port = await freePort();
   const p = await startProxy([
     'server',
