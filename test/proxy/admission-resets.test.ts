@@ -11,7 +11,7 @@ import tls from 'node:tls';
 import { before, describe, it } from 'node:test';
 import { nativeUnavailable } from '../../src/proxy/native.js';
 import { clientTlsOptions } from '../../src/tls/options.js';
-import { credentialArgs, echoTarget, freePort, testPki, type TestPki } from '../helpers/endpoints.js';
+import { credentialArgs, freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
 import { startProxy, trackServers } from '../helpers/process.js';
 
 let pki: TestPki;
@@ -72,9 +72,18 @@ for (const engine of ['node', 'native'] as const)
       skip: engine === 'native' ? nativeUnavailable() : undefined,
     },
     () => {
-      it('end only their own connection: the proxy keeps running and relaying', async () => {
+      it('end only their own connection: the proxy keeps running and relaying', async (t) => {
         // The echo target's accept races the client's reset, which comes 0-400 µs after the handshake.
-        const target = await echoTarget(servers);
+        // An echo target that counts its open connections: none may outlive the clients that caused them.
+        const open = new Set<net.Socket>();
+        const backend = net.createServer((sock) => {
+          open.add(sock);
+          sock.once('close', () => open.delete(sock));
+          sock.on('error', () => undefined);
+          sock.pipe(sock);
+        });
+        servers.push(backend);
+        const target = await listen(backend);
         const port = await freePort();
         const p = await startProxy([
           'server',
@@ -94,6 +103,28 @@ for (const engine of ['node', 'native'] as const)
         }
         assert.equal(await echo(port), true, `the proxy no longer relays: ${p.output().slice(-2000)}`);
         assert.equal(p.child.exitCode, null, p.output().slice(-2000));
+        // Every target connection of a client that reset is closed by the proxy. On the node engine about a third
+        // of them stay open until the idle timeout (5 min by default): a defect left open in issue 14's note.
+        await t.test(
+          'the target connection of every client that reset is closed',
+          {
+            todo:
+              engine === 'node' &&
+              'node engine: ~25-40% of the target connections of clients that reset within 400 µs of their handshake stay open until the idle timeout',
+          },
+          async () => {
+            try {
+              await until(
+                () => open.size === 0,
+                10_000,
+                `the target connections of the reset clients to close (${open.size} open)`,
+              );
+            } finally {
+              for (const sock of open) sock.destroy(); // so that closing the backend never waits on a leak
+            }
+          },
+        );
+        for (const sock of open) sock.destroy();
       });
     },
   );
