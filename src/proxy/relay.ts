@@ -94,7 +94,11 @@ export function relay(
       });
     }
     to.on('drain', () => from.resume());
-    from.on('end', () => to.end());
+    // A side whose end came before the relay began (a client that sent its last bytes or reset right after its
+    // handshake, while the target was connecting) has no 'end' to come: end the other side now, or the target
+    // connection stayed open until the idle timeout (test/proxy/admission-resets.test.ts).
+    if (from.readableEnded) to.end();
+    else from.on('end', () => to.end());
   };
   wire(a, b, true);
   wire(b, a, false);
