@@ -130,7 +130,7 @@ export type NativeContextOptions = tls.SecureContextOptions & { revoked?: Buffer
 /**
  * The CRLs as the engine reads them (native/context.cc parseRevocations): per CRL, u32 issuer length, the issuer
  * Name's DER, u32 count, then each serial's INTEGER content octets behind a u8 length. The engine looks each
- * certificate of a client chain up in a hash set: OpenSSL's own CRL check made a handshake about 4x dearer at
+ * certificate of a client chain up in a hash set: Node's `crl` option made a handshake 2.8x dearer at
  * 100,000 entries.
  */
 export function encodeRevocations(crls: readonly Crl[]): Buffer {

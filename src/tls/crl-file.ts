@@ -3,36 +3,23 @@ import type { Certificate } from '../pki/certificate.js';
 import { crlSetProblem, readCrls, type Crl } from '../pki/crl.js';
 import { sameDn } from '../pki/name-match.js';
 import { formatDn } from '../pki/names.js';
-import { encodePem } from '../pki/pem.js';
 import { MAX_INPUT, readInput } from '../io/files.js';
 import type { Credentials } from './credentials.js';
 
 /**
- * CRLs checked before a server enforces them, as Node's `crl` option wants them: one PEM string per CRL (Node reads
- * only the first CRL of each string, so a file holding the root's and the intermediate's CRLs must be split).
- * Refused with one line: an empty, garbage, wrongly signed, foreign or expired CRL, or a CA of the trust bundle
- * without one. An unusable CRL never means "no revocation".
+ * CRLs checked before a server enforces them. Refused with one line: an empty, garbage, wrongly signed, foreign or
+ * expired CRL, or a CA of the trust bundle without one. An unusable CRL never means "no revocation".
  */
-export function crlOption(
-  data: Buffer | string,
-  what: string,
-  creds: Pick<Credentials, 'trustAnchors' | 'chain'>,
-  at = new Date(),
-): string[] {
-  return checkedCrls(data, what, creds, at).pem;
-}
-
-/** The checked CRLs, parsed (for admission checks: src/proxy/server-base.ts) and as Node's `crl` option. */
 export function checkedCrls(
   data: Buffer | string,
   what: string,
   creds: Pick<Credentials, 'trustAnchors' | 'chain'>,
   at = new Date(),
-): { crls: Crl[]; pem: string[] } {
+): { crls: Crl[] } {
   const crls = readCrls(Buffer.from(data), what);
   const problem = crlSetProblem(crls, creds.trustAnchors, creds.chain.slice(1), at, what);
   if (problem) throw new MtlsError('BAD_INPUT', problem);
-  return { crls, pem: crls.map((c) => encodePem('X509 CRL', c.der)) };
+  return { crls };
 }
 
 /** checkedCrls for a file (at most MAX_INPUT.crl bytes). */
@@ -40,7 +27,7 @@ export function loadCrlFile(
   file: string,
   creds: Pick<Credentials, 'trustAnchors' | 'chain'>,
   at = new Date(),
-): { crls: Crl[]; pem: string[] } {
+): { crls: Crl[] } {
   return checkedCrls(readInput(file, 'CRL file', MAX_INPUT.crl), `CRL file ${file}`, creds, at);
 }
 
@@ -48,8 +35,8 @@ export function loadCrlFile(
  * Why `chain` (leaf first) must not be admitted under `crls` at `at`: a certificate of it listed by the CRL of its
  * issuer, or that CRL past its nextUpdate. A stale CRL is not "no revocations": without fresh data the peer is
  * refused (hard-fail), as OpenSSL's CRL check does. A lookup is a hash-set probe per certificate, whatever the
- * CRL's size, so servers check revocation here instead of handing CRLs to OpenSSL, whose check made a handshake
- * about 4x dearer at 100,000 entries.
+ * CRL's size, so servers check revocation here instead of handing CRLs to OpenSSL (Node's `crl` option made a
+ * handshake 2.8x dearer at 100,000 entries, BENCHMARKS.md).
  */
 export function revocationFailure(
   crls: readonly Crl[],
