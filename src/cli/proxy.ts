@@ -39,6 +39,7 @@ interface ServerFlags extends CommonFlags, PolicyFlags {
   maxRequestsPerIdentity?: string;
   denyAll?: boolean;
   crl?: string;
+  crlSoftFail?: boolean;
   engine?: string;
 }
 interface ClientFlags extends CommonFlags {
@@ -148,6 +149,10 @@ export function registerProxy(program: Command): void {
     .option('--proxy-protocol', 'TCP mode: send a PROXY v2 header with the client identity TLVs')
     .option('--proxy-protocol-certificate', 'TCP mode: include the DER client certificate as a TLV')
     .option('--crl <file>', 'PEM CRLs to check clients against (one for every CA in the chain)')
+    .option(
+      '--crl-soft-fail',
+      'when the CRLs pass their nextUpdate, admit clients they do not list (logged, counted) instead of refusing all',
+    )
     .option('--unsafe-target', 'allow a target that is not loopback or a unix socket')
     .option(
       '--engine <engine>',
@@ -184,6 +189,7 @@ export function registerProxy(program: Command): void {
         mergeSlashes: o.mergeSlashes === false ? false : undefined,
         unsafeTarget: o.unsafeTarget,
         crl: o.crl,
+        crlSoftFail: o.crlSoftFail,
         engine: o.engine,
       });
       const l = listenerFrom(raw, 'proxy server', 0);

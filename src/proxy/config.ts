@@ -58,6 +58,12 @@ export interface ServerListenerConfig extends Common {
   /** Optional PEM CRL file(s) checked for every client (a CRL for every CA in the chain is required). */
   crl?: string;
   /**
+   * When the CRLs in force pass their nextUpdate (no fresh file was published): admit clients that no CRL lists,
+   * logged once per CRL and counted in mtls_proxy_crl_stale_admissions_total, instead of refusing everyone (the
+   * default, hard-fail). A CRL file that is already stale when loaded is still refused.
+   */
+  crlSoftFail?: boolean;
+  /**
    * TCP mode: who does the TLS and the relay. 'native' (the default for TCP when the addon is built): a thread of
    * our own with OpenSSL (native/); 'node': Node's TLS socket. HTTP mode is always 'node'.
    */
@@ -173,6 +179,7 @@ const SERVER_KEYS = [
   'denyAll',
   'unsafeTarget',
   'crl',
+  'crlSoftFail',
   'engine',
   'limits',
 ] as const;
@@ -290,6 +297,7 @@ export function listenerFrom(raw: Raw, where: string, index: number): ListenerCo
       xfccCertificate: r.bool('xfccCertificate', false),
       mergeSlashes: r.bool('mergeSlashes', true),
       ...(r.has('crl') ? { crl: r.str('crl')! } : {}),
+      ...(r.bool('crlSoftFail', false) ? { crlSoftFail: true } : {}),
     };
   }
   const target = r.address('target');

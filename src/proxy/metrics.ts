@@ -18,6 +18,12 @@ export class ProxyMetrics {
     labelNames: ['listener'],
     registers: [this.registry],
   });
+  readonly crlStaleAdmissions = new client.Counter({
+    name: 'mtls_proxy_crl_stale_admissions_total',
+    help: 'Revocation checks (admissions, HTTP requests) passed under --crl-soft-fail with a CRL past its nextUpdate',
+    labelNames: ['listener'],
+    registers: [this.registry],
+  });
   readonly active = new client.Gauge({
     name: 'mtls_proxy_active_connections',
     help: 'Connections open now',

@@ -6,7 +6,8 @@ import type { Crl } from '../pki/crl.js';
 import type { ReloadEvent } from '../tls/reload.js';
 import { serverTlsOptions } from '../tls/options.js';
 import type { Credentials } from '../tls/credentials.js';
-import { chainNeeded, loadCrlFile, revocationFailure } from '../tls/crl-file.js';
+import { chainNeeded, loadCrlFile, revocationFailure, staleCrl } from '../tls/crl-file.js';
+import { formatDn } from '../pki/names.js';
 import type { Limits, ServerListenerConfig } from './config.js';
 import { Listener, type ListenerContext } from './listener.js';
 import { encodeProxyV2, type ProxyHeaderInput } from './proxy-protocol.js';
@@ -67,7 +68,26 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
   }
 
   protected revocationFailure(chain: readonly Certificate[]): MtlsError | undefined {
-    return revocationFailure(this.crls, chain);
+    const softFail = this.config.crlSoftFail === true;
+    const failure = revocationFailure(this.crls, chain, new Date(), { softFail });
+    if (softFail && !failure) this.reportStaleCrl();
+    return failure;
+  }
+
+  /** CRLs said stale (soft-fail): each is logged once, and every admission under it counted. */
+  private readonly staleSaid = new WeakSet<Crl>();
+
+  private reportStaleCrl(): void {
+    const stale = staleCrl(this.crls);
+    if (!stale) return;
+    this.ctx.metrics.crlStaleAdmissions.inc({ listener: this.name });
+    if (this.staleSaid.has(stale)) return;
+    this.staleSaid.add(stale);
+    this.log.warn(
+      { event: 'crl-stale', issuer: formatDn(stale.issuer), nextUpdate: stale.nextUpdate?.toISOString() },
+      `the CRL of '${formatDn(stale.issuer)}' is past its nextUpdate; admitting clients it does not list ` +
+        '(--crl-soft-fail); publish a new CRL',
+    );
   }
 
   /** The connections admitted and still open: the client certificate each was admitted with, and how to end it. */

@@ -42,14 +42,15 @@ export function revocationFailure(
   crls: readonly Crl[],
   chain: readonly Pick<Certificate, 'issuer' | 'subject' | 'serialHex'>[],
   at = new Date(),
+  opts: { softFail?: boolean } = {},
 ): MtlsError | undefined {
-  for (const crl of crls)
-    if (crl.nextUpdate && crl.nextUpdate.getTime() < at.getTime())
-      return new MtlsError(
-        'CERT_UNTRUSTED',
-        `our CRL of '${formatDn(crl.issuer)}' expired at ${crl.nextUpdate.toISOString()} and no fresh one was ` +
-          `loaded; publish a new CRL (mtls ca crl) where --crl points`,
-      );
+  const stale = opts.softFail ? undefined : staleCrl(crls, at);
+  if (stale?.nextUpdate)
+    return new MtlsError(
+      'CERT_UNTRUSTED',
+      `our CRL of '${formatDn(stale.issuer)}' expired at ${stale.nextUpdate.toISOString()} and no fresh one was ` +
+        `loaded; publish a new CRL (mtls ca crl) where --crl points`,
+    );
   for (const cert of chain)
     for (const crl of crls)
       if (crl.revoked.has(cert.serialHex) && sameDn(crl.issuer, cert.issuer))
@@ -59,6 +60,11 @@ export function revocationFailure(
             `by the CRL of '${formatDn(crl.issuer)}' in force; the peer needs a new certificate`,
         );
   return undefined;
+}
+
+/** A CRL of `crls` past its nextUpdate at `at`, if any. */
+export function staleCrl(crls: readonly Crl[], at = new Date()): Crl | undefined {
+  return crls.find((c) => c.nextUpdate !== undefined && c.nextUpdate.getTime() < at.getTime());
 }
 
 /**

@@ -59,7 +59,7 @@ function attempt(port: number, who: TestCert): Promise<{ in: boolean; code?: str
   });
 }
 
-async function proxyWith(engine: 'native' | 'node', crl: string) {
+async function proxyWith(engine: 'native' | 'node', crl: string, extra: string[] = []) {
   const target = await echoTarget(servers);
   const port = await freePort();
   const p = await startProxy([
@@ -80,6 +80,7 @@ async function proxyWith(engine: 'native' | 'node', crl: string) {
     'trust-domain:crl.example',
     '--engine',
     engine,
+    ...extra,
   ]);
   return { port, output: p.output };
 }
@@ -115,6 +116,22 @@ for (const engine of ['native', 'node'] as const)
           5000,
           `the reason is logged: ${p.output()}`,
         );
+      });
+
+      it('with --crl-soft-fail, a CRL past its nextUpdate still refuses whom it lists and admits the rest (logged, counted)', async () => {
+        const expires = new Date(Date.now() + 4000);
+        const admin = await freePort();
+        const p = await proxyWith(engine, crlFile([pki.bob], [], { nextUpdate: expires }), [
+          '--crl-soft-fail',
+          '--admin',
+          `127.0.0.1:${admin}`,
+        ]);
+        await new Promise((r) => setTimeout(r, expires.getTime() - Date.now() + 1100));
+        assert.equal((await attempt(p.port, pki.alice)).in, true, `alice is not listed: ${p.output()}`);
+        assert.equal((await attempt(p.port, pki.bob)).in, false, 'bob is listed by the stale CRL');
+        await until(() => /"event":"crl-stale"/.test(p.output()), 5000, `the stale CRL is logged: ${p.output()}`);
+        const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+        assert.match(metrics, /mtls_proxy_crl_stale_admissions_total\{listener="[^"]*"\} [1-9]/);
       });
     },
   );
