@@ -13,6 +13,7 @@ import { certLabel } from '../pki/path-rules.js';
 import { isIpLiteral } from '../pki/names.js';
 import { loadCredentials, type Credentials } from '../tls/credentials.js';
 import { serverTlsOptions } from '../tls/options.js';
+import { formatDn } from '../pki/names.js';
 import { CrlSet } from '../tls/crl-file.js';
 import { CredentialReloader } from '../tls/reload.js';
 import { createMtlsServer, type ConnectionEvent, type HandshakeErrorEvent } from '../tls/server.js';
@@ -31,6 +32,7 @@ interface ServeFlags extends PolicyFlags {
   passphraseFile?: string;
   keyPassphraseFile?: string;
   crl?: string;
+  crlSoftFail?: boolean;
 }
 
 export function registerServe(program: Command): void {
@@ -51,6 +53,10 @@ export function registerServe(program: Command): void {
     .option(
       '--crl <file>',
       'CRLs of every CA of the bundle (PEM, e.g. HOME/crl/crl.pem); watched: a revocation is in force on reload',
+    )
+    .option(
+      '--crl-soft-fail',
+      'when the CRLs pass their nextUpdate, admit clients they do not list (logged) instead of refusing all',
     )
     .action(async (o: ServeFlags) => {
       if (!/^\d{1,5}$/.test(o.port) || Number(o.port) > 65535)
@@ -84,7 +90,14 @@ export function registerServe(program: Command): void {
       // Checked now (every CA of the bundle has a current CRL signed by it) and again at every reload; looked up
       // by the server at each handshake and request, never handed to OpenSSL (src/tls/server.ts serverCrls).
       const crls = o.crl
-        ? new CrlSet(readInput(o.crl, 'CRL file', MAX_INPUT.crl), `CRL file ${o.crl}`, creds)
+        ? new CrlSet(readInput(o.crl, 'CRL file', MAX_INPUT.crl), `CRL file ${o.crl}`, creds, {
+            softFail: o.crlSoftFail === true,
+            onStale: (crl) =>
+              log(
+                `CRL STALE: the CRL of '${formatDn(crl.issuer)}' is past its nextUpdate; admitting clients it does ` +
+                  'not list (--crl-soft-fail); publish a new CRL',
+              ),
+          })
         : undefined;
       const crlOption = crls ? { crl: crls } : {};
       const tlsFor = (c: Credentials) => {

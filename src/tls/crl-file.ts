@@ -82,8 +82,18 @@ export function chainNeeded(crls: readonly Crl[], leaf: Pick<Certificate, 'issue
  */
 export class CrlSet {
   private crls: readonly Crl[];
+  private readonly staleSaid = new WeakSet<Crl>();
 
-  constructor(data: Buffer | string, what: string, creds: Pick<Credentials, 'trustAnchors' | 'chain'>) {
+  /**
+   * `softFail`: once a CRL in force is past its nextUpdate, admit the certificates it does not list (`onStale` is
+   * told once per CRL) instead of refusing everyone (the default, hard-fail).
+   */
+  constructor(
+    data: Buffer | string,
+    what: string,
+    creds: Pick<Credentials, 'trustAnchors' | 'chain'>,
+    private readonly opts: { softFail?: boolean; onStale?: (crl: Crl) => void } = {},
+  ) {
     this.crls = checkedCrls(data, what, creds).crls;
   }
 
@@ -99,6 +109,13 @@ export class CrlSet {
 
   /** Why `chain` (leaf first) must not be admitted now (revocationFailure). */
   failure(chain: readonly Pick<Certificate, 'issuer' | 'subject' | 'serialHex'>[]): MtlsError | undefined {
-    return revocationFailure(this.crls, chain);
+    const softFail = this.opts.softFail === true;
+    const failure = revocationFailure(this.crls, chain, new Date(), { softFail });
+    const stale = softFail && !failure ? staleCrl(this.crls) : undefined;
+    if (stale && !this.staleSaid.has(stale)) {
+      this.staleSaid.add(stale);
+      this.opts.onStale?.(stale);
+    }
+    return failure;
   }
 }

@@ -185,6 +185,24 @@ describe('library servers: revocation looked up per handshake and per request', 
     agent.destroy();
   });
 
+  it('createMtlsServer with a soft-fail CrlSet: past its nextUpdate the CRL still refuses whom it lists, admits the rest, says so once', async () => {
+    const c = creds();
+    const stale: string[] = [];
+    const expires = new Date(Date.now() + 4000);
+    const crls = new CrlSet(fs.readFileSync(crlFile([pki.bob], [], { nextUpdate: expires })), 'CRL', c, {
+      softFail: true,
+      onStale: (crl) => stale.push(crl.nextUpdate!.toISOString()),
+    });
+    const server = createMtlsServer({ credentials: c, policy, crl: crls }, (s) => s.end('ping'));
+    servers.push(server);
+    const port = await listen(server);
+    await new Promise((r) => setTimeout(r, expires.getTime() - Date.now() + 1100));
+    assert.equal((await attempt(port, pki.alice)).in, true, 'alice is not listed');
+    assert.equal((await attempt(port, pki.alice)).in, true, 'alice again');
+    assert.equal((await attempt(port, pki.bob)).in, false, 'bob is listed by the stale CRL');
+    assert.equal(stale.length, 1, 'said once per CRL');
+  });
+
   it("createMtlsServer: a client whose intermediate the root's CRL revokes is refused, with 'mtls:handshake-error'", async () => {
     const c = creds();
     const server = createMtlsServer({ credentials: c, policy, crl: fs.readFileSync(crlFile([], [pki.inter])) }, (s) =>
