@@ -57,14 +57,20 @@ export async function listen(server: net.Server | tls.Server): Promise<number> {
   return (server.address() as net.AddressInfo).port;
 }
 
-/** A TCP echo server on loopback (pushed to `servers`, closed with them): the target a proxy test relays to. */
-export async function echoTarget(servers: net.Server[]): Promise<number> {
+/**
+ * A TCP echo server on loopback (pushed to `servers`, closed with them): the target a proxy test relays to.
+ * `open` holds its connections while they are open (a test can see that none outlives its client).
+ */
+export async function echoTarget(servers: net.Server[]): Promise<{ port: number; open: Set<net.Socket> }> {
+  const open = new Set<net.Socket>();
   const backend = net.createServer((s) => {
+    open.add(s);
+    s.once('close', () => open.delete(s));
     s.on('error', () => undefined);
     s.pipe(s);
   });
   servers.push(backend);
-  return listen(backend);
+  return { port: await listen(backend), open };
 }
 
 /** The kernel's range for ephemeral ports (what listen(0) and outgoing connections get). */

@@ -11,7 +11,7 @@ import tls from 'node:tls';
 import { before, describe, it } from 'node:test';
 import { nativeUnavailable } from '../../src/proxy/native.js';
 import { clientTlsOptions } from '../../src/tls/options.js';
-import { credentialArgs, freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
+import { credentialArgs, echoTarget, freePort, testPki, until, type TestPki } from '../helpers/endpoints.js';
 import { startProxy, trackServers } from '../helpers/process.js';
 
 let pki: TestPki;
@@ -74,16 +74,8 @@ for (const engine of ['node', 'native'] as const)
     () => {
       it('end only their own connection: the proxy keeps running and relaying', async (t) => {
         // The echo target's accept races the client's reset, which comes 0-400 µs after the handshake.
-        // An echo target that counts its open connections: none may outlive the clients that caused them.
-        const open = new Set<net.Socket>();
-        const backend = net.createServer((sock) => {
-          open.add(sock);
-          sock.once('close', () => open.delete(sock));
-          sock.on('error', () => undefined);
-          sock.pipe(sock);
-        });
-        servers.push(backend);
-        const target = await listen(backend);
+        // Its open connections are counted: none may outlive the clients that caused them.
+        const { port: target, open } = await echoTarget(servers);
         const port = await freePort();
         const p = await startProxy([
           'server',

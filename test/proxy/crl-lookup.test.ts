@@ -60,7 +60,7 @@ function attempt(port: number, who: TestCert): Promise<{ in: boolean; code?: str
 }
 
 async function proxyWith(engine: 'native' | 'node', crl: string, extra: string[] = []) {
-  const target = await echoTarget(servers);
+  const { port: target } = await echoTarget(servers);
   const port = await freePort();
   const p = await startProxy([
     'server',
