@@ -75,6 +75,8 @@ const CODES = {
   CERT_UNTRUSTED: { family: 'peerInvalid', alert: 'unknown_ca' },
   CERT_EXPIRED: { family: 'peerInvalid', alert: 'certificate_expired' },
   CERT_REVOKED: { family: 'peerInvalid', alert: 'certificate_revoked' },
+  /** No trustworthy revocation status: a responder down, an answer stale, forged or about another certificate. */
+  REVOCATION_UNKNOWN: { family: 'peerInvalid', alert: 'certificate_unknown' },
   CERT_NOT_YET_VALID: { family: 'peerInvalid', alert: 'bad_certificate' },
   CERT_WRONG_PURPOSE: { family: 'peerInvalid', alert: 'unsupported_certificate' },
   /** The chain breaks a rule of path validation other than trust, time and purpose (constraints, key usage...). */

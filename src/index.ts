@@ -9,6 +9,7 @@ export { OcspResponder, serveOcsp } from './ca/ocsp-responder.js';
 export { encodeCrl, REVOCATION_REASONS, type RevocationReason, type CrlTemplate } from './pki/crl-writer.js';
 export { parseCrl, readCrls, revocationStatus, type Crl, type RevocationStatus } from './pki/crl.js';
 export { CrlSet } from './tls/crl-file.js';
+export { checkOcspResponse, fetchOcsp, ocspRequest, type OcspStatus } from './pki/ocsp-check.js';
 export type { CertificateStore, InventoryRecord, ListFilter } from './store/store.js';
 export { SqliteStore } from './store/sqlite.js';
 export { parseCertificate, readCertificates, type Certificate } from './pki/certificate.js';

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
-import { exitCodeFor, MtlsError } from '../errors.js';
-import { readCertificates } from '../pki/certificate.js';
+import { exitCodeFor, messageOf, MtlsError } from '../errors.js';
+import { readCertificates, type Certificate } from '../pki/certificate.js';
 import { crlSetProblem, readCrls, revocationStatus } from '../pki/crl.js';
+import { fetchOcsp, type OcspStatus } from '../pki/ocsp-check.js';
 import { formatDn } from '../pki/names.js';
 import { verifyChain } from '../pki/verify.js';
 import { certLabel, PROFILES, VERIFY_PROBLEMS, type Profile, type Purpose } from '../pki/path-rules.js';
@@ -31,9 +32,13 @@ export function registerVerify(program: Command): void {
       '--crl <file...>',
       "CRLs (PEM or DER) of the CAs of the path: each certificate is looked up in its issuer's CRL",
     )
+    .option(
+      '--ocsp [url]',
+      "ask the leaf's OCSP responder (the URL in it, or URL), and the responder of every CA of the path that names one",
+    )
     .option('--json', 'machine-readable output')
     .action(
-      (
+      async (
         file: string,
         o: {
           ca?: string;
@@ -47,6 +52,7 @@ export function registerVerify(program: Command): void {
           spiffeId?: string;
           profile: string;
           crl?: string[];
+          ocsp?: string | true;
           json?: boolean;
         },
       ) => {
@@ -89,7 +95,7 @@ export function registerVerify(program: Command): void {
           const c = result.chain[depth]!;
           if (s.status === 'good') return;
           result.problems.push({
-            code: 'REVOKED',
+            code: s.status === 'revoked' ? 'REVOKED' : 'REVOCATION_UNKNOWN',
             depth,
             message:
               s.status === 'revoked'
@@ -98,13 +104,47 @@ export function registerVerify(program: Command): void {
           });
           result.valid = false;
         });
+        const ocsp = o.ocsp && result.valid ? await ocspStatuses(result.chain, o.ocsp, at) : undefined;
+        ocsp?.forEach((s, depth) => {
+          const c = result.chain[depth]!;
+          if (!s || s.status === 'good') return;
+          result.problems.push(
+            s.status === 'failed'
+              ? { code: 'REVOCATION_UNKNOWN', depth, message: s.why }
+              : s.status === 'revoked'
+                ? {
+                    code: 'REVOKED',
+                    depth,
+                    message: `'${certLabel(c)}' (serial ${c.serialHex}) is revoked since ${s.revokedAt?.toISOString()} (${s.reason}), says the OCSP responder ${s.url}`,
+                  }
+                : {
+                    code: 'REVOCATION_UNKNOWN',
+                    depth,
+                    message: `the OCSP responder ${s.url} does not know '${certLabel(c)}' (serial ${c.serialHex}): not issued by that CA, or not recorded`,
+                  },
+          );
+          result.valid = false;
+        });
         const statusLine = (depth: number) => {
           const s = statuses?.[depth];
-          if (!s) return undefined;
-          const from = s.crl
-            ? `CRL of '${formatDn(s.crl.issuer)}', ${s.crl.revoked.size === 1 ? '1 entry' : `${s.crl.revoked.size} entries`}, next update ${s.crl.nextUpdate?.toISOString() ?? 'none'}`
-            : 'trust anchor';
-          return { status: s.status, source: from };
+          const q = ocsp?.[depth];
+          const lines: { status: string; source: string }[] = [];
+          if (s) {
+            const from = s.crl
+              ? `CRL of '${formatDn(s.crl.issuer)}', ${s.crl.revoked.size === 1 ? '1 entry' : `${s.crl.revoked.size} entries`}, next update ${s.crl.nextUpdate?.toISOString() ?? 'none'}`
+              : 'trust anchor';
+            lines.push({ status: s.status, source: from });
+          }
+          if (q)
+            lines.push(
+              q.status === 'failed'
+                ? { status: 'unknown', source: q.why }
+                : {
+                    status: q.status,
+                    source: `OCSP ${q.url}, signed by ${q.signedBy}, next update ${q.nextUpdate?.toISOString() ?? 'none'}`,
+                  },
+            );
+          return lines;
         };
         if (o.json) {
           printJson({
@@ -117,7 +157,8 @@ export function registerVerify(program: Command): void {
               issuer: formatDn(c.issuer),
               serial: c.serialHex,
               fingerprint256: c.fingerprint256,
-              ...(statuses ? { revocation: statusLine(i) } : {}),
+              ...(statuses ? { revocation: statusLine(i)[0] } : {}),
+              ...(ocsp ? { ocsp: statusLine(i).at(-1) ?? null } : {}),
             })),
             problems: result.problems.map((p) => ({ ...p, error: VERIFY_PROBLEMS[p.code] })),
           });
@@ -126,8 +167,9 @@ export function registerVerify(program: Command): void {
           console.log(`  chain: ${result.chain.map((c) => `'${certLabel(c)}'`).join(' <- ')} (trusted)`);
           if (result.spiffeId) console.log(`  SPIFFE ID: ${result.spiffeId.uri}`);
           result.chain.forEach((c, i) => {
-            const s = statusLine(i);
-            if (s) console.log(`  revocation: '${certLabel(c)}' ${s.status} (${s.source})`);
+            for (const s of statusLine(i)) console.log(`  revocation: '${certLabel(c)}' ${s.status} (${s.source})`);
+            if (ocsp && !statuses && i > 0 && i < result.chain.length - 1 && !ocsp[i])
+              console.log(`  revocation: '${certLabel(c)}' not checked (it names no OCSP responder; add --crl)`);
           });
         } else {
           console.log(`${file}: INVALID`);
@@ -136,4 +178,34 @@ export function registerVerify(program: Command): void {
         process.exitCode = result.valid ? 0 : exitCodeFor(VERIFY_PROBLEMS[result.problems[0]!.code]);
       },
     );
+}
+
+type OcspOutcome = (OcspStatus & { url: string }) | { status: 'failed'; why: string };
+
+/**
+ * The OCSP status of each certificate of a valid `chain` (leaf first): the leaf is asked at `url` (or the responder
+ * its AIA names; none is a failure), each CA below the anchor only if it names a responder (undefined otherwise).
+ */
+async function ocspStatuses(
+  chain: readonly Certificate[],
+  url: string | true,
+  at: Date,
+): Promise<(OcspOutcome | undefined)[]> {
+  return Promise.all(
+    chain.slice(0, -1).map(async (cert, i): Promise<OcspOutcome | undefined> => {
+      const where = i === 0 && url !== true ? url : cert.ocspUrls?.[0];
+      if (!where)
+        return i === 0
+          ? {
+              status: 'failed',
+              why: `'${certLabel(cert)}' names no OCSP responder (no AIA OCSP URL): give one with --ocsp URL, or use --crl`,
+            }
+          : undefined;
+      try {
+        return { ...(await fetchOcsp(where, cert, chain[i + 1]!, { now: () => at })), url: where };
+      } catch (err) {
+        return { status: 'failed', why: messageOf(err) };
+      }
+    }),
+  );
 }

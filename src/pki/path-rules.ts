@@ -49,8 +49,10 @@ export const VERIFY_PROBLEMS = {
   BASIC_CONSTRAINTS: 'CERT_INVALID',
   NAMES: 'CERT_INVALID',
   AUTHORITY_INFO: 'CERT_INVALID',
-  /** Listed by the CRL of its issuer, or no usable CRL for it (mtls verify --crl). */
+  /** Listed by the CRL of its issuer, or revoked by its OCSP responder (mtls verify --crl, --ocsp). */
   REVOKED: 'CERT_REVOKED',
+  /** No revocation status could be had: no CRL of its issuer, a responder down or an answer not to be trusted. */
+  REVOCATION_UNKNOWN: 'REVOCATION_UNKNOWN',
 } as const satisfies Record<string, MtlsErrorCode>;
 
 export type VerifyProblemCode = keyof typeof VERIFY_PROBLEMS;
