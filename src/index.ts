@@ -10,6 +10,7 @@ export { encodeCrl, REVOCATION_REASONS, type RevocationReason, type CrlTemplate 
 export { parseCrl, readCrls, revocationStatus, type Crl, type RevocationStatus } from './pki/crl.js';
 export { CrlSet } from './tls/crl-file.js';
 export { checkOcspResponse, fetchOcsp, ocspRequest, type OcspStatus } from './pki/ocsp-check.js';
+export { OcspStapler, checkStaple, type StapleMode, type StapleEvent, type StaplerOptions } from './tls/stapling.js';
 export type { CertificateStore, InventoryRecord, ListFilter } from './store/store.js';
 export { SqliteStore } from './store/sqlite.js';
 export { parseCertificate, readCertificates, type Certificate } from './pki/certificate.js';

@@ -14,6 +14,7 @@ import {
   reportHandshakeErrors,
   revokedPeer,
   serverCrls,
+  serverStapling,
   timeoutReporter,
   type HandshakeErrorEvent,
   type MtlsServerOptions,
@@ -63,6 +64,7 @@ export function createMtlsHttpsServer(
     timeoutReporter(server, o.handshakeTimeoutMs ?? 10_000),
   );
   reportHandshakeErrors(server);
+  serverStapling(server, o);
   // A connection that fails after its handshake (OpenSSL's internal_error for a client certificate too large for
   // a session ticket, a reset, a request Node cannot parse): said once as 'mtls:connection-error', answered as
   // Node would (400, 408) or closed.

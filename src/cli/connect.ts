@@ -6,6 +6,7 @@ import { readCertificates } from '../pki/certificate.js';
 import { verifyChain } from '../pki/verify.js';
 import { certLabel } from '../pki/path-rules.js';
 import { connectMtls } from '../tls/client.js';
+import type { StapleMode } from '../tls/stapling.js';
 import { Capture } from '../tls/capture.js';
 import { loadCredentials } from '../tls/credentials.js';
 import { classifyTlsError } from '../tls/errors.js';
@@ -24,6 +25,7 @@ interface ConnectFlags {
   keyPassphraseFile?: string;
   wait: string;
   http?: string | boolean;
+  staple: string;
   json?: boolean;
 }
 
@@ -46,8 +48,15 @@ export function registerConnect(program: Command): void {
       '--http [path]',
       'then send GET PATH (default /) and report the answer; a 401 or 403 is NOT_AUTHORIZED (exit 3)',
     )
+    .option(
+      '--staple <mode>',
+      "the server's stapled OCSP status: request (check it if sent), require (refuse a server without), off",
+      'request',
+    )
     .option('--json', 'machine-readable output')
     .action(async (target: string, o: ConnectFlags) => {
+      if (!['request', 'require', 'off'].includes(o.staple))
+        throw new MtlsError('USAGE', `--staple '${o.staple}' must be request, require or off`);
       const { host, port } = parseHostPort(target);
       if ((o.cert === undefined) !== (o.key === undefined))
         throw new MtlsError(
@@ -110,6 +119,7 @@ export function registerConnect(program: Command): void {
           confirmMs: Number(o.wait),
           capture,
           ...(creds ? { credentials: creds } : {}),
+          ...(o.staple !== 'off' ? { staple: o.staple as StapleMode } : {}),
         });
         const eph = c.socket.getEphemeralKeyInfo() as { name?: string; type?: string } | null;
         say(
@@ -130,6 +140,14 @@ export function registerConnect(program: Command): void {
         );
         // OpenSSL accepted the chain; say what the strict profile (mtls verify) refuses in it.
         if (!verdict.valid) say('strict check', verdict.problems.map((p) => p.message).join('; '));
+        if (o.staple !== 'off' && !c.resumed)
+          say(
+            'revocation',
+            c.staple
+              ? `'${certLabel(chain[0]!)}' ${c.staple.status} (OCSP response stapled by the server, signed by ` +
+                  `${c.staple.signedBy}, next update ${c.staple.nextUpdate?.toISOString() ?? 'none'})`
+              : `'${certLabel(chain[0]!)}' not checked (the server stapled no OCSP response)`,
+          );
         explain();
         const names = [...c.server.dns.map((d) => `DNS:${d}`), ...c.server.ips.map((i) => `IP:${i}`)].join(', ');
         say(
@@ -164,6 +182,13 @@ export function registerConnect(program: Command): void {
             cipher: c.socket.getCipher().standardName,
             server: identityJson(c.server),
             resumed: c.resumed,
+            staple: c.staple
+              ? {
+                  status: c.staple.status,
+                  signedBy: c.staple.signedBy,
+                  nextUpdate: c.staple.nextUpdate?.toISOString() ?? null,
+                }
+              : null,
             lines,
           });
         c.socket.destroy();

@@ -15,6 +15,7 @@ import { loadCredentials, type Credentials } from '../tls/credentials.js';
 import { serverTlsOptions } from '../tls/options.js';
 import { formatDn } from '../pki/names.js';
 import { CrlSet } from '../tls/crl-file.js';
+import { OcspStapler } from '../tls/stapling.js';
 import { CredentialReloader } from '../tls/reload.js';
 import { createMtlsServer, type ConnectionEvent, type HandshakeErrorEvent } from '../tls/server.js';
 import { MAX_INPUT, readInput } from '../io/files.js';
@@ -33,6 +34,7 @@ interface ServeFlags extends PolicyFlags {
   keyPassphraseFile?: string;
   crl?: string;
   crlSoftFail?: boolean;
+  staple?: string | true;
 }
 
 export function registerServe(program: Command): void {
@@ -57,6 +59,10 @@ export function registerServe(program: Command): void {
     .option(
       '--crl-soft-fail',
       'when the CRLs pass their nextUpdate, admit clients they do not list (logged) instead of refusing all',
+    )
+    .option(
+      '--staple [url]',
+      "staple our certificate's OCSP status (from the responder it names, or URL), refreshed before it expires",
     )
     .action(async (o: ServeFlags) => {
       if (!/^\d{1,5}$/.test(o.port) || Number(o.port) > 65535)
@@ -99,7 +105,18 @@ export function registerServe(program: Command): void {
               ),
           })
         : undefined;
-      const crlOption = crls ? { crl: crls } : {};
+      const stapler = o.staple
+        ? new OcspStapler({
+            ...(o.staple === true ? {} : { url: o.staple }),
+            onEvent: (e) =>
+              log(
+                e.event === 'ocsp-staple'
+                  ? `OCSP staple for '${e.certificate}': ${e.status} (${e.url}, next update ${e.nextUpdate ?? 'none'})`
+                  : `OCSP staple for '${e.certificate}' FAILED: ${e.reason}; retry in ${Math.round(e.retryInMs / 1000)} s`,
+              ),
+          })
+        : undefined;
+      const crlOption = { ...(crls ? { crl: crls } : {}), ...(stapler ? { staple: stapler } : {}) };
       const tlsFor = (c: Credentials) => {
         if (o.crl) crls?.replace(readInput(o.crl, 'CRL file', MAX_INPUT.crl), `CRL file ${o.crl}`, c);
         return serverTlsOptions(c);

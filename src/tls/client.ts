@@ -6,6 +6,8 @@ import type { Credentials } from './credentials.js';
 import { rememberSessions, serverIdentityOf } from './session-identity.js';
 import type { Capture } from './capture.js';
 import { dial, DialError } from './dial.js';
+import { checkStaple, type StapleMode } from './stapling.js';
+import type { OcspStatus } from '../pki/ocsp-check.js';
 import { classifyTlsError } from './errors.js';
 import { checkServerIdentity, clientTlsOptions, type EndpointOptions, type ServerExpectation } from './options.js';
 
@@ -30,6 +32,11 @@ export interface ConnectOptions extends EndpointOptions {
   confirmMs?: number;
   /** Record every byte both ways and the key log into this (for `analyzeHandshake`); off by default. */
   capture?: Capture;
+  /**
+   * Ask the server to staple its certificate's OCSP status and check it: 'request' refuses a revoked or
+   * unbelievable staple, 'require' also a server that staples none. Off by default.
+   */
+  staple?: StapleMode;
 }
 
 export interface MtlsConnection {
@@ -40,6 +47,8 @@ export interface MtlsConnection {
   resumed: boolean;
   /** The latest TLS session for resumption (TLS 1.3 tickets arrive after the handshake), or undefined yet. */
   session(): Buffer | undefined;
+  /** The OCSP response the server stapled, checked (only with `staple`, on a full handshake that had one). */
+  staple?: OcspStatus;
 }
 
 /**
@@ -50,6 +59,7 @@ export interface MtlsConnection {
 export async function connectMtls(o: ConnectOptions): Promise<MtlsConnection> {
   const expect = o.expect ?? {};
   let server: PeerIdentity | undefined;
+  let stapled: OcspStatus | undefined;
   try {
     const d = await dial({
       host: o.host,
@@ -59,8 +69,12 @@ export async function connectMtls(o: ConnectOptions): Promise<MtlsConnection> {
       confirmMs: o.confirmMs ?? 0,
       ...(expect.servername ? { servername: expect.servername } : {}),
       ...(o.capture ? { capture: o.capture } : {}),
-      tls: { ...clientTlsOptions(o.credentials, o.ca, expect, o), ...(o.session ? { session: o.session } : {}) },
-      onSecure: (socket, chain) => {
+      tls: {
+        ...clientTlsOptions(o.credentials, o.ca, expect, o),
+        ...(o.session ? { session: o.session } : {}),
+        ...(o.staple ? { requestOCSP: true } : {}),
+      },
+      onSecure: (socket, chain, staple) => {
         server = chain.length ? identityFromCertificate(chain[0]!) : serverIdentityOf(socket);
         if (!server) {
           return new MtlsError(
@@ -71,7 +85,11 @@ export async function connectMtls(o: ConnectOptions): Promise<MtlsConnection> {
           );
         }
         rememberSessions(socket, server);
-        return checkServerIdentity(server, o.host, expect);
+        const mismatch = checkServerIdentity(server, o.host, expect);
+        if (mismatch || !o.staple) return mismatch;
+        const verdict = checkStaple(socket, staple, o.staple);
+        stapled = verdict.status;
+        return verdict.error;
       },
     });
     return {
@@ -80,6 +98,7 @@ export async function connectMtls(o: ConnectOptions): Promise<MtlsConnection> {
       chain: d.chain,
       resumed: d.socket.isSessionReused(),
       session: d.session,
+      ...(stapled ? { staple: stapled } : {}),
     };
   } catch (err) {
     const e = err as DialError;

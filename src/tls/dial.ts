@@ -33,8 +33,11 @@ export interface DialOptions {
   confirmMs?: number;
   /** Record every byte both ways and the key log. */
   capture?: Capture;
-  /** Called at secureConnect with the server's chain; an error returned fails the dial with it. */
-  onSecure?: (socket: tls.TLSSocket, chain: Certificate[]) => Error | undefined;
+  /**
+   * Called at secureConnect with the server's chain and, when `tls.requestOCSP` asked for one, the OCSP response it
+   * stapled; an error returned fails the dial with it.
+   */
+  onSecure?: (socket: tls.TLSSocket, chain: Certificate[], staple: Buffer | undefined) => Error | undefined;
 }
 
 export interface Dialed {
@@ -148,12 +151,16 @@ export function dial(o: DialOptions): Promise<Dialed> {
     socket.on('session', (s: Buffer) => {
       session = s;
     });
+    let staple: Buffer | undefined;
+    socket.once('OCSPResponse', (r: Buffer | undefined) => {
+      if (r?.length) staple = r;
+    });
     timers.push(setTimeout(() => fail(errorWithCode('connection timed out', 'ETIMEDOUT')), o.timeoutMs));
     socket.once('error', fail);
     socket.once('secureConnect', () => {
       handshook = true;
       chain = peerChain(socket);
-      const refused = o.onSecure?.(socket, chain);
+      const refused = o.onSecure?.(socket, chain, staple);
       if (refused) return fail(refused);
       if (o.confirmMs && socket.getProtocol() === 'TLSv1.3') {
         socket.once('close', closed);

@@ -9,6 +9,7 @@ import { authorizationFailure, classifyTlsError } from './errors.js';
 import { CrlSet } from './crl-file.js';
 import { peerChain } from './dial.js';
 import { serverTlsOptions, type EndpointOptions } from './options.js';
+import { OcspStapler, stapleFor } from './stapling.js';
 
 export interface MtlsServerOptions extends EndpointOptions {
   credentials: Credentials;
@@ -23,6 +24,17 @@ export interface MtlsServerOptions extends EndpointOptions {
    * Once past its nextUpdate a CRL refuses every client until a fresh one replaces it (hard-fail).
    */
   crl?: string | Buffer | CrlSet;
+  /**
+   * Staple our certificate's OCSP status to every handshake whose client asks (RFC 6066 8): true (the responder
+   * its AIA names), or an OcspStapler of your own (a fixed URL, events). Its issuer must follow it in the chain.
+   */
+  staple?: boolean | OcspStapler;
+}
+
+/** Attaches the stapling `o` asks for to `server` (see MtlsServerOptions.staple). */
+export function serverStapling(server: tls.Server, o: MtlsServerOptions): void {
+  if (!o.staple) return;
+  stapleFor(server, o.staple === true ? new OcspStapler() : o.staple, o.credentials.chain);
 }
 
 /** Node's server options for `o`: the endpoint's TLS options (revocation is looked up by us: serverCrls). */
@@ -152,6 +164,7 @@ export function createMtlsServer(
     timeoutReporter(server, o.handshakeTimeoutMs ?? 10_000),
   );
   reportHandshakeErrors(server);
+  serverStapling(server, o);
   server.on('secureConnection', (socket: tls.TLSSocket) => {
     const identity = identityOf(socket);
     const revoked = crls && identity && revokedPeer(crls, socket, identity);

@@ -1,0 +1,217 @@
+/**
+ * OCSP stapling (issue 14): `mtls serve --staple` and the library servers staple their certificate's status from
+ * the CA's responder; `openssl s_client -status` reads it on TLS 1.2 and 1.3; our clients (connectMtls, the https
+ * and undici agents, `mtls connect`) check it: a revoked staple is refused, 'require' refuses a server without one.
+ * A responder that is down at start-up is retried, and the staple appears once it answers.
+ */
+import assert from 'node:assert/strict';
+import https from 'node:https';
+import path from 'node:path';
+import type tls from 'node:tls';
+import { before, describe, it } from 'node:test';
+import { fetch } from 'undici';
+import { MtlsHttpsAgent, mtlsUndiciAgent } from '../../src/adapters/agents.js';
+import { createMtlsHttpsServer } from '../../src/adapters/http.js';
+import { MtlsError } from '../../src/errors.js';
+import { compilePolicy } from '../../src/identity/policy.js';
+import { connectMtls } from '../../src/tls/client.js';
+import { loadCredentials, type Credentials } from '../../src/tls/credentials.js';
+import { createMtlsServer } from '../../src/tls/server.js';
+import { OcspStapler, type StapleEvent } from '../../src/tls/stapling.js';
+import { close, freePort, listen, until } from '../helpers/endpoints.js';
+import { BIN, mtls, mtlsAsync, openssl, tempDir } from '../helpers/pki.js';
+import { startProcess, trackServers } from '../helpers/process.js';
+
+const servers = trackServers();
+
+describe('OCSP stapling', () => {
+  const dir = tempDir('mtls-staple-');
+  const home = path.join(dir, 'ca');
+  const env = { MTLS_HOME: home };
+  const f = (n: string) => path.join(dir, n);
+  const creds = (n: string): Credentials =>
+    loadCredentials({ certFile: f(`${n}.crt`), keyFile: f(`${n}.key`), caFile: path.join(home, 'ca.crt') });
+  let ocspPort = 0;
+  let ca = '';
+  const policy = compilePolicy({ allow: ['cn:bob'] });
+
+  const startResponder = () =>
+    startProcess(process.execPath, [BIN, 'ca', 'ocsp', '--listen', `127.0.0.1:${ocspPort}`], /OCSP responder on/, env);
+
+  before(async () => {
+    ocspPort = await freePort();
+    assert.equal(mtls(['ca', 'init', '--name', 'St', '--url', `http://127.0.0.1:${ocspPort}`], { env }).status, 0);
+    for (const [kind, n] of [
+      ['server', 'web'],
+      ['server', 'gone'],
+      ['server', 'late'],
+      ['client', 'bob'],
+    ])
+      assert.equal(
+        mtls(['issue', kind!, n!, '--out', dir, ...(kind === 'server' ? ['--dns', 'localhost'] : [])], { env }).status,
+        0,
+      );
+    ca = creds('bob').ca;
+  });
+
+  it('a server started while the responder is down staples nothing, retries, and staples once it answers', async () => {
+    const events: StapleEvent[] = [];
+    const stapler = new OcspStapler({ onEvent: (e) => events.push(e), waitMs: 200 });
+    const server = createMtlsServer({ credentials: creds('late'), policy, staple: stapler }, (s) => s.end('hi'));
+    servers.push(server);
+    const port = await listen(server);
+    await until(() => events.length > 0, 5000, 'the first fetch to fail');
+    assert.equal(events[0]!.event, 'ocsp-staple-failed');
+    assert.match((events[0] as { reason: string }).reason, /cannot be reached \(ECONNREFUSED\)/);
+    const connect = (staple: 'request' | 'require') =>
+      connectMtls({ host: 'localhost', port, ca, credentials: creds('bob'), staple });
+    const plain = await connect('request');
+    assert.equal(plain.staple, undefined, 'no staple to check: request accepts');
+    plain.socket.destroy();
+    await assert.rejects(connect('require'), (e: unknown) => e instanceof MtlsError && e.code === 'REVOCATION_UNKNOWN');
+    await startResponder();
+    await until(() => events.some((e) => e.event === 'ocsp-staple'), 10_000, 'the retry to fetch a staple');
+    const stapled = await connect('require');
+    assert.equal(stapled.staple?.status, 'good');
+    stapled.socket.destroy();
+    await close(server);
+  });
+
+  it('mtls serve --staple: openssl s_client -status reads it on TLS 1.2 and 1.3; mtls connect shows and requires it', async () => {
+    const port = await freePort();
+    const serve = await startProcess(
+      process.execPath,
+      [
+        BIN,
+        'serve',
+        '--port',
+        String(port),
+        '--cert',
+        f('web.crt'),
+        '--key',
+        f('web.key'),
+        '--allow',
+        'cn:bob',
+        '--staple',
+      ],
+      /OCSP staple for 'St, web': good/,
+      env,
+    );
+    for (const v of ['-tls1_2', '-tls1_3']) {
+      const r = openssl(
+        [
+          's_client',
+          '-connect',
+          `127.0.0.1:${port}`,
+          '-status',
+          v,
+          '-cert',
+          f('bob.crt'),
+          '-key',
+          f('bob.key'),
+          '-cert_chain',
+          f('bob.crt'),
+          '-CAfile',
+          path.join(home, 'ca.crt'),
+        ],
+        '',
+      );
+      const out = r.stdout + r.stderr;
+      assert.match(out, /OCSP Response Status: successful/, v);
+      assert.match(out, /Cert Status: good/, v);
+    }
+    const c = await mtlsAsync(
+      ['connect', `localhost:${port}`, '--cert', f('bob.crt'), '--key', f('bob.key'), '--staple', 'require'],
+      { env },
+    );
+    assert.equal(c.status, 0, c.stdout + c.stderr);
+    assert.match(c.stdout, /revocation\s+'web' good \(OCSP response stapled by the server, signed by 'OCSP responder'/);
+    assert.doesNotMatch(serve.output(), /FAILED/);
+  });
+
+  it('mtls serve --staple refuses a certificate that names no responder, in one line', async () => {
+    const bare = path.join(dir, 'bare');
+    const bareEnv = { MTLS_HOME: path.join(bare, 'ca') };
+    assert.equal(mtls(['ca', 'init', '--name', 'Bare'], { env: bareEnv }).status, 0);
+    assert.equal(mtls(['issue', 'server', 'x', '--dns', 'localhost', '--out', bare], { env: bareEnv }).status, 0);
+    const r = await mtlsAsync(
+      [
+        'serve',
+        '--port',
+        '0',
+        '--cert',
+        path.join(bare, 'x.crt'),
+        '--key',
+        path.join(bare, 'x.key'),
+        '--allow',
+        'cn:bob',
+        '--staple',
+      ],
+      { env: bareEnv },
+    );
+    assert.equal(r.status, 2, r.stdout + r.stderr);
+    assert.match(r.stderr, /cannot staple: the certificate 'Bare, x' names no OCSP responder/);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  });
+
+  it('a revoked staple is refused by connectMtls, both agents and mtls connect; require refuses a server without', async () => {
+    assert.equal(mtls(['revoke', f('gone.crt'), '--reason', 'keyCompromise'], { env }).status, 0);
+    const stapler = new OcspStapler();
+    const server = createMtlsHttpsServer({ credentials: creds('gone'), policy, staple: stapler }, (_q, res) =>
+      res.end('ok'),
+    );
+    servers.push(server);
+    const port = await listen(server);
+    const revoked = (e: unknown) =>
+      e instanceof MtlsError && e.code === 'CERT_REVOKED' && /keyCompromise/.test(e.message);
+    const outcome = await connectMtls({
+      host: 'localhost',
+      port,
+      ca,
+      credentials: creds('bob'),
+      staple: 'request',
+    }).then(
+      (c) => {
+        c.socket.destroy();
+        return 'connected';
+      },
+      (e: unknown) => e,
+    );
+    assert.ok(revoked(outcome), String(outcome));
+    const undici = mtlsUndiciAgent({ ca, credentials: creds('bob'), staple: 'request' });
+    await assert.rejects(fetch(`https://localhost:${port}/`, { dispatcher: undici }), (e: Error) => revoked(e.cause));
+    const agent = new MtlsHttpsAgent({ ca, credentials: creds('bob'), staple: 'request', keepAlive: false });
+    const viaHttps = await new Promise<unknown>((resolve) => {
+      https.get(`https://localhost:${port}/`, { agent }, (res) => resolve(res.statusCode)).on('error', resolve);
+    });
+    assert.ok(revoked(viaHttps), String(viaHttps));
+    const cli = await mtlsAsync(['connect', `localhost:${port}`, '--cert', f('bob.crt'), '--key', f('bob.key')], {
+      env,
+    });
+    assert.equal(cli.status, 1, cli.stdout);
+    assert.match(
+      cli.stdout,
+      /\[CERT_REVOKED\] the server's certificate \(serial [0-9a-f]+\) is revoked since .* \(keyCompromise\)/,
+    );
+    // Without asking for a staple, a client is none the wiser: the check is the client's to make.
+    const blind = await connectMtls({ host: 'localhost', port, ca, credentials: creds('bob') });
+    blind.socket.destroy();
+    // A server that staples nothing: 'require' refuses it, in the agents too.
+    const plain = createMtlsServer({ credentials: creds('web'), policy }, (s: tls.TLSSocket) => s.end('hi'));
+    servers.push(plain);
+    const plainPort = await listen(plain);
+    const strict = mtlsUndiciAgent({ ca, credentials: creds('bob'), staple: 'require' });
+    await assert.rejects(
+      fetch(`https://localhost:${plainPort}/`, { dispatcher: strict }),
+      (e: Error) => e.cause instanceof MtlsError && e.cause.code === 'REVOCATION_UNKNOWN',
+    );
+    const cliRequire = await mtlsAsync(
+      ['connect', `localhost:${plainPort}`, '--cert', f('bob.crt'), '--key', f('bob.key'), '--staple', 'require'],
+      { env },
+    );
+    assert.equal(cliRequire.status, 1);
+    assert.match(cliRequire.stdout, /\[REVOCATION_UNKNOWN\] the server stapled no OCSP response, and one is required/);
+    await Promise.all([undici.close(), strict.close()]);
+    stapler.close();
+  });
+});
