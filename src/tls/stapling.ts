@@ -2,7 +2,8 @@ import crypto from 'node:crypto';
 import type tls from 'node:tls';
 import { MtlsError, messageOf } from '../errors.js';
 import { parseCertificate, type Certificate } from '../pki/certificate.js';
-import { checkOcspResponse, fetchOcsp, type OcspStatus } from '../pki/ocsp-check.js';
+import { checkOcspResponse, type OcspStatus } from '../pki/ocsp-check.js';
+import { fetchOcsp } from './ocsp-fetch.js';
 import { peerChain } from './dial.js';
 
 /**
