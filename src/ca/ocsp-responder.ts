@@ -167,7 +167,15 @@ export async function serveOcsp(responder: OcspResponder, home: string, at: Addr
     const file = { '/crl/intermediate.crl': crl.intermediate, '/crl/root.crl': crl.root }[url];
     if (req.method === 'GET' && file) {
       try {
-        return send(200, 'application/pkix-crl', fs.readFileSync(file));
+        // A validator, so that servers polling the CRL (--crl-url) get a 304 while it has not changed.
+        const st = fs.statSync(file);
+        const etag = `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`;
+        const validators = { etag, 'last-modified': st.mtime.toUTCString(), 'cache-control': 'no-cache' };
+        if (req.headers['if-none-match'] === etag) {
+          res.writeHead(304, validators);
+          return res.end();
+        }
+        return send(200, 'application/pkix-crl', fs.readFileSync(file), validators);
       } catch {
         return send(404, 'text/plain', Buffer.from('no CRL published yet: run mtls ca crl\n'));
       }

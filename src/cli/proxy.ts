@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { MtlsError } from '../errors.js';
+import { crlFileFromUrls } from '../tls/crl-fetch.js';
 import { listenerFrom, parseAddress, type ProxyConfig } from '../proxy/config.js';
 import { checkUnique, readProxyConfig } from '../proxy/config-file.js';
 import { runProxy } from '../proxy/run.js';
@@ -39,6 +40,8 @@ interface ServerFlags extends CommonFlags, PolicyFlags {
   maxRequestsPerIdentity?: string;
   denyAll?: boolean;
   crl?: string;
+  crlUrl?: string[];
+  crlRefresh: string;
   crlSoftFail?: boolean;
   engine?: string;
 }
@@ -150,6 +153,11 @@ export function registerProxy(program: Command): void {
     .option('--proxy-protocol-certificate', 'TCP mode: include the DER client certificate as a TLV')
     .option('--crl <file>', 'PEM CRLs to check clients against (one for every CA in the chain)')
     .option(
+      '--crl-url <url...>',
+      "fetch the CRLs from these URLs (e.g. the CA's BASE/crl/intermediate.crl and BASE/crl/root.crl), kept fresh",
+    )
+    .option('--crl-refresh <duration>', 'how often --crl-url is asked again (conditional GET)', '30s')
+    .option(
       '--crl-soft-fail',
       'when the CRLs pass their nextUpdate, admit clients they do not list (logged, counted) instead of refusing all',
     )
@@ -167,6 +175,27 @@ export function registerProxy(program: Command): void {
           'USAGE',
           `--max-requests-per-identity '${o.maxRequestsPerIdentity}' must be a whole number, at least 1`,
         );
+      if (o.crl && o.crlUrl) throw new MtlsError('USAGE', 'give --crl or --crl-url, not both');
+      // CRLs from URLs land in a private file, watched and enforced exactly as a --crl file (tls/crl-fetch.ts).
+      const fetched = o.crlUrl
+        ? await crlFileFromUrls(o.crlUrl, {
+            intervalMs: parseDuration(o.crlRefresh, '--crl-refresh'),
+            onEvent: (e) =>
+              e.event === 'crl-fetch-failed' &&
+              process.stderr.write(
+                JSON.stringify({
+                  level: 'warn',
+                  time: new Date().toISOString(),
+                  ...e,
+                  msg: `cannot fetch the CRL at ${e.url}: ${e.reason}; the CRLs in force stay`,
+                }) + '\n',
+              ),
+          })
+        : undefined;
+      if (fetched) {
+        o.crl = fetched.file;
+        process.once('exit', fetched.close);
+      }
       const common = rawCommon('server', o);
       common['limits'] = defined({
         ...(common['limits'] as Record<string, unknown>),

@@ -16,6 +16,8 @@ import { serverTlsOptions } from '../tls/options.js';
 import { formatDn } from '../pki/names.js';
 import { CrlSet } from '../tls/crl-file.js';
 import { OcspStapler } from '../tls/stapling.js';
+import { crlFileFromUrls } from '../tls/crl-fetch.js';
+import { parseDuration } from '../text/duration.js';
 import { CredentialReloader } from '../tls/reload.js';
 import { createMtlsServer, type ConnectionEvent, type HandshakeErrorEvent } from '../tls/server.js';
 import { MAX_INPUT, readInput } from '../io/files.js';
@@ -35,6 +37,8 @@ interface ServeFlags extends PolicyFlags {
   crl?: string;
   crlSoftFail?: boolean;
   staple?: string | true;
+  crlUrl?: string[];
+  crlRefresh: string;
 }
 
 export function registerServe(program: Command): void {
@@ -61,6 +65,11 @@ export function registerServe(program: Command): void {
       'when the CRLs pass their nextUpdate, admit clients they do not list (logged) instead of refusing all',
     )
     .option(
+      '--crl-url <url...>',
+      "fetch the CRLs from these URLs (e.g. the CA's BASE/crl/intermediate.crl and BASE/crl/root.crl), kept fresh",
+    )
+    .option('--crl-refresh <duration>', 'how often --crl-url is asked again (conditional GET)', '30s')
+    .option(
       '--staple [url]',
       "staple our certificate's OCSP status (from the responder it names, or URL), refreshed before it expires",
     )
@@ -72,7 +81,21 @@ export function registerServe(program: Command): void {
           'USAGE',
           'give both --cert and --key, or neither (then a certificate is issued from the CA home)',
         );
+      const log = (line: string) => process.stdout.write(`${new Date().toISOString()} ${line}\n`);
+      if (o.crl && o.crlUrl) throw new MtlsError('USAGE', 'give --crl or --crl-url, not both');
       const policy = compilePolicy({ allow: o.allow, deny: o.deny, audit: o.audit ?? false });
+      // CRLs from URLs land in a private file that is then watched like --crl (tls/crl-fetch.ts).
+      const fetched = o.crlUrl
+        ? await crlFileFromUrls(o.crlUrl, {
+            intervalMs: parseDuration(o.crlRefresh, '--crl-refresh'),
+            onEvent: (e) =>
+              e.event === 'crl-fetch-failed' &&
+              log(
+                `CRL FETCH FAILED: ${e.url} ${e.reason}; keeping the CRLs in force, retry in ${Math.round(e.retryInMs / 1000)} s`,
+              ),
+          })
+        : undefined;
+      if (fetched) o.crl = fetched.file;
       const caFile = caFileOr(o.ca, o.home);
       let creds: Credentials;
       let reloader: CredentialReloader | undefined;
@@ -121,7 +144,6 @@ export function registerServe(program: Command): void {
         if (o.crl) crls?.replace(readInput(o.crl, 'CRL file', MAX_INPUT.crl), `CRL file ${o.crl}`, c);
         return serverTlsOptions(c);
       };
-      const log = (line: string) => process.stdout.write(`${new Date().toISOString()} ${line}\n`);
       const server: tls.Server = o.http
         ? createMtlsHttpsServer(
             { credentials: creds, policy, ...crlOption },
@@ -182,6 +204,7 @@ export function registerServe(program: Command): void {
       await new Promise<void>((resolve) => {
         const stop = () => {
           reloader?.stop();
+          fetched?.close();
           server.close(() => resolve());
           setTimeout(resolve, 2000).unref();
         };
