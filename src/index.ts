@@ -11,6 +11,7 @@ export { parseCrl, readCrls, revocationStatus, type Crl, type RevocationStatus }
 export { CrlSet } from './tls/crl-file.js';
 export { checkOcspResponse, ocspRequest, type OcspStatus } from './pki/ocsp-check.js';
 export { fetchOcsp } from './tls/ocsp-fetch.js';
+export { CrlFetcher, type CrlFetchEvent, type CrlFetchOptions } from './tls/crl-fetch.js';
 export { OcspStapler, checkStaple, type StapleMode, type StapleEvent, type StaplerOptions } from './tls/stapling.js';
 export type { CertificateStore, InventoryRecord, ListFilter } from './store/store.js';
 export { SqliteStore } from './store/sqlite.js';
