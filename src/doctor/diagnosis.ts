@@ -9,7 +9,7 @@ import { closedGracefully } from '../trace/analyze.js';
 import { classifyTlsError } from '../tls/errors.js';
 import { diag, type Diagnosis, type DoctorReport } from './codes.js';
 import { alertFromCode, clockFinding, httpFinding, serverDiagnosis, theirVerdict } from './verdicts.js';
-import { Findings, type Attempt, type LegacyProbe, type OurSide } from './findings.js';
+import { Findings, type Attempt, type LegacyProbe, type OurSide, type RevocationSeen } from './findings.js';
 
 /**
  * The pure half of `mtls doctor`: from what one connection showed (an Attempt) to a diagnosis, no sockets. The
@@ -21,6 +21,7 @@ export function checkOurSide(
   o: OurSide,
   f: Findings,
   now: Date,
+  revocation?: RevocationSeen,
 ): { leaf?: Certificate; problem?: Diagnosis; stop?: Diagnosis } {
   const ours = o.cert !== undefined ? readOurs(o.cert) : [];
   const leaf = ours[0];
@@ -76,10 +77,33 @@ export function checkOurSide(
       `our certificate '${certLabel(leaf)}' expired ${relativeTime(leaf.notAfter, now)}`,
       `renew it with the CA that issued it: mtls renew ${o.certFile ?? 'CERT'}`,
     );
+  if (revocation && revocationCheck(f, 'our certificate is not revoked', revocation) === false)
+    problem = diag(
+      'OUR_CERT_REVOKED',
+      `our certificate '${certLabel(leaf)}' is ${describeRevoked(revocation)}`,
+      'get a new certificate from the CA (a revoked one stays revoked): mtls issue client NAME',
+    );
   return { leaf, ...(problem ? { problem } : {}) };
 }
 
 const readOurs = (cert: string | Buffer) => readCertificates(Buffer.from(cert), 'our certificate');
+
+/** One check line for a revocation status: true good, false revoked, null unknown or not to be had. */
+function revocationCheck(f: Findings, name: string, r: RevocationSeen): boolean | null {
+  const ok = r.status === 'good' ? true : r.status === 'revoked' ? false : null;
+  const detail =
+    r.status === 'failed'
+      ? `could not be checked: ${r.why}`
+      : r.status === 'revoked'
+        ? `${describeRevoked(r)}`
+        : `${r.status} (${r.source})`;
+  return f.check(name, ok, detail);
+}
+
+function describeRevoked(r: RevocationSeen): string {
+  if (r.status !== 'revoked') return r.status;
+  return `revoked since ${r.revokedAt?.toISOString() ?? '?'} (${r.reason ?? 'unspecified'}), says ${r.source}`;
+}
 
 const NOT_TLS_FIX = 'use the TLS port of the service, or put mTLS in front of it (mtls proxy server)';
 const UNREACHABLE_CODES = ['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN'];
@@ -246,6 +270,16 @@ export function diagnoseAttempt(
       r.valid ? `'${certLabel(chain[0]!)}'` : r.problems.map((p) => p.message).join('; '),
     );
     if (!r.valid) serverProblem = serverDiagnosis(r.problems, chain, trust, name, now);
+    const revoked =
+      r.valid &&
+      a.serverRevocation &&
+      revocationCheck(f, "the server's certificate is not revoked", a.serverRevocation) === false;
+    if (revoked)
+      serverProblem = diag(
+        'SERVER_CERT_REVOKED',
+        `the server's certificate '${certLabel(chain[0]!)}' is ${describeRevoked(a.serverRevocation!)}`,
+        "the server's operator must replace its certificate (a revoked one stays revoked): mtls issue server NAME",
+      );
   } else {
     f.check("the server's chain", null, 'not seen (resumed session or handshake cut short)');
   }

@@ -1,12 +1,14 @@
-import { MtlsError } from '../errors.js';
-import { readCertificates } from '../pki/certificate.js';
+import { MtlsError, messageOf } from '../errors.js';
+import { readCertificates, type Certificate } from '../pki/certificate.js';
+import { checkOcspResponse, type OcspStatus } from '../pki/ocsp-check.js';
+import { fetchOcsp } from '../tls/ocsp-fetch.js';
 import { exportPrivateKey } from '../pki/keys.js';
 import { analyzeHandshake } from '../trace/analyze.js';
 import { Capture } from '../tls/capture.js';
 import { dial, DialError } from '../tls/dial.js';
 import { SECURE_CIPHERS, SECURE_GROUPS } from '../tls/options.js';
 import { checkOurSide, diagnoseAttempt, needsLegacyProbe } from './diagnosis.js';
-import { Findings, type Attempt, type LegacyProbe, type OurSide } from './findings.js';
+import { Findings, type Attempt, type LegacyProbe, type OurSide, type RevocationSeen } from './findings.js';
 import type { DoctorReport } from './codes.js';
 import { httpProbe } from './http-probe.js';
 
@@ -38,19 +40,22 @@ export async function doctor(o: DoctorOptions): Promise<DoctorReport> {
   const trust = readCertificates(Buffer.from(o.ca), 'CA bundle');
   if ((o.cert === undefined) !== (o.key === undefined))
     throw new MtlsError('USAGE', 'give both --cert and --key, or neither');
-  const ours = checkOurSide(o, f, now);
+  const [ourLeaf, ourIssuer] = o.cert !== undefined ? readCertificates(Buffer.from(o.cert), 'our certificate') : [];
+  const ourRevocation = await revocationOf(ourLeaf, ourIssuer, undefined, now);
+  const ours = checkOurSide(o, f, now, ourRevocation);
   if (ours.stop) return f.report(ours.stop);
-  const a = await attempt(o, ours.leaf !== undefined);
+  const a = await attempt(o, ours.leaf !== undefined, now);
   const legacy = needsLegacyProbe(a) ? await probeLegacy(o) : undefined;
   return diagnoseAttempt(o, trust, f, ours, a, legacy, now);
 }
 
 /** One real connection through the byte tap, with verification left to us (doctor judges the chain itself). */
-async function attempt(o: DoctorOptions, withCert: boolean): Promise<Attempt> {
+async function attempt(o: DoctorOptions, withCert: boolean, now: Date): Promise<Attempt> {
   const capture = new Capture();
   const a: Omit<Attempt, 'view' | 'firstServerBytes'> = { chain: [], closedAfterHandshake: false };
   const servername = o.servername ?? o.host;
   const key = typeof o.key === 'object' && !Buffer.isBuffer(o.key) ? exportPrivateKey(o.key) : o.key;
+  let staple: Buffer | undefined;
   try {
     const d = await dial({
       host: o.host,
@@ -60,7 +65,12 @@ async function attempt(o: DoctorOptions, withCert: boolean): Promise<Attempt> {
       timeoutMs: o.timeoutMs ?? 5000,
       confirmMs: o.confirmMs ?? 400,
       capture,
+      onSecure: (_socket, _chain, stapled) => {
+        staple = stapled;
+        return undefined;
+      },
       tls: {
+        requestOCSP: true,
         ca: Buffer.from(o.ca).toString(),
         minVersion: 'TLSv1.2',
         ciphers: SECURE_CIPHERS,
@@ -96,8 +106,10 @@ async function attempt(o: DoctorOptions, withCert: boolean): Promise<Attempt> {
       a.cipher = e.cipher;
     }
   }
+  const serverRevocation = await revocationOf(a.chain[0], a.chain[1], staple, now);
   return {
     ...a,
+    ...(serverRevocation ? { serverRevocation } : {}),
     view: analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog),
     firstServerBytes: capture.serverBytes.subarray(0, 64),
   };
@@ -122,5 +134,41 @@ async function probeLegacy(o: DoctorOptions): Promise<LegacyProbe> {
     return r;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * The revocation status of `leaf` (issued by `issuer`): from the server's staple when there is one, else from the
+ * OCSP responder the certificate names (3 s at most); undefined when it names none (not checked).
+ */
+async function revocationOf(
+  leaf: Certificate | undefined,
+  issuer: Certificate | undefined,
+  staple: Buffer | undefined,
+  now: Date,
+): Promise<RevocationSeen | undefined> {
+  if (!leaf || !issuer) return undefined;
+  const seen = (s: OcspStatus, source: string): RevocationSeen => ({
+    status: s.status,
+    source: `${source}, signed by ${s.signedBy}`,
+    ...(s.revokedAt ? { revokedAt: s.revokedAt } : {}),
+    ...(s.reason ? { reason: s.reason } : {}),
+  });
+  if (staple) {
+    try {
+      return seen(
+        checkOcspResponse(staple, leaf, issuer, { now, what: 'the stapled OCSP response' }),
+        'its stapled OCSP response',
+      );
+    } catch (err) {
+      return { status: 'failed', source: 'its stapled OCSP response', why: messageOf(err) };
+    }
+  }
+  const url = leaf.ocspUrls?.[0];
+  if (!url) return undefined;
+  try {
+    return seen(await fetchOcsp(url, leaf, issuer, { timeoutMs: 3000, now: () => now }), `the OCSP responder ${url}`);
+  } catch (err) {
+    return { status: 'failed', source: `the OCSP responder ${url}`, why: messageOf(err) };
   }
 }

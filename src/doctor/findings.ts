@@ -35,7 +35,14 @@ export interface Attempt {
   http?: HttpAnswer;
   view: HandshakeView;
   firstServerBytes: Buffer;
+  /** The server certificate's revocation status: its staple, else its OCSP responder; absent when not checked. */
+  serverRevocation?: RevocationSeen;
 }
+
+/** A revocation status as doctor saw it, and where it came from (a staple, a responder), or why it could not. */
+export type RevocationSeen =
+  | { status: 'good' | 'revoked' | 'unknown'; source: string; revokedAt?: Date; reason?: string }
+  | { status: 'failed'; source: string; why: string };
 
 /** What the server speaks when it refused our offer (TLS 1.0+, any cipher), or undefined when it refused that too. */
 export type LegacyProbe = { protocol: string; cipher: string } | undefined;

@@ -23,7 +23,7 @@ export interface DialOptions {
    */
   verify: 'strict' | 'observe';
   /** The rest of the TLS options: ca, cert, key, ciphers, groups, versions, session. */
-  tls: tls.ConnectionOptions;
+  tls: tls.ConnectionOptions & { requestOCSP?: boolean };
   /** Connect + handshake (+ confirm) deadline. */
   timeoutMs: number;
   /**

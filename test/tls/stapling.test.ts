@@ -46,6 +46,7 @@ describe('OCSP stapling', () => {
       ['server', 'gone'],
       ['server', 'late'],
       ['client', 'bob'],
+      ['client', 'eve'],
     ])
       assert.equal(
         mtls(['issue', kind!, n!, '--out', dir, ...(kind === 'server' ? ['--dns', 'localhost'] : [])], { env }).status,
@@ -212,6 +213,54 @@ describe('OCSP stapling', () => {
     assert.equal(cliRequire.status, 1);
     assert.match(cliRequire.stdout, /\[REVOCATION_UNKNOWN\] the server stapled no OCSP response, and one is required/);
     await Promise.all([undici.close(), strict.close()]);
+    stapler.close();
+  });
+
+  it('mtls doctor shows both revocation statuses: a revoked server staple and our own revoked certificate', async () => {
+    // 'gone' (revoked in the test above) staples its revoked status.
+    const stapler = new OcspStapler();
+    const gone = createMtlsServer({ credentials: creds('gone'), policy, staple: stapler }, (s) => s.end('hi'));
+    servers.push(gone);
+    const gonePort = await listen(gone);
+    const doc = (port: number, who: string) =>
+      mtlsAsync(
+        ['doctor', `localhost:${port}`, '--cert', f(`${who}.crt`), '--key', f(`${who}.key`), '--json', '--no-http'],
+        { env },
+      );
+    const r1 = await doc(gonePort, 'bob');
+    const j1 = JSON.parse(r1.stdout) as {
+      diagnosis: { code: string; cause: string };
+      checks: { name: string; ok: boolean | null; detail: string }[];
+    };
+    assert.equal(j1.diagnosis.code, 'SERVER_CERT_REVOKED', r1.stdout);
+    assert.equal(r1.status, 1);
+    assert.match(j1.diagnosis.cause, /'gone' is revoked since .* \(keyCompromise\), says its stapled OCSP response/);
+    assert.deepEqual(
+      j1.checks.find((c) => c.name === 'our certificate is not revoked'),
+      {
+        name: 'our certificate is not revoked',
+        ok: true,
+        detail: `good (the OCSP responder http://127.0.0.1:${ocspPort}/ocsp, signed by 'OCSP responder')`,
+      },
+    );
+    // A server that does not check revocation still lets eve in: doctor says her certificate is revoked anyway.
+    assert.equal(mtls(['revoke', f('eve.crt'), '--reason', 'affiliationChanged'], { env }).status, 0);
+    const lax = createMtlsServer({ credentials: creds('web'), policy: compilePolicy({ allow: ['any'] }) }, (s) =>
+      s.end('hi'),
+    );
+    servers.push(lax);
+    const r2 = await doc(await listen(lax), 'eve');
+    const j2 = JSON.parse(r2.stdout) as typeof j1;
+    assert.equal(j2.diagnosis.code, 'OUR_CERT_REVOKED', r2.stdout);
+    assert.match(
+      j2.diagnosis.cause,
+      /our certificate 'eve' is revoked since .* \(affiliationChanged\), says the OCSP responder/,
+    );
+    assert.match(
+      j2.checks.find((c) => c.name === "the server's certificate is not revoked")!.detail,
+      /^good \(the OCSP responder .*\)$/,
+      'web staples nothing; doctor asks the responder it names',
+    );
     stapler.close();
   });
 });
