@@ -3,7 +3,7 @@ import { classifyTlsError } from '../tls/errors.js';
 import { connectMtls, type ConnectOptions } from '../tls/client.js';
 import { Capture } from '../tls/capture.js';
 import { analyzeHandshake, closedGracefully, type HandshakeView } from './analyze.js';
-import { traceSteps, type TraceReport } from './trace.js';
+import { traceSteps, type TraceOptions, type TraceReport } from './trace.js';
 
 /** `mtls trace HOST:PORT`: connects as a client through the byte tap and tells the handshake step by step. */
 export async function traceConnection(o: ConnectOptions & { reveal?: boolean }): Promise<TraceReport> {
@@ -16,8 +16,11 @@ export async function traceConnection(o: ConnectOptions & { reveal?: boolean }):
     view: undefined as unknown as HandshakeView,
   };
   let closedError: MtlsError | undefined;
+  let staple: TraceOptions['staple'];
   try {
-    const c = await connectMtls({ ...o, capture, confirmMs: o.confirmMs ?? 300 });
+    const c = await connectMtls({ staple: 'request', ...o, capture, confirmMs: o.confirmMs ?? 300 });
+    if (c.staple) staple = c.staple;
+    else if (!c.resumed) staple = 'none';
     report.ok = true;
     report.protocol = c.socket.getProtocol() ?? undefined;
     report.cipherSuite = c.socket.getCipher().standardName;
@@ -28,6 +31,7 @@ export async function traceConnection(o: ConnectOptions & { reveal?: boolean }):
     const e = classifyTlsError(err, { sentOurCert: o.credentials !== undefined, peer: report.target });
     report.error = { code: e.code, message: e.message };
     closedError = e;
+    if (/stapled OCSP response/.test(e.message)) staple = { refused: e.message };
   }
   report.view = analyzeHandshake(capture.clientBytes, capture.serverBytes, capture.keylog);
   if (report.error?.code === 'PEER_CLOSED_AFTER_OUR_CERT' && closedGracefully(report.view)) {
@@ -43,6 +47,7 @@ export async function traceConnection(o: ConnectOptions & { reveal?: boolean }):
     ...(o.ca ? { ca: o.ca } : {}),
     host: o.expect?.servername ?? o.host,
     reveal: o.reveal ?? false,
+    ...(staple ? { staple } : {}),
   });
   return report;
 }

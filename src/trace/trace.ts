@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import type { MtlsErrorCode } from '../errors.js';
 import { parseCertificate, readCertificates } from '../pki/certificate.js';
+import type { OcspStatus } from '../pki/ocsp-check.js';
 import { formatDn, hostCheck, parseNameDer } from '../pki/names.js';
 import { verifyChain } from '../pki/verify.js';
 import { certLabel } from '../pki/path-rules.js';
@@ -88,10 +89,16 @@ function checkCertificateVerify(
 }
 
 /** Builds the numbered story of a captured TLS 1.3 handshake (TLS 1.2: the plaintext part). */
-export function traceSteps(
-  view: HandshakeView,
-  opts: { ca?: string; host: string; reveal: boolean; side?: 'client' | 'server' },
-): TraceStep[] {
+export interface TraceOptions {
+  ca?: string;
+  host: string;
+  reveal: boolean;
+  side?: 'client' | 'server';
+  /** What the server stapled (client side): the checked status, none, or why our client refused it. */
+  staple?: OcspStatus | 'none' | { refused: string };
+}
+
+export function traceSteps(view: HandshakeView, opts: TraceOptions): TraceStep[] {
   const side = opts.side ?? 'client';
   const verdict = (parsed: ReturnType<typeof parseCertificate>[], purpose: 'server' | 'client'): Judged | undefined => {
     if (!opts.ca || !parsed[0]) return undefined;
@@ -193,6 +200,17 @@ export function traceSteps(
     const lines: Line[] = [`chain: ${parsed.map((c) => `'${certLabel(c)}'`).join(' <- ')}`];
     const v = side === 'client' ? verdict(parsed, 'server') : undefined;
     if (v) lines.push(v);
+    const st = opts.staple;
+    if (st === 'none') lines.push('revocation: not checked (the server stapled no OCSP response)');
+    else if (st && 'refused' in st) lines.push(judged(false, `revocation: ${st.refused}`));
+    else if (st)
+      lines.push(
+        judged(
+          st.status === 'good',
+          `revocation: ${st.status}${st.revokedAt ? ` since ${st.revokedAt.toISOString()} (${st.reason})` : ''} ` +
+            `(OCSP response stapled by the server, signed by ${st.signedBy}, next update ${st.nextUpdate?.toISOString() ?? 'none'})`,
+        ),
+      );
     if (cv && tls13) {
       const v = decodeCertificateVerify(cv.body);
       lines.push(

@@ -127,6 +127,12 @@ describe('OCSP stapling', () => {
     );
     assert.equal(c.status, 0, c.stdout + c.stderr);
     assert.match(c.stdout, /revocation\s+'web' good \(OCSP response stapled by the server, signed by 'OCSP responder'/);
+    const trace = await mtlsAsync(
+      ['trace', `localhost:${port}`, '--cert', f('bob.crt'), '--key', f('bob.key'), '--color', 'never'],
+      { env },
+    );
+    assert.equal(trace.status, 0, trace.stdout + trace.stderr);
+    assert.match(trace.stdout, /revocation: good \(OCSP response stapled by the server, signed by 'OCSP responder'/);
     assert.doesNotMatch(serve.output(), /FAILED/);
   });
 
