@@ -96,10 +96,10 @@ export class OcspResponder {
   }
 
   private async statusOf(serialHex: string): Promise<CertStatus> {
-    const r = await this.ca.store.get(serialHex);
+    const r = await this.ca.store.statusOf(serialHex);
     if (!r) return { status: 'unknown' };
     if (r.status === 'revoked')
-      return { status: 'revoked', at: r.revokedAt ?? r.issuedAt, reason: r.revocationReason ?? 'unspecified' };
+      return { status: 'revoked', at: r.revokedAt ?? new Date(0), reason: r.revocationReason ?? 'unspecified' };
     return { status: 'good' };
   }
 

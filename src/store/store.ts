@@ -57,6 +57,8 @@ export interface CrlPublication {
 export interface CertificateStore {
   add(record: InventoryRecord, publish?: () => void | Promise<void>): Promise<void>;
   get(serial: string): Promise<InventoryRecord | undefined>;
+  /** What an OCSP answer needs of a certificate (status, and when and why it was revoked), read cheaply. */
+  statusOf(serial: string): Promise<Pick<InventoryRecord, 'status' | 'revokedAt' | 'revocationReason'> | undefined>;
   list(filter?: ListFilter): Promise<InventoryRecord[]>;
   count(): Promise<number>;
   /**
