@@ -285,6 +285,25 @@ napi_value SetTicketKeys(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// setStaple(engine, Buffer|null): the DER OCSP response to staple from now on (null: none). At most 64 KiB.
+napi_value SetStaple(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  Engine* e = engineCall(env, info, 2, argv);
+  if (!e) return nullptr;
+  napi_valuetype t;
+  napi_typeof(env, argv[1], &t);
+  std::shared_ptr<const std::vector<uint8_t>> next;
+  if (t != napi_null && t != napi_undefined) {
+    auto bytes = std::make_shared<std::vector<uint8_t>>();
+    if (!getBytes(env, argv[1], *bytes) || bytes->size() > 65536)
+      return throwError(env, "native relay: a staple is a Buffer of at most 64 KiB");
+    next = std::move(bytes);
+  }
+  std::lock_guard<std::mutex> g(e->mu);
+  e->staple = std::move(next);
+  return nullptr;
+}
+
 // setLimits(engine, handshakeMs, idleMs, lifetimeMs): for connections accepted from now on (idle: all).
 napi_value SetLimits(napi_env env, napi_callback_info info) {
   napi_value argv[4];
@@ -396,7 +415,7 @@ napi_value Init(napi_env env, napi_value exports) {
   struct {
     const char* name;
     napi_callback fn;
-  } fns[] = {{"create", Create}, {"configure", Configure}, {"setTicketKeys", SetTicketKeys}, {"setLimits", SetLimits}, {"add", Add},
+  } fns[] = {{"create", Create}, {"configure", Configure}, {"setTicketKeys", SetTicketKeys}, {"setLimits", SetLimits}, {"setStaple", SetStaple}, {"add", Add},
              {"admit", Admit}, {"reject", Reject}, {"close", CloseOne}, {"closeAll", CloseAll}, {"destroy", Destroy}};
   for (auto& f : fns) {
     napi_value v;

@@ -182,6 +182,26 @@ Bio memBio(const std::string& s) { return Bio(BIO_new_mem_buf(s.data(), int(s.si
 // `revoked` null: no revocation checking; otherwise the encoded revocation sets (parseRevocations), at least one
 // (an empty or garbage CRL file must never mean "nothing is revoked").
 
+// The server's status callback: a copy of the engine's current staple (OpenSSL frees it), or no staple.
+static int stapleCallback(SSL* ssl, void*) {
+  CtxData* d = ctxData(SSL_get_SSL_CTX(ssl));
+  if (!d) return SSL_TLSEXT_ERR_NOACK;
+  std::shared_ptr<const std::vector<uint8_t>> staple;
+  {
+    std::lock_guard<std::mutex> g(d->e->mu);
+    staple = d->e->staple;
+  }
+  if (!staple || staple->empty()) return SSL_TLSEXT_ERR_NOACK;
+  auto* copy = static_cast<unsigned char*>(OPENSSL_malloc(staple->size()));
+  if (!copy) return SSL_TLSEXT_ERR_NOACK;
+  memcpy(copy, staple->data(), staple->size());
+  if (!SSL_set_tlsext_status_ocsp_resp(ssl, copy, static_cast<long>(staple->size()))) {
+    OPENSSL_free(copy);
+    return SSL_TLSEXT_ERR_NOACK;
+  }
+  return SSL_TLSEXT_ERR_OK;
+}
+
 std::string buildContext(Engine* e, const std::string& cert, const std::string& key, const std::string& ca, const std::vector<uint8_t>* revoked,
                          const std::vector<uint8_t>& keys, const TlsPolicy& policy, SSL_CTX** out) {
   ERR_clear_error();
@@ -236,6 +256,8 @@ std::string buildContext(Engine* e, const std::string& cert, const std::string& 
     if (!err.empty()) return err;
   }
   SSL_CTX_set_verify(x, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verifyCallback);
+  // OCSP stapling (RFC 6066 8): called only for a client that asked (status_request); staples what JS set, if any.
+  SSL_CTX_set_tlsext_status_cb(x, stapleCallback);
   SSL_CTX_set_session_id_context(x, SESSION_CONTEXT, sizeof SESSION_CONTEXT - 1);
   SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_OFF);  // resumption by tickets only (keys shared by workers)
   // One ticket per handshake (as Go's crypto/tls sends): OpenSSL 3.0 serializes and re-parses the session, peer

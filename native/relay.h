@@ -246,9 +246,12 @@ struct Engine {
   bool running = false;
   napi_env env = nullptr;
 
-  std::mutex mu;  // guards ctx (and its CtxData keys), limits
+  std::mutex mu;  // guards ctx (and its CtxData keys), limits, staple
   SSL_CTX* ctx = nullptr;
   Limits limits;
+  // The DER OCSP response stapled for the current certificate (src/tls/stapling.ts fetches and refreshes it; JS
+  // clears it when the certificate changes or the response expires). Empty: nothing is stapled.
+  std::shared_ptr<const std::vector<uint8_t>> staple;
 
   // Stops the threads (closing what is left) and frees what the engine holds; safe to call twice.
   void shutdown();

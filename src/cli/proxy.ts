@@ -43,6 +43,7 @@ interface ServerFlags extends CommonFlags, PolicyFlags {
   crlUrl?: string[];
   crlRefresh: string;
   crlSoftFail?: boolean;
+  staple?: string | true;
   engine?: string;
 }
 interface ClientFlags extends CommonFlags {
@@ -161,6 +162,10 @@ export function registerProxy(program: Command): void {
       '--crl-soft-fail',
       'when the CRLs pass their nextUpdate, admit clients they do not list (logged, counted) instead of refusing all',
     )
+    .option(
+      '--staple [url]',
+      "staple our certificate's OCSP status (from the responder it names, or URL), refreshed before it expires",
+    )
     .option('--unsafe-target', 'allow a target that is not loopback or a unix socket')
     .option(
       '--engine <engine>',
@@ -219,6 +224,8 @@ export function registerProxy(program: Command): void {
         unsafeTarget: o.unsafeTarget,
         crl: o.crl,
         crlSoftFail: o.crlSoftFail,
+        staple: o.staple ? true : undefined,
+        stapleUrl: typeof o.staple === 'string' ? o.staple : undefined,
         engine: o.engine,
       });
       const l = listenerFrom(raw, 'proxy server', 0);

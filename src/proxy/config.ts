@@ -63,6 +63,9 @@ export interface ServerListenerConfig extends Common {
    * default, hard-fail). A CRL file that is already stale when loaded is still refused.
    */
   crlSoftFail?: boolean;
+  /** Staple our certificate's OCSP status (RFC 6066 8) from the responder it names, or from `stapleUrl`. */
+  staple?: boolean;
+  stapleUrl?: string;
   /**
    * TCP mode: who does the TLS and the relay. 'native' (the default for TCP when the addon is built): a thread of
    * our own with OpenSSL (native/); 'node': Node's TLS socket. HTTP mode is always 'node'.
@@ -180,6 +183,8 @@ const SERVER_KEYS = [
   'unsafeTarget',
   'crl',
   'crlSoftFail',
+  'staple',
+  'stapleUrl',
   'engine',
   'limits',
 ] as const;
@@ -298,6 +303,8 @@ export function listenerFrom(raw: Raw, where: string, index: number): ListenerCo
       mergeSlashes: r.bool('mergeSlashes', true),
       ...(r.has('crl') ? { crl: r.str('crl')! } : {}),
       ...(r.bool('crlSoftFail', false) ? { crlSoftFail: true } : {}),
+      ...(r.bool('staple', false) || r.has('stapleUrl') ? { staple: true } : {}),
+      ...(r.has('stapleUrl') ? { stapleUrl: r.str('stapleUrl')! } : {}),
     };
   }
   const target = r.address('target');

@@ -9,6 +9,8 @@ import type { Address } from '../io/address.js';
 import type { Limits, ServerListenerConfig } from './config.js';
 import type { ListenerContext } from './listener.js';
 import type { Crl } from '../pki/crl.js';
+import type { ReloadEvent } from '../tls/reload.js';
+import { stapledPair } from '../tls/stapling.js';
 import type { serverTlsOptions } from '../tls/options.js';
 import { encodeRevocations, NativeEngine, type ClosedEvent, type SecuredEvent } from './native.js';
 import { ServerListenerBase } from './server-base.js';
@@ -43,6 +45,19 @@ export class NativeServerListener extends ServerListenerBase {
     this.native.setLimits(config.limits);
     this.reloader.attach(this.native, (c) => this.tlsOptions(c));
     this.target = config.target;
+    if (this.stapler) {
+      // The engine holds the staple: it is set when fetched for the certificate in use, and cleared when the
+      // certificate changes (until the new one's arrives) or the response expires.
+      const stapler = this.stapler;
+      const prime = () => void stapler.prime(...stapledPair(this.reloader.current.chain)).catch(() => undefined);
+      prime();
+      this.reloader.on('reloaded', (e: ReloadEvent) => {
+        if (e.fingerprint256 === this.stapledFor) return;
+        this.native.setStaple(null);
+        prime();
+      });
+      this.stapledFor = this.reloader.current.leaf.fingerprint256;
+    }
     // pauseOnConnect: Node never reads from the socket; the engine takes a duplicate of its descriptor.
     this.server = net.createServer({ pauseOnConnect: true }, (s) => this.accept(s));
   }
@@ -65,6 +80,16 @@ export class NativeServerListener extends ServerListenerBase {
     await super.start();
   }
 
+  /** The fingerprint of the certificate whose staple the engine may hold. */
+  private stapledFor: string | undefined;
+
+  protected override stapled(certificate: Buffer, der: Buffer | null): void {
+    const leaf = this.reloader.current.leaf;
+    if (!certificate.equals(leaf.der)) return;
+    this.stapledFor = leaf.fingerprint256;
+    this.native.setStaple(der);
+  }
+
   /** The CRLs as hash sets the engine's verify callback looks each certificate of a client chain up in. */
   protected override withRevocations(o: ReturnType<typeof serverTlsOptions>, crls: readonly Crl[]) {
     return { ...o, revoked: encodeRevocations(crls) };
@@ -82,6 +107,7 @@ export class NativeServerListener extends ServerListenerBase {
 
   override async stopAccepting(): Promise<void> {
     await super.stopAccepting();
+    this.stapler?.close();
     this.stopped = true;
     if (this.conns.size === 0) this.native.destroy();
   }

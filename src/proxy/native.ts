@@ -31,6 +31,7 @@ interface Binding {
   ): void;
   setTicketKeys(engine: unknown, keys: Buffer): void;
   setLimits(engine: unknown, handshakeMs: number, idleMs: number, lifetimeMs: number): void;
+  setStaple(engine: unknown, staple: Buffer | null): void;
   add(engine: unknown, fd: number): number;
   admit(engine: unknown, id: number, host: string, port: number, header: Buffer | null): void;
   reject(engine: unknown, id: number): void;
@@ -232,6 +233,11 @@ export class NativeEngine {
 
   setLimits(l: Limits): void {
     this.b.setLimits(this.handle, l.handshakeTimeoutMs, l.idleTimeoutMs, l.maxLifetimeMs);
+  }
+
+  /** The DER OCSP response stapled to every handshake whose client asks, from now on; null staples nothing. */
+  setStaple(der: Buffer | null): void {
+    this.b.setStaple(this.handle, der);
   }
 
   /** Hands over an accepted socket's descriptor (the caller then closes its own handle); returns the id. */

@@ -7,6 +7,7 @@ import type { ReloadEvent } from '../tls/reload.js';
 import { serverTlsOptions } from '../tls/options.js';
 import type { Credentials } from '../tls/credentials.js';
 import { chainNeeded, loadCrlFile, revocationFailure, staleCrl } from '../tls/crl-file.js';
+import { OcspStapler } from '../tls/stapling.js';
 import { formatDn } from '../pki/names.js';
 import type { Limits, ServerListenerConfig } from './config.js';
 import { Listener, type ListenerContext } from './listener.js';
@@ -25,9 +26,22 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
   /** Counts trust changes (bundle or CRLs): a connection accepted under an older one is checked again. */
   protected trustGeneration = 0;
 
+  /** Fetches and refreshes our certificate's OCSP status when the listener staples (config.staple). */
+  protected readonly stapler: OcspStapler | undefined;
+
   constructor(config: ServerListenerConfig, ctx: ListenerContext) {
     super(config, ctx);
     this.policy = compilePolicy(config.policy);
+    this.stapler = config.staple
+      ? new OcspStapler({
+          ...(config.stapleUrl ? { url: config.stapleUrl } : {}),
+          onEvent: (e) =>
+            e.event === 'ocsp-staple'
+              ? this.log.info(e, `OCSP status of '${e.certificate}': ${e.status} (${e.url})`)
+              : this.log.warn(e, `cannot fetch the OCSP status of '${e.certificate}': ${e.reason}`),
+          onStaple: (cert, der) => this.stapled(cert, der),
+        })
+      : undefined;
     this.reloader.on('reloaded', (e: ReloadEvent) => {
       this.crls = this.builtCrls ?? [];
       if (e.trustChanged) {
@@ -50,6 +64,9 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
     this.builtCrls = loaded?.crls ?? [];
     return loaded ? this.withRevocations(o, loaded.crls) : o;
   }
+
+  /** A new OCSP response to staple for `certificate` (null: none current); the native engine holds it itself. */
+  protected stapled(_certificate: Buffer, _der: Buffer | null): void {}
 
   /** The engine's own revocation check during the handshake (native: a hash set in the verify callback). */
   protected withRevocations(o: ReturnType<typeof serverTlsOptions>, _crls: readonly Crl[]) {

@@ -10,6 +10,7 @@ import type { Certificate } from '../pki/certificate.js';
 import { verifyChain } from '../pki/verify.js';
 import { peerChain } from '../tls/client.js';
 import { authorizationFailure, classifyTlsError } from '../tls/errors.js';
+import { stapleFor } from '../tls/stapling.js';
 import { enforceHandshakeDeadline, rawSocketOf } from '../tls/server.js';
 import type { Limits, ServerListenerConfig } from './config.js';
 import type { ListenerContext } from './listener.js';
@@ -61,6 +62,8 @@ export class ServerListener extends ServerListenerBase {
         ? https.createServer({ ...opts, connectionsCheckingInterval: 1000 }, (req, res) => http!.forward(req, res))
         : tls.createServer(opts);
     this.reloader.attach(this.server, (c) => this.tlsOptions(c));
+    // Node asks at each handshake whose client wants a staple ('OCSPRequest', naming the certificate in use).
+    if (this.stapler) stapleFor(this.server, this.stapler, this.reloader.current.chain);
     this.server.on('connection', (raw: Stamped) => {
       raw[ACCEPTED] = process.hrtime.bigint();
       // Node gives the connection the context current now (its TLS socket is made in an earlier listener).

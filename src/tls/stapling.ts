@@ -33,6 +33,11 @@ export interface StaplerOptions {
   timeoutMs?: number;
   /** Each fetch and failure, for the log. */
   onEvent?: (e: StapleEvent) => void;
+  /**
+   * The response to staple for `certificate` (DER) changed: a fresh one, or null once the last one expired with no
+   * fresh one to follow. For engines that hold the staple themselves (the proxy's native engine).
+   */
+  onStaple?: (certificate: Buffer, response: Buffer | null) => void;
 }
 
 interface Entry {
@@ -42,6 +47,7 @@ interface Entry {
   current?: OcspStatus;
   fetching?: Promise<void>;
   timer?: NodeJS.Timeout;
+  expiry?: NodeJS.Timeout;
   failures: number;
   lastAsked: number;
 }
@@ -100,7 +106,10 @@ export class OcspStapler {
 
   close(): void {
     this.closed = true;
-    for (const e of this.entries.values()) clearTimeout(e.timer);
+    for (const e of this.entries.values()) {
+      clearTimeout(e.timer);
+      clearTimeout(e.expiry);
+    }
     this.entries.clear();
   }
 
@@ -119,6 +128,7 @@ export class OcspStapler {
       // The certificate asked about least recently (a rotated-out one) goes.
       const [oldKey, old] = [...this.entries].sort((a, b) => a[1].lastAsked - b[1].lastAsked)[0]!;
       clearTimeout(old.timer);
+      clearTimeout(old.expiry);
       this.entries.delete(oldKey);
     }
     const e: Entry = { cert, issuer, url, failures: 0, lastAsked: Date.now() };
@@ -134,6 +144,18 @@ export class OcspStapler {
       .then((s) => {
         e.current = s;
         e.failures = 0;
+        this.o.onStaple?.(e.cert.der, s.der);
+        clearTimeout(e.expiry);
+        const expires = (s.nextUpdate?.getTime() ?? s.thisUpdate.getTime() + 24 * 3600e3) - Date.now();
+        e.expiry = setTimeout(
+          () => {
+            if (e.current !== s) return;
+            e.current = undefined;
+            this.o.onStaple?.(e.cert.der, null);
+          },
+          Math.min(Math.max(expires, 0), 2 ** 31 - 1),
+        );
+        e.expiry.unref();
         this.o.onEvent?.({
           event: 'ocsp-staple',
           certificate: label,
@@ -248,13 +270,19 @@ export function checkStaple(socket: tls.TLSSocket, staple: Buffer | undefined, m
  * response in the background.
  */
 export function stapleFor(server: tls.Server, stapler: OcspStapler, chain: readonly Certificate[]): OcspStapler {
+  const [leaf, issuer] = stapledPair(chain);
+  void stapler.prime(leaf, issuer).catch(() => undefined); // throws now for a certificate that names no responder
+  stapler.attach(server);
+  return stapler;
+}
+
+/** The leaf and its issuer of a chain to staple for: the issuer must follow the leaf (its CertID needs it). */
+export function stapledPair(chain: readonly Certificate[]): [Certificate, Certificate] {
   const [leaf, issuer] = chain;
   if (!leaf || !issuer)
     throw new MtlsError(
       'BAD_INPUT',
       'cannot staple: the server certificate file holds no issuer certificate; put the intermediate after the leaf',
     );
-  stapler.attach(server);
-  void stapler.prime(leaf, issuer).catch(() => undefined);
-  return stapler;
+  return [leaf, issuer];
 }

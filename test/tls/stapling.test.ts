@@ -269,4 +269,63 @@ describe('OCSP stapling', () => {
     );
     stapler.close();
   });
+
+  it('mtls proxy server --staple, on both engines: openssl s_client -status and connectMtls require see it', async () => {
+    const targetServer = (await import('node:net')).createServer((c) => c.end('relayed\n'));
+    servers.push(targetServer);
+    const target = await listen(targetServer);
+    for (const engine of ['native', 'node']) {
+      const port = await freePort();
+      const proxy = await startProcess(
+        process.execPath,
+        [
+          BIN,
+          'proxy',
+          'server',
+          '--listen',
+          `127.0.0.1:${port}`,
+          '--target',
+          `127.0.0.1:${target}`,
+          '--cert',
+          f('web.crt'),
+          '--key',
+          f('web.key'),
+          '--ca',
+          path.join(home, 'ca.crt'),
+          '--allow',
+          'cn:bob',
+          '--staple',
+          '--engine',
+          engine,
+        ],
+        /"event":"ocsp-staple"/,
+        env,
+      );
+      assert.match(proxy.output(), new RegExp(`"engine":"${engine}"`));
+      for (const v of ['-tls1_2', '-tls1_3']) {
+        const r = openssl(
+          [
+            's_client',
+            '-connect',
+            `127.0.0.1:${port}`,
+            '-status',
+            v,
+            '-cert',
+            f('bob.crt'),
+            '-key',
+            f('bob.key'),
+            '-cert_chain',
+            f('bob.crt'),
+            '-CAfile',
+            path.join(home, 'ca.crt'),
+          ],
+          '',
+        );
+        assert.match(r.stdout + r.stderr, /Cert Status: good/, `${engine} ${v}`);
+      }
+      const c = await connectMtls({ host: 'localhost', port, ca, credentials: creds('bob'), staple: 'require' });
+      assert.equal(c.staple?.status, 'good', engine);
+      c.socket.destroy();
+    }
+  });
 });
