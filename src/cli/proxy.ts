@@ -50,6 +50,7 @@ interface ClientFlags extends CommonFlags {
   expectSpiffeId?: string;
   servername?: string;
   unsafeListen?: boolean;
+  staple?: string;
 }
 
 const defined = (o: Record<string, unknown>) =>
@@ -236,11 +237,16 @@ export function registerProxy(program: Command): void {
     .option('--expect-spiffe-id <uri>', "check the server's SPIFFE ID (pattern) instead of its DNS name")
     .option('--servername <name>', 'name to send (SNI) and check (default: the target host)')
     .option('--unsafe-listen', 'allow a plaintext listener that is not on loopback or a unix socket')
+    .option(
+      '--staple <mode>',
+      "check the server's stapled OCSP status: request (if sent; a revoked one is refused) or require",
+    )
     .action(async (o: ClientFlags) => {
       const raw = defined({
         ...rawCommon('client', o),
         expectSpiffeId: o.expectSpiffeId,
         servername: o.servername,
+        staple: o.staple,
         unsafeListen: o.unsafeListen,
       });
       const l = listenerFrom(raw, 'proxy client', 0);

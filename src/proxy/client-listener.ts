@@ -6,6 +6,7 @@ import { isIpLiteral } from '../pki/names.js';
 import type { Credentials } from '../tls/credentials.js';
 import { classifyTlsError } from '../tls/errors.js';
 import { checkServerIdentity, clientTlsOptions, type ServerExpectation } from '../tls/options.js';
+import { checkStaple, collectStaple } from '../tls/stapling.js';
 import { rememberSessions, serverIdentityOf } from '../tls/session-identity.js';
 import type { ClientListenerConfig } from './config.js';
 import { Listener, type ListenerContext } from './listener.js';
@@ -73,10 +74,12 @@ export class ClientListener extends Listener<ClientListenerConfig> {
       ...({ allowHalfOpen: true } as tls.ConnectionOptions),
       ...(isIpLiteral(servername) ? {} : { servername }),
       ...(this.session ? { session: this.session } : {}),
+      ...(this.config.staple ? { requestOCSP: true } : {}),
       checkServerIdentity: (h: string, cert: tls.PeerCertificate) =>
         checkServerIdentity(identityFromCertificate(parseCertificate(cert.raw, 'server certificate')), h, expect),
     });
     this.track(upstream);
+    const staple = collectStaple(upstream);
     upstream.on('session', (s: Buffer) => {
       this.session = s;
     });
@@ -127,6 +130,8 @@ export class ClientListener extends Listener<ClientListenerConfig> {
             }),
         );
       }
+      const stapled = this.config.staple ? checkStaple(upstream, staple(), this.config.staple).error : undefined;
+      if (stapled) return fail(stapled);
       rememberSessions(upstream, server);
       upstream.off('error', fail);
       this.ctx.metrics.handshakeSeconds.observe({ listener: this.name }, Number(process.hrtime.bigint() - t0) / 1e9);

@@ -79,6 +79,8 @@ export interface ClientListenerConfig extends Common {
   /** Check the server's SPIFFE ID (pattern) instead of its DNS name. */
   expectSpiffeId?: string;
   servername?: string;
+  /** Ask for the server's stapled OCSP status and check it; 'require' refuses a server that staples none. */
+  staple?: 'request' | 'require';
   /** Allow a plaintext listener that is not on loopback or a unix socket. */
   unsafeListen: boolean;
 }
@@ -199,6 +201,7 @@ const CLIENT_KEYS = [
   'keyPassphraseFile',
   'expectSpiffeId',
   'servername',
+  'staple',
   'unsafeListen',
   'limits',
 ] as const;
@@ -330,5 +333,12 @@ export function listenerFrom(raw: Raw, where: string, index: number): ListenerCo
     unsafeListen,
     ...(expect ? { expectSpiffeId: expect } : {}),
     ...(r.has('servername') ? { servername: r.str('servername')! } : {}),
+    ...(r.has('staple') ? { staple: stapleMode(r.str('staple')!, `${where}.staple`) } : {}),
   };
+}
+
+function stapleMode(text: string, where: string): 'request' | 'require' {
+  if (text !== 'request' && text !== 'require')
+    throw new MtlsError('BAD_INPUT', `${where}: '${text}' must be request or require`);
+  return text;
 }

@@ -328,4 +328,60 @@ describe('OCSP stapling', () => {
       c.socket.destroy();
     }
   });
+
+  it('mtls proxy client --staple: relays to a server with a good staple, refuses a revoked one, require refuses none', async () => {
+    const net = await import('node:net');
+    const serverFor = (name: string, staple: boolean) => {
+      const st = staple ? new OcspStapler() : undefined;
+      const s = createMtlsServer({ credentials: creds(name), policy, ...(st ? { staple: st } : {}) }, (sock) =>
+        sock.end(`hello from ${name}\n`),
+      );
+      servers.push(s);
+      return listen(s);
+    };
+    const good = await serverFor('web', true);
+    const revoked = await serverFor('gone', true);
+    const plain = await serverFor('late', false);
+    const through = async (target: number, mode: string) => {
+      const port = await freePort();
+      const p = await startProcess(
+        process.execPath,
+        [
+          BIN,
+          'proxy',
+          'client',
+          '--listen',
+          `127.0.0.1:${port}`,
+          '--target',
+          `localhost:${target}`,
+          '--cert',
+          f('bob.crt'),
+          '--key',
+          f('bob.key'),
+          '--ca',
+          path.join(home, 'ca.crt'),
+          '--staple',
+          mode,
+        ],
+        /"event":"listening"/,
+        env,
+      );
+      const got = await new Promise<string>((resolve) => {
+        let data = '';
+        const c = net.connect(port, '127.0.0.1');
+        c.on('data', (d) => (data += d));
+        c.on('error', () => undefined);
+        c.on('close', () => resolve(data));
+      });
+      return { got, log: p.output };
+    };
+    assert.equal((await through(good, 'require')).got, 'hello from web\n');
+    const r = await through(revoked, 'request');
+    assert.equal(r.got, '', 'nothing relayed from a server whose staple says revoked');
+    await until(() => /"code":"CERT_REVOKED"/.test(r.log()), 5000, 'the refusal in the log');
+    const n = await through(plain, 'require');
+    assert.equal(n.got, '');
+    await until(() => /"code":"REVOCATION_UNKNOWN"/.test(n.log()), 5000, 'the refusal in the log');
+    assert.equal((await through(plain, 'request')).got, 'hello from late\n', 'request: no staple, no check');
+  });
 });
