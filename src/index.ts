@@ -13,6 +13,7 @@ export { checkOcspResponse, ocspRequest, type OcspStatus } from './pki/ocsp-chec
 export { fetchOcsp } from './tls/ocsp-fetch.js';
 export { CrlFetcher, type CrlFetchEvent, type CrlFetchOptions } from './tls/crl-fetch.js';
 export { OcspStapler, checkStaple, type StapleMode, type StapleEvent, type StaplerOptions } from './tls/stapling.js';
+export { OcspClientChecker, type OcspClientEvent, type OcspClientOptions } from './tls/ocsp-clients.js';
 export type { CertificateStore, InventoryRecord, ListFilter } from './store/store.js';
 export { SqliteStore } from './store/sqlite.js';
 export { parseCertificate, readCertificates, type Certificate } from './pki/certificate.js';

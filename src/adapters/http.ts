@@ -7,6 +7,7 @@ import { identityOf } from '../identity/identity.js';
 import { compilePolicy, type Policy } from '../identity/policy.js';
 import { answerClientError, authorizeRequest, sendForbidden, type RequestMtls } from '../http/authorize.js';
 import { classifyTlsError } from '../tls/errors.js';
+import { peerChain } from '../tls/dial.js';
 import {
   enforceHandshakeDeadline,
   mtlsServerTlsOptions,
@@ -14,6 +15,7 @@ import {
   reportHandshakeErrors,
   revokedPeer,
   serverCrls,
+  serverOcsp,
   serverStapling,
   timeoutReporter,
   type HandshakeErrorEvent,
@@ -42,14 +44,30 @@ export function createMtlsHttpsServer(
   const policy = o.policy ?? compilePolicy({ allow: [] });
   const auth = mtlsAuthorize(policy, onDecision);
   const crls = serverCrls(o);
+  const ocsp = serverOcsp(o);
   const server = https.createServer(mtlsServerTlsOptions(o), (req, res) => {
-    // A keep-alive connection outlives a CRL reload: each request is looked up again, and a revoked certificate's
-    // connection is answered 403 and closed.
-    const leaf = crls && identityOf(req)?.certificate;
-    const revoked = leaf && crls.failure([leaf]);
+    // A keep-alive connection outlives a CRL reload or a revocation: each request is looked up again, and a revoked
+    // certificate's connection is answered 403 and closed.
+    const leaf = (crls || ocsp) && identityOf(req)?.certificate;
+    const revoked = leaf && crls?.failure([leaf]);
     if (revoked) return refuseRevoked(server, req, res, revoked);
-    auth(req, res, () => handler(req, res));
+    if (!ocsp || !leaf) return auth(req, res, () => handler(req, res));
+    ocsp.failure([leaf]).then(
+      (refused) => (refused ? refuseRevoked(server, req, res, refused) : auth(req, res, () => handler(req, res))),
+      (err: Error) => res.destroy(err),
+    );
   });
+  if (ocsp)
+    // Asked at the handshake too (the answer is cached for the first request), with the issuer the chain carries.
+    server.on('secureConnection', (socket: TLSSocket) => {
+      const identity = identityOf(socket);
+      if (!identity) return;
+      void ocsp.failure(socket.isSessionReused() ? [identity.certificate] : peerChain(socket)).then((refused) => {
+        if (!refused || socket.destroyed) return;
+        server.emit('mtls:handshake-error', { remote: remoteOf(socket), error: refused } satisfies HandshakeErrorEvent);
+        socket.destroy();
+      });
+    });
   if (crls)
     server.on('secureConnection', (socket: TLSSocket) => {
       const identity = identityOf(socket);

@@ -16,6 +16,7 @@ import { serverTlsOptions } from '../tls/options.js';
 import { formatDn } from '../pki/names.js';
 import { CrlSet } from '../tls/crl-file.js';
 import { OcspStapler } from '../tls/stapling.js';
+import { OcspClientChecker } from '../tls/ocsp-clients.js';
 import { crlFileFromUrls } from '../tls/crl-fetch.js';
 import { parseDuration } from '../text/duration.js';
 import { CredentialReloader } from '../tls/reload.js';
@@ -39,6 +40,8 @@ interface ServeFlags extends PolicyFlags {
   staple?: string | true;
   crlUrl?: string[];
   crlRefresh: string;
+  clientOcsp?: string | true;
+  ocspSoftFail?: boolean;
 }
 
 export function registerServe(program: Command): void {
@@ -69,6 +72,11 @@ export function registerServe(program: Command): void {
       "fetch the CRLs from these URLs (e.g. the CA's BASE/crl/intermediate.crl and BASE/crl/root.crl), kept fresh",
     )
     .option('--crl-refresh <duration>', 'how often --crl-url is asked again (conditional GET)', '30s')
+    .option(
+      '--client-ocsp [url]',
+      "ask each client certificate's OCSP responder (the one it names, or URL) before admitting it; answers cached 5 s",
+    )
+    .option('--ocsp-soft-fail', 'admit a client whose OCSP status cannot be had (logged) instead of refusing it')
     .option(
       '--staple [url]',
       "staple our certificate's OCSP status (from the responder it names, or URL), refreshed before it expires",
@@ -139,7 +147,22 @@ export function registerServe(program: Command): void {
               ),
           })
         : undefined;
-      const crlOption = { ...(crls ? { crl: crls } : {}), ...(stapler ? { staple: stapler } : {}) };
+      const clientOcsp = o.clientOcsp
+        ? new OcspClientChecker({
+            ...(o.clientOcsp === true ? {} : { url: o.clientOcsp }),
+            softFail: o.ocspSoftFail === true,
+            onEvent: (e) =>
+              e.event === 'ocsp-client-unknown' &&
+              e.admitted &&
+              log(`OCSP UNKNOWN: '${e.certificate}' admitted (--ocsp-soft-fail): ${e.reason}`),
+          })
+        : undefined;
+      if (o.ocspSoftFail && !clientOcsp) throw new MtlsError('USAGE', '--ocsp-soft-fail goes with --client-ocsp');
+      const crlOption = {
+        ...(crls ? { crl: crls } : {}),
+        ...(stapler ? { staple: stapler } : {}),
+        ...(clientOcsp ? { ocsp: clientOcsp } : {}),
+      };
       const tlsFor = (c: Credentials) => {
         if (o.crl) crls?.replace(readInput(o.crl, 'CRL file', MAX_INPUT.crl), `CRL file ${o.crl}`, c);
         return serverTlsOptions(c);

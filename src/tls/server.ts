@@ -10,6 +10,7 @@ import { CrlSet } from './crl-file.js';
 import { peerChain } from './dial.js';
 import { serverTlsOptions, type EndpointOptions } from './options.js';
 import { OcspStapler, stapleFor } from './stapling.js';
+import { OcspClientChecker } from './ocsp-clients.js';
 
 export interface MtlsServerOptions extends EndpointOptions {
   credentials: Credentials;
@@ -29,6 +30,18 @@ export interface MtlsServerOptions extends EndpointOptions {
    * its AIA names), or an OcspStapler of your own (a fixed URL, events). Its issuer must follow it in the chain.
    */
   staple?: boolean | OcspStapler;
+  /**
+   * Ask each client certificate's OCSP responder before admitting it (true: the responder it names, hard-fail), or an
+   * OcspClientChecker of your own (a fixed URL, soft-fail, cache, events). HTTPS servers ask again at each request
+   * (answers are cached for seconds), so a kept-alive connection of a certificate revoked since gets 403.
+   */
+  ocsp?: boolean | OcspClientChecker;
+}
+
+/** The OCSP check of clients `o` asks for, if any. */
+export function serverOcsp(o: MtlsServerOptions): OcspClientChecker | undefined {
+  if (!o.ocsp) return undefined;
+  return o.ocsp === true ? new OcspClientChecker() : o.ocsp;
 }
 
 /** Attaches the stapling `o` asks for to `server` (see MtlsServerOptions.staple). */
@@ -165,14 +178,27 @@ export function createMtlsServer(
   );
   reportHandshakeErrors(server);
   serverStapling(server, o);
+  const ocsp = serverOcsp(o);
   server.on('secureConnection', (socket: tls.TLSSocket) => {
     const identity = identityOf(socket);
     const revoked = crls && identity && revokedPeer(crls, socket, identity);
-    if (revoked) {
-      server.emit('mtls:handshake-error', { remote: remoteOf(socket), error: revoked } satisfies HandshakeErrorEvent);
+    const refuse = (error: MtlsError) => {
+      server.emit('mtls:handshake-error', { remote: remoteOf(socket), error } satisfies HandshakeErrorEvent);
       socket.destroy();
-      return;
-    }
+    };
+    if (revoked) return refuse(revoked);
+    if (!ocsp || !identity) return admit(socket, identity);
+    // The responder is asked before the connection is handed on; an error meanwhile must not go unheard.
+    const pending = () => undefined;
+    socket.on('error', pending);
+    void ocsp.failure(socket.isSessionReused() ? [identity.certificate] : peerChain(socket)).then((refused) => {
+      socket.off('error', pending);
+      if (socket.destroyed) return;
+      if (refused) refuse(refused);
+      else admit(socket, identity);
+    });
+  });
+  const admit = (socket: tls.TLSSocket, identity: PeerIdentity | undefined) => {
     const decision = policy.decide(identity);
     const event: ConnectionEvent = {
       remote: remoteOf(socket),
@@ -194,6 +220,6 @@ export function createMtlsServer(
       return;
     }
     onConnection?.(socket, identity);
-  });
+  };
   return server;
 }

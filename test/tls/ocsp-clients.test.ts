@@ -1,0 +1,135 @@
+/**
+ * Servers that ask each client certificate's OCSP responder (issue 14): `mtls serve --client-ocsp` and the
+ * library's `{ ocsp }`. A revocation is in force within the 5 s cache, for new connections and at the next request of
+ * a kept-alive one; a responder that is down refuses clients it has no answer for (hard-fail) unless soft-fail,
+ * which admits them and says so.
+ */
+import assert from 'node:assert/strict';
+import https from 'node:https';
+import path from 'node:path';
+import { before, describe, it } from 'node:test';
+import { MtlsHttpsAgent } from '../../src/adapters/agents.js';
+import { compilePolicy } from '../../src/identity/policy.js';
+import { loadCredentials, type Credentials } from '../../src/tls/credentials.js';
+import { OcspClientChecker, type OcspClientEvent } from '../../src/tls/ocsp-clients.js';
+import { createMtlsServer, type HandshakeErrorEvent } from '../../src/tls/server.js';
+import { freePort, listen, tlsAttempt, until } from '../helpers/endpoints.js';
+import { BIN, mtls, tempDir } from '../helpers/pki.js';
+import { startProcess, trackServers } from '../helpers/process.js';
+import tls from 'node:tls';
+import { clientTlsOptions } from '../../src/tls/options.js';
+
+const servers = trackServers();
+
+describe('servers asking their clients OCSP responder', () => {
+  const dir = tempDir('mtls-ocsp-clients-');
+  const home = path.join(dir, 'ca');
+  const env = { MTLS_HOME: home };
+  const f = (n: string) => path.join(dir, n);
+  const creds = (n: string): Credentials =>
+    loadCredentials({ certFile: f(`${n}.crt`), keyFile: f(`${n}.key`), caFile: path.join(home, 'ca.crt') });
+  let ca = '';
+  let responder: { child: { kill: () => boolean } } | undefined;
+  const context = (n: string) => tls.createSecureContext(clientTlsOptions(creds(n), ca));
+
+  before(async () => {
+    const port = await freePort();
+    assert.equal(mtls(['ca', 'init', '--name', 'Oq', '--url', `http://127.0.0.1:${port}`], { env }).status, 0);
+    assert.equal(mtls(['issue', 'server', 'web', '--dns', 'localhost', '--out', dir], { env }).status, 0);
+    for (const n of ['alice', 'bob', 'carol', 'dave'])
+      assert.equal(mtls(['issue', 'client', n, '--out', dir], { env }).status, 0);
+    ca = creds('alice').ca;
+    responder = await startProcess(
+      process.execPath,
+      [BIN, 'ca', 'ocsp', '--listen', `127.0.0.1:${port}`],
+      /OCSP responder on/,
+      env,
+    );
+  });
+
+  it('mtls serve --http --client-ocsp: a revoked client is refused within 5 s, on a new and on a kept-alive connection', async () => {
+    const port = await freePort();
+    const serve = await startProcess(
+      process.execPath,
+      [
+        BIN,
+        'serve',
+        '--http',
+        '--port',
+        String(port),
+        '--cert',
+        f('web.crt'),
+        '--key',
+        f('web.key'),
+        '--allow',
+        'any',
+        '--client-ocsp',
+      ],
+      /listening/,
+      env,
+    );
+    const agent = new MtlsHttpsAgent({ ca, credentials: creds('bob'), keepAlive: true });
+    const get = () =>
+      new Promise<{ status: number; body: string } | Error>((resolve) => {
+        https
+          .get(`https://localhost:${port}/`, { agent }, (res) => {
+            let body = '';
+            res.on('data', (d) => (body += d));
+            res.on('end', () => resolve({ status: res.statusCode!, body }));
+          })
+          .on('error', resolve);
+      });
+    const first = await get();
+    assert.ok(!(first instanceof Error) && first.status === 200, String(first instanceof Error ? first : first.body));
+    assert.equal(mtls(['revoke', f('bob.crt'), '--reason', 'keyCompromise'], { env }).status, 0);
+    const t0 = Date.now();
+    let later = await get();
+    while (!(later instanceof Error) && later.status === 200) {
+      assert.ok(Date.now() - t0 < 6000, 'bob still served 6 s after his revocation');
+      await new Promise((r) => setTimeout(r, 200));
+      later = await get();
+    }
+    assert.ok(!(later instanceof Error), 'the kept-alive connection gets an answer, not a reset');
+    assert.equal(later.status, 403);
+    assert.match(later.body, /"code":"CERT_REVOKED".*keyCompromise.*says the OCSP responder/);
+    agent.destroy();
+    // A new connection of bob: refused at its handshake (logged) or at its request.
+    const again = await tlsAttempt(port, context('bob'), { send: 'GET / HTTP/1.0\r\n\r\n' });
+    assert.doesNotMatch(again.data, /200 OK/);
+    await until(() => /\[CERT_REVOKED\]/.test(serve.output()), 5000, 'the refusal in the log');
+    const alice = await tlsAttempt(port, context('alice'), { send: 'GET / HTTP/1.0\r\n\r\n' });
+    assert.match(alice.data, /200 OK/);
+  });
+
+  it('createMtlsServer { ocsp }: a responder that is down refuses whom it cannot answer for, unless soft-fail', async () => {
+    const errors: HandshakeErrorEvent[] = [];
+    const policy = compilePolicy({ allow: ['any'] });
+    const hard = createMtlsServer({ credentials: creds('web'), policy, ocsp: true }, (s) => s.end('hi\n'));
+    hard.on('mtls:handshake-error', (e: HandshakeErrorEvent) => errors.push(e));
+    const events: OcspClientEvent[] = [];
+    const soft = createMtlsServer(
+      {
+        credentials: creds('web'),
+        policy,
+        ocsp: new OcspClientChecker({ softFail: true, onEvent: (e) => events.push(e) }),
+      },
+      (s) => s.end('hi\n'),
+    );
+    servers.push(hard, soft);
+    const [hardPort, softPort] = [await listen(hard), await listen(soft)];
+    assert.equal((await tlsAttempt(hardPort, context('alice'))).data, 'hi\n', 'answered while the responder is up');
+    responder!.child.kill();
+    await new Promise((r) => setTimeout(r, 300));
+    // carol was never asked about: no answer to go by.
+    assert.equal((await tlsAttempt(hardPort, context('carol'))).data, '');
+    await until(() => errors.length > 0, 5000, 'the refusal');
+    assert.equal(errors[0]!.error.code, 'REVOCATION_UNKNOWN');
+    assert.match(
+      errors[0]!.error.message,
+      /'carol'.*cannot be had: the OCSP responder .* cannot be reached.*hard-fail/,
+    );
+    assert.equal((await tlsAttempt(softPort, context('dave'))).data, 'hi\n', 'soft-fail admits');
+    const said = events.find((e) => e.event === 'ocsp-client-unknown');
+    assert.ok(said && said.event === 'ocsp-client-unknown' && said.admitted && said.certificate === 'dave');
+  });
+});
