@@ -80,6 +80,11 @@ export function checkOcspResponse(
 ): OcspStatus {
   const what = o.what ?? 'the OCSP response';
   const now = o.now ?? new Date();
+  // The issuer must be the one that signed the certificate: a peer's chain may carry an impostor with the issuer's
+  // name and key id (Node's getPeerCertificate picks issuers by name, not by signature), whose key would then
+  // "sign" a good answer about a revoked certificate.
+  if (!issuedBy(cert, issuer))
+    throw unknown(`cannot check ${what}: the issuer given did not sign the certificate (an impostor in the chain?)`);
   if (der.length > MAX_OCSP_RESPONSE_BYTES)
     throw unknown(`${what} is ${der.length} bytes; an OCSP response is at most ${MAX_OCSP_RESPONSE_BYTES}`);
   let parsed: ReturnType<typeof parseBasic>;
@@ -116,6 +121,15 @@ export function checkOcspResponse(
   if (single.revokedAt) out.revokedAt = single.revokedAt;
   if (single.reason) out.reason = single.reason;
   return out;
+}
+
+/** Whether `issuer`'s key signed `cert` (the name alone proves nothing). */
+export function issuedBy(cert: Certificate, issuer: Certificate): boolean {
+  if (!issuer.publicKey || !cert.issuerDer.equals(issuer.subjectDer)) return false;
+  return (
+    checkSignature(cert.signatureAlgorithm, cert.signatureParams, cert.tbsDer, cert.signature, issuer.publicKey) ===
+    null
+  );
 }
 
 interface Single {

@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import { MtlsError, messageOf } from '../errors.js';
 import type { Certificate } from '../pki/certificate.js';
 import { certLabel } from '../pki/path-rules.js';
-import type { OcspStatus } from '../pki/ocsp-check.js';
+import { issuedBy, type OcspStatus } from '../pki/ocsp-check.js';
 import { fetchOcsp } from './ocsp-fetch.js';
 
 /**
@@ -47,8 +47,10 @@ export class OcspClientChecker {
    * CERT_REVOKED, or REVOCATION_UNKNOWN under hard-fail; undefined to admit it.
    */
   async failure(chain: readonly Certificate[]): Promise<MtlsError | undefined> {
-    const [leaf, sent] = chain;
+    const [leaf, next] = chain;
     if (!leaf) return undefined;
+    // Only an issuer whose key signed the leaf is learnt: a client's chain may carry an impostor of the same name.
+    const sent = next && issuedBy(leaf, next) ? next : undefined;
     if (sent) this.learn(sent);
     const issuer = sent ?? this.issuers.get(leaf.issuerDer.toString('base64'));
     const v = issuer

@@ -12,41 +12,27 @@ import tls from 'node:tls';
 import { before, describe, it } from 'node:test';
 import { crlPaths } from '../../src/ca/revocation.js';
 import { CrlFetcher, type CrlFetchEvent } from '../../src/tls/crl-fetch.js';
-import { loadCredentials } from '../../src/tls/credentials.js';
 import { clientTlsOptions } from '../../src/tls/options.js';
 import { freePort, listen, tlsAttempt, until } from '../helpers/endpoints.js';
-import { BIN, mtls, mtlsAsync, tempDir } from '../helpers/pki.js';
+import { BIN, mtls, mtlsAsync } from '../helpers/pki.js';
 import { startProcess, trackServers } from '../helpers/process.js';
+import { urlCa, type UrlCa } from '../helpers/url-ca.js';
 
 const servers = trackServers();
 
 describe('CRLs from URLs', () => {
-  const dir = tempDir('mtls-crl-url-');
-  const home = path.join(dir, 'ca');
-  const env = { MTLS_HOME: home };
-  const f = (n: string) => path.join(dir, n);
+  let pki: UrlCa;
+  let env: UrlCa['env'];
   let base = '';
-  const context = (n: string) =>
-    tls.createSecureContext(
-      clientTlsOptions(
-        loadCredentials({ certFile: f(`${n}.crt`), keyFile: f(`${n}.key`), caFile: path.join(home, 'ca.crt') }),
-        fs.readFileSync(path.join(home, 'ca.crt'), 'utf8'),
-      ),
-    );
+  let home = '';
+  const f = (n: string) => pki.file(n);
+  const context = (n: string) => tls.createSecureContext(clientTlsOptions(pki.creds(n), pki.bundle));
 
   before(async () => {
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    assert.equal(mtls(['ca', 'init', '--name', 'Cu', '--url', base], { env }).status, 0);
-    assert.equal(mtls(['issue', 'server', 'web', '--dns', 'localhost', '--out', dir], { env }).status, 0);
-    for (const n of ['alice', 'bob']) assert.equal(mtls(['issue', 'client', n, '--out', dir], { env }).status, 0);
+    pki = await urlCa('Cu', { servers: ['web'], clients: ['alice', 'bob'] });
+    ({ env, base, home } = pki);
     assert.equal(mtls(['ca', 'crl'], { env }).status, 0);
-    await startProcess(
-      process.execPath,
-      [BIN, 'ca', 'ocsp', '--listen', `127.0.0.1:${port}`],
-      /OCSP responder on/,
-      env,
-    );
+    await pki.startResponder();
   });
 
   it('mtls serve and mtls proxy server (both engines) refuse a client revoked after they started, within 5 s', async () => {
@@ -85,7 +71,7 @@ describe('CRLs from URLs', () => {
     const through = async (port: number, who: string) =>
       (await tlsAttempt(port, context(who), { send: 'GET / HTTP/1.0\r\n\r\n' })).data;
     for (const p of [serve, ...proxies]) assert.notEqual(await through(p, 'bob'), '', `bob gets in at ${p} before`);
-    assert.equal(mtls(['revoke', f('bob.crt')], { env }).status, 0);
+    pki.revoke('bob');
     const t0 = Date.now();
     for (const p of [serve, ...proxies]) {
       while ((await through(p, 'bob')) !== '') {

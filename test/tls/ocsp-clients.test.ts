@@ -6,45 +6,29 @@
  */
 import assert from 'node:assert/strict';
 import https from 'node:https';
-import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { MtlsHttpsAgent } from '../../src/adapters/agents.js';
 import { compilePolicy } from '../../src/identity/policy.js';
-import { loadCredentials, type Credentials } from '../../src/tls/credentials.js';
 import { OcspClientChecker, type OcspClientEvent } from '../../src/tls/ocsp-clients.js';
 import { createMtlsServer, type HandshakeErrorEvent } from '../../src/tls/server.js';
 import { freePort, listen, tlsAttempt, until } from '../helpers/endpoints.js';
-import { BIN, mtls, tempDir } from '../helpers/pki.js';
+import { BIN } from '../helpers/pki.js';
 import { startProcess, trackServers } from '../helpers/process.js';
+import { urlCa, type UrlCa } from '../helpers/url-ca.js';
 import tls from 'node:tls';
 import { clientTlsOptions } from '../../src/tls/options.js';
 
 const servers = trackServers();
 
 describe('servers asking their clients OCSP responder', () => {
-  const dir = tempDir('mtls-ocsp-clients-');
-  const home = path.join(dir, 'ca');
-  const env = { MTLS_HOME: home };
-  const f = (n: string) => path.join(dir, n);
-  const creds = (n: string): Credentials =>
-    loadCredentials({ certFile: f(`${n}.crt`), keyFile: f(`${n}.key`), caFile: path.join(home, 'ca.crt') });
-  let ca = '';
-  let responder: { child: { kill: () => boolean } } | undefined;
-  const context = (n: string) => tls.createSecureContext(clientTlsOptions(creds(n), ca));
+  let pki: UrlCa;
+  let responder: Awaited<ReturnType<UrlCa['startResponder']>> | undefined;
+  const f = (n: string) => pki.file(n);
+  const context = (n: string) => tls.createSecureContext(clientTlsOptions(pki.creds(n), pki.bundle));
 
   before(async () => {
-    const port = await freePort();
-    assert.equal(mtls(['ca', 'init', '--name', 'Oq', '--url', `http://127.0.0.1:${port}`], { env }).status, 0);
-    assert.equal(mtls(['issue', 'server', 'web', '--dns', 'localhost', '--out', dir], { env }).status, 0);
-    for (const n of ['alice', 'bob', 'carol', 'dave'])
-      assert.equal(mtls(['issue', 'client', n, '--out', dir], { env }).status, 0);
-    ca = creds('alice').ca;
-    responder = await startProcess(
-      process.execPath,
-      [BIN, 'ca', 'ocsp', '--listen', `127.0.0.1:${port}`],
-      /OCSP responder on/,
-      env,
-    );
+    pki = await urlCa('Oq', { servers: ['web'], clients: ['alice', 'bob', 'carol', 'dave'] });
+    responder = await pki.startResponder();
   });
 
   it('mtls serve --http --client-ocsp: a revoked client is refused within 5 s, on a new and on a kept-alive connection', async () => {
@@ -66,9 +50,9 @@ describe('servers asking their clients OCSP responder', () => {
         '--client-ocsp',
       ],
       /listening/,
-      env,
+      pki.env,
     );
-    const agent = new MtlsHttpsAgent({ ca, credentials: creds('bob'), keepAlive: true });
+    const agent = new MtlsHttpsAgent({ ca: pki.bundle, credentials: pki.creds('bob'), keepAlive: true });
     const get = () =>
       new Promise<{ status: number; body: string } | Error>((resolve) => {
         https
@@ -81,7 +65,7 @@ describe('servers asking their clients OCSP responder', () => {
       });
     const first = await get();
     assert.ok(!(first instanceof Error) && first.status === 200, String(first instanceof Error ? first : first.body));
-    assert.equal(mtls(['revoke', f('bob.crt'), '--reason', 'keyCompromise'], { env }).status, 0);
+    pki.revoke('bob', 'keyCompromise');
     const t0 = Date.now();
     let later = await get();
     while (!(later instanceof Error) && later.status === 200) {
@@ -104,12 +88,12 @@ describe('servers asking their clients OCSP responder', () => {
   it('createMtlsServer { ocsp }: a responder that is down refuses whom it cannot answer for, unless soft-fail', async () => {
     const errors: HandshakeErrorEvent[] = [];
     const policy = compilePolicy({ allow: ['any'] });
-    const hard = createMtlsServer({ credentials: creds('web'), policy, ocsp: true }, (s) => s.end('hi\n'));
+    const hard = createMtlsServer({ credentials: pki.creds('web'), policy, ocsp: true }, (s) => s.end('hi\n'));
     hard.on('mtls:handshake-error', (e: HandshakeErrorEvent) => errors.push(e));
     const events: OcspClientEvent[] = [];
     const soft = createMtlsServer(
       {
-        credentials: creds('web'),
+        credentials: pki.creds('web'),
         policy,
         ocsp: new OcspClientChecker({ softFail: true, onEvent: (e) => events.push(e) }),
       },

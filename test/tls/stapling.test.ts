@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import https from 'node:https';
 import path from 'node:path';
-import type tls from 'node:tls';
 import { before, describe, it } from 'node:test';
 import { fetch } from 'undici';
 import { MtlsHttpsAgent, mtlsUndiciAgent } from '../../src/adapters/agents.js';
@@ -15,44 +14,38 @@ import { createMtlsHttpsServer } from '../../src/adapters/http.js';
 import { MtlsError } from '../../src/errors.js';
 import { compilePolicy } from '../../src/identity/policy.js';
 import { connectMtls } from '../../src/tls/client.js';
-import { loadCredentials, type Credentials } from '../../src/tls/credentials.js';
+import type { Credentials } from '../../src/tls/credentials.js';
 import { createMtlsServer } from '../../src/tls/server.js';
 import { OcspStapler, type StapleEvent } from '../../src/tls/stapling.js';
 import { close, freePort, listen, until } from '../helpers/endpoints.js';
-import { BIN, mtls, mtlsAsync, openssl, tempDir } from '../helpers/pki.js';
+import { BIN, mtls, mtlsAsync } from '../helpers/pki.js';
 import { startProcess, trackServers } from '../helpers/process.js';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import tls from 'node:tls';
+import { parseCertificate } from '../../src/pki/certificate.js';
+import { basicConstraintsExt, keyUsageExt, subjectKeyIdExt } from '../../src/pki/extensions.js';
+import { encodeOcspResponse, parseOcspRequest } from '../../src/pki/ocsp.js';
+import { ocspRequest } from '../../src/pki/ocsp-check.js';
+import { decodeCertificatesPem, encodePem } from '../../src/pki/pem.js';
+import { randomSerial, signCertificate } from '../../src/pki/signing.js';
+import { serverTlsOptions } from '../../src/tls/options.js';
+import { sClientStatus, urlCa, type UrlCa } from '../helpers/url-ca.js';
 
 const servers = trackServers();
 
 describe('OCSP stapling', () => {
-  const dir = tempDir('mtls-staple-');
-  const home = path.join(dir, 'ca');
-  const env = { MTLS_HOME: home };
-  const f = (n: string) => path.join(dir, n);
-  const creds = (n: string): Credentials =>
-    loadCredentials({ certFile: f(`${n}.crt`), keyFile: f(`${n}.key`), caFile: path.join(home, 'ca.crt') });
-  let ocspPort = 0;
+  let pki: UrlCa;
+  const f = (n: string) => pki.file(n);
+  const creds = (n: string): Credentials => pki.creds(n);
   let ca = '';
+  let env: UrlCa['env'];
   const policy = compilePolicy({ allow: ['cn:bob'] });
 
-  const startResponder = () =>
-    startProcess(process.execPath, [BIN, 'ca', 'ocsp', '--listen', `127.0.0.1:${ocspPort}`], /OCSP responder on/, env);
-
   before(async () => {
-    ocspPort = await freePort();
-    assert.equal(mtls(['ca', 'init', '--name', 'St', '--url', `http://127.0.0.1:${ocspPort}`], { env }).status, 0);
-    for (const [kind, n] of [
-      ['server', 'web'],
-      ['server', 'gone'],
-      ['server', 'late'],
-      ['client', 'bob'],
-      ['client', 'eve'],
-    ])
-      assert.equal(
-        mtls(['issue', kind!, n!, '--out', dir, ...(kind === 'server' ? ['--dns', 'localhost'] : [])], { env }).status,
-        0,
-      );
-    ca = creds('bob').ca;
+    pki = await urlCa('St', { servers: ['web', 'gone', 'late'], clients: ['bob', 'eve'] });
+    ca = pki.bundle;
+    env = pki.env;
   });
 
   it('a server started while the responder is down staples nothing, retries, and staples once it answers', async () => {
@@ -70,7 +63,7 @@ describe('OCSP stapling', () => {
     assert.equal(plain.staple, undefined, 'no staple to check: request accepts');
     plain.socket.destroy();
     await assert.rejects(connect('require'), (e: unknown) => e instanceof MtlsError && e.code === 'REVOCATION_UNKNOWN');
-    await startResponder();
+    await pki.startResponder();
     await until(() => events.some((e) => e.event === 'ocsp-staple'), 10_000, 'the retry to fetch a staple');
     const stapled = await connect('require');
     assert.equal(stapled.staple?.status, 'good');
@@ -99,25 +92,7 @@ describe('OCSP stapling', () => {
       env,
     );
     for (const v of ['-tls1_2', '-tls1_3']) {
-      const r = openssl(
-        [
-          's_client',
-          '-connect',
-          `127.0.0.1:${port}`,
-          '-status',
-          v,
-          '-cert',
-          f('bob.crt'),
-          '-key',
-          f('bob.key'),
-          '-cert_chain',
-          f('bob.crt'),
-          '-CAfile',
-          path.join(home, 'ca.crt'),
-        ],
-        '',
-      );
-      const out = r.stdout + r.stderr;
+      const out = sClientStatus(pki, port, 'bob', v);
       assert.match(out, /OCSP Response Status: successful/, v);
       assert.match(out, /Cert Status: good/, v);
     }
@@ -137,7 +112,7 @@ describe('OCSP stapling', () => {
   });
 
   it('mtls serve --staple refuses a certificate that names no responder, in one line', async () => {
-    const bare = path.join(dir, 'bare');
+    const bare = path.join(pki.dir, 'bare');
     const bareEnv = { MTLS_HOME: path.join(bare, 'ca') };
     assert.equal(mtls(['ca', 'init', '--name', 'Bare'], { env: bareEnv }).status, 0);
     assert.equal(mtls(['issue', 'server', 'x', '--dns', 'localhost', '--out', bare], { env: bareEnv }).status, 0);
@@ -162,7 +137,7 @@ describe('OCSP stapling', () => {
   });
 
   it('a revoked staple is refused by connectMtls, both agents and mtls connect; require refuses a server without', async () => {
-    assert.equal(mtls(['revoke', f('gone.crt'), '--reason', 'keyCompromise'], { env }).status, 0);
+    pki.revoke('gone', 'keyCompromise');
     const stapler = new OcspStapler();
     const server = createMtlsHttpsServer({ credentials: creds('gone'), policy, staple: stapler }, (_q, res) =>
       res.end('ok'),
@@ -246,11 +221,11 @@ describe('OCSP stapling', () => {
       {
         name: 'our certificate is not revoked',
         ok: true,
-        detail: `good (the OCSP responder http://127.0.0.1:${ocspPort}/ocsp, signed by 'OCSP responder')`,
+        detail: `good (the OCSP responder ${pki.ocspUrl}, signed by 'OCSP responder')`,
       },
     );
     // A server that does not check revocation still lets eve in: doctor says her certificate is revoked anyway.
-    assert.equal(mtls(['revoke', f('eve.crt'), '--reason', 'affiliationChanged'], { env }).status, 0);
+    pki.revoke('eve', 'affiliationChanged');
     const lax = createMtlsServer({ credentials: creds('web'), policy: compilePolicy({ allow: ['any'] }) }, (s) =>
       s.end('hi'),
     );
@@ -291,7 +266,7 @@ describe('OCSP stapling', () => {
           '--key',
           f('web.key'),
           '--ca',
-          path.join(home, 'ca.crt'),
+          pki.bundleFile,
           '--allow',
           'cn:bob',
           '--staple',
@@ -303,25 +278,7 @@ describe('OCSP stapling', () => {
       );
       assert.match(proxy.output(), new RegExp(`"engine":"${engine}"`));
       for (const v of ['-tls1_2', '-tls1_3']) {
-        const r = openssl(
-          [
-            's_client',
-            '-connect',
-            `127.0.0.1:${port}`,
-            '-status',
-            v,
-            '-cert',
-            f('bob.crt'),
-            '-key',
-            f('bob.key'),
-            '-cert_chain',
-            f('bob.crt'),
-            '-CAfile',
-            path.join(home, 'ca.crt'),
-          ],
-          '',
-        );
-        assert.match(r.stdout + r.stderr, /Cert Status: good/, `${engine} ${v}`);
+        assert.match(sClientStatus(pki, port, 'bob', v), /Cert Status: good/, `${engine} ${v}`);
       }
       const c = await connectMtls({ host: 'localhost', port, ca, credentials: creds('bob'), staple: 'require' });
       assert.equal(c.staple?.status, 'good', engine);
@@ -359,7 +316,7 @@ describe('OCSP stapling', () => {
           '--key',
           f('bob.key'),
           '--ca',
-          path.join(home, 'ca.crt'),
+          pki.bundleFile,
           '--staple',
           mode,
         ],
@@ -383,5 +340,68 @@ describe('OCSP stapling', () => {
     assert.equal(n.got, '');
     await until(() => /"code":"REVOCATION_UNKNOWN"/.test(n.log()), 5000, 'the refusal in the log');
     assert.equal((await through(plain, 'request')).got, 'hello from late\n', 'request: no staple, no check');
+  });
+
+  it('refuses a staple "signed by the issuer" when that issuer is an impostor the server slipped into its chain', async () => {
+    // The holder of a revoked certificate sends [leaf, fake intermediate (same name and key id, its own key), the
+    // real intermediate]: OpenSSL verifies through the real one, while Node names the first match the leaf's
+    // issuer. A staple signed by the fake key must not read good.
+    const real = parseCertificate(
+      decodeCertificatesPem(fs.readFileSync(path.join(pki.home, 'intermediate.crt'), 'latin1'), 'int')[0]!,
+    );
+    const fakeKey = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const fakeDer = signCertificate(
+      {
+        serial: randomSerial(),
+        issuer: real.subjectDer,
+        subject: real.subjectDer,
+        // Expired: OpenSSL's chain building passes over it for the real one; Node's issuer lookup does not look at time.
+        notBefore: new Date(Date.now() - 2 * 86400e3),
+        notAfter: new Date(Date.now() - 86400e3),
+        publicKey: fakeKey.publicKey,
+        extensions: [
+          basicConstraintsExt(true),
+          keyUsageExt(['keyCertSign', 'cRLSign']),
+          subjectKeyIdExt(real.subjectKeyId!),
+        ],
+      },
+      fakeKey.privateKey,
+    );
+    const fake = parseCertificate(fakeDer);
+    const leaf = pki.creds('gone').leaf; // revoked above
+    const certId = parseOcspRequest(ocspRequest(leaf, fake, { nonce: false }).der).certIds[0]!;
+    const now = new Date();
+    const forged = encodeOcspResponse([{ certId, status: { status: 'good' } }], {
+      signer: fake,
+      key: fakeKey.privateKey,
+      producedAt: now,
+      thisUpdate: now,
+      nextUpdate: new Date(now.getTime() + 3600e3),
+    });
+    const server = tls.createServer({
+      ...serverTlsOptions(pki.creds('gone')),
+      cert: [leaf.der, fakeDer, real.der].map((d) => encodePem('CERTIFICATE', d)).join(''),
+    });
+    server.on('OCSPRequest', (_c: Buffer, _i: Buffer, cb: (e: null, r: Buffer) => void) => cb(null, forged));
+    server.on('secureConnection', (s: tls.TLSSocket) => s.end('hi'));
+    servers.push(server);
+    const port = await listen(server);
+    const outcome = await connectMtls({
+      host: 'localhost',
+      port,
+      ca,
+      credentials: creds('bob'),
+      staple: 'request',
+    }).then(
+      (c) => {
+        c.socket.destroy();
+        return `connected, staple ${c.staple?.status}`;
+      },
+      (e: unknown) => e,
+    );
+    assert.ok(
+      outcome instanceof MtlsError && outcome.code === 'REVOCATION_UNKNOWN' && /did not sign/.test(outcome.message),
+      String(outcome),
+    );
   });
 });
