@@ -93,6 +93,12 @@ void callJs(napi_env env, napi_value fn, void*, void* data) {
       napi_create_buffer_copy(env, ev->der.size(), ev->der.data(), &p, &buf);
       napi_set_named_property(env, obj, "der", buf);
     }
+    if (!ev->issuerDer.empty()) {
+      void* p;
+      napi_value buf;
+      napi_create_buffer_copy(env, ev->issuerDer.size(), ev->issuerDer.data(), &p, &buf);
+      napi_set_named_property(env, obj, "issuer", buf);
+    }
     setStr(env, obj, "version", ev->version);
     setStr(env, obj, "cipher", ev->cipher);
     setStr(env, obj, "servername", ev->sni);

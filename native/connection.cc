@@ -90,6 +90,15 @@ void Loop::secured(Conn* c) {
       unsigned char* p = ev->der.data();
       i2d_X509(peer, &p);
     }
+    // The issuer OpenSSL verified the leaf with (a client may send impostors beside it): for OCSP checks in JS.
+    STACK_OF(X509)* verified = SSL_get0_verified_chain(c->ssl);
+    X509* issuer = verified && sk_X509_num(verified) > 1 ? sk_X509_value(verified, 1) : nullptr;
+    int m = issuer ? i2d_X509(issuer, nullptr) : 0;
+    if (m > 0) {
+      ev->issuerDer.resize(size_t(m));
+      unsigned char* q = ev->issuerDer.data();
+      i2d_X509(issuer, &q);
+    }
   }
   ev->version = SSL_get_version(c->ssl);
   const SSL_CIPHER* cipher = SSL_get_current_cipher(c->ssl);

@@ -142,6 +142,7 @@ struct Event {
   EventType type;
   uint64_t id = 0;
   std::vector<uint8_t> der;
+  std::vector<uint8_t> issuerDer;  // the verified issuer of der (full handshakes): what an OCSP check needs
   std::string version, cipher, sni, code, reason;
   CloseReason why = CloseReason::Closed;
   bool resumed = false;

@@ -44,6 +44,8 @@ interface ServerFlags extends CommonFlags, PolicyFlags {
   crlRefresh: string;
   crlSoftFail?: boolean;
   staple?: string | true;
+  clientOcsp?: string | true;
+  ocspSoftFail?: boolean;
   engine?: string;
 }
 interface ClientFlags extends CommonFlags {
@@ -167,6 +169,14 @@ export function registerProxy(program: Command): void {
       '--staple [url]',
       "staple our certificate's OCSP status (from the responder it names, or URL), refreshed before it expires",
     )
+    .option(
+      '--client-ocsp [url]',
+      "TCP mode: ask each client certificate's OCSP responder (the one it names, or URL) before admitting it",
+    )
+    .option(
+      '--ocsp-soft-fail',
+      'admit a client whose OCSP status cannot be had (logged, counted) instead of refusing it',
+    )
     .option('--unsafe-target', 'allow a target that is not loopback or a unix socket')
     .option(
       '--engine <engine>',
@@ -226,6 +236,9 @@ export function registerProxy(program: Command): void {
         crl: o.crl,
         crlSoftFail: o.crlSoftFail,
         staple: o.staple ? true : undefined,
+        clientOcsp: o.clientOcsp ? true : undefined,
+        clientOcspUrl: typeof o.clientOcsp === 'string' ? o.clientOcsp : undefined,
+        ocspSoftFail: o.ocspSoftFail,
         stapleUrl: typeof o.staple === 'string' ? o.staple : undefined,
         engine: o.engine,
       });

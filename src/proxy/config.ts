@@ -67,6 +67,13 @@ export interface ServerListenerConfig extends Common {
   staple?: boolean;
   stapleUrl?: string;
   /**
+   * TCP mode: ask each client certificate's OCSP responder (the one it names, or `clientOcspUrl`) before admitting
+   * it; no trustworthy answer refuses it unless `ocspSoftFail` (logged, counted in mtls_proxy_ocsp_unknown_total).
+   */
+  clientOcsp?: boolean;
+  clientOcspUrl?: string;
+  ocspSoftFail?: boolean;
+  /**
    * TCP mode: who does the TLS and the relay. 'native' (the default for TCP when the addon is built): a thread of
    * our own with OpenSSL (native/); 'node': Node's TLS socket. HTTP mode is always 'node'.
    */
@@ -187,6 +194,9 @@ const SERVER_KEYS = [
   'crlSoftFail',
   'staple',
   'stapleUrl',
+  'clientOcsp',
+  'clientOcspUrl',
+  'ocspSoftFail',
   'engine',
   'limits',
 ] as const;
@@ -308,6 +318,7 @@ export function listenerFrom(raw: Raw, where: string, index: number): ListenerCo
       ...(r.bool('crlSoftFail', false) ? { crlSoftFail: true } : {}),
       ...(r.bool('staple', false) || r.has('stapleUrl') ? { staple: true } : {}),
       ...(r.has('stapleUrl') ? { stapleUrl: r.str('stapleUrl')! } : {}),
+      ...clientOcspOf(r, protocol, where),
     };
   }
   const target = r.address('target');
@@ -334,6 +345,29 @@ export function listenerFrom(raw: Raw, where: string, index: number): ListenerCo
     ...(expect ? { expectSpiffeId: expect } : {}),
     ...(r.has('servername') ? { servername: r.str('servername')! } : {}),
     ...(r.has('staple') ? { staple: stapleMode(r.str('staple')!, `${where}.staple`) } : {}),
+  };
+}
+
+function clientOcspOf(
+  r: Reader,
+  protocol: string,
+  where: string,
+): { clientOcsp?: true; clientOcspUrl?: string; ocspSoftFail?: true } {
+  const on = r.bool('clientOcsp', false) || r.has('clientOcspUrl');
+  if (!on) {
+    if (r.bool('ocspSoftFail', false)) throw new MtlsError('BAD_INPUT', `${where}.ocspSoftFail goes with clientOcsp`);
+    return {};
+  }
+  if (protocol === 'http')
+    throw new MtlsError(
+      'BAD_INPUT',
+      `${where}.clientOcsp: OCSP checks of clients are not built for HTTP mode yet (a kept-alive connection would ` +
+        'not be asked again); use CRLs there (crl or --crl-url)',
+    );
+  return {
+    clientOcsp: true,
+    ...(r.has('clientOcspUrl') ? { clientOcspUrl: r.str('clientOcspUrl')! } : {}),
+    ...(r.bool('ocspSoftFail', false) ? { ocspSoftFail: true as const } : {}),
   };
 }
 

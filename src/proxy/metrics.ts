@@ -24,6 +24,12 @@ export class ProxyMetrics {
     labelNames: ['listener'],
     registers: [this.registry],
   });
+  readonly ocspUnknown = new client.Counter({
+    name: 'mtls_proxy_ocsp_unknown_total',
+    help: 'Client certificates whose OCSP status could not be had, by what was done: refused (hard-fail) or admitted (--ocsp-soft-fail)',
+    labelNames: ['listener', 'result'],
+    registers: [this.registry],
+  });
   readonly active = new client.Gauge({
     name: 'mtls_proxy_active_connections',
     help: 'Connections open now',

@@ -9,6 +9,7 @@ import type { Address } from '../io/address.js';
 import type { Limits, ServerListenerConfig } from './config.js';
 import type { ListenerContext } from './listener.js';
 import type { Crl } from '../pki/crl.js';
+import { parseCertificate } from '../pki/certificate.js';
 import type { ReloadEvent } from '../tls/reload.js';
 import { stapledPair } from '../tls/stapling.js';
 import type { serverTlsOptions } from '../tls/options.js';
@@ -164,6 +165,22 @@ export class NativeServerListener extends ServerListenerBase {
       this.reportFailure(c.remote, revoked);
       return;
     }
+    if (this.config.clientOcsp && id) {
+      // The engine holds the connection (stage 'deciding', under the handshake deadline) while the client's OCSP
+      // responder is asked, with the issuer OpenSSL verified it with.
+      const chain = [id.certificate, ...(e.issuer ? [parseCertificate(e.issuer)] : [])];
+      void this.ocspFailure(chain).then((failure) => {
+        if (this.conns.get(e.id) !== c) return; // closed meanwhile
+        if (!failure) return this.decide(e, c, id);
+        this.native.reject(e.id);
+        this.reportFailure(c.remote, failure);
+      });
+      return;
+    }
+    this.decide(e, c, id);
+  }
+
+  private decide(e: SecuredEvent, c: Conn, id: PeerIdentity | undefined): void {
     const decision = this.policy.decide(id);
     if (!decision.allowed || !id) {
       this.native.reject(e.id);

@@ -68,6 +68,8 @@ export interface SecuredEvent {
   type: 'secured';
   id: number;
   der?: Buffer;
+  /** The issuer OpenSSL verified `der` with (full handshakes only). */
+  issuer?: Buffer;
   version: string;
   cipher: string;
   servername: string;

@@ -8,6 +8,7 @@ import { serverTlsOptions } from '../tls/options.js';
 import type { Credentials } from '../tls/credentials.js';
 import { chainNeeded, loadCrlFile, revocationFailure, staleCrl } from '../tls/crl-file.js';
 import { OcspStapler } from '../tls/stapling.js';
+import { OcspClientChecker } from '../tls/ocsp-clients.js';
 import { formatDn } from '../pki/names.js';
 import type { Limits, ServerListenerConfig } from './config.js';
 import { Listener, type ListenerContext } from './listener.js';
@@ -63,6 +64,31 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
     if (this.builtCrls === undefined) this.crls = loaded?.crls ?? [];
     this.builtCrls = loaded?.crls ?? [];
     return loaded ? this.withRevocations(o, loaded.crls) : o;
+  }
+
+  /** Asks each client certificate's OCSP responder before admission (config.clientOcsp, TCP mode). */
+  private clientOcsp: OcspClientChecker | undefined;
+
+  /**
+   * Why a client that passed every other check must still be refused, by its OCSP responder: CERT_REVOKED, or
+   * REVOCATION_UNKNOWN under hard-fail; undefined to admit (also when the listener does not ask).
+   */
+  protected async ocspFailure(chain: readonly Certificate[]): Promise<MtlsError | undefined> {
+    if (!this.config.clientOcsp) return undefined;
+    this.clientOcsp ??= new OcspClientChecker({
+      ...(this.config.clientOcspUrl ? { url: this.config.clientOcspUrl } : {}),
+      softFail: this.config.ocspSoftFail === true,
+      onEvent: (e) => {
+        if (e.event !== 'ocsp-client-unknown') return;
+        this.ctx.metrics.ocspUnknown.inc({ listener: this.name, result: e.admitted ? 'admitted' : 'refused' });
+        if (e.admitted)
+          this.log.warn(
+            { event: 'ocsp-unknown-admitted', certificate: e.certificate, serial: e.serial, reason: e.reason },
+            `'${e.certificate}' admitted without an OCSP status (--ocsp-soft-fail): ${e.reason}`,
+          );
+      },
+    });
+    return this.clientOcsp.failure(chain);
   }
 
   /** A new OCSP response to staple for `certificate` (null: none current); the native engine holds it itself. */

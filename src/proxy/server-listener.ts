@@ -127,6 +127,19 @@ export class ServerListener extends ServerListenerBase {
       s.destroy();
       return;
     }
+    if (this.config.clientOcsp && id) {
+      // The client's OCSP responder is asked before anything is relayed (config.ts allows it in TCP mode only).
+      const pending = () => undefined;
+      s.on('error', pending);
+      void this.ocspFailure(s.isSessionReused() ? [id.certificate] : peerChain(s)).then((failure) => {
+        s.off('error', pending);
+        if (s.destroyed) return;
+        if (!failure) return this.admitTcp(s, id);
+        this.reportFailure(raw?.[REMOTE] ?? `${s.remoteAddress}:${s.remotePort}`, failure);
+        s.destroy();
+      });
+      return;
+    }
     if (this.config.protocol === 'http') {
       // Decided per request (routes); a connection without a verified identity never gets that far.
       if (!id) return this.deny(s, undefined, 'no verified client certificate');
@@ -138,6 +151,10 @@ export class ServerListener extends ServerListenerBase {
       });
       return;
     }
+    this.admitTcp(s, id);
+  }
+
+  private admitTcp(s: tls.TLSSocket, id: PeerIdentity | undefined): void {
     const decision = this.policy.decide(id);
     if (!decision.allowed || !id) return this.deny(s, id, decision.reason);
     this.reportAllowed(id);

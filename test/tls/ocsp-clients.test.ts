@@ -6,13 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import https from 'node:https';
+import net from 'node:net';
 import { before, describe, it } from 'node:test';
 import { MtlsHttpsAgent } from '../../src/adapters/agents.js';
 import { compilePolicy } from '../../src/identity/policy.js';
 import { OcspClientChecker, type OcspClientEvent } from '../../src/tls/ocsp-clients.js';
 import { createMtlsServer, type HandshakeErrorEvent } from '../../src/tls/server.js';
 import { freePort, listen, tlsAttempt, until } from '../helpers/endpoints.js';
-import { BIN } from '../helpers/pki.js';
+import { BIN, mtlsAsync } from '../helpers/pki.js';
 import { startProcess, trackServers } from '../helpers/process.js';
 import { urlCa, type UrlCa } from '../helpers/url-ca.js';
 import tls from 'node:tls';
@@ -27,7 +28,7 @@ describe('servers asking their clients OCSP responder', () => {
   const context = (n: string) => tls.createSecureContext(clientTlsOptions(pki.creds(n), pki.bundle));
 
   before(async () => {
-    pki = await urlCa('Oq', { servers: ['web'], clients: ['alice', 'bob', 'carol', 'dave'] });
+    pki = await urlCa('Oq', { servers: ['web'], clients: ['alice', 'bob', 'carol', 'dave', 'erin'] });
     responder = await pki.startResponder();
   });
 
@@ -83,6 +84,71 @@ describe('servers asking their clients OCSP responder', () => {
     await until(() => /\[CERT_REVOKED\]/.test(serve.output()), 5000, 'the refusal in the log');
     const alice = await tlsAttempt(port, context('alice'), { send: 'GET / HTTP/1.0\r\n\r\n' });
     assert.match(alice.data, /200 OK/);
+  });
+
+  it('mtls proxy server --client-ocsp, on both engines: a revoked client is refused before a byte is relayed', async () => {
+    const pong = net.createServer((c) => c.end('pong\n'));
+    servers.push(pong);
+    const target = { port: await listen(pong) };
+    pki.revoke('erin', 'keyCompromise');
+    for (const engine of ['native', 'node']) {
+      const port = await freePort();
+      const proxy = await startProcess(
+        process.execPath,
+        [
+          BIN,
+          'proxy',
+          'server',
+          '--listen',
+          `127.0.0.1:${port}`,
+          '--target',
+          `127.0.0.1:${target.port}`,
+          '--cert',
+          f('web.crt'),
+          '--key',
+          f('web.key'),
+          '--ca',
+          pki.bundleFile,
+          '--allow',
+          'any',
+          '--client-ocsp',
+          '--engine',
+          engine,
+        ],
+        /"event":"listening"/,
+        pki.env,
+      );
+      assert.equal((await tlsAttempt(port, context('alice'))).data, 'pong\n', engine);
+      assert.equal((await tlsAttempt(port, context('erin'))).data, '', `${engine}: erin is revoked`);
+      await until(
+        () => /"code":"CERT_REVOKED".*keyCompromise/.test(proxy.output()),
+        5000,
+        `${engine}: the refusal logged`,
+      );
+    }
+    const http = await mtlsAsync(
+      [
+        'proxy',
+        'server',
+        '--http',
+        '--listen',
+        '127.0.0.1:0',
+        '--target',
+        `127.0.0.1:${target.port}`,
+        '--cert',
+        f('web.crt'),
+        '--key',
+        f('web.key'),
+        '--ca',
+        pki.bundleFile,
+        '--allow',
+        'any',
+        '--client-ocsp',
+      ],
+      { env: pki.env },
+    );
+    assert.equal(http.status, 2);
+    assert.match(http.stderr, /not built for HTTP mode yet/);
   });
 
   it('createMtlsServer { ocsp }: a responder that is down refuses whom it cannot answer for, unless soft-fail', async () => {
