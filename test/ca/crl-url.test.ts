@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
-import path from 'node:path';
 import tls from 'node:tls';
 import { before, describe, it } from 'node:test';
 import { crlPaths } from '../../src/ca/revocation.js';
@@ -52,15 +51,7 @@ describe('CRLs from URLs', () => {
     const proxies = await Promise.all(
       ['native', 'node'].map((engine) =>
         launch((p) => [
-          'proxy',
-          'server',
-          '--listen',
-          `127.0.0.1:${p}`,
-          '--target',
-          `127.0.0.1:${targetPort}`,
-          ...web,
-          '--ca',
-          path.join(home, 'ca.crt'),
+          ...pki.proxyArgs('server', p, `127.0.0.1:${targetPort}`, 'web'),
           ...allow,
           ...crl,
           '--engine',

@@ -27,6 +27,17 @@ export interface UrlCa {
   startResponder(): ReturnType<typeof startProcess>;
   /** `mtls revoke NAME.crt [--reason R]`, asserted to succeed. */
   revoke(name: string, reason?: string): void;
+  /**
+   * `mtls proxy server|client --listen 127.0.0.1:PORT --target TARGET --cert NAME.crt --key NAME.key --ca ca.crt`,
+   * then `extra`: the arguments of a proxy with this CA's files.
+   */
+  proxyArgs(
+    mode: 'server' | 'client',
+    port: number | string,
+    target: string,
+    name: string,
+    ...extra: string[]
+  ): string[];
 }
 
 /**
@@ -63,6 +74,21 @@ export async function urlCa(name: string, o: { servers?: string[]; clients?: str
     startResponder: () =>
       startProcess(process.execPath, [BIN, 'ca', 'ocsp', '--listen', `127.0.0.1:${port}`], /OCSP responder on/, env),
     revoke: (n, reason) => run(['revoke', file(`${n}.crt`), ...(reason ? ['--reason', reason] : [])]),
+    proxyArgs: (mode, port, target, n, ...extra) => [
+      'proxy',
+      mode,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--target',
+      target,
+      '--cert',
+      file(`${n}.crt`),
+      '--key',
+      file(`${n}.key`),
+      '--ca',
+      bundleFile,
+      ...extra,
+    ],
   };
 }
 

@@ -97,18 +97,7 @@ describe('servers asking their clients OCSP responder', () => {
         process.execPath,
         [
           BIN,
-          'proxy',
-          'server',
-          '--listen',
-          `127.0.0.1:${port}`,
-          '--target',
-          `127.0.0.1:${target.port}`,
-          '--cert',
-          f('web.crt'),
-          '--key',
-          f('web.key'),
-          '--ca',
-          pki.bundleFile,
+          ...pki.proxyArgs('server', port, `127.0.0.1:${target.port}`, 'web'),
           '--allow',
           'any',
           '--client-ocsp',
@@ -127,24 +116,7 @@ describe('servers asking their clients OCSP responder', () => {
       );
     }
     const http = await mtlsAsync(
-      [
-        'proxy',
-        'server',
-        '--http',
-        '--listen',
-        '127.0.0.1:0',
-        '--target',
-        `127.0.0.1:${target.port}`,
-        '--cert',
-        f('web.crt'),
-        '--key',
-        f('web.key'),
-        '--ca',
-        pki.bundleFile,
-        '--allow',
-        'any',
-        '--client-ocsp',
-      ],
+      [...pki.proxyArgs('server', 0, `127.0.0.1:${target.port}`, 'web'), '--http', '--allow', 'any', '--client-ocsp'],
       { env: pki.env },
     );
     assert.equal(http.status, 2);
