@@ -130,10 +130,10 @@ export class CrlFetcher {
   private schedule(): void {
     if (this.stopped) return;
     const now = Date.now();
+    // A CRL due before the next poll is asked for at its nextUpdate; one already past it, at the usual interval.
+    const due = (s: Source) => (s.nextUpdate !== undefined && s.nextUpdate > now ? s.nextUpdate - now : Infinity);
     const waits = this.sources.map((s) =>
-      s.failures
-        ? this.retryMs(s)
-        : Math.max(MIN_INTERVAL_MS, Math.min(this.interval(), (s.nextUpdate ?? Infinity) - now)),
+      s.failures ? this.retryMs(s) : Math.max(MIN_INTERVAL_MS, Math.min(this.interval(), due(s))),
     );
     this.timer = setTimeout(() => void this.poll(), Math.min(...waits));
     this.timer.unref();

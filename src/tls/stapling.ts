@@ -15,7 +15,7 @@ import { peerChain } from './dial.js';
  * with capped back-off on failure. A response is stapled only while current; a handshake never waits longer than
  * `waitMs` for a first fetch. It follows certificate rotation by itself: each request names the certificate in use.
  *
- * Client side, stapleProblem: the staple is checked like any OCSP response (issuer or its delegated responder,
+ * Client side, checkStaple: the staple is checked like any OCSP response (issuer or its delegated responder,
  * our certificate, current). 'request' refuses a revoked or unbelievable staple and accepts none; 'require' also
  * refuses a server that staples nothing.
  */
@@ -142,6 +142,7 @@ export class OcspStapler {
     const label = e.cert.subject.map((a) => a.value).join(', ');
     e.fetching = fetchOcsp(e.url, e.cert, e.issuer, { timeoutMs: this.o.timeoutMs ?? 5000 })
       .then((s) => {
+        if (this.closed) return; // closed while fetching: nothing is stapled any more
         e.current = s;
         e.failures = 0;
         this.o.onStaple?.(e.cert.der, s.der);
