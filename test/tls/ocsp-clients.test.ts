@@ -70,7 +70,8 @@ describe('servers asking their clients OCSP responder', () => {
     const t0 = Date.now();
     let later = await get();
     while (!(later instanceof Error) && later.status === 200) {
-      assert.ok(Date.now() - t0 < 6000, 'bob still served 6 s after his revocation');
+      // The answer cached before the revocation lives 5 s; 3 s more for a loaded CI machine (2 cores, 2 test files).
+      assert.ok(Date.now() - t0 < 8000, 'bob still served 8 s after his revocation');
       await new Promise((r) => setTimeout(r, 200));
       later = await get();
     }
