@@ -79,6 +79,33 @@ ${httpBody} }
 }
 
 /** `mtls proxy ...` as its own process; resolves once every listener logged that it listens. */
+/**
+ * `MODE --listen 127.0.0.1:PORT --target TARGET --cert --key --ca`, then `extra`: the arguments of `mtls proxy`
+ * (what startProxy takes) for a listener with these files.
+ */
+export function proxyArgs(
+  mode: 'server' | 'client',
+  port: number | string,
+  target: string,
+  files: { cert: string; key: string; ca: string },
+  ...extra: string[]
+): string[] {
+  return [
+    mode,
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--target',
+    target,
+    '--cert',
+    files.cert,
+    '--key',
+    files.key,
+    '--ca',
+    files.ca,
+    ...extra,
+  ];
+}
+
 export function startProxy(args: string[], listeners = 1): ReturnType<typeof startProcess> {
   return startProcess(
     process.execPath,

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { loadCredentials, type Credentials } from '../../src/tls/credentials.js';
 import { freePort } from './endpoints.js';
 import { BIN, mtls, openssl, tempDir } from './pki.js';
-import { startProcess } from './process.js';
+import { proxyArgs, startProcess } from './process.js';
 
 /** A CA home made with `ca init --url` (its certificates name the CRL and OCSP URLs) and the files it issued. */
 export interface UrlCa {
@@ -38,6 +38,8 @@ export interface UrlCa {
     name: string,
     ...extra: string[]
   ): string[];
+  /** `mtls serve --port PORT --cert NAME.crt --key NAME.key`, then `extra` (the CA home gives the bundle). */
+  serveArgs(port: number | string, name: string, ...extra: string[]): string[];
 }
 
 /**
@@ -74,20 +76,19 @@ export async function urlCa(name: string, o: { servers?: string[]; clients?: str
     startResponder: () =>
       startProcess(process.execPath, [BIN, 'ca', 'ocsp', '--listen', `127.0.0.1:${port}`], /OCSP responder on/, env),
     revoke: (n, reason) => run(['revoke', file(`${n}.crt`), ...(reason ? ['--reason', reason] : [])]),
-    proxyArgs: (mode, port, target, n, ...extra) => [
-      'proxy',
-      mode,
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--target',
-      target,
+    serveArgs: (port, n, ...extra) => [
+      'serve',
+      '--port',
+      String(port),
       '--cert',
       file(`${n}.crt`),
       '--key',
       file(`${n}.key`),
-      '--ca',
-      bundleFile,
       ...extra,
+    ],
+    proxyArgs: (mode, port, target, n, ...extra) => [
+      'proxy',
+      ...proxyArgs(mode, port, target, { cert: file(`${n}.crt`), key: file(`${n}.key`), ca: bundleFile }, ...extra),
     ],
   };
 }

@@ -15,7 +15,7 @@ import { before, describe, it } from 'node:test';
 import { nativeUnavailable } from '../../src/proxy/native.js';
 import { freePort, listen, until } from '../helpers/endpoints.js';
 import { crlPki, type CrlPki } from '../helpers/crl-pki.js';
-import { startProxy, trackServers } from '../helpers/process.js';
+import { proxyArgs, startProxy, trackServers } from '../helpers/process.js';
 
 let pki: CrlPki;
 const servers = trackServers();
@@ -127,29 +127,24 @@ describe(
       const target = await listen(echo);
       const [port, admin] = await Promise.all([freePort(), freePort()]);
       const crl = pki.crls([pki.bob]);
-      const p = await startProxy([
-        'server',
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--target',
-        `127.0.0.1:${target}`,
-        '--cert',
-        pki.files.cert,
-        '--key',
-        pki.files.key,
-        '--ca',
-        pki.files.ca,
-        '--crl',
-        crl,
-        '--allow',
-        'trust-domain:crl.example',
-        '--engine',
-        'native',
-        '--admin',
-        `127.0.0.1:${admin}`,
-        '--handshake-timeout',
-        '2s',
-      ]);
+      const p = await startProxy(
+        proxyArgs(
+          'server',
+          port,
+          `127.0.0.1:${target}`,
+          pki.files,
+          '--crl',
+          crl,
+          '--allow',
+          'trust-domain:crl.example',
+          '--engine',
+          'native',
+          '--admin',
+          `127.0.0.1:${admin}`,
+          '--handshake-timeout',
+          '2s',
+        ),
+      );
       const pid = p.child.pid!;
       const hello = await clientHello();
       const baseline = fdsOf(pid);

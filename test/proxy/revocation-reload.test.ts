@@ -8,7 +8,7 @@ import { freePort, listen, tlsAttempt, until } from '../helpers/endpoints.js';
 import { OID } from '../../src/pki/oid.js';
 import { crlPki, type CrlPki } from '../helpers/crl-pki.js';
 import { keyPem, makeCert, tempDir, writePem } from '../helpers/pki.js';
-import { startProxy, trackServers } from '../helpers/process.js';
+import { proxyArgs, startProxy, trackServers } from '../helpers/process.js';
 
 let pki: CrlPki;
 const servers = trackServers();
@@ -57,24 +57,19 @@ describe('a CRL reload is in force for every path in: fresh, opened before the r
       const target = await listen(backend);
       const port = await freePort();
       const crl = pki.crls([]);
-      const p = await startProxy([
-        'server',
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--target',
-        `127.0.0.1:${target}`,
-        '--cert',
-        pki.files.cert,
-        '--key',
-        pki.files.key,
-        '--ca',
-        pki.files.ca,
-        '--crl',
-        crl,
-        '--allow',
-        'trust-domain:crl.example',
-        ...(http1 ? ['--http'] : ['--engine', engine]),
-      ]);
+      const p = await startProxy(
+        proxyArgs(
+          'server',
+          port,
+          `127.0.0.1:${target}`,
+          pki.files,
+          '--crl',
+          crl,
+          '--allow',
+          'trust-domain:crl.example',
+          ...(http1 ? ['--http'] : ['--engine', engine]),
+        ),
+      );
       const first = await attempt(port, http1);
       assert.equal(first.admitted, true, 'alice gets in before the revocation');
       assert.ok(first.session, 'and gets a session ticket');
@@ -131,22 +126,17 @@ describe('a trust bundle reload is in force for connections opened before it and
       const port = await freePort();
       const dir = tempDir('mtls-trust-reload-');
       const bundle = writePem(dir, 'bundle.pem', [pki.root, other]);
-      const p = await startProxy([
-        'server',
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--target',
-        `127.0.0.1:${target}`,
-        '--cert',
-        pki.files.cert,
-        '--key',
-        pki.files.key,
-        '--ca',
-        bundle,
-        '--allow',
-        'trust-domain:crl.example',
-        ...(http1 ? ['--http'] : ['--engine', engine]),
-      ]);
+      const p = await startProxy(
+        proxyArgs(
+          'server',
+          port,
+          `127.0.0.1:${target}`,
+          { ...pki.files, ca: bundle },
+          '--allow',
+          'trust-domain:crl.example',
+          ...(http1 ? ['--http'] : ['--engine', engine]),
+        ),
+      );
       const as = (o: { socket?: net.Socket; session?: Buffer } = {}) => attempt(port, http1, o, carolContext);
       const first = await as();
       assert.equal(first.admitted, true, 'carol gets in while her CA is trusted');

@@ -24,7 +24,6 @@ const servers = trackServers();
 describe('servers asking their clients OCSP responder', () => {
   let pki: UrlCa;
   let responder: Awaited<ReturnType<UrlCa['startResponder']>> | undefined;
-  const f = (n: string) => pki.file(n);
   const context = (n: string) => tls.createSecureContext(clientTlsOptions(pki.creds(n), pki.bundle));
 
   before(async () => {
@@ -36,20 +35,7 @@ describe('servers asking their clients OCSP responder', () => {
     const port = await freePort();
     const serve = await startProcess(
       process.execPath,
-      [
-        BIN,
-        'serve',
-        '--http',
-        '--port',
-        String(port),
-        '--cert',
-        f('web.crt'),
-        '--key',
-        f('web.key'),
-        '--allow',
-        'any',
-        '--client-ocsp',
-      ],
+      [BIN, ...pki.serveArgs(port, 'web', '--http'), '--allow', 'any', '--client-ocsp'],
       /listening/,
       pki.env,
     );

@@ -13,7 +13,7 @@ import { MtlsHttpsAgent, mtlsUndiciAgent } from '../../src/adapters/agents.js';
 import { createMtlsHttpsServer } from '../../src/adapters/http.js';
 import { MtlsError } from '../../src/errors.js';
 import { compilePolicy } from '../../src/identity/policy.js';
-import { connectMtls } from '../../src/tls/client.js';
+import { connectMtls, type MtlsConnection } from '../../src/tls/client.js';
 import type { Credentials } from '../../src/tls/credentials.js';
 import { createMtlsServer } from '../../src/tls/server.js';
 import { OcspStapler, type StapleEvent } from '../../src/tls/stapling.js';
@@ -41,6 +41,15 @@ describe('OCSP stapling', () => {
   let ca = '';
   let env: UrlCa['env'];
   const policy = compilePolicy({ allow: ['cn:bob'] });
+  /** bob connects asking for a staple: what `describe` says of the connection, or the error that refused it. */
+  const bobAsks = (port: number, describe: (c: MtlsConnection) => string) =>
+    connectMtls({ host: 'localhost', port, ca, credentials: creds('bob'), staple: 'request' }).then(
+      (c) => {
+        c.socket.destroy();
+        return describe(c);
+      },
+      (e: unknown) => e,
+    );
 
   before(async () => {
     pki = await urlCa('St', { servers: ['web', 'gone', 'late'], clients: ['bob', 'eve'] });
@@ -75,19 +84,7 @@ describe('OCSP stapling', () => {
     const port = await freePort();
     const serve = await startProcess(
       process.execPath,
-      [
-        BIN,
-        'serve',
-        '--port',
-        String(port),
-        '--cert',
-        f('web.crt'),
-        '--key',
-        f('web.key'),
-        '--allow',
-        'cn:bob',
-        '--staple',
-      ],
+      [BIN, ...pki.serveArgs(port, 'web'), '--allow', 'cn:bob', '--staple'],
       /OCSP staple for 'St, web': good/,
       env,
     );
@@ -146,19 +143,7 @@ describe('OCSP stapling', () => {
     const port = await listen(server);
     const revoked = (e: unknown) =>
       e instanceof MtlsError && e.code === 'CERT_REVOKED' && /keyCompromise/.test(e.message);
-    const outcome = await connectMtls({
-      host: 'localhost',
-      port,
-      ca,
-      credentials: creds('bob'),
-      staple: 'request',
-    }).then(
-      (c) => {
-        c.socket.destroy();
-        return 'connected';
-      },
-      (e: unknown) => e,
-    );
+    const outcome = await bobAsks(port, () => 'connected');
     assert.ok(revoked(outcome), String(outcome));
     const undici = mtlsUndiciAgent({ ca, credentials: creds('bob'), staple: 'request' });
     await assert.rejects(fetch(`https://localhost:${port}/`, { dispatcher: undici }), (e: Error) => revoked(e.cause));
@@ -359,19 +344,7 @@ describe('OCSP stapling', () => {
     server.on('secureConnection', (s: tls.TLSSocket) => s.end('hi'));
     servers.push(server);
     const port = await listen(server);
-    const outcome = await connectMtls({
-      host: 'localhost',
-      port,
-      ca,
-      credentials: creds('bob'),
-      staple: 'request',
-    }).then(
-      (c) => {
-        c.socket.destroy();
-        return `connected, staple ${c.staple?.status}`;
-      },
-      (e: unknown) => e,
-    );
+    const outcome = await bobAsks(port, (c) => `connected, staple ${c.staple?.status}`);
     assert.ok(
       outcome instanceof MtlsError && outcome.code === 'REVOCATION_UNKNOWN' && /did not sign/.test(outcome.message),
       String(outcome),
