@@ -310,6 +310,17 @@ napi_value SetStaple(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// setReportIssuer(engine, bool): whether secured events carry the issuer OpenSSL verified the client with.
+napi_value SetReportIssuer(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  Engine* e = engineCall(env, info, 2, argv);
+  if (!e) return nullptr;
+  bool on = false;
+  napi_get_value_bool(env, argv[1], &on);
+  e->reportIssuer.store(on, std::memory_order_relaxed);
+  return nullptr;
+}
+
 // setLimits(engine, handshakeMs, idleMs, lifetimeMs): for connections accepted from now on (idle: all).
 napi_value SetLimits(napi_env env, napi_callback_info info) {
   napi_value argv[4];
@@ -421,7 +432,7 @@ napi_value Init(napi_env env, napi_value exports) {
   struct {
     const char* name;
     napi_callback fn;
-  } fns[] = {{"create", Create}, {"configure", Configure}, {"setTicketKeys", SetTicketKeys}, {"setLimits", SetLimits}, {"setStaple", SetStaple}, {"add", Add},
+  } fns[] = {{"create", Create}, {"configure", Configure}, {"setTicketKeys", SetTicketKeys}, {"setLimits", SetLimits}, {"setStaple", SetStaple}, {"setReportIssuer", SetReportIssuer}, {"add", Add},
              {"admit", Admit}, {"reject", Reject}, {"close", CloseOne}, {"closeAll", CloseAll}, {"destroy", Destroy}};
   for (auto& f : fns) {
     napi_value v;

@@ -91,7 +91,7 @@ void Loop::secured(Conn* c) {
       i2d_X509(peer, &p);
     }
     // The issuer OpenSSL verified the leaf with (a client may send impostors beside it): for OCSP checks in JS.
-    STACK_OF(X509)* verified = SSL_get0_verified_chain(c->ssl);
+    STACK_OF(X509)* verified = e->reportIssuer.load(std::memory_order_relaxed) ? SSL_get0_verified_chain(c->ssl) : nullptr;
     X509* issuer = verified && sk_X509_num(verified) > 1 ? sk_X509_value(verified, 1) : nullptr;
     int m = issuer ? i2d_X509(issuer, nullptr) : 0;
     if (m > 0) {

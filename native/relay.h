@@ -253,6 +253,8 @@ struct Engine {
   // The DER OCSP response stapled for the current certificate (src/tls/stapling.ts fetches and refreshes it; JS
   // clears it when the certificate changes or the response expires). Empty: nothing is stapled.
   std::shared_ptr<const std::vector<uint8_t>> staple;
+  // Whether secured events carry the verified issuer (only JS's OCSP check of clients needs it).
+  std::atomic<bool> reportIssuer{false};
 
   // Stops the threads (closing what is left) and frees what the engine holds; safe to call twice.
   void shutdown();

@@ -64,7 +64,7 @@ export class MtlsHttpsAgent extends https.Agent {
       }
     ).createConnection;
     const socket = create.call(this, options, cb);
-    const staple = collectStaple(socket);
+    const staple = this.o.staple ? collectStaple(socket) : () => undefined;
     socket.once('secureConnect', () => {
       const err = serverError(socket, String(options.host ?? options.servername ?? ''), this.o, staple);
       if (err) socket.destroy(err);
@@ -111,7 +111,7 @@ function stapleConnector(base: tls.ConnectionOptions, o: ClientAgentOptions): bu
       ...(servername ? { servername } : {}),
     };
     const socket = tls.connect(options);
-    const staple = collectStaple(socket);
+    const staple = this.o.staple ? collectStaple(socket) : () => undefined;
     let done = false;
     const finish = (err: Error | null) => {
       if (done) return;

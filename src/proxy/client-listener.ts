@@ -79,7 +79,7 @@ export class ClientListener extends Listener<ClientListenerConfig> {
         checkServerIdentity(identityFromCertificate(parseCertificate(cert.raw, 'server certificate')), h, expect),
     });
     this.track(upstream);
-    const staple = collectStaple(upstream);
+    const staple = this.config.staple ? collectStaple(upstream) : () => undefined;
     upstream.on('session', (s: Buffer) => {
       this.session = s;
     });

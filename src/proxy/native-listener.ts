@@ -44,6 +44,7 @@ export class NativeServerListener extends ServerListenerBase {
     this.native = new NativeEngine((e) => (e.type === 'secured' ? this.secured(e) : this.closed(e)), ctx.threads ?? 1);
     this.native.setSecureContext(this.tlsOptions(this.reloader.current));
     this.native.setLimits(config.limits);
+    this.native.reportIssuer(config.clientOcsp === true);
     this.reloader.attach(this.native, (c) => this.tlsOptions(c));
     this.target = config.target;
     if (this.stapler) {
@@ -98,6 +99,11 @@ export class NativeServerListener extends ServerListenerBase {
 
   protected applyLimits(limits: Limits): void {
     this.native.setLimits(limits);
+  }
+
+  override update(next: ServerListenerConfig): void {
+    super.update(next);
+    this.native.reportIssuer(this.config.clientOcsp === true);
   }
 
   protected *liveConnections() {

@@ -32,6 +32,7 @@ interface Binding {
   setTicketKeys(engine: unknown, keys: Buffer): void;
   setLimits(engine: unknown, handshakeMs: number, idleMs: number, lifetimeMs: number): void;
   setStaple(engine: unknown, staple: Buffer | null): void;
+  setReportIssuer(engine: unknown, on: boolean): void;
   add(engine: unknown, fd: number): number;
   admit(engine: unknown, id: number, host: string, port: number, header: Buffer | null): void;
   reject(engine: unknown, id: number): void;
@@ -240,6 +241,11 @@ export class NativeEngine {
   /** The DER OCSP response stapled to every handshake whose client asks, from now on; null staples nothing. */
   setStaple(der: Buffer | null): void {
     this.b.setStaple(this.handle, der);
+  }
+
+  /** Whether secured events carry `issuer` (the OCSP check of clients needs it; others pay nothing for it). */
+  reportIssuer(on: boolean): void {
+    this.b.setReportIssuer(this.handle, on);
   }
 
   /** Hands over an accepted socket's descriptor (the caller then closes its own handle); returns the id. */
