@@ -111,7 +111,7 @@ function stapleConnector(base: tls.ConnectionOptions, o: ClientAgentOptions): bu
       ...(servername ? { servername } : {}),
     };
     const socket = tls.connect(options);
-    const staple = this.o.staple ? collectStaple(socket) : () => undefined;
+    const staple = collectStaple(socket);
     let done = false;
     const finish = (err: Error | null) => {
       if (done) return;
