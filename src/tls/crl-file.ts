@@ -1,6 +1,6 @@
 import { MtlsError } from '../errors.js';
 import type { Certificate } from '../pki/certificate.js';
-import { crlSetProblem, readCrls, type Crl } from '../pki/crl.js';
+import { crlSetProblem, readCrls, revokedBy, type Crl } from '../pki/crl.js';
 import { sameDn } from '../pki/name-match.js';
 import { formatDn } from '../pki/names.js';
 import { MAX_INPUT, readInput } from '../io/files.js';
@@ -51,14 +51,15 @@ export function revocationFailure(
       `our CRL of '${formatDn(stale.issuer)}' expired at ${stale.nextUpdate.toISOString()} and no fresh one was ` +
         `loaded; publish a new CRL (mtls ca crl) where --crl points`,
     );
-  for (const cert of chain)
-    for (const crl of crls)
-      if (crl.revoked.has(cert.serialHex) && sameDn(crl.issuer, cert.issuer))
-        return new MtlsError(
-          'CERT_REVOKED',
-          `certificate serial ${cert.serialHex} ('${formatDn(cert.subject)}') is revoked ` +
-            `by the CRL of '${formatDn(crl.issuer)}' in force; the peer needs a new certificate`,
-        );
+  for (const cert of chain) {
+    const crl = revokedBy(crls, cert);
+    if (crl)
+      return new MtlsError(
+        'CERT_REVOKED',
+        `certificate serial ${cert.serialHex} ('${formatDn(cert.subject)}') is revoked ` +
+          `by the CRL of '${formatDn(crl.issuer)}' in force; the peer needs a new certificate`,
+      );
+  }
   return undefined;
 }
 
