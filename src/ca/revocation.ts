@@ -9,14 +9,14 @@ import {
   appendedEntries,
   encodeCrl,
   REVOCATION_REASONS,
-  signCrl,
+  signCrlParts,
   type CrlEntry,
   type RevocationReason,
 } from '../pki/crl-writer.js';
 import { keyIdentifier } from '../pki/extensions.js';
 import { sameDn } from '../pki/name-match.js';
 import { formatDn } from '../pki/names.js';
-import { encodePem } from '../pki/pem.js';
+import { encodePem, encodePemReusing, pemLength } from '../pki/pem.js';
 import type { CrlPublication, RevokedEntry } from '../store/store.js';
 import { DAY } from './init.js';
 
@@ -30,6 +30,8 @@ export const crlPaths = (home: string) => {
   return {
     dir,
     pem: path.join(dir, 'crl.pem'),
+    /** crl.pem's inode, size and mtime once published: its lines are reused only while it is that file. */
+    pemStat: path.join(dir, '.crl.pem.stat'),
     intermediate: path.join(dir, 'intermediate.crl'),
     root: path.join(dir, 'root.crl'),
   };
@@ -84,26 +86,64 @@ export function stageCrls(
     reason: r.reason,
   });
   // A revocation appends its entry to the CRL published last, when that file is exactly the last publication
-  // (its number, issuer and entry count agree with the inventory): no reading of 100,000 rows, no re-encoding.
-  // Expired entries drop out at the next full publication (mtls ca crl, due within the CRL's lifetime).
+  // (its number, issuer and entry count agree with the inventory): no reading of 100,000 rows, no re-encoding, no
+  // copy of the 5 MB of entries, and the lines of crl.pem around them are reused. Expired entries drop out at the
+  // next full publication (mtls ca crl, due within the CRL's lifetime).
   const appended = p.added && readPrevious(files.intermediate, template, p, entry(p.added));
   const intermediateCrl = appended
-    ? signCrl(template, appended, signers.intermediateKey)
-    : encodeCrl({ ...template, entries: p.entries().map(entry) }, signers.intermediateKey);
+    ? signCrlParts(template, appended.entries, signers.intermediateKey)
+    : [encodeCrl({ ...template, entries: p.entries().map(entry) }, signers.intermediateKey)];
   const rootCrl = currentRootCrl(files.root, signers.root, at) ?? signRootCrl(signers, p.crlNumber, at);
+  const pem = [
+    Buffer.from(encodePem('X509 CRL', rootCrl)),
+    ...((appended && reusedPem(files, appended, intermediateCrl)) ?? [
+      Buffer.from(encodePem('X509 CRL', Buffer.concat(intermediateCrl))),
+    ]),
+  ];
+  const rootChanged = !readIfExists(files.root)?.equals(rootCrl);
   fs.mkdirSync(files.dir, { recursive: true, mode: 0o755 });
-  return stageFiles(
+  const staged = stageFiles(
     [
       { path: files.intermediate, data: intermediateCrl, mode: 0o644 },
-      { path: files.root, data: rootCrl, mode: 0o644 },
-      {
-        path: files.pem,
-        data: encodePem('X509 CRL', rootCrl) + encodePem('X509 CRL', intermediateCrl),
-        mode: 0o644,
-      },
+      ...(rootChanged ? [{ path: files.root, data: rootCrl, mode: 0o644 }] : []),
+      { path: files.pem, data: pem, mode: 0o644 },
     ],
     { overwrite: true },
   );
+  return {
+    abort: staged.abort,
+    commit: () => {
+      staged.commit();
+      // Best effort, after the fact: a missing or stale record only costs the next revocation a full encoding.
+      try {
+        fs.writeFileSync(files.pemStat, pemIdentity(files.pem), { mode: 0o644 });
+      } catch {
+        // the next revocation encodes crl.pem in full
+      }
+    },
+  };
+}
+
+/** Which file crl.pem is: inode, size and modification time (ns); any rewrite or replacement changes it. */
+function pemIdentity(file: string): string {
+  const st = fs.statSync(file, { bigint: true });
+  return `${st.ino} ${st.size} ${st.mtimeNs}\n`;
+}
+
+function readIfExists(file: string): Buffer | undefined {
+  try {
+    return fs.readFileSync(file);
+  } catch {
+    return undefined;
+  }
+}
+
+interface Previous {
+  /** The previous intermediate CRL, as published. */
+  der: Buffer;
+  /** Its entries with the new one appended, and where its entries start. */
+  entries: Buffer[];
+  offset: number;
 }
 
 /** The previous intermediate CRL's entries with `added` appended, if that file is the last publication. */
@@ -112,14 +152,38 @@ function readPrevious(
   t: { issuerDer: Buffer; number: bigint },
   p: CrlPublication,
   added: CrlEntry,
-): Buffer | undefined {
-  let previous: Buffer;
+): Previous | undefined {
+  let der: Buffer;
   try {
-    previous = fs.readFileSync(file);
+    der = fs.readFileSync(file);
   } catch {
     return undefined;
   }
-  return appendedEntries(previous, { issuerDer: t.issuerDer, number: t.number - 1n, count: p.count - 1 }, added);
+  const appended = appendedEntries(der, { issuerDer: t.issuerDer, number: t.number - 1n, count: p.count - 1 }, added);
+  return appended && { der, ...appended };
+}
+
+/**
+ * The intermediate's PEM block for `crl` (the previous CRL with an entry appended), reusing the lines of the
+ * published crl.pem where the two CRLs have the same octets; undefined (encode it all) unless crl.pem is exactly
+ * the file the last publication wrote (its recorded identity agrees) and the entries start at the same offset.
+ */
+function reusedPem(files: ReturnType<typeof crlPaths>, previous: Previous, crl: Buffer[]): Buffer[] | undefined {
+  if (previous.offset < 0 || crl[0]!.length !== previous.offset) return undefined;
+  let text: Buffer;
+  try {
+    if (fs.readFileSync(files.pemStat, 'latin1') !== pemIdentity(files.pem)) return undefined;
+    text = fs.readFileSync(files.pem);
+  } catch {
+    return undefined;
+  }
+  // crl.pem is the root's block, then the intermediate's.
+  const END = '-----END X509 CRL-----\n';
+  const rootEnd = text.indexOf(END);
+  const block = text.subarray(rootEnd + END.length);
+  if (rootEnd < 0 || block.length !== pemLength('X509 CRL', previous.der.length)) return undefined;
+  const entries = previous.entries[0]!;
+  return encodePemReusing('X509 CRL', crl, block, [previous.offset, previous.offset + entries.length]);
 }
 
 /** The published root CRL while it has more than ROOT_CRL_RENEW_MS left, else undefined. */

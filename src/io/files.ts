@@ -6,7 +6,8 @@ import { MtlsError } from '../errors.js';
 /** A file to be written: `mode` 0o600 for anything secret. */
 export interface PendingFile {
   path: string;
-  data: string | Buffer;
+  /** The contents; parts are written as they are (writev), never joined. */
+  data: string | Buffer | Buffer[];
   mode: number;
 }
 
@@ -103,6 +104,16 @@ export function removeStale(dir: string, match: (name: string) => boolean, now =
   }
 }
 
+/** Writes every octet of `parts` (writev may write less than asked). */
+function writeAll(fd: number, parts: Buffer[]): void {
+  let rest = parts.filter((p) => p.length);
+  while (rest.length) {
+    let n = fs.writevSync(fd, rest.slice(0, 1024));
+    while (rest.length && n >= rest[0]!.length) n -= rest.shift()!.length;
+    if (n > 0) rest[0] = rest[0]!.subarray(n);
+  }
+}
+
 /**
  * Writes several files so that either all appear or none does: each goes to a temporary file in the same
  * directory (created with its final mode, so a key is never world-readable), is fsynced, and the returned
@@ -141,7 +152,7 @@ export function stageFiles(
       staged.push({ tmp, final: f.path });
       try {
         fs.fchmodSync(fd, f.mode);
-        fs.writeSync(fd, typeof f.data === 'string' ? Buffer.from(f.data) : f.data);
+        writeAll(fd, typeof f.data === 'string' ? [Buffer.from(f.data)] : Buffer.isBuffer(f.data) ? [f.data] : f.data);
         fs.fsyncSync(fd);
       } catch (err) {
         throw ioError('write', f.path, err);

@@ -143,7 +143,12 @@ function lengthBytes(n: number): Buffer {
 }
 
 export function tlv(tag: number, content: Buffer): Buffer {
-  return Buffer.concat([Buffer.from([tag]), lengthBytes(content.length), content]);
+  return Buffer.concat([tlvHeader(tag, content.length), content]);
+}
+
+/** The tag and length octets of a TLV whose content is `length` octets (written separately, e.g. with writev). */
+export function tlvHeader(tag: number, length: number): Buffer {
+  return Buffer.concat([Buffer.from([tag]), lengthBytes(length)]);
 }
 
 export const seq = (...parts: Buffer[]) => tlv(0x30, Buffer.concat(parts));

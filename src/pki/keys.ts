@@ -62,6 +62,16 @@ export function signData(key: KeyObject, data: Uint8Array): Buffer {
   return crypto.sign(scheme.hash, data, key);
 }
 
+/** signData over the concatenation of `parts`, hashed part by part (a 5 MB CRL is not copied to be signed). */
+export function signParts(key: KeyObject, parts: Uint8Array[]): Buffer {
+  const scheme = signatureSchemeFor(key);
+  // Ed25519 signs the message itself (PureEdDSA), so it needs it whole.
+  if (!scheme.hash) return crypto.sign(null, Buffer.concat(parts), key);
+  const signer = crypto.createSign(scheme.hash);
+  for (const p of parts) signer.update(p);
+  return signer.sign(key);
+}
+
 /** PKCS#8 PEM; with a passphrase, encrypted with PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC). */
 export function exportPrivateKey(key: KeyObject, passphrase?: string): string {
   if (passphrase !== undefined) {

@@ -12,6 +12,7 @@ import { CertificateAuthority } from '../../src/ca/authority.js';
 import { crlPaths } from '../../src/ca/revocation.js';
 import { encodeCrl } from '../../src/pki/crl-writer.js';
 import { parseCrl, readCrls } from '../../src/pki/crl.js';
+import { encodePem } from '../../src/pki/pem.js';
 import { readCertificates } from '../../src/pki/certificate.js';
 import { generateKeyPair } from '../../src/pki/keys.js';
 import { DAY } from '../../src/ca/init.js';
@@ -451,6 +452,50 @@ describe('CRLs at scale and with expired entries', () => {
       assert.match(verified(), /verify OK/i);
       const numbers = openssl(['crl', '-inform', 'DER', '-in', file, '-noout', '-crlnumber']).stdout;
       assert.match(numbers, /crlNumber=0x0?5\b/i, 'five publications, five numbers');
+    } finally {
+      await authority.close();
+    }
+  });
+
+  it('crl.pem after appended revocations is exactly the PEM of the DER CRLs, even when someone edited it', async () => {
+    const ca = newCa('PemReuse');
+    const authority = await CertificateAuthority.open(ca.home);
+    const files = crlPaths(ca.home);
+    const expected = () =>
+      encodePem('X509 CRL', fs.readFileSync(files.root)) + encodePem('X509 CRL', fs.readFileSync(files.intermediate));
+    try {
+      const issued = [];
+      for (let i = 0; i < 40; i++)
+        issued.push(
+          await authority.issue({
+            profile: 'client',
+            name: `p${i}`,
+            names: { spiffeId: `spiffe://rev.example/p${i}` },
+          }),
+        );
+      for (const [i, x] of issued.slice(0, 30).entries()) {
+        await authority.revoke(x.certificate, { reason: i % 2 ? 'keyCompromise' : 'unspecified' });
+        assert.equal(fs.readFileSync(files.pem, 'utf8'), expected(), `after revocation ${i + 1}`);
+      }
+      // A line in the middle of crl.pem is changed in place (same size): the next revocation must not carry it on.
+      const text = fs.readFileSync(files.pem);
+      const at = text.length - 700;
+      const fd = fs.openSync(files.pem, 'r+');
+      fs.writeSync(fd, Buffer.from(text[at] === 0x41 ? 'B' : 'A'), 0, 1, at);
+      fs.closeSync(fd);
+      await authority.revoke(issued[30]!.certificate);
+      assert.equal(fs.readFileSync(files.pem, 'utf8'), expected(), 'the edited line is not reused');
+      for (const x of issued.slice(31)) await authority.revoke(x.certificate);
+      assert.equal(fs.readFileSync(files.pem, 'utf8'), expected());
+      assert.equal(parseCrl(fs.readFileSync(files.intermediate)).revoked.size, 40);
+      const [rootPem, intermediatePem] = fs.readFileSync(files.pem, 'utf8').split(/(?<=-----END X509 CRL-----\n)/);
+      fs.mkdirSync(ca.out, { recursive: true });
+      fs.writeFileSync(ca.file('i.pem'), intermediatePem!);
+      fs.writeFileSync(ca.file('r.pem'), rootPem!);
+      const check = (crl: string, issuer: string) =>
+        openssl(['crl', '-in', crl, '-CAfile', path.join(ca.home, issuer), '-noout']).stderr;
+      assert.match(check(ca.file('i.pem'), 'intermediate.crt'), /verify OK/i);
+      assert.match(check(ca.file('r.pem'), 'root.crt'), /verify OK/i);
     } finally {
       await authority.close();
     }

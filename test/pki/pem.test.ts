@@ -1,0 +1,38 @@
+/**
+ * PEM encoding (RFC 7468): encodePemReusing, which a revocation uses to re-encode only the lines of crl.pem around
+ * the octets that changed, must give exactly what encodePem gives, wherever the unchanged octets start and end.
+ */
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { it } from 'node:test';
+import { decodePem, encodePem, encodePemReusing, pemLength } from '../../src/pki/pem.js';
+
+it('encodePemReusing equals encodePem for any unchanged range and any split into parts', () => {
+  for (let round = 0; round < 300; round++) {
+    const oldDer = crypto.randomBytes(1 + crypto.randomInt(2000));
+    const a = crypto.randomInt(oldDer.length);
+    const b = a + crypto.randomInt(oldDer.length - a + 1);
+    // The new DER keeps [a, b) of the old one at the same offsets; everything else may differ, and it may be longer.
+    const fresh = crypto.randomBytes(b + crypto.randomInt(300));
+    oldDer.copy(fresh, a, a, b);
+    const cut = crypto.randomInt(fresh.length + 1);
+    const parts = [fresh.subarray(0, cut), fresh.subarray(cut)];
+    const previous = Buffer.from(encodePem('X509 CRL', oldDer));
+    assert.equal(previous.length, pemLength('X509 CRL', oldDer.length));
+    const got = Buffer.concat(encodePemReusing('X509 CRL', parts, previous, [a, b])).toString();
+    assert.equal(got, encodePem('X509 CRL', fresh), `old ${oldDer.length}, same [${a}, ${b}), new ${fresh.length}`);
+    assert.ok(decodePem(got)[0]!.der.equals(fresh));
+  }
+});
+
+it('reuses the lines it is told are unchanged, and only those', () => {
+  const der = crypto.randomBytes(48 * 10);
+  const previous = Buffer.from(encodePem('X', der));
+  // A previous PEM whose reused lines were damaged shows through: the caller must only pass its own output.
+  const damaged = Buffer.from(previous);
+  damaged[17 + 1 + 65 * 5] = damaged[17 + 1 + 65 * 5] === 0x41 ? 0x42 : 0x41;
+  const out = Buffer.concat(encodePemReusing('X', [der], damaged, [48 * 2, 48 * 8])).toString();
+  assert.notEqual(out, encodePem('X', der));
+  const outside = Buffer.concat(encodePemReusing('X', [der], damaged, [48 * 6, 48 * 8])).toString();
+  assert.equal(outside, encodePem('X', der), 'line 5 lies outside [6, 8) and is encoded afresh');
+});
