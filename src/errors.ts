@@ -70,6 +70,15 @@ const CODES = {
   STORE: { family: 'refused' },
   /** `mtls revoke` of an unknown, already revoked or foreign certificate: nothing changed. */
   NOT_REVOCABLE: { family: 'refused' },
+  /** An enrollment token that is not this CA's, is malformed, or grants nothing (issue 15). */
+  TOKEN_INVALID: { family: 'refused' },
+  TOKEN_EXPIRED: { family: 'refused' },
+  /** An enrollment token used before: each one grants one certificate. */
+  TOKEN_SPENT: { family: 'refused' },
+  /** A request for names its token (or the certificate being renewed) does not grant. */
+  NAME_NOT_GRANTED: { family: 'refused' },
+  /** A renewal the CA refuses: the certificate is expired past the grace window, superseded, or not ours. */
+  RENEWAL_REFUSED: { family: 'refused' },
 
   NO_CLIENT_CERT: { family: 'peerInvalid', alert: 'certificate_required' },
   CERT_UNTRUSTED: { family: 'peerInvalid', alert: 'unknown_ca' },

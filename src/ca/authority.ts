@@ -26,7 +26,7 @@ import {
   type RequestedNames,
 } from '../pki/profiles.js';
 import { SqliteStore } from '../store/sqlite.js';
-import type { CertificateStore, InventoryRecord } from '../store/store.js';
+import type { AddOptions, CertificateStore, InventoryRecord } from '../store/store.js';
 import { shortTime } from '../text/duration.js';
 import { checkPrivateFile } from '../io/files.js';
 import { crlPaths, foreignCertificate, stageCrls, type CrlSigners } from './revocation.js';
@@ -46,6 +46,8 @@ export interface IssueRequest {
   /** Certify this key (from a CSR) instead of generating one. */
   publicKey?: KeyObject;
   now?: Date;
+  /** End at the intermediate's notAfter rather than refuse a validity that would outlive it. */
+  clampToIssuer?: boolean;
 }
 
 export interface Issued {
@@ -211,13 +213,19 @@ export class CertificateAuthority {
    * Issues a leaf certificate and records it. `publish` (e.g. writing the files) runs inside the inventory
    * transaction: if it fails, the record is rolled back.
    */
-  async issue(req: IssueRequest, publish?: (issued: Issued) => void | Promise<void>): Promise<Issued> {
+  async issue(
+    req: IssueRequest,
+    publish?: (issued: Issued) => void | Promise<void>,
+    add?: AddOptions,
+  ): Promise<Issued> {
     checkCertName(req.name);
     const names = checkLeafNames(req.profile, req.names);
     this.checkPolicy(names);
     const now = wholeSeconds(req.now ?? new Date());
     const validity = req.validityMs ?? 90 * DAY;
-    const notAfter = wholeSeconds(new Date(now.getTime() + validity));
+    let notAfter = wholeSeconds(new Date(now.getTime() + validity));
+    // The CA service never refuses an agent for the intermediate's end: its certificates stop with the intermediate.
+    if (req.clampToIssuer && notAfter > this.intermediate.notAfter) notAfter = this.intermediate.notAfter;
     if (notAfter > this.intermediate.notAfter) {
       const maxDays = Math.floor((this.intermediate.notAfter.getTime() - now.getTime()) / DAY);
       throw new MtlsError(
@@ -293,7 +301,7 @@ export class CertificateAuthority {
       record,
       ...(privateKey ? { privateKey } : {}),
     };
-    await this.store.add(record, publish ? () => publish(issued) : undefined);
+    await this.store.add(record, publish ? () => publish(issued) : undefined, add);
     return issued;
   }
 

@@ -152,18 +152,25 @@ export class OcspResponder {
 }
 
 /**
- * `mtls ca ocsp`: OCSP over HTTP (POST of application/ocsp-request, or RFC 5019 GET BASE/ocsp/<base64>) and the
- * published CRLs (GET BASE/crl/intermediate.crl, BASE/crl/root.crl), the URLs `ca init --url` puts in certificates.
- * Bounded: 16 KiB requests, 10 s to send one.
+ * The revocation routes of an HTTP server: OCSP (POST of application/ocsp-request to PREFIX/ocsp, or RFC 5019
+ * GET PREFIX/ocsp/<base64>) and the published CRLs (GET PREFIX/crl/intermediate.crl, PREFIX/crl/root.crl).
+ * Returns false for any other request. Bounded: 16 KiB requests.
  */
-export async function serveOcsp(responder: OcspResponder, home: string, at: Address, onError: (m: string) => void) {
+export function revocationRoutes(
+  responder: OcspResponder,
+  home: string,
+  onError: (m: string) => void,
+  prefix = '',
+): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
   const crl = crlPaths(home);
-  const server = http.createServer((req, res) => {
+  return (req, res) => {
     const send = (status: number, type: string, body: Buffer, extra: Record<string, string> = {}) => {
       res.writeHead(status, { 'content-type': type, 'content-length': body.length, ...extra });
       res.end(body);
     };
-    const url = req.url ?? '/';
+    const full = req.url ?? '/';
+    if (!full.startsWith(prefix)) return false;
+    const url = full.slice(prefix.length) || '/';
     const file = { '/crl/intermediate.crl': crl.intermediate, '/crl/root.crl': crl.root }[url];
     if (req.method === 'GET' && file) {
       try {
@@ -173,12 +180,12 @@ export async function serveOcsp(responder: OcspResponder, home: string, at: Addr
         const validators = { etag, 'last-modified': st.mtime.toUTCString(), 'cache-control': 'no-cache' };
         if (req.headers['if-none-match'] === etag) {
           res.writeHead(304, validators);
-          return res.end();
-        }
-        return send(200, 'application/pkix-crl', fs.readFileSync(file), validators);
+          res.end();
+        } else send(200, 'application/pkix-crl', fs.readFileSync(file), validators);
       } catch {
-        return send(404, 'text/plain', Buffer.from('no CRL published yet: run mtls ca crl\n'));
+        send(404, 'text/plain', Buffer.from('no CRL published yet: run mtls ca crl\n'));
       }
+      return true;
     }
     const ocspResponse = (der: Buffer) =>
       responder
@@ -193,11 +200,13 @@ export async function serveOcsp(responder: OcspResponder, home: string, at: Addr
       try {
         der = Buffer.from(decodeURIComponent(url.slice('/ocsp/'.length)), 'base64');
       } catch {
-        return send(200, 'application/ocsp-response', ocspFailure('malformedRequest'));
+        send(200, 'application/ocsp-response', ocspFailure('malformedRequest'));
+        return true;
       }
-      return void ocspResponse(der);
+      void ocspResponse(der);
+      return true;
     }
-    if (req.method === 'POST' && (url === '/ocsp' || url === '/')) {
+    if (req.method === 'POST' && (url === '/ocsp' || (url === '/' && prefix === ''))) {
       const chunks: Buffer[] = [];
       let size = 0;
       req.on('data', (d: Buffer) => {
@@ -212,13 +221,23 @@ export async function serveOcsp(responder: OcspResponder, home: string, at: Addr
       req.on('end', () => {
         if (size <= MAX_REQUEST_BYTES) void ocspResponse(Buffer.concat(chunks));
       });
-      return;
+      return true;
     }
-    send(
-      404,
-      'text/plain',
-      Buffer.from('POST /ocsp, GET /ocsp/<base64>, GET /crl/intermediate.crl or /crl/root.crl\n'),
-    );
+    return false;
+  };
+}
+
+/**
+ * `mtls ca ocsp`: the revocation routes (revocationRoutes), the URLs `ca init --url` puts in certificates.
+ * Bounded: 16 KiB requests, 10 s to send one.
+ */
+export async function serveOcsp(responder: OcspResponder, home: string, at: Address, onError: (m: string) => void) {
+  const routes = revocationRoutes(responder, home, onError);
+  const server = http.createServer((req, res) => {
+    if (routes(req, res)) return;
+    const body = Buffer.from('POST /ocsp, GET /ocsp/<base64>, GET /crl/intermediate.crl or /crl/root.crl\n');
+    res.writeHead(404, { 'content-type': 'text/plain', 'content-length': body.length });
+    res.end(body);
   });
   server.requestTimeout = 10_000;
   server.headersTimeout = 5_000;

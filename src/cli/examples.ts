@@ -11,6 +11,20 @@ export const EXAMPLES: Record<string, string[]> = {
   'ca uninstall': ['mtls ca uninstall'],
   'ca list': ['mtls ca list', 'mtls ca list --expiring 30d --json'],
   'ca ocsp': ['mtls ca ocsp --listen 127.0.0.1:9080', 'mtls ca ocsp --listen 0.0.0.0:9080 --home /etc/acme-ca'],
+  'ca serve': [
+    'mtls ca serve --listen 0.0.0.0:9443 --dns ca.acme.internal --admin spiffe://acme.internal/ops/admin',
+    'mtls ca serve --renew-grace 1h --max-validity 7d',
+  ],
+  'ca token': [
+    'mtls ca token billing --spiffe-id spiffe://acme.internal/ns/prod/sa/billing --validity 24h',
+    'mtls ca token api --dns api.acme.internal --ip 10.0.0.7 --ttl 15m',
+  ],
+  'ca bootstrap': ['mtls ca bootstrap --ca-url https://ca.acme.internal:9443 --fingerprint 3f2a...c1 --out ca.crt'],
+  agent: [
+    'mtls agent --ca-url https://ca.acme.internal:9443 --root ca.crt --token-file billing.token --out /etc/billing/tls',
+    'mtls agent --ca-url https://ca.acme.internal:9443 --root ca.crt --out certs --name api --exec "systemctl reload nginx"',
+    'mtls agent --ca-url https://ca.acme.internal:9443 --root ca.crt --out certs --name api --once',
+  ],
   'ca crl': ['mtls ca crl', 'mtls ca crl --out /srv/www/crl.pem --next-update 6h', 'mtls ca crl --out int.crl --der'],
   revoke: [
     'mtls revoke certs/api.crt --reason keyCompromise',

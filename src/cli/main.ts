@@ -10,6 +10,7 @@ import { registerInspect } from './inspect.js';
 import { registerIssue, registerRenew, registerSign } from './issue.js';
 import { registerVerify } from './verify.js';
 import { registerRevoke } from './revoke.js';
+import { registerCaService } from './ca-service.js';
 import { registerTrace } from './trace.js';
 import { addExamples } from './examples.js';
 
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerSign(program);
   registerRenew(program);
   registerRevoke(program, ca);
+  registerCaService(program, ca);
   registerInspect(program);
   registerVerify(program);
   registerServe(program);

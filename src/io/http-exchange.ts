@@ -22,6 +22,8 @@ export function exchange(
     body?: Buffer;
     timeoutMs: number;
     maxBytes: number;
+    /** For https: what to trust and present (ca, cert, key, checkServerIdentity...); a new connection each time. */
+    tls?: import('node:tls').ConnectionOptions;
   },
 ): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
@@ -37,7 +39,7 @@ export function exchange(
     };
     const r = (url.protocol === 'https:' ? https : http).request(
       url,
-      { method: o.method ?? 'GET', headers: o.headers ?? {} },
+      { method: o.method ?? 'GET', headers: o.headers ?? {}, ...(o.tls ? { ...o.tls, agent: false } : {}) },
       (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
@@ -53,7 +55,16 @@ export function exchange(
       },
     );
     const deadline = setTimeout(() => settle(new Error(`did not answer within ${o.timeoutMs} ms`)), o.timeoutMs);
-    r.on('error', (err: NodeJS.ErrnoException) => settle(new Error(`cannot be reached (${err.code ?? err.message})`)));
+    r.on('error', (err: NodeJS.ErrnoException) =>
+      settle(
+        new Error(
+          // A TLS refusal says why in its message (the server's name, an unknown CA); a network error in its code.
+          /^E[A-Z]+$/.test(err.code ?? '')
+            ? `cannot be reached (${err.code})`
+            : `refused the connection (${err.message})`,
+        ),
+      ),
+    );
     r.end(o.body);
   });
 }

@@ -4,6 +4,7 @@ import { crashPoint } from '../io/files.js';
 import type { Profile } from '../pki/profiles.js';
 import type { RevocationReason } from '../pki/crl-writer.js';
 import type {
+  AddOptions,
   CertificateStatus,
   CertificateStore,
   CrlPublication,
@@ -27,11 +28,23 @@ CREATE TABLE IF NOT EXISTS certificates (
   issued_at INTEGER NOT NULL,
   der BLOB NOT NULL,
   revoked_at INTEGER,
-  revocation_reason TEXT
+  revocation_reason TEXT,
+  superseded_by TEXT
 );
 CREATE INDEX IF NOT EXISTS certificates_not_after ON certificates (not_after);
 CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates (not_after) WHERE status = 'revoked';
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+  jti TEXT PRIMARY KEY,
+  expires_at INTEGER NOT NULL,
+  spent_at INTEGER NOT NULL,
+  serial TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS certificates_identity ON certificates (spiffe_id);
+`;
+/** Inventories made before the CA service (user_version 2) get its column; the tokens table is new. */
+const MIGRATE_TO_3 = `
+ALTER TABLE certificates ADD COLUMN superseded_by TEXT;
 `;
 /** Inventories made before revocation (user_version 1) get its columns. */
 const MIGRATE_TO_2 = `
@@ -54,6 +67,7 @@ interface Row {
   der: Buffer;
   revoked_at: number | null;
   revocation_reason: string | null;
+  superseded_by: string | null;
 }
 
 function fromRow(r: Row): InventoryRecord {
@@ -72,6 +86,7 @@ function fromRow(r: Row): InventoryRecord {
     der: r.der,
     ...(r.revoked_at !== null ? { revokedAt: new Date(r.revoked_at) } : {}),
     ...(r.revocation_reason !== null ? { revocationReason: r.revocation_reason as RevocationReason } : {}),
+    ...(r.superseded_by ? { supersededBy: r.superseded_by } : {}),
   };
 }
 
@@ -93,8 +108,9 @@ export class SqliteStore implements CertificateStore {
       const version = this.db.pragma('user_version', { simple: true }) as number;
       const fresh = !(this.db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'certificates'").get() as unknown);
       if (!fresh && version < 2) this.db.exec(MIGRATE_TO_2);
+      if (!fresh && version < 3) this.db.exec(MIGRATE_TO_3);
       this.db.exec(SCHEMA);
-      this.db.pragma('user_version = 2');
+      this.db.pragma('user_version = 3');
     } catch (err) {
       throw new MtlsError(
         'STORE',
@@ -108,7 +124,7 @@ export class SqliteStore implements CertificateStore {
       VALUES (@serial, @profile, @subject, @issuer, @sans, @spiffeId, @notBefore, @notAfter, @fingerprint256, @status, @issuedAt, @der)`);
   }
 
-  async add(record: InventoryRecord, publish?: () => void | Promise<void>): Promise<void> {
+  async add(record: InventoryRecord, publish?: () => void | Promise<void>, opts: AddOptions = {}): Promise<void> {
     const params = {
       ...record,
       sans: JSON.stringify(record.sans),
@@ -118,9 +134,33 @@ export class SqliteStore implements CertificateStore {
     };
     // Recorded (and synced) before anything leaves the CA: a crash at any later point leaves a certificate that the
     // inventory knows, perhaps one whose files were never written, never the reverse.
+    const spend = opts.token;
     try {
-      this.insert.run(params);
+      this.db
+        .transaction(() => {
+          if (spend) {
+            // Expired tokens cannot be presented again (their signature says so): their rows may go.
+            this.db.prepare('DELETE FROM tokens WHERE expires_at < ?').run(Date.now() - 86400e3);
+            const spent = this.db
+              .prepare(
+                'INSERT INTO tokens (jti, expires_at, spent_at, serial) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING',
+              )
+              .run(spend.jti, spend.expiresAt.getTime(), Date.now(), record.serial).changes;
+            if (spent !== 1)
+              throw new MtlsError(
+                'TOKEN_SPENT',
+                'this enrollment token was used before; make a new one with mtls ca token',
+              );
+          }
+          this.insert.run(params);
+          if (opts.supersedes)
+            this.db
+              .prepare('UPDATE certificates SET superseded_by = ? WHERE serial = ?')
+              .run(record.serial, opts.supersedes);
+        })
+        .immediate();
     } catch (err) {
+      if (err instanceof MtlsError) throw err;
       throw new MtlsError(
         'STORE',
         `could not record certificate ${record.serial} in the inventory (${(err as Error).message})`,
@@ -132,8 +172,15 @@ export class SqliteStore implements CertificateStore {
     try {
       await publish();
     } catch (err) {
-      // Publishing failed cleanly (its temporary files are gone): the certificate never left, so the record goes.
-      this.remove.run(record.serial);
+      // Publishing failed cleanly (its temporary files are gone): the certificate never left, so the record goes
+      // (and the token it spent, and the mark on the certificate it renewed).
+      this.db
+        .transaction(() => {
+          this.remove.run(record.serial);
+          this.db.prepare('DELETE FROM tokens WHERE serial = ?').run(record.serial);
+          this.db.prepare('UPDATE certificates SET superseded_by = NULL WHERE superseded_by = ?').run(record.serial);
+        })
+        .immediate();
       throw err;
     }
   }
@@ -168,13 +215,30 @@ export class SqliteStore implements CertificateStore {
       where.push('not_after < ?');
       args.push(filter.notAfterBefore.getTime());
     }
+    if (filter.notAfterAfter) {
+      where.push('not_after > ?');
+      args.push(filter.notAfterAfter.getTime());
+    }
     if (filter.profile) {
       where.push('profile = ?');
       args.push(filter.profile);
     }
+    if (filter.status) {
+      where.push('status = ?');
+      args.push(filter.status);
+    }
+    if (filter.identity) {
+      where.push("(spiffe_id = ? OR subject = ? OR subject LIKE ? ESCAPE '\\')");
+      const cn = filter.identity.replace(/[\\%_]/g, (c) => `\\${c}`);
+      args.push(filter.identity, `CN=${filter.identity}`, `CN=${cn}, %`);
+    }
+    if (filter.after) {
+      where.push('(not_after, serial) > (?, ?)');
+      args.push(filter.after.notAfter.getTime(), filter.after.serial);
+    }
     const sql =
       `SELECT * FROM certificates ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ` +
-      `ORDER BY not_after, serial`;
+      `ORDER BY not_after, serial${filter.limit ? ` LIMIT ${Math.floor(filter.limit)}` : ''}`;
     return (this.db.prepare(sql).all(...args) as Row[]).map(fromRow);
   }
 

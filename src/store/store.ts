@@ -22,12 +22,30 @@ export interface InventoryRecord {
   /** Set when status is 'revoked'. */
   revokedAt?: Date;
   revocationReason?: RevocationReason;
+  /** The serial of the certificate that renewed this one (POST /v1/renew). */
+  supersededBy?: string;
+}
+
+/** What else a certificate's record commits with it (issue 15), in the same transaction. */
+export interface AddOptions {
+  /** An enrollment token spent by this issuance: a token already spent refuses it (TOKEN_SPENT), by constraint. */
+  token?: { jti: string; expiresAt: Date };
+  /** The serial this certificate renews: recorded as superseded by it. */
+  supersedes?: string;
 }
 
 export interface ListFilter {
   /** Only certificates whose notAfter is before this time (expired ones included). */
   notAfterBefore?: Date;
+  /** Only certificates whose notAfter is after this time (not yet expired then). */
+  notAfterAfter?: Date;
   profile?: Profile;
+  status?: CertificateStatus;
+  /** Only this identity: the SPIFFE ID, or the subject's CN. */
+  identity?: string;
+  /** Pagination: the records after this one in the list's order (notAfter, serial). */
+  after?: { notAfter: Date; serial: string };
+  limit?: number;
 }
 
 /** What a CRL lists of a revoked certificate (read without the rest of its record: 100,000 of them per CRL). */
@@ -55,7 +73,7 @@ export interface CrlPublication {
  * certificate the CA does not know; a `publish` that fails (cleanly) removes the record again.
  */
 export interface CertificateStore {
-  add(record: InventoryRecord, publish?: () => void | Promise<void>): Promise<void>;
+  add(record: InventoryRecord, publish?: () => void | Promise<void>, opts?: AddOptions): Promise<void>;
   get(serial: string): Promise<InventoryRecord | undefined>;
   /** What an OCSP answer needs of a certificate (status, and when and why it was revoked), read cheaply. */
   statusOf(serial: string): Promise<Pick<InventoryRecord, 'status' | 'revokedAt' | 'revocationReason'> | undefined>;

@@ -1,0 +1,339 @@
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as asn from '@peculiar/asn1-x509';
+import { MtlsError, messageOf, type MtlsErrorCode } from '../errors.js';
+import { exchange } from '../io/http-exchange.js';
+import { checkPrivateFile, readInput, stageFiles } from '../io/files.js';
+import { readCertificates, type Certificate } from '../pki/certificate.js';
+import { createCsr } from '../pki/csr.js';
+import { exportPrivateKey, generateKeyPair } from '../pki/keys.js';
+import { OID } from '../pki/oid.js';
+import { encodePem } from '../pki/pem.js';
+import { checkCertName } from '../ca/authority.js';
+import { loadCredentials, type Credentials } from '../tls/credentials.js';
+import { clientTlsOptions } from '../tls/options.js';
+
+/**
+ * `mtls agent` (issue 15): obtains a certificate from `mtls ca serve` and keeps it fresh. It renews at about two
+ * thirds of the certificate's lifetime (with jitter), re-reads its files every cycle (someone may have replaced
+ * them), writes key, chain and bundle atomically, then runs the hook. When the CA is down it retries with capped
+ * back-off and keeps the working certificate; it never deletes it. A refusal that retrying cannot mend (expired
+ * past the grace window, revoked, a spent token) ends it with an error instead of a silent loop.
+ */
+
+export type AgentHealth = 'ok' | 'expiring' | 'expired';
+
+export interface AgentOptions {
+  /** https://host:port of `mtls ca serve`. */
+  caUrl: string;
+  /** PEM of the CA's root bundle (e.g. from `mtls ca bootstrap`). */
+  root: string;
+  /** Directory for NAME.crt (leaf then intermediate), NAME.key (0600) and ca.crt. */
+  outDir: string;
+  /** File name; default the token's subject, else the current certificate's CN. */
+  name?: string;
+  /** An enrollment token, used when there is no certificate yet. */
+  token?: string;
+  /** A current certificate and key to renew with, when NAME.crt/NAME.key are not in outDir yet. */
+  certFile?: string;
+  keyFile?: string;
+  /** Shell command run after each new certificate is written (e.g. `systemctl reload nginx`). */
+  exec?: string;
+  /** Signal sent to `pid` after each new certificate is written. */
+  signal?: { name: NodeJS.Signals; pid: number };
+  /** Renew now, whatever the certificate's age (`--force`). */
+  force?: boolean;
+  /** Where in the lifetime to renew (default 2/3). */
+  renewAt?: number;
+  log?: (event: Record<string, unknown>) => void;
+  /** Longest wait between attempts while the CA is unreachable. Default 5 minutes. */
+  maxBackoffMs?: number;
+}
+
+export interface AgentState {
+  health: AgentHealth;
+  serial?: string;
+  notAfter?: Date;
+  renewAt?: Date;
+  lastError?: string;
+}
+
+/** Codes of a refusal the CA will repeat however often it is asked: the agent stops on them. */
+const FINAL: ReadonlySet<string> = new Set<MtlsErrorCode>([
+  'CERT_EXPIRED',
+  'CERT_REVOKED',
+  'CERT_UNTRUSTED',
+  'RENEWAL_REFUSED',
+  'TOKEN_INVALID',
+  'TOKEN_EXPIRED',
+  'TOKEN_SPENT',
+  'NAME_NOT_GRANTED',
+  'CSR_REFUSED',
+  'NAME_NOT_PERMITTED',
+]);
+
+const REQUEST_TIMEOUT_MS = 15_000;
+const MAX_ANSWER_BYTES = 256 * 1024;
+
+export class Agent {
+  private state: AgentState = { health: 'expired' };
+  private readonly log: (e: Record<string, unknown>) => void;
+  private tokenUsed = false;
+  private stopped = false;
+  private wake?: () => void;
+  private timer?: NodeJS.Timeout;
+
+  constructor(private readonly o: AgentOptions) {
+    this.log = o.log ?? (() => {});
+    readCertificates(Buffer.from(o.root), 'the CA root bundle (--root)');
+    fs.mkdirSync(o.outDir, { recursive: true, mode: 0o755 });
+  }
+
+  get status(): AgentState {
+    const s = { ...this.state };
+    const now = Date.now();
+    if (s.notAfter && s.renewAt)
+      s.health = now >= s.notAfter.getTime() ? 'expired' : now >= s.renewAt.getTime() ? 'expiring' : 'ok';
+    return s;
+  }
+
+  private files(name: string) {
+    return {
+      cert: path.join(this.o.outDir, `${name}.crt`),
+      key: path.join(this.o.outDir, `${name}.key`),
+      ca: path.join(this.o.outDir, 'ca.crt'),
+    };
+  }
+
+  /** The name the files carry: --name, else the token's subject, else the given certificate's CN. */
+  private nameOf(): string {
+    if (this.o.name) return checkCertName(this.o.name);
+    if (this.o.token) {
+      const sub = tokenSubject(this.o.token);
+      if (sub) return checkCertName(sub);
+    }
+    if (this.o.certFile) {
+      const cn = readCertificates(fs.readFileSync(this.o.certFile), this.o.certFile)[0]!
+        .subject.filter((a) => a.oid === OID.commonName)
+        .at(-1)?.value;
+      if (cn) return checkCertName(cn);
+    }
+    throw new MtlsError('USAGE', 'give --name NAME: the files are written as NAME.crt and NAME.key');
+  }
+
+  /** The credentials the agent holds now: its own files, else --cert/--key; undefined when there are none. */
+  private current(name: string): (Credentials & { since: Date }) | undefined {
+    const f = this.files(name);
+    const sources = [
+      { certFile: f.cert, keyFile: f.key },
+      ...(this.o.certFile && this.o.keyFile ? [{ certFile: this.o.certFile, keyFile: this.o.keyFile }] : []),
+    ];
+    for (const s of sources) {
+      if (!fs.existsSync(s.certFile) || !fs.existsSync(s.keyFile)) continue;
+      checkPrivateFile(s.keyFile, 'key');
+      const creds = loadCredentials({
+        cert: readInput(s.certFile, 'certificate'),
+        key: readInput(s.keyFile, 'key'),
+        ca: this.o.root,
+      });
+      return { ...creds, since: fs.statSync(s.certFile).mtime };
+    }
+    return undefined;
+  }
+
+  /**
+   * When `leaf` is due for renewal: at `renewAt` (2/3) of its lifetime, less up to 5% of it (fixed per certificate).
+   * The lifetime counts from when the certificate came (`since`, its file's time) if that is after its notBefore:
+   * the CA backdates notBefore for clock skew, which would otherwise eat a short certificate's life.
+   */
+  renewTime(leaf: Certificate, since?: Date): Date {
+    const start = Math.max(leaf.notBefore.getTime(), Math.min(since?.getTime() ?? 0, leaf.notAfter.getTime()));
+    const life = leaf.notAfter.getTime() - start;
+    const jitter = (crypto.createHash('sha256').update(leaf.der).digest().readUInt16BE(0) / 65535) * 0.05 * life;
+    return new Date(start + life * (this.o.renewAt ?? 2 / 3) - jitter);
+  }
+
+  /**
+   * One cycle: enroll when there is no certificate, renew when it is due (or forced). Returns what it did. Throws
+   * an MtlsError when the CA refused for good, a plain Error when it could not be reached.
+   */
+  async cycle(force = this.o.force ?? false): Promise<'enrolled' | 'renewed' | 'fresh'> {
+    const name = this.nameOf();
+    const creds = this.current(name);
+    if (creds) this.track(creds.leaf, creds.since);
+    if (!creds) {
+      if (!this.o.token || this.tokenUsed)
+        throw new MtlsError(
+          'USAGE',
+          `no certificate in ${this.o.outDir} (${name}.crt) and no enrollment token; pass --token (mtls ca token ${name})`,
+        );
+      await this.obtain(name, '/v1/sign', undefined);
+      this.tokenUsed = true;
+      return 'enrolled';
+    }
+    if (!force && Date.now() < this.renewTime(creds.leaf, creds.since).getTime()) return 'fresh';
+    await this.obtain(name, '/v1/renew', creds);
+    return 'renewed';
+  }
+
+  private track(leaf: Certificate, since: Date): void {
+    this.state = {
+      ...this.state,
+      serial: leaf.serialHex,
+      notAfter: leaf.notAfter,
+      renewAt: this.renewTime(leaf, since),
+    };
+  }
+
+  /** Asks the CA for a certificate for a new key (sign with the token, or renew over mTLS), then installs it. */
+  private async obtain(name: string, route: '/v1/sign' | '/v1/renew', creds: Credentials | undefined): Promise<void> {
+    const { privateKey } = generateKeyPair('ec-p256');
+    const subject = new asn.Name([
+      new asn.RelativeDistinguishedName([
+        new asn.AttributeTypeAndValue({ type: OID.commonName, value: new asn.AttributeValue({ utf8String: name }) }),
+      ]),
+    ]);
+    const csrPem = encodePem('CERTIFICATE REQUEST', createCsr(privateKey, subject));
+    const body = Buffer.from(
+      JSON.stringify(route === '/v1/sign' ? { csr: csrPem, token: this.o.token } : { csr: csrPem }),
+    );
+    const url = new URL(route, this.o.caUrl);
+    let answer;
+    try {
+      answer = await exchange(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': body.length },
+        body,
+        timeoutMs: REQUEST_TIMEOUT_MS,
+        maxBytes: MAX_ANSWER_BYTES,
+        tls: clientTlsOptions(creds, this.o.root),
+      });
+    } catch (err) {
+      throw new Error(`the CA at ${this.o.caUrl} ${(err as Error).message}`);
+    }
+    let json: { certificate?: unknown; ca?: unknown; error?: { code?: unknown; message?: unknown } };
+    try {
+      json = JSON.parse(answer.body.toString('utf8')) as typeof json;
+    } catch {
+      throw new Error(`the CA at ${this.o.caUrl} answered HTTP ${answer.status} without JSON`);
+    }
+    if (answer.status !== 201) {
+      const code = String(json.error?.code ?? '');
+      const message = `the CA refused (${code || `HTTP ${answer.status}`}): ${String(json.error?.message ?? '')}`;
+      if (FINAL.has(code)) throw new MtlsError(code as MtlsErrorCode, message);
+      throw new Error(message);
+    }
+    if (typeof json.certificate !== 'string' || typeof json.ca !== 'string')
+      throw new Error(`the CA at ${this.o.caUrl} answered without a certificate`);
+    const chainPem = json.certificate;
+    const rootPem = json.ca;
+    // Checked before anything is written: the chain is for our new key and verifies against the root we trust.
+    const fresh = loadCredentials({ cert: chainPem, key: privateKey, ca: this.o.root });
+    const f = this.files(name);
+    stageFiles(
+      [
+        { path: f.key, data: exportPrivateKey(privateKey), mode: 0o600 },
+        { path: f.cert, data: chainPem, mode: 0o644 },
+        { path: f.ca, data: rootPem, mode: 0o644 },
+      ],
+      { overwrite: true },
+    ).commit();
+    this.track(fresh.leaf, new Date());
+    this.state.lastError = undefined;
+    this.log({
+      event: route === '/v1/sign' ? 'enrolled' : 'renewed',
+      name,
+      serial: fresh.leaf.serialHex,
+      notAfter: fresh.leaf.notAfter.toISOString(),
+      renewAt: this.state.renewAt?.toISOString(),
+    });
+    await this.hook();
+  }
+
+  /** Runs the hook after a new certificate: a command (60 s at most) and/or a signal. Failures are logged. */
+  private async hook(): Promise<void> {
+    if (this.o.signal) {
+      try {
+        process.kill(this.o.signal.pid, this.o.signal.name);
+      } catch (err) {
+        this.log({
+          event: 'hook-failed',
+          message: `signal ${this.o.signal.name} to ${this.o.signal.pid}: ${messageOf(err)}`,
+        });
+      }
+    }
+    if (!this.o.exec) return;
+    const cmd = this.o.exec;
+    await new Promise<void>((resolve) => {
+      const child = spawn('/bin/sh', ['-c', cmd], { stdio: 'inherit' });
+      const t = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      child.on('error', (err) => {
+        clearTimeout(t);
+        this.log({ event: 'hook-failed', message: `${cmd}: ${err.message}` });
+        resolve();
+      });
+      child.on('exit', (code, signal) => {
+        clearTimeout(t);
+        if (code !== 0) this.log({ event: 'hook-failed', message: `${cmd} exited ${code ?? signal}` });
+        resolve();
+      });
+    });
+  }
+
+  /**
+   * Keeps the certificate fresh until stop(). Resolves when stopped; rejects with the CA's refusal when it refused
+   * for good (the caller exits non-zero).
+   */
+  async run(): Promise<void> {
+    let backoff = 1000;
+    const max = this.o.maxBackoffMs ?? 5 * 60_000;
+    let force = this.o.force ?? false;
+    while (!this.stopped) {
+      let waitMs: number;
+      try {
+        await this.cycle(force);
+        force = false;
+        backoff = 1000;
+        const due = this.state.renewAt ? this.state.renewAt.getTime() - Date.now() : 60_000;
+        // Wake at the renewal time, and at least every 10 minutes to re-read the files.
+        waitMs = Math.min(Math.max(due, 1000), 10 * 60_000);
+      } catch (err) {
+        this.state.lastError = messageOf(err);
+        if (err instanceof MtlsError) {
+          this.log({ event: 'refused', code: err.code, message: err.message, health: this.status.health });
+          throw err;
+        }
+        // The CA is unreachable or failing: keep the working certificate, try again later, and more often as its
+        // end nears (a quarter of what is left, at least a second).
+        const left = this.state.notAfter ? this.state.notAfter.getTime() - Date.now() : Infinity;
+        waitMs = Math.min(backoff, max, Math.max(1000, left / 4));
+        backoff = Math.min(backoff * 2, max);
+        this.log({ event: 'retry', message: messageOf(err), inMs: waitMs, health: this.status.health });
+      }
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        this.timer = setTimeout(resolve, waitMs);
+      });
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.wake?.();
+  }
+}
+
+/** The `sub` of a JWT, read without checking it (the CA checks it): the default file name. */
+function tokenSubject(token: string): string | undefined {
+  try {
+    const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as {
+      sub?: unknown;
+    };
+    return typeof payload.sub === 'string' ? payload.sub : undefined;
+  } catch {
+    return undefined;
+  }
+}

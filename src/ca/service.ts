@@ -1,0 +1,563 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import type http from 'node:http';
+import https from 'node:https';
+import path from 'node:path';
+import type { TLSSocket } from 'node:tls';
+import client from 'prom-client';
+import { MtlsError, messageOf, type MtlsErrorCode } from '../errors.js';
+import { identityFromCertificate } from '../identity/identity.js';
+import { stageFiles } from '../io/files.js';
+import type { Address } from '../io/address.js';
+import { listenOn } from '../io/listen.js';
+import { parseCertificate, readCertificates, type Certificate } from '../pki/certificate.js';
+import { parseReason } from './revocation.js';
+import { parseCsr, type CertificateRequest } from '../pki/csr.js';
+import { exportPrivateKey } from '../pki/keys.js';
+import { OID } from '../pki/oid.js';
+import type { LeafNames } from '../pki/profiles.js';
+import type { InventoryRecord } from '../store/store.js';
+import { parseDuration } from '../text/duration.js';
+import { NO_RENEGOTIATION, SECURE_CIPHERS, SECURE_GROUPS } from '../tls/options.js';
+import type { CertificateAuthority, Issued } from './authority.js';
+import { DAY } from './init.js';
+import { OcspResponder, revocationRoutes } from './ocsp-responder.js';
+import { checkToken, provisionerKey, tokenAudience } from './tokens.js';
+
+/**
+ * `mtls ca serve` (issue 15): the CA as an HTTPS JSON API. Callers authenticate with an enrollment token
+ * (POST /v1/sign) or with their certificate over mTLS (renew, revoke, the inventory); the roots, the CRLs, OCSP and
+ * the health endpoints are open. Every error is `{ "error": { "code", "message" } }` with a stable code; the API is
+ * described in docs/ca-api.yaml. Replicas share one CA home and inventory.
+ */
+
+export interface CaServiceOptions {
+  listen: Address;
+  /** Names of the service's own certificate (issued and renewed by the CA itself). Default localhost. */
+  dns?: string[];
+  ip?: string[];
+  /** Identities (SPIFFE ID, or CN) allowed to revoke any certificate and to list the inventory. */
+  admins?: string[];
+  /** After a certificate expires, how long its newest holder may still renew it. Default 0: not at all. */
+  renewGraceMs?: number;
+  /** The longest lifetime a token or a renewal may grant. Default 30 days. */
+  maxValidityMs?: number;
+  /** The service certificate's lifetime; it renews at two thirds of it. Default 7 days. */
+  serviceValidityMs?: number;
+  /** One structured event per request and per service-certificate renewal. Never key material. */
+  log?: (event: Record<string, unknown>) => void;
+}
+
+export const DEFAULT_MAX_VALIDITY_MS = 30 * DAY;
+const MAX_BODY_BYTES = 64 * 1024;
+const MAX_PAGE = 500;
+
+/** HTTP status of each error code the API answers with (anything else is a 500, its message not shown). */
+const HTTP_STATUS: Partial<Record<MtlsErrorCode, number>> = {
+  BAD_INPUT: 400,
+  BAD_CSR: 400,
+  BAD_NAME: 400,
+  BAD_SPIFFE_ID: 400,
+  BAD_DURATION: 400,
+  USAGE: 400,
+  UNSUPPORTED: 400,
+  TOKEN_INVALID: 401,
+  TOKEN_EXPIRED: 401,
+  NO_CLIENT_CERT: 401,
+  CERT_UNTRUSTED: 401,
+  CERT_EXPIRED: 401,
+  CERT_REVOKED: 401,
+  PEER_NOT_ALLOWED: 403,
+  NAME_NOT_GRANTED: 403,
+  NAME_NOT_PERMITTED: 403,
+  CSR_REFUSED: 403,
+  RENEWAL_REFUSED: 403,
+  TOKEN_SPENT: 409,
+  NOT_REVOCABLE: 409,
+  VALIDITY_EXCEEDS_ISSUER: 409,
+};
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface CaService {
+  /** https://host:port */
+  url: string;
+  server: https.Server;
+  registry: client.Registry;
+  close(): Promise<void>;
+}
+
+/** The API's answer for an issued certificate. */
+const issuedJson = (i: Issued, rootPem: string) => ({
+  serial: i.certificate.serialHex,
+  notBefore: i.certificate.notBefore.toISOString(),
+  notAfter: i.certificate.notAfter.toISOString(),
+  /** The leaf, then the intermediate. */
+  certificate: i.chainPem,
+  /** The root: the trust bundle. */
+  ca: rootPem,
+});
+
+export function recordJson(r: InventoryRecord) {
+  return {
+    serial: r.serial,
+    profile: r.profile,
+    subject: r.subject,
+    sans: r.sans,
+    spiffeId: r.spiffeId,
+    notBefore: r.notBefore.toISOString(),
+    notAfter: r.notAfter.toISOString(),
+    status: r.status,
+    ...(r.revokedAt ? { revokedAt: r.revokedAt.toISOString(), revocationReason: r.revocationReason } : {}),
+    ...(r.supersededBy ? { supersededBy: r.supersededBy } : {}),
+  };
+}
+
+/** Starts the service; resolves once it listens. */
+export async function startCaService(ca: CertificateAuthority, opts: CaServiceOptions): Promise<CaService> {
+  const log = opts.log ?? (() => {});
+  const maxValidity = opts.maxValidityMs ?? DEFAULT_MAX_VALIDITY_MS;
+  const grace = opts.renewGraceMs ?? 0;
+  const admins = new Set(opts.admins ?? []);
+  const rootPem = ca.bundlePem;
+  const audience = tokenAudience(ca.root.fingerprint256);
+  const responder = new OcspResponder(ca);
+  const onError = (m: string) => log({ event: 'error', message: m });
+  const routes = [revocationRoutes(responder, ca.home, onError), revocationRoutes(responder, ca.home, onError, '/v1')];
+
+  const registry = new client.Registry();
+  const requests = new client.Counter({
+    name: 'mtls_ca_requests_total',
+    help: 'API requests by route and HTTP status',
+    labelNames: ['route', 'status'],
+    registers: [registry],
+  });
+  const issuedCount = new client.Counter({
+    name: 'mtls_ca_issued_total',
+    help: 'Certificates issued through the API, by how: sign (enrollment token) or renew',
+    labelNames: ['how'],
+    registers: [registry],
+  });
+  const serviceNotAfter = new client.Gauge({
+    name: 'mtls_ca_service_certificate_not_after_seconds',
+    help: "When the service's own certificate expires (Unix time)",
+    registers: [registry],
+  });
+
+  const names = { dns: opts.dns ?? (opts.ip?.length ? [] : ['localhost']), ip: opts.ip ?? [] };
+  const ticketKeys = crypto.randomBytes(48);
+  let service = await serviceCredentials(ca, names, opts.serviceValidityMs ?? 7 * DAY);
+  serviceNotAfter.set(service.leaf.notAfter.getTime() / 1000);
+  const tlsOptions = () => ({
+    cert: service.cert,
+    key: service.key,
+    ca: rootPem,
+    // Asked for, not required: enrollment has no certificate yet; each route checks what it needs.
+    requestCert: true,
+    rejectUnauthorized: false,
+    minVersion: 'TLSv1.2' as const,
+    ciphers: SECURE_CIPHERS,
+    ecdhCurve: SECURE_GROUPS,
+    honorCipherOrder: true,
+    secureOptions: NO_RENEGOTIATION,
+    // Kept across certificate renewals (setSecureContext would otherwise drop the tickets it issued).
+    ticketKeys,
+  });
+
+  const server = https.createServer(tlsOptions(), (req, res) => {
+    const started = Date.now();
+    const route = routeName(req.url ?? '/');
+    res.on('finish', () => {
+      requests.inc({ route, status: String(res.statusCode) });
+      log({ event: 'request', method: req.method, route, status: res.statusCode, ms: Date.now() - started });
+    });
+    for (const r of routes) if (r(req, res)) return;
+    handle(req, res).catch((err: unknown) => sendError(res, err, onError));
+  });
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  server.keepAliveTimeout = 5_000;
+  server.maxConnections = 4096;
+  server.on('clientError', (_err, socket) => socket.destroy());
+
+  // The service certificate renews itself at two thirds of its lifetime; live connections keep theirs.
+  let renewTimer: NodeJS.Timeout | undefined;
+  const scheduleRenewal = () => {
+    const c = service.leaf;
+    const at = c.notBefore.getTime() + ((c.notAfter.getTime() - c.notBefore.getTime()) * 2) / 3;
+    renewTimer = setTimeout(
+      () => {
+        serviceCredentials(ca, names, opts.serviceValidityMs ?? 7 * DAY)
+          .then((next) => {
+            service = next;
+            server.setSecureContext(tlsOptions());
+            serviceNotAfter.set(next.leaf.notAfter.getTime() / 1000);
+            log({ event: 'service-certificate', serial: next.leaf.serialHex, notAfter: next.leaf.notAfter });
+          })
+          .catch((err: unknown) => onError(`renewing the service certificate: ${messageOf(err)}`))
+          .finally(scheduleRenewal);
+      },
+      Math.min(Math.max(at - Date.now(), 60_000), 2 ** 31 - 1),
+    );
+    renewTimer.unref();
+  };
+  scheduleRenewal();
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'https://ca.invalid');
+    const key = `${req.method} ${url.pathname}`;
+    switch (key) {
+      case 'GET /healthz':
+        return sendJson(res, 200, { status: 'ok' });
+      case 'GET /readyz': {
+        const problems: string[] = [];
+        try {
+          await ca.store.count();
+        } catch (err) {
+          problems.push(`inventory: ${messageOf(err)}`);
+        }
+        try {
+          ca.signingKey();
+        } catch (err) {
+          problems.push(messageOf(err));
+        }
+        if (service.leaf.notAfter.getTime() < Date.now()) problems.push('the service certificate has expired');
+        return sendJson(res, problems.length ? 503 : 200, {
+          status: problems.length ? 'not ready' : 'ready',
+          problems,
+        });
+      }
+      case 'GET /metrics': {
+        const text = await registry.metrics();
+        res.writeHead(200, { 'content-type': registry.contentType });
+        return void res.end(text);
+      }
+      case 'GET /v1/roots':
+        return sendJson(res, 200, { roots: rootPem, fingerprints: [ca.root.fingerprint256] });
+      case 'POST /v1/sign': {
+        const body = await readJson(req);
+        const token = await checkToken(body['token'], provisionerKey(ca.home, false), audience);
+        if (token.validityMs > maxValidity)
+          throw new MtlsError(
+            'TOKEN_INVALID',
+            `the token grants ${Math.round(token.validityMs / 3600e3)}h, more than this CA's maximum of ` +
+              `${Math.round(maxValidity / 3600e3)}h; make a token with a shorter --validity`,
+          );
+        const csr = csrOf(body);
+        grantedNames(csr, token.names, 'its enrollment token');
+        const issued = await ca.issue(
+          {
+            profile: token.profile,
+            name: token.name,
+            names: requested(token.names),
+            validityMs: token.validityMs,
+            publicKey: csr.publicKey,
+            clampToIssuer: true,
+          },
+          undefined,
+          { token: { jti: token.jti, expiresAt: token.expiresAt } },
+        );
+        issuedCount.inc({ how: 'sign' });
+        log({ event: 'issued', how: 'sign', serial: issued.certificate.serialHex, name: token.name });
+        return sendJson(res, 201, issuedJson(issued, rootPem));
+      }
+      case 'POST /v1/renew': {
+        const { cert, record } = await caller(req, { renewing: true });
+        const body = await readJson(req);
+        const csr = csrOf(body);
+        const san = cert.san ?? { dns: [], ip: [], email: [], uri: [] };
+        grantedNames(csr, { dns: san.dns, ip: san.ip, email: san.email, uri: san.uri }, 'the certificate it renews');
+        const name = cert.subject.filter((a) => a.oid === OID.commonName).at(-1)?.value ?? record.serial;
+        const renewal = await ca.renewRequest(cert, name);
+        const issued = await ca.issue(
+          {
+            ...renewal,
+            validityMs: Math.min(renewal.validityMs ?? maxValidity, maxValidity),
+            publicKey: csr.publicKey,
+            clampToIssuer: true,
+          },
+          undefined,
+          { supersedes: record.serial },
+        );
+        issuedCount.inc({ how: 'renew' });
+        log({ event: 'issued', how: 'renew', serial: issued.certificate.serialHex, renews: record.serial });
+        return sendJson(res, 201, issuedJson(issued, rootPem));
+      }
+      case 'POST /v1/revoke': {
+        const { cert, identity } = await caller(req);
+        const body = await readJson(req);
+        const serial = typeof body['serial'] === 'string' ? body['serial'].replace(/:/g, '').toLowerCase() : '';
+        if (!/^[0-9a-f]{1,40}$/.test(serial))
+          throw new MtlsError('BAD_INPUT', 'give the serial number (hex) of the certificate to revoke as "serial"');
+        if (serial !== cert.serialHex && !isAdmin(identity))
+          throw new MtlsError(
+            'PEER_NOT_ALLOWED',
+            `${identity} may revoke only its own certificate; an admin identity (--admin) may revoke any`,
+          );
+        const reason = parseReason(typeof body['reason'] === 'string' ? body['reason'] : undefined);
+        const record = await ca.revoke(serial, { reason });
+        log({ event: 'revoked', serial, reason, by: identity });
+        return sendJson(res, 200, recordJson(record));
+      }
+      case 'GET /v1/certificates': {
+        const { identity } = await caller(req);
+        if (!isAdmin(identity))
+          throw new MtlsError('PEER_NOT_ALLOWED', `${identity} is not an admin identity (--admin) of this CA`);
+        return sendJson(res, 200, await listPage(url.searchParams));
+      }
+      default:
+        throw new HttpError(
+          404,
+          'NOT_FOUND',
+          `no route ${req.method} ${url.pathname}; see docs/ca-api.yaml for the API (POST /v1/sign, POST /v1/renew, ...)`,
+        );
+    }
+  }
+
+  function isAdmin(identity: string): boolean {
+    return admins.has(identity);
+  }
+
+  /**
+   * The caller's certificate, checked: presented, verified by TLS against the root (expired allowed only when
+   * `renewing` within the grace window, and only for its identity's newest certificate), issued by this CA (its
+   * exact DER in the inventory) and not revoked.
+   */
+  async function caller(
+    req: http.IncomingMessage,
+    o: { renewing?: boolean } = {},
+  ): Promise<{ cert: Certificate; record: InventoryRecord; identity: string }> {
+    const socket = req.socket as TLSSocket;
+    const raw = socket.getPeerCertificate(false)?.raw;
+    if (!raw) throw new MtlsError('NO_CLIENT_CERT', 'this route needs your certificate over mTLS (--cert and --key)');
+    const cert = parseCertificate(raw, 'client certificate');
+    const record = await ca.store.get(cert.serialHex);
+    const ours = record && record.fingerprint256 === cert.fingerprint256;
+    if (!ours) throw new MtlsError('CERT_UNTRUSTED', `certificate serial ${cert.serialHex} was not issued by this CA`);
+    if (record.status === 'revoked')
+      throw new MtlsError('CERT_REVOKED', `certificate serial ${cert.serialHex} is revoked; enroll again with a token`);
+    if (!socket.authorized) {
+      const why = String(socket.authorizationError ?? 'unknown');
+      if (why !== 'CERT_HAS_EXPIRED')
+        throw new MtlsError('CERT_UNTRUSTED', `your certificate did not verify against this CA's root (${why})`);
+      const late = Date.now() - cert.notAfter.getTime();
+      if (!o.renewing || late > grace)
+        throw new MtlsError(
+          'CERT_EXPIRED',
+          `certificate serial ${cert.serialHex} expired at ${cert.notAfter.toISOString()}` +
+            (o.renewing ? (grace ? ', past the renewal grace window' : '') : '') +
+            '; enroll again with a new token (mtls ca token)',
+        );
+      if (record.supersededBy)
+        throw new MtlsError(
+          'RENEWAL_REFUSED',
+          `certificate serial ${cert.serialHex} has expired and was already renewed (by ${record.supersededBy}); ` +
+            'only the newest certificate of an identity renews after expiry',
+        );
+    }
+    const id = identityFromCertificate(cert);
+    const cn = cert.subject.filter((a) => a.oid === OID.commonName).at(-1)?.value;
+    return { cert, record, identity: id.spiffeId?.uri ?? cn ?? cert.serialHex };
+  }
+
+  async function listPage(q: URLSearchParams) {
+    const limit = Math.min(Number(q.get('limit') ?? 100) || 100, MAX_PAGE);
+    const status = q.get('status');
+    if (status !== null && status !== 'valid' && status !== 'revoked')
+      throw new MtlsError('BAD_INPUT', `status '${status}' is not valid or revoked`);
+    const expiring = q.get('expiring');
+    const after = q.get('after');
+    let cursor;
+    if (after) {
+      const [ms, serial] = Buffer.from(after, 'base64url').toString('utf8').split(':');
+      if (!ms || !serial || !/^\d+$/.test(ms) || !/^[0-9a-f]+$/.test(serial))
+        throw new MtlsError('BAD_INPUT', "'after' is not a cursor this API returned (use 'next' as it came)");
+      cursor = { notAfter: new Date(Number(ms)), serial };
+    }
+    const now = new Date();
+    const rows = await ca.store.list({
+      ...(status ? { status } : {}),
+      ...(q.get('identity') ? { identity: q.get('identity')! } : {}),
+      ...(expiring
+        ? { notAfterBefore: new Date(now.getTime() + parseDuration(expiring, 'expiring')), notAfterAfter: now }
+        : {}),
+      ...(cursor ? { after: cursor } : {}),
+      limit: limit + 1,
+    });
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return {
+      items: page.map(recordJson),
+      next:
+        rows.length > limit && last
+          ? Buffer.from(`${last.notAfter.getTime()}:${last.serial}`).toString('base64url')
+          : null,
+    };
+  }
+
+  await listenOn(server, opts.listen, 'the CA service');
+  const a = server.address();
+  const port = typeof a === 'object' && a ? a.port : 0;
+  const host = 'host' in opts.listen ? opts.listen.host : 'localhost';
+  return {
+    url: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    server,
+    registry,
+    close: async () => {
+      clearTimeout(renewTimer);
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+function routeName(url: string): string {
+  const p = url.split('?')[0]!;
+  if (p.startsWith('/ocsp') || p.startsWith('/v1/ocsp')) return '/ocsp';
+  if (p.startsWith('/crl/') || p.startsWith('/v1/crl/')) return '/v1/crl';
+  return [
+    '/healthz',
+    '/readyz',
+    '/metrics',
+    '/v1/roots',
+    '/v1/sign',
+    '/v1/renew',
+    '/v1/revoke',
+    '/v1/certificates',
+  ].includes(p)
+    ? p
+    : 'other';
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const data = Buffer.from(JSON.stringify(body));
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': data.length,
+    'cache-control': 'no-store',
+  });
+  res.end(data);
+}
+
+function sendError(res: http.ServerResponse, err: unknown, onError: (m: string) => void): void {
+  if (res.headersSent) return void res.destroy();
+  if (err instanceof HttpError) return sendJson(res, err.status, { error: { code: err.code, message: err.message } });
+  const status = err instanceof MtlsError ? HTTP_STATUS[err.code] : undefined;
+  if (err instanceof MtlsError && status)
+    return sendJson(res, status, { error: { code: err.code, message: err.message } });
+  // A fault of ours (or of the store): logged here, not shown to the caller.
+  onError(messageOf(err));
+  sendJson(res, 500, { error: { code: 'INTERNAL', message: 'the CA could not complete this request; see its log' } });
+}
+
+/** The request's JSON object body: at most 64 KiB, application/json. */
+function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    if (!/^application\/json\b/i.test(req.headers['content-type'] ?? ''))
+      return reject(new HttpError(415, 'BAD_INPUT', 'send the request body as application/json'));
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (d: Buffer) => {
+      size += d.length;
+      if (size > MAX_BODY_BYTES) {
+        req.destroy();
+        reject(new HttpError(413, 'BAD_INPUT', `the request body is over ${MAX_BODY_BYTES / 1024} KiB`));
+      } else chunks.push(d);
+    });
+    req.on('error', reject);
+    req.on('end', () => {
+      try {
+        const v = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+        if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object');
+        resolve(v as Record<string, unknown>);
+      } catch {
+        reject(new HttpError(400, 'BAD_INPUT', 'the request body is not a JSON object'));
+      }
+    });
+  });
+}
+
+function csrOf(body: Record<string, unknown>): CertificateRequest {
+  if (typeof body['csr'] !== 'string')
+    throw new MtlsError('BAD_CSR', 'give the PEM certificate request as "csr" (the key stays with you)');
+  const csr = parseCsr(Buffer.from(body['csr']), 'the CSR');
+  if (csr.requestsCa) throw new MtlsError('CSR_REFUSED', 'the CSR asks for a CA certificate; this CA issues leaves');
+  return csr;
+}
+
+/** Refuses a CSR that asks for a name the grant does not carry (NAME_NOT_GRANTED). */
+function grantedNames(csr: CertificateRequest, grant: LeafNames, what: string): void {
+  const san = csr.san;
+  if (!san) return;
+  const extra = [
+    ...san.dns.filter((d) => !grant.dns.includes(d.toLowerCase())).map((d) => `DNS:${d}`),
+    ...san.ip.filter((i) => !grant.ip.includes(i)).map((i) => `IP:${i}`),
+    ...san.uri.filter((u) => !grant.uri.includes(u)).map((u) => `URI:${u}`),
+    ...san.email.filter((e) => !grant.email.includes(e)).map((e) => `email:${e}`),
+    ...(san.other.length || san.directory.length ? ['names of other types'] : []),
+  ];
+  if (extra.length)
+    throw new MtlsError(
+      'NAME_NOT_GRANTED',
+      `the CSR asks for ${extra.join(', ')}, which ${what} does not grant; ask only for its names`,
+    );
+}
+
+const requested = (n: LeafNames) => ({
+  dns: n.dns,
+  ip: n.ip,
+  email: n.email,
+  ...(n.uri[0] ? { spiffeId: n.uri[0] } : {}),
+});
+
+/**
+ * The service's own server certificate, in HOME/service/: reused while more than a third of its lifetime is left
+ * and it carries `names`, else issued anew by the CA (and recorded in its inventory).
+ */
+async function serviceCredentials(
+  ca: CertificateAuthority,
+  names: { dns: string[]; ip: string[] },
+  validityMs: number,
+): Promise<{ cert: string; key: string; leaf: Certificate }> {
+  const dir = path.join(ca.home, 'service');
+  const certFile = path.join(dir, 'service.crt');
+  const keyFile = path.join(dir, 'service.key');
+  try {
+    const chain = readCertificates(fs.readFileSync(certFile), certFile);
+    const leaf = chain[0]!;
+    const left = leaf.notAfter.getTime() - Date.now();
+    const same =
+      JSON.stringify([...(leaf.san?.dns ?? [])].sort()) === JSON.stringify([...names.dns].sort()) &&
+      JSON.stringify([...(leaf.san?.ip ?? [])].sort()) === JSON.stringify([...names.ip].sort());
+    const record = await ca.store.get(leaf.serialHex);
+    if (same && record?.status === 'valid' && left > (leaf.notAfter.getTime() - leaf.notBefore.getTime()) / 3)
+      return { cert: fs.readFileSync(certFile, 'utf8'), key: fs.readFileSync(keyFile, 'utf8'), leaf };
+  } catch {
+    // none yet, or unreadable: issue one
+  }
+  const issued = await ca.issue({
+    profile: 'server',
+    name: 'ca-service',
+    names,
+    validityMs,
+    clampToIssuer: true,
+  });
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const key = exportPrivateKey(issued.privateKey!);
+  stageFiles(
+    [
+      { path: keyFile, data: key, mode: 0o600 },
+      { path: certFile, data: issued.chainPem, mode: 0o644 },
+    ],
+    { overwrite: true },
+  ).commit();
+  return { cert: issued.chainPem, key, leaf: issued.certificate };
+}
