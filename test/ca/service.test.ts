@@ -1,0 +1,557 @@
+/**
+ * The CA as a service (issue 15): `mtls ca serve`, `mtls ca token`, `mtls ca bootstrap` and `mtls agent`, each a
+ * real process over loopback. Enrollment with one-time tokens, renewal over mTLS, the refusals (each with its own
+ * code), revocation, the inventory, replicas on one inventory, and a SIGKILL in the middle of a burst.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import * as asn from '@peculiar/asn1-x509';
+import Database from 'better-sqlite3';
+import { CertificateAuthority } from '../../src/ca/authority.js';
+import { makeToken, provisionerKey, tokenAudience } from '../../src/ca/tokens.js';
+import { exchange } from '../../src/io/http-exchange.js';
+import { subjectAltNameExt } from '../../src/pki/extensions.js';
+import { createCsr } from '../../src/pki/csr.js';
+import { exportPrivateKey, generateKeyPair } from '../../src/pki/keys.js';
+import { OID } from '../../src/pki/oid.js';
+import { encodePem } from '../../src/pki/pem.js';
+import { checkLeafNames } from '../../src/pki/profiles.js';
+import { SqliteStore } from '../../src/store/sqlite.js';
+import { loadCredentials } from '../../src/tls/credentials.js';
+import { clientTlsOptions } from '../../src/tls/options.js';
+import { freePort, until } from '../helpers/endpoints.js';
+import { BIN, mtls, mtlsAsync, openssl, tempDir } from '../helpers/pki.js';
+import { startProcess, stopAll } from '../helpers/process.js';
+
+after(stopAll);
+
+interface Ca {
+  home: string;
+  dir: string;
+  env: NodeJS.ProcessEnv;
+  url: string;
+  root: string;
+  rootFile: string;
+  fingerprint: string;
+  stop: () => void;
+  restart: () => Promise<void>;
+}
+
+async function startCa(name: string, extra: string[] = [], home?: string): Promise<Ca> {
+  const dir = tempDir('mtls-service-');
+  const caHome = home ?? path.join(dir, 'ca');
+  const env = { MTLS_HOME: caHome };
+  // Made an hour ago, so that a test can issue certificates that have already expired.
+  if (!home)
+    await (
+      await CertificateAuthority.init({
+        home: caHome,
+        name,
+        trustDomain: 'svc.example',
+        now: new Date(Date.now() - 3600e3),
+      })
+    ).close();
+  const port = await freePort();
+  const args = [BIN, 'ca', 'serve', '--listen', `127.0.0.1:${port}`, ...extra];
+  let proc = await startProcess(process.execPath, args, /CA service on/, env);
+  const root = fs.readFileSync(path.join(caHome, 'root.crt'), 'utf8');
+  const rootFile = path.join(dir, 'root.crt');
+  fs.writeFileSync(rootFile, root);
+  const fingerprint = openssl(['x509', '-in', rootFile, '-noout', '-fingerprint', '-sha256'])
+    .stdout.trim()
+    .split('=')[1]!
+    .replace(/:/g, '');
+  return {
+    home: caHome,
+    dir,
+    env,
+    url: `https://127.0.0.1:${port}`,
+    root,
+    rootFile,
+    fingerprint,
+    stop: () => proc.child.kill('SIGKILL'),
+    restart: async () => {
+      proc.child.kill('SIGKILL');
+      await new Promise((r) => setTimeout(r, 200));
+      proc = await startProcess(process.execPath, args, /CA service on/, env);
+    },
+  };
+}
+
+interface Answer {
+  status: number;
+  json: Record<string, unknown> & { error?: { code: string; message: string } };
+}
+
+/** One API call, verifying the service against the root; with `as`, over mTLS with that certificate. */
+async function api(
+  ca: Ca,
+  route: string,
+  o: { body?: unknown; as?: { cert: string; key: string }; raw?: Buffer; type?: string } = {},
+): Promise<Answer> {
+  const creds = o.as ? loadCredentials({ ...o.as, ca: ca.root }) : undefined;
+  const body = o.raw ?? (o.body === undefined ? undefined : Buffer.from(JSON.stringify(o.body)));
+  const a = await exchange(new URL(route, ca.url), {
+    method: body ? 'POST' : 'GET',
+    headers: body ? { 'content-type': o.type ?? 'application/json', 'content-length': body.length } : {},
+    ...(body ? { body } : {}),
+    timeoutMs: 10_000,
+    maxBytes: 1 << 20,
+    tls: clientTlsOptions(creds, ca.root),
+  });
+  let json = {};
+  try {
+    json = JSON.parse(a.body.toString('utf8')) as Record<string, unknown>;
+  } catch {
+    // not JSON: left empty, the status tells
+  }
+  return { status: a.status, json };
+}
+
+/** A CSR for a new key, asking for `dns` names (none: the grant's names are used). */
+function csr(cn: string, dns: string[] = []): { csr: string; key: string } {
+  const { privateKey } = generateKeyPair('ec-p256');
+  const subject = new asn.Name([
+    new asn.RelativeDistinguishedName([
+      new asn.AttributeTypeAndValue({ type: OID.commonName, value: new asn.AttributeValue({ utf8String: cn }) }),
+    ]),
+  ]);
+  const exts = dns.length ? [subjectAltNameExt({ dns }, false)] : [];
+  return {
+    csr: encodePem('CERTIFICATE REQUEST', createCsr(privateKey, subject, exts)),
+    key: exportPrivateKey(privateKey),
+  };
+}
+
+const token = (ca: Ca, args: string[]) => {
+  const r = mtls(['ca', 'token', ...args], { env: ca.env });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout.trim();
+};
+
+/** Enrolls `name` with a fresh token through the API; returns its certificate chain and key. */
+async function enroll(ca: Ca, name: string, validity = '24h'): Promise<{ cert: string; key: string; serial: string }> {
+  const t = token(ca, [name, '--spiffe-id', `spiffe://svc.example/${name}`, '--validity', validity]);
+  const c = csr(name);
+  const a = await api(ca, '/v1/sign', { body: { csr: c.csr, token: t } });
+  assert.equal(a.status, 201, JSON.stringify(a.json));
+  return { cert: a.json['certificate'] as string, key: c.key, serial: a.json['serial'] as string };
+}
+
+describe('mtls ca serve: enrollment, renewal and their refusals', () => {
+  let ca: Ca;
+  before(async () => {
+    ca = await startCa('Svc', ['--admin', 'spiffe://svc.example/admin']);
+  });
+
+  it('bootstrap trusts the root only with its fingerprint; an agent enrolls with a token and a replay is refused', async () => {
+    const out = path.join(ca.dir, 'boot.crt');
+    const wrong = mtls(['ca', 'bootstrap', '--ca-url', ca.url, '--fingerprint', 'ab'.repeat(32), '--out', out]);
+    assert.equal(wrong.status, 1, wrong.stderr);
+    assert.match(wrong.stderr, /serves no root with fingerprint abab/);
+    assert.equal(fs.existsSync(out), false, 'nothing written for a root that does not match');
+    const good = mtls(['ca', 'bootstrap', '--ca-url', ca.url, '--fingerprint', ca.fingerprint, '--out', out]);
+    assert.equal(good.status, 0, good.stderr);
+    assert.equal(fs.readFileSync(out, 'utf8'), ca.root);
+
+    const t = token(ca, ['billing', '--spiffe-id', 'spiffe://svc.example/billing', '--validity', '1h']);
+    const dir = path.join(ca.dir, 'billing');
+    const agent = (d: string, extra: string[] = []) =>
+      mtlsAsync(['agent', '--ca-url', ca.url, '--root', out, '--out', d, '--once', ...extra]);
+    const first = await agent(dir, ['--token', t]);
+    assert.equal(first.status, 0, first.stderr);
+    assert.equal(fs.statSync(path.join(dir, 'billing.key')).mode & 0o777, 0o600);
+    const v = openssl([
+      'verify',
+      '-CAfile',
+      ca.rootFile,
+      '-untrusted',
+      path.join(dir, 'billing.crt'),
+      '-purpose',
+      'sslclient',
+      path.join(dir, 'billing.crt'),
+    ]);
+    assert.match(v.stdout, /OK/, v.stderr);
+    const text = openssl(['x509', '-in', path.join(dir, 'billing.crt'), '-noout', '-text']).stdout;
+    assert.match(text, /URI:spiffe:\/\/svc\.example\/billing/);
+    const replay = await agent(path.join(ca.dir, 'other'), ['--token', t]);
+    assert.equal(replay.status, 1);
+    assert.match(replay.stderr, /TOKEN_SPENT/);
+    assert.equal(fs.existsSync(path.join(ca.dir, 'other', 'billing.crt')), false);
+    // Fresh: --once does nothing; --force renews, with a new key, the same names, and the old one superseded.
+    const before = fs.readFileSync(path.join(dir, 'billing.crt'), 'utf8');
+    const fresh = await agent(dir, ['--name', 'billing']);
+    assert.equal(fresh.status, 0, fresh.stderr);
+    assert.equal(fs.readFileSync(path.join(dir, 'billing.crt'), 'utf8'), before);
+    const renewed = await agent(dir, ['--name', 'billing', '--force']);
+    assert.equal(renewed.status, 0, renewed.stderr);
+    assert.notEqual(fs.readFileSync(path.join(dir, 'billing.crt'), 'utf8'), before);
+    const store = new SqliteStore(path.join(ca.home, 'inventory.db'));
+    try {
+      const rows = (await store.list()).filter((r) => r.spiffeId === 'spiffe://svc.example/billing');
+      assert.equal(rows.length, 2);
+      const old = rows.find((r) => r.supersededBy)!;
+      assert.equal(old.supersededBy, rows.find((r) => r !== old)!.serial);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('refuses expired tokens, tokens of another CA, tokens that are not JWTs and CSRs asking for more names', async () => {
+    const key = provisionerKey(ca.home, true);
+    const authority = await CertificateAuthority.open(ca.home);
+    const aud = tokenAudience(authority.root.fingerprint256);
+    await authority.close();
+    const grant = {
+      name: 'late',
+      profile: 'server' as const,
+      names: checkLeafNames('server', { dns: ['late.svc.example'] }),
+      validityMs: 3600e3,
+    };
+    const expired = await makeToken(key, aud, grant, 60_000, new Date(Date.now() - 10 * 60_000));
+    const c = csr('late');
+    const a = await api(ca, '/v1/sign', { body: { csr: c.csr, token: expired } });
+    assert.equal(a.status, 401);
+    assert.equal(a.json.error!.code, 'TOKEN_EXPIRED');
+
+    const foreign = await makeToken(key, tokenAudience('00'.repeat(32)), grant);
+    const b = await api(ca, '/v1/sign', { body: { csr: c.csr, token: foreign } });
+    assert.equal(b.json.error!.code, 'TOKEN_INVALID');
+    assert.match(b.json.error!.message, /another CA/);
+
+    // Signed by a key that is not the provisioner's.
+    const forged = await makeToken(generateKeyPair('ec-p256').privateKey, aud, grant);
+    const f = await api(ca, '/v1/sign', { body: { csr: c.csr, token: forged } });
+    assert.equal(f.json.error!.code, 'TOKEN_INVALID');
+    const unsigned = Buffer.from('{"alg":"none"}').toString('base64url') + '.' + forged.split('.')[1] + '.';
+    assert.equal(
+      (await api(ca, '/v1/sign', { body: { csr: c.csr, token: unsigned } })).json.error!.code,
+      'TOKEN_INVALID',
+    );
+
+    const good = await makeToken(key, aud, grant);
+    const greedy = csr('late', ['late.svc.example', 'bank.svc.example']);
+    const g = await api(ca, '/v1/sign', { body: { csr: greedy.csr, token: good } });
+    assert.equal(g.status, 403);
+    assert.equal(g.json.error!.code, 'NAME_NOT_GRANTED');
+    assert.match(g.json.error!.message, /DNS:bank\.svc\.example/);
+    // The refused request did not spend the token.
+    const ok = await api(ca, '/v1/sign', { body: { csr: csr('late', ['late.svc.example']).csr, token: good } });
+    assert.equal(ok.status, 201, JSON.stringify(ok.json));
+  });
+
+  it('renewal refuses revoked certificates, certificates of another CA, expired ones, and no certificate', async () => {
+    const victim = await enroll(ca, 'victim');
+    const self = await api(ca, '/v1/revoke', { body: { serial: victim.serial, reason: 'keyCompromise' }, as: victim });
+    assert.equal(self.status, 200, JSON.stringify(self.json));
+    const r = await api(ca, '/v1/renew', { body: { csr: csr('victim').csr }, as: victim });
+    assert.equal(r.status, 401);
+    assert.equal(r.json.error!.code, 'CERT_REVOKED');
+
+    const other = await startCa('Other');
+    try {
+      const stranger = await enroll(other, 'stranger');
+      const s = await api(ca, '/v1/renew', { body: { csr: csr('stranger').csr }, as: { ...stranger } }).catch(
+        (e: Error) => ({ status: 0, json: { error: { code: e.message, message: '' } } }),
+      );
+      assert.equal(s.json.error!.code, 'CERT_UNTRUSTED');
+    } finally {
+      other.stop();
+    }
+
+    // A certificate that expired a minute ago (issued in the past by the same CA).
+    const authority = await CertificateAuthority.open(ca.home);
+    let expired;
+    try {
+      expired = await authority.issue({
+        profile: 'spiffe',
+        name: 'gone',
+        names: { spiffeId: 'spiffe://svc.example/gone' },
+        validityMs: 60_000,
+        now: new Date(Date.now() - 5 * 60_000),
+      });
+    } finally {
+      await authority.close();
+    }
+    const e = await api(ca, '/v1/renew', {
+      body: { csr: csr('gone').csr },
+      as: { cert: expired.chainPem, key: exportPrivateKey(expired.privateKey!) },
+    });
+    assert.equal(e.status, 401);
+    assert.equal(e.json.error!.code, 'CERT_EXPIRED');
+    const none = await api(ca, '/v1/renew', { body: { csr: csr('x').csr } });
+    assert.equal(none.json.error!.code, 'NO_CLIENT_CERT');
+  });
+
+  it('revocation: self or admin only; the inventory lists and pages for admins; errors are one JSON shape', async () => {
+    const a = await enroll(ca, 'alice');
+    const b = await enroll(ca, 'bob');
+    const refused = await api(ca, '/v1/revoke', { body: { serial: b.serial }, as: a });
+    assert.equal(refused.status, 403);
+    assert.equal(refused.json.error!.code, 'PEER_NOT_ALLOWED');
+    const admin = await enroll(ca, 'admin');
+    const done = await api(ca, '/v1/revoke', { body: { serial: b.serial, reason: 'superseded' }, as: admin });
+    assert.equal(done.status, 200, JSON.stringify(done.json));
+    assert.equal(done.json['status'], 'revoked');
+    const again = await api(ca, '/v1/revoke', { body: { serial: b.serial }, as: admin });
+    assert.equal(again.json.error!.code, 'NOT_REVOCABLE');
+    // Published at once: the CRL the service serves lists it.
+    const crlFile = path.join(ca.dir, 'i.crl');
+    const crl = await exchange(new URL('/v1/crl/intermediate.crl', ca.url), {
+      timeoutMs: 5000,
+      maxBytes: 1 << 20,
+      tls: clientTlsOptions(undefined, ca.root),
+    });
+    fs.writeFileSync(crlFile, crl.body);
+    assert.match(
+      openssl(['crl', '-inform', 'DER', '-in', crlFile, '-noout', '-text']).stdout,
+      new RegExp(b.serial, 'i'),
+    );
+
+    const notAdmin = await api(ca, '/v1/certificates', { as: a });
+    assert.equal(notAdmin.json.error!.code, 'PEER_NOT_ALLOWED');
+    const revoked = await api(ca, '/v1/certificates?status=revoked', { as: admin });
+    const serials = (revoked.json['items'] as { serial: string }[]).map((x) => x.serial);
+    assert.ok(serials.includes(b.serial));
+    assert.ok(!serials.includes(a.serial));
+    const seen: string[] = [];
+    let next: string | null = '';
+    for (let pages = 0; next !== null && pages < 50; pages++) {
+      const p: Answer = await api(ca, `/v1/certificates?limit=2${next ? `&after=${next}` : ''}`, { as: admin });
+      assert.equal(p.status, 200, JSON.stringify(p.json));
+      seen.push(...(p.json['items'] as { serial: string }[]).map((x) => x.serial));
+      next = p.json['next'] as string | null;
+    }
+    assert.equal(new Set(seen).size, seen.length, 'no certificate on two pages');
+    assert.ok(seen.includes(a.serial) && seen.includes(b.serial) && seen.includes(admin.serial));
+    const byIdentity = await api(ca, '/v1/certificates?identity=spiffe://svc.example/alice', { as: admin });
+    assert.deepEqual(
+      (byIdentity.json['items'] as { serial: string }[]).map((x) => x.serial),
+      [a.serial],
+    );
+
+    const unknown = await api(ca, '/v1/nothing');
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.json.error!.code, 'NOT_FOUND');
+    const bad = await api(ca, '/v1/sign', { raw: Buffer.from('{not json') });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.error!.code, 'BAD_INPUT');
+    const big = await api(ca, '/v1/sign', { raw: Buffer.alloc(100_000, 0x20) }).catch(() => ({
+      status: 413,
+      json: {},
+    }));
+    assert.equal(big.status, 413);
+    const health = await api(ca, '/healthz');
+    assert.deepEqual(health.json, { status: 'ok' });
+    const ready = await api(ca, '/readyz');
+    assert.equal(ready.status, 200);
+    const metrics = await exchange(new URL('/metrics', ca.url), {
+      timeoutMs: 5000,
+      maxBytes: 1 << 20,
+      tls: clientTlsOptions(undefined, ca.root),
+    });
+    assert.match(metrics.body.toString(), /mtls_ca_issued_total\{how="sign"\} \d+/);
+  });
+});
+
+describe('mtls agent: renewal before expiry, the CA down, the grace window', () => {
+  it('keeps the old certificate while the CA is down, says so in its health, then renews when it is back', async () => {
+    const ca = await startCa('Down');
+    const dir = path.join(ca.dir, 'svc');
+    const t = token(ca, ['svc', '--spiffe-id', 'spiffe://svc.example/svc', '--validity', '20s']);
+    const healthPort = await freePort();
+    const hookFile = path.join(ca.dir, 'hook.log');
+    const agent = await startProcess(
+      process.execPath,
+      [
+        BIN,
+        'agent',
+        '--ca-url',
+        ca.url,
+        '--root',
+        ca.rootFile,
+        '--out',
+        dir,
+        '--token',
+        t,
+        '--health',
+        `127.0.0.1:${healthPort}`,
+        '--exec',
+        `echo rotated >> ${hookFile}`,
+      ],
+      /"event":"enrolled"/,
+    );
+    const health = async () =>
+      JSON.parse(
+        (
+          await exchange(new URL(`http://127.0.0.1:${healthPort}/healthz`), { timeoutMs: 3000, maxBytes: 4096 })
+        ).body.toString(),
+      ) as { status: string; serial: string };
+    assert.equal((await health()).status, 'ok');
+    const first = fs.readFileSync(path.join(dir, 'svc.crt'), 'utf8');
+    ca.stop();
+    // Renewal falls due at about 13 s; the CA is down, the certificate stays, and health says so.
+    await until(() => /"event":"retry"/.test(agent.output()), 20_000, 'a retry while the CA is down');
+    const h = await health();
+    assert.equal(h.status, 'expiring');
+    assert.equal(fs.readFileSync(path.join(dir, 'svc.crt'), 'utf8'), first, 'the working certificate is kept');
+    await ca.restart();
+    await until(() => /"event":"renewed"/.test(agent.output()), 15_000, 'the renewal once the CA is back');
+    assert.notEqual(fs.readFileSync(path.join(dir, 'svc.crt'), 'utf8'), first);
+    assert.equal((await health()).status, 'ok');
+    await until(
+      () => (fs.existsSync(hookFile) ? fs.readFileSync(hookFile, 'utf8') : '').split('\n').length >= 3,
+      5000,
+      'two hook runs',
+    );
+    agent.child.kill('SIGTERM');
+    ca.stop();
+  });
+
+  it('an expired certificate outside the grace window makes the agent exit non-zero; inside it, the newest renews', async () => {
+    const ca = await startCa('Grace', ['--renew-grace', '1h']);
+    const authority = await CertificateAuthority.open(ca.home);
+    const old = async (name: string) => {
+      const i = await authority.issue({
+        profile: 'spiffe',
+        name,
+        names: { spiffeId: `spiffe://svc.example/${name}` },
+        validityMs: 60_000,
+        now: new Date(Date.now() - 3 * 60_000),
+      });
+      const dir = path.join(ca.dir, name);
+      fs.mkdirSync(dir);
+      fs.writeFileSync(path.join(dir, `${name}.crt`), i.chainPem);
+      fs.writeFileSync(path.join(dir, `${name}.key`), exportPrivateKey(i.privateKey!), { mode: 0o600 });
+      return { dir, i };
+    };
+    try {
+      const a = await old('lapsed');
+      const r = await mtlsAsync([
+        'agent',
+        '--ca-url',
+        ca.url,
+        '--root',
+        ca.rootFile,
+        '--out',
+        a.dir,
+        '--name',
+        'lapsed',
+        '--once',
+      ]);
+      assert.equal(r.status, 0, `inside the grace window the newest renews: ${r.stderr}`);
+      // The expired one was superseded: presenting it again (a stolen copy) is refused.
+      const again = await api(ca, '/v1/renew', {
+        body: { csr: csr('lapsed').csr },
+        as: { cert: a.i.chainPem, key: exportPrivateKey(a.i.privateKey!) },
+      });
+      assert.equal(again.json.error!.code, 'RENEWAL_REFUSED');
+    } finally {
+      await authority.close();
+      ca.stop();
+    }
+    const strict = await startCa('Strict');
+    const authority2 = await CertificateAuthority.open(strict.home);
+    try {
+      const i = await authority2.issue({
+        profile: 'spiffe',
+        name: 'late',
+        names: { spiffeId: 'spiffe://svc.example/late' },
+        validityMs: 60_000,
+        now: new Date(Date.now() - 3 * 60_000),
+      });
+      const dir = path.join(strict.dir, 'late');
+      fs.mkdirSync(dir);
+      fs.writeFileSync(path.join(dir, 'late.crt'), i.chainPem);
+      fs.writeFileSync(path.join(dir, 'late.key'), exportPrivateKey(i.privateKey!), { mode: 0o600 });
+      const healthPort = await freePort();
+      const r = await mtlsAsync([
+        'agent',
+        '--ca-url',
+        strict.url,
+        '--root',
+        strict.rootFile,
+        '--out',
+        dir,
+        '--name',
+        'late',
+        '--health',
+        `127.0.0.1:${healthPort}`,
+      ]);
+      assert.equal(r.status, 1, 'the loop ends instead of retrying for ever');
+      assert.match(r.stdout, /"event":"refused","code":"CERT_EXPIRED".*"health":"expired"/);
+      assert.match(r.stderr, /CERT_EXPIRED/);
+      assert.equal(fs.readFileSync(path.join(dir, 'late.crt'), 'utf8'), i.chainPem, 'never deleted');
+    } finally {
+      await authority2.close();
+      strict.stop();
+    }
+  });
+});
+
+describe('replicas on one inventory, and a SIGKILL in the middle of a burst', () => {
+  it('two replicas issue concurrently with unique serials; a token spent on one is spent on the other', async () => {
+    const a = await startCa('Replicas');
+    const b = await startCa('', [], a.home);
+    try {
+      const tokens = Array.from({ length: 20 }, (_, i) =>
+        token(a, [`w${i}`, '--spiffe-id', `spiffe://svc.example/w${i}`]),
+      );
+      const requests = tokens.map((_, i) => csr(`w${i}`));
+      const keys = requests.map((r) => r.key);
+      const answers = await Promise.all(
+        tokens.map((t, i) => api(i % 2 ? b : a, '/v1/sign', { body: { csr: requests[i]!.csr, token: t } })),
+      );
+      for (const x of answers) assert.equal(x.status, 201, JSON.stringify(x.json));
+      const serials = answers.map((x) => x.json['serial'] as string);
+      assert.equal(new Set(serials).size, 20);
+      const replay = await api(b, '/v1/sign', { body: { csr: csr('w0').csr, token: tokens[0] } });
+      assert.equal(replay.json.error!.code, 'TOKEN_SPENT');
+      // A revocation through one replica is seen through the other: a renewal there is refused.
+      const holder = { cert: answers[1]!.json['certificate'] as string, key: keys[1]! };
+      const revoked = await api(a, '/v1/revoke', { body: { serial: serials[1] }, as: holder });
+      assert.equal(revoked.status, 200, JSON.stringify(revoked.json));
+      const renew = await api(b, '/v1/renew', { body: { csr: csr('w1').csr }, as: holder });
+      assert.equal(renew.json.error!.code, 'CERT_REVOKED');
+    } finally {
+      a.stop();
+      b.stop();
+    }
+  });
+
+  it('every certificate a client received is in the inventory after the CA is killed mid-burst', async () => {
+    const ca = await startCa('Kill');
+    const tokens = Array.from({ length: 40 }, (_, i) =>
+      token(ca, [`k${i}`, '--spiffe-id', `spiffe://svc.example/k${i}`]),
+    );
+    const received: string[] = [];
+    const burst = Promise.allSettled(
+      tokens.map((t, i) =>
+        api(ca, '/v1/sign', { body: { csr: csr(`k${i}`).csr, token: t } }).then((x) => {
+          if (x.status === 201) received.push(x.json['serial'] as string);
+        }),
+      ),
+    );
+    await until(() => received.length >= 5, 20_000, 'some issuances');
+    ca.stop();
+    await burst;
+    await ca.restart();
+    ca.stop();
+    const store = new SqliteStore(path.join(ca.home, 'inventory.db'));
+    try {
+      const known = new Set((await store.list()).map((r) => r.serial));
+      for (const s of received) assert.ok(known.has(s), `certificate ${s} was received but is not in the inventory`);
+      assert.ok(received.length < 40 || known.size >= 40);
+    } finally {
+      await store.close();
+    }
+    const db = new Database(path.join(ca.home, 'inventory.db'), { readonly: true });
+    try {
+      assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
+    } finally {
+      db.close();
+    }
+  });
+});
