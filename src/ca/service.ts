@@ -67,6 +67,7 @@ const HTTP_STATUS: Partial<Record<MtlsErrorCode, number>> = {
   CERT_UNTRUSTED: 401,
   CERT_EXPIRED: 401,
   CERT_REVOKED: 401,
+  CERT_NOT_YET_VALID: 401,
   PEER_NOT_ALLOWED: 403,
   NAME_NOT_GRANTED: 403,
   NAME_NOT_PERMITTED: 403,
@@ -327,9 +328,10 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
   }
 
   /**
-   * The caller's certificate, checked: presented, verified by TLS against the root (expired allowed only when
-   * `renewing` within the grace window, and only for its identity's newest certificate), issued by this CA (its
-   * exact DER in the inventory) and not revoked.
+   * The caller's certificate, checked: presented (the handshake proved its key), issued by this CA (its exact DER
+   * in the inventory, which is what trust in it means here: a server certificate renews too, although TLS verified
+   * it for client use), not revoked, and valid now; an expired one only when `renewing` within the grace window,
+   * and only if it is its identity's newest certificate.
    */
   async function caller(
     req: http.IncomingMessage,
@@ -344,16 +346,18 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
     if (!ours) throw new MtlsError('CERT_UNTRUSTED', `certificate serial ${cert.serialHex} was not issued by this CA`);
     if (record.status === 'revoked')
       throw new MtlsError('CERT_REVOKED', `certificate serial ${cert.serialHex} is revoked; enroll again with a token`);
-    if (!socket.authorized) {
-      const why = String(socket.authorizationError ?? 'unknown');
-      if (why !== 'CERT_HAS_EXPIRED')
-        throw new MtlsError('CERT_UNTRUSTED', `your certificate did not verify against this CA's root (${why})`);
-      const late = Date.now() - cert.notAfter.getTime();
-      if (!o.renewing || late > grace)
+    const now = Date.now();
+    if (now < cert.notBefore.getTime())
+      throw new MtlsError(
+        'CERT_NOT_YET_VALID',
+        `certificate serial ${cert.serialHex} is not valid yet; check the clock`,
+      );
+    if (now > cert.notAfter.getTime()) {
+      if (!o.renewing || now - cert.notAfter.getTime() > grace)
         throw new MtlsError(
           'CERT_EXPIRED',
           `certificate serial ${cert.serialHex} expired at ${cert.notAfter.toISOString()}` +
-            (o.renewing ? (grace ? ', past the renewal grace window' : '') : '') +
+            (o.renewing && grace ? ', past the renewal grace window' : '') +
             '; enroll again with a new token (mtls ca token)',
         );
       if (record.supersededBy)
