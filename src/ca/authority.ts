@@ -25,6 +25,7 @@ import {
   type LeafProfile,
   type RequestedNames,
 } from '../pki/profiles.js';
+import { PostgresStore } from '../store/postgres.js';
 import { SqliteStore } from '../store/sqlite.js';
 import type { AddOptions, CertificateStore, InventoryRecord } from '../store/store.js';
 import { shortTime } from '../text/duration.js';
@@ -97,8 +98,12 @@ export class CertificateAuthority {
     return CertificateAuthority.open(opts.home, opts.passphrase);
   }
 
-  /** Opens an existing CA. The intermediate key is read (and decrypted) only when something is signed. */
-  static async open(home: string, passphrase?: string): Promise<CertificateAuthority> {
+  /**
+   * Opens an existing CA. The intermediate key is read (and decrypted) only when something is signed. `store`: a
+   * postgres:// URL for the inventory (CA replicas share one; an empty one starts with the home's SQLite inventory),
+   * else the home's inventory.db.
+   */
+  static async open(home: string, passphrase?: string, opts: { store?: string } = {}): Promise<CertificateAuthority> {
     const p = caPaths(home);
     if (!fs.existsSync(p.config)) {
       throw new MtlsError(
@@ -115,7 +120,16 @@ export class CertificateAuthority {
     checkCaHome(home);
     const root = parseCertificate(pemFileDer(p.rootCert), p.rootCert);
     const intermediate = parseCertificate(pemFileDer(p.intermediateCert), p.intermediateCert);
-    const store = new SqliteStore(p.inventory);
+    const store = opts.store
+      ? await PostgresStore.connect(opts.store, async () => {
+          const local = new SqliteStore(p.inventory);
+          try {
+            return { records: await local.list(), crlNumber: local.crlNumber() };
+          } finally {
+            await local.close();
+          }
+        })
+      : new SqliteStore(p.inventory);
     return new CertificateAuthority(home, config, root, intermediate, store, passphrase);
   }
 

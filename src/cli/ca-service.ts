@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import http from 'node:http';
+import path from 'node:path';
 import type { Command } from 'commander';
 import { Agent } from '../agent/agent.js';
 import { CertificateAuthority } from '../ca/authority.js';
@@ -23,7 +24,10 @@ export function registerCaService(program: Command, ca: Command): void {
   ca.command('serve')
     .description('run the CA as an HTTPS API over mTLS: enrollment with tokens, renewal, revocation, OCSP and CRLs')
     .option('--listen <address>', 'HOST:PORT to listen on', '127.0.0.1:9443')
-    .option('--store <url>', "the inventory: sqlite:PATH (default: the CA home's inventory.db)")
+    .option(
+      '--store <url>',
+      "the inventory: postgres://USER@HOST:PORT/DB, shared by replicas (default: the home's inventory.db)",
+    )
     .option('--dns <name>', "a DNS name of the service's own certificate (repeatable; default localhost)", collect, [])
     .option(
       '--ip <address>',
@@ -59,10 +63,12 @@ export function registerCaService(program: Command, ca: Command): void {
       }) => {
         const at = parseAddress(o.listen, '--listen');
         const home = resolveCaHome(o.home);
-        if (o.store !== undefined) checkStore(o.store, home);
+        const store = o.store === undefined ? undefined : checkStore(o.store, home);
         const grace =
           o.renewGrace === '0s' || o.renewGrace === '0' ? 0 : optionalDuration(o.renewGrace, '--renew-grace')!;
-        const authority = await CertificateAuthority.open(home, optionalPassphrase(o.passphraseFile));
+        const authority = await CertificateAuthority.open(home, optionalPassphrase(o.passphraseFile), {
+          ...(store ? { store } : {}),
+        });
         const host = 'host' in at ? at.host : undefined;
         const ip = o.ip.length ? o.ip : host && isIpLiteral(host) && host !== '0.0.0.0' && host !== '::' ? [host] : [];
         const service = await startCaService(authority, {
@@ -298,19 +304,18 @@ function caUrl(text: string): URL {
   return u;
 }
 
-function checkStore(store: string, home: string): void {
-  if (store.startsWith('postgres://') || store.startsWith('postgresql://'))
-    throw new MtlsError(
-      'UNSUPPORTED',
-      '--store postgres:// is not built yet; the CA service keeps its inventory in SQLite (sqlite:PATH) for now',
-    );
+/** The --store to open: a postgres:// URL, or undefined for the home's SQLite inventory (sqlite:PATH names it). */
+function checkStore(store: string, home: string): string | undefined {
+  if (store.startsWith('postgres://') || store.startsWith('postgresql://')) return store;
   const file = store.startsWith('sqlite:') ? store.slice('sqlite:'.length) : undefined;
   if (!file) throw new MtlsError('USAGE', `--store '${store}' is neither sqlite:PATH nor postgres://...`);
-  if (fs.realpathSync(file) !== fs.realpathSync(`${home}/inventory.db`))
+  const own = path.join(home, 'inventory.db');
+  if (!fs.existsSync(file) || fs.realpathSync(file) !== fs.realpathSync(own))
     throw new MtlsError(
       'UNSUPPORTED',
-      `--store ${store}: for now the inventory is the CA home's (${home}/inventory.db)`,
+      `--store ${store}: a SQLite inventory is the CA home's own (${own}); for replicas on several machines use postgres://`,
     );
+  return undefined;
 }
 
 /** GET `url` and parse its JSON, with `tls` options; a CA error answer becomes its MtlsError-like line. */

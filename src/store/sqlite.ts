@@ -1,8 +1,8 @@
 import Database from 'better-sqlite3';
 import { MtlsError } from '../errors.js';
 import { crashPoint } from '../io/files.js';
-import type { Profile } from '../pki/profiles.js';
 import type { RevocationReason } from '../pki/crl-writer.js';
+import { fromRow, listQuery, recordParams, type Row } from './rows.js';
 import type {
   AddOptions,
   CertificateStatus,
@@ -52,44 +52,6 @@ ALTER TABLE certificates ADD COLUMN revoked_at INTEGER;
 ALTER TABLE certificates ADD COLUMN revocation_reason TEXT;
 `;
 
-interface Row {
-  serial: string;
-  profile: string;
-  subject: string;
-  issuer: string;
-  sans: string;
-  spiffe_id: string | null;
-  not_before: number;
-  not_after: number;
-  fingerprint_sha256: string;
-  status: string;
-  issued_at: number;
-  der: Buffer;
-  revoked_at: number | null;
-  revocation_reason: string | null;
-  superseded_by: string | null;
-}
-
-function fromRow(r: Row): InventoryRecord {
-  return {
-    serial: r.serial,
-    profile: r.profile as Profile,
-    subject: r.subject,
-    issuer: r.issuer,
-    sans: JSON.parse(r.sans) as string[],
-    spiffeId: r.spiffe_id,
-    notBefore: new Date(r.not_before),
-    notAfter: new Date(r.not_after),
-    fingerprint256: r.fingerprint_sha256,
-    status: r.status as CertificateStatus,
-    issuedAt: new Date(r.issued_at),
-    der: r.der,
-    ...(r.revoked_at !== null ? { revokedAt: new Date(r.revoked_at) } : {}),
-    ...(r.revocation_reason !== null ? { revocationReason: r.revocation_reason as RevocationReason } : {}),
-    ...(r.superseded_by ? { supersededBy: r.superseded_by } : {}),
-  };
-}
-
 /** The embedded inventory: one SQLite file in the CA home, WAL mode, writes in transactions. */
 export class SqliteStore implements CertificateStore {
   private readonly db: Database.Database;
@@ -125,13 +87,7 @@ export class SqliteStore implements CertificateStore {
   }
 
   async add(record: InventoryRecord, publish?: () => void | Promise<void>, opts: AddOptions = {}): Promise<void> {
-    const params = {
-      ...record,
-      sans: JSON.stringify(record.sans),
-      notBefore: record.notBefore.getTime(),
-      notAfter: record.notAfter.getTime(),
-      issuedAt: record.issuedAt.getTime(),
-    };
+    const params = recordParams(record);
     // Recorded (and synced) before anything leaves the CA: a crash at any later point leaves a certificate that the
     // inventory knows, perhaps one whose files were never written, never the reverse.
     const spend = opts.token;
@@ -209,37 +165,15 @@ export class SqliteStore implements CertificateStore {
   }
 
   async list(filter: ListFilter = {}): Promise<InventoryRecord[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (filter.notAfterBefore) {
-      where.push('not_after < ?');
-      args.push(filter.notAfterBefore.getTime());
-    }
-    if (filter.notAfterAfter) {
-      where.push('not_after > ?');
-      args.push(filter.notAfterAfter.getTime());
-    }
-    if (filter.profile) {
-      where.push('profile = ?');
-      args.push(filter.profile);
-    }
-    if (filter.status) {
-      where.push('status = ?');
-      args.push(filter.status);
-    }
-    if (filter.identity) {
-      where.push("(spiffe_id = ? OR subject = ? OR subject LIKE ? ESCAPE '\\')");
-      const cn = filter.identity.replace(/[\\%_]/g, (c) => `\\${c}`);
-      args.push(filter.identity, `CN=${filter.identity}`, `CN=${cn}, %`);
-    }
-    if (filter.after) {
-      where.push('(not_after, serial) > (?, ?)');
-      args.push(filter.after.notAfter.getTime(), filter.after.serial);
-    }
-    const sql =
-      `SELECT * FROM certificates ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ` +
-      `ORDER BY not_after, serial${filter.limit ? ` LIMIT ${Math.floor(filter.limit)}` : ''}`;
+    const { sql, args } = listQuery(filter, () => '?');
     return (this.db.prepare(sql).all(...args) as Row[]).map(fromRow);
+  }
+
+  /** The number of the last CRL published (0: none yet). */
+  crlNumber(): number {
+    const row = this.db.prepare("SELECT value FROM counters WHERE name = 'crl_number'").get() as
+      { value: number } | undefined;
+    return row?.value ?? 0;
   }
 
   async count(): Promise<number> {

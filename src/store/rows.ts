@@ -1,0 +1,82 @@
+import type { RevocationReason } from '../pki/crl-writer.js';
+import type { Profile } from '../pki/profiles.js';
+import type { CertificateStatus, InventoryRecord, ListFilter } from './store.js';
+
+/** The certificates table as both stores hold it (times in ms since the epoch). */
+export interface Row {
+  serial: string;
+  profile: string;
+  subject: string;
+  issuer: string;
+  sans: string;
+  spiffe_id: string | null;
+  not_before: number;
+  not_after: number;
+  fingerprint_sha256: string;
+  status: string;
+  issued_at: number;
+  der: Buffer;
+  revoked_at: number | null;
+  revocation_reason: string | null;
+  superseded_by: string | null;
+}
+
+export function fromRow(r: Row): InventoryRecord {
+  return {
+    serial: r.serial,
+    profile: r.profile as Profile,
+    subject: r.subject,
+    issuer: r.issuer,
+    sans: JSON.parse(r.sans) as string[],
+    spiffeId: r.spiffe_id,
+    notBefore: new Date(r.not_before),
+    notAfter: new Date(r.not_after),
+    fingerprint256: r.fingerprint_sha256,
+    status: r.status as CertificateStatus,
+    issuedAt: new Date(r.issued_at),
+    der: r.der,
+    ...(r.revoked_at !== null ? { revokedAt: new Date(r.revoked_at) } : {}),
+    ...(r.revocation_reason !== null ? { revocationReason: r.revocation_reason as RevocationReason } : {}),
+    ...(r.superseded_by ? { supersededBy: r.superseded_by } : {}),
+  };
+}
+
+/** A record as the parameters of an INSERT (named as the columns' placeholders: @serial, or $1 by position). */
+export function recordParams(record: InventoryRecord) {
+  return {
+    ...record,
+    sans: JSON.stringify(record.sans),
+    notBefore: record.notBefore.getTime(),
+    notAfter: record.notAfter.getTime(),
+    issuedAt: record.issuedAt.getTime(),
+  };
+}
+
+/**
+ * The SELECT for `filter`, with `mark(i)` writing the i-th placeholder (`?` for SQLite, `$i` for PostgreSQL).
+ * Ordered by (not_after, serial), the order the API's cursor pages by.
+ */
+export function listQuery(filter: ListFilter, mark: (i: number) => string): { sql: string; args: unknown[] } {
+  const where: string[] = [];
+  const args: unknown[] = [];
+  const p = (v: unknown) => {
+    args.push(v);
+    return mark(args.length);
+  };
+  if (filter.notAfterBefore) where.push(`not_after < ${p(filter.notAfterBefore.getTime())}`);
+  if (filter.notAfterAfter) where.push(`not_after > ${p(filter.notAfterAfter.getTime())}`);
+  if (filter.profile) where.push(`profile = ${p(filter.profile)}`);
+  if (filter.status) where.push(`status = ${p(filter.status)}`);
+  if (filter.identity) {
+    const cn = filter.identity.replace(/[\\%_]/g, (c) => `\\${c}`);
+    where.push(
+      `(spiffe_id = ${p(filter.identity)} OR subject = ${p(`CN=${filter.identity}`)} OR subject LIKE ${p(`CN=${cn}, %`)} ESCAPE '\\')`,
+    );
+  }
+  if (filter.after)
+    where.push(`(not_after, serial) > (${p(filter.after.notAfter.getTime())}, ${p(filter.after.serial)})`);
+  const sql =
+    `SELECT * FROM certificates ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ` +
+    `ORDER BY not_after, serial${filter.limit ? ` LIMIT ${Math.floor(filter.limit)}` : ''}`;
+  return { sql, args };
+}
