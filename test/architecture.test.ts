@@ -26,12 +26,13 @@ const POLICY: Record<string, string[]> = {
   trace: ['tls', 'tls12', 'tls13'],
   doctor: ['trace'],
   adapters: ['http'],
-  ca: ['store'],
+  ca: ['store', 'tls'], // the CA, and the CA as a service (its TLS server options)
+  agent: ['ca'], // keeps a certificate from the CA service renewed
   proxy: ['http'],
   demo: ['ca', 'doctor'],
-  cli: ['demo', 'adapters', 'proxy'],
+  cli: ['demo', 'adapters', 'proxy', 'agent'],
   // The library's entry point (src/index.ts) exports every layer but the CLI.
-  index: ['doctor', 'adapters', 'ca', 'proxy'],
+  index: ['doctor', 'adapters', 'ca', 'proxy', 'agent'],
 };
 
 const PURE = new Set(['errors', 'text', 'wire', 'tls12', 'tls13', 'pki']);

@@ -423,22 +423,25 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
   };
 }
 
+/** The routes the service answers (each in docs/ca-api.yaml; a test holds them together). */
+export const API_ROUTES = [
+  '/healthz',
+  '/readyz',
+  '/metrics',
+  '/v1/roots',
+  '/v1/sign',
+  '/v1/renew',
+  '/v1/revoke',
+  '/v1/certificates',
+  '/v1/crl/intermediate.crl',
+  '/ocsp',
+] as const;
+
 function routeName(url: string): string {
   const p = url.split('?')[0]!;
   if (p.startsWith('/ocsp') || p.startsWith('/v1/ocsp')) return '/ocsp';
   if (p.startsWith('/crl/') || p.startsWith('/v1/crl/')) return '/v1/crl';
-  return [
-    '/healthz',
-    '/readyz',
-    '/metrics',
-    '/v1/roots',
-    '/v1/sign',
-    '/v1/renew',
-    '/v1/revoke',
-    '/v1/certificates',
-  ].includes(p)
-    ? p
-    : 'other';
+  return (API_ROUTES as readonly string[]).includes(p) ? p : 'other';
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
