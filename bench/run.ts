@@ -6,6 +6,7 @@ import { issuanceSection } from './issuance.js';
 import { proxySection } from './proxy.js';
 import { verifySection } from './verify.js';
 import { revocationSection } from './revocation.js';
+import { caServiceSection } from './ca-service.js';
 
 const header = `# Benchmarks
 
@@ -18,6 +19,7 @@ const sections = [
   ...(!only || only === 'issuance' ? [await issuanceSection()] : []),
   ...(!only || only === 'verify' ? [await verifySection()] : []),
   ...(!only || only === 'revocation' ? [await revocationSection()] : []),
+  ...(!only || only === 'ca-service' ? [await caServiceSection()] : []),
   ...(!only || only === 'handshakes' ? [await handshakeSection()] : []),
   ...(!only || only === 'proxy' ? [await proxySection()] : []),
 ];

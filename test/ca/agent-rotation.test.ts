@@ -96,7 +96,11 @@ it('servers, a proxy and a client rotate 20-second certificates under continuous
     await new Promise((r) => setTimeout(r, 50));
   }
   backend.close();
-  assert.deepEqual(failures.slice(0, 3), [], `${failures.length} of ${requests} requests failed; api agent: ${api.output()}`);
+  assert.deepEqual(
+    failures.slice(0, 3),
+    [],
+    `${failures.length} of ${requests} requests failed; api agent: ${api.output()}`,
+  );
   assert.ok(serverSerials.size >= 3, `the server certificate rotated ${serverSerials.size - 1} times`);
   assert.ok(clientSerials.size >= 3, `the client certificate rotated ${clientSerials.size - 1} times`);
   await until(() => (api.output().match(/"event":"renewed"/g) ?? []).length >= 2, 1000, 'renewals in the log');

@@ -8,6 +8,9 @@ import path from 'node:path';
 import * as asn from '@peculiar/asn1-x509';
 import { CertificateAuthority } from '../../src/ca/authority.js';
 import { exchange } from '../../src/io/http-exchange.js';
+import { makeToken, provisionerKey, tokenAudience } from '../../src/ca/tokens.js';
+import { checkLeafNames } from '../../src/pki/profiles.js';
+import { parseDuration } from '../../src/text/duration.js';
 import { subjectAltNameExt } from '../../src/pki/extensions.js';
 import { createCsr } from '../../src/pki/csr.js';
 import { exportPrivateKey, generateKeyPair } from '../../src/pki/keys.js';
@@ -123,13 +126,23 @@ export const token = (ca: Ca, args: string[]) => {
   return r.stdout.trim();
 };
 
+/** A token made in-process with the CA's provisioner key (what `mtls ca token` prints, without a process each). */
+export async function quickToken(ca: Ca, name: string, validityMs = 24 * 3600e3): Promise<string> {
+  return makeToken(provisionerKey(ca.home, true), tokenAudience(ca.fingerprint), {
+    name,
+    profile: 'spiffe',
+    names: checkLeafNames('spiffe', { spiffeId: `spiffe://svc.example/${name}` }),
+    validityMs,
+  });
+}
+
 /** Enrolls `name` with a fresh token through the API; returns its certificate chain and key. */
 export async function enroll(
   ca: Ca,
   name: string,
   validity = '24h',
 ): Promise<{ cert: string; key: string; serial: string }> {
-  const t = token(ca, [name, '--spiffe-id', `spiffe://svc.example/${name}`, '--validity', validity]);
+  const t = await quickToken(ca, name, parseDuration(validity));
   const c = csr(name);
   const a = await api(ca, '/v1/sign', { body: { csr: c.csr, token: t } });
   assert.equal(a.status, 201, JSON.stringify(a.json));

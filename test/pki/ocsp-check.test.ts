@@ -90,7 +90,10 @@ describe('OCSP, as a client checks it', () => {
     const otherHome = path.join(dir, 'other');
     assert.equal(mtls(['ca', 'init', '--name', 'Other'], { env: { MTLS_HOME: otherHome } }).status, 0);
     const foreign = load(path.join(otherHome, 'intermediate.crt'));
-    assert.throws(() => checkOcspResponse(der, alice, foreign), unknownBecause(/the issuer given did not sign the certificate/));
+    assert.throws(
+      () => checkOcspResponse(der, alice, foreign),
+      unknownBecause(/the issuer given did not sign the certificate/),
+    );
     // Failure statuses and garbage.
     assert.throws(
       () => checkOcspResponse(Buffer.from([0x30, 0x03, 0x0a, 0x01, 0x03]), alice, intermediate),

@@ -1,0 +1,152 @@
+/**
+ * `mtls agent` against a real `mtls ca serve` (issue 15): it keeps its certificate while the CA is down and says so
+ * in its health, renews when the CA is back, and ends with the CA's code when an expired certificate cannot renew.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { CertificateAuthority } from '../../src/ca/authority.js';
+import { exchange } from '../../src/io/http-exchange.js';
+import { exportPrivateKey } from '../../src/pki/keys.js';
+import { freePort, until } from '../helpers/endpoints.js';
+import { api, csr, startCa, token } from '../helpers/ca-service.js';
+import { BIN, mtlsAsync } from '../helpers/pki.js';
+import { startProcess, stopAll } from '../helpers/process.js';
+
+after(stopAll);
+
+describe('mtls agent: renewal before expiry, the CA down, the grace window', () => {
+  it('keeps the old certificate while the CA is down, says so in its health, then renews when it is back', async () => {
+    const ca = await startCa('Down');
+    const dir = path.join(ca.dir, 'svc');
+    const t = token(ca, ['svc', '--spiffe-id', 'spiffe://svc.example/svc', '--validity', '20s']);
+    const healthPort = await freePort();
+    const hookFile = path.join(ca.dir, 'hook.log');
+    const agent = await startProcess(
+      process.execPath,
+      [
+        BIN,
+        'agent',
+        '--ca-url',
+        ca.url,
+        '--root',
+        ca.rootFile,
+        '--out',
+        dir,
+        '--token',
+        t,
+        '--health',
+        `127.0.0.1:${healthPort}`,
+        '--exec',
+        `echo rotated >> ${hookFile}`,
+      ],
+      /"event":"enrolled"/,
+    );
+    const health = async () =>
+      JSON.parse(
+        (
+          await exchange(new URL(`http://127.0.0.1:${healthPort}/healthz`), { timeoutMs: 3000, maxBytes: 4096 })
+        ).body.toString(),
+      ) as { status: string; serial: string };
+    assert.equal((await health()).status, 'ok');
+    const first = fs.readFileSync(path.join(dir, 'svc.crt'), 'utf8');
+    ca.stop();
+    // Renewal falls due at about 13 s; the CA is down, the certificate stays, and health says so.
+    await until(() => /"event":"retry"/.test(agent.output()), 20_000, 'a retry while the CA is down');
+    const h = await health();
+    assert.equal(h.status, 'expiring');
+    assert.equal(fs.readFileSync(path.join(dir, 'svc.crt'), 'utf8'), first, 'the working certificate is kept');
+    await ca.restart();
+    await until(() => /"event":"renewed"/.test(agent.output()), 15_000, 'the renewal once the CA is back');
+    assert.notEqual(fs.readFileSync(path.join(dir, 'svc.crt'), 'utf8'), first);
+    assert.equal((await health()).status, 'ok');
+    await until(
+      () => (fs.existsSync(hookFile) ? fs.readFileSync(hookFile, 'utf8') : '').split('\n').length >= 3,
+      5000,
+      'two hook runs',
+    );
+    agent.child.kill('SIGTERM');
+    ca.stop();
+  });
+
+  it('an expired certificate outside the grace window makes the agent exit non-zero; inside it, the newest renews', async () => {
+    const ca = await startCa('Grace', ['--renew-grace', '1h']);
+    const authority = await CertificateAuthority.open(ca.home);
+    const old = async (name: string) => {
+      const i = await authority.issue({
+        profile: 'spiffe',
+        name,
+        names: { spiffeId: `spiffe://svc.example/${name}` },
+        validityMs: 60_000,
+        now: new Date(Date.now() - 3 * 60_000),
+      });
+      const dir = path.join(ca.dir, name);
+      fs.mkdirSync(dir);
+      fs.writeFileSync(path.join(dir, `${name}.crt`), i.chainPem);
+      fs.writeFileSync(path.join(dir, `${name}.key`), exportPrivateKey(i.privateKey!), { mode: 0o600 });
+      return { dir, i };
+    };
+    try {
+      const a = await old('lapsed');
+      const r = await mtlsAsync([
+        'agent',
+        '--ca-url',
+        ca.url,
+        '--root',
+        ca.rootFile,
+        '--out',
+        a.dir,
+        '--name',
+        'lapsed',
+        '--once',
+      ]);
+      assert.equal(r.status, 0, `inside the grace window the newest renews: ${r.stderr}`);
+      // The expired one was superseded: presenting it again (a stolen copy) is refused.
+      const again = await api(ca, '/v1/renew', {
+        body: { csr: csr('lapsed').csr },
+        as: { cert: a.i.chainPem, key: exportPrivateKey(a.i.privateKey!) },
+      });
+      assert.equal(again.json.error!.code, 'RENEWAL_REFUSED');
+    } finally {
+      await authority.close();
+      ca.stop();
+    }
+    const strict = await startCa('Strict');
+    const authority2 = await CertificateAuthority.open(strict.home);
+    try {
+      const i = await authority2.issue({
+        profile: 'spiffe',
+        name: 'late',
+        names: { spiffeId: 'spiffe://svc.example/late' },
+        validityMs: 60_000,
+        now: new Date(Date.now() - 3 * 60_000),
+      });
+      const dir = path.join(strict.dir, 'late');
+      fs.mkdirSync(dir);
+      fs.writeFileSync(path.join(dir, 'late.crt'), i.chainPem);
+      fs.writeFileSync(path.join(dir, 'late.key'), exportPrivateKey(i.privateKey!), { mode: 0o600 });
+      const healthPort = await freePort();
+      const r = await mtlsAsync([
+        'agent',
+        '--ca-url',
+        strict.url,
+        '--root',
+        strict.rootFile,
+        '--out',
+        dir,
+        '--name',
+        'late',
+        '--health',
+        `127.0.0.1:${healthPort}`,
+      ]);
+      assert.equal(r.status, 1, 'the loop ends instead of retrying for ever');
+      assert.match(r.stdout, /"event":"refused","code":"CERT_EXPIRED".*"health":"expired"/);
+      assert.match(r.stderr, /CERT_EXPIRED/);
+      assert.equal(fs.readFileSync(path.join(dir, 'late.crt'), 'utf8'), i.chainPem, 'never deleted');
+    } finally {
+      await authority2.close();
+      strict.stop();
+    }
+  });
+});
