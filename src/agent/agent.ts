@@ -13,6 +13,7 @@ import { OID } from '../pki/oid.js';
 import { encodePem } from '../pki/pem.js';
 import { checkCertName } from '../ca/authority.js';
 import { loadCredentials, type Credentials } from '../tls/credentials.js';
+import { verifyChain } from '../pki/verify.js';
 import { clientTlsOptions } from '../tls/options.js';
 
 /**
@@ -225,18 +226,29 @@ export class Agent {
       if (FINAL.has(code)) throw new MtlsError(code as MtlsErrorCode, message);
       throw new Error(message);
     }
-    if (typeof json.certificate !== 'string' || typeof json.ca !== 'string')
+    if (typeof json.certificate !== 'string')
       throw new Error(`the CA at ${this.o.caUrl} answered without a certificate`);
     const chainPem = json.certificate;
-    const rootPem = json.ca;
-    // Checked before anything is written: the chain is for our new key and verifies against the root we trust.
+    // Checked before anything is written: the chain is for our new key and verifies against the root we were given
+    // (--root, which is what ca.crt holds: never a root the answer names).
     const fresh = loadCredentials({ cert: chainPem, key: privateKey, ca: this.o.root });
+    const verdict = verifyChain(fresh.leaf, {
+      trustAnchors: fresh.trustAnchors,
+      intermediates: fresh.chain.slice(1),
+      at: new Date(),
+    });
+    if (!verdict.valid)
+      throw new MtlsError(
+        'CERT_UNTRUSTED',
+        `the CA at ${this.o.caUrl} answered with a certificate that does not verify against --root ` +
+          `(${verdict.problems[0]?.message ?? 'no path'}); is --root this CA's root?`,
+      );
     const f = this.files(name);
     stageFiles(
       [
         { path: f.key, data: exportPrivateKey(privateKey), mode: 0o600 },
         { path: f.cert, data: chainPem, mode: 0o644 },
-        { path: f.ca, data: rootPem, mode: 0o644 },
+        { path: f.ca, data: this.o.root, mode: 0o644 },
       ],
       { overwrite: true },
     ).commit();

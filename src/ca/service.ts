@@ -245,7 +245,13 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
         return sendJson(res, 200, { roots: rootPem, fingerprints: [ca.root.fingerprint256] });
       case 'POST /v1/sign': {
         const body = await readJson(req);
-        const token = await checkToken(body['token'], provisionerKey(ca.home, false), audience);
+        let provisioner;
+        try {
+          provisioner = provisionerKey(ca.home, false);
+        } catch {
+          throw new MtlsError('TOKEN_INVALID', 'this CA has made no enrollment token yet; make one with mtls ca token');
+        }
+        const token = await checkToken(body['token'], provisioner, audience);
         if (token.validityMs > maxValidity)
           throw new MtlsError(
             'TOKEN_INVALID',
@@ -373,7 +379,10 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
   }
 
   async function listPage(q: URLSearchParams) {
-    const limit = Math.min(Number(q.get('limit') ?? 100) || 100, MAX_PAGE);
+    const asked = Number(q.get('limit') ?? 100);
+    if (!Number.isInteger(asked) || asked < 1)
+      throw new MtlsError('BAD_INPUT', `limit '${q.get('limit')}' is not a whole number from 1 to ${MAX_PAGE}`);
+    const limit = Math.min(asked, MAX_PAGE);
     const status = q.get('status');
     if (status !== null && status !== 'valid' && status !== 'revoked')
       throw new MtlsError('BAD_INPUT', `status '${status}' is not valid or revoked`);

@@ -4,14 +4,16 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import https from 'node:https';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CertificateAuthority } from '../../src/ca/authority.js';
+import { parseCsr } from '../../src/pki/csr.js';
 import { exchange } from '../../src/io/http-exchange.js';
 import { exportPrivateKey } from '../../src/pki/keys.js';
-import { freePort, until } from '../helpers/endpoints.js';
+import { freePort, listen, until } from '../helpers/endpoints.js';
 import { api, csr, startCa, token } from '../helpers/ca-service.js';
-import { BIN, mtlsAsync } from '../helpers/pki.js';
+import { BIN, mtlsAsync, tempDir } from '../helpers/pki.js';
 import { startProcess, stopAll } from '../helpers/process.js';
 
 after(stopAll);
@@ -147,6 +149,62 @@ describe('mtls agent: renewal before expiry, the CA down, the grace window', () 
     } finally {
       await authority2.close();
       strict.stop();
+    }
+  });
+});
+
+describe('mtls agent against a hostile CA answer', () => {
+  it('refuses a certificate that does not verify against --root, and writes nothing', async () => {
+    const dir = tempDir('mtls-agent-hostile-');
+    const trusted = await CertificateAuthority.init({ home: path.join(dir, 'a'), name: 'Trusted' });
+    const other = await CertificateAuthority.init({ home: path.join(dir, 'b'), name: 'Other' });
+    try {
+      // A server under the trusted root that answers /v1/sign with a certificate for the agent's key, from another CA.
+      const tlsCert = await trusted.issue({ profile: 'server', name: 'fake', names: { ip: ['127.0.0.1'] } });
+      const server = https.createServer(
+        { cert: tlsCert.chainPem, key: exportPrivateKey(tlsCert.privateKey!) },
+        (req, res) => {
+          const chunks: Buffer[] = [];
+          req.on('data', (d: Buffer) => chunks.push(d));
+          req.on('end', () => {
+            const body = JSON.parse(Buffer.concat(chunks).toString()) as { csr: string };
+            void other
+              .issue({
+                profile: 'spiffe',
+                name: 'victim',
+                names: { spiffeId: 'spiffe://x.example/victim' },
+                publicKey: parseCsr(Buffer.from(body.csr)).publicKey,
+              })
+              .then((i) => {
+                res.writeHead(201, { 'content-type': 'application/json' });
+                res.end(JSON.stringify({ certificate: i.chainPem, ca: other.bundlePem }));
+              });
+          });
+        },
+      );
+      const port = await listen(server);
+      const root = path.join(dir, 'root.crt');
+      fs.writeFileSync(root, trusted.bundlePem);
+      const out = path.join(dir, 'out');
+      const r = await mtlsAsync([
+        'agent',
+        '--ca-url',
+        `https://127.0.0.1:${port}`,
+        '--root',
+        root,
+        '--out',
+        out,
+        '--token',
+        'x.eyJzdWIiOiJ2aWN0aW0ifQ.y',
+        '--once',
+      ]);
+      server.close();
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /does not verify against --root/);
+      assert.deepEqual(fs.existsSync(out) ? fs.readdirSync(out) : [], []);
+    } finally {
+      await trusted.close();
+      await other.close();
     }
   });
 });
