@@ -22,7 +22,7 @@ import { NO_RENEGOTIATION, SECURE_CIPHERS, SECURE_GROUPS } from '../tls/options.
 import type { CertificateAuthority, Issued } from './authority.js';
 import { DAY } from './init.js';
 import { OcspResponder, revocationRoutes } from './ocsp-responder.js';
-import { checkToken, provisionerKey, tokenAudience } from './tokens.js';
+import { checkToken, provisionerVerifier, tokenAudience } from './tokens.js';
 
 /**
  * `mtls ca serve` (issue 15): the CA as an HTTPS JSON API. Callers authenticate with an enrollment token
@@ -131,6 +131,7 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
   const rootPem = ca.bundlePem;
   const audience = tokenAudience(ca.root.fingerprint256);
   const responder = new OcspResponder(ca);
+  const provisioner = provisionerVerifier(ca.home);
   const onError = (m: string) => log({ event: 'error', message: m });
   const routes = [revocationRoutes(responder, ca.home, onError), revocationRoutes(responder, ca.home, onError, '/v1')];
 
@@ -245,13 +246,7 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
         return sendJson(res, 200, { roots: rootPem, fingerprints: [ca.root.fingerprint256] });
       case 'POST /v1/sign': {
         const body = await readJson(req);
-        let provisioner;
-        try {
-          provisioner = provisionerKey(ca.home, false);
-        } catch {
-          throw new MtlsError('TOKEN_INVALID', 'this CA has made no enrollment token yet; make one with mtls ca token');
-        }
-        const token = await checkToken(body['token'], provisioner, audience);
+        const token = await checkToken(body['token'], await provisioner(), audience);
         if (token.validityMs > maxValidity)
           throw new MtlsError(
             'TOKEN_INVALID',
