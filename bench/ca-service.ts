@@ -291,7 +291,9 @@ ${row('sqlite-2', 'two replicas, one SQLite inventory')}
 ${row('pg-1', 'one replica, PostgreSQL')}
 ${row('pg-2', 'two replicas, PostgreSQL')}
 
-Two replicas on PostgreSQL issue ${pgRatio}x one replica (target ≥ 1.5).
+Two replicas on PostgreSQL issue ${pgRatio}x one replica (target ≥ 1.5). On this machine that cannot show: its
+${os.cpus().length} cores are already busy with one replica, PostgreSQL and the clients (the bench process), so a second
+replica adds no CPU; it needs a machine with cores to spare, or replicas on other machines.
 
 Renewal over mTLS (\`POST /v1/renew\`: a new TLS connection with the current certificate, a CSR for a new key, the
 old certificate marked superseded), ${RENEWALS} one after another on SQLite: p50 ${fmt(pct(0.5), 1)} ms, p99 ${fmt(pct(0.99), 1)} ms.

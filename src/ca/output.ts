@@ -5,6 +5,7 @@ import { exportPrivateKey } from '../pki/keys.js';
 import { decodeCertificatesPem } from '../pki/pem.js';
 import { buildPkcs12 } from '../pki/pkcs12.js';
 import { stageFiles, type PendingFile } from '../io/files.js';
+import type { InventoryRecord } from '../store/store.js';
 import type { Issued } from './authority.js';
 
 export interface OutputOptions {
@@ -59,4 +60,24 @@ export function writeIssued(issued: Issued, o: OutputOptions): string[] {
   const bundle = path.join(o.outDir, 'ca.crt');
   stageFiles([{ path: bundle, data: o.bundlePem, mode: 0o644 }], { overwrite: true }).commit();
   return [...files.map((f) => f.path), bundle];
+}
+
+/**
+ * An inventory record as `mtls ca list --json` and the CA service's API show it: times in ISO-8601, the status
+ * `expired` for a valid certificate past its notAfter at `now`.
+ */
+export function recordView(r: InventoryRecord, now: Date) {
+  return {
+    serial: r.serial,
+    profile: r.profile,
+    subject: r.subject,
+    sans: r.sans,
+    spiffeId: r.spiffeId,
+    notBefore: r.notBefore.toISOString(),
+    notAfter: r.notAfter.toISOString(),
+    fingerprint256: r.fingerprint256,
+    status: r.status === 'revoked' ? 'revoked' : r.notAfter < now ? 'expired' : 'valid',
+    ...(r.revokedAt ? { revokedAt: r.revokedAt.toISOString(), reason: r.revocationReason } : {}),
+    ...(r.supersededBy ? { supersededBy: r.supersededBy } : {}),
+  };
 }

@@ -21,6 +21,7 @@ import { parseDuration } from '../text/duration.js';
 import { NO_RENEGOTIATION, SECURE_CIPHERS, SECURE_GROUPS } from '../tls/options.js';
 import type { CertificateAuthority, Issued } from './authority.js';
 import { DAY } from './init.js';
+import { recordView } from './output.js';
 import { OcspResponder, revocationRoutes } from './ocsp-responder.js';
 import { checkToken, provisionerVerifier, tokenAudience } from './tokens.js';
 
@@ -106,21 +107,6 @@ const issuedJson = (i: Issued, rootPem: string) => ({
   /** The root: the trust bundle. */
   ca: rootPem,
 });
-
-export function recordJson(r: InventoryRecord) {
-  return {
-    serial: r.serial,
-    profile: r.profile,
-    subject: r.subject,
-    sans: r.sans,
-    spiffeId: r.spiffeId,
-    notBefore: r.notBefore.toISOString(),
-    notAfter: r.notAfter.toISOString(),
-    status: r.status,
-    ...(r.revokedAt ? { revokedAt: r.revokedAt.toISOString(), revocationReason: r.revocationReason } : {}),
-    ...(r.supersededBy ? { supersededBy: r.supersededBy } : {}),
-  };
-}
 
 /** Starts the service; resolves once it listens. */
 export async function startCaService(ca: CertificateAuthority, opts: CaServiceOptions): Promise<CaService> {
@@ -307,7 +293,7 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
         const reason = parseReason(typeof body['reason'] === 'string' ? body['reason'] : undefined);
         const record = await ca.revoke(serial, { reason });
         log({ event: 'revoked', serial, reason, by: identity });
-        return sendJson(res, 200, recordJson(record));
+        return sendJson(res, 200, recordView(record, new Date()));
       }
       case 'GET /v1/certificates': {
         const { identity } = await caller(req);
@@ -403,7 +389,7 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
     const page = rows.slice(0, limit);
     const last = page.at(-1);
     return {
-      items: page.map(recordJson),
+      items: page.map((r) => recordView(r, now)),
       next:
         rows.length > limit && last
           ? Buffer.from(`${last.notAfter.getTime()}:${last.serial}`).toString('base64url')

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { recordView } from '../ca/output.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CertificateAuthority } from '../ca/authority.js';
@@ -130,18 +131,7 @@ export function registerCa(program: Command): Command {
         const rows = await authority.store.list(
           window === undefined ? {} : { notAfterBefore: new Date(now.getTime() + window) },
         );
-        const view = rows.map((r) => ({
-          serial: r.serial,
-          profile: r.profile,
-          subject: r.subject,
-          sans: r.sans,
-          spiffeId: r.spiffeId,
-          notBefore: r.notBefore.toISOString(),
-          notAfter: r.notAfter.toISOString(),
-          fingerprint256: r.fingerprint256,
-          status: r.status === 'revoked' ? 'revoked' : r.notAfter < now ? 'expired' : 'valid',
-          ...(r.revokedAt ? { revokedAt: r.revokedAt.toISOString(), reason: r.revocationReason } : {}),
-        }));
+        const view = rows.map((r) => recordView(r, now));
         if (o.json) return printJson(view);
         if (view.length === 0)
           return console.log(

@@ -1,10 +1,9 @@
 import pg from 'pg';
 import { MtlsError } from '../errors.js';
 import type { RevocationReason } from '../pki/crl-writer.js';
-import { fromRow, listQuery, recordParams, type Row } from './rows.js';
+import { fromRow, listQuery, recordParams, statusFromRow, tokenSpent, notRevocable, type Row } from './rows.js';
 import type {
   AddOptions,
-  CertificateStatus,
   CertificateStore,
   CrlPublication,
   InventoryRecord,
@@ -134,11 +133,7 @@ export class PostgresStore implements CertificateStore {
             'INSERT INTO tokens (jti, expires_at, spent_at, serial) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING',
             [opts.token.jti, opts.token.expiresAt.getTime(), Date.now(), record.serial],
           );
-          if (spent.rowCount !== 1)
-            throw new MtlsError(
-              'TOKEN_SPENT',
-              'this enrollment token was used before; make a new one with mtls ca token',
-            );
+          if (spent.rowCount !== 1) throw tokenSpent();
         }
         await insertRecord(c, record);
         if (opts.supersedes)
@@ -178,11 +173,7 @@ export class PostgresStore implements CertificateStore {
     );
     const row = r.rows[0];
     if (!row) return undefined;
-    return {
-      status: row.status as CertificateStatus,
-      ...(row.revoked_at !== null ? { revokedAt: new Date(row.revoked_at) } : {}),
-      ...(row.revocation_reason !== null ? { revocationReason: row.revocation_reason as RevocationReason } : {}),
-    };
+    return statusFromRow(row);
   }
 
   async list(filter: ListFilter = {}): Promise<InventoryRecord[]> {
@@ -208,12 +199,7 @@ export class PostgresStore implements CertificateStore {
       );
       if (changed.rowCount !== 1) {
         const row = await c.query('SELECT status FROM certificates WHERE serial = $1', [s]);
-        throw new MtlsError(
-          'NOT_REVOCABLE',
-          row.rows.length
-            ? `certificate ${serial} is already revoked; nothing changed`
-            : `no certificate with serial ${serial} in this CA's inventory; check the serial with 'mtls ca list'`,
-        );
+        throw notRevocable(serial, row.rows.length > 0);
       }
       await this.publishIn(c, at, publish, { serial: s, revokedAt: at, reason });
       return fromRow((await c.query<Row>('SELECT * FROM certificates WHERE serial = $1', [s])).rows[0]!);

@@ -1,3 +1,4 @@
+import { MtlsError } from '../errors.js';
 import type { RevocationReason } from '../pki/crl-writer.js';
 import type { Profile } from '../pki/profiles.js';
 import type { CertificateStatus, InventoryRecord, ListFilter } from './store.js';
@@ -80,3 +81,27 @@ export function listQuery(filter: ListFilter, mark: (i: number) => string): { sq
     `ORDER BY not_after, serial${filter.limit ? ` LIMIT ${Math.floor(filter.limit)}` : ''}`;
   return { sql, args };
 }
+
+/** What an OCSP answer needs of a row: its status, and when and why it was revoked. */
+export function statusFromRow(
+  r: Pick<Row, 'status' | 'revoked_at' | 'revocation_reason'>,
+): Pick<InventoryRecord, 'status' | 'revokedAt' | 'revocationReason'> {
+  return {
+    status: r.status as CertificateStatus,
+    ...(r.revoked_at !== null ? { revokedAt: new Date(r.revoked_at) } : {}),
+    ...(r.revocation_reason !== null ? { revocationReason: r.revocation_reason as RevocationReason } : {}),
+  };
+}
+
+/** The refusal of a token already spent (both stores detect it by the tokens table's primary key). */
+export const tokenSpent = () =>
+  new MtlsError('TOKEN_SPENT', 'this enrollment token was used before; make a new one with mtls ca token');
+
+/** The refusal of a revocation that changed no row: the certificate is already revoked (`known`) or unknown. */
+export const notRevocable = (serial: string, known: boolean) =>
+  new MtlsError(
+    'NOT_REVOCABLE',
+    known
+      ? `certificate ${serial} is already revoked; nothing changed`
+      : `no certificate with serial ${serial} in this CA's inventory; check the serial with 'mtls ca list'`,
+  );

@@ -2,10 +2,9 @@ import Database from 'better-sqlite3';
 import { MtlsError } from '../errors.js';
 import { crashPoint } from '../io/files.js';
 import type { RevocationReason } from '../pki/crl-writer.js';
-import { fromRow, listQuery, recordParams, type Row } from './rows.js';
+import { fromRow, listQuery, recordParams, statusFromRow, tokenSpent, notRevocable, type Row } from './rows.js';
 import type {
   AddOptions,
-  CertificateStatus,
   CertificateStore,
   CrlPublication,
   InventoryRecord,
@@ -102,11 +101,7 @@ export class SqliteStore implements CertificateStore {
                 'INSERT INTO tokens (jti, expires_at, spent_at, serial) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING',
               )
               .run(spend.jti, spend.expiresAt.getTime(), Date.now(), record.serial).changes;
-            if (spent !== 1)
-              throw new MtlsError(
-                'TOKEN_SPENT',
-                'this enrollment token was used before; make a new one with mtls ca token',
-              );
+            if (spent !== 1) throw tokenSpent();
           }
           this.insert.run(params);
           if (opts.supersedes)
@@ -157,11 +152,7 @@ export class SqliteStore implements CertificateStore {
     const r = this.statusBySerial.get(serial.toLowerCase()) as
       Pick<Row, 'status' | 'revoked_at' | 'revocation_reason'> | undefined;
     if (!r) return undefined;
-    return {
-      status: r.status as CertificateStatus,
-      ...(r.revoked_at !== null ? { revokedAt: new Date(r.revoked_at) } : {}),
-      ...(r.revocation_reason !== null ? { revocationReason: r.revocation_reason as RevocationReason } : {}),
-    };
+    return statusFromRow(r);
   }
 
   async list(filter: ListFilter = {}): Promise<InventoryRecord[]> {
@@ -195,12 +186,7 @@ export class SqliteStore implements CertificateStore {
           .run(at.getTime(), reason, serial.toLowerCase()).changes;
         if (changed !== 1) {
           const row = this.db.prepare('SELECT status FROM certificates WHERE serial = ?').get(serial.toLowerCase());
-          throw new MtlsError(
-            'NOT_REVOCABLE',
-            row
-              ? `certificate ${serial} is already revoked; nothing changed`
-              : `no certificate with serial ${serial} in this CA's inventory; check the serial with 'mtls ca list'`,
-          );
+          throw notRevocable(serial, !!row);
         }
         this.publishIn(at, publish, { serial: serial.toLowerCase(), revokedAt: at, reason });
         return fromRow(this.db.prepare('SELECT * FROM certificates WHERE serial = ?').get(serial.toLowerCase()) as Row);

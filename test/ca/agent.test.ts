@@ -18,6 +18,9 @@ import { startProcess, stopAll } from '../helpers/process.js';
 
 after(stopAll);
 
+/** `mtls agent` against the CA at `url`, trusting `root`, writing to `out`. */
+const agentArgs = (url: string, root: string, out: string) => ['agent', '--ca-url', url, '--root', root, '--out', out];
+
 describe('mtls agent: renewal before expiry, the CA down, the grace window', () => {
   it('keeps the old certificate while the CA is down, says so in its health, then renews when it is back', async () => {
     const ca = await startCa('Down');
@@ -29,13 +32,7 @@ describe('mtls agent: renewal before expiry, the CA down, the grace window', () 
       process.execPath,
       [
         BIN,
-        'agent',
-        '--ca-url',
-        ca.url,
-        '--root',
-        ca.rootFile,
-        '--out',
-        dir,
+        ...agentArgs(ca.url, ca.rootFile, dir),
         '--token',
         t,
         '--health',
@@ -91,18 +88,7 @@ describe('mtls agent: renewal before expiry, the CA down, the grace window', () 
     };
     try {
       const a = await old('lapsed');
-      const r = await mtlsAsync([
-        'agent',
-        '--ca-url',
-        ca.url,
-        '--root',
-        ca.rootFile,
-        '--out',
-        a.dir,
-        '--name',
-        'lapsed',
-        '--once',
-      ]);
+      const r = await mtlsAsync([...agentArgs(ca.url, ca.rootFile, a.dir), '--name', 'lapsed', '--once']);
       assert.equal(r.status, 0, `inside the grace window the newest renews: ${r.stderr}`);
       // The expired one was superseded: presenting it again (a stolen copy) is refused.
       const again = await api(ca, '/v1/renew', {
@@ -130,13 +116,7 @@ describe('mtls agent: renewal before expiry, the CA down, the grace window', () 
       fs.writeFileSync(path.join(dir, 'late.key'), exportPrivateKey(i.privateKey!), { mode: 0o600 });
       const healthPort = await freePort();
       const r = await mtlsAsync([
-        'agent',
-        '--ca-url',
-        strict.url,
-        '--root',
-        strict.rootFile,
-        '--out',
-        dir,
+        ...agentArgs(strict.url, strict.rootFile, dir),
         '--name',
         'late',
         '--health',
@@ -187,13 +167,7 @@ describe('mtls agent against a hostile CA answer', () => {
       fs.writeFileSync(root, trusted.bundlePem);
       const out = path.join(dir, 'out');
       const r = await mtlsAsync([
-        'agent',
-        '--ca-url',
-        `https://127.0.0.1:${port}`,
-        '--root',
-        root,
-        '--out',
-        out,
+        ...agentArgs(`https://127.0.0.1:${port}`, root, out),
         '--token',
         'x.eyJzdWIiOiJ2aWN0aW0ifQ.y',
         '--once',
