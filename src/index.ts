@@ -8,7 +8,7 @@ export { crlPaths } from './ca/revocation.js';
 export { OcspResponder, serveOcsp, revocationRoutes } from './ca/ocsp-responder.js';
 export { startCaService, type CaService, type CaServiceOptions } from './ca/service.js';
 export { makeToken, checkToken, provisionerKey, tokenAudience, type Grant } from './ca/tokens.js';
-export { Agent, type AgentOptions, type AgentState, type AgentHealth } from './agent/agent.js';
+export { Agent, agentFiles, type AgentOptions, type AgentState, type AgentHealth } from './agent/agent.js';
 export { PostgresStore } from './store/postgres.js';
 export { encodeCrl, REVOCATION_REASONS, type RevocationReason, type CrlTemplate } from './pki/crl-writer.js';
 export { parseCrl, readCrls, revocationStatus, type Crl, type RevocationStatus } from './pki/crl.js';

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import * as asn from '@peculiar/asn1-x509';
 import { MtlsError, messageOf, type MtlsErrorCode } from '../errors.js';
@@ -347,5 +348,44 @@ function tokenSubject(token: string): string | undefined {
     return typeof payload.sub === 'string' ? payload.sub : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Credentials kept by an agent for this process alone (`mtls proxy server --ca-url --token`): it enrolls with the
+ * token into a private directory (0700, removed by close()), then renews there for as long as the process runs;
+ * the files' watchers (servers, the proxy) pick each renewal up. Rejects when the first enrollment is refused.
+ */
+export async function agentFiles(o: {
+  caUrl: string;
+  root: string;
+  token: string;
+  log?: (event: Record<string, unknown>) => void;
+}): Promise<{ cert: string; key: string; ca: string; agent: Agent; close: () => void }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mtls-agent-'));
+  const close = () => fs.rmSync(dir, { recursive: true, force: true });
+  try {
+    const agent = new Agent({
+      caUrl: o.caUrl,
+      root: o.root,
+      outDir: dir,
+      token: o.token,
+      name: 'self',
+      ...(o.log ? { log: o.log } : {}),
+    });
+    await agent.cycle();
+    agent.run().catch((err: unknown) => {
+      o.log?.({ event: 'agent-stopped', message: messageOf(err) });
+    });
+    return {
+      cert: path.join(dir, 'self.crt'),
+      key: path.join(dir, 'self.key'),
+      ca: path.join(dir, 'ca.crt'),
+      agent,
+      close: () => (agent.stop(), close()),
+    };
+  } catch (err) {
+    close();
+    throw err;
   }
 }

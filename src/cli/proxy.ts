@@ -7,6 +7,8 @@ import { runProxy } from '../proxy/run.js';
 import { parseDuration } from '../text/duration.js';
 import { policyOptions, type PolicyFlags } from './common.js';
 import { caFileOr } from './common.js';
+import { agentFiles } from '../agent/agent.js';
+import { readInput } from '../io/files.js';
 
 interface CommonFlags {
   listen: string;
@@ -17,6 +19,9 @@ interface CommonFlags {
   home?: string;
   name?: string;
   keyPassphraseFile?: string;
+  caUrl?: string;
+  token?: string;
+  tokenFile?: string;
   handshakeTimeout?: string;
   idleTimeout?: string;
   maxConnections?: string;
@@ -66,6 +71,9 @@ function common(c: Command): Command {
     .option('--key <file>', 'our key')
     .option('--ca <file>', 'trust bundle for the peer (default: the CA home ca.crt)')
     .option('--key-passphrase-file <file>', 'passphrase of --key')
+    .option('--ca-url <url>', 'instead of --cert/--key: enroll with mtls ca serve at this URL and keep renewing')
+    .option('--token <token>', 'with --ca-url: the one-time enrollment token (mtls ca token)')
+    .option('--token-file <file>', 'with --ca-url: read the token from this file')
     .option('--name <name>', 'listener name in logs and metrics')
     .option('--handshake-timeout <d>', 'cut connections whose handshake has not finished (default 10s)')
     .option('--idle-timeout <d>', 'close after no traffic for this long (default 5m)')
@@ -90,6 +98,35 @@ function globalFrom(o: CommonFlags): Omit<ProxyConfig, 'listeners'> {
     logLevel: o.logLevel as ProxyConfig['logLevel'],
     ...(o.admin ? { admin: parseAddress(o.admin, '--admin') } : {}),
   };
+}
+
+/**
+ * With --ca-url: an agent enrolls with the token and keeps the certificate renewed in a private directory; the
+ * listener uses those files (and its watcher reloads each renewal). --ca is the CA's root.
+ */
+async function enrolled(o: CommonFlags): Promise<void> {
+  if (!o.caUrl) {
+    if (o.token || o.tokenFile) throw new MtlsError('USAGE', '--token goes with --ca-url');
+    return;
+  }
+  if (o.cert || o.key) throw new MtlsError('USAGE', 'give --ca-url (with a token) or --cert and --key, not both');
+  const token = o.tokenFile
+    ? readInput(o.tokenFile, 'token', 16 * 1024)
+        .toString('utf8')
+        .trim()
+    : o.token;
+  if (!token) throw new MtlsError('USAGE', '--ca-url needs --token or --token-file (mtls ca token NAME)');
+  const ca = caFileOr(o.ca, o.home);
+  const files = await agentFiles({
+    caUrl: o.caUrl,
+    root: readInput(ca, 'CA root bundle').toString('utf8'),
+    token,
+    log: (e) => process.stderr.write(`${JSON.stringify({ level: 'info', time: new Date().toISOString(), ...e })}\n`),
+  });
+  process.once('exit', files.close);
+  o.cert = files.cert;
+  o.key = files.key;
+  o.ca = ca;
 }
 
 function rawCommon(mode: 'server' | 'client', o: CommonFlags) {
@@ -212,6 +249,7 @@ export function registerProxy(program: Command): void {
         o.crl = fetched.file;
         process.once('exit', fetched.close);
       }
+      await enrolled(o);
       const common = rawCommon('server', o);
       common['limits'] = defined({
         ...(common['limits'] as Record<string, unknown>),
@@ -255,6 +293,7 @@ export function registerProxy(program: Command): void {
       "check the server's stapled OCSP status: request (if sent; a revoked one is refused) or require",
     )
     .action(async (o: ClientFlags) => {
+      await enrolled(o);
       const raw = defined({
         ...rawCommon('client', o),
         expectSpiffeId: o.expectSpiffeId,

@@ -4,7 +4,9 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import https from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CertificateAuthority } from '../../src/ca/authority.js';
@@ -12,9 +14,11 @@ import { parseCsr } from '../../src/pki/csr.js';
 import { exchange } from '../../src/io/http-exchange.js';
 import { exportPrivateKey } from '../../src/pki/keys.js';
 import { freePort, listen, until } from '../helpers/endpoints.js';
-import { api, csr, startCa, token } from '../helpers/ca-service.js';
+import { api, csr, enroll, startCa, token } from '../helpers/ca-service.js';
 import { BIN, mtlsAsync, tempDir } from '../helpers/pki.js';
-import { startProcess, stopAll } from '../helpers/process.js';
+import { startProcess, startProxy, stopAll } from '../helpers/process.js';
+import { loadCredentials } from '../../src/tls/credentials.js';
+import { clientTlsOptions } from '../../src/tls/options.js';
 
 after(stopAll);
 
@@ -180,5 +184,66 @@ describe('mtls agent against a hostile CA answer', () => {
       await trusted.close();
       await other.close();
     }
+  });
+});
+
+describe('mtls proxy server --ca-url --token', () => {
+  it('serves with a certificate enrolled from the CA service and renews it in place with no failed request', async () => {
+    const ca = await startCa('ProxyAgent');
+    const t = token(ca, [
+      'edge',
+      '--profile',
+      'server',
+      '--dns',
+      'localhost',
+      '--ip',
+      '127.0.0.1',
+      '--validity',
+      '15s',
+    ]);
+    const web = await enroll(ca, 'web');
+    const backend = http.createServer((_req, res) => res.end('ok'));
+    const backendPort = await listen(backend);
+    const port = await freePort();
+    const args = ['server', '--http', '--listen', `127.0.0.1:${port}`, '--target', `127.0.0.1:${backendPort}`];
+    await startProxy([
+      ...args,
+      '--ca-url',
+      ca.url,
+      '--token',
+      t,
+      '--ca',
+      ca.rootFile,
+      '--allow',
+      'spiffe://svc.example/web',
+    ]);
+    const creds = loadCredentials({ cert: web.cert, key: web.key, ca: ca.root });
+    const serials = new Set<string>();
+    const failures: string[] = [];
+    const end = Date.now() + 25_000;
+    while (Date.now() < end) {
+      await new Promise<void>((resolve) => {
+        const req = https.get(
+          { ...clientTlsOptions(creds, ca.root), host: '127.0.0.1', port, path: '/', agent: false, timeout: 5000 },
+          (res) => {
+            serials.add((res.socket as TLSSocket).getPeerCertificate().serialNumber);
+            res.resume();
+            res.on('end', () => {
+              if (res.statusCode !== 200) failures.push(`HTTP ${res.statusCode}`);
+              resolve();
+            });
+          },
+        );
+        req.on('error', (err) => {
+          failures.push(err.message);
+          resolve();
+        });
+      });
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    backend.close();
+    ca.stop();
+    assert.deepEqual(failures.slice(0, 3), [], `${failures.length} requests failed`);
+    assert.ok(serials.size >= 2, `the proxy's certificate was renewed ${serials.size - 1} times`);
   });
 });
