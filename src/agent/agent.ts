@@ -52,6 +52,8 @@ export interface AgentOptions {
   log?: (event: Record<string, unknown>) => void;
   /** Longest wait between attempts while the CA is unreachable. Default 5 minutes. */
   maxBackoffMs?: number;
+  /** Its timers do not keep the process alive (an agent inside another program, which decides when to exit). */
+  unref?: boolean;
 }
 
 export interface AgentState {
@@ -328,6 +330,7 @@ export class Agent {
       await new Promise<void>((resolve) => {
         this.wake = resolve;
         this.timer = setTimeout(resolve, waitMs);
+        if (this.o.unref) this.timer.unref();
       });
     }
   }
@@ -366,6 +369,7 @@ export async function agentFiles(o: {
   const close = () => fs.rmSync(dir, { recursive: true, force: true });
   try {
     const agent = new Agent({
+      unref: true,
       caUrl: o.caUrl,
       root: o.root,
       outDir: dir,
