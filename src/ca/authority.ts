@@ -29,7 +29,7 @@ import { PostgresStore } from '../store/postgres.js';
 import { SqliteStore } from '../store/sqlite.js';
 import type { AddOptions, CertificateStore, InventoryRecord } from '../store/store.js';
 import { shortTime } from '../text/duration.js';
-import { checkPrivateFile } from '../io/files.js';
+import { checkPrivateFile, writeFileAtomic } from '../io/files.js';
 import { crlPaths, foreignCertificate, stageCrls, type CrlSigners } from './revocation.js';
 import { caPaths, type CaConfig } from './home.js';
 import { createCaHome } from './init.js';
@@ -100,8 +100,9 @@ export class CertificateAuthority {
 
   /**
    * Opens an existing CA. The intermediate key is read (and decrypted) only when something is signed. `store`: a
-   * postgres:// URL for the inventory (CA replicas share one; an empty one starts with the home's SQLite inventory),
-   * else the home's inventory.db.
+   * postgres:// URL for the inventory (CA replicas share one; an empty one starts with the home's SQLite inventory);
+   * it is recorded in HOME/store.url, so that every later command on this home (revoke, ca list, issue) uses that
+   * inventory too, never the SQLite file it left. Without either, the home's inventory.db.
    */
   static async open(home: string, passphrase?: string, opts: { store?: string } = {}): Promise<CertificateAuthority> {
     const p = caPaths(home);
@@ -120,8 +121,11 @@ export class CertificateAuthority {
     checkCaHome(home);
     const root = parseCertificate(pemFileDer(p.rootCert), p.rootCert);
     const intermediate = parseCertificate(pemFileDer(p.intermediateCert), p.intermediateCert);
-    const store = opts.store
-      ? await PostgresStore.connect(opts.store, async () => {
+    const recorded = fs.existsSync(p.store) ? fs.readFileSync(p.store, 'utf8').trim() : undefined;
+    if (recorded !== undefined) checkPrivateFile(p.store, 'inventory URL');
+    const url = opts.store ?? recorded;
+    const store = url
+      ? await PostgresStore.connect(url, async () => {
           const local = new SqliteStore(p.inventory);
           try {
             return { records: await local.list(), crlNumber: local.crlNumber() };
@@ -130,6 +134,7 @@ export class CertificateAuthority {
           }
         })
       : new SqliteStore(p.inventory);
+    if (url && url !== recorded) writeFileAtomic(p.store, `${url}\n`, 0o600);
     return new CertificateAuthority(home, config, root, intermediate, store, passphrase);
   }
 

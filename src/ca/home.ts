@@ -19,6 +19,8 @@ export function caPaths(home: string) {
     /** The trust bundle clients and servers use: the root certificate. */
     bundle: path.join(home, 'ca.crt'),
     inventory: path.join(home, 'inventory.db'),
+    /** Where the inventory lives when it is not inventory.db: a postgres:// URL (0600; it may hold a password). */
+    store: path.join(home, 'store.url'),
   };
 }
 

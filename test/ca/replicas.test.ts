@@ -10,7 +10,7 @@ import Database from 'better-sqlite3';
 import { CertificateAuthority } from '../../src/ca/authority.js';
 import { until } from '../helpers/endpoints.js';
 import { api, csr, enroll, quickToken, startCa } from '../helpers/ca-service.js';
-import { openssl } from '../helpers/pki.js';
+import { mtls, openssl } from '../helpers/pki.js';
 import { stopAll } from '../helpers/process.js';
 import { freshDatabase, postgresMissing } from '../helpers/postgres.js';
 
@@ -82,6 +82,24 @@ for (const backend of ['sqlite', 'postgres'] as const) {
         } finally {
           db.close();
         }
+      }
+    });
+
+    it("mtls revoke and mtls ca list on the CA home use the replicas' inventory", async () => {
+      const a = await startCa('Cli', await storeArgs());
+      try {
+        const h = await enroll(a, 'cli');
+        const r = mtls(['revoke', h.serial, '--reason', 'keyCompromise'], { env: a.env });
+        assert.equal(r.status, 0, r.stderr);
+        const list = JSON.parse(mtls(['ca', 'list', '--json'], { env: a.env }).stdout) as {
+          serial: string;
+          status: string;
+        }[];
+        assert.equal(list.find((x) => x.serial === h.serial)?.status, 'revoked');
+        const renew = await api(a, '/v1/renew', { body: { csr: csr('cli').csr }, as: h });
+        assert.equal(renew.json.error!.code, 'CERT_REVOKED');
+      } finally {
+        a.stop();
       }
     });
 
