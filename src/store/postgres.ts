@@ -1,7 +1,19 @@
 import pg from 'pg';
 import { MtlsError } from '../errors.js';
 import type { RevocationReason } from '../pki/crl-writer.js';
-import { fromRow, listQuery, recordParams, statusFromRow, tokenSpent, notRevocable, type Row } from './rows.js';
+import {
+  fromRow,
+  listQuery,
+  notRevocable,
+  recordParams,
+  revokedEntry,
+  statements,
+  statusFromRow,
+  tokenSpent,
+  type Row,
+} from './rows.js';
+
+const SQL = statements((i) => `$${i}`);
 import type {
   AddOptions,
   CertificateStore,
@@ -128,19 +140,17 @@ export class PostgresStore implements CertificateStore {
     try {
       await this.tx(async (c) => {
         if (opts.token) {
-          await c.query('DELETE FROM tokens WHERE expires_at < $1', [Date.now() - 86400e3]);
-          const spent = await c.query(
-            'INSERT INTO tokens (jti, expires_at, spent_at, serial) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING',
-            [opts.token.jti, opts.token.expiresAt.getTime(), Date.now(), record.serial],
-          );
+          await c.query(SQL.forgetExpiredTokens, [Date.now() - 86400e3]);
+          const spent = await c.query(SQL.spendToken, [
+            opts.token.jti,
+            opts.token.expiresAt.getTime(),
+            Date.now(),
+            record.serial,
+          ]);
           if (spent.rowCount !== 1) throw tokenSpent();
         }
         await insertRecord(c, record);
-        if (opts.supersedes)
-          await c.query('UPDATE certificates SET superseded_by = $1 WHERE serial = $2', [
-            record.serial,
-            opts.supersedes,
-          ]);
+        if (opts.supersedes) await c.query(SQL.supersede, [record.serial, opts.supersedes]);
       });
     } catch (err) {
       if (err instanceof MtlsError) throw err;
@@ -151,26 +161,25 @@ export class PostgresStore implements CertificateStore {
       await publish();
     } catch (err) {
       await this.tx(async (c) => {
-        await c.query('DELETE FROM certificates WHERE serial = $1', [record.serial]);
-        await c.query('DELETE FROM tokens WHERE serial = $1', [record.serial]);
-        await c.query('UPDATE certificates SET superseded_by = NULL WHERE superseded_by = $1', [record.serial]);
+        await c.query(SQL.deleteCertificate, [record.serial]);
+        await c.query(SQL.unspendToken, [record.serial]);
+        await c.query(SQL.unsupersede, [record.serial]);
       });
       throw err;
     }
   }
 
   async get(serial: string): Promise<InventoryRecord | undefined> {
-    const r = await this.query<Row>('SELECT * FROM certificates WHERE serial = $1', [serial.toLowerCase()]);
+    const r = await this.query<Row>(SQL.bySerial, [serial.toLowerCase()]);
     return r.rows[0] ? fromRow(r.rows[0]) : undefined;
   }
 
   async statusOf(
     serial: string,
   ): Promise<Pick<InventoryRecord, 'status' | 'revokedAt' | 'revocationReason'> | undefined> {
-    const r = await this.query<Pick<Row, 'status' | 'revoked_at' | 'revocation_reason'>>(
-      'SELECT status, revoked_at, revocation_reason FROM certificates WHERE serial = $1',
-      [serial.toLowerCase()],
-    );
+    const r = await this.query<Pick<Row, 'status' | 'revoked_at' | 'revocation_reason'>>(SQL.statusBySerial, [
+      serial.toLowerCase(),
+    ]);
     const row = r.rows[0];
     if (!row) return undefined;
     return statusFromRow(row);
@@ -182,7 +191,7 @@ export class PostgresStore implements CertificateStore {
   }
 
   async count(): Promise<number> {
-    return Number((await this.query<{ n: string }>('SELECT count(*) AS n FROM certificates')).rows[0]!.n);
+    return Number((await this.query<{ n: string }>(SQL.count)).rows[0]!.n);
   }
 
   async revoke(
@@ -193,16 +202,13 @@ export class PostgresStore implements CertificateStore {
   ): Promise<InventoryRecord> {
     const s = serial.toLowerCase();
     return this.tx(async (c) => {
-      const changed = await c.query(
-        "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2 WHERE serial = $3 AND status = 'valid'",
-        [at.getTime(), reason, s],
-      );
+      const changed = await c.query(SQL.revoke, [at.getTime(), reason, s]);
       if (changed.rowCount !== 1) {
-        const row = await c.query('SELECT status FROM certificates WHERE serial = $1', [s]);
+        const row = await c.query(SQL.statusBySerial, [s]);
         throw notRevocable(serial, row.rows.length > 0);
       }
       await this.publishIn(c, at, publish, { serial: s, revokedAt: at, reason });
-      return fromRow((await c.query<Row>('SELECT * FROM certificates WHERE serial = $1', [s])).rows[0]!);
+      return fromRow((await c.query<Row>(SQL.bySerial, [s])).rows[0]!);
     });
   }
 
@@ -224,10 +230,7 @@ export class PostgresStore implements CertificateStore {
     const n = await c.query<{ value: number }>(
       "INSERT INTO counters (name, value) VALUES ('crl_number', 1) ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
     );
-    const count = await c.query<{ n: string }>(
-      "SELECT count(*) AS n FROM certificates WHERE status = 'revoked' AND not_after > $1",
-      [at.getTime()],
-    );
+    const count = await c.query<{ n: string }>(SQL.revokedCount, [at.getTime()]);
     const base = { crlNumber: BigInt(n.rows[0]!.value), count: Number(count.rows[0]!.n), ...(added ? { added } : {}) };
     try {
       publish({
@@ -239,14 +242,10 @@ export class PostgresStore implements CertificateStore {
     } catch (err) {
       if (!(err instanceof EntriesNeeded)) throw err;
       const rows = await c.query<{ serial: string; revoked_at: number | null; revocation_reason: string | null }>(
-        "SELECT serial, revoked_at, revocation_reason FROM certificates WHERE status = 'revoked' AND not_after > $1 ORDER BY revoked_at, serial",
+        SQL.revokedEntries,
         [at.getTime()],
       );
-      const entries = rows.rows.map((r) => ({
-        serial: r.serial,
-        revokedAt: new Date(r.revoked_at ?? at.getTime()),
-        reason: (r.revocation_reason ?? 'unspecified') as RevocationReason,
-      }));
+      const entries = rows.rows.map((r) => revokedEntry(r, at));
       publish({ ...base, entries: () => entries });
     }
   }

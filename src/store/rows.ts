@@ -1,7 +1,7 @@
 import { MtlsError } from '../errors.js';
 import type { RevocationReason } from '../pki/crl-writer.js';
 import type { Profile } from '../pki/profiles.js';
-import type { CertificateStatus, InventoryRecord, ListFilter } from './store.js';
+import type { CertificateStatus, InventoryRecord, ListFilter, RevokedEntry } from './store.js';
 
 /** The certificates table as both stores hold it (times in ms since the epoch). */
 export interface Row {
@@ -105,3 +105,41 @@ export const notRevocable = (serial: string, known: boolean) =>
       ? `certificate ${serial} is already revoked; nothing changed`
       : `no certificate with serial ${serial} in this CA's inventory; check the serial with 'mtls ca list'`,
   );
+
+/**
+ * The statements both stores run, written once: `mark(i)` is the i-th placeholder (`?` for SQLite, `$i` for
+ * PostgreSQL). What differs between them (upserts, migrations) stays in each store.
+ */
+export function statements(mark: (i: number) => string) {
+  const [a, b, c, d] = [1, 2, 3, 4].map(mark);
+  return {
+    bySerial: `SELECT * FROM certificates WHERE serial = ${a}`,
+    statusBySerial: `SELECT status, revoked_at, revocation_reason FROM certificates WHERE serial = ${a}`,
+    count: 'SELECT count(*) AS n FROM certificates',
+    deleteCertificate: `DELETE FROM certificates WHERE serial = ${a}`,
+    /** Expired tokens cannot be presented again (their signature says so): their rows may go. */
+    forgetExpiredTokens: `DELETE FROM tokens WHERE expires_at < ${a}`,
+    /** Changes no row when the token was spent before: the primary key is what makes a token single-use. */
+    spendToken: `INSERT INTO tokens (jti, expires_at, spent_at, serial) VALUES (${a}, ${b}, ${c}, ${d}) ON CONFLICT DO NOTHING`,
+    unspendToken: `DELETE FROM tokens WHERE serial = ${a}`,
+    supersede: `UPDATE certificates SET superseded_by = ${a} WHERE serial = ${b}`,
+    unsupersede: `UPDATE certificates SET superseded_by = NULL WHERE superseded_by = ${a}`,
+    revoke: `UPDATE certificates SET status = 'revoked', revoked_at = ${a}, revocation_reason = ${b} WHERE serial = ${c} AND status = 'valid'`,
+    revokedCount: `SELECT count(*) AS n FROM certificates WHERE status = 'revoked' AND not_after > ${a}`,
+    revokedEntries:
+      `SELECT serial, revoked_at, revocation_reason FROM certificates WHERE status = 'revoked' AND not_after > ${a} ` +
+      'ORDER BY revoked_at, serial',
+  };
+}
+
+/** A revoked row as a CRL entry. */
+export function revokedEntry(
+  r: { serial: string; revoked_at: number | null; revocation_reason: string | null },
+  at: Date,
+): RevokedEntry {
+  return {
+    serial: r.serial,
+    revokedAt: new Date(r.revoked_at ?? at.getTime()),
+    reason: (r.revocation_reason ?? 'unspecified') as RevocationReason,
+  };
+}

@@ -2,7 +2,19 @@ import Database from 'better-sqlite3';
 import { MtlsError } from '../errors.js';
 import { crashPoint } from '../io/files.js';
 import type { RevocationReason } from '../pki/crl-writer.js';
-import { fromRow, listQuery, recordParams, statusFromRow, tokenSpent, notRevocable, type Row } from './rows.js';
+import {
+  fromRow,
+  listQuery,
+  notRevocable,
+  recordParams,
+  revokedEntry,
+  statements,
+  statusFromRow,
+  tokenSpent,
+  type Row,
+} from './rows.js';
+
+const SQL = statements(() => '?');
 import type {
   AddOptions,
   CertificateStore,
@@ -79,7 +91,7 @@ export class SqliteStore implements CertificateStore {
         { cause: err },
       );
     }
-    this.remove = this.db.prepare('DELETE FROM certificates WHERE serial = ?');
+    this.remove = this.db.prepare(SQL.deleteCertificate);
     this.insert = this.db.prepare(`INSERT INTO certificates
       (serial, profile, subject, issuer, sans, spiffe_id, not_before, not_after, fingerprint_sha256, status, issued_at, der)
       VALUES (@serial, @profile, @subject, @issuer, @sans, @spiffeId, @notBefore, @notAfter, @fingerprint256, @status, @issuedAt, @der)`);
@@ -95,19 +107,14 @@ export class SqliteStore implements CertificateStore {
         .transaction(() => {
           if (spend) {
             // Expired tokens cannot be presented again (their signature says so): their rows may go.
-            this.db.prepare('DELETE FROM tokens WHERE expires_at < ?').run(Date.now() - 86400e3);
+            this.db.prepare(SQL.forgetExpiredTokens).run(Date.now() - 86400e3);
             const spent = this.db
-              .prepare(
-                'INSERT INTO tokens (jti, expires_at, spent_at, serial) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING',
-              )
+              .prepare(SQL.spendToken)
               .run(spend.jti, spend.expiresAt.getTime(), Date.now(), record.serial).changes;
             if (spent !== 1) throw tokenSpent();
           }
           this.insert.run(params);
-          if (opts.supersedes)
-            this.db
-              .prepare('UPDATE certificates SET superseded_by = ? WHERE serial = ?')
-              .run(record.serial, opts.supersedes);
+          if (opts.supersedes) this.db.prepare(SQL.supersede).run(record.serial, opts.supersedes);
         })
         .immediate();
     } catch (err) {
@@ -128,8 +135,8 @@ export class SqliteStore implements CertificateStore {
       this.db
         .transaction(() => {
           this.remove.run(record.serial);
-          this.db.prepare('DELETE FROM tokens WHERE serial = ?').run(record.serial);
-          this.db.prepare('UPDATE certificates SET superseded_by = NULL WHERE superseded_by = ?').run(record.serial);
+          this.db.prepare(SQL.unspendToken).run(record.serial);
+          this.db.prepare(SQL.unsupersede).run(record.serial);
         })
         .immediate();
       throw err;
@@ -138,7 +145,7 @@ export class SqliteStore implements CertificateStore {
 
   async get(serial: string): Promise<InventoryRecord | undefined> {
     // Prepared once: the OCSP responder asks at every request, and preparing cost a third of a lookup.
-    this.bySerial ??= this.db.prepare('SELECT * FROM certificates WHERE serial = ?');
+    this.bySerial ??= this.db.prepare(SQL.bySerial);
     const row = this.bySerial.get(serial.toLowerCase()) as Row | undefined;
     return row ? fromRow(row) : undefined;
   }
@@ -146,9 +153,7 @@ export class SqliteStore implements CertificateStore {
   async statusOf(
     serial: string,
   ): Promise<Pick<InventoryRecord, 'status' | 'revokedAt' | 'revocationReason'> | undefined> {
-    this.statusBySerial ??= this.db.prepare(
-      'SELECT status, revoked_at, revocation_reason FROM certificates WHERE serial = ?',
-    );
+    this.statusBySerial ??= this.db.prepare(SQL.statusBySerial);
     const r = this.statusBySerial.get(serial.toLowerCase()) as
       Pick<Row, 'status' | 'revoked_at' | 'revocation_reason'> | undefined;
     if (!r) return undefined;
@@ -168,7 +173,7 @@ export class SqliteStore implements CertificateStore {
   }
 
   async count(): Promise<number> {
-    return (this.db.prepare('SELECT count(*) AS n FROM certificates').get() as { n: number }).n;
+    return (this.db.prepare(SQL.count).get() as { n: number }).n;
   }
 
   async revoke(
@@ -179,17 +184,13 @@ export class SqliteStore implements CertificateStore {
   ): Promise<InventoryRecord> {
     return this.db
       .transaction(() => {
-        const changed = this.db
-          .prepare(
-            "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ? AND status = 'valid'",
-          )
-          .run(at.getTime(), reason, serial.toLowerCase()).changes;
+        const changed = this.db.prepare(SQL.revoke).run(at.getTime(), reason, serial.toLowerCase()).changes;
         if (changed !== 1) {
-          const row = this.db.prepare('SELECT status FROM certificates WHERE serial = ?').get(serial.toLowerCase());
+          const row = this.db.prepare(SQL.statusBySerial).get(serial.toLowerCase());
           throw notRevocable(serial, !!row);
         }
         this.publishIn(at, publish, { serial: serial.toLowerCase(), revokedAt: at, reason });
-        return fromRow(this.db.prepare('SELECT * FROM certificates WHERE serial = ?').get(serial.toLowerCase()) as Row);
+        return fromRow(this.db.prepare(SQL.bySerial).get(serial.toLowerCase()) as Row);
       })
       .immediate();
   }
@@ -204,25 +205,12 @@ export class SqliteStore implements CertificateStore {
       { value: number } | undefined;
     const next = (row?.value ?? 0) + 1;
     this.db.prepare("INSERT OR REPLACE INTO counters (name, value) VALUES ('crl_number', ?)").run(next);
-    const count = (
-      this.db
-        .prepare("SELECT count(*) AS n FROM certificates WHERE status = 'revoked' AND not_after > ?")
-        .get(at.getTime()) as { n: number }
-    ).n;
+    const count = (this.db.prepare(SQL.revokedCount).get(at.getTime()) as { n: number }).n;
+    // 100,000 rows: raw arrays from the driver (no object per row there), one entry each.
     const entries = () =>
-      (
-        this.db
-          .prepare(
-            "SELECT serial, revoked_at, revocation_reason FROM certificates WHERE status = 'revoked' AND not_after > ? " +
-              'ORDER BY revoked_at, serial',
-          )
-          .raw()
-          .all(at.getTime()) as [string, number | null, string | null][]
-      ).map(([serial, when, reason]) => ({
-        serial,
-        revokedAt: new Date(when ?? at.getTime()),
-        reason: (reason ?? 'unspecified') as RevocationReason,
-      }));
+      (this.db.prepare(SQL.revokedEntries).raw().all(at.getTime()) as [string, number | null, string | null][]).map(
+        ([serial, revoked_at, revocation_reason]) => revokedEntry({ serial, revoked_at, revocation_reason }, at),
+      );
     publish({ crlNumber: BigInt(next), count, entries, ...(added ? { added } : {}) });
   }
 
