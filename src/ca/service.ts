@@ -1,27 +1,25 @@
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import type http from 'node:http';
 import https from 'node:https';
-import path from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import client from 'prom-client';
-import { MtlsError, messageOf, type MtlsErrorCode } from '../errors.js';
+import { MtlsError, messageOf } from '../errors.js';
 import { identityFromCertificate } from '../identity/identity.js';
-import { stageFiles } from '../io/files.js';
 import type { Address } from '../io/address.js';
 import { listenOn } from '../io/listen.js';
-import { parseCertificate, readCertificates, type Certificate } from '../pki/certificate.js';
+import { parseCertificate, type Certificate } from '../pki/certificate.js';
 import { parseReason } from './revocation.js';
 import { parseCsr, type CertificateRequest } from '../pki/csr.js';
-import { exportPrivateKey } from '../pki/keys.js';
 import { OID } from '../pki/oid.js';
 import type { LeafNames } from '../pki/profiles.js';
 import type { InventoryRecord } from '../store/store.js';
 import { parseDuration } from '../text/duration.js';
-import { NO_RENEGOTIATION, SECURE_CIPHERS, SECURE_GROUPS } from '../tls/options.js';
+import { serverTlsOptions } from '../tls/options.js';
 import type { CertificateAuthority, Issued } from './authority.js';
 import { DAY } from './init.js';
 import { recordView } from './output.js';
+import { serviceCredentials } from './service-cert.js';
+import { HttpError, readJson, sendError, sendJson } from './service-http.js';
 import { OcspResponder, revocationRoutes } from './ocsp-responder.js';
 import { checkToken, provisionerVerifier, tokenAudience } from './tokens.js';
 
@@ -50,44 +48,7 @@ export interface CaServiceOptions {
 }
 
 export const DEFAULT_MAX_VALIDITY_MS = 30 * DAY;
-const MAX_BODY_BYTES = 64 * 1024;
 const MAX_PAGE = 500;
-
-/** HTTP status of each error code the API answers with (anything else is a 500, its message not shown). */
-const HTTP_STATUS: Partial<Record<MtlsErrorCode, number>> = {
-  BAD_INPUT: 400,
-  BAD_CSR: 400,
-  BAD_NAME: 400,
-  BAD_SPIFFE_ID: 400,
-  BAD_DURATION: 400,
-  USAGE: 400,
-  UNSUPPORTED: 400,
-  TOKEN_INVALID: 401,
-  TOKEN_EXPIRED: 401,
-  NO_CLIENT_CERT: 401,
-  CERT_UNTRUSTED: 401,
-  CERT_EXPIRED: 401,
-  CERT_REVOKED: 401,
-  CERT_NOT_YET_VALID: 401,
-  PEER_NOT_ALLOWED: 403,
-  NAME_NOT_GRANTED: 403,
-  NAME_NOT_PERMITTED: 403,
-  CSR_REFUSED: 403,
-  RENEWAL_REFUSED: 403,
-  TOKEN_SPENT: 409,
-  NOT_REVOCABLE: 409,
-  VALIDITY_EXCEEDS_ISSUER: 409,
-};
-
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 export interface CaService {
   /** https://host:port */
@@ -145,17 +106,9 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
   let service = await serviceCredentials(ca, names, opts.serviceValidityMs ?? 7 * DAY);
   serviceNotAfter.set(service.leaf.notAfter.getTime() / 1000);
   const tlsOptions = () => ({
-    cert: service.cert,
-    key: service.key,
-    ca: rootPem,
+    ...serverTlsOptions({ cert: service.cert, key: service.key, ca: rootPem }),
     // Asked for, not required: enrollment has no certificate yet; each route checks what it needs.
-    requestCert: true,
     rejectUnauthorized: false,
-    minVersion: 'TLSv1.2' as const,
-    ciphers: SECURE_CIPHERS,
-    ecdhCurve: SECURE_GROUPS,
-    honorCipherOrder: true,
-    secureOptions: NO_RENEGOTIATION,
     // Kept across certificate renewals (setSecureContext would otherwise drop the tickets it issued).
     ticketKeys,
   });
@@ -434,54 +387,6 @@ function routeName(url: string): string {
   return (API_ROUTES as readonly string[]).includes(p) ? p : 'other';
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  const data = Buffer.from(JSON.stringify(body));
-  res.writeHead(status, {
-    'content-type': 'application/json',
-    'content-length': data.length,
-    'cache-control': 'no-store',
-  });
-  res.end(data);
-}
-
-function sendError(res: http.ServerResponse, err: unknown, onError: (m: string) => void): void {
-  if (res.headersSent) return void res.destroy();
-  if (err instanceof HttpError) return sendJson(res, err.status, { error: { code: err.code, message: err.message } });
-  const status = err instanceof MtlsError ? HTTP_STATUS[err.code] : undefined;
-  if (err instanceof MtlsError && status)
-    return sendJson(res, status, { error: { code: err.code, message: err.message } });
-  // A fault of ours (or of the store): logged here, not shown to the caller.
-  onError(messageOf(err));
-  sendJson(res, 500, { error: { code: 'INTERNAL', message: 'the CA could not complete this request; see its log' } });
-}
-
-/** The request's JSON object body: at most 64 KiB, application/json. */
-function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    if (!/^application\/json\b/i.test(req.headers['content-type'] ?? ''))
-      return reject(new HttpError(415, 'BAD_INPUT', 'send the request body as application/json'));
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (d: Buffer) => {
-      size += d.length;
-      if (size > MAX_BODY_BYTES) {
-        req.destroy();
-        reject(new HttpError(413, 'BAD_INPUT', `the request body is over ${MAX_BODY_BYTES / 1024} KiB`));
-      } else chunks.push(d);
-    });
-    req.on('error', reject);
-    req.on('end', () => {
-      try {
-        const v = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
-        if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object');
-        resolve(v as Record<string, unknown>);
-      } catch {
-        reject(new HttpError(400, 'BAD_INPUT', 'the request body is not a JSON object'));
-      }
-    });
-  });
-}
-
 function csrOf(body: Record<string, unknown>): CertificateRequest {
   if (typeof body['csr'] !== 'string')
     throw new MtlsError('BAD_CSR', 'give the PEM certificate request as "csr" (the key stays with you)');
@@ -514,47 +419,3 @@ const requested = (n: LeafNames) => ({
   email: n.email,
   ...(n.uri[0] ? { spiffeId: n.uri[0] } : {}),
 });
-
-/**
- * The service's own server certificate, in HOME/service/: reused while more than a third of its lifetime is left
- * and it carries `names`, else issued anew by the CA (and recorded in its inventory).
- */
-async function serviceCredentials(
-  ca: CertificateAuthority,
-  names: { dns: string[]; ip: string[] },
-  validityMs: number,
-): Promise<{ cert: string; key: string; leaf: Certificate }> {
-  const dir = path.join(ca.home, 'service');
-  const certFile = path.join(dir, 'service.crt');
-  const keyFile = path.join(dir, 'service.key');
-  try {
-    const chain = readCertificates(fs.readFileSync(certFile), certFile);
-    const leaf = chain[0]!;
-    const left = leaf.notAfter.getTime() - Date.now();
-    const same =
-      JSON.stringify([...(leaf.san?.dns ?? [])].sort()) === JSON.stringify([...names.dns].sort()) &&
-      JSON.stringify([...(leaf.san?.ip ?? [])].sort()) === JSON.stringify([...names.ip].sort());
-    const record = await ca.store.get(leaf.serialHex);
-    if (same && record?.status === 'valid' && left > (leaf.notAfter.getTime() - leaf.notBefore.getTime()) / 3)
-      return { cert: fs.readFileSync(certFile, 'utf8'), key: fs.readFileSync(keyFile, 'utf8'), leaf };
-  } catch {
-    // none yet, or unreadable: issue one
-  }
-  const issued = await ca.issue({
-    profile: 'server',
-    name: 'ca-service',
-    names,
-    validityMs,
-    clampToIssuer: true,
-  });
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const key = exportPrivateKey(issued.privateKey!);
-  stageFiles(
-    [
-      { path: keyFile, data: key, mode: 0o600 },
-      { path: certFile, data: issued.chainPem, mode: 0o644 },
-    ],
-    { overwrite: true },
-  ).commit();
-  return { cert: issued.chainPem, key, leaf: issued.certificate };
-}

@@ -34,7 +34,7 @@ export interface EndpointOptions {
 
 /** Server options: a client certificate is required and verified against the trust bundle. */
 export function serverTlsOptions(
-  creds: Credentials,
+  creds: Pick<Credentials, 'cert' | 'key' | 'ca'>,
   opts: EndpointOptions & { sni?: Record<string, Credentials> } = {},
 ): tls.TlsOptions {
   const o: tls.TlsOptions = {

@@ -106,6 +106,17 @@ export function proxyArgs(
   ];
 }
 
+/** proxyArgs for a server listener that enforces `crl` and admits the crl.example trust domain (crl-pki.ts). */
+export function crlProxyArgs(
+  port: number | string,
+  target: string,
+  files: { cert: string; key: string; ca: string },
+  crl: string,
+  ...extra: string[]
+): string[] {
+  return proxyArgs('server', port, target, files, '--crl', crl, '--allow', 'trust-domain:crl.example', ...extra);
+}
+
 export function startProxy(args: string[], listeners = 1): ReturnType<typeof startProcess> {
   return startProcess(
     process.execPath,

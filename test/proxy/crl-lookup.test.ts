@@ -20,7 +20,7 @@ import { createMtlsServer, type HandshakeErrorEvent } from '../../src/tls/server
 import { echoTarget, freePort, listen, until } from '../helpers/endpoints.js';
 import { crlPki, type CrlPki } from '../helpers/crl-pki.js';
 import { opensslCrl, tempDir, type TestCert } from '../helpers/pki.js';
-import { proxyArgs, startProxy, trackServers } from '../helpers/process.js';
+import { crlProxyArgs, startProxy, trackServers } from '../helpers/process.js';
 
 let pki: CrlPki;
 const servers = trackServers();
@@ -62,21 +62,7 @@ function attempt(port: number, who: TestCert): Promise<{ in: boolean; code?: str
 async function proxyWith(engine: 'native' | 'node', crl: string, extra: string[] = []) {
   const { port: target } = await echoTarget(servers);
   const port = await freePort();
-  const p = await startProxy(
-    proxyArgs(
-      'server',
-      port,
-      `127.0.0.1:${target}`,
-      pki.files,
-      '--crl',
-      crl,
-      '--allow',
-      'trust-domain:crl.example',
-      '--engine',
-      engine,
-      ...extra,
-    ),
-  );
+  const p = await startProxy(crlProxyArgs(port, `127.0.0.1:${target}`, pki.files, crl, '--engine', engine, ...extra));
   return { port, output: p.output };
 }
 

@@ -13,7 +13,7 @@ import { createMtlsServer } from '../../src/tls/server.js';
 import { close, freePort, listen, until } from '../helpers/endpoints.js';
 import { crlPki, type CrlPki } from '../helpers/crl-pki.js';
 import { BIN, keyPem, makeCert, opensslCrl, tempDir, type TestCert } from '../helpers/pki.js';
-import { startProxy, stopAll } from '../helpers/process.js';
+import { crlProxyArgs, startProxy, stopAll } from '../helpers/process.js';
 
 let pki: CrlPki;
 let dir: string;
@@ -131,23 +131,14 @@ describe('CRL files are checked before they are enforced', () => {
         const target = await listen(backend);
         const args = (port: number, crl: string) => [
           'proxy',
-          'server',
-          '--listen',
-          `127.0.0.1:${port}`,
-          '--target',
-          `127.0.0.1:${target}`,
-          '--cert',
-          files.cert,
-          '--key',
-          files.key,
-          '--ca',
-          files.ca,
-          '--crl',
-          crl,
-          '--allow',
-          'trust-domain:crl.example',
-          ...(engine === 'http' ? [] : ['--engine', engine]),
-          ...extra,
+          ...crlProxyArgs(
+            port,
+            `127.0.0.1:${target}`,
+            files,
+            crl,
+            ...(engine === 'http' ? [] : ['--engine', engine]),
+            ...extra,
+          ),
         ];
         for (const [what, make] of Object.entries(bad)) {
           const r = spawnSync(process.execPath, [BIN, ...args(await freePort(), make())], {

@@ -15,7 +15,7 @@ import { before, describe, it } from 'node:test';
 import { nativeUnavailable } from '../../src/proxy/native.js';
 import { freePort, listen, until } from '../helpers/endpoints.js';
 import { crlPki, type CrlPki } from '../helpers/crl-pki.js';
-import { proxyArgs, startProxy, trackServers } from '../helpers/process.js';
+import { crlProxyArgs, startProxy, trackServers } from '../helpers/process.js';
 
 let pki: CrlPki;
 const servers = trackServers();
@@ -128,15 +128,11 @@ describe(
       const [port, admin] = await Promise.all([freePort(), freePort()]);
       const crl = pki.crls([pki.bob]);
       const p = await startProxy(
-        proxyArgs(
-          'server',
+        crlProxyArgs(
           port,
           `127.0.0.1:${target}`,
           pki.files,
-          '--crl',
           crl,
-          '--allow',
-          'trust-domain:crl.example',
           '--engine',
           'native',
           '--admin',

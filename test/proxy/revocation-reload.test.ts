@@ -8,7 +8,7 @@ import { freePort, listen, tlsAttempt, until } from '../helpers/endpoints.js';
 import { OID } from '../../src/pki/oid.js';
 import { crlPki, type CrlPki } from '../helpers/crl-pki.js';
 import { keyPem, makeCert, tempDir, writePem } from '../helpers/pki.js';
-import { proxyArgs, startProxy, trackServers } from '../helpers/process.js';
+import { crlProxyArgs, proxyArgs, startProxy, trackServers } from '../helpers/process.js';
 
 let pki: CrlPki;
 const servers = trackServers();
@@ -58,17 +58,7 @@ describe('a CRL reload is in force for every path in: fresh, opened before the r
       const port = await freePort();
       const crl = pki.crls([]);
       const p = await startProxy(
-        proxyArgs(
-          'server',
-          port,
-          `127.0.0.1:${target}`,
-          pki.files,
-          '--crl',
-          crl,
-          '--allow',
-          'trust-domain:crl.example',
-          ...(http1 ? ['--http'] : ['--engine', engine]),
-        ),
+        crlProxyArgs(port, `127.0.0.1:${target}`, pki.files, crl, ...(http1 ? ['--http'] : ['--engine', engine])),
       );
       const first = await attempt(port, http1);
       assert.equal(first.admitted, true, 'alice gets in before the revocation');
