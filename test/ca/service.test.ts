@@ -223,6 +223,12 @@ describe('mtls ca serve: enrollment, renewal and their refusals', () => {
       json: {},
     }));
     assert.equal(big.status, 413);
+    // A page size out of range is refused (a negative LIMIT means no limit at all to SQLite).
+    for (const limit of ['-1', '0', 'x', '1.5']) {
+      const page = await api(ca, `/v1/certificates?limit=${limit}`, { as: admin });
+      assert.equal(page.status, 400, `limit=${limit}: ${JSON.stringify(page.json)}`);
+      assert.equal(page.json.error!.code, 'BAD_INPUT');
+    }
     const health = await api(ca, '/healthz');
     assert.deepEqual(health.json, { status: 'ok' });
     const ready = await api(ca, '/readyz');
@@ -233,5 +239,19 @@ describe('mtls ca serve: enrollment, renewal and their refusals', () => {
       tls: clientTlsOptions(undefined, ca.root),
     });
     assert.match(metrics.body.toString(), /mtls_ca_issued_total\{how="sign"\} \d+/);
+  });
+});
+
+describe('mtls ca serve before any token was made', () => {
+  it('refuses enrollment as TOKEN_INVALID (not an internal error) while the CA has no provisioner key', async () => {
+    const ca = await startCa('NoTokens');
+    try {
+      const a = await api(ca, '/v1/sign', { body: { csr: csr('x').csr, token: 'a.b.c' } });
+      assert.equal(a.status, 401, JSON.stringify(a.json));
+      assert.equal(a.json.error!.code, 'TOKEN_INVALID');
+      assert.match(a.json.error!.message, /no enrollment token yet/);
+    } finally {
+      ca.stop();
+    }
   });
 });
