@@ -9,6 +9,7 @@ export { OcspResponder, serveOcsp, revocationRoutes } from './ca/ocsp-responder.
 export { startCaService, type CaService, type CaServiceOptions } from './ca/service.js';
 export { makeToken, checkToken, provisionerKey, tokenAudience, type Grant } from './ca/tokens.js';
 export { Agent, agentFiles, type AgentOptions, type AgentState, type AgentHealth } from './agent/agent.js';
+export { RenewingCredentials, type RenewingOptions } from './agent/renewing.js';
 export { PostgresStore } from './store/postgres.js';
 export { encodeCrl, REVOCATION_REASONS, type RevocationReason, type CrlTemplate } from './pki/crl-writer.js';
 export { parseCrl, readCrls, revocationStatus, type Crl, type RevocationStatus } from './pki/crl.js';
@@ -78,7 +79,13 @@ export {
 } from './tls/server.js';
 export { connectMtls, peerChain, type ConnectOptions, type MtlsConnection } from './tls/client.js';
 export { classifyTlsError, authorizationFailure } from './tls/errors.js';
-export { CredentialReloader, type WatchedFiles, type ReloadEvent } from './tls/reload.js';
+export {
+  CredentialHolder,
+  CredentialReloader,
+  currentCredentials,
+  type WatchedFiles,
+  type ReloadEvent,
+} from './tls/reload.js';
 export { mtlsAuthorize, createMtlsHttpsServer, authorizeRequest, type RequestMtls } from './adapters/http.js';
 export { mtlsFastify } from './adapters/fastify.js';
 export { MtlsHttpsAgent, mtlsUndiciAgent, type ClientAgentOptions } from './adapters/agents.js';

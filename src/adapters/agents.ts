@@ -1,16 +1,21 @@
 import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import { Agent as UndiciAgent, buildConnector } from 'undici';
+import { Agent as UndiciAgent, buildConnector, Dispatcher } from 'undici';
 import { MtlsError } from '../errors.js';
 import { rememberSessions, serverIdentityOf } from '../tls/session-identity.js';
 import type { Credentials } from '../tls/credentials.js';
+import { CredentialHolder, currentCredentials } from '../tls/reload.js';
 import { clientTlsOptions, checkServerIdentity, type ServerExpectation } from '../tls/options.js';
 import { checkStaple, collectStaple, type StapleMode } from '../tls/stapling.js';
 import { isIpLiteral } from '../pki/names.js';
 
 export interface ClientAgentOptions {
-  credentials?: Credentials;
+  /**
+   * Our certificate: fixed, or a CredentialHolder (CredentialReloader, RenewingCredentials): after each change, new
+   * connections present the new certificate (connections already open keep theirs).
+   */
+  credentials?: Credentials | CredentialHolder;
   /** PEM trust bundle. */
   ca: string;
   /** Expected server identity (SPIFFE ID pattern, or a name other than the URL's host). */
@@ -51,10 +56,18 @@ export class MtlsHttpsAgent extends https.Agent {
   constructor(o: ClientAgentOptions & { keepAlive?: boolean }) {
     super({
       keepAlive: o.keepAlive ?? true,
-      ...clientTlsOptions(o.credentials, o.ca, o.expect ?? {}),
+      ...clientTlsOptions(currentCredentials(o.credentials), o.ca, o.expect ?? {}),
       ...(o.staple ? { requestOCSP: true } : {}),
     });
     this.o = o;
+    const holder = o.credentials;
+    if (holder instanceof CredentialHolder)
+      // The certificate and key are part of the agent's connection name: new requests open new connections, with a
+      // session cache of their own (a session of the old certificate is not resumed); idle connections are closed.
+      holder.on('reloaded', () => {
+        Object.assign(this.options, { cert: holder.current.cert, key: holder.current.key });
+        for (const idle of Object.values(this.freeSockets)) for (const socket of idle ?? []) socket.destroy();
+      });
   }
 
   override createConnection(options: tls.ConnectionOptions, cb?: (err: Error | null, s: Duplex) => void): Duplex {
@@ -76,9 +89,19 @@ export class MtlsHttpsAgent extends https.Agent {
 /**
  * An undici Agent (undici 6, Node 20's fetch stack) for mTLS: `fetch(url, { dispatcher: mtlsUndiciAgent(o) })`.
  * Presents our certificate, verifies the server, and checks its identity on every connection, resumed or not.
+ * With a CredentialHolder, a dispatcher that follows it: after each change, requests go through a new Agent (new
+ * connections, new certificate, no session of the old one) and the old Agent closes once its requests are done.
  */
-export function mtlsUndiciAgent(o: ClientAgentOptions): UndiciAgent {
-  const base = clientTlsOptions(o.credentials, o.ca, o.expect ?? {});
+export function mtlsUndiciAgent(o: ClientAgentOptions & { credentials?: Credentials }): UndiciAgent;
+export function mtlsUndiciAgent(o: ClientAgentOptions): Dispatcher;
+export function mtlsUndiciAgent(o: ClientAgentOptions): Dispatcher {
+  const holder = o.credentials;
+  if (holder instanceof CredentialHolder) return new FollowingDispatcher(holder, (c) => undiciAgentFor(c, o));
+  return undiciAgentFor(holder, o);
+}
+
+function undiciAgentFor(credentials: Credentials | undefined, o: ClientAgentOptions): UndiciAgent {
+  const base = clientTlsOptions(credentials, o.ca, o.expect ?? {});
   if (o.staple) return new UndiciAgent({ connect: stapleConnector(base, o) });
   const connector = buildConnector(base as buildConnector.BuildOptions);
   return new UndiciAgent({
@@ -94,6 +117,55 @@ export function mtlsUndiciAgent(o: ClientAgentOptions): UndiciAgent {
       });
     },
   });
+}
+
+/** Dispatches through an Agent made for the holder's current credentials, made anew when they change. */
+class FollowingDispatcher extends Dispatcher {
+  private madeFor: Credentials;
+  private agent: UndiciAgent;
+
+  constructor(
+    private readonly holder: CredentialHolder,
+    private readonly make: (c: Credentials) => UndiciAgent,
+  ) {
+    super();
+    this.madeFor = holder.current;
+    this.agent = make(this.madeFor);
+  }
+
+  private current(): UndiciAgent {
+    if (this.holder.current !== this.madeFor) {
+      const old = this.agent;
+      this.madeFor = this.holder.current;
+      this.agent = this.make(this.madeFor);
+      old.close().catch(() => undefined); // after its requests in flight; its idle connections go now
+    }
+    return this.agent;
+  }
+
+  override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandlers): boolean {
+    return this.current().dispatch(options, handler);
+  }
+
+  override close(): Promise<void>;
+  override close(callback: () => void): void;
+  override close(callback?: () => void): Promise<void> | void {
+    const done = this.agent.close();
+    if (!callback) return done;
+    done.then(callback, callback);
+  }
+
+  override destroy(): Promise<void>;
+  override destroy(err: Error | null): Promise<void>;
+  override destroy(callback: () => void): void;
+  override destroy(err: Error | null, callback: () => void): void;
+  override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
+    const err = typeof a === 'function' ? null : (a ?? null);
+    const callback = typeof a === 'function' ? a : b;
+    const done = this.agent.destroy(err);
+    if (!callback) return done;
+    done.then(callback, callback);
+  }
 }
 
 /**

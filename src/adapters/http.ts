@@ -10,6 +10,7 @@ import { classifyTlsError } from '../tls/errors.js';
 import { peerChain } from '../tls/dial.js';
 import {
   enforceHandshakeDeadline,
+  followCredentials,
   mtlsServerTlsOptions,
   remoteOf,
   reportHandshakeErrors,
@@ -83,6 +84,7 @@ export function createMtlsHttpsServer(
   );
   reportHandshakeErrors(server);
   serverStapling(server, o);
+  followCredentials(server, o);
   // A connection that fails after its handshake (OpenSSL's internal_error for a client certificate too large for
   // a session ticket, a reset, a request Node cannot parse): said once as 'mtls:connection-error', answered as
   // Node would (400, 408) or closed.

@@ -9,7 +9,7 @@ import { exchange } from '../io/http-exchange.js';
 import { checkPrivateFile, readInput, stageFiles } from '../io/files.js';
 import { readCertificates, type Certificate } from '../pki/certificate.js';
 import { createCsr } from '../pki/csr.js';
-import { exportPrivateKey, generateKeyPair } from '../pki/keys.js';
+import { generateKeyPair } from '../pki/keys.js';
 import { OID } from '../pki/oid.js';
 import { encodePem } from '../pki/pem.js';
 import { checkCertName } from '../ca/authority.js';
@@ -32,8 +32,10 @@ export interface AgentOptions {
   caUrl: string;
   /** PEM of the CA's root bundle (e.g. from `mtls ca bootstrap`). */
   root: string;
-  /** Directory for NAME.crt (leaf then intermediate), NAME.key (0600) and ca.crt. */
-  outDir: string;
+  /** Directory for NAME.crt (leaf then intermediate), NAME.key (0600) and ca.crt. Give this or `keeper`. */
+  outDir?: string;
+  /** Where the certificate is kept instead of outDir (RenewingCredentials keeps it in memory). */
+  keeper?: AgentKeeper;
   /** File name; default the token's subject, else the current certificate's CN. */
   name?: string;
   /** An enrollment token, used when there is no certificate yet. */
@@ -54,6 +56,105 @@ export interface AgentOptions {
   maxBackoffMs?: number;
   /** Its timers do not keep the process alive (an agent inside another program, which decides when to exit). */
   unref?: boolean;
+}
+
+/** Credentials an agent holds, and since when (the lifetime that counts for renewal starts there). */
+export type Held = Credentials & { since: Date };
+
+/** Where an agent keeps its certificate and key: files (FileKeeper, `mtls agent`) or memory (RenewingCredentials). */
+export interface AgentKeeper {
+  /** The credentials kept now, read again each cycle (someone may have replaced them), trusting `root`. */
+  load(name: string, root: string): Held | undefined;
+  /** Keeps new credentials, checked by the agent (the chain is for this key and verifies against the root). */
+  save(name: string, fresh: Credentials, root: string): void;
+  /** The name when neither --name nor a token gives one (e.g. the current certificate's CN). */
+  defaultName?(): string | undefined;
+  /** Where it keeps them, for messages. */
+  readonly where: string;
+}
+
+/** The last CN of `leaf`, or undefined. */
+function commonName(leaf: Certificate): string | undefined {
+  return leaf.subject.filter((a) => a.oid === OID.commonName).at(-1)?.value;
+}
+
+/**
+ * Files in a directory, as `issue` writes them: NAME.crt (leaf then intermediate), NAME.key (0600) and ca.crt,
+ * written atomically. Before the first renewal, a certificate and key from elsewhere (--cert/--key) may be used.
+ */
+export class FileKeeper implements AgentKeeper {
+  constructor(
+    private readonly dir: string,
+    private readonly given?: { certFile: string; keyFile: string },
+  ) {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+  }
+
+  get where(): string {
+    return this.dir;
+  }
+
+  private files(name: string) {
+    return {
+      cert: path.join(this.dir, `${name}.crt`),
+      key: path.join(this.dir, `${name}.key`),
+      ca: path.join(this.dir, 'ca.crt'),
+    };
+  }
+
+  load(name: string, root: string): Held | undefined {
+    const f = this.files(name);
+    for (const s of [{ certFile: f.cert, keyFile: f.key }, ...(this.given ? [this.given] : [])]) {
+      if (!fs.existsSync(s.certFile) || !fs.existsSync(s.keyFile)) continue;
+      checkPrivateFile(s.keyFile, 'key');
+      const creds = loadCredentials({
+        cert: readInput(s.certFile, 'certificate'),
+        key: readInput(s.keyFile, 'key'),
+        ca: root,
+      });
+      return { ...creds, since: fs.statSync(s.certFile).mtime };
+    }
+    return undefined;
+  }
+
+  save(name: string, fresh: Credentials, root: string): void {
+    const f = this.files(name);
+    stageFiles(
+      [
+        { path: f.key, data: fresh.key, mode: 0o600 },
+        { path: f.cert, data: fresh.cert, mode: 0o644 },
+        { path: f.ca, data: root, mode: 0o644 },
+      ],
+      { overwrite: true },
+    ).commit();
+  }
+
+  defaultName(): string | undefined {
+    if (!this.given) return undefined;
+    return commonName(readCertificates(fs.readFileSync(this.given.certFile), this.given.certFile)[0]!);
+  }
+}
+
+/** Credentials kept in this process only: nothing is written anywhere. */
+export class MemoryKeeper implements AgentKeeper {
+  readonly where = 'memory';
+  constructor(
+    private held: Held | undefined,
+    private readonly onSave: (fresh: Credentials) => void = () => {},
+  ) {}
+
+  load(): Held | undefined {
+    return this.held;
+  }
+
+  save(_name: string, fresh: Credentials): void {
+    this.held = { ...fresh, since: new Date() };
+    this.onSave(fresh);
+  }
+
+  defaultName(): string | undefined {
+    return this.held && commonName(this.held.leaf);
+  }
 }
 
 export interface AgentState {
@@ -88,11 +189,15 @@ export class Agent {
   private stopped = false;
   private wake?: () => void;
   private timer?: NodeJS.Timeout;
+  private readonly keeper: AgentKeeper;
 
   constructor(private readonly o: AgentOptions) {
     this.log = o.log ?? (() => {});
     readCertificates(Buffer.from(o.root), 'the CA root bundle (--root)');
-    fs.mkdirSync(o.outDir, { recursive: true, mode: 0o755 });
+    const given = o.certFile && o.keyFile ? { certFile: o.certFile, keyFile: o.keyFile } : undefined;
+    if (o.keeper) this.keeper = o.keeper;
+    else if (o.outDir) this.keeper = new FileKeeper(o.outDir, given);
+    else throw new MtlsError('USAGE', 'an agent needs --out DIR: where it writes the certificate and key');
   }
 
   get status(): AgentState {
@@ -103,14 +208,6 @@ export class Agent {
     return s;
   }
 
-  private files(name: string) {
-    return {
-      cert: path.join(this.o.outDir, `${name}.crt`),
-      key: path.join(this.o.outDir, `${name}.key`),
-      ca: path.join(this.o.outDir, 'ca.crt'),
-    };
-  }
-
   /** The name the files carry: --name, else the token's subject, else the given certificate's CN. */
   private nameOf(): string {
     if (this.o.name) return checkCertName(this.o.name);
@@ -118,33 +215,9 @@ export class Agent {
       const sub = tokenSubject(this.o.token);
       if (sub) return checkCertName(sub);
     }
-    if (this.o.certFile) {
-      const cn = readCertificates(fs.readFileSync(this.o.certFile), this.o.certFile)[0]!
-        .subject.filter((a) => a.oid === OID.commonName)
-        .at(-1)?.value;
-      if (cn) return checkCertName(cn);
-    }
+    const cn = this.keeper.defaultName?.();
+    if (cn) return checkCertName(cn);
     throw new MtlsError('USAGE', 'give --name NAME: the files are written as NAME.crt and NAME.key');
-  }
-
-  /** The credentials the agent holds now: its own files, else --cert/--key; undefined when there are none. */
-  private current(name: string): (Credentials & { since: Date }) | undefined {
-    const f = this.files(name);
-    const sources = [
-      { certFile: f.cert, keyFile: f.key },
-      ...(this.o.certFile && this.o.keyFile ? [{ certFile: this.o.certFile, keyFile: this.o.keyFile }] : []),
-    ];
-    for (const s of sources) {
-      if (!fs.existsSync(s.certFile) || !fs.existsSync(s.keyFile)) continue;
-      checkPrivateFile(s.keyFile, 'key');
-      const creds = loadCredentials({
-        cert: readInput(s.certFile, 'certificate'),
-        key: readInput(s.keyFile, 'key'),
-        ca: this.o.root,
-      });
-      return { ...creds, since: fs.statSync(s.certFile).mtime };
-    }
-    return undefined;
   }
 
   /**
@@ -165,13 +238,13 @@ export class Agent {
    */
   async cycle(force = this.o.force ?? false): Promise<'enrolled' | 'renewed' | 'fresh'> {
     const name = this.nameOf();
-    const creds = this.current(name);
+    const creds = this.keeper.load(name, this.o.root);
     if (creds) this.track(creds.leaf, creds.since);
     if (!creds) {
       if (!this.o.token || this.tokenUsed)
         throw new MtlsError(
           'USAGE',
-          `no certificate in ${this.o.outDir} (${name}.crt) and no enrollment token; pass --token (mtls ca token ${name})`,
+          `no certificate in ${this.keeper.where} (${name}.crt) and no enrollment token; pass --token (mtls ca token ${name})`,
         );
       await this.obtain(name, '/v1/sign', undefined);
       this.tokenUsed = true;
@@ -246,15 +319,7 @@ export class Agent {
         `the CA at ${this.o.caUrl} answered with a certificate that does not verify against --root ` +
           `(${verdict.problems[0]?.message ?? 'no path'}); is --root this CA's root?`,
       );
-    const f = this.files(name);
-    stageFiles(
-      [
-        { path: f.key, data: exportPrivateKey(privateKey), mode: 0o600 },
-        { path: f.cert, data: chainPem, mode: 0o644 },
-        { path: f.ca, data: this.o.root, mode: 0o644 },
-      ],
-      { overwrite: true },
-    ).commit();
+    this.keeper.save(name, fresh, this.o.root);
     this.track(fresh.leaf, new Date());
     this.state.lastError = undefined;
     this.log({

@@ -3,6 +3,7 @@ import { identityFromCertificate, type PeerIdentity } from '../identity/identity
 import type { Certificate } from '../pki/certificate.js';
 import { MtlsError } from '../errors.js';
 import type { Credentials } from './credentials.js';
+import { currentCredentials, type CredentialHolder } from './reload.js';
 import { rememberSessions, serverIdentityOf } from './session-identity.js';
 import type { Capture } from './capture.js';
 import { dial, DialError } from './dial.js';
@@ -16,8 +17,8 @@ export { peerChain } from './dial.js';
 export interface ConnectOptions extends EndpointOptions {
   host: string;
   port: number;
-  /** Our client certificate; omit to connect without one. */
-  credentials?: Credentials;
+  /** Our client certificate (fixed, or the current one of a CredentialHolder); omit to connect without one. */
+  credentials?: Credentials | CredentialHolder;
   /** PEM trust bundle for the server's chain. */
   ca: string;
   expect?: ServerExpectation;
@@ -70,7 +71,7 @@ export async function connectMtls(o: ConnectOptions): Promise<MtlsConnection> {
       ...(expect.servername ? { servername: expect.servername } : {}),
       ...(o.capture ? { capture: o.capture } : {}),
       tls: {
-        ...clientTlsOptions(o.credentials, o.ca, expect, o),
+        ...clientTlsOptions(currentCredentials(o.credentials), o.ca, expect, o),
         ...(o.session ? { session: o.session } : {}),
         ...(o.staple ? { requestOCSP: true } : {}),
       },

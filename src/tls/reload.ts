@@ -37,47 +37,106 @@ export interface ReloadEvent {
 }
 
 /**
+ * Credentials that change while servers use them, and the swap of those servers' secure contexts: everything new is
+ * built and checked first, then swapped; a failure keeps the old state. Live connections are untouched. Session
+ * ticket keys are kept across a certificate rotation (setSecureContext would otherwise drop them) and replaced when
+ * the trust changes, so sessions verified under the old trust cannot be resumed. Emits 'reloaded' (ReloadEvent).
+ * Subclasses decide where new credentials come from: files (CredentialReloader) or a CA (RenewingCredentials).
+ * mtlskit's servers, clients and agents accept one wherever they take `credentials`.
+ */
+export class CredentialHolder extends EventEmitter {
+  private readonly attached: Attached[] = [];
+  protected trust: Buffer;
+
+  /**
+   * `ticketKeys`: the session ticket keys for a trust digest (e.g. derived from a secret shared by a cluster's
+   * workers, so that tickets resume on any worker); random when not given.
+   */
+  constructor(
+    private creds: Credentials,
+    protected readonly ticketKeys?: (trustDigest: Buffer) => Buffer,
+  ) {
+    super();
+    this.trust = this.trustDigest(creds);
+  }
+
+  /** What the verification of peers depends on (the trust bundle, and what a subclass adds, e.g. CRL files). */
+  protected trustDigest(c: Credentials): Buffer {
+    return crypto.createHash('sha256').update(c.ca).digest();
+  }
+
+  get current(): Credentials {
+    return this.creds;
+  }
+
+  /** Swap `server`'s context on every change, built by `build` from the new credentials. */
+  attach(server: ContextHolder, build: (c: Credentials) => tls.SecureContextOptions): this {
+    this.attached.push({ server, build });
+    if (this.ticketKeys) server.setTicketKeys(this.ticketKeys(this.trust));
+    return this;
+  }
+
+  /**
+   * Builds every attached server's context from `next` and swaps them all, or none: throws (and changes nothing)
+   * when one does not build.
+   */
+  protected apply(next: Credentials): void {
+    const contexts = this.attached.map((a) => {
+      const options = a.build(next);
+      tls.createSecureContext(options); // prove it builds before touching any server
+      a.server.checkSecureContext?.(options);
+      return { a, options };
+    });
+    const trust = this.trustDigest(next);
+    const trustChanged = !trust.equals(this.trust);
+    for (const { a, options } of contexts) {
+      // The new context is born with its keys (Node: options.ticketKeys; the native engine likewise): set after the
+      // swap, a connection of the old context could seal its session, verified under the old trust, with the new keys.
+      const ticketKeys = trustChanged ? (this.ticketKeys?.(trust) ?? crypto.randomBytes(48)) : a.server.getTicketKeys();
+      a.server.setSecureContext({ ...options, ticketKeys });
+    }
+    this.creds = next;
+    this.trust = trust;
+    this.emit('reloaded', { fingerprint256: next.leaf.fingerprint256, trustChanged } satisfies ReloadEvent);
+  }
+}
+
+/** The credentials of `c` now: itself, or what a CredentialHolder holds. */
+export function currentCredentials(c: Credentials | CredentialHolder): Credentials;
+export function currentCredentials(c: Credentials | CredentialHolder | undefined): Credentials | undefined;
+export function currentCredentials(c: Credentials | CredentialHolder | undefined): Credentials | undefined {
+  return c instanceof CredentialHolder ? c.current : c;
+}
+
+/**
  * Watches certificate, key and trust bundle files and swaps the secure context of attached servers when they
- * change (ghostunnel's certloader pattern): everything new is built and checked first, then swapped; a broken
- * file keeps the old state ('reload-error' says why). Live connections are untouched. Session ticket keys are
- * kept across a certificate rotation (setSecureContext would otherwise drop them) and replaced when the trust
- * bundle (or a CRL among `extraFiles`) changes, so sessions verified under the old trust cannot be resumed.
+ * change (ghostunnel's certloader pattern); a broken file keeps the old state ('reload-error' says why). A change
+ * to the trust bundle or a CRL among `extraFiles` replaces the session ticket keys.
  * Kubernetes-style swaps (a `..data` symlink replaced in the directory) are seen because the directories are
  * watched, not the files.
  */
-export class CredentialReloader extends EventEmitter {
-  private creds: Credentials;
-  private readonly attached: Attached[] = [];
+export class CredentialReloader extends CredentialHolder {
   private watchers: fs.FSWatcher[] = [];
   private timer: NodeJS.Timeout | undefined;
   private digest: string;
   /** The content of the last reload that failed: the same broken files are not tried (and reported) again. */
   private failedDigest: string | undefined;
 
-  /**
-   * `ticketKeys`: the session ticket keys for a trust bundle (e.g. derived from a secret shared by a cluster's
-   * workers, so that tickets resume on any worker); random when not given.
-   */
   constructor(
     private readonly files: WatchedFiles,
     private readonly debounceMs = 100,
-    private readonly ticketKeys?: (trustDigest: Buffer) => Buffer,
+    ticketKeys?: (trustDigest: Buffer) => Buffer,
   ) {
-    super();
-    this.creds = loadCredentials(files);
+    super(loadCredentials(files), ticketKeys);
+    this.trust = this.trustDigest(this.current); // super() could not read this.files yet
     this.digest = this.contentDigest();
-    this.trust = this.trustDigest(this.creds);
   }
 
-  private trust: Buffer;
-
-  /**
-   * What the verification of peers depends on: the trust bundle and the extra files (CRLs). When it changes,
-   * session tickets are replaced: a resumed session would otherwise keep the old verdict (e.g. a revoked client).
-   */
-  private trustDigest(c: Credentials): Buffer {
+  /** The trust bundle and the extra files (CRLs): a resumed session would otherwise keep the old verdict. */
+  protected override trustDigest(c: Credentials): Buffer {
     const h = crypto.createHash('sha256').update(c.ca);
-    for (const f of this.files.extraFiles ?? []) {
+    // this.files is undefined while super() runs: the constructor computes the digest again once it is set.
+    for (const f of this.files?.extraFiles ?? []) {
       h.update('\0');
       try {
         h.update(fs.readFileSync(f));
@@ -86,17 +145,6 @@ export class CredentialReloader extends EventEmitter {
       }
     }
     return h.digest();
-  }
-
-  get current(): Credentials {
-    return this.creds;
-  }
-
-  /** Swap `server`'s context on every successful reload, built by `build` from the new credentials. */
-  attach(server: ContextHolder, build: (c: Credentials) => tls.SecureContextOptions): this {
-    this.attached.push({ server, build });
-    if (this.ticketKeys) server.setTicketKeys(this.ticketKeys(this.trust));
-    return this;
   }
 
   start(): this {
@@ -156,34 +204,15 @@ export class CredentialReloader extends EventEmitter {
   async reload(): Promise<boolean> {
     const digest = this.contentDigest();
     if (digest === this.digest || digest === this.failedDigest) return false;
-    let next: Credentials;
-    let contexts: { a: Attached; options: tls.SecureContextOptions }[];
     try {
-      next = loadCredentials(this.files);
-      contexts = this.attached.map((a) => {
-        const options = a.build(next);
-        tls.createSecureContext(options); // prove it builds before touching any server
-        a.server.checkSecureContext?.(options);
-        return { a, options };
-      });
+      this.apply(loadCredentials(this.files));
     } catch (err) {
       this.failedDigest = digest;
       this.emit('reload-error', new Error(`kept the previous certificate: ${messageOf(err)}`));
       return false;
     }
-    const trust = this.trustDigest(next);
-    const trustChanged = !trust.equals(this.trust);
-    for (const { a, options } of contexts) {
-      // The new context is born with its keys (Node: options.ticketKeys; the native engine likewise): set after the
-      // swap, a connection of the old context could seal its session, verified under the old trust, with the new keys.
-      const ticketKeys = trustChanged ? (this.ticketKeys?.(trust) ?? crypto.randomBytes(48)) : a.server.getTicketKeys();
-      a.server.setSecureContext({ ...options, ticketKeys });
-    }
-    this.creds = next;
-    this.trust = trust;
     this.digest = digest;
     this.failedDigest = undefined;
-    this.emit('reloaded', { fingerprint256: next.leaf.fingerprint256, trustChanged } satisfies ReloadEvent);
     return true;
   }
 }

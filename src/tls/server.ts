@@ -5,6 +5,7 @@ import { MtlsError } from '../errors.js';
 import { identityOf, type PeerIdentity } from '../identity/identity.js';
 import { compilePolicy, type Decision, type Policy } from '../identity/policy.js';
 import type { Credentials } from './credentials.js';
+import { CredentialHolder, currentCredentials } from './reload.js';
 import { authorizationFailure, classifyTlsError } from './errors.js';
 import { CrlSet } from './crl-file.js';
 import { peerChain } from './dial.js';
@@ -13,7 +14,11 @@ import { OcspStapler, stapleFor } from './stapling.js';
 import { OcspClientChecker } from './ocsp-clients.js';
 
 export interface MtlsServerOptions extends EndpointOptions {
-  credentials: Credentials;
+  /**
+   * Our certificate: fixed, or a CredentialHolder (CredentialReloader watching files, RenewingCredentials renewed
+   * from the CA) whose every change the server takes at once, session ticket keys kept.
+   */
+  credentials: Credentials | CredentialHolder;
   /** Default: deny everyone (no allow rule). */
   policy?: Policy;
   /** Close connections whose handshake has not finished in time. Default 10 s. */
@@ -47,12 +52,18 @@ export function serverOcsp(o: MtlsServerOptions): OcspClientChecker | undefined 
 /** Attaches the stapling `o` asks for to `server` (see MtlsServerOptions.staple). */
 export function serverStapling(server: tls.Server, o: MtlsServerOptions): void {
   if (!o.staple) return;
-  stapleFor(server, o.staple === true ? new OcspStapler() : o.staple, o.credentials.chain);
+  stapleFor(server, o.staple === true ? new OcspStapler() : o.staple, currentCredentials(o.credentials).chain);
+}
+
+/** When `o.credentials` can change (a CredentialHolder), `server` follows it. */
+export function followCredentials(server: tls.Server, o: MtlsServerOptions): void {
+  if (o.credentials instanceof CredentialHolder)
+    o.credentials.attach(server, (c) => mtlsServerTlsOptions({ ...o, credentials: c }));
 }
 
 /** Node's server options for `o`: the endpoint's TLS options (revocation is looked up by us: serverCrls). */
 export function mtlsServerTlsOptions(o: MtlsServerOptions): tls.TlsOptions {
-  return { ...serverTlsOptions(o.credentials, o), handshakeTimeout: 0 };
+  return { ...serverTlsOptions(currentCredentials(o.credentials), o), handshakeTimeout: 0 };
 }
 
 /**
@@ -61,7 +72,7 @@ export function mtlsServerTlsOptions(o: MtlsServerOptions): tls.TlsOptions {
  */
 export function serverCrls(o: MtlsServerOptions): CrlSet | undefined {
   if (o.crl === undefined || o.crl instanceof CrlSet) return o.crl;
-  return new CrlSet(o.crl, 'CRL', o.credentials);
+  return new CrlSet(o.crl, 'CRL', currentCredentials(o.credentials));
 }
 
 /**
@@ -178,6 +189,7 @@ export function createMtlsServer(
   );
   reportHandshakeErrors(server);
   serverStapling(server, o);
+  followCredentials(server, o);
   const ocsp = serverOcsp(o);
   server.on('secureConnection', (socket: tls.TLSSocket) => {
     const identity = identityOf(socket);
