@@ -11,7 +11,7 @@ import { parseCertificate, type Certificate } from '../pki/certificate.js';
 import { parseReason } from './revocation.js';
 import { parseCsr, type CertificateRequest } from '../pki/csr.js';
 import { OID } from '../pki/oid.js';
-import type { LeafNames } from '../pki/profiles.js';
+import type { LeafNames, LeafProfile } from '../pki/profiles.js';
 import type { InventoryRecord } from '../store/store.js';
 import { parseDuration } from '../text/duration.js';
 import { serverTlsOptions } from '../tls/options.js';
@@ -22,6 +22,7 @@ import { serviceCredentials } from './service-cert.js';
 import { HttpError, readJson, sendError, sendJson } from './service-http.js';
 import { OcspResponder, revocationRoutes } from './ocsp-responder.js';
 import { checkToken, provisionerVerifier, tokenAudience } from './tokens.js';
+import { watchedIssuancePolicy } from './policy.js';
 
 /**
  * `mtls ca serve` (issue 15): the CA as an HTTPS JSON API. Callers authenticate with an enrollment token
@@ -79,6 +80,26 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
   const audience = tokenAudience(ca.root.fingerprint256);
   const responder = new OcspResponder(ca);
   const provisioner = provisionerVerifier(ca.home);
+  const watched = watchedIssuancePolicy(ca.home);
+  /** The policy now; a policy file that does not compile refuses issuance (503) instead of meaning "no policy". */
+  const policy = () => {
+    try {
+      return watched();
+    } catch (err) {
+      throw new HttpError(503, 'POLICY_INVALID', messageOf(err));
+    }
+  };
+  /** The profile's rules, with the service's own ceiling (--max-validity) on top; refuses names it does not permit. */
+  const rulesFor = (profile: LeafProfile, names: LeafNames, what: string) => {
+    const rules = policy().profile(profile);
+    const denied = rules.violations(names);
+    if (denied.length)
+      throw new MtlsError(
+        'NAME_NOT_PERMITTED',
+        `${what}: ${denied[0]}; the CA's issuance policy does not grant it (mtls ca policy)`,
+      );
+    return Math.min(rules.maxValidityMs, maxValidity);
+  };
   const onError = (m: string) => log({ event: 'error', message: m });
   const routes = [revocationRoutes(responder, ca.home, onError), revocationRoutes(responder, ca.home, onError, '/v1')];
 
@@ -170,6 +191,11 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
         } catch (err) {
           problems.push(messageOf(err));
         }
+        try {
+          policy();
+        } catch (err) {
+          problems.push(`issuance policy: ${messageOf(err)}`);
+        }
         if (service.leaf.notAfter.getTime() < Date.now()) problems.push('the service certificate has expired');
         return sendJson(res, problems.length ? 503 : 200, {
           status: problems.length ? 'not ready' : 'ready',
@@ -186,11 +212,12 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
       case 'POST /v1/sign': {
         const body = await readJson(req);
         const token = await checkToken(body['token'], await provisioner(), audience);
-        if (token.validityMs > maxValidity)
+        const max = rulesFor(token.profile, token.names, 'the token');
+        if (token.validityMs > max)
           throw new MtlsError(
             'TOKEN_INVALID',
             `the token grants ${Math.round(token.validityMs / 3600e3)}h, more than this CA's maximum of ` +
-              `${Math.round(maxValidity / 3600e3)}h; make a token with a shorter --validity`,
+              `${Math.round(max / 3600e3)}h for ${token.profile} certificates; make a token with a shorter --validity`,
           );
         const csr = csrOf(body);
         grantedNames(csr, token.names, 'its enrollment token');
@@ -218,10 +245,15 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
         grantedNames(csr, { dns: san.dns, ip: san.ip, email: san.email, uri: san.uri }, 'the certificate it renews');
         const name = cert.subject.filter((a) => a.oid === OID.commonName).at(-1)?.value ?? record.serial;
         const renewal = await ca.renewRequest(cert, name);
+        const max = rulesFor(
+          renewal.profile,
+          { dns: san.dns, ip: san.ip, email: san.email, uri: san.uri },
+          'the certificate it renews',
+        );
         const issued = await ca.issue(
           {
             ...renewal,
-            validityMs: Math.min(renewal.validityMs ?? maxValidity, maxValidity),
+            validityMs: Math.min(renewal.validityMs ?? max, max),
             publicKey: csr.publicKey,
             clampToIssuer: true,
           },

@@ -5,7 +5,8 @@ import type { Command } from 'commander';
 import { Agent } from '../agent/agent.js';
 import { CertificateAuthority } from '../ca/authority.js';
 import { resolveCaHome } from '../ca/home.js';
-import { DEFAULT_MAX_VALIDITY_MS, startCaService } from '../ca/service.js';
+import { startCaService } from '../ca/service.js';
+import { PROFILES, readIssuancePolicy, setProfileRules, type ProfileRules } from '../ca/policy.js';
 import { DEFAULT_TOKEN_TTL_MS, makeToken, provisionerKey, tokenAudience } from '../ca/tokens.js';
 import { MtlsError, messageOf } from '../errors.js';
 import { formatAddress, parseAddress } from '../io/address.js';
@@ -18,6 +19,7 @@ import { encodePem } from '../pki/pem.js';
 import { checkLeafNames, parseProfile, type LeafProfile } from '../pki/profiles.js';
 import { clientTlsOptions } from '../tls/options.js';
 import { collect, optionalDuration, optionalPassphrase } from './common.js';
+import { formatDuration } from '../text/duration.js';
 
 /** `mtls ca serve`, `mtls ca token`, `mtls ca bootstrap` and `mtls agent` (issue 15). */
 export function registerCaService(program: Command, ca: Command): void {
@@ -104,7 +106,7 @@ export function registerCaService(program: Command, ca: Command): void {
     .option('--dns <name>', 'a DNS name it grants (repeatable)', collect, [])
     .option('--ip <address>', 'an IP address it grants (repeatable)', collect, [])
     .option('--ttl <duration>', 'how long the token may be used (at most 24h)', '5m')
-    .option('--validity <duration>', 'the lifetime of the certificate it grants', '24h')
+    .option('--validity <duration>', "the lifetime of the certificate it grants (default: the profile's, 24h)")
     .option('--home <dir>', 'CA home (default $MTLS_HOME, else ~/.mtls)')
     .action(
       async (
@@ -115,7 +117,7 @@ export function registerCaService(program: Command, ca: Command): void {
           dns: string[];
           ip: string[];
           ttl: string;
-          validity: string;
+          validity?: string;
           home?: string;
         },
       ) => {
@@ -135,13 +137,18 @@ export function registerCaService(program: Command, ca: Command): void {
           ip: o.ip,
           ...(o.spiffeId ? { spiffeId: o.spiffeId } : {}),
         });
-        const validityMs = optionalDuration(o.validity, '--validity')!;
-        if (validityMs > DEFAULT_MAX_VALIDITY_MS)
+        const home = resolveCaHome(o.home);
+        // The policy is checked here too, so that a token the CA would refuse is never handed out.
+        const rules = readIssuancePolicy(home).profile(profile);
+        const denied = rules.violations(names);
+        if (denied.length) throw new MtlsError('NAME_NOT_PERMITTED', `${denied[0]}; see mtls ca policy`);
+        const validityMs = optionalDuration(o.validity, '--validity') ?? rules.defaultValidityMs;
+        if (validityMs > rules.maxValidityMs)
           throw new MtlsError(
             'USAGE',
-            `--validity ${o.validity} is longer than the CA service's default maximum of 30d`,
+            `--validity ${o.validity} is longer than the ${profile} profile's maximum of ` +
+              `${formatDuration(rules.maxValidityMs)} (mtls ca policy)`,
           );
-        const home = resolveCaHome(o.home);
         const authority = await CertificateAuthority.open(home);
         try {
           const token = await makeToken(
@@ -154,6 +161,76 @@ export function registerCaService(program: Command, ca: Command): void {
         } finally {
           await authority.close();
         }
+      },
+    );
+
+  const policy = ca
+    .command('policy')
+    .description("show the CA service's issuance policy: lifetimes and the names tokens may grant, per profile")
+    .option('--json', 'machine-readable output')
+    .option('--home <dir>', 'CA home (default $MTLS_HOME, else ~/.mtls)')
+    .action((o: { json?: boolean; home?: string }) => {
+      const p = readIssuancePolicy(resolveCaHome(o.home));
+      if (o.json) return void process.stdout.write(JSON.stringify(p.file, null, 2) + '\n');
+      for (const name of PROFILES) {
+        const r = p.profile(name);
+        const rules = p.file.profiles[name] ?? {};
+        const names = [
+          ...(rules.dns ?? []).map((d) => `dns:${d}`),
+          ...(rules.ip ?? []).map((c) => `ip:${c}`),
+          ...(rules.spiffe ?? []),
+        ];
+        process.stdout.write(
+          `${name.padEnd(7)} validity ${formatDuration(r.defaultValidityMs)} (at most ${formatDuration(r.maxValidityMs)}); ` +
+            `names: ${names.length ? names.join(' ') : 'any the CA may issue'}\n`,
+        );
+      }
+    });
+  policy
+    .command('set')
+    .description('change one profile of the issuance policy (the CA service applies it at its next request)')
+    .requiredOption('--profile <profile>', 'server | client | spiffe')
+    .option('--default-validity <duration>', 'the lifetime a token grants when it names none')
+    .option('--max-validity <duration>', 'the longest lifetime a token or a renewal grants')
+    .option(
+      '--dns <domain>',
+      'a domain tokens may grant names in (example.org: it and below; .example.org: below only)',
+      collect,
+      [],
+    )
+    .option('--ip <cidr>', 'a range tokens may grant addresses from (repeatable)', collect, [])
+    .option(
+      '--spiffe <pattern>',
+      'a SPIFFE ID pattern tokens may grant, e.g. spiffe://acme.org/ns/*/sa/* (repeatable)',
+      collect,
+      [],
+    )
+    .option('--any-names', "remove the profile's name rules: any name the CA may issue")
+    .option('--home <dir>', 'CA home (default $MTLS_HOME, else ~/.mtls)')
+    .action(
+      (o: {
+        profile: string;
+        defaultValidity?: string;
+        maxValidity?: string;
+        dns: string[];
+        ip: string[];
+        spiffe: string[];
+        anyNames?: boolean;
+        home?: string;
+      }) => {
+        const profile = parseProfile(o.profile);
+        if (!PROFILES.includes(profile)) usage(`--profile ${o.profile}: the policy covers ${PROFILES.join(', ')}`);
+        const names = o.dns.length || o.ip.length || o.spiffe.length;
+        if (o.anyNames && names) usage('--any-names removes the name rules: give it without --dns, --ip or --spiffe');
+        const change: ProfileRules = {
+          ...(o.defaultValidity !== undefined ? { defaultValidity: o.defaultValidity } : {}),
+          ...(o.maxValidity !== undefined ? { maxValidity: o.maxValidity } : {}),
+          ...(names || o.anyNames ? { dns: o.dns, ip: o.ip, spiffe: o.spiffe } : {}),
+        };
+        if (Object.keys(change).length === 0)
+          usage('nothing to change: give --default-validity, --max-validity, --dns, --ip, --spiffe or --any-names');
+        setProfileRules(resolveCaHome(o.home), profile, change);
+        process.stderr.write(`issuance policy of ${profile} certificates changed (mtls ca policy shows it)\n`);
       },
     );
 

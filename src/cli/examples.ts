@@ -19,6 +19,12 @@ export const EXAMPLES: Record<string, string[]> = {
     'mtls ca token billing --spiffe-id spiffe://acme.internal/ns/prod/sa/billing --validity 24h',
     'mtls ca token api --dns api.acme.internal --ip 10.0.0.7 --ttl 15m',
   ],
+  'ca policy': ['mtls ca policy', 'mtls ca policy --json'],
+  'ca policy set': [
+    'mtls ca policy set --profile spiffe --default-validity 24h --max-validity 7d --spiffe "spiffe://acme.internal/ns/*/sa/*"',
+    'mtls ca policy set --profile server --dns svc.acme.internal --ip 10.0.0.0/8 --max-validity 30d',
+    'mtls ca policy set --profile client --any-names',
+  ],
   'ca bootstrap': ['mtls ca bootstrap --ca-url https://ca.acme.internal:9443 --fingerprint 3f2a...c1 --out ca.crt'],
   agent: [
     'mtls agent --ca-url https://ca.acme.internal:9443 --root ca.crt --token-file billing.token --out /etc/billing/tls',

@@ -30,6 +30,20 @@ export function parseDuration(text: string, what = 'duration'): number {
   return total;
 }
 
+/** The inverse of parseDuration, in the units people write: 30d, 24h, 1d12h, 90s (never weeks or years). */
+export function formatDuration(ms: number): string {
+  let left = Math.round(ms);
+  let out = '';
+  for (const unit of ['d', 'h', 'm', 's', 'ms']) {
+    const size = UNIT_MS[unit]!;
+    if (left >= size) {
+      out += `${Math.floor(left / size)}${unit}`;
+      left %= size;
+    }
+  }
+  return out || '0s';
+}
+
 /**
  * "in 90 days", "2 hours ago": a distance between `when` and `now` as people say it, rounded to the nearest unit
  * and in the unit they would pick (a 90-day certificate expires "in 90 days", not "in 2 months").
