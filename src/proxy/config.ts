@@ -358,12 +358,6 @@ function clientOcspOf(
     if (r.bool('ocspSoftFail', false)) throw new MtlsError('BAD_INPUT', `${where}.ocspSoftFail goes with clientOcsp`);
     return {};
   }
-  if (protocol === 'http')
-    throw new MtlsError(
-      'BAD_INPUT',
-      `${where}.clientOcsp: OCSP checks of clients are not built for HTTP mode yet (a kept-alive connection would ` +
-        'not be asked again); use CRLs there (crl or --crl-url)',
-    );
   return {
     clientOcsp: true,
     ...(r.has('clientOcspUrl') ? { clientOcspUrl: r.str('clientOcspUrl')! } : {}),

@@ -21,6 +21,8 @@ export interface ForwarderHost {
   readonly metrics: ProxyMetrics;
   policy(): Policy;
   revocationFailure(chain: readonly Certificate[]): MtlsError | undefined;
+  /** The admission still being decided for this connection (the client's OCSP answer), if any: true to go on. */
+  admission(socket: net.Socket): Promise<boolean> | undefined;
 }
 
 /**
@@ -78,6 +80,13 @@ export class HttpForwarder {
 
   /** Forwards one authorized request; the path sent is the normalized one the policy decided on. */
   forward(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const pending = this.host.admission(req.socket);
+    if (pending) {
+      // Not a byte of it goes to the target before the connection is admitted; a refused one is closed.
+      req.pause();
+      void pending.then((ok) => (ok ? this.forward(req, res) : res.destroy()));
+      return;
+    }
     const m = this.authorize(req);
     const id = m.identity;
     const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
@@ -269,6 +278,12 @@ export class HttpForwarder {
    * its own XFCC). Node's HTTP parser cannot resume on a socket it has handed over, hence the close.
    */
   upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+    const pending = this.host.admission(socket);
+    if (pending) {
+      // What the client sends meanwhile stays buffered in the socket (nobody reads it before upgrade() goes on).
+      void pending.then((ok) => (ok ? this.upgrade(req, socket, head) : socket.destroy()));
+      return;
+    }
     socket.on('error', () => socket.destroy());
     const m = this.authorize(req);
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;

@@ -19,6 +19,12 @@ import { encodeProxyV2, type ProxyHeaderInput } from './proxy-protocol.js';
  * native-listener.ts on the native engine): the TLS options, the policy and its reload, the PROXY v2 header, and
  * how each outcome is counted and logged, so that metrics and logs do not depend on the engine.
  */
+/** Client OCSP answers are believed this long; with the sweep below, a revocation closes connections within ~4 s. */
+const OCSP_CACHE_MS = 3000;
+const OCSP_SWEEP_MS = 1000;
+/** Responder requests a sweep has in flight at most (a proxy with many distinct clients must not flood it). */
+const OCSP_SWEEP_CONCURRENCY = 16;
+
 export abstract class ServerListenerBase extends Listener<ServerListenerConfig> {
   protected policy: Policy;
   /** The CRLs in force (those of the current TLS context), and those of a context being built by a reload. */
@@ -76,6 +82,7 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
   protected async ocspFailure(chain: readonly Certificate[]): Promise<MtlsError | undefined> {
     if (!this.config.clientOcsp) return undefined;
     this.clientOcsp ??= new OcspClientChecker({
+      cacheMs: OCSP_CACHE_MS,
       ...(this.config.clientOcspUrl ? { url: this.config.clientOcspUrl } : {}),
       softFail: this.config.ocspSoftFail === true,
       onEvent: (e) => {
@@ -88,7 +95,41 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
           );
       },
     });
+    this.ocspSweep ??= setInterval(() => void this.closeOcspRevokedLive(), OCSP_SWEEP_MS).unref();
     return this.clientOcsp.failure(chain);
+  }
+
+  private ocspSweep: NodeJS.Timeout | undefined;
+  private sweeping = false;
+
+  /**
+   * With clientOcsp, each second: the certificates of the open connections are looked up again (the responder is
+   * asked when the cached answer is older than OCSP_CACHE_MS, OCSP_SWEEP_CONCURRENCY at a time) and a connection
+   * whose certificate is revoked now is closed, as a CRL reload does (issue 14: within 5 s, not at reconnection).
+   */
+  private async closeOcspRevokedLive(): Promise<void> {
+    const checker = this.clientOcsp;
+    if (this.sweeping || !checker || !this.config.clientOcsp) return;
+    this.sweeping = true;
+    try {
+      const byCert = new Map<string, { certificate: Certificate; lives: { remote: string; close: () => void }[] }>();
+      for (const live of this.liveConnections()) {
+        const key = live.certificate.fingerprint256;
+        const g = byCert.get(key) ?? byCert.set(key, { certificate: live.certificate, lives: [] }).get(key)!;
+        g.lives.push(live);
+      }
+      const groups = [...byCert.values()];
+      for (let i = 0; i < groups.length; i += OCSP_SWEEP_CONCURRENCY) {
+        await Promise.all(
+          groups.slice(i, i + OCSP_SWEEP_CONCURRENCY).map(async (g) => {
+            const revoked = await checker.revokedNow(g.certificate);
+            if (revoked) for (const live of g.lives) this.closeLive(live, g.certificate, revoked);
+          }),
+        );
+      }
+    } finally {
+      this.sweeping = false;
+    }
   }
 
   /** A new OCSP response to staple for `certificate` (null: none current); the native engine holds it itself. */
@@ -143,14 +184,17 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
   private closeRevokedLive(): void {
     for (const live of this.liveConnections()) {
       const revoked = this.revocationFailure([live.certificate]);
-      if (!revoked) continue;
-      live.close();
-      this.ctx.metrics.revokedClosed.inc({ listener: this.name });
-      this.log.warn(
-        { event: 'revoked-live', remote: live.remote, serial: live.certificate.serialHex, reason: revoked.message },
-        `closed an open connection: ${revoked.message}`,
-      );
+      if (revoked) this.closeLive(live, live.certificate, revoked);
     }
+  }
+
+  private closeLive(live: { remote: string; close: () => void }, certificate: Certificate, revoked: MtlsError): void {
+    live.close();
+    this.ctx.metrics.revokedClosed.inc({ listener: this.name });
+    this.log.warn(
+      { event: 'revoked-live', remote: live.remote, serial: certificate.serialHex, reason: revoked.message },
+      `closed an open connection: ${revoked.message}`,
+    );
   }
 
   /** Policy and limits from a reloaded config; addresses and files need a restart. */

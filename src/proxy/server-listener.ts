@@ -48,6 +48,7 @@ export class ServerListener extends ServerListenerBase {
       metrics: ctx.metrics,
       policy: () => this.policy,
       revocationFailure: (chain) => this.revocationFailure(chain),
+      admission: (socket) => this.ocspPending.get(socket as tls.TLSSocket),
     };
     const http =
       config.protocol === 'http' ? new HttpForwarder(host, this.reloader.current.leaf.san?.uri?.[0]) : undefined;
@@ -128,30 +129,43 @@ export class ServerListener extends ServerListenerBase {
       return;
     }
     if (this.config.clientOcsp && id) {
-      // The client's OCSP responder is asked before anything is relayed (config.ts allows it in TCP mode only).
+      // The client's OCSP responder is asked before anything is relayed (TCP) or forwarded (HTTP: its requests wait
+      // in forward() for the answer); once admitted, the connection is looked up again every second while it is open
+      // (server-base.ts closeOcspRevokedLive).
       const pending = () => undefined;
       s.on('error', pending);
-      void this.ocspFailure(s.isSessionReused() ? [id.certificate] : peerChain(s)).then((failure) => {
+      const http = this.config.protocol === 'http';
+      const admitted = this.ocspFailure(s.isSessionReused() ? [id.certificate] : peerChain(s)).then((failure) => {
         s.off('error', pending);
-        if (s.destroyed) return;
-        if (!failure) return this.admitTcp(s, id);
-        this.reportFailure(raw?.[REMOTE] ?? `${s.remoteAddress}:${s.remotePort}`, failure);
-        s.destroy();
+        this.ocspPending.delete(s);
+        if (s.destroyed) return false;
+        if (failure) {
+          this.reportFailure(raw?.[REMOTE] ?? `${s.remoteAddress}:${s.remotePort}`, failure);
+          s.destroy();
+          return false;
+        }
+        if (!http) this.admitTcp(s, id);
+        return true;
       });
-      return;
+      if (!http) return;
+      this.ocspPending.set(s, admitted);
     }
-    if (this.config.protocol === 'http') {
-      // Decided per request (routes); a connection without a verified identity never gets that far.
-      if (!id) return this.deny(s, undefined, 'no verified client certificate');
-      this.keepLive(s, id);
-      this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'ok', reason: 'none' });
-      s.once('close', () => {
-        this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'up' }, s.bytesRead);
-        this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'down' }, s.bytesWritten);
-      });
-      return;
-    }
+    if (this.config.protocol === 'http') return this.admitHttp(s, id);
     this.admitTcp(s, id);
+  }
+
+  /** HTTP connections whose client's OCSP answer is awaited: true once admitted, false when refused (and closed). */
+  private readonly ocspPending = new WeakMap<tls.TLSSocket, Promise<boolean>>();
+
+  /** HTTP mode: the policy is decided per request (routes); a connection without a verified identity goes now. */
+  private admitHttp(s: tls.TLSSocket, id: PeerIdentity | undefined): void {
+    if (!id) return this.deny(s, undefined, 'no verified client certificate');
+    this.keepLive(s, id);
+    this.ctx.metrics.handshakes.inc({ listener: this.name, result: 'ok', reason: 'none' });
+    s.once('close', () => {
+      this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'up' }, s.bytesRead);
+      this.ctx.metrics.bytes.inc({ listener: this.name, direction: 'down' }, s.bytesWritten);
+    });
   }
 
   private admitTcp(s: tls.TLSSocket, id: PeerIdentity | undefined): void {

@@ -34,6 +34,15 @@ const MAX_ISSUERS = 256;
 
 type Verdict = { status: OcspStatus; url: string } | { why: string };
 
+function revokedError(leaf: Certificate, v: Verdict): MtlsError | undefined {
+  if ('why' in v || v.status.status !== 'revoked') return undefined;
+  return new MtlsError(
+    'CERT_REVOKED',
+    `'${certLabel(leaf)}' (serial ${leaf.serialHex}) is revoked since ${v.status.revokedAt?.toISOString()} ` +
+      `(${v.status.reason}), says the OCSP responder ${v.url}`,
+  );
+}
+
 export class OcspClientChecker {
   private readonly cache = new Map<string, { verdict: Verdict; until: number }>();
   private readonly asking = new Map<string, Promise<Verdict>>();
@@ -67,13 +76,17 @@ export class OcspClientChecker {
         `the revocation status of '${label}' (serial ${leaf.serialHex}) cannot be had: ${reason}; refused (hard-fail)`,
       );
     }
-    if (v.status.status === 'revoked')
-      return new MtlsError(
-        'CERT_REVOKED',
-        `'${label}' (serial ${leaf.serialHex}) is revoked since ${v.status.revokedAt?.toISOString()} ` +
-          `(${v.status.reason}), says the OCSP responder ${v.url}`,
-      );
-    return undefined;
+    return revokedError(leaf, v);
+  }
+
+  /**
+   * Whether an admitted client's certificate is revoked now, by its responder (the cached answer while it is fresh):
+   * CERT_REVOKED, else undefined. No answer is not a verdict here (the connection was admitted under one), so it
+   * is neither reported nor counted; the next look asks again. The issuer must have been seen (at its admission).
+   */
+  async revokedNow(leaf: Certificate): Promise<MtlsError | undefined> {
+    const issuer = this.issuers.get(leaf.issuerDer.toString('base64'));
+    return issuer ? revokedError(leaf, await this.verdict(leaf, issuer)) : undefined;
   }
 
   private learn(issuer: Certificate): void {

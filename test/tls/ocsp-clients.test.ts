@@ -5,6 +5,7 @@
  * which admits them and says so.
  */
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import { before, describe, it } from 'node:test';
@@ -12,8 +13,8 @@ import { MtlsHttpsAgent } from '../../src/adapters/agents.js';
 import { compilePolicy } from '../../src/identity/policy.js';
 import { OcspClientChecker, type OcspClientEvent } from '../../src/tls/ocsp-clients.js';
 import { createMtlsServer, type HandshakeErrorEvent } from '../../src/tls/server.js';
-import { freePort, listen, tlsAttempt, until } from '../helpers/endpoints.js';
-import { BIN, mtlsAsync } from '../helpers/pki.js';
+import { echoTarget, freePort, listen, tlsAttempt, until } from '../helpers/endpoints.js';
+import { BIN } from '../helpers/pki.js';
 import { startProcess, trackServers } from '../helpers/process.js';
 import { urlCa, type UrlCa } from '../helpers/url-ca.js';
 import tls from 'node:tls';
@@ -27,7 +28,10 @@ describe('servers asking their clients OCSP responder', () => {
   const context = (n: string) => tls.createSecureContext(clientTlsOptions(pki.creds(n), pki.bundle));
 
   before(async () => {
-    pki = await urlCa('Oq', { servers: ['web'], clients: ['alice', 'bob', 'carol', 'dave', 'erin'] });
+    pki = await urlCa('Oq', {
+      servers: ['web'],
+      clients: ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gina', 'hank'],
+    });
     responder = await pki.startResponder();
   });
 
@@ -102,12 +106,74 @@ describe('servers asking their clients OCSP responder', () => {
         `${engine}: the refusal logged`,
       );
     }
-    const http = await mtlsAsync(
-      [...pki.proxyArgs('server', 0, `127.0.0.1:${target.port}`, 'web'), '--http', '--allow', 'any', '--client-ocsp'],
-      { env: pki.env },
+    // HTTP mode: the revoked client's request, sent at once with the handshake, is never answered from the backend.
+    let reached = 0;
+    const backend = http.createServer((_req, res) => (reached++, res.end('backend\n')));
+    servers.push(backend);
+    const port = await freePort();
+    const proxy = await startProcess(
+      process.execPath,
+      [
+        BIN,
+        ...pki.proxyArgs('server', port, `127.0.0.1:${await listen(backend)}`, 'web'),
+        '--http',
+        '--allow',
+        'any',
+        '--client-ocsp',
+      ],
+      /"event":"listening"/,
+      pki.env,
     );
-    assert.equal(http.status, 2);
-    assert.match(http.stderr, /not built for HTTP mode yet/);
+    const request = 'GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n';
+    assert.match((await tlsAttempt(port, context('alice'), { send: request })).data, /200 OK[\s\S]*backend/);
+    assert.equal(reached, 1);
+    assert.doesNotMatch((await tlsAttempt(port, context('erin'), { send: request })).data, /backend/);
+    await until(() => /"code":"CERT_REVOKED".*'erin'/.test(proxy.output()), 5000, 'http: the refusal logged');
+    assert.equal(reached, 1, "erin's request reached the target before her OCSP answer");
+  });
+
+  it('mtls proxy server --client-ocsp, on both engines: an open connection of a certificate revoked since is closed within 5 s', async () => {
+    const echo = await echoTarget(servers);
+    const web = http.createServer((_req, res) => res.end('backend\n'));
+    servers.push(web);
+    const webPort = await listen(web);
+    for (const [engine, client, mode] of [
+      ['native', 'frank', 'tcp'],
+      ['node', 'gina', 'tcp'],
+      ['node', 'hank', 'http'],
+    ] as const) {
+      const port = await freePort();
+      const proxy = await startProcess(
+        process.execPath,
+        [
+          BIN,
+          ...pki.proxyArgs('server', port, `127.0.0.1:${mode === 'http' ? webPort : echo.port}`, 'web'),
+          '--allow',
+          'any',
+          '--client-ocsp',
+          '--engine',
+          engine,
+          ...(mode === 'http' ? ['--http'] : []),
+        ],
+        /"event":"listening"/,
+        pki.env,
+      );
+      const socket = tls.connect({ port, host: '127.0.0.1', servername: 'localhost', secureContext: context(client) });
+      socket.on('error', () => undefined);
+      let echoed = '';
+      socket.on('data', (d: Buffer) => (echoed += d.toString()));
+      // HTTP mode: a kept-alive connection with one request answered.
+      socket.write(mode === 'http' ? 'GET / HTTP/1.1\r\nhost: localhost\r\n\r\n' : 'before\n');
+      await until(() => echoed.includes(mode === 'http' ? 'backend' : 'before'), 5000, `${engine} ${mode}: an answer`);
+      const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now())));
+      pki.revoke(client, 'keyCompromise');
+      const revokedAt = Date.now();
+      const at = await Promise.race([closed, new Promise<number>((r) => setTimeout(() => r(0), 8000))]);
+      assert.ok(at > 0, `${engine}: the connection of revoked ${client} is still open 8 s later`);
+      assert.ok(at - revokedAt <= 5000 + 1500, `${engine}: closed ${at - revokedAt} ms after the revocation`);
+      await until(() => /"event":"revoked-live".*says the OCSP responder/.test(proxy.output()), 3000, 'the log');
+      proxy.child.kill('SIGTERM');
+    }
   });
 
   it('createMtlsServer { ocsp }: a responder that is down refuses whom it cannot answer for, unless soft-fail', async () => {
