@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { MtlsError } from '../errors.js';
-import { crlFileFromUrls } from '../tls/crl-fetch.js';
 import { listenerFrom, parseAddress, type ProxyConfig } from '../proxy/config.js';
 import { checkUnique, readProxyConfig } from '../proxy/config-file.js';
 import { runProxy } from '../proxy/run.js';
@@ -229,26 +228,6 @@ export function registerProxy(program: Command): void {
           `--max-requests-per-identity '${o.maxRequestsPerIdentity}' must be a whole number, at least 1`,
         );
       if (o.crl && o.crlUrl) throw new MtlsError('USAGE', 'give --crl or --crl-url, not both');
-      // CRLs from URLs land in a private file, watched and enforced exactly as a --crl file (tls/crl-fetch.ts).
-      const fetched = o.crlUrl
-        ? await crlFileFromUrls(o.crlUrl, {
-            intervalMs: parseDuration(o.crlRefresh, '--crl-refresh'),
-            onEvent: (e) =>
-              e.event === 'crl-fetch-failed' &&
-              process.stderr.write(
-                JSON.stringify({
-                  level: 'warn',
-                  time: new Date().toISOString(),
-                  ...e,
-                  msg: `cannot fetch the CRL at ${e.url}: ${e.reason}; the CRLs in force stay`,
-                }) + '\n',
-              ),
-          })
-        : undefined;
-      if (fetched) {
-        o.crl = fetched.file;
-        process.once('exit', fetched.close);
-      }
       await enrolled(o);
       const common = rawCommon('server', o);
       common['limits'] = defined({
@@ -272,6 +251,9 @@ export function registerProxy(program: Command): void {
         mergeSlashes: o.mergeSlashes === false ? false : undefined,
         unsafeTarget: o.unsafeTarget,
         crl: o.crl,
+        // Fetched by the proxy into a private file, watched and enforced exactly as a --crl file (crl-urls.ts).
+        crlUrl: o.crlUrl,
+        crlRefresh: o.crlUrl ? o.crlRefresh : undefined,
         crlSoftFail: o.crlSoftFail,
         staple: o.staple ? true : undefined,
         clientOcsp: o.clientOcsp ? true : undefined,

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { MtlsError } from '../errors.js';
 import { compilePolicy, type PolicyConfig } from '../identity/policy.js';
-import { compileSpiffePattern } from '../pki/names.js';
+import { compileSpiffePattern, printable } from '../pki/names.js';
 
 import { formatAddress, parseAddress, type Address } from '../io/address.js';
 import { Reader, type Raw } from './config-reader.js';
@@ -58,6 +58,12 @@ export interface ServerListenerConfig extends Common {
   /** Optional PEM CRL file(s) checked for every client (a CRL for every CA in the chain is required). */
   crl?: string;
   /**
+   * CRLs fetched from these URLs instead (conditional GET every crlRefreshMs, default 30 s) into a private file of
+   * the proxy's, which `crl` names once fetched (src/proxy/crl-urls.ts); a fetch that fails keeps the CRLs in force.
+   */
+  crlUrl?: string[];
+  crlRefreshMs?: number;
+  /**
    * When the CRLs in force pass their nextUpdate (no fresh file was published): admit clients that no CRL lists,
    * logged once per CRL and counted in mtls_proxy_crl_stale_admissions_total, instead of refusing everyone (the
    * default, hard-fail). A CRL file that is already stale when loaded is still refused.
@@ -67,7 +73,7 @@ export interface ServerListenerConfig extends Common {
   staple?: boolean;
   stapleUrl?: string;
   /**
-   * TCP mode: ask each client certificate's OCSP responder (the one it names, or `clientOcspUrl`) before admitting
+   * Ask each client certificate's OCSP responder (the one it names, or `clientOcspUrl`) before admitting
    * it; no trustworthy answer refuses it unless `ocspSoftFail` (logged, counted in mtls_proxy_ocsp_unknown_total).
    */
   clientOcsp?: boolean;
@@ -191,6 +197,8 @@ const SERVER_KEYS = [
   'denyAll',
   'unsafeTarget',
   'crl',
+  'crlUrl',
+  'crlRefresh',
   'crlSoftFail',
   'staple',
   'stapleUrl',
@@ -314,7 +322,7 @@ export function listenerFrom(raw: Raw, where: string, index: number): ListenerCo
       clientCertHeader: r.bool('clientCertHeader', false),
       xfccCertificate: r.bool('xfccCertificate', false),
       mergeSlashes: r.bool('mergeSlashes', true),
-      ...(r.has('crl') ? { crl: r.str('crl')! } : {}),
+      ...crlOf(r, where),
       ...(r.bool('crlSoftFail', false) ? { crlSoftFail: true } : {}),
       ...(r.bool('staple', false) || r.has('stapleUrl') ? { staple: true } : {}),
       ...(r.has('stapleUrl') ? { stapleUrl: r.str('stapleUrl')! } : {}),
@@ -346,6 +354,26 @@ export function listenerFrom(raw: Raw, where: string, index: number): ListenerCo
     ...(r.has('servername') ? { servername: r.str('servername')! } : {}),
     ...(r.has('staple') ? { staple: stapleMode(r.str('staple')!, `${where}.staple`) } : {}),
   };
+}
+
+/** `crl: FILE`, or `crlUrl: [URL...]` with `crlRefresh` (fetched by the proxy into a file of its own: crl-urls.ts). */
+function crlOf(r: Reader, where: string): { crl?: string; crlUrl?: string[]; crlRefreshMs?: number } {
+  const urls = r.list('crlUrl');
+  if (r.has('crlRefresh') && urls.length === 0)
+    throw new MtlsError('BAD_INPUT', `${where}.crlRefresh goes with crlUrl`);
+  if (urls.length === 0) return r.has('crl') ? { crl: r.str('crl')! } : {};
+  if (r.has('crl')) throw new MtlsError('BAD_INPUT', `${where}: give crl or crlUrl, not both`);
+  for (const u of urls) {
+    let url: URL | undefined;
+    try {
+      url = new URL(u);
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:'))
+      throw new MtlsError('BAD_INPUT', `${where}.crlUrl: '${printable(u)}' is not an http(s) URL`);
+  }
+  return { crlUrl: urls, crlRefreshMs: r.duration('crlRefresh', 30_000) };
 }
 
 function clientOcspOf(

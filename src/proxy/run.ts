@@ -10,6 +10,7 @@ import { createAdminServer } from './admin.js';
 import { createLogger } from './log.js';
 import { ProxyMetrics } from './metrics.js';
 import { MtlsProxy, type Readiness } from './runtime.js';
+import { fetchListenerCrls } from './crl-urls.js';
 
 type Message =
   | { type: 'want-secret' }
@@ -31,7 +32,10 @@ export async function runProxy(config: ProxyConfig, configFile?: string): Promis
   const workers = config.workers === 0 ? os.availableParallelism() : config.workers;
   if (workers > 1 && cluster.isPrimary) return runPrimary(config, workers);
   if (cluster.isWorker) return runWorker(config, configFile);
-  const proxy = new MtlsProxy({ config, ...(configFile ? { configFile } : {}) });
+  const log = createLogger(config.logLevel);
+  const crls = await fetchListenerCrls(config, log);
+  process.once('exit', crls.close);
+  const proxy = new MtlsProxy({ config: crls.config, log, ...(configFile ? { configFile } : {}) });
   await proxy.start();
   const admin = config.admin
     ? createAdminServer({
@@ -74,7 +78,17 @@ async function runWorker(config: ProxyConfig, configFile?: string): Promise<void
   client.AggregatorRegistry.setRegistries([metrics.registry]);
   let proxy: MtlsProxy;
   try {
-    proxy = new MtlsProxy({ config, metrics, ticketSecret: secret, ...(configFile ? { configFile } : {}) });
+    // Each worker fetches the CRLs it enforces (crlUrl) into a file of its own.
+    const log = createLogger(config.logLevel);
+    const crls = await fetchListenerCrls(config, log);
+    process.once('exit', crls.close);
+    proxy = new MtlsProxy({
+      config: crls.config,
+      log,
+      metrics,
+      ticketSecret: secret,
+      ...(configFile ? { configFile } : {}),
+    });
     await proxy.start();
   } catch (err) {
     // The primary stops the cluster and says why: a worker that cannot start must not be restarted forever.

@@ -207,7 +207,11 @@ export abstract class ServerListenerBase extends Listener<ServerListenerConfig> 
       cert: this.config.cert,
       key: this.config.key,
       ca: this.config.ca,
+      // The CRL file is watched from the start (a fetched one is the proxy's own): a new place needs a restart.
+      ...(this.config.crl !== undefined ? { crl: this.config.crl } : {}),
+      ...(this.config.crlUrl ? { crlUrl: this.config.crlUrl } : {}),
     };
+    if (this.config.crl === undefined) delete this.config.crl;
     this.applyLimits(next.limits);
     this.log.info(
       { event: 'policy-reloaded', allow: next.policy.allow, deny: next.policy.deny ?? [] },

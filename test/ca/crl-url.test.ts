@@ -59,6 +59,30 @@ describe('CRLs from URLs', () => {
         ]),
       ),
     );
+    // The same from a YAML config, as a cluster of two workers: each fetches the CRLs into a file of its own.
+    const yamlPort = await freePort();
+    const yaml = `${pki.dir}/proxy.yaml`;
+    const cli = pki.proxyArgs('server', 0, '127.0.0.1:1', 'web');
+    const bundle = cli[cli.indexOf('--ca') + 1]!;
+    fs.writeFileSync(
+      yaml,
+      [
+        'workers: 2',
+        'listeners:',
+        '  - name: crl-url',
+        '    mode: server',
+        `    listen: 127.0.0.1:${yamlPort}`,
+        `    target: 127.0.0.1:${targetPort}`,
+        `    cert: ${f('web.crt')}`,
+        `    key: ${f('web.key')}`,
+        `    ca: ${bundle}`,
+        '    allow: ["cn:alice", "cn:bob"]',
+        `    crlUrl: [${urls.map((u) => JSON.stringify(u)).join(', ')}]`,
+        '    crlRefresh: 1s',
+      ].join('\n'),
+    );
+    await startProcess(process.execPath, [BIN, 'proxy', '--config', yaml], /("event":"listening"[^\n]*\n[^]*){2}/, env);
+    proxies.push(yamlPort);
     const through = async (port: number, who: string) =>
       (await tlsAttempt(port, context(who), { send: 'GET / HTTP/1.0\r\n\r\n' })).data;
     for (const p of [serve, ...proxies]) assert.notEqual(await through(p, 'bob'), '', `bob gets in at ${p} before`);

@@ -103,6 +103,21 @@ describe('proxy config (YAML)', () => {
       (y) => y.replace('protocol: http', 'protocol: http\n    engine: fast'),
       /listeners\[0\]\.engine: must be native, node or auto/,
     ],
+    [
+      'crl and crlUrl together',
+      (y) => y.replace('protocol: http', 'protocol: http\n    crl: crl.pem\n    crlUrl: ["http://ca/crl"]'),
+      /listeners\[0\]: give crl or crlUrl, not both/,
+    ],
+    [
+      'a crlUrl that is not http(s)',
+      (y) => y.replace('protocol: http', 'protocol: http\n    crlUrl: ["file:///etc/crl.pem"]'),
+      /listeners\[0\]\.crlUrl: 'file:\/\/\/etc\/crl\.pem' is not an http\(s\) URL/,
+    ],
+    [
+      'crlRefresh without crlUrl',
+      (y) => y.replace('protocol: http', 'protocol: http\n    crlRefresh: 5s'),
+      /listeners\[0\]\.crlRefresh goes with crlUrl/,
+    ],
     ['not YAML', () => 'listeners: [', /proxy\.yaml: not valid YAML/],
     ['a duplicate key', (y) => y.replace('workers: 2', 'workers: 2\nworkers: 3'), /not valid YAML/],
   ];
@@ -118,6 +133,21 @@ describe('proxy config (YAML)', () => {
       );
     });
   }
+
+  it('reads crlUrl and crlRefresh', () => {
+    const c = parseProxyConfig(
+      GOOD.replace(
+        'protocol: http',
+        'protocol: http\n    crlUrl: ["http://ca:9080/crl/intermediate.crl"]\n    crlRefresh: 5s',
+      ),
+      'proxy.yaml',
+    );
+    const l = c.listeners[0]!;
+    assert.ok(l.mode === 'server');
+    assert.deepEqual(l.crlUrl, ['http://ca:9080/crl/intermediate.crl']);
+    assert.equal(l.crlRefreshMs, 5000);
+    assert.equal(l.crl, undefined);
+  });
 
   it('CLI: --check validates (exit 0), a broken config exits 2 with the line', () => {
     const dir = tempDir();
