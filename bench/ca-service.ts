@@ -145,7 +145,7 @@ async function startService(home: string, store: string[]): Promise<{ url: strin
 }
 
 /** A throwaway PostgreSQL (as the tests' .ci/run makes one), or undefined when it cannot run here. */
-function startPostgres(dir: string): { url: string; stop: () => void } | undefined {
+function startPostgres(): { url: string; stop: () => void } | undefined {
   if (process.env['MTLS_TEST_POSTGRES']) return { url: process.env['MTLS_TEST_POSTGRES'], stop: () => {} };
   const bin = fs.existsSync('/usr/lib/postgresql')
     ? fs
@@ -155,8 +155,9 @@ function startPostgres(dir: string): { url: string; stop: () => void } | undefin
         .at(-1)
     : undefined;
   if (!bin || process.getuid?.() !== 0) return undefined;
-  const data = path.join(dir, 'pg');
-  fs.mkdirSync(data);
+  // A directory of its own that the postgres user can reach (the bench's own is 0700, with the CA's keys in it).
+  const data = fs.mkdtempSync(path.join(os.tmpdir(), 'mtls-bench-pg-'));
+  fs.chmodSync(data, 0o755);
   spawnSync('chown', ['postgres', data]);
   const as = (cmd: string) => spawnSync('su', ['postgres', '-s', '/bin/sh', '-c', cmd], { encoding: 'utf8' });
   if (as(`${bin}/initdb -D ${data}/d -A trust -U postgres`).status !== 0) return undefined;
@@ -167,7 +168,10 @@ function startPostgres(dir: string): { url: string; stop: () => void } | undefin
   if (r.status !== 0) return undefined;
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
-    stop: () => void as(`${bin}/pg_ctl -D ${data}/d -m immediate stop`),
+    stop: () => {
+      as(`${bin}/pg_ctl -D ${data}/d -m immediate stop`);
+      fs.rmSync(data, { recursive: true, force: true });
+    },
   };
 }
 
@@ -202,7 +206,7 @@ async function renewalLatencies(
 export async function caServiceSection(): Promise<string> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mtls-bench-ca-service-'));
   const children: ChildProcess[] = [];
-  const pgServer = startPostgres(dir);
+  const pgServer = startPostgres();
   try {
     const home = path.join(dir, 'ca');
     const ca = await CertificateAuthority.init({ home, name: 'Bench', trustDomain: 'bench.example' });
