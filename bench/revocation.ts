@@ -392,7 +392,7 @@ export async function revocationSection(): Promise<string> {
     ]);
     const req = fs.readFileSync(path.join(dir, 'req.der'));
     const responder = new OcspResponder(ca);
-    responder.responder(); // issues HOME/ocsp/responder.{crt,key}, which openssl signs with too
+    await responder.responder(); // issues HOME/ocsp/responder.{crt,key}, which openssl signs with too
     const ourPort = await freePort();
     // With ab, `mtls ca ocsp` runs as its own process, as openssl ocsp does; without it, the Node client shares
     // the bench process with an in-process responder (and is the bottleneck for both).

@@ -16,7 +16,7 @@ import {
   subjectKeyIdExt,
 } from '../pki/extensions.js';
 import { exportPrivateKey, generateKeyPair, loadPrivateKey } from '../pki/keys.js';
-import { buildName } from '../pki/names.js';
+import { buildName, formatDn } from '../pki/names.js';
 import {
   certIdIsFor,
   encodeOcspResponse,
@@ -46,6 +46,8 @@ const RESPONDER_RENEW_MS = 2 * DAY;
 const ANSWER_LIFETIME_MS = 3600e3;
 const MAX_REQUEST_BYTES = 16 * 1024;
 const MAX_CACHED = 10_000;
+/** How often the inventory is asked whether the responder certificate in use was revoked. */
+const SIGNER_CHECK_MS = 5000;
 
 /**
  * An OCSP responder for the intermediate's leaves (RFC 6960, RFC 5019). Every answer reads the inventory, so a
@@ -74,9 +76,10 @@ export class OcspResponder {
       const key = parsed.nonce
         ? undefined
         : answers.map((a) => `${a.certId.der.toString('hex')}:${JSON.stringify(a.status)}`).join();
+      // First the signer: a new one (renewed, or the old one revoked) empties the cache of the old one's answers.
+      const signer = await this.responder(now);
       const cached = key ? this.cache.get(key) : undefined;
       if (cached && cached.until > now.getTime()) return cached.der;
-      const signer = this.responder(now);
       const der = encodeOcspResponse(answers, {
         signer: signer.cert,
         key: signer.key,
@@ -103,17 +106,70 @@ export class OcspResponder {
     return { status: 'good' };
   }
 
-  /** The delegated responder certificate and key (HOME/ocsp/), issued or renewed when needed. */
-  responder(now = new Date()): { cert: Certificate; key: KeyObject } {
+  /** A responder certificate being issued: concurrent answers wait for the one, instead of issuing one each. */
+  private issuing?: Promise<{ cert: Certificate; key: KeyObject }>;
+
+  /**
+   * The delegated responder certificate and key (HOME/ocsp/), issued or renewed when needed. A new one is recorded
+   * in the inventory (profile 'ocsp', so `mtls ca list` shows it and `mtls revoke` can take it out) before its files
+   * are written: a responder certificate the inventory does not know never signs.
+   */
+  async responder(now = new Date()): Promise<{ cert: Certificate; key: KeyObject }> {
     const fresh = (c: Certificate) => c.notAfter.getTime() - now.getTime() > RESPONDER_RENEW_MS;
-    if (this.signer && fresh(this.signer.cert)) return this.signer;
+    if (this.signer && fresh(this.signer.cert) && !(await this.signerRevoked(now))) return this.signer;
+    if (this.signer) {
+      this.signer = undefined;
+      this.cache.clear(); // answers signed by the old certificate go with it
+    }
+    this.issuing ??= this.loadOrIssue(now, fresh).finally(() => (this.issuing = undefined));
+    return this.issuing;
+  }
+
+  private signerCheckedAt = 0;
+
+  /** Whether the signer in use was revoked (mtls revoke, by any process): looked up every few seconds. */
+  private async signerRevoked(now: Date): Promise<boolean> {
+    if (!this.signer || now.getTime() - this.signerCheckedAt < SIGNER_CHECK_MS) return false;
+    this.signerCheckedAt = now.getTime();
+    return (await this.ca.store.statusOf(this.signer.cert.serialHex))?.status === 'revoked';
+  }
+
+  private record(cert: Certificate, now: Date): Promise<void> {
+    return this.ca.store.add({
+      serial: cert.serialHex,
+      profile: 'ocsp',
+      subject: formatDn(cert.subject),
+      issuer: formatDn(cert.issuer),
+      sans: [],
+      spiffeId: null,
+      notBefore: cert.notBefore,
+      notAfter: cert.notAfter,
+      fingerprint256: cert.fingerprint256,
+      status: 'valid',
+      issuedAt: now,
+      der: cert.der,
+    });
+  }
+
+  private async loadOrIssue(
+    now: Date,
+    fresh: (c: Certificate) => boolean,
+  ): Promise<{ cert: Certificate; key: KeyObject }> {
     const dir = path.join(this.ca.home, 'ocsp');
     const certFile = path.join(dir, 'responder.crt');
     const keyFile = path.join(dir, 'responder.key');
     try {
       const cert = parseCertificate(decodeCertificatesPem(fs.readFileSync(certFile, 'latin1'), certFile)[0]!);
-      if (fresh(cert) && cert.issuerDer.equals(this.ca.intermediate.subjectDer))
-        return (this.signer = { cert, key: loadPrivateKey(fs.readFileSync(keyFile), keyFile) });
+      if (fresh(cert) && cert.issuerDer.equals(this.ca.intermediate.subjectDer)) {
+        const key = loadPrivateKey(fs.readFileSync(keyFile), keyFile);
+        const known = await this.ca.store.statusOf(cert.serialHex);
+        // One issued before responder certificates were recorded is recorded now; a revoked one is replaced.
+        if (!known) await this.record(cert, now);
+        if (known?.status !== 'revoked') {
+          this.signerCheckedAt = now.getTime();
+          return (this.signer = { cert, key });
+        }
+      }
     } catch {
       // none yet, or unreadable: issue a new one
     }
@@ -139,6 +195,8 @@ export class OcspResponder {
       },
       this.ca.signingKey(),
     );
+    const cert = parseCertificate(der);
+    await this.record(cert, now);
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     stageFiles(
       [
@@ -147,7 +205,7 @@ export class OcspResponder {
       ],
       { overwrite: true },
     ).commit();
-    return (this.signer = { cert: parseCertificate(der), key: privateKey });
+    return (this.signer = { cert, key: privateKey });
   }
 }
 

@@ -64,7 +64,7 @@ export function registerRevoke(program: Command, ca: Command): void {
       const at = parseAddress(o.listen, '--listen');
       const authority = await CertificateAuthority.open(resolveCaHome(o.home), optionalPassphrase(o.passphraseFile));
       const responder = new OcspResponder(authority);
-      const signer = responder.responder();
+      const signer = await responder.responder();
       const server = await serveOcsp(responder, authority.home, at, (m) => console.error(`mtls: ${m}`));
       console.log(
         `OCSP responder on ${formatAddress(at)} for '${formatDn(authority.intermediate.subject)}', signing as ` +

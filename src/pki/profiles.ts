@@ -21,7 +21,8 @@ import { OID } from './oid.js';
 
 export const LEAF_PROFILES = ['server', 'client', 'spiffe'] as const;
 export type LeafProfile = (typeof LEAF_PROFILES)[number];
-export type Profile = LeafProfile | 'root' | 'intermediate';
+/** 'ocsp': the CA's delegated OCSP responder certificate (ca/ocsp-responder.ts). */
+export type Profile = LeafProfile | 'root' | 'intermediate' | 'ocsp';
 
 export function parseProfile(text: string): LeafProfile {
   if ((LEAF_PROFILES as readonly string[]).includes(text)) return text as LeafProfile;

@@ -96,6 +96,46 @@ describe('mtls ca ocsp', () => {
     assert.equal(fs.statSync(path.join(home, 'ocsp', 'responder.key')).mode & 0o777, 0o600);
   });
 
+  it('records its responder certificate in the inventory; revoked, it is replaced within seconds', async () => {
+    const serialOf = (file: string) =>
+      openssl(['x509', '-in', file, '-noout', '-serial']).stdout.trim().split('=')[1]!.toLowerCase();
+    const responderFile = path.join(home, 'ocsp', 'responder.crt');
+    const first = serialOf(responderFile);
+    const listed = JSON.parse(run(['ca', 'list', '--json']).stdout) as { serial: string; profile: string }[];
+    assert.deepEqual(
+      listed.filter((r) => r.profile === 'ocsp').map((r) => r.serial),
+      [first],
+    );
+    const r = run(['revoke', first, '--reason', 'keyCompromise']);
+    assert.equal(r.status, 0, r.stderr);
+    // Within the responder's 5 s look-up, answers are signed by a new certificate (openssl names it in -resp_text).
+    const t0 = Date.now();
+    while (serialOf(responderFile) === first) {
+      assert.ok(Date.now() - t0 < 10_000, 'still signing with the revoked responder certificate 10 s later');
+      ask(['alice.crt'], ['-no_nonce']);
+      await new Promise((res) => setTimeout(res, 500));
+    }
+    const second = serialOf(responderFile);
+    const text = ask(['alice.crt'], ['-no_nonce', '-resp_text']);
+    assert.match(text, /Response verify OK/);
+    assert.match(text.replace(/:/g, '').toLowerCase(), new RegExp(`serial number\\s*${second}`));
+    const after = JSON.parse(run(['ca', 'list', '--json']).stdout) as {
+      serial: string;
+      profile: string;
+      status: string;
+    }[];
+    assert.deepEqual(
+      after
+        .filter((x) => x.profile === 'ocsp')
+        .map((x) => [x.serial, x.status])
+        .sort(),
+      [
+        [first, 'revoked'],
+        [second, 'valid'],
+      ].sort(),
+    );
+  });
+
   it('answers the RFC 5019 GET form, and serves the published CRLs', async () => {
     const req = f('req.der');
     openssl([
