@@ -69,6 +69,7 @@ export const EXAMPLES: Record<string, string[]> = {
     'mtls serve --allow "spiffe://acme.internal/ns/prod/*"',
     'mtls serve --http --port 9443 --cert api.crt --key api.key --allow spiffe://acme.internal/ns/prod/sa/billing',
     'mtls serve --crl ~/.mtls/crl/crl.pem --allow "spiffe://acme.internal/ns/prod/*"',
+    'mtls serve --cert api.crt --key api.key --crl-url http://ca:9080/crl/intermediate.crl --crl-soft-fail --admin 127.0.0.1:9902',
   ],
   connect: [
     'mtls connect localhost:8443 --cert billing.crt --key billing.key',

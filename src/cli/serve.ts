@@ -24,6 +24,8 @@ import { createMtlsServer, type ConnectionEvent, type HandshakeErrorEvent } from
 import { MAX_INPUT, readInput } from '../io/files.js';
 import { listenOn } from '../io/listen.js';
 import { caFileOr, optionalPassphrase, policyOptions, type PolicyFlags } from './common.js';
+import { ServeMetrics } from './serve-metrics.js';
+import { parseAddress } from '../io/address.js';
 
 interface ServeFlags extends PolicyFlags {
   port: string;
@@ -42,6 +44,7 @@ interface ServeFlags extends PolicyFlags {
   crlRefresh: string;
   clientOcsp?: string | true;
   ocspSoftFail?: boolean;
+  admin?: string;
 }
 
 export function registerServe(program: Command): void {
@@ -81,6 +84,7 @@ export function registerServe(program: Command): void {
       '--staple [url]',
       "staple our certificate's OCSP status (from the responder it names, or URL), refreshed before it expires",
     )
+    .option('--admin <address>', 'HOST:PORT of a plain-HTTP admin port: /metrics (Prometheus), /healthz, /readyz')
     .action(async (o: ServeFlags) => {
       if (!/^\d{1,5}$/.test(o.port) || Number(o.port) > 65535)
         throw new MtlsError('USAGE', `--port '${o.port}' is not a port number`);
@@ -90,6 +94,8 @@ export function registerServe(program: Command): void {
           'give both --cert and --key, or neither (then a certificate is issued from the CA home)',
         );
       const log = (line: string) => process.stdout.write(`${new Date().toISOString()} ${line}\n`);
+      const adminAt = o.admin !== undefined ? parseAddress(o.admin, '--admin') : undefined;
+      const metrics = new ServeMetrics();
       if (o.crl && o.crlUrl) throw new MtlsError('USAGE', 'give --crl or --crl-url, not both');
       const policy = compilePolicy({ allow: o.allow, deny: o.deny, audit: o.audit ?? false });
       // CRLs from URLs land in a private file that is then watched like --crl (tls/crl-fetch.ts).
@@ -129,6 +135,7 @@ export function registerServe(program: Command): void {
       const crls = o.crl
         ? new CrlSet(readInput(o.crl, 'CRL file', MAX_INPUT.crl), `CRL file ${o.crl}`, creds, {
             softFail: o.crlSoftFail === true,
+            onStaleAdmission: () => metrics.crlStaleAdmissions.inc(),
             onStale: (crl) =>
               log(
                 `CRL STALE: the CRL of '${formatDn(crl.issuer)}' is past its nextUpdate; admitting clients it does ` +
@@ -151,10 +158,11 @@ export function registerServe(program: Command): void {
         ? new OcspClientChecker({
             ...(o.clientOcsp === true ? {} : { url: o.clientOcsp }),
             softFail: o.ocspSoftFail === true,
-            onEvent: (e) =>
-              e.event === 'ocsp-client-unknown' &&
-              e.admitted &&
-              log(`OCSP UNKNOWN: '${e.certificate}' admitted (--ocsp-soft-fail): ${e.reason}`),
+            onEvent: (e) => {
+              if (e.event !== 'ocsp-client-unknown') return;
+              metrics.ocspUnknown.inc({ result: e.admitted ? 'admitted' : 'refused' });
+              if (e.admitted) log(`OCSP UNKNOWN: '${e.certificate}' admitted (--ocsp-soft-fail): ${e.reason}`);
+            },
           })
         : undefined;
       if (o.ocspSoftFail && !clientOcsp) throw new MtlsError('USAGE', '--ocsp-soft-fail goes with --client-ocsp');
@@ -182,30 +190,36 @@ export function registerServe(program: Command): void {
               res.writeHead(200, { 'content-type': 'application/json' });
               res.end(body + '\n');
             },
-            (req, m) =>
+            (req, m) => {
+              metrics.connections.inc({ decision: m.decision.allowed ? 'allowed' : 'denied' });
               log(
                 `${req.socket.remoteAddress}:${req.socket.remotePort} ${req.method} ${req.url} ` +
                   `${m.decision.allowed ? 'ALLOW' : 'DENY'} ${m.decision.reason}`,
-              ),
+              );
+            },
           )
         : createMtlsServer({ credentials: creds, policy, ...crlOption }, (socket, id) =>
             socket.end(`hello ${id.spiffeId?.uri ?? id.subjectDn}\n`),
           );
       if (!o.http) {
-        server.on('mtls:connection', (e: ConnectionEvent) =>
+        server.on('mtls:connection', (e: ConnectionEvent) => {
+          metrics.connections.inc({ decision: e.decision.allowed ? 'allowed' : 'denied' });
           log(
             `${e.remote} ${e.decision.allowed ? 'ALLOW' : 'DENY'} ${e.decision.reason}${e.resumed ? ' (resumed session)' : ''}`,
-          ),
-        );
+          );
+        });
       }
-      server.on('mtls:handshake-error', (e: HandshakeErrorEvent) =>
-        log(`${e.remote} HANDSHAKE FAILED [${e.error.code}] ${e.error.message}`),
-      );
+      server.on('mtls:handshake-error', (e: HandshakeErrorEvent) => {
+        metrics.handshakeErrors.inc({ code: e.error.code });
+        log(`${e.remote} HANDSHAKE FAILED [${e.error.code}] ${e.error.message}`);
+      });
       server.on('mtls:connection-error', (e: HandshakeErrorEvent) =>
         log(`${e.remote} CONNECTION FAILED [${e.error.code}] ${e.error.message}`),
       );
       // Listen first: file watchers started before a failed listen kept the process alive after its error line.
       await listenOn(server, { host: o.host, port: Number(o.port) }, 'serve');
+      const admin = adminAt ? metrics.adminServer(() => server.listening) : undefined;
+      if (admin && adminAt) await listenOn(admin, adminAt, 'the admin port (--admin)');
       if (reloader) {
         reloader.attach(server, tlsFor).start();
         reloader.on('reloaded', (e) =>
@@ -228,6 +242,7 @@ export function registerServe(program: Command): void {
         const stop = () => {
           reloader?.stop();
           fetched?.close();
+          admin?.close();
           server.close(() => resolve());
           setTimeout(resolve, 2000).unref();
         };

@@ -87,13 +87,14 @@ export class CrlSet {
 
   /**
    * `softFail`: once a CRL in force is past its nextUpdate, admit the certificates it does not list (`onStale` is
-   * told once per CRL) instead of refusing everyone (the default, hard-fail).
+   * told once per CRL, `onStaleAdmission` at each such admission) instead of refusing everyone (the default,
+   * hard-fail).
    */
   constructor(
     data: Buffer | string,
     what: string,
     creds: Pick<Credentials, 'trustAnchors' | 'chain'>,
-    private readonly opts: { softFail?: boolean; onStale?: (crl: Crl) => void } = {},
+    private readonly opts: { softFail?: boolean; onStale?: (crl: Crl) => void; onStaleAdmission?: () => void } = {},
   ) {
     this.crls = checkedCrls(data, what, creds).crls;
   }
@@ -113,6 +114,7 @@ export class CrlSet {
     const softFail = this.opts.softFail === true;
     const failure = revocationFailure(this.crls, chain, new Date(), { softFail });
     const stale = softFail && !failure ? staleCrl(this.crls) : undefined;
+    if (stale) this.opts.onStaleAdmission?.();
     if (stale && !this.staleSaid.has(stale)) {
       this.staleSaid.add(stale);
       this.opts.onStale?.(stale);

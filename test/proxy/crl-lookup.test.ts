@@ -19,8 +19,8 @@ import { CrlSet } from '../../src/tls/crl-file.js';
 import { createMtlsServer, type HandshakeErrorEvent } from '../../src/tls/server.js';
 import { echoTarget, freePort, listen, until } from '../helpers/endpoints.js';
 import { crlPki, type CrlPki } from '../helpers/crl-pki.js';
-import { opensslCrl, tempDir, type TestCert } from '../helpers/pki.js';
-import { crlProxyArgs, startProxy, trackServers } from '../helpers/process.js';
+import { BIN, opensslCrl, tempDir, type TestCert } from '../helpers/pki.js';
+import { crlProxyArgs, startProcess, startProxy, trackServers } from '../helpers/process.js';
 
 let pki: CrlPki;
 const servers = trackServers();
@@ -196,5 +196,64 @@ describe('library servers: revocation looked up per handshake and per request', 
     assert.equal((await attempt(port, pki.alice)).in, false);
     await until(() => errors.length > 0, 5000, 'the refusal is reported');
     assert.equal(errors[0]!.error.code, 'CERT_REVOKED');
+  });
+});
+
+describe('mtls serve --admin', () => {
+  it('counts admissions under a stale CRL (--crl-soft-fail), decisions and refusals in /metrics', async () => {
+    const expires = new Date(Date.now() + 4000);
+    const port = await freePort();
+    const admin = await freePort();
+    const crl = crlFile([pki.bob], [], { nextUpdate: expires });
+    await startProcess(
+      process.execPath,
+      [
+        BIN,
+        'serve',
+        '--port',
+        String(port),
+        '--cert',
+        pki.files.cert,
+        '--key',
+        pki.files.key,
+        '--ca',
+        pki.files.ca,
+        '--crl',
+        crl,
+        '--crl-soft-fail',
+        '--allow',
+        'trust-domain:crl.example',
+        '--admin',
+        `127.0.0.1:${admin}`,
+      ],
+      /listening on/,
+    );
+    // serve greets an admitted client and closes: any byte back means admitted.
+    const greeted = (who: TestCert) =>
+      new Promise<boolean>((resolve) => {
+        const c = tls.connect({
+          host: '127.0.0.1',
+          port,
+          secureContext: pki.clientContext(who),
+          servername: 'localhost',
+        });
+        c.on('data', () => (c.destroy(), resolve(true)));
+        c.on('error', () => undefined);
+        c.on('close', () => resolve(false));
+      });
+    assert.equal(await greeted(pki.alice), true);
+    await new Promise((r) => setTimeout(r, expires.getTime() - Date.now() + 1100));
+    assert.equal(await greeted(pki.alice), true, 'alice is not listed');
+    assert.equal(await greeted(pki.bob), false, 'bob is listed by the stale CRL');
+    const text = async () => (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+    let metrics = await text();
+    for (let i = 0; i < 50 && !/handshake_errors_total\{code="CERT_REVOKED"\} 1/.test(metrics); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      metrics = await text();
+    }
+    assert.match(metrics, /mtls_serve_crl_stale_admissions_total 1\b/);
+    assert.match(metrics, /mtls_serve_decisions_total\{decision="allowed"\} 2\b/);
+    assert.match(metrics, /mtls_serve_handshake_errors_total\{code="CERT_REVOKED"\} 1\b/);
+    assert.equal((await fetch(`http://127.0.0.1:${admin}/readyz`)).status, 200);
   });
 });
