@@ -129,7 +129,20 @@ async function startService(home: string, store: string[]): Promise<{ url: strin
   const fd = fs.openSync(log, 'w');
   const child = spawn(
     process.execPath,
-    [BIN, 'ca', 'serve', '--listen', `127.0.0.1:${port}`, '--home', home, ...store],
+    [
+      // MTLS_BENCH_PROFILE=DIR: a CPU profile of each replica, written there when it stops (SIGTERM).
+      ...(process.env['MTLS_BENCH_PROFILE']
+        ? ['--cpu-prof', `--cpu-prof-dir=${process.env['MTLS_BENCH_PROFILE']}`]
+        : []),
+      BIN,
+      'ca',
+      'serve',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--home',
+      home,
+      ...store,
+    ],
     {
       stdio: ['ignore', 'ignore', fd],
     },
