@@ -16,6 +16,7 @@ export { parseCrl, readCrls, revocationStatus, type Crl, type RevocationStatus }
 export { CrlSet } from './tls/crl-file.js';
 export { checkOcspResponse, ocspRequest, type OcspStatus } from './pki/ocsp-check.js';
 export { fetchOcsp } from './tls/ocsp-fetch.js';
+export { chainRevocation, type ChainRevocation } from './tls/chain-revocation.js';
 export { CrlFetcher, type CrlFetchEvent, type CrlFetchOptions } from './tls/crl-fetch.js';
 export { OcspStapler, checkStaple, type StapleMode, type StapleEvent, type StaplerOptions } from './tls/stapling.js';
 export { OcspClientChecker, type OcspClientEvent, type OcspClientOptions } from './tls/ocsp-clients.js';

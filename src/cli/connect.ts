@@ -7,6 +7,7 @@ import { verifyChain } from '../pki/verify.js';
 import { certLabel } from '../pki/path-rules.js';
 import { connectMtls } from '../tls/client.js';
 import type { StapleMode } from '../tls/stapling.js';
+import { chainRevocation } from '../tls/chain-revocation.js';
 import { Capture } from '../tls/capture.js';
 import { loadCredentials } from '../tls/credentials.js';
 import { classifyTlsError } from '../tls/errors.js';
@@ -128,8 +129,9 @@ export function registerConnect(program: Command): void {
             `${eph?.name ?? eph?.type ?? 'n/a (resumed)'}`,
         );
         const chain = c.chain;
+        const anchors = readCertificates(Buffer.from(ca), caFile);
         const verdict = verifyChain(chain[0]!, {
-          trustAnchors: readCertificates(Buffer.from(ca), caFile),
+          trustAnchors: anchors,
           intermediates: chain.slice(1),
           at: new Date(),
           purpose: 'server',
@@ -140,14 +142,25 @@ export function registerConnect(program: Command): void {
         );
         // OpenSSL accepted the chain; say what the strict profile (mtls verify) refuses in it.
         if (!verdict.valid) say('strict check', verdict.problems.map((p) => p.message).join('; '));
-        if (o.staple !== 'off' && !c.resumed)
-          say(
-            'revocation',
-            c.staple
-              ? `'${certLabel(chain[0]!)}' ${c.staple.status} (OCSP response stapled by the server, signed by ` +
-                  `${c.staple.signedBy}, next update ${c.staple.nextUpdate?.toISOString() ?? 'none'})`
-              : `'${certLabel(chain[0]!)}' not checked (the server stapled no OCSP response)`,
+        // Each certificate of the chain: the leaf from its staple (or its responder), the CAs from their CRLs.
+        const revocation =
+          o.staple !== 'off' && !c.resumed
+            ? await chainRevocation(
+                verdict.valid ? verdict.chain : chain,
+                anchors,
+                c.staple ? { staple: c.staple } : {},
+              )
+            : [];
+        for (const r of revocation)
+          say('revocation', `'${certLabel(r.certificate)}' ${r.status}: ${r.source}${r.why ? `: ${r.why}` : ''}`);
+        const revoked = revocation.find((r) => r.status === 'revoked');
+        if (revoked) {
+          c.socket.destroy();
+          throw new MtlsError(
+            'CERT_REVOKED',
+            `${host}:${port}: the server's certificate '${certLabel(revoked.certificate)}' is revoked (${revoked.source})`,
           );
+        }
         explain();
         const names = [...c.server.dns.map((d) => `DNS:${d}`), ...c.server.ips.map((i) => `IP:${i}`)].join(', ');
         say(
@@ -182,6 +195,13 @@ export function registerConnect(program: Command): void {
             cipher: c.socket.getCipher().standardName,
             server: identityJson(c.server),
             resumed: c.resumed,
+            revocation: revocation.map((r) => ({
+              certificate: certLabel(r.certificate),
+              serial: r.certificate.serialHex,
+              status: r.status,
+              source: r.source,
+              ...(r.why ? { why: r.why } : {}),
+            })),
             staple: c.staple
               ? {
                   status: c.staple.status,

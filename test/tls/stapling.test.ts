@@ -93,12 +93,18 @@ describe('OCSP stapling', () => {
       assert.match(out, /OCSP Response Status: successful/, v);
       assert.match(out, /Cert Status: good/, v);
     }
+    assert.equal(mtls(['ca', 'crl'], { env }).status, 0); // the root's CRL, which the intermediate names
     const c = await mtlsAsync(
       ['connect', `localhost:${port}`, '--cert', f('bob.crt'), '--key', f('bob.key'), '--staple', 'require'],
       { env },
     );
     assert.equal(c.status, 0, c.stdout + c.stderr);
-    assert.match(c.stdout, /revocation\s+'web' good \(OCSP response stapled by the server, signed by 'OCSP responder'/);
+    // Each certificate of the chain, and where its status came from: the leaf's staple, the intermediate's CRL.
+    assert.match(c.stdout, /revocation\s+'web' good: its stapled OCSP response \(signed by 'OCSP responder'\)/);
+    assert.match(
+      c.stdout,
+      /revocation\s+'St Intermediate' good: the CRL at http:\/\/127\.0\.0\.1:\d+\/crl\/root\.crl \(next update/,
+    );
     const trace = await mtlsAsync(
       ['trace', `localhost:${port}`, '--cert', f('bob.crt'), '--key', f('bob.key'), '--color', 'never'],
       { env },

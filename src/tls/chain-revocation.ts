@@ -1,0 +1,96 @@
+import { messageOf } from '../errors.js';
+import type { Certificate } from '../pki/certificate.js';
+import { crlSetProblem, readCrls, revokedBy } from '../pki/crl.js';
+import { sameDn } from '../pki/name-match.js';
+import { formatDn } from '../pki/names.js';
+import { issuedBy, type OcspStatus } from '../pki/ocsp-check.js';
+import { CrlFetcher } from './crl-fetch.js';
+import { fetchOcsp } from './ocsp-fetch.js';
+
+/** One certificate's revocation status, and where it came from (issue 14: connect, trace). */
+export interface ChainRevocation {
+  certificate: Certificate;
+  status: 'good' | 'revoked' | 'unknown' | 'failed' | 'not checked';
+  /** 'its stapled OCSP response', 'the OCSP responder URL', 'the CRL at URL', or why nothing was asked. */
+  source: string;
+  revokedAt?: Date;
+  reason?: string;
+  /** For 'failed': why no trustworthy answer could be had. */
+  why?: string;
+}
+
+/**
+ * The revocation status of each certificate of a server's `chain` (leaf first) short of its trust anchor: the leaf
+ * from its staple when the server sent one (already checked), else from the OCSP responder it names; a CA
+ * certificate, or a leaf that names no responder, from the CRL at its distribution point, checked against its
+ * issuer's key. Each question is bounded (`timeoutMs`, default 3 s); nothing is asked twice. Never throws: what
+ * cannot be had is 'failed' with the reason.
+ */
+export async function chainRevocation(
+  chain: readonly Certificate[],
+  anchors: readonly Certificate[],
+  o: { staple?: OcspStatus; timeoutMs?: number; now?: Date } = {},
+): Promise<ChainRevocation[]> {
+  const now = o.now ?? new Date();
+  const timeoutMs = o.timeoutMs ?? 3000;
+  const out: ChainRevocation[] = [];
+  for (const [i, cert] of chain.entries()) {
+    if (sameDn(cert.subject, cert.issuer) && anchors.some((a) => a.der.equals(cert.der))) break; // the anchor
+    const issuer = [chain[i + 1], ...anchors].find((c) => c && issuedBy(cert, c));
+    if (!issuer) {
+      out.push({ certificate: cert, status: 'not checked', source: 'its issuer is not in the chain or the bundle' });
+      if (!anchors.some((a) => sameDn(a.subject, cert.issuer))) break;
+      continue;
+    }
+    out.push(await statusOf(cert, issuer, i === 0 ? o.staple : undefined, timeoutMs, now));
+    if (anchors.some((a) => a.der.equals(issuer.der))) break;
+  }
+  return out;
+}
+
+async function statusOf(
+  cert: Certificate,
+  issuer: Certificate,
+  staple: OcspStatus | undefined,
+  timeoutMs: number,
+  now: Date,
+): Promise<ChainRevocation> {
+  const fromOcsp = (s: OcspStatus, source: string): ChainRevocation => ({
+    certificate: cert,
+    status: s.status,
+    source: `${source} (signed by ${s.signedBy})`,
+    ...(s.revokedAt ? { revokedAt: s.revokedAt } : {}),
+    ...(s.reason ? { reason: s.reason } : {}),
+  });
+  if (staple) return fromOcsp(staple, 'its stapled OCSP response');
+  const ocspUrl = cert.basicConstraints?.ca ? undefined : cert.ocspUrls?.[0];
+  if (ocspUrl) {
+    try {
+      return fromOcsp(
+        await fetchOcsp(ocspUrl, cert, issuer, { timeoutMs, now: () => now }),
+        `the OCSP responder ${ocspUrl}`,
+      );
+    } catch (err) {
+      return { certificate: cert, status: 'failed', source: `the OCSP responder ${ocspUrl}`, why: messageOf(err) };
+    }
+  }
+  const crlUrl = cert.crlUrls?.find((u) => /^https?:\/\//i.test(u));
+  if (!crlUrl) return { certificate: cert, status: 'not checked', source: 'it names no OCSP responder or CRL' };
+  const source = `the CRL at ${crlUrl}`;
+  try {
+    const crls = readCrls(await new CrlFetcher([crlUrl], { timeoutMs }).fetchAll(), source).filter((c) =>
+      sameDn(c.issuer, cert.issuer),
+    );
+    if (crls.length === 0)
+      return { certificate: cert, status: 'failed', source, why: `no CRL of '${formatDn(cert.issuer)}' there` };
+    const problem = crlSetProblem(crls, [], [issuer], now, source);
+    if (problem) return { certificate: cert, status: 'failed', source, why: problem };
+    return {
+      certificate: cert,
+      status: revokedBy(crls, cert) ? 'revoked' : 'good',
+      source: `${source} (next update ${crls[0]!.nextUpdate?.toISOString() ?? 'none'})`,
+    };
+  } catch (err) {
+    return { certificate: cert, status: 'failed', source, why: messageOf(err) };
+  }
+}
