@@ -1,5 +1,5 @@
 import { messageOf } from '../errors.js';
-import type { Credentials } from '../tls/credentials.js';
+import { loadCredentials, type Credentials } from '../tls/credentials.js';
 import { CredentialHolder } from '../tls/reload.js';
 import { Agent, MemoryKeeper, type AgentOptions, type AgentState } from './agent.js';
 
@@ -44,9 +44,10 @@ export class RenewingCredentials extends CredentialHolder {
   static async start(o: RenewingOptions): Promise<RenewingCredentials> {
     let holder: RenewingCredentials | undefined;
     const log = o.log ?? (() => {});
-    const keeper = new MemoryKeeper(
-      o.credentials ? { ...o.credentials, since: o.credentials.leaf.notBefore } : undefined,
-      (fresh) => holder?.renewed(fresh),
+    // Given credentials trust `root` from now on, as every renewal's will.
+    const given = o.credentials && loadCredentials({ cert: o.credentials.cert, key: o.credentials.key, ca: o.root });
+    const keeper = new MemoryKeeper(given ? { ...given, since: given.leaf.notBefore } : undefined, (fresh) =>
+      holder?.renewed(fresh),
     );
     const options: AgentOptions = {
       caUrl: o.caUrl,

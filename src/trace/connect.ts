@@ -2,6 +2,8 @@ import type { MtlsError } from '../errors.js';
 import { classifyTlsError } from '../tls/errors.js';
 import { connectMtls, type ConnectOptions } from '../tls/client.js';
 import { Capture } from '../tls/capture.js';
+import { chainRevocation, type ChainRevocation } from '../tls/chain-revocation.js';
+import { readCertificates } from '../pki/certificate.js';
 import { analyzeHandshake, closedGracefully, type HandshakeView } from './analyze.js';
 import { traceSteps, type TraceOptions, type TraceReport } from './trace.js';
 
@@ -17,6 +19,7 @@ export async function traceConnection(o: ConnectOptions & { reveal?: boolean }):
   };
   let closedError: MtlsError | undefined;
   let staple: TraceOptions['staple'];
+  let revocation: ChainRevocation[] | undefined;
   try {
     const c = await connectMtls({ staple: 'request', ...o, capture, confirmMs: o.confirmMs ?? 300 });
     if (c.staple) staple = c.staple;
@@ -27,6 +30,11 @@ export async function traceConnection(o: ConnectOptions & { reveal?: boolean }):
     // Give the server a moment to send application data (e.g. a greeting), then close.
     await new Promise((r) => setTimeout(r, 100));
     c.socket.destroy();
+    // Each certificate of the chain: the CAs from the CRLs they name, the leaf from its responder without a staple.
+    if (!c.resumed)
+      revocation = await chainRevocation(c.chain, readCertificates(Buffer.from(o.ca), 'CA bundle'), {
+        ...(c.staple ? { staple: c.staple } : {}),
+      });
   } catch (err) {
     const e = classifyTlsError(err, { sentOurCert: o.credentials !== undefined, peer: report.target });
     report.error = { code: e.code, message: e.message };
@@ -48,6 +56,7 @@ export async function traceConnection(o: ConnectOptions & { reveal?: boolean }):
     host: o.expect?.servername ?? o.host,
     reveal: o.reveal ?? false,
     ...(staple ? { staple } : {}),
+    ...(revocation ? { revocation } : {}),
   });
   return report;
 }

@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import type { MtlsErrorCode } from '../errors.js';
 import { parseCertificate, readCertificates } from '../pki/certificate.js';
 import type { OcspStatus } from '../pki/ocsp-check.js';
+import type { ChainRevocation } from '../tls/chain-revocation.js';
 import { formatDn, hostCheck, parseNameDer } from '../pki/names.js';
 import { verifyChain } from '../pki/verify.js';
 import { certLabel } from '../pki/path-rules.js';
@@ -96,6 +97,11 @@ export interface TraceOptions {
   side?: 'client' | 'server';
   /** What the server stapled (client side): the checked status, none, or why our client refused it. */
   staple?: OcspStatus | 'none' | { refused: string };
+  /**
+   * The revocation status of each certificate of the server's chain (client side, src/tls/chain-revocation.ts):
+   * shown for its CAs, and for the leaf when it stapled nothing.
+   */
+  revocation?: ChainRevocation[];
 }
 
 export function traceSteps(view: HandshakeView, opts: TraceOptions): TraceStep[] {
@@ -201,7 +207,13 @@ export function traceSteps(view: HandshakeView, opts: TraceOptions): TraceStep[]
     const v = side === 'client' ? verdict(parsed, 'server') : undefined;
     if (v) lines.push(v);
     const st = opts.staple;
-    if (st === 'none') lines.push('revocation: not checked (the server stapled no OCSP response)');
+    const [leafStatus, ...caStatuses] = opts.revocation ?? [];
+    const revocationLine = (r: ChainRevocation, of: string): Line => {
+      const text = `revocation${of}: ${r.status} (${r.source}${r.why ? `: ${r.why}` : ''})`;
+      return r.status === 'not checked' ? text : judged(r.status === 'good', text);
+    };
+    if (st === 'none' && leafStatus && leafStatus.status !== 'not checked') lines.push(revocationLine(leafStatus, ''));
+    else if (st === 'none') lines.push('revocation: not checked (the server stapled no OCSP response)');
     else if (st && 'refused' in st) lines.push(judged(false, `revocation: ${st.refused}`));
     else if (st)
       lines.push(
@@ -211,6 +223,7 @@ export function traceSteps(view: HandshakeView, opts: TraceOptions): TraceStep[]
             `(OCSP response stapled by the server, signed by ${st.signedBy}, next update ${st.nextUpdate?.toISOString() ?? 'none'})`,
         ),
       );
+    for (const r of caStatuses) lines.push(revocationLine(r, ` of '${certLabel(r.certificate)}'`));
     if (cv && tls13) {
       const v = decodeCertificateVerify(cv.body);
       lines.push(

@@ -111,6 +111,10 @@ describe('OCSP stapling', () => {
     );
     assert.equal(trace.status, 0, trace.stdout + trace.stderr);
     assert.match(trace.stdout, /revocation: good \(OCSP response stapled by the server, signed by 'OCSP responder'/);
+    assert.match(
+      trace.stdout,
+      /revocation of 'St Intermediate': good \(the CRL at http:\/\/127\.0\.0\.1:\d+\/crl\/root\.crl/,
+    );
     assert.doesNotMatch(serve.output(), /OCSP staple .* FAILED/);
   });
 
