@@ -198,6 +198,25 @@ async function database(base: string, name: string): Promise<string> {
   return u.toString();
 }
 
+/** The machine's busy and total CPU time so far (/proc/stat, all cores), in clock ticks. */
+function machineCpu(): { busy: number; total: number } {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const idle = (f[3] ?? 0) + (f[4] ?? 0); // idle + iowait
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+/** CPU seconds a process has used so far (/proc/PID/stat utime + stime), 0 when it is gone. */
+function processCpuS(pid: number | undefined): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // fields 14 and 15, in clock ticks (USER_HZ 100)
+  } catch {
+    return 0;
+  }
+}
+
 /** Sequential renewals over mTLS, a new connection each: latencies in ms. */
 async function renewalLatencies(
   url: string,
@@ -246,24 +265,37 @@ export async function caServiceSection(): Promise<string> {
     ];
     let holders: { cert: string; key: string }[] = [];
     let renewUrl = '';
-    const services: { name: string; urls: string[] }[] = [];
+    const services: { name: string; urls: string[]; pids: (number | undefined)[] }[] = [];
     for (const c of configs) {
       const store = await c.store();
       const urls: string[] = [];
+      const pids: (number | undefined)[] = [];
       for (let i = 0; i < c.replicas; i++) {
         const s = await startService(home, store);
         children.push(s.child);
         urls.push(s.url);
+        pids.push(s.child.pid);
       }
-      services.push({ name: c.name, urls });
+      services.push({ name: c.name, urls, pids });
     }
     for (let round = 0; round < ROUNDS; round++) {
       const inproc = await requests(ca, `in${round}`, PER_ROUND);
       add('inproc', await inProcessRate(ca, inproc));
       for (const s of services) {
         const reqs = await requests(ca, `${s.name}${round}`, PER_ROUND);
+        const before = machineCpu();
+        const client = process.cpuUsage();
+        const replicasBefore = s.pids.map(processCpuS);
+        const t0 = process.hrtime.bigint();
         const rate = await apiRate(s.urls, root, reqs);
+        const wallUs = Number(process.hrtime.bigint() - t0) / 1e3;
+        const used = process.cpuUsage(client);
+        const after = machineCpu();
         add(s.name, rate);
+        add(`${s.name}-busy`, (after.busy - before.busy) / Math.max(1, after.total - before.total));
+        add(`${s.name}-client`, (used.user + used.system) / wallUs);
+        const busiest = Math.max(...s.pids.map((p, k) => processCpuS(p) - replicasBefore[k]!));
+        add(`${s.name}-replica`, busiest / (wallUs / 1e6));
         process.stderr.write(
           `ca service round ${round}: ${s.name} ${fmt(rate)}/s, in-process ${fmt(rows.get('inproc')!.at(-1)!)}/s\n`,
         );
@@ -286,8 +318,10 @@ export async function caServiceSection(): Promise<string> {
     const inproc = median(rows.get('inproc')!);
     const row = (name: string, label: string) =>
       rows.has(name)
-        ? `| ${label} | ${fmt(median(rows.get(name)!))} | ${fmt(inproc)} | ${fmt(inproc / median(rows.get(name)!), 2)} |`
-        : `| ${label} | not measured: no PostgreSQL here | | |`;
+        ? `| ${label} | ${fmt(median(rows.get(name)!))} | ${fmt(inproc)} | ${fmt(inproc / median(rows.get(name)!), 2)} | ` +
+          `${Math.round(median(rows.get(`${name}-busy`)!) * 100)}% | ${fmt(median(rows.get(`${name}-replica`)!), 2)} | ` +
+          `${fmt(median(rows.get(`${name}-client`)!), 2)} |`
+        : `| ${label} | not measured: no PostgreSQL here | | | | | |`;
     const pgRatio =
       rows.has('pg-1') && rows.has('pg-2') ? fmt(median(rows.get('pg-2')!) / median(rows.get('pg-1')!), 2) : 'n/a';
     const pct = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]!;
@@ -301,16 +335,19 @@ another. ${ROUNDS} rounds of ${PER_ROUND}, medians. The issue's targets: the API
 certificate; two replicas on PostgreSQL issue at least 1.5x one replica. This machine has ${os.cpus().length} cores, shared
 by the replicas, PostgreSQL and the clients.
 
-| service | certificates / s | in-process / s | API cost per certificate (x in-process; target ≤ 2) |
-|---|---:|---:|---:|
+| service | certificates / s | in-process / s | API cost per certificate (x in-process; target ≤ 2) | machine CPU busy (all ${os.cpus().length} cores) | cores used by the busiest replica | cores used by the clients (one Node process) |
+|---|---:|---:|---:|---:|---:|---:|
 ${row('sqlite-1', 'one replica, SQLite')}
 ${row('sqlite-2', 'two replicas, one SQLite inventory')}
 ${row('pg-1', 'one replica, PostgreSQL')}
 ${row('pg-2', 'two replicas, PostgreSQL')}
 
 Two replicas on PostgreSQL issue ${pgRatio}x one replica (target ≥ 1.5). On this machine that cannot show: its
-${os.cpus().length} cores are already busy with one replica, PostgreSQL and the clients (the bench process), so a second
-replica adds no CPU; it needs a machine with cores to spare, or replicas on other machines.
+${os.cpus().length} cores are shared by the replicas, PostgreSQL and the load generator, and they are busy ${rows.has('pg-1') ? `${Math.round(median(rows.get('pg-1-busy')!) * 100)}%` : 'n/a'}
+of the time with one PostgreSQL replica already, which itself keeps ${rows.has('pg-1') ? fmt(median(rows.get('pg-1-replica')!), 2) : 'n/a'} of a core busy (its JavaScript runs on
+one thread). Two replicas would need that much each, beside PostgreSQL and the clients: more cores than this
+machine has, so the second replica only competes for the same ones. It needs a machine with cores to spare, or
+replicas on other machines.
 
 Renewal over mTLS (\`POST /v1/renew\`: a new TLS connection with the current certificate, a CSR for a new key, the
 old certificate marked superseded), ${RENEWALS} one after another on SQLite: p50 ${fmt(pct(0.5), 1)} ms, p99 ${fmt(pct(0.99), 1)} ms.
