@@ -34,6 +34,9 @@ const MAX_ISSUERS = 256;
 
 type Verdict = { status: OcspStatus; url: string } | { why: string };
 
+const cacheKey = (leaf: Certificate, issuer: Certificate) =>
+  crypto.hash('sha256', Buffer.concat([issuer.spkiDer, leaf.serial]), 'base64');
+
 function revokedError(leaf: Certificate, v: Verdict): MtlsError | undefined {
   if ('why' in v || v.status.status !== 'revoked') return undefined;
   return new MtlsError(
@@ -86,8 +89,21 @@ export class OcspClientChecker {
    */
   async revokedNow(leaf: Certificate): Promise<MtlsError | undefined> {
     const issuer = this.issuers.get(leaf.issuerDer.toString('base64'));
-    return issuer ? revokedError(leaf, await this.verdict(leaf, issuer)) : undefined;
+    if (!issuer) return undefined;
+    // Not asked again for a while after no answer: a responder that is down is not asked about every open
+    // connection on every look.
+    const key = cacheKey(leaf, issuer);
+    if ((this.unanswered.get(key) ?? 0) > Date.now()) return undefined;
+    const v = await this.verdict(leaf, issuer);
+    if ('why' in v) {
+      if (this.unanswered.size >= MAX_CACHED) this.unanswered.clear();
+      this.unanswered.set(key, Date.now() + (this.o.cacheMs ?? 5000));
+    } else this.unanswered.delete(key);
+    return revokedError(leaf, v);
   }
+
+  /** Until when a certificate whose status could not be had is not asked about again by revokedNow. */
+  private readonly unanswered = new Map<string, number>();
 
   private learn(issuer: Certificate): void {
     const key = issuer.subjectDer.toString('base64');
@@ -97,7 +113,7 @@ export class OcspClientChecker {
   }
 
   private async verdict(leaf: Certificate, issuer: Certificate): Promise<Verdict> {
-    const key = crypto.hash('sha256', Buffer.concat([issuer.spkiDer, leaf.serial]), 'base64');
+    const key = cacheKey(leaf, issuer);
     const now = Date.now();
     const cached = this.cache.get(key);
     if (cached && cached.until > now) return cached.verdict;

@@ -176,6 +176,21 @@ describe('servers asking their clients OCSP responder', () => {
     }
   });
 
+  it('revokedNow (the proxy sweep of open connections) does not ask a failing responder again for a while', async () => {
+    let asked = 0;
+    const failing = http.createServer((_req, res) => {
+      asked++;
+      res.writeHead(500).end();
+    });
+    servers.push(failing);
+    const url = `http://127.0.0.1:${await listen(failing)}/`;
+    const checker = new OcspClientChecker({ url, cacheMs: 60_000 });
+    const chain = pki.creds('alice').chain;
+    assert.equal((await checker.failure(chain))?.code, 'REVOCATION_UNKNOWN'); // learns the issuer; asks once
+    for (let i = 0; i < 5; i++) assert.equal(await checker.revokedNow(chain[0]!), undefined);
+    assert.equal(asked, 2, 'one look after the admission, then none until the back-off ends');
+  });
+
   it('createMtlsServer { ocsp }: a responder that is down refuses whom it cannot answer for, unless soft-fail', async () => {
     const errors: HandshakeErrorEvent[] = [];
     const policy = compilePolicy({ allow: ['any'] });
