@@ -135,18 +135,23 @@ export class ServerListener extends ServerListenerBase {
       const pending = () => undefined;
       s.on('error', pending);
       const http = this.config.protocol === 'http';
-      const admitted = this.ocspFailure(s.isSessionReused() ? [id.certificate] : peerChain(s)).then((failure) => {
-        s.off('error', pending);
-        this.ocspPending.delete(s);
-        if (s.destroyed) return false;
-        if (failure) {
-          this.reportFailure(raw?.[REMOTE] ?? `${s.remoteAddress}:${s.remotePort}`, failure);
-          s.destroy();
+      const admitted = this.ocspFailure(s.isSessionReused() ? [id.certificate] : peerChain(s))
+        .then((failure) => {
+          s.off('error', pending);
+          this.ocspPending.delete(s);
+          if (s.destroyed) return false;
+          if (failure) {
+            this.reportFailure(raw?.[REMOTE] ?? `${s.remoteAddress}:${s.remotePort}`, failure);
+            s.destroy();
+            return false;
+          }
+          if (!http) this.admitTcp(s, id);
+          return true;
+        })
+        .catch(() => {
+          s.destroy(); // an error of ours while deciding: nothing is relayed or forwarded
           return false;
-        }
-        if (!http) this.admitTcp(s, id);
-        return true;
-      });
+        });
       if (!http) return;
       this.ocspPending.set(s, admitted);
     }
