@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { MtlsError } from '../errors.js';
 import { compilePolicy, type PolicyConfig } from '../identity/policy.js';
-import { compileSpiffePattern, printable } from '../pki/names.js';
+import { compileSpiffePattern } from '../pki/names.js';
+import { checkCrlUrl, MAX_CRL_URLS } from '../tls/crl-fetch.js';
 
 import { formatAddress, parseAddress, type Address } from '../io/address.js';
 import { Reader, type Raw } from './config-reader.js';
@@ -363,15 +364,13 @@ function crlOf(r: Reader, where: string): { crl?: string; crlUrl?: string[]; crl
     throw new MtlsError('BAD_INPUT', `${where}.crlRefresh goes with crlUrl`);
   if (urls.length === 0) return r.has('crl') ? { crl: r.str('crl')! } : {};
   if (r.has('crl')) throw new MtlsError('BAD_INPUT', `${where}: give crl or crlUrl, not both`);
+  if (urls.length > MAX_CRL_URLS) throw new MtlsError('BAD_INPUT', `${where}.crlUrl: at most ${MAX_CRL_URLS} URLs`);
   for (const u of urls) {
-    let url: URL | undefined;
     try {
-      url = new URL(u);
-    } catch {
-      url = undefined;
+      checkCrlUrl(u, `${where}.crlUrl`);
+    } catch (err) {
+      throw new MtlsError('BAD_INPUT', (err as Error).message);
     }
-    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:'))
-      throw new MtlsError('BAD_INPUT', `${where}.crlUrl: '${printable(u)}' is not an http(s) URL`);
   }
   return { crlUrl: urls, crlRefreshMs: r.duration('crlRefresh', 30_000) };
 }

@@ -6,6 +6,7 @@ import { exchange } from '../io/http-exchange.js';
 import { MAX_INPUT, stageFiles } from '../io/files.js';
 import { readCrls } from '../pki/crl.js';
 import { encodePem } from '../pki/pem.js';
+import { printable } from '../pki/names.js';
 
 /**
  * CRLs fetched from URLs (a CA's CRL distribution points) and kept fresh: polled every `intervalMs` with a
@@ -28,7 +29,6 @@ export interface CrlFetchOptions {
   onEvent?: (e: CrlFetchEvent) => void;
 }
 
-const MAX_URLS = 8;
 const MIN_INTERVAL_MS = 1000;
 
 interface Source {
@@ -51,8 +51,8 @@ export class CrlFetcher {
     urls: readonly string[],
     private readonly o: CrlFetchOptions = {},
   ) {
-    if (urls.length === 0 || urls.length > MAX_URLS)
-      throw new MtlsError('USAGE', `give 1 to ${MAX_URLS} CRL URLs (${urls.length} given)`);
+    if (urls.length === 0 || urls.length > MAX_CRL_URLS)
+      throw new MtlsError('USAGE', `give 1 to ${MAX_CRL_URLS} CRL URLs (${urls.length} given)`);
     this.sources = urls.map((u) => ({ url: checkCrlUrl(u), failures: 0 }));
     if (o.intervalMs !== undefined && o.intervalMs < MIN_INTERVAL_MS)
       throw new MtlsError('USAGE', `the CRL refresh interval must be at least ${MIN_INTERVAL_MS} ms`);
@@ -160,20 +160,25 @@ export class CrlFetcher {
   }
 }
 
-function checkCrlUrl(text: string): URL {
-  let u: URL;
+/** A CRL URL as `what` (a flag, or a config key) gives it: http(s), without credentials; else one line. */
+export function checkCrlUrl(text: string, what = '--crl-url'): URL {
+  let u: URL | undefined;
   try {
     u = new URL(text);
   } catch {
+    u = undefined;
+  }
+  if (!u || !['http:', 'https:'].includes(u.protocol) || u.username || u.password)
     throw new MtlsError(
       'USAGE',
-      `--crl-url '${text}' is not a URL; write it like http://ca.internal:9080/crl/intermediate.crl`,
+      `${what}: '${printable(text)}' must be an http(s) URL without credentials, ` +
+        'like http://ca.internal:9080/crl/intermediate.crl',
     );
-  }
-  if (!['http:', 'https:'].includes(u.protocol) || u.username || u.password)
-    throw new MtlsError('USAGE', `--crl-url '${text}' must be an http(s) URL without credentials`);
   return u;
 }
+
+/** At most this many CRL URLs per server. */
+export const MAX_CRL_URLS = 8;
 
 /**
  * For the CLI (serve, proxy): fetches `urls` once (or throws), writes them to a CRL file in a private directory

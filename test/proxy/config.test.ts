@@ -111,7 +111,12 @@ describe('proxy config (YAML)', () => {
     [
       'a crlUrl that is not http(s)',
       (y) => y.replace('protocol: http', 'protocol: http\n    crlUrl: ["file:///etc/crl.pem"]'),
-      /listeners\[0\]\.crlUrl: 'file:\/\/\/etc\/crl\.pem' is not an http\(s\) URL/,
+      /listeners\[0\]\.crlUrl: 'file:\/\/\/etc\/crl\.pem' must be an http\(s\) URL/,
+    ],
+    [
+      'a crlUrl with credentials in it',
+      (y) => y.replace('protocol: http', 'protocol: http\n    crlUrl: ["http://user:secret@ca/crl"]'),
+      /listeners\[0\]\.crlUrl: .* must be an http\(s\) URL without credentials/,
     ],
     [
       'crlRefresh without crlUrl',
