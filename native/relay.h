@@ -280,6 +280,8 @@ struct TlsPolicy {
 std::string lastSslError(const char* what);
 std::string buildContext(Engine* e, const std::string& cert, const std::string& key, const std::string& ca, const std::vector<uint8_t>* revoked,
                          const std::vector<uint8_t>& keys, const TlsPolicy& policy, SSL_CTX** out);
+// The OCSP answer server's functions (answers.cc), added to the addon's exports.
+void initAnswers(napi_env env, napi_value exports);
 int ticketCallback(SSL* s, unsigned char name[16], unsigned char* iv, EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx, int enc);
 
 }  // namespace mtls_relay

@@ -350,9 +350,24 @@ export class CertificateAuthority {
     // The files are renamed into place inside the transaction, before it commits: a failure to write them rolls
     // the revocation back; a crash between the renames and the commit publishes a revocation the inventory lacks
     // (the safe side; 'mtls revoke' again records it).
-    return this.store.revoke(serial, opts.reason ?? 'unspecified', at, (p) => {
+    const record = await this.store.revoke(serial, opts.reason ?? 'unspecified', at, (p) => {
       stageCrls(this.home, this.crlSigners(), p, now).commit();
     });
+    this.markRevocations();
+    return record;
+  }
+
+  /**
+   * Replaces HOME/crl/.revoked once a revocation has committed: an OCSP responder on this home (its native cache)
+   * compares it at each request, so the next answer is the new one. Not being able to write it costs only time:
+   * the responder also polls the inventory (every 100 ms).
+   */
+  private markRevocations(): void {
+    try {
+      writeFileAtomic(crlPaths(this.home).revoked, `${new Date().toISOString()}\n`, 0o644);
+    } catch {
+      // the poll covers it
+    }
   }
 
   /** Publishes fresh CRLs (`mtls ca crl`): the revoked, unexpired certificates, a new CRL number. */
@@ -361,6 +376,7 @@ export class CertificateAuthority {
     await this.store.publishCrl(now, (p) => {
       stageCrls(this.home, this.crlSigners(), p, now, opts.lifetimeMs).commit();
     });
+    this.markRevocations();
     return crlPaths(this.home).pem;
   }
 

@@ -4,8 +4,6 @@ import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { messageOf } from '../errors.js';
 import { stageFiles } from '../io/files.js';
-import { listenOn } from '../io/listen.js';
-import type { Address } from '../io/address.js';
 import { parseCertificate, type Certificate } from '../pki/certificate.js';
 import {
   authorityKeyIdExt,
@@ -19,10 +17,12 @@ import { exportPrivateKey, generateKeyPair, loadPrivateKey } from '../pki/keys.j
 import { buildName, formatDn } from '../pki/names.js';
 import {
   certIdIsFor,
-  encodeOcspResponse,
+  ocspAnswerParts,
   ocspFailure,
   parseOcspRequest,
+  signOcspAnswer,
   type CertStatus,
+  type OcspAnswerParts,
   type SingleAnswer,
 } from '../pki/ocsp.js';
 import { OID } from '../pki/oid.js';
@@ -38,6 +38,15 @@ export interface OcspCa {
   intermediate: Certificate;
   store: CertificateStore;
   signingKey(): KeyObject;
+}
+
+/** An answer, and what a new answer to the same CertIDs is signed from (OcspResponder.answerFor). */
+export interface OcspAnswer {
+  der: Buffer;
+  /** How long (ms) the same CertIDs may be answered again from `parts`, by `signer`; 0: not at all. */
+  cacheMs: number;
+  parts?: OcspAnswerParts;
+  signer?: { cert: Certificate; key: KeyObject };
 }
 
 const RESPONDER_LIFETIME_MS = 7 * DAY;
@@ -57,45 +66,107 @@ const SIGNER_CHECK_MS = 5000;
  */
 export class OcspResponder {
   private signer?: { cert: Certificate; key: KeyObject };
-  private readonly cache = new Map<string, { der: Buffer; until: number }>();
+  private readonly cache = new Map<string, { parts: OcspAnswerParts; der?: Buffer; until: number }>();
 
   constructor(private readonly ca: OcspCa) {}
 
   /** The DER OCSPResponse for a DER OCSPRequest: never throws (malformedRequest, unauthorized, internalError). */
   async answer(request: Buffer, now = new Date()): Promise<Buffer> {
+    return (await this.answerFor(request, now)).der;
+  }
+
+  /**
+   * The answer, and for how long the same CertIDs may be answered from it again (`cacheMs`, 0: not at all): only
+   * when every certificate is good or revoked (an unknown serial may be issued the next moment; a failure is not an
+   * answer). `parts` and `signer` are what a new answer to them is signed from (with another nonce). A revocation
+   * makes them stale at once: whoever keeps them watches `watchRevocations`.
+   */
+  async answerFor(request: Buffer, now = new Date()): Promise<OcspAnswer> {
     let parsed;
     try {
       parsed = parseOcspRequest(request);
     } catch {
-      return ocspFailure('malformedRequest');
+      return { der: ocspFailure('malformedRequest'), cacheMs: 0 };
     }
     try {
-      if (!parsed.certIds.every((id) => certIdIsFor(id, this.ca.intermediate))) return ocspFailure('unauthorized');
+      if (!parsed.certIds.every((id) => certIdIsFor(id, this.ca.intermediate)))
+        return { der: ocspFailure('unauthorized'), cacheMs: 0 };
       const answers: SingleAnswer[] = [];
       for (const certId of parsed.certIds) answers.push({ certId, status: await this.statusOf(certId.serialHex) });
-      const key = parsed.nonce
-        ? undefined
-        : answers.map((a) => `${a.certId.der.toString('hex')}:${JSON.stringify(a.status)}`).join();
+      const key = answers.map((a) => `${a.certId.der.toString('hex')}:${JSON.stringify(a.status)}`).join();
+      const reusable = answers.every((a) => a.status.status !== 'unknown');
       // First the signer: a new one (renewed, or the old one revoked) empties the cache of the old one's answers.
       const signer = await this.responder(now);
-      const cached = key ? this.cache.get(key) : undefined;
-      if (cached && cached.until > now.getTime()) return cached.der;
-      const der = encodeOcspResponse(answers, {
-        signer: signer.cert,
-        key: signer.key,
-        producedAt: now,
-        thisUpdate: now,
-        nextUpdate: new Date(now.getTime() + ANSWER_LIFETIME_MS),
-        ...(parsed.nonce ? { nonce: parsed.nonce } : {}),
-      });
-      if (key) {
+      let kept = this.cache.get(key);
+      if (!kept || kept.until <= now.getTime()) {
+        const parts = ocspAnswerParts(answers, {
+          signer: signer.cert,
+          thisUpdate: now,
+          nextUpdate: new Date(now.getTime() + ANSWER_LIFETIME_MS),
+        });
         if (this.cache.size >= MAX_CACHED) this.cache.clear();
-        this.cache.set(key, { der, until: now.getTime() + ANSWER_LIFETIME_MS / 2 });
+        this.cache.set(key, (kept = { parts, until: now.getTime() + ANSWER_LIFETIME_MS / 2 }));
       }
-      return der;
+      // A nonce makes the answer this request's own: signed afresh, never kept whole.
+      const der = parsed.nonce
+        ? signOcspAnswer(kept.parts, signer.key, now, parsed.nonce)
+        : (kept.der ??= signOcspAnswer(kept.parts, signer.key, now));
+      return reusable ? { der, cacheMs: kept.until - now.getTime(), parts: kept.parts, signer } : { der, cacheMs: 0 };
     } catch {
-      return ocspFailure('internalError');
+      return { der: ocspFailure('internalError'), cacheMs: 0 };
     }
+  }
+
+  /**
+   * Calls `onChange` after each revocation (the inventory's revocation mark moved; any process, any replica),
+   * within `everyMs`, and at once when a file of this home or its CRL directory changes (a revocation on this
+   * machine commits and publishes there). Before it
+   * calls, it checks that the responder certificate was not the one revoked, so that no answer made after
+   * `onChange` is signed by it. Returns the function that stops watching.
+   */
+  watchRevocations(onChange: () => void, onError: (m: string) => void, everyMs = 100): () => void {
+    let mark: number | undefined;
+    let busy = false;
+    let again = false;
+    const look = async () => {
+      if (busy) return void (again = true);
+      busy = true;
+      try {
+        do {
+          again = false;
+          const now = await this.ca.store.revocationMark();
+          if (mark !== undefined && now !== mark) {
+            this.signerCheckedAt = 0; // ask the inventory about the signer now, not in up to 5 s
+            await this.responder();
+            onChange();
+          }
+          mark = now;
+        } while (again);
+      } catch (err) {
+        onError(`cannot read the inventory's revocation mark: ${messageOf(err)}`);
+        onChange(); // not knowing is not "nothing changed": what was kept is dropped
+      } finally {
+        busy = false;
+      }
+    };
+    void look();
+    const timer = setInterval(() => void look(), everyMs);
+    // The home holds the SQLite inventory (a commit writes there) and the CRL directory (a revocation publishes
+    // there): a change to either is looked at at once. The poll covers the rest (PostgreSQL, other machines).
+    const watchers: fs.FSWatcher[] = [];
+    for (const dir of [this.ca.home, path.dirname(crlPaths(this.ca.home).intermediate)]) {
+      try {
+        const w = fs.watch(dir, () => void look());
+        w.on('error', () => w.close());
+        watchers.push(w);
+      } catch {
+        // not there (yet): the poll covers it
+      }
+    }
+    return () => {
+      clearInterval(timer);
+      for (const w of watchers) w.close();
+    };
   }
 
   private async statusOf(serialHex: string): Promise<CertStatus> {
@@ -209,10 +280,74 @@ export class OcspResponder {
   }
 }
 
+/** An HTTP answer of the revocation routes. */
+export interface RevocationAnswer {
+  status: number;
+  type: string;
+  body: Buffer;
+  headers?: Record<string, string>;
+  /** An OCSP answer: what it may be reused from (OcspAnswer). */
+  ocsp?: OcspAnswer;
+}
+
+/** The request of `revocationAnswer`: `url` without the routes' prefix; `body` of a POST (at most 16 KiB). */
+export interface RevocationRequest {
+  method: string;
+  url: string;
+  ifNoneMatch?: string;
+  body?: Buffer;
+}
+
+const plain = (status: number, text: string): RevocationAnswer => ({
+  status,
+  type: 'text/plain',
+  body: Buffer.from(`${text}\n`),
+});
+
 /**
- * The revocation routes of an HTTP server: OCSP (POST of application/ocsp-request to PREFIX/ocsp, or RFC 5019
- * GET PREFIX/ocsp/<base64>) and the published CRLs (GET PREFIX/crl/intermediate.crl, PREFIX/crl/root.crl).
- * Returns false for any other request. Bounded: 16 KiB requests.
+ * The answer of the revocation routes: OCSP (POST of application/ocsp-request to /ocsp, or RFC 5019 GET
+ * /ocsp/<base64>) and the published CRLs (GET /crl/intermediate.crl, /crl/root.crl). Undefined for any other
+ * request. `rootPost`: a POST to / is OCSP too (`mtls ca ocsp`, where the responder has the whole server).
+ */
+export async function revocationAnswer(
+  responder: OcspResponder,
+  home: string,
+  req: RevocationRequest,
+  rootPost = true,
+): Promise<RevocationAnswer | undefined> {
+  const crl = crlPaths(home);
+  const file = { '/crl/intermediate.crl': crl.intermediate, '/crl/root.crl': crl.root }[req.url];
+  if (req.method === 'GET' && file) {
+    try {
+      // A validator, so that servers polling the CRL (--crl-url) get a 304 while it has not changed.
+      const st = fs.statSync(file);
+      const etag = `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`;
+      const headers = { etag, 'last-modified': st.mtime.toUTCString(), 'cache-control': 'no-cache' };
+      if (req.ifNoneMatch === etag)
+        return { status: 304, type: 'application/pkix-crl', body: Buffer.alloc(0), headers };
+      return { status: 200, type: 'application/pkix-crl', body: fs.readFileSync(file), headers };
+    } catch {
+      return plain(404, 'no CRL published yet: run mtls ca crl');
+    }
+  }
+  let der: Buffer;
+  if (req.method === 'GET' && req.url.startsWith('/ocsp/')) {
+    try {
+      der = Buffer.from(decodeURIComponent(req.url.slice('/ocsp/'.length)), 'base64');
+    } catch {
+      return { status: 200, type: 'application/ocsp-response', body: ocspFailure('malformedRequest') };
+    }
+  } else if (req.method === 'POST' && (req.url === '/ocsp' || (req.url === '/' && rootPost))) {
+    if ((req.body?.length ?? 0) > MAX_REQUEST_BYTES) return plain(413, 'an OCSP request is at most 16 KiB');
+    der = req.body ?? Buffer.alloc(0);
+  } else return undefined;
+  const ocsp = await responder.answerFor(der);
+  return { status: 200, type: 'application/ocsp-response', body: ocsp.der, ocsp };
+}
+
+/**
+ * The revocation routes of an HTTP server (revocationAnswer) under `prefix`; returns false for any other request.
+ * Bounded: 16 KiB requests.
  */
 export function revocationRoutes(
   responder: OcspResponder,
@@ -220,86 +355,47 @@ export function revocationRoutes(
   onError: (m: string) => void,
   prefix = '',
 ): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
-  const crl = crlPaths(home);
   return (req, res) => {
-    const send = (status: number, type: string, body: Buffer, extra: Record<string, string> = {}) => {
-      res.writeHead(status, { 'content-type': type, 'content-length': body.length, ...extra });
-      res.end(body);
-    };
     const full = req.url ?? '/';
     if (!full.startsWith(prefix)) return false;
     const url = full.slice(prefix.length) || '/';
-    const file = { '/crl/intermediate.crl': crl.intermediate, '/crl/root.crl': crl.root }[url];
-    if (req.method === 'GET' && file) {
-      try {
-        // A validator, so that servers polling the CRL (--crl-url) get a 304 while it has not changed.
-        const st = fs.statSync(file);
-        const etag = `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`;
-        const validators = { etag, 'last-modified': st.mtime.toUTCString(), 'cache-control': 'no-cache' };
-        if (req.headers['if-none-match'] === etag) {
-          res.writeHead(304, validators);
-          res.end();
-        } else send(200, 'application/pkix-crl', fs.readFileSync(file), validators);
-      } catch {
-        send(404, 'text/plain', Buffer.from('no CRL published yet: run mtls ca crl\n'));
-      }
-      return true;
-    }
-    const ocspResponse = (der: Buffer) =>
-      responder
-        .answer(der)
-        .then((r) => send(200, 'application/ocsp-response', r))
+    const ask = { method: req.method ?? 'GET', url, ifNoneMatch: req.headers['if-none-match'] };
+    // Routes only: a request that is not one of ours is left to the caller before its body is read.
+    if (!(
+      (ask.method === 'GET' && (url.startsWith('/crl/') || url.startsWith('/ocsp/'))) ||
+      (ask.method === 'POST' && (url === '/ocsp' || (url === '/' && prefix === '')))
+    ))
+      return false;
+    const send = (a: RevocationAnswer) => {
+      res.writeHead(a.status, { 'content-type': a.type, 'content-length': a.body.length, ...a.headers });
+      res.end(a.body);
+    };
+    const answer = (body?: Buffer) =>
+      revocationAnswer(responder, home, { ...ask, ...(body ? { body } : {}) }, prefix === '')
+        .then((a) => send(a ?? plain(404, 'not found')))
         .catch((err) => {
           onError(messageOf(err));
-          send(500, 'text/plain', Buffer.from('internal error\n'));
+          send(plain(500, 'internal error'));
         });
-    if (req.method === 'GET' && url.startsWith('/ocsp/')) {
-      let der: Buffer;
-      try {
-        der = Buffer.from(decodeURIComponent(url.slice('/ocsp/'.length)), 'base64');
-      } catch {
-        send(200, 'application/ocsp-response', ocspFailure('malformedRequest'));
-        return true;
+    if (ask.method === 'GET') {
+      void answer();
+      return true;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (d: Buffer) => {
+      size += d.length;
+      if (size > MAX_REQUEST_BYTES) {
+        res.setHeader('connection', 'close');
+        send(plain(413, 'an OCSP request is at most 16 KiB'));
+        req.destroy();
+        return;
       }
-      void ocspResponse(der);
-      return true;
-    }
-    if (req.method === 'POST' && (url === '/ocsp' || (url === '/' && prefix === ''))) {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      req.on('data', (d: Buffer) => {
-        size += d.length;
-        if (size > MAX_REQUEST_BYTES) {
-          send(413, 'text/plain', Buffer.from('an OCSP request is at most 16 KiB\n'), { connection: 'close' });
-          req.destroy();
-          return;
-        }
-        chunks.push(d);
-      });
-      req.on('end', () => {
-        if (size <= MAX_REQUEST_BYTES) void ocspResponse(Buffer.concat(chunks));
-      });
-      return true;
-    }
-    return false;
+      chunks.push(d);
+    });
+    req.on('end', () => {
+      if (size <= MAX_REQUEST_BYTES) void answer(Buffer.concat(chunks));
+    });
+    return true;
   };
-}
-
-/**
- * `mtls ca ocsp`: the revocation routes (revocationRoutes), the URLs `ca init --url` puts in certificates.
- * Bounded: 16 KiB requests, 10 s to send one.
- */
-export async function serveOcsp(responder: OcspResponder, home: string, at: Address, onError: (m: string) => void) {
-  const routes = revocationRoutes(responder, home, onError);
-  const server = http.createServer((req, res) => {
-    if (routes(req, res)) return;
-    const body = Buffer.from('POST /ocsp, GET /ocsp/<base64>, GET /crl/intermediate.crl or /crl/root.crl\n');
-    res.writeHead(404, { 'content-type': 'text/plain', 'content-length': body.length });
-    res.end(body);
-  });
-  server.requestTimeout = 10_000;
-  server.headersTimeout = 5_000;
-  server.on('clientError', (_err, socket) => socket.destroy());
-  await listenOn(server, at, 'the OCSP responder');
-  return server;
 }

@@ -34,6 +34,11 @@ export const crlPaths = (home: string) => {
     pemStat: path.join(dir, '.crl.pem.stat'),
     intermediate: path.join(dir, 'intermediate.crl'),
     root: path.join(dir, 'root.crl'),
+    /**
+     * Replaced (a new file) after each revocation or publication commits: a cache of OCSP answers on this home is
+     * good only while this file is as it was (native/answers.cc).
+     */
+    revoked: path.join(dir, '.revoked'),
   };
 };
 

@@ -3,7 +3,8 @@ import type { Command } from 'commander';
 import { CertificateAuthority } from '../ca/authority.js';
 import { resolveCaHome } from '../ca/home.js';
 import { crlPaths, parseReason } from '../ca/revocation.js';
-import { OcspResponder, serveOcsp } from '../ca/ocsp-responder.js';
+import { OcspResponder } from '../ca/ocsp-responder.js';
+import { serveOcsp } from '../ca/ocsp-server.js';
 import { formatAddress, parseAddress } from '../io/address.js';
 import { formatDn } from '../pki/names.js';
 import { MtlsError } from '../errors.js';
@@ -58,20 +59,30 @@ export function registerRevoke(program: Command, ca: Command): void {
   ca.command('ocsp')
     .description('an OCSP responder (RFC 6960, RFC 5019 GET and POST) for this CA, which also serves its CRLs')
     .requiredOption('--listen <address>', 'HOST:PORT to listen on (e.g. 127.0.0.1:9080; the --url of ca init)')
+    .option(
+      '--engine <engine>',
+      'native: answers it gave before (no nonce) come from a cache in native code, until the next revocation; ' +
+        'node: every answer in Node (default: native when it is built)',
+    )
     .option('--home <dir>', 'CA home (default $MTLS_HOME, else ~/.mtls)')
     .option('--passphrase-file <file>', 'passphrase of the CA key, if it is encrypted')
-    .action(async (o: { listen: string; home?: string; passphraseFile?: string }) => {
+    .action(async (o: { listen: string; engine?: string; home?: string; passphraseFile?: string }) => {
       const at = parseAddress(o.listen, '--listen');
+      if (o.engine !== undefined && o.engine !== 'native' && o.engine !== 'node')
+        throw new MtlsError('USAGE', `--engine ${o.engine}: give native or node`);
       const authority = await CertificateAuthority.open(resolveCaHome(o.home), optionalPassphrase(o.passphraseFile));
       const responder = new OcspResponder(authority);
       const signer = await responder.responder();
-      const server = await serveOcsp(responder, authority.home, at, (m) => console.error(`mtls: ${m}`));
+      const server = await serveOcsp(responder, authority.home, at, (m) => console.error(`mtls: ${m}`), {
+        engine: o.engine === 'native' || o.engine === 'node' ? o.engine : 'auto',
+      });
       console.log(
         `OCSP responder on ${formatAddress(at)} for '${formatDn(authority.intermediate.subject)}', signing as ` +
-          `'OCSP responder' (serial ${signer.cert.serialHex}, until ${signer.cert.notAfter.toISOString()})`,
+          `'OCSP responder' (serial ${signer.cert.serialHex}, until ${signer.cert.notAfter.toISOString()}); ` +
+          `${server.engine} engine`,
       );
       await new Promise<void>((resolve) => {
-        const stop = () => server.close(() => resolve());
+        const stop = () => void server.close().then(resolve);
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });

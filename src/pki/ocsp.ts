@@ -115,13 +115,20 @@ export function ocspFailure(status: OcspFailure): Buffer {
 }
 
 /**
- * A successful OCSPResponse with a BasicOCSPResponse signed by `signer` (a delegated responder certificate of the
- * issuer, sent along), responderID by key hash, the nonce echoed when asked.
+ * What every answer about the same CertIDs with the same statuses shares, whatever the request's nonce: the
+ * responderID (by key hash), the SingleResponses and the certificates sent along. An answer is these signed with a
+ * producedAt and the nonce (signOcspAnswer; native/answers.cc signs them too, for requests it has seen before).
  */
-export function encodeOcspResponse(
+export interface OcspAnswerParts {
+  responderId: Buffer;
+  responses: Buffer;
+  certs: Buffer;
+}
+
+export function ocspAnswerParts(
   answers: SingleAnswer[],
-  o: { signer: Certificate; key: KeyObject; producedAt: Date; thisUpdate: Date; nextUpdate: Date; nonce?: Buffer },
-): Buffer {
+  o: { signer: Certificate; thisUpdate: Date; nextUpdate: Date },
+): OcspAnswerParts {
   const singles = answers.map((a) => {
     const s = a.status;
     const status =
@@ -141,19 +148,43 @@ export function encodeOcspResponse(
     return seq(a.certId.der, status, generalizedTime(o.thisUpdate), tlv(0xa0, generalizedTime(o.nextUpdate)));
   });
   const keyHash = crypto.hash('sha1', spkiKeyBits(o.signer.spkiDer), 'buffer');
+  return {
+    responderId: tlv(0xa2, tlv(0x04, keyHash)),
+    responses: seq(...singles),
+    certs: tlv(0xa0, seq(o.signer.der)),
+  };
+}
+
+/** The signature algorithm of a responder key: its AlgorithmIdentifier (DER) and hash (null: Ed25519). */
+export function ocspSignature(key: KeyObject): { algorithm: Buffer; hash: string | null } {
+  const scheme = signatureSchemeFor(key);
+  return { algorithm: algorithmIdentifier(scheme.oid, scheme.params), hash: scheme.hash };
+}
+
+/** A successful OCSPResponse: `parts` signed with `key`, produced at `producedAt`, the nonce echoed when asked. */
+export function signOcspAnswer(parts: OcspAnswerParts, key: KeyObject, producedAt: Date, nonce?: Buffer): Buffer {
   const tbs = seq(
-    tlv(0xa2, tlv(0x04, keyHash)),
-    generalizedTime(o.producedAt),
-    seq(...singles),
-    ...(o.nonce ? [tlv(0xa1, seq(seq(encodeOid(NONCE), tlv(0x04, o.nonce))))] : []),
+    parts.responderId,
+    generalizedTime(producedAt),
+    parts.responses,
+    ...(nonce ? [tlv(0xa1, seq(seq(encodeOid(NONCE), tlv(0x04, nonce))))] : []),
   );
-  const scheme = signatureSchemeFor(o.key);
-  const alg = algorithmIdentifier(scheme.oid, scheme.params);
   const basic = seq(
     tbs,
-    alg,
-    tlv(0x03, Buffer.concat([Buffer.from([0]), signData(o.key, tbs)])),
-    tlv(0xa0, seq(o.signer.der)),
+    ocspSignature(key).algorithm,
+    tlv(0x03, Buffer.concat([Buffer.from([0]), signData(key, tbs)])),
+    parts.certs,
   );
   return seq(tlv(0x0a, Buffer.from([STATUS.successful])), tlv(0xa0, seq(encodeOid(BASIC), tlv(0x04, basic))));
+}
+
+/**
+ * A successful OCSPResponse with a BasicOCSPResponse signed by `signer` (a delegated responder certificate of the
+ * issuer, sent along), responderID by key hash, the nonce echoed when asked.
+ */
+export function encodeOcspResponse(
+  answers: SingleAnswer[],
+  o: { signer: Certificate; key: KeyObject; producedAt: Date; thisUpdate: Date; nextUpdate: Date; nonce?: Buffer },
+): Buffer {
+  return signOcspAnswer(ocspAnswerParts(answers, o), o.key, o.producedAt, o.nonce);
 }

@@ -39,6 +39,26 @@ interface Binding {
   close(engine: unknown, id: number): void;
   closeAll(engine: unknown): void;
   destroy(engine: unknown): void;
+  /** The OCSP answer server (native/answers.cc; src/ca/ocsp-server.ts drives it): [server, bound port]. */
+  answersListen(
+    onRequest: (r: { id: number; method: string; url: string; ifNoneMatch: string; body: Buffer }) => void,
+    host: string,
+    port: number,
+    markerPath: string,
+  ): [unknown, number];
+  answersReply(
+    server: unknown,
+    id: number,
+    head: string,
+    body: Buffer,
+    cacheMs: number,
+    parts: Buffer[] | null,
+    gen: number,
+  ): void;
+  answersSigner(server: unknown, pkcs8: Buffer, algorithm: Buffer, hash: string, gen: number): void;
+  answersInvalidate(server: unknown): void;
+  answersStats(server: unknown): { hits: number; misses: number; refused: number };
+  answersClose(server: unknown): void;
   openssl: string;
   /** CloseReason's names in the addon's order (checked against CLOSE_REASONS by test/proxy/native.test.ts). */
   closeReasons: string[];

@@ -185,6 +185,11 @@ export class PostgresStore implements CertificateStore {
     return statusFromRow(row);
   }
 
+  async revocationMark(): Promise<number> {
+    const r = await this.query<{ value: string }>("SELECT value FROM counters WHERE name = 'crl_number'", []);
+    return Number(r.rows[0]?.value ?? 0);
+  }
+
   async list(filter: ListFilter = {}): Promise<InventoryRecord[]> {
     const { sql, args } = listQuery(filter, (i) => `$${i}`);
     return (await this.query<Row>(sql, args)).rows.map(fromRow);

@@ -172,6 +172,10 @@ export class SqliteStore implements CertificateStore {
     return row?.value ?? 0;
   }
 
+  async revocationMark(): Promise<number> {
+    return this.crlNumber();
+  }
+
   async count(): Promise<number> {
     return (this.db.prepare(SQL.count).get() as { n: number }).n;
   }

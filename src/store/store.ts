@@ -77,6 +77,11 @@ export interface CertificateStore {
   get(serial: string): Promise<InventoryRecord | undefined>;
   /** What an OCSP answer needs of a certificate (status, and when and why it was revoked), read cheaply. */
   statusOf(serial: string): Promise<Pick<InventoryRecord, 'status' | 'revokedAt' | 'revocationReason'> | undefined>;
+  /**
+   * The number of the last CRL published (0: none yet). Every revocation publishes, in its own transaction, so a
+   * cache of statuses is out of date as soon as this moves (the native OCSP front polls it).
+   */
+  revocationMark(): Promise<number>;
   list(filter?: ListFilter): Promise<InventoryRecord[]>;
   count(): Promise<number>;
   /**
