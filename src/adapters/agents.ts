@@ -49,6 +49,9 @@ function identityError(socket: tls.TLSSocket, host: string, expect: ServerExpect
   return checkServerIdentity(id, host, expect);
 }
 
+/** Takes the listener of an agent that was collected without destroy() off its CredentialHolder. */
+const followers = new FinalizationRegistry<() => void>((unfollow) => unfollow());
+
 /** An https.Agent that presents our certificate and checks the server's identity from DER, resumed or not. */
 export class MtlsHttpsAgent extends https.Agent {
   private readonly o: ClientAgentOptions;
@@ -61,13 +64,36 @@ export class MtlsHttpsAgent extends https.Agent {
     });
     this.o = o;
     const holder = o.credentials;
-    if (holder instanceof CredentialHolder)
-      // The certificate and key are part of the agent's connection name: new requests open new connections, with a
-      // session cache of their own (a session of the old certificate is not resumed); idle connections are closed.
-      holder.on('reloaded', () => {
-        Object.assign(this.options, { cert: holder.current.cert, key: holder.current.key });
-        for (const idle of Object.values(this.freeSockets)) for (const socket of idle ?? []) socket.destroy();
-      });
+    if (holder instanceof CredentialHolder) {
+      // The holder outlives agents (one RenewingCredentials, agents made and dropped): its listener holds the agent
+      // only weakly, and goes when the agent is destroyed or collected, so agents do not pile up on it.
+      const ref = new WeakRef(this);
+      const onReload = () => {
+        const agent = ref.deref();
+        if (agent) agent.follow(holder);
+        else holder.off('reloaded', onReload);
+      };
+      holder.on('reloaded', onReload);
+      this.unfollow = () => holder.off('reloaded', onReload);
+      followers.register(this, this.unfollow, this);
+    }
+  }
+
+  private unfollow?: () => void;
+
+  /**
+   * The certificate and key are part of the agent's connection name: new requests open new connections, with a
+   * session cache of their own (a session of the old certificate is not resumed); idle connections are closed.
+   */
+  private follow(holder: CredentialHolder): void {
+    Object.assign(this.options, { cert: holder.current.cert, key: holder.current.key });
+    for (const idle of Object.values(this.freeSockets)) for (const socket of idle ?? []) socket.destroy();
+  }
+
+  override destroy(): void {
+    this.unfollow?.();
+    followers.unregister(this);
+    super.destroy();
   }
 
   override createConnection(options: tls.ConnectionOptions, cb?: (err: Error | null, s: Duplex) => void): Duplex {
