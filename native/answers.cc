@@ -53,7 +53,13 @@ struct SignerKey {
   const EVP_MD* md = nullptr;  // null: the key signs the message itself (Ed25519)
   std::string algorithm;       // the AlgorithmIdentifier, DER
   uint64_t gen = 0;
-  ~SignerKey() { EVP_PKEY_free(key); }
+  // Initialized for signing once, and copied for each answer: an init fetches the algorithms from the provider
+  // again, which costs about as much as the signature. Null when the key's context cannot be copied (Ed25519).
+  EVP_MD_CTX* base = nullptr;
+  ~SignerKey() {
+    EVP_MD_CTX_free(base);
+    EVP_PKEY_free(key);
+  }
 };
 // A cache entry: the whole answer to a request without a nonce, and the parts to sign one with a nonce (either may
 // be missing). Served only while epoch and marker are as they were when its request came in.
@@ -238,15 +244,11 @@ std::string signAnswer(const Parts& parts, const SignerKey& k, const std::string
   std::string nonceExt = der(0xa1, der(0x30, der(0x30, std::string(reinterpret_cast<const char*>(NONCE_OID), sizeof NONCE_OID) + der(0x04, nonce))));
   std::string tbs = der(0x30, parts.responderId + der(0x18, when) + parts.responses + nonceExt);
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  size_t sigLen = 0;
-  std::string sig;
-  bool ok = ctx && EVP_DigestSignInit(ctx, nullptr, k.md, nullptr, k.key) == 1 &&
-            EVP_DigestSign(ctx, nullptr, &sigLen, reinterpret_cast<const uint8_t*>(tbs.data()), tbs.size()) == 1;
-  if (ok) {
-    sig.resize(sigLen);
-    ok = EVP_DigestSign(ctx, reinterpret_cast<uint8_t*>(sig.data()), &sigLen, reinterpret_cast<const uint8_t*>(tbs.data()), tbs.size()) == 1;
-    sig.resize(sigLen);
-  }
+  size_t sigLen = size_t(EVP_PKEY_get_size(k.key));
+  std::string sig(sigLen, '\0');
+  bool ok = ctx && (k.base ? EVP_MD_CTX_copy_ex(ctx, k.base) == 1 : EVP_DigestSignInit(ctx, nullptr, k.md, nullptr, k.key) == 1) &&
+            EVP_DigestSign(ctx, reinterpret_cast<uint8_t*>(sig.data()), &sigLen, reinterpret_cast<const uint8_t*>(tbs.data()), tbs.size()) == 1;
+  sig.resize(ok ? sigLen : 0);
   EVP_MD_CTX_free(ctx);
   if (!ok) {
     ERR_clear_error();
@@ -777,6 +779,14 @@ napi_value SetSigner(napi_env env, napi_callback_info info) {
   }
   k->algorithm.assign(alg.begin(), alg.end());
   k->gen = uint64_t(gen);
+  if (k->md) {
+    k->base = EVP_MD_CTX_new();
+    if (!k->base || EVP_DigestSignInit(k->base, nullptr, k->md, nullptr, k->key) != 1) {
+      EVP_MD_CTX_free(k->base);
+      k->base = nullptr;
+      ERR_clear_error();
+    }
+  }
   Reply r{0, nullptr, 0, nullptr, 0, std::move(k)};
   s->post(std::move(r));
   return nullptr;
