@@ -25,6 +25,7 @@
 namespace mtls_relay {
 namespace {
 
+constexpr size_t MAX_SIGNERS = 4;
 constexpr size_t MAX_HEAD = 8192, MAX_BODY = 16384, MAX_KEY = 2048, MAX_CONNS = 1024, MAX_CACHED = 10000;
 constexpr uint64_t REQUEST_MS = 10000, KEEPALIVE_MS = 5000, ANSWER_MS = 10000, WRITE_MS = 10000, LINGER_MS = 2000;
 constexpr size_t LINGER_BYTES = 256 * 1024;
@@ -118,7 +119,9 @@ struct Server {
   // the server's thread only
   std::unordered_map<uint64_t, HttpConn*> conns;
   std::unordered_map<std::string, Cached> cache;
-  std::shared_ptr<const SignerKey> signer;
+  // The responder keys JavaScript gave, by generation (one per responder certificate: the intermediate's and the
+  // root's), the newest few.
+  std::unordered_map<uint64_t, std::shared_ptr<const SignerKey>> signers;
   uint64_t nextId = 1, lastSweep = 0;
   bool listening = true;
 
@@ -487,8 +490,9 @@ bool Server::fromCache(HttpConn* c, const std::string& key, const std::string& n
     respond(c, *answer);
     return true;
   }
-  if (!e.parts || !signer || e.gen != signer->gen) return false;
-  std::string body = signAnswer(*e.parts, *signer, nonce);
+  auto signer = signers.find(e.gen);
+  if (!e.parts || signer == signers.end()) return false;
+  std::string body = signAnswer(*e.parts, *signer->second, nonce);
   if (body.empty()) return false;  // JavaScript answers it (and says what went wrong)
   hits++;
   respond(c, Answer{OCSP_HEAD, std::move(body)});
@@ -497,7 +501,13 @@ bool Server::fromCache(HttpConn* c, const std::string& key, const std::string& n
 
 void Server::deliver(Reply& r) {
   if (r.signer) {
-    signer = r.signer;
+    signers[r.signer->gen] = r.signer;
+    while (signers.size() > MAX_SIGNERS) {
+      auto oldest = signers.begin();
+      for (auto it = signers.begin(); it != signers.end(); ++it)
+        if (it->first < oldest->first) oldest = it;
+      signers.erase(oldest);
+    }
     return;
   }
   auto it = conns.find(r.id);

@@ -385,12 +385,15 @@ export class CertificateAuthority {
       root: this.root,
       intermediate: this.intermediate,
       intermediateKey: this.signingKey(),
-      rootKey: () => {
-        const file = caPaths(this.home).rootKey;
-        if (!fs.existsSync(file)) return undefined;
-        return loadPrivateKey(fs.readFileSync(file), `CA key ${file}`, this.passphrase);
-      },
+      rootKey: () => this.rootSigningKey(),
     };
+  }
+
+  /** The root's key when it is in the home (`ca init` suggests moving it offline): undefined when it is not. */
+  rootSigningKey(): KeyObject | undefined {
+    const file = caPaths(this.home).rootKey;
+    if (!fs.existsSync(file)) return undefined;
+    return loadPrivateKey(fs.readFileSync(file), `CA key ${file}`, this.passphrase);
   }
 }
 

@@ -3,18 +3,8 @@ import http from 'node:http';
 import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { messageOf } from '../errors.js';
-import { stageFiles } from '../io/files.js';
-import { parseCertificate, type Certificate } from '../pki/certificate.js';
-import {
-  authorityKeyIdExt,
-  basicConstraintsExt,
-  extKeyUsageExt,
-  keyIdentifier,
-  keyUsageExt,
-  subjectKeyIdExt,
-} from '../pki/extensions.js';
-import { exportPrivateKey, generateKeyPair, loadPrivateKey } from '../pki/keys.js';
-import { buildName, formatDn } from '../pki/names.js';
+import type { Certificate } from '../pki/certificate.js';
+import { formatDn } from '../pki/names.js';
 import {
   certIdIsFor,
   ocspAnswerParts,
@@ -25,17 +15,18 @@ import {
   type OcspAnswerParts,
   type SingleAnswer,
 } from '../pki/ocsp.js';
-import { OID } from '../pki/oid.js';
-import { decodeCertificatesPem, encodePem } from '../pki/pem.js';
-import { randomSerial, signCertificate, wholeSeconds } from '../pki/signing.js';
 import type { CertificateStore } from '../store/store.js';
 import { crlPaths } from './revocation.js';
 import { DAY } from './init.js';
+import { issueResponderCertificate, readSigner, RootResponder, writeSigner, type Signer } from './ocsp-signers.js';
 
 /** What the responder needs of the CA (CertificateAuthority provides it). */
 export interface OcspCa {
   home: string;
+  root: Certificate;
   intermediate: Certificate;
+  /** The root's key when it is at hand (often kept offline): it issues the responder for the root's certificates. */
+  rootSigningKey?(): KeyObject | undefined;
   store: CertificateStore;
   signingKey(): KeyObject;
 }
@@ -65,10 +56,14 @@ const SIGNER_CHECK_MS = 5000;
  * id-pkix-ocsp-nocheck, 7 days) that it issues from the intermediate and renews two days before it expires.
  */
 export class OcspResponder {
-  private signer?: { cert: Certificate; key: KeyObject };
+  private signer?: Signer;
+  private readonly rootResponder: RootResponder;
+  private rootSignerSerial?: string;
   private readonly cache = new Map<string, { parts: OcspAnswerParts; der?: Buffer; until: number }>();
 
-  constructor(private readonly ca: OcspCa) {}
+  constructor(private readonly ca: OcspCa) {
+    this.rootResponder = new RootResponder(ca);
+  }
 
   /** The DER OCSPResponse for a DER OCSPRequest: never throws (malformedRequest, unauthorized, internalError). */
   async answer(request: Buffer, now = new Date()): Promise<Buffer> {
@@ -89,14 +84,26 @@ export class OcspResponder {
       return { der: ocspFailure('malformedRequest'), cacheMs: 0 };
     }
     try {
-      if (!parsed.certIds.every((id) => certIdIsFor(id, this.ca.intermediate)))
+      // One request, one issuer: an answer has one signer, the issuer's delegated responder.
+      const byRoot = parsed.certIds.every((id) => certIdIsFor(id, this.ca.root));
+      if (!byRoot && !parsed.certIds.every((id) => certIdIsFor(id, this.ca.intermediate)))
         return { der: ocspFailure('unauthorized'), cacheMs: 0 };
+      const rootSigner = byRoot ? this.rootResponder.signerNow(now) : undefined;
+      if (byRoot && !rootSigner) return { der: ocspFailure('unauthorized'), cacheMs: 0 };
       const answers: SingleAnswer[] = [];
-      for (const certId of parsed.certIds) answers.push({ certId, status: await this.statusOf(certId.serialHex) });
+      for (const certId of parsed.certIds)
+        answers.push({
+          certId,
+          status: byRoot ? this.rootResponder.statusOf(certId.serialHex) : await this.statusOf(certId.serialHex),
+        });
       const key = answers.map((a) => `${a.certId.der.toString('hex')}:${JSON.stringify(a.status)}`).join();
       const reusable = answers.every((a) => a.status.status !== 'unknown');
       // First the signer: a new one (renewed, or the old one revoked) empties the cache of the old one's answers.
-      const signer = await this.responder(now);
+      const signer = rootSigner ?? (await this.responder(now));
+      if (rootSigner && rootSigner.cert.serialHex !== this.rootSignerSerial) {
+        this.rootSignerSerial = rootSigner.cert.serialHex;
+        this.cache.clear();
+      }
       let kept = this.cache.get(key);
       if (!kept || kept.until <= now.getTime()) {
         const parts = ocspAnswerParts(answers, {
@@ -222,61 +229,29 @@ export class OcspResponder {
     });
   }
 
-  private async loadOrIssue(
-    now: Date,
-    fresh: (c: Certificate) => boolean,
-  ): Promise<{ cert: Certificate; key: KeyObject }> {
+  private async loadOrIssue(now: Date, fresh: (c: Certificate) => boolean): Promise<Signer> {
     const dir = path.join(this.ca.home, 'ocsp');
-    const certFile = path.join(dir, 'responder.crt');
-    const keyFile = path.join(dir, 'responder.key');
-    try {
-      const cert = parseCertificate(decodeCertificatesPem(fs.readFileSync(certFile, 'latin1'), certFile)[0]!);
-      if (fresh(cert) && cert.issuerDer.equals(this.ca.intermediate.subjectDer)) {
-        const key = loadPrivateKey(fs.readFileSync(keyFile), keyFile);
-        const known = await this.ca.store.statusOf(cert.serialHex);
-        // One issued before responder certificates were recorded is recorded now; a revoked one is replaced.
-        if (!known) await this.record(cert, now);
-        if (known?.status !== 'revoked') {
-          this.signerCheckedAt = now.getTime();
-          return (this.signer = { cert, key });
-        }
+    const files = { cert: path.join(dir, 'responder.crt'), key: path.join(dir, 'responder.key') };
+    const onDisk = readSigner(files, this.ca.intermediate);
+    if (onDisk && fresh(onDisk.cert)) {
+      const known = await this.ca.store.statusOf(onDisk.cert.serialHex);
+      // One issued before responder certificates were recorded is recorded now; a revoked one is replaced.
+      if (!known) await this.record(onDisk.cert, now);
+      if (known?.status !== 'revoked') {
+        this.signerCheckedAt = now.getTime();
+        return (this.signer = onDisk);
       }
-    } catch {
-      // none yet, or unreadable: issue a new one
     }
-    const { privateKey, publicKey } = generateKeyPair('ec-p256');
-    const start = wholeSeconds(now);
-    const der = signCertificate(
-      {
-        serial: randomSerial(),
-        issuer: this.ca.intermediate.subjectDer,
-        subject: buildName([{ oid: OID.commonName, value: 'OCSP responder' }]),
-        notBefore: new Date(start.getTime() - 5 * 60e3),
-        notAfter: new Date(Math.min(start.getTime() + RESPONDER_LIFETIME_MS, this.ca.intermediate.notAfter.getTime())),
-        publicKey,
-        extensions: [
-          basicConstraintsExt(false),
-          keyUsageExt(['digitalSignature']),
-          extKeyUsageExt([OID.ocspSigning]),
-          // id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1): clients do not ask for the responder's own status.
-          { oid: '1.3.6.1.5.5.7.48.1.5', critical: false, value: Buffer.from([0x05, 0x00]) },
-          subjectKeyIdExt(keyIdentifier(publicKey)),
-          authorityKeyIdExt(this.ca.intermediate.subjectKeyId ?? keyIdentifier(this.ca.intermediate.publicKey!)),
-        ],
-      },
+    const s = issueResponderCertificate(
+      this.ca.intermediate,
       this.ca.signingKey(),
+      RESPONDER_LIFETIME_MS,
+      now,
+      'OCSP responder',
     );
-    const cert = parseCertificate(der);
-    await this.record(cert, now);
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    stageFiles(
-      [
-        { path: keyFile, data: exportPrivateKey(privateKey), mode: 0o600 },
-        { path: certFile, data: encodePem('CERTIFICATE', der), mode: 0o644 },
-      ],
-      { overwrite: true },
-    ).commit();
-    return (this.signer = { cert, key: privateKey });
+    await this.record(s.cert, now);
+    writeSigner(dir, files, s);
+    return (this.signer = s);
   }
 }
 

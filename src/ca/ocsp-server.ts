@@ -6,6 +6,7 @@ import { listenOn } from '../io/listen.js';
 import { ocspSignature } from '../pki/ocsp.js';
 import { nativeBinding, nativeUnavailable } from '../proxy/native.js';
 import { crlPaths } from './revocation.js';
+import type { Signer } from './ocsp-signers.js';
 import { revocationAnswer, revocationRoutes, type OcspResponder, type RevocationAnswer } from './ocsp-responder.js';
 
 /** A running `mtls ca ocsp`. */
@@ -95,27 +96,31 @@ async function serveNative(
     port = at.port;
   }
   let server: unknown;
-  // The key the addon signs with, and its generation: parts made with another signer are not signed with it.
-  let pushed: { serial: string; gen: number } | undefined;
+  // The keys the addon signs with, by responder certificate: each has a generation, which the parts made with it
+  // carry (the addon keeps the newest 4; parts of a generation it no longer has are answered here again).
+  const generations = new Map<string, number>();
+  let lastGen = 0;
+  const generationOf = (signer: Signer): number => {
+    let gen = generations.get(signer.cert.serialHex);
+    if (gen !== undefined) return gen;
+    gen = ++lastGen;
+    const key = signer.key.export({ type: 'pkcs8', format: 'der' });
+    const { algorithm, hash } = ocspSignature(signer.key);
+    try {
+      binding.answersSigner(server, key, algorithm, hash ?? '', gen);
+    } finally {
+      key.fill(0);
+    }
+    generations.set(signer.cert.serialHex, gen);
+    if (generations.size > 4) generations.delete(generations.keys().next().value!);
+    return gen;
+  };
   const reply = (id: number, a: RevocationAnswer) => {
     const o = a.ocsp;
-    let parts: Buffer[] | null = null;
-    if (o?.parts && o.signer && o.cacheMs > 0) {
-      if (pushed?.serial !== o.signer.cert.serialHex) {
-        const gen = (pushed?.gen ?? 0) + 1;
-        const key = o.signer.key.export({ type: 'pkcs8', format: 'der' });
-        const { algorithm, hash } = ocspSignature(o.signer.key);
-        try {
-          binding.answersSigner(server, key, algorithm, hash ?? '', gen);
-        } finally {
-          key.fill(0);
-        }
-        pushed = { serial: o.signer.cert.serialHex, gen };
-      }
-      parts = [o.parts.responderId, o.parts.responses, o.parts.certs];
-    }
-    const cacheMs = parts ? Math.floor(o!.cacheMs) : 0;
-    binding.answersReply(server, id, headOf(a), a.body, cacheMs, parts, pushed?.gen ?? 0);
+    const reusable = o?.parts && o.signer && o.cacheMs > 0;
+    const parts = reusable ? [o.parts!.responderId, o.parts!.responses, o.parts!.certs] : null;
+    const gen = reusable ? generationOf(o.signer!) : 0;
+    binding.answersReply(server, id, headOf(a), a.body, reusable ? Math.floor(o.cacheMs) : 0, parts, gen);
   };
   const onRequest = (r: { id: number; method: string; url: string; ifNoneMatch: string; body: Buffer }) => {
     revocationAnswer(responder, home, {

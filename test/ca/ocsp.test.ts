@@ -74,6 +74,46 @@ for (const engine of ['native', 'node'] as const)
       }
     });
 
+    it("answers for the root's certificate (the intermediate), signed by a responder the root issued", () => {
+      for (const extra of [[], [], ['-no_nonce'], ['-no_nonce']]) {
+        const r = openssl([
+          'ocsp',
+          '-issuer',
+          path.join(home, 'root.crt'),
+          '-cert',
+          path.join(home, 'intermediate.crt'),
+          '-url',
+          url,
+          '-CAfile',
+          path.join(home, 'root.crt'),
+          ...extra,
+        ]);
+        const out = r.stdout + r.stderr;
+        assert.match(out, /Response verify OK/);
+        assert.match(out, /intermediate\.crt: good/);
+        assert.doesNotMatch(out, /nonce/i);
+      }
+      const signer = openssl(['x509', '-in', path.join(home, 'ocsp', 'root-responder.crt'), '-noout', '-text']);
+      assert.match(signer.stdout, /OCSP Signing/);
+      assert.match(signer.stdout, /OCSP No Check/);
+      assert.match(signer.stdout, /Issuer: O = Ocsp, CN = Ocsp Root\n/);
+      // One request about certificates of both issuers cannot have one signer: unauthorized.
+      const mixed = openssl([
+        'ocsp',
+        '-issuer',
+        path.join(home, 'root.crt'),
+        '-cert',
+        path.join(home, 'intermediate.crt'),
+        '-issuer',
+        path.join(home, 'intermediate.crt'),
+        '-cert',
+        f('bob.crt'),
+        '-url',
+        url,
+      ]);
+      assert.match(mixed.stdout + mixed.stderr, /unauthorized \(6\)/);
+    });
+
     it('answers for a certificate issued after it started, and unknown for a serial it never issued', () => {
       assert.equal(run(['issue', 'client', 'carol', '--out', dir]).status, 0);
       assert.match(ask(['carol.crt']), /carol\.crt: good/);
