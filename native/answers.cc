@@ -631,25 +631,8 @@ void callJs(napi_env env, napi_value fn, void*, void* data) {
   napi_call_function(env, undef, fn, 1, &obj, nullptr);
 }
 
-void cleanupHook(void* p) {
-  auto* s = static_cast<Server*>(p);
-  s->env = nullptr;
-  s->shutdown();
-}
-
-void finalizeServer(napi_env env, void* p, void*) {
-  auto* s = static_cast<Server*>(p);
-  if (s->env) napi_remove_env_cleanup_hook(env, cleanupHook, s);
-  delete s;
-}
-
-Server* serverOf(napi_env env, napi_value v) {
-  void* p = nullptr;
-  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
-    napi_throw_type_error(env, nullptr, "native answers: not an answer server");
-    return nullptr;
-  }
-  return static_cast<Server*>(p);
+Server* serverCall(napi_env env, napi_callback_info info, size_t want, napi_value* argv) {
+  return externalCall<Server>(env, info, want, argv, "native answers: not an answer server");
 }
 
 // answersListen(onRequest, host, port, markerPath): listens on HOST:PORT (an IP address; port 0 picks one) or, with
@@ -710,10 +693,10 @@ napi_value Listen(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "mtls OCSP answers", NAPI_AUTO_LENGTH, &name);
   NAPI(napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, nullptr, callJs, &s->tsfn));
   napi_value ext;
-  NAPI(napi_create_external(env, s.get(), finalizeServer, nullptr, &ext));
+  NAPI(napi_create_external(env, s.get(), finalizeOf<Server>, nullptr, &ext));
   Server* server = s.release();  // the external owns it now
   server->env = env;
-  napi_add_env_cleanup_hook(env, cleanupHook, server);
+  napi_add_env_cleanup_hook(env, cleanupHookOf<Server>, server);
   server->lastSweep = nowMs();
   server->thread = std::thread([server] { server->run(); });
   server->running = true;
@@ -731,8 +714,7 @@ napi_value Listen(napi_env env, napi_callback_info info) {
 // answers to the same CertIDs with a nonce, by the key of answersSigner's generation `gen`.
 napi_value ReplyTo(napi_env env, napi_callback_info info) {
   napi_value argv[7];
-  if (!getArgs(env, info, 7, argv)) return nullptr;
-  Server* s = serverOf(env, argv[0]);
+  Server* s = serverCall(env, info, 7, argv);
   if (!s) return nullptr;
   int64_t id = 0;
   uint32_t cacheMs = 0;
@@ -770,8 +752,7 @@ napi_value ReplyTo(napi_env env, napi_callback_info info) {
 // of generation `gen`. The key bytes are wiped here; the caller wipes its own.
 napi_value SetSigner(napi_env env, napi_callback_info info) {
   napi_value argv[5];
-  if (!getArgs(env, info, 5, argv)) return nullptr;
-  Server* s = serverOf(env, argv[0]);
+  Server* s = serverCall(env, info, 5, argv);
   if (!s) return nullptr;
   std::vector<uint8_t> keyDer, alg;
   std::string hash;
@@ -805,8 +786,7 @@ napi_value SetSigner(napi_env env, napi_callback_info info) {
 // answersInvalidate(server): no cached answer is served from now on, nor any answer to an earlier request stored.
 napi_value Invalidate(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!getArgs(env, info, 1, argv)) return nullptr;
-  Server* s = serverOf(env, argv[0]);
+  Server* s = serverCall(env, info, 1, argv);
   if (s) s->epoch++;
   return nullptr;
 }
@@ -814,8 +794,7 @@ napi_value Invalidate(napi_env env, napi_callback_info info) {
 // answersStats(server): {hits, misses, refused} since it started.
 napi_value Stats(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!getArgs(env, info, 1, argv)) return nullptr;
-  Server* s = serverOf(env, argv[0]);
+  Server* s = serverCall(env, info, 1, argv);
   if (!s) return nullptr;
   napi_value obj;
   napi_create_object(env, &obj);
@@ -828,8 +807,7 @@ napi_value Stats(napi_env env, napi_callback_info info) {
 // answersClose(server): stops listening, closes every connection and stops the thread.
 napi_value Close(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!getArgs(env, info, 1, argv)) return nullptr;
-  Server* s = serverOf(env, argv[0]);
+  Server* s = serverCall(env, info, 1, argv);
   if (s) s->shutdown();
   return nullptr;
 }

@@ -94,33 +94,9 @@ void callJs(napi_env env, napi_value fn, void*, void* data) {
   napi_call_function(env, undef, fn, 1, &obj, nullptr);
 }
 
-Engine* engineOf(napi_env env, napi_value v) {
-  void* p = nullptr;
-  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
-    napi_throw_type_error(env, nullptr, "native relay: not an engine");
-    return nullptr;
-  }
-  return static_cast<Engine*>(p);
-}
-
 // The arguments of a call whose first argument is an engine; null (with a JS exception pending) when wrong.
 Engine* engineCall(napi_env env, napi_callback_info info, size_t want, napi_value* argv) {
-  return getArgs(env, info, want, argv) ? engineOf(env, argv[0]) : nullptr;
-}
-
-// The environment goes away (process exit, or a worker thread ending without destroy()): stop the threads before
-// the thread-safe function they call is gone.
-void cleanupHook(void* p) {
-  auto* e = static_cast<Engine*>(p);
-  e->env = nullptr;
-  e->shutdown();
-}
-
-// The JavaScript engine object was collected: free everything (threads stopped first).
-void finalizeEngine(napi_env env, void* p, void*) {
-  auto* e = static_cast<Engine*>(p);
-  if (e->env) napi_remove_env_cleanup_hook(env, cleanupHook, e);
-  delete e;
+  return externalCall<Engine>(env, info, want, argv, "native relay: not an engine");
 }
 
 // create(onEvent, threads): an engine with `threads` loops (one thread each).
@@ -148,10 +124,10 @@ napi_value Create(napi_env env, napi_callback_info info) {
   NAPI(napi_create_threadsafe_function(env, argv[0], nullptr, name, 0, 1, nullptr, nullptr, nullptr, callJs, &e->tsfn));
   napi_unref_threadsafe_function(env, e->tsfn);  // the listener's server keeps the process alive, not this
   napi_value ext;
-  NAPI(napi_create_external(env, e.get(), finalizeEngine, nullptr, &ext));
-  Engine* engine = e.release();  // the external owns it now: freed by finalizeEngine
+  NAPI(napi_create_external(env, e.get(), finalizeOf<Engine>, nullptr, &ext));
+  Engine* engine = e.release();  // the external owns it now: freed by finalizeOf<Engine>
   engine->env = env;
-  napi_add_env_cleanup_hook(env, cleanupHook, engine);
+  napi_add_env_cleanup_hook(env, cleanupHookOf<Engine>, engine);
   for (auto& l : engine->loops) {
     Loop* lp = l.get();
     l->thread = std::thread([lp] { lp->run(); });

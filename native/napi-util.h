@@ -75,5 +75,35 @@ inline uint32_t getU32(napi_env env, napi_value v) {
   return n;
 }
 
+// The lifetime of an object JavaScript holds as an external (the relay's Engine, the OCSP answer Server): T has
+// `env` and `shutdown()`, which stops its threads and is safe to call twice.
+// The environment goes away (process exit, or a worker thread ending without destroy()): stop the threads before
+// the thread-safe function they call is gone.
+template <class T>
+void cleanupHookOf(void* p) {
+  auto* o = static_cast<T*>(p);
+  o->env = nullptr;
+  o->shutdown();
+}
+
+// The JavaScript object was collected: free everything (threads stopped first).
+template <class T>
+void finalizeOf(napi_env env, void* p, void*) {
+  auto* o = static_cast<T*>(p);
+  if (o->env) napi_remove_env_cleanup_hook(env, cleanupHookOf<T>, o);
+  delete o;
+}
+
+// The arguments of a call whose first argument is a T external; null (with a JS exception pending) when wrong.
+template <class T>
+T* externalCall(napi_env env, napi_callback_info info, size_t want, napi_value* argv, const char* notOne) {
+  if (!getArgs(env, info, want, argv)) return nullptr;
+  void* p = nullptr;
+  if (napi_get_value_external(env, argv[0], &p) != napi_ok || !p) {
+    napi_throw_type_error(env, nullptr, notOne);
+    return nullptr;
+  }
+  return static_cast<T*>(p);
+}
 
 }  // namespace mtls_relay

@@ -18,7 +18,7 @@ import { readCertificates } from '../../src/pki/certificate.js';
 import { encodeOid, readSingle, seq, tlv } from '../../src/pki/der.js';
 import { ocspRequest } from '../../src/pki/ocsp-check.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
-import { mtls, openssl, tempDir } from '../helpers/pki.js';
+import { mtls, ocspArgs, openssl, tempDir } from '../helpers/pki.js';
 
 const skip = nativeUnavailable();
 
@@ -32,16 +32,12 @@ describe('mtls ca ocsp, native engine', { skip }, () => {
   let url = '';
   const errors: string[] = [];
   /** `openssl ocsp` about `files`, checked against the root: its output (status per file, nonce and signature). */
-  const askArgs = (files: string[]) => [
-    'ocsp',
-    '-issuer',
-    path.join(home, 'intermediate.crt'),
-    ...files.flatMap((x) => ['-cert', f(x)]),
-    '-url',
-    url,
-    '-CAfile',
-    path.join(home, 'root.crt'),
-  ];
+  const askArgs = (files: string[]) =>
+    ocspArgs(
+      files.map((x): [string, string] => [path.join(home, 'intermediate.crt'), f(x)]),
+      url,
+      path.join(home, 'root.crt'),
+    );
   const ask = async (files: string[], extra: string[] = []) => {
     // Not spawnSync: the responder runs in this process, and its JavaScript half must keep running meanwhile.
     const r = await run('openssl', [...askArgs(files), ...extra]);

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { nativeUnavailable } from '../../src/proxy/native.js';
 import { freePort } from '../helpers/endpoints.js';
-import { BIN, mtls, openssl, tempDir } from '../helpers/pki.js';
+import { BIN, mtls, ocspArgs, openssl, tempDir } from '../helpers/pki.js';
 import { startProcess, trackServers } from '../helpers/process.js';
 
 trackServers();
@@ -26,17 +26,8 @@ for (const engine of ['native', 'node'] as const)
     const run = (args: string[]) => mtls(args, { env });
     /** `openssl ocsp` for the certificates, checking the response with the root: status per file, and all text. */
     const ask = (files: string[], extra: string[] = []) => {
-      const r = openssl([
-        'ocsp',
-        '-issuer',
-        path.join(home, 'intermediate.crt'),
-        ...files.flatMap((x) => ['-cert', f(x)]),
-        '-url',
-        url,
-        '-CAfile',
-        path.join(home, 'root.crt'),
-        ...extra,
-      ]);
+      const pairs = files.map((x): [string, string] => [path.join(home, 'intermediate.crt'), f(x)]);
+      const r = openssl([...ocspArgs(pairs, url, path.join(home, 'root.crt')), ...extra]);
       return r.stdout + r.stderr;
     };
 
@@ -76,18 +67,8 @@ for (const engine of ['native', 'node'] as const)
 
     it("answers for the root's certificate (the intermediate), signed by a responder the root issued", () => {
       for (const extra of [[], [], ['-no_nonce'], ['-no_nonce']]) {
-        const r = openssl([
-          'ocsp',
-          '-issuer',
-          path.join(home, 'root.crt'),
-          '-cert',
-          path.join(home, 'intermediate.crt'),
-          '-url',
-          url,
-          '-CAfile',
-          path.join(home, 'root.crt'),
-          ...extra,
-        ]);
+        const root = path.join(home, 'root.crt');
+        const r = openssl([...ocspArgs([[root, path.join(home, 'intermediate.crt')]], url, root), ...extra]);
         const out = r.stdout + r.stderr;
         assert.match(out, /Response verify OK/);
         assert.match(out, /intermediate\.crt: good/);
@@ -98,19 +79,15 @@ for (const engine of ['native', 'node'] as const)
       assert.match(signer.stdout, /OCSP No Check/);
       assert.match(signer.stdout, /Issuer: O = Ocsp, CN = Ocsp Root\n/);
       // One request about certificates of both issuers cannot have one signer: unauthorized.
-      const mixed = openssl([
-        'ocsp',
-        '-issuer',
-        path.join(home, 'root.crt'),
-        '-cert',
-        path.join(home, 'intermediate.crt'),
-        '-issuer',
-        path.join(home, 'intermediate.crt'),
-        '-cert',
-        f('bob.crt'),
-        '-url',
-        url,
-      ]);
+      const mixed = openssl(
+        ocspArgs(
+          [
+            [path.join(home, 'root.crt'), path.join(home, 'intermediate.crt')],
+            [path.join(home, 'intermediate.crt'), f('bob.crt')],
+          ],
+          url,
+        ),
+      );
       assert.match(mixed.stdout + mixed.stderr, /unauthorized \(6\)/);
     });
 

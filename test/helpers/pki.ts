@@ -189,6 +189,20 @@ export function mtlsAsync(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}
 }
 
 /** Runs the real `openssl` CLI. */
+/**
+ * `openssl ocsp` arguments: ask `url` about each [issuer file, certificate file] pair, and check the answer's
+ * signature against `caFile` when given.
+ */
+export function ocspArgs(pairs: [issuer: string, cert: string][], url: string, caFile?: string): string[] {
+  return [
+    'ocsp',
+    ...pairs.flatMap(([issuer, cert]) => ['-issuer', issuer, '-cert', cert]),
+    '-url',
+    url,
+    ...(caFile ? ['-CAfile', caFile] : []),
+  ];
+}
+
 export function openssl(args: string[], input?: string): RunResult {
   const r = spawnSync('openssl', args, { encoding: 'utf8', input, timeout: 60_000 });
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
