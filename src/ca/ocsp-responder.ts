@@ -135,6 +135,7 @@ export class OcspResponder {
     let mark: number | undefined;
     let busy = false;
     let again = false;
+    let failing: string | undefined;
     const look = async () => {
       if (busy) return void (again = true);
       busy = true;
@@ -148,9 +149,12 @@ export class OcspResponder {
             onChange();
           }
           mark = now;
+          failing = undefined;
         } while (again);
       } catch (err) {
-        onError(`cannot read the inventory's revocation mark: ${messageOf(err)}`);
+        const why = `cannot read the inventory's revocation mark: ${messageOf(err)}`;
+        if (why !== failing) onError(why); // once per cause, not every 100 ms
+        failing = why;
         onChange(); // not knowing is not "nothing changed": what was kept is dropped
       } finally {
         busy = false;
