@@ -4,7 +4,7 @@ import { MtlsError, messageOf } from '../errors.js';
 import { formatAddress, type Address } from '../io/address.js';
 import { listenOn } from '../io/listen.js';
 import { ocspSignature } from '../pki/ocsp.js';
-import { nativeBinding, nativeUnavailable } from '../proxy/native.js';
+import { addonUnavailable, loadAddon, type AnswersBinding } from '../io/addon.js';
 import { crlPaths } from './revocation.js';
 import type { Signer } from './ocsp-signers.js';
 import { revocationAnswer, revocationRoutes, type OcspResponder, type RevocationAnswer } from './ocsp-responder.js';
@@ -46,8 +46,8 @@ export async function serveOcsp(
   opts: ServeOcspOptions = {},
 ): Promise<OcspServer> {
   const engine = opts.engine ?? 'auto';
-  const binding = engine === 'node' ? null : nativeBinding();
-  if (engine === 'native' && !binding) throw new MtlsError('USAGE', nativeUnavailable()!);
+  const binding = engine === 'node' ? null : loadAddon<AnswersBinding>();
+  if (engine === 'native' && !binding) throw new MtlsError('USAGE', addonUnavailable()!);
   return binding ? serveNative(binding, responder, home, at, onError) : serveNode(responder, home, at, onError);
 }
 
@@ -78,7 +78,7 @@ const headOf = (a: RevocationAnswer) =>
     .join('');
 
 async function serveNative(
-  binding: NonNullable<ReturnType<typeof nativeBinding>>,
+  binding: AnswersBinding,
   responder: OcspResponder,
   home: string,
   at: Address,

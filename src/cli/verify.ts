@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
-import { exitCodeFor, messageOf, MtlsError } from '../errors.js';
+import { exitCodeFor, MtlsError } from '../errors.js';
 import { readCertificates, type Certificate } from '../pki/certificate.js';
 import { crlSetProblem, readCrls, revocationStatus } from '../pki/crl.js';
 import type { OcspStatus } from '../pki/ocsp-check.js';
-import { fetchOcsp } from '../tls/ocsp-fetch.js';
+import { ocspOutcome } from '../tls/ocsp-fetch.js';
 import { formatDn } from '../pki/names.js';
 import { verifyChain } from '../pki/verify.js';
 import { certLabel, PROFILES, VERIFY_PROBLEMS, type Profile, type Purpose } from '../pki/path-rules.js';
@@ -202,11 +202,8 @@ async function ocspStatuses(
               why: `'${certLabel(cert)}' names no OCSP responder (no AIA OCSP URL): give one with --ocsp URL, or use --crl`,
             }
           : undefined;
-      try {
-        return { ...(await fetchOcsp(where, cert, chain[i + 1]!, { now: () => at })), url: where };
-      } catch (err) {
-        return { status: 'failed', why: messageOf(err) };
-      }
+      const o = await ocspOutcome(cert, chain[i + 1]!, { url: where, timeoutMs: 5000, now: at });
+      return !o || 'failed' in o ? { status: 'failed', why: o?.failed ?? '' } : { ...o.status, url: where };
     }),
   );
 }

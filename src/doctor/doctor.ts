@@ -1,7 +1,6 @@
-import { MtlsError, messageOf } from '../errors.js';
+import { MtlsError } from '../errors.js';
 import { readCertificates, type Certificate } from '../pki/certificate.js';
-import { checkOcspResponse, type OcspStatus } from '../pki/ocsp-check.js';
-import { fetchOcsp } from '../tls/ocsp-fetch.js';
+import { ocspOutcome } from '../tls/ocsp-fetch.js';
 import { exportPrivateKey } from '../pki/keys.js';
 import { analyzeHandshake } from '../trace/analyze.js';
 import { Capture } from '../tls/capture.js';
@@ -148,27 +147,14 @@ async function revocationOf(
   now: Date,
 ): Promise<RevocationSeen | undefined> {
   if (!leaf || !issuer) return undefined;
-  const seen = (s: OcspStatus, source: string): RevocationSeen => ({
+  const o = await ocspOutcome(leaf, issuer, { ...(staple ? { staple } : {}), now });
+  if (!o) return undefined;
+  if ('failed' in o) return { status: 'failed', source: o.source, why: o.failed };
+  const s = o.status;
+  return {
     status: s.status,
-    source: `${source}, signed by ${s.signedBy}`,
+    source: `${o.source}, signed by ${s.signedBy}`,
     ...(s.revokedAt ? { revokedAt: s.revokedAt } : {}),
     ...(s.reason ? { reason: s.reason } : {}),
-  });
-  if (staple) {
-    try {
-      return seen(
-        checkOcspResponse(staple, leaf, issuer, { now, what: 'the stapled OCSP response' }),
-        'its stapled OCSP response',
-      );
-    } catch (err) {
-      return { status: 'failed', source: 'its stapled OCSP response', why: messageOf(err) };
-    }
-  }
-  const url = leaf.ocspUrls?.[0];
-  if (!url) return undefined;
-  try {
-    return seen(await fetchOcsp(url, leaf, issuer, { timeoutMs: 3000, now: () => now }), `the OCSP responder ${url}`);
-  } catch (err) {
-    return { status: 'failed', source: `the OCSP responder ${url}`, why: messageOf(err) };
-  }
+  };
 }

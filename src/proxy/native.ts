@@ -1,8 +1,8 @@
-import { createRequire } from 'node:module';
 import crypto from 'node:crypto';
 import type tls from 'node:tls';
 import { MtlsError } from '../errors.js';
 import type { Address } from '../io/address.js';
+import { addonUnavailable, loadAddon } from '../io/addon.js';
 import type { Crl } from '../pki/crl.js';
 import type { Limits } from './config.js';
 
@@ -39,26 +39,6 @@ interface Binding {
   close(engine: unknown, id: number): void;
   closeAll(engine: unknown): void;
   destroy(engine: unknown): void;
-  /** The OCSP answer server (native/answers.cc; src/ca/ocsp-server.ts drives it): [server, bound port]. */
-  answersListen(
-    onRequest: (r: { id: number; method: string; url: string; ifNoneMatch: string; body: Buffer }) => void,
-    host: string,
-    port: number,
-    markerPath: string,
-  ): [unknown, number];
-  answersReply(
-    server: unknown,
-    id: number,
-    head: string,
-    body: Buffer,
-    cacheMs: number,
-    parts: Buffer[] | null,
-    gen: number,
-  ): void;
-  answersSigner(server: unknown, pkcs8: Buffer, algorithm: Buffer, hash: string, gen: number): void;
-  answersInvalidate(server: unknown): void;
-  answersStats(server: unknown): { hits: number; misses: number; refused: number };
-  answersClose(server: unknown): void;
   openssl: string;
   /** CloseReason's names in the addon's order (checked against CLOSE_REASONS by test/proxy/native.test.ts). */
   closeReasons: string[];
@@ -117,26 +97,13 @@ export interface ClosedEvent {
 
 export type NativeEvent = SecuredEvent | ClosedEvent;
 
-let binding: Binding | null | undefined;
-let loadError = '';
-
-/** The addon, or null when it was not built or does not load (`nativeUnavailable()` says why). */
+/** The addon's relay engine, or null when it was not built or does not load (`nativeUnavailable()` says why). */
 export function nativeBinding(): Binding | null {
-  if (binding !== undefined) return binding;
-  try {
-    const require = createRequire(import.meta.url);
-    binding = require(new URL('../../../build/Release/mtls_relay.node', import.meta.url).pathname) as Binding;
-  } catch (err) {
-    loadError = (err as Error).message.split('\n')[0] ?? String(err);
-    binding = null;
-  }
-  return binding;
+  return loadAddon<Binding>();
 }
 
 export function nativeUnavailable(): string | undefined {
-  return nativeBinding()
-    ? undefined
-    : `the native relay is not built (${loadError}); run npm ci (it needs make and g++), or use --engine node`;
+  return addonUnavailable();
 }
 
 const text = (v: unknown): string =>

@@ -5,7 +5,7 @@ import { sameDn } from '../pki/name-match.js';
 import { formatDn } from '../pki/names.js';
 import { issuedBy, type OcspStatus } from '../pki/ocsp-check.js';
 import { CrlFetcher } from './crl-fetch.js';
-import { fetchOcsp } from './ocsp-fetch.js';
+import { ocspOutcome } from './ocsp-fetch.js';
 
 /** One certificate's revocation status, and where it came from (issue 14: connect, trace). */
 export interface ChainRevocation {
@@ -55,25 +55,19 @@ async function statusOf(
   timeoutMs: number,
   now: Date,
 ): Promise<ChainRevocation> {
-  const fromOcsp = (s: OcspStatus, source: string): ChainRevocation => ({
-    certificate: cert,
-    status: s.status,
-    source: `${source} (signed by ${s.signedBy})`,
-    ...(s.revokedAt ? { revokedAt: s.revokedAt } : {}),
-    ...(s.reason ? { reason: s.reason } : {}),
-  });
-  if (staple) return fromOcsp(staple, 'its stapled OCSP response');
-  const ocspUrl = cert.basicConstraints?.ca ? undefined : cert.ocspUrls?.[0];
-  if (ocspUrl) {
-    try {
-      return fromOcsp(
-        await fetchOcsp(ocspUrl, cert, issuer, { timeoutMs, now: () => now }),
-        `the OCSP responder ${ocspUrl}`,
-      );
-    } catch (err) {
-      return { certificate: cert, status: 'failed', source: `the OCSP responder ${ocspUrl}`, why: messageOf(err) };
-    }
-  }
+  // A leaf: its staple, else its responder. A CA certificate: its CRL (OCSP would ask the CA about itself).
+  const o = cert.basicConstraints?.ca
+    ? undefined
+    : await ocspOutcome(cert, issuer, { ...(staple ? { staple } : {}), timeoutMs, now });
+  if (o && 'failed' in o) return { certificate: cert, status: 'failed', source: o.source, why: o.failed };
+  if (o)
+    return {
+      certificate: cert,
+      status: o.status.status,
+      source: `${o.source} (signed by ${o.status.signedBy})`,
+      ...(o.status.revokedAt ? { revokedAt: o.status.revokedAt } : {}),
+      ...(o.status.reason ? { reason: o.status.reason } : {}),
+    };
   const crlUrl = cert.crlUrls?.find((u) => /^https?:\/\//i.test(u));
   if (!crlUrl) return { certificate: cert, status: 'not checked', source: 'it names no OCSP responder or CRL' };
   const source = `the CRL at ${crlUrl}`;
