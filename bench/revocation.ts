@@ -544,9 +544,9 @@ export async function revocationSection(): Promise<string> {
     const ceilingText =
       ceiling !== undefined && plain8 !== undefined && nonce8 !== undefined
         ? `nginx answering a constant, with no OCSP work at all, does ${fmt(ceiling, 2)}x \`openssl ocsp\` in this run (its
-reference row): that is the most any responder can do here with a new connection per request (ab takes one of the 2
-cores). \`mtls ca ocsp\` does ${fmt(plain8, 2)}x without a nonce and ${fmt(nonce8, 2)}x with one, 8 at a time.`
-        : 'install nginx for the reference row: the most a new connection per request allows here.';
+reference row), and \`mtls ca ocsp\` ${fmt(plain8, 2)}x without a nonce and ${fmt(nonce8, 2)}x with one, 8 at a time: at this
+rate the TCP connection, not the answer, is most of the cost on these 2 cores (ab takes one of them).`
+        : 'install nginx for the reference row: what a new connection per request costs here, with no OCSP work.';
     return `## Revocation at ${fmt(REVOKED)} revoked certificates
 
 \`mtls revoke\` does in one step what a CRL-publishing CA must: it updates the inventory and writes a complete,
