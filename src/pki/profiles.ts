@@ -129,7 +129,11 @@ export interface RevocationUrls {
 export function revocationUrls(base: string | undefined): { leaf?: RevocationUrls; intermediate?: RevocationUrls } {
   if (!base) return {};
   const b = base.replace(/\/+$/, '');
-  return { leaf: { crl: `${b}/crl/intermediate.crl`, ocsp: `${b}/ocsp` }, intermediate: { crl: `${b}/crl/root.crl` } };
+  // The intermediate names the same responder: `mtls ca ocsp` answers for the root's certificates too.
+  return {
+    leaf: { crl: `${b}/crl/intermediate.crl`, ocsp: `${b}/ocsp` },
+    intermediate: { crl: `${b}/crl/root.crl`, ocsp: `${b}/ocsp` },
+  };
 }
 
 function revocationExtensions(r: RevocationUrls | undefined): RawExtension[] {

@@ -55,10 +55,13 @@ async function statusOf(
   timeoutMs: number,
   now: Date,
 ): Promise<ChainRevocation> {
-  // A leaf: its staple, else its responder. A CA certificate: its CRL (OCSP would ask the CA about itself).
-  const o = cert.basicConstraints?.ca
-    ? undefined
-    : await ocspOutcome(cert, issuer, { ...(staple ? { staple } : {}), timeoutMs, now });
+  // A leaf: its staple, else its responder, else its CRL. A CA certificate: its CRL (one a year at the root, where
+  // one question about each leaf would do), else its responder.
+  const crlUrl = cert.crlUrls?.find((u) => /^https?:\/\//i.test(u));
+  const o =
+    cert.basicConstraints?.ca && crlUrl
+      ? undefined
+      : await ocspOutcome(cert, issuer, { ...(staple ? { staple } : {}), timeoutMs, now });
   if (o && 'failed' in o) return { certificate: cert, status: 'failed', source: o.source, why: o.failed };
   if (o)
     return {
@@ -68,7 +71,6 @@ async function statusOf(
       ...(o.status.revokedAt ? { revokedAt: o.status.revokedAt } : {}),
       ...(o.status.reason ? { reason: o.status.reason } : {}),
     };
-  const crlUrl = cert.crlUrls?.find((u) => /^https?:\/\//i.test(u));
   if (!crlUrl) return { certificate: cert, status: 'not checked', source: 'it names no OCSP responder or CRL' };
   const source = `the CRL at ${crlUrl}`;
   try {

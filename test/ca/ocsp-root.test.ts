@@ -11,6 +11,10 @@ import { after, before, describe, it } from 'node:test';
 import { CertificateAuthority } from '../../src/ca/authority.js';
 import { OcspResponder, type OcspCa } from '../../src/ca/ocsp-responder.js';
 import { checkOcspResponse, ocspRequest } from '../../src/pki/ocsp-check.js';
+import { serveOcsp } from '../../src/ca/ocsp-server.js';
+import { readCertificates } from '../../src/pki/certificate.js';
+import { chainRevocation } from '../../src/tls/chain-revocation.js';
+import { freePort } from '../helpers/endpoints.js';
 import { tempDir } from '../helpers/pki.js';
 
 const UNAUTHORIZED = [0x30, 0x03, 0x0a, 0x01, 0x06];
@@ -52,6 +56,35 @@ describe("OCSP for the root's certificates", () => {
     // 31 days on, the 30-day responder certificate has expired and the root key is still away.
     const later = new Date(Date.now() + 31 * DAY);
     assert.deepEqual([...(await new OcspResponder(view(false)).answer(ask(), later))], UNAUTHORIZED);
+  });
+
+  it('connect and trace ask the responder the intermediate names when it names no CRL', async () => {
+    const port = await freePort();
+    const home = path.join(tempDir('mtls-ocsp-root-url-'), 'ca');
+    const named = await CertificateAuthority.init({ home, name: 'Named', url: `http://127.0.0.1:${port}` });
+    const server = await serveOcsp(new OcspResponder(named), home, { host: '127.0.0.1', port }, () => {}, {
+      engine: 'node',
+    });
+    try {
+      assert.deepEqual(named.intermediate.ocspUrls, [`http://127.0.0.1:${port}/ocsp`]);
+      const leaf = await named.issue({ profile: 'server', name: 'web', names: { dns: ['web.example'] } });
+      const chain = readCertificates(Buffer.from(leaf.chainPem), 'chain');
+      // As the intermediate of a CA that publishes no CRL: only its responder can say.
+      const withoutCrl = [chain[0]!, { ...chain[1]!, crlUrls: [] }];
+      const seen = await chainRevocation(withoutCrl, [named.root]);
+      assert.equal(seen.length, 2);
+      assert.equal(seen[1]!.status, 'good');
+      assert.match(
+        seen[1]!.source,
+        /the OCSP responder http:\/\/127\.0\.0\.1:\d+\/ocsp \(signed by .*OCSP responder \(root\)/,
+      );
+      // With its CRL, the CRL is asked (one a year at the root, not one question per certificate).
+      const withCrl = await chainRevocation(chain, [named.root]);
+      assert.match(withCrl[1]!.source, /^the CRL at /);
+    } finally {
+      await server.close();
+      await named.close();
+    }
   });
 
   it('a serial the root never issued is unknown', async () => {

@@ -341,6 +341,7 @@ describe('ca init --url: where certificates say their revocation status is publi
     assert.deepEqual(leaf!.crlUrls, ['http://ca.example:9080/crl/intermediate.crl']);
     assert.deepEqual(leaf!.ocspUrls, ['http://ca.example:9080/ocsp']);
     assert.deepEqual(int!.crlUrls, ['http://ca.example:9080/crl/root.crl']);
+    assert.deepEqual(int!.ocspUrls, ['http://ca.example:9080/ocsp'], 'the responder answers for the intermediate too');
     const text = openssl(['x509', '-in', path.join(dir, 'web.crt'), '-noout', '-text']).stdout;
     assert.match(
       text,
