@@ -308,6 +308,8 @@ void Server::accept() {
     c->deadline = nowMs() + REQUEST_MS;
     conns[c->id] = c;
     interest(c, EPOLLIN);
+    // With TCP_DEFER_ACCEPT the request is usually there already: read it now rather than after another wait.
+    readable(c);
   }
 }
 
@@ -673,6 +675,8 @@ napi_value Listen(napi_env env, napi_callback_info info) {
   if (s->lfd < 0) return throwError(env, errnoName(errno));
   int one = 1;
   if (addr.ss_family != AF_UNIX) setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  // A connection is handed to accept() once its first bytes have come (or after 1 s): one wait less per request.
+  if (addr.ss_family != AF_UNIX) setsockopt(s->lfd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one);
   if (bind(s->lfd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(s->lfd, 511) != 0) return throwError(env, errnoName(errno));
   sockaddr_storage bound{};
   socklen_t boundLen = sizeof bound;
