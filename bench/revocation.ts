@@ -496,8 +496,8 @@ export async function revocationSection(): Promise<string> {
             ? [
                 {
                   label:
-                    'reference: nginx answering a constant (no OCSP work at all): the most a new connection per ' +
-                    'request allows here, `ab -c 8`',
+                    'reference: nginx answering a constant (no OCSP work at all), a new connection per ' +
+                    'request, `ab -c 8`',
                   ours: () => abRate(constantPort, plainFile, AB_REQUESTS, 8),
                   peer: () => abRate(peerPort, plainFile, AB_REQUESTS, 8),
                 },
