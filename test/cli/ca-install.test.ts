@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { freePort } from '../helpers/endpoints.js';
 import { BIN, mtls, tempDir } from '../helpers/pki.js';
-import { peerMissing, startProcess, stopAll } from '../helpers/process.js';
+import { peerMissing, serveArgs, startProcess, stopAll } from '../helpers/process.js';
 
 const SYSTEM_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 const notRoot =
@@ -35,16 +35,7 @@ describe('mtls ca install / uninstall', { skip }, () => {
     fs.mkdirSync(nssDb);
     assert.equal(spawnSync('certutil', ['-N', '-d', `sql:${nssDb}`, '--empty-password']).status, 0);
     port = await freePort();
-    const args = [
-      'serve',
-      '--http',
-      '--port',
-      String(port),
-      '--cert',
-      path.join(dir, 'web.crt'),
-      '--key',
-      path.join(dir, 'web.key'),
-    ];
+    const args = [...serveArgs(port, { cert: path.join(dir, 'web.crt'), key: path.join(dir, 'web.key') }), '--http'];
     await startProcess(process.execPath, [BIN, ...args, '--allow', 'any'], /listening on/, env);
   });
   after(() => {

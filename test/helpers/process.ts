@@ -90,20 +90,21 @@ export function proxyArgs(
   files: { cert: string; key: string; ca: string },
   ...extra: string[]
 ): string[] {
-  return [
-    mode,
-    '--listen',
-    `127.0.0.1:${port}`,
-    '--target',
-    target,
-    '--cert',
-    files.cert,
-    '--key',
-    files.key,
-    '--ca',
-    files.ca,
-    ...extra,
-  ];
+  return [mode, '--listen', `127.0.0.1:${port}`, '--target', target, ...fileArgs(files), ...extra];
+}
+
+/** `--cert FILE --key FILE [--ca FILE]`: a listener's credentials, as `mtls serve` and `mtls proxy` take them. */
+function fileArgs(files: { cert: string; key: string; ca?: string }): string[] {
+  return ['--cert', files.cert, '--key', files.key, ...(files.ca ? ['--ca', files.ca] : [])];
+}
+
+/** `serve --port PORT --cert --key [--ca]`, then `extra`: the arguments of `mtls serve` with these files. */
+export function serveArgs(
+  port: number | string,
+  files: { cert: string; key: string; ca?: string },
+  ...extra: string[]
+): string[] {
+  return ['serve', '--port', String(port), ...fileArgs(files), ...extra];
 }
 
 /** proxyArgs for a server listener that enforces `crl` and admits the crl.example trust domain (crl-pki.ts). */

@@ -20,7 +20,7 @@ import { createMtlsServer, type HandshakeErrorEvent } from '../../src/tls/server
 import { echoTarget, freePort, listen, until } from '../helpers/endpoints.js';
 import { crlPki, type CrlPki } from '../helpers/crl-pki.js';
 import { BIN, opensslCrl, tempDir, type TestCert } from '../helpers/pki.js';
-import { crlProxyArgs, startProcess, startProxy, trackServers } from '../helpers/process.js';
+import { crlProxyArgs, serveArgs, startProcess, startProxy, trackServers } from '../helpers/process.js';
 
 let pki: CrlPki;
 const servers = trackServers();
@@ -209,15 +209,7 @@ describe('mtls serve --admin', () => {
       process.execPath,
       [
         BIN,
-        'serve',
-        '--port',
-        String(port),
-        '--cert',
-        pki.files.cert,
-        '--key',
-        pki.files.key,
-        '--ca',
-        pki.files.ca,
+        ...serveArgs(port, pki.files),
         '--crl',
         crl,
         '--crl-soft-fail',

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { OID } from '../../src/pki/oid.js';
 import { close, freePort, listen, testPki, until, type TestPki } from '../helpers/endpoints.js';
 import { BIN, keyPem, makeCert, tempDir } from '../helpers/pki.js';
-import { startProcess, stopAll } from '../helpers/process.js';
+import { serveArgs, startProcess, stopAll } from '../helpers/process.js';
 
 let pki: TestPki;
 let server: tls.Server;
@@ -355,15 +355,11 @@ describe('a connection OpenSSL fails after the handshake is reported, not silent
         process.execPath,
         [
           BIN,
-          'serve',
-          '--port',
-          String(port),
-          '--cert',
-          pki.file('server.crt'),
-          '--key',
-          pki.file('server.key'),
-          '--ca',
-          path.join(dir, 'root.pem'),
+          ...serveArgs(port, {
+            cert: pki.file('server.crt'),
+            key: pki.file('server.key'),
+            ca: path.join(dir, 'root.pem'),
+          }),
           '--allow',
           'any',
         ],
