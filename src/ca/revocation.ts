@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { MtlsError } from '../errors.js';
-import { stageFiles } from '../io/files.js';
+import { MAX_INPUT, ReadBuffer, stageFiles } from '../io/files.js';
 import type { Certificate } from '../pki/certificate.js';
 import { parseCrl, type Crl } from '../pki/crl.js';
 import {
@@ -152,6 +152,14 @@ interface Previous {
 }
 
 /** The previous intermediate CRL's entries with `added` appended, if that file is the last publication. */
+/**
+ * The published CRL and crl.pem are read at each revocation into buffers kept for the process's life (about
+ * 1.25x the two files: ~15 MB at 100,000 entries), never into fresh memory; what is read from them is written out
+ * before stageCrls returns, so that the next read may reuse them.
+ */
+const previousDer = new ReadBuffer();
+const previousPem = new ReadBuffer();
+
 function readPrevious(
   file: string,
   t: { issuerDer: Buffer; number: bigint },
@@ -160,7 +168,7 @@ function readPrevious(
 ): Previous | undefined {
   let der: Buffer;
   try {
-    der = fs.readFileSync(file);
+    der = previousDer.read(file, MAX_INPUT.crl);
   } catch {
     return undefined;
   }
@@ -178,7 +186,7 @@ function reusedPem(files: ReturnType<typeof crlPaths>, previous: Previous, crl: 
   let text: Buffer;
   try {
     if (fs.readFileSync(files.pemStat, 'latin1') !== pemIdentity(files.pem)) return undefined;
-    text = fs.readFileSync(files.pem);
+    text = previousPem.read(files.pem, MAX_INPUT.crl);
   } catch {
     return undefined;
   }

@@ -286,6 +286,44 @@ export function readInput(p: string, what: string, max: number = MAX_INPUT.certi
 }
 
 /**
+ * Reads whole files into one buffer that it keeps for the next read. Each read returns a view that is valid only
+ * until the next read of the same ReadBuffer. For files of several megabytes read again and again (the published
+ * CRLs, at each revocation): on these VMs, touching freshly allocated memory costs ~20 ms per 6 MB at times, while
+ * reading into memory touched before takes 0.3 ms.
+ */
+export class ReadBuffer {
+  private buf = Buffer.alloc(0);
+
+  /** The octets of `file`; throws if it cannot be read or holds more than `max` octets. */
+  read(file: string, max: number): Buffer {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size > max) throw new MtlsError('BAD_INPUT', `${file} is larger than ${mib(max)}`);
+      // One octet more than the size, so that the read that finds the end needs no growth.
+      if (this.buf.length <= size) this.buf = Buffer.allocUnsafeSlow(Math.min(max + 1, Math.ceil(size * 1.25) + 1));
+      let n = 0;
+      for (;;) {
+        if (n === this.buf.length) {
+          // The file grew while read.
+          if (n > max) throw new MtlsError('BAD_INPUT', `${file} is larger than ${mib(max)}`);
+          const bigger = Buffer.allocUnsafeSlow(Math.min(max + 1, n * 2));
+          this.buf.copy(bigger, 0, 0, n);
+          this.buf = bigger;
+        }
+        const got = fs.readSync(fd, this.buf, n, this.buf.length - n, null);
+        if (got === 0) break;
+        n += got;
+      }
+      if (n > max) throw new MtlsError('BAD_INPUT', `${file} is larger than ${mib(max)}`);
+      return this.buf.subarray(0, n);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+}
+
+/**
  * A file holding a secret (a private key, a passphrase) must be private, as OpenSSH and ghostunnel require: refused
  * when another user could change it (group or other write), when other users could read it, or when it belongs
  * to someone other than us or root. Group read is allowed (the Debian ssl-cert group, Kubernetes fsGroup).

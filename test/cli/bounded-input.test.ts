@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { ReadBuffer } from '../../src/io/files.js';
 import { BIN, ROOT, tempDir } from '../helpers/pki.js';
 
 /** `mtls ...` with a hard timeout: a command that reads without bound would hang here, not answer. */
@@ -48,5 +50,24 @@ describe('endless or huge input is refused, never read without bound', () => {
     const c = run(['proxy', '--config', big, '--check']);
     assert.notEqual(c.status, 0);
     assert.match(c.stderr, /config .*big\.yaml is larger than 1 MiB/);
+  });
+});
+
+describe('ReadBuffer (the published CRLs, read again at each revocation)', () => {
+  it('returns exactly the octets of each file, growing as needed, and refuses past its limit (/dev/zero too)', () => {
+    const dir = tempDir('mtls-readbuffer-');
+    const big = crypto.randomBytes(300_000);
+    const small = crypto.randomBytes(1_000);
+    fs.writeFileSync(path.join(dir, 'big'), big);
+    fs.writeFileSync(path.join(dir, 'small'), small);
+    const rb = new ReadBuffer();
+    assert.ok(rb.read(path.join(dir, 'small'), 1 << 20).equals(small));
+    assert.ok(rb.read(path.join(dir, 'big'), 1 << 20).equals(big));
+    // A smaller file after a bigger one: its own octets, not the rest of the kept buffer.
+    assert.ok(rb.read(path.join(dir, 'small'), 1 << 20).equals(small));
+    assert.throws(() => rb.read(path.join(dir, 'big'), 100_000), /is larger than 100000 bytes/);
+    // fstat says 0 octets; the reads never end: refused at the limit.
+    assert.throws(() => rb.read('/dev/zero', 1 << 20), /is larger than 1 MiB/);
+    assert.throws(() => rb.read(path.join(dir, 'missing'), 1 << 20), /ENOENT/);
   });
 });
