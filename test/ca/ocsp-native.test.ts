@@ -167,6 +167,38 @@ describe('mtls ca ocsp, native engine', { skip }, () => {
     assert.deepEqual(errors, []);
   });
 
+  it('answers from its cache a request that comes in pieces, and one whose client half-closes after sending it', async () => {
+    const alice = readCertificates(fs.readFileSync(f('alice.crt')), 'alice.crt')[0]!;
+    const body = ocspRequest(alice, ca.intermediate, { nonce: false }).der;
+    const head = `POST /ocsp HTTP/1.1\r\nhost: x\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n`;
+    await fetch(url, { method: 'POST', body }); // the first answer comes from JavaScript and is kept
+    const hits = server.stats().hits;
+    // The head alone, the body 200 ms later: the connection waits in the epoll set for the rest.
+    const pieces = await new Promise<string>((resolve) => {
+      const s = net.connect(server.port, '127.0.0.1');
+      const got: Buffer[] = [];
+      s.on('data', (d) => got.push(d));
+      s.on('error', () => {});
+      s.on('close', () => resolve(Buffer.concat(got).toString('latin1')));
+      s.setTimeout(3000, () => s.destroy());
+      s.write(head);
+      setTimeout(() => s.write(body), 200);
+    });
+    assert.match(pieces, /^HTTP\/1\.1 200 /);
+    // The whole request, then the client's FIN: answered, not dropped as a client gone away.
+    const halfClosed = await new Promise<string>((resolve) => {
+      const s = net.connect(server.port, '127.0.0.1');
+      const got: Buffer[] = [];
+      s.on('data', (d) => got.push(d));
+      s.on('error', () => {});
+      s.on('close', () => resolve(Buffer.concat(got).toString('latin1')));
+      s.setTimeout(3000, () => s.destroy());
+      s.end(Buffer.concat([Buffer.from(head), body]));
+    });
+    assert.match(halfClosed, /^HTTP\/1\.1 200 /);
+    assert.equal(server.stats().hits - hits, 2, 'both from the native cache');
+  });
+
   it('closes a client that sends half a request within 10 s and holds nothing for it', async () => {
     const s = net.connect(server.port, '127.0.0.1');
     s.on('error', () => {});
