@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
-import { messageOf } from '../errors.js';
+import { messageOf, MtlsError } from '../errors.js';
+import { MAX_INPUT } from '../io/files.js';
 import type { Certificate } from '../pki/certificate.js';
 import { formatDn } from '../pki/names.js';
 import {
@@ -283,6 +284,43 @@ const plain = (status: number, text: string): RevocationAnswer => ({
   body: Buffer.from(`${text}\n`),
 });
 
+interface ServedCrl {
+  etag: string;
+  modified: string;
+  body: Buffer;
+}
+
+/** The CRL files each responder served last: read again only when the file is another (published since). */
+const servedCrls = new WeakMap<OcspResponder, Map<string, ServedCrl>>();
+
+/**
+ * The published CRL `file` with its validator. Its identity (inode, size, modification time in ns) is the ETag: a
+ * publication renames a new file into place, so two publications never share one, even within the file system's
+ * clock tick or at the same size. The octets (5 MB at 100,000 entries) are read once per publication, not per
+ * download: after a revocation, every polling server downloads it.
+ */
+function servedCrl(responder: OcspResponder, file: string): ServedCrl {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const st = fs.fstatSync(fd, { bigint: true });
+    const etag = `"${[st.ino, st.size, st.mtimeNs].map((n) => n.toString(16)).join('-')}"`;
+    let files = servedCrls.get(responder);
+    const kept = files?.get(file);
+    if (kept?.etag === etag) return kept;
+    if (st.size > BigInt(MAX_INPUT.crl)) throw new MtlsError('BAD_INPUT', `${file} is larger than a CRL may be`);
+    const served = {
+      etag,
+      modified: new Date(Number(st.mtimeMs)).toUTCString(),
+      body: fs.readFileSync(fd),
+    };
+    if (!files) servedCrls.set(responder, (files = new Map()));
+    files.set(file, served);
+    return served;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /**
  * The answer of the revocation routes: OCSP (POST of application/ocsp-request to /ocsp, or RFC 5019 GET
  * /ocsp/<base64>) and the published CRLs (GET /crl/intermediate.crl, /crl/root.crl). Undefined for any other
@@ -297,17 +335,18 @@ export async function revocationAnswer(
   const crl = crlPaths(home);
   const file = { '/crl/intermediate.crl': crl.intermediate, '/crl/root.crl': crl.root }[req.url];
   if (req.method === 'GET' && file) {
+    let served: ServedCrl;
     try {
-      // A validator, so that servers polling the CRL (--crl-url) get a 304 while it has not changed.
-      const st = fs.statSync(file);
-      const etag = `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`;
-      const headers = { etag, 'last-modified': st.mtime.toUTCString(), 'cache-control': 'no-cache' };
-      if (req.ifNoneMatch === etag)
-        return { status: 304, type: 'application/pkix-crl', body: Buffer.alloc(0), headers };
-      return { status: 200, type: 'application/pkix-crl', body: fs.readFileSync(file), headers };
-    } catch {
-      return plain(404, 'no CRL published yet: run mtls ca crl');
+      served = servedCrl(responder, file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return plain(404, 'no CRL published yet: run mtls ca crl');
+      throw err;
     }
+    // A validator, so that servers polling the CRL (--crl-url) get a 304 while it has not changed.
+    const headers = { etag: served.etag, 'last-modified': served.modified, 'cache-control': 'no-cache' };
+    if (req.ifNoneMatch === served.etag)
+      return { status: 304, type: 'application/pkix-crl', body: Buffer.alloc(0), headers };
+    return { status: 200, type: 'application/pkix-crl', body: served.body, headers };
   }
   let der: Buffer;
   if (req.method === 'GET' && req.url.startsWith('/ocsp/')) {

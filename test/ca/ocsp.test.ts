@@ -191,6 +191,29 @@ for (const engine of ['native', 'node'] as const)
       );
     });
 
+    it("the CRL's ETag changes with each publication, even one of the same size and modification time", async () => {
+      const crlUrl = url.replace('/ocsp', '/crl/intermediate.crl');
+      const file = path.join(home, 'crl', 'intermediate.crl');
+      const tick = new Date('2026-01-01T00:00:00Z'); // as two publications within one tick of the file system's clock
+      assert.equal(run(['ca', 'crl']).status, 0);
+      fs.utimesSync(file, tick, tick);
+      const first = await fetch(crlUrl);
+      const etag = first.headers.get('etag')!;
+      assert.ok(Buffer.from(await first.arrayBuffer()).equals(fs.readFileSync(file)));
+      assert.equal((await fetch(crlUrl, { headers: { 'if-none-match': etag } })).status, 304, 'unchanged');
+      const size = fs.statSync(file).size;
+      // The signature's length varies by an octet or two: publish until the new CRL has the old one's size.
+      for (let i = 0; i < 20; i++) {
+        assert.equal(run(['ca', 'crl']).status, 0);
+        if (fs.statSync(file).size === size) break;
+      }
+      fs.utimesSync(file, tick, tick);
+      assert.equal(fs.statSync(file).size, size, 'the same size (only the number, times and signature differ)');
+      const second = await fetch(crlUrl, { headers: { 'if-none-match': etag } });
+      assert.equal(second.status, 200, 'a new publication is never "not modified"');
+      assert.ok(Buffer.from(await second.arrayBuffer()).equals(fs.readFileSync(file)), 'the new CRL, not a kept one');
+    });
+
     it('answers malformedRequest, unauthorized (another CA) and 413 (oversized); it keeps running', async () => {
       const post = async (body: Buffer) => {
         const r = await fetch(url, { method: 'POST', body, headers: { 'content-type': 'application/ocsp-request' } });
