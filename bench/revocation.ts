@@ -148,6 +148,19 @@ function abRate(port: number, file: string, n: number, c: number, keepAlive = fa
   return Number(rate);
 }
 
+/**
+ * Runs `ab` (`rate`) and adds to `acc` the CPU that the server `pid` spent meanwhile (its own process, from /proc)
+ * and the requests it answered: what an answer costs the responder, whatever the client's cost (on 2 cores, ab's own
+ * ~45 µs per request caps the rate it can measure near 22,000/s).
+ */
+function withCpu(acc: { cpu: number; n: number }, pid: number, n: number, rate: () => number): number {
+  const c0 = treeCpuSeconds(pid);
+  const r = rate();
+  acc.cpu += treeCpuSeconds(pid) - c0;
+  acc.n += n;
+  return r;
+}
+
 /** Sequential POSTs of `body` (a new connection each, as openssl ocsp serves them): answers per second. */
 async function ocspRate(port: number, body: Buffer, n: number): Promise<number> {
   const one = () =>
@@ -471,6 +484,9 @@ export async function revocationSection(): Promise<string> {
     ).child;
     // Each row: [label, our rate, openssl's rate], medians of 3 rounds; the rounds interleave the rows.
     type Case = { label: string; ours: () => number; peer: () => number };
+    const [nativePid, peerPid] = [children[0]?.pid ?? 0, child!.pid!];
+    const sum = () => ({ cpu: 0, n: 0 });
+    const cpu = { nonce: { ours: sum(), peer: sum() }, plain: { ours: sum(), peer: sum() } };
     const cases: Case[] = AB
       ? [
           ...(
@@ -482,11 +498,15 @@ export async function revocationSection(): Promise<string> {
               ['RFC 5019 (no nonce), 8 at a time (`ab -c 8`)', plainFile, 8, false],
               ['RFC 5019 (no nonce), 8 at a time, connections kept (`ab -k -c 8`)', plainFile, 8, true],
             ] as const
-          ).map(([label, file, c, k]) => ({
-            label,
-            ours: () => abRate(ourPort, file, AB_REQUESTS, c, k),
-            peer: () => abRate(peerPort, file, AB_REQUESTS, c, k),
-          })),
+          ).map(([label, file, c, k]) => {
+            // The CPU rows come from the rows with a new connection per request, 8 at a time.
+            const acc = c === 8 && !k ? (file === reqFile ? cpu.nonce : cpu.plain) : undefined;
+            const measured = (port: number, who: 'ours' | 'peer', pid: number) => () =>
+              acc
+                ? withCpu(acc[who], pid, AB_REQUESTS, () => abRate(port, file, AB_REQUESTS, c, k))
+                : abRate(port, file, AB_REQUESTS, c, k);
+            return { label, ours: measured(ourPort, 'ours', nativePid), peer: measured(peerPort, 'peer', peerPid) };
+          }),
           {
             label: 'reference: `mtls ca ocsp --engine node` (every answer in Node), with a nonce, `ab -c 8`',
             ours: () => abRate(nodePort, reqFile, AB_REQUESTS, 8),
@@ -532,6 +552,19 @@ export async function revocationSection(): Promise<string> {
         const [ou, pe] = [median(rates[i]!.ours), median(rates[i]!.peer)];
         return `| OCSP answers / s, ${c.label} | ${fmt(ou)} | ${fmt(pe)} | ${fmt(ou / pe, 2)} |`;
       })
+      .concat(
+        AB
+          ? (
+              [
+                ['with a nonce', cpu.nonce],
+                ['RFC 5019 (no nonce)', cpu.plain],
+              ] as const
+            ).map(([what, acc]) => {
+              const [ou, pe] = [(acc.ours.cpu / acc.ours.n) * 1e6, (acc.peer.cpu / acc.peer.n) * 1e6];
+              return `| OCSP server CPU per answer, µs (lower is better), ${what}, a new connection each (the \`ab -c 8\` rows: ${fmt(acc.ours.n)} requests) | ${fmt(ou, 1)} | ${fmt(pe, 1)} | ${fmt(pe / ou, 2)} |`;
+            })
+          : [],
+      )
       .join('\n');
     // The ratios the prose below quotes: the ceiling of a new connection per request (nginx), and ours there.
     const ratioOf = (prefix: string) => {
@@ -541,11 +574,20 @@ export async function revocationSection(): Promise<string> {
     const ceiling = ratioOf('reference: nginx');
     const plain8 = ratioOf('RFC 5019 (no nonce), 8 at a time (`ab -c 8`)');
     const nonce8 = ratioOf('with a nonce, 8 at a time (`ab -c 8`)');
+    const costRatio = (acc: typeof cpu.nonce) => (acc.ours.n ? acc.peer.cpu / acc.ours.cpu : undefined);
+    const [nonceCost, plainCost] = [costRatio(cpu.nonce), costRatio(cpu.plain)];
     const ceilingText =
       ceiling !== undefined && plain8 !== undefined && nonce8 !== undefined
         ? `nginx answering a constant, with no OCSP work at all, does ${fmt(ceiling, 2)}x \`openssl ocsp\` in this run (its
 reference row), and \`mtls ca ocsp\` ${fmt(plain8, 2)}x without a nonce and ${fmt(nonce8, 2)}x with one, 8 at a time: at this
-rate the TCP connection, not the answer, is most of the cost on these 2 cores (ab takes one of them).`
+rate the TCP connection, not the answer, is most of the cost on these 2 cores, and ab takes one of them (its own ~45 µs
+per request caps what it can measure near 22,000/s).${
+            nonceCost !== undefined && plainCost !== undefined
+              ? ` What an answer costs the responder itself, its process's CPU from /proc (the "server CPU" rows): \`openssl ocsp\`
+spends ${fmt(nonceCost, 2)}x the CPU of \`mtls ca ocsp\` per answer with a nonce, and ${fmt(plainCost, 2)}x without one. With a nonce the
+floor is one ECDSA P-256 signature (~19 µs by \`openssl speed\` here) plus the kernel's work for a TCP connection.`
+              : ''
+          }`
         : 'install nginx for the reference row: what a new connection per request costs here, with no OCSP work.';
     return `## Revocation at ${fmt(REVOKED)} revoked certificates
 
@@ -592,7 +634,9 @@ Where a revocation's time goes at this size (measured inside one, in ms, on a qu
 CRL (5 MB), appending the entry and signing it part by part, never copying the entries, 4-10; crl.pem 1-2 (its
 lines around the unchanged entries are taken from the published file, which must be the one the last publication
 wrote: same inode, size and mtime); writing and fsyncing the files 10; the renames and the commit 5-6. That is
-20-30 ms, and 40-95 ms when a garbage collection or fresh pages for the 11 MB read land in it (the spread above).
+20-35 ms. Both files are read into buffers that the process keeps for its next revocation: on these VMs, memory
+touched for the first time costs up to ~20 ms per 6 MB (a readFileSync of crl.pem took 0.6 ms or 20-35 ms, at
+random), so the first revocation of a process takes longer (the slowest above is usually that one).
 The version before took ~130 ms: it copied the 5 MB of entries three times and encoded the 6.6 MB PEM afresh;
 the first version took 2.5 s, reading and encoding all 100,000 rows.
 OCSP: a new TCP connection per request costs more than the answer itself: ${ceilingText} Where the client keeps
