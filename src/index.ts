@@ -5,6 +5,7 @@ export type { InitOptions } from './ca/init.js';
 export { resolveCaHome, caPaths, type CaConfig } from './ca/home.js';
 export { writeIssued, type OutputOptions } from './ca/output.js';
 export { crlPaths } from './ca/revocation.js';
+export { keepCrlsFresh, type CrlFreshnessEvents, type CrlPublisher } from './ca/crl-freshness.js';
 export { OcspResponder, revocationRoutes, revocationAnswer } from './ca/ocsp-responder.js';
 export { serveOcsp, type OcspServer, type ServeOcspOptions } from './ca/ocsp-server.js';
 export { startCaService, type CaService, type CaServiceOptions } from './ca/service.js';

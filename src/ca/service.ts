@@ -20,6 +20,7 @@ import { DAY } from './init.js';
 import { recordView } from './output.js';
 import { serviceCredentials } from './service-cert.js';
 import { HttpError, readJson, sendError, sendJson } from './service-http.js';
+import { keepCrlsFresh } from './crl-freshness.js';
 import { OcspResponder, revocationRoutes } from './ocsp-responder.js';
 import { checkToken, provisionerVerifier, tokenAudience } from './tokens.js';
 import { watchedIssuancePolicy } from './policy.js';
@@ -383,6 +384,8 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
   }
 
   await listenOn(server, opts.listen, 'the CA service');
+  // The CRLs it serves are published again at half their lifetime (and at once if there are none).
+  const stopFresh = keepCrlsFresh(ca, { onPublish: (m) => log({ event: 'crl-published', message: m }), onError });
   const a = server.address();
   const port = typeof a === 'object' && a ? a.port : 0;
   const host = 'host' in opts.listen ? opts.listen.host : 'localhost';
@@ -392,6 +395,7 @@ export async function startCaService(ca: CertificateAuthority, opts: CaServiceOp
     registry,
     close: async () => {
       clearTimeout(renewTimer);
+      await stopFresh();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { CertificateAuthority } from '../ca/authority.js';
 import { resolveCaHome } from '../ca/home.js';
 import { crlPaths, parseReason } from '../ca/revocation.js';
+import { keepCrlsFresh } from '../ca/crl-freshness.js';
 import { OcspResponder } from '../ca/ocsp-responder.js';
 import { serveOcsp } from '../ca/ocsp-server.js';
 import { formatAddress, parseAddress } from '../io/address.js';
@@ -76,6 +77,11 @@ export function registerRevoke(program: Command, ca: Command): void {
       const server = await serveOcsp(responder, authority.home, at, (m) => console.error(`mtls: ${m}`), {
         engine: o.engine === 'native' || o.engine === 'node' ? o.engine : 'auto',
       });
+      // The CRLs it serves are published again at half their lifetime (and at once if there are none).
+      const stopFresh = keepCrlsFresh(authority, {
+        onPublish: (m) => console.log(`mtls: ${m}`),
+        onError: (m) => console.error(`mtls: ${m}`),
+      });
       console.log(
         `OCSP responder on ${formatAddress(at)} for '${formatDn(authority.intermediate.subject)}', signing as ` +
           `'OCSP responder' (serial ${signer.cert.serialHex}, until ${signer.cert.notAfter.toISOString()}); ` +
@@ -86,6 +92,7 @@ export function registerRevoke(program: Command, ca: Command): void {
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });
+      await stopFresh();
       await authority.close();
     });
 

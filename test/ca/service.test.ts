@@ -11,6 +11,7 @@ import { CertificateAuthority } from '../../src/ca/authority.js';
 import { makeToken, provisionerKey, tokenAudience } from '../../src/ca/tokens.js';
 import { exchange } from '../../src/io/http-exchange.js';
 import { exportPrivateKey, generateKeyPair } from '../../src/pki/keys.js';
+import { crlValidity } from '../../src/pki/crl-writer.js';
 import { checkLeafNames } from '../../src/pki/profiles.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
 import { clientTlsOptions } from '../../src/tls/options.js';
@@ -24,6 +25,21 @@ describe('mtls ca serve: enrollment, renewal and their refusals', () => {
   let ca: Ca;
   before(async () => {
     ca = await startCa('Svc', ['--admin', 'spiffe://svc.example/admin']);
+  });
+
+  it('publishes the CRLs it serves at start, before any revocation', async () => {
+    let status = 0;
+    for (let i = 0; i < 50 && status !== 200; i++) {
+      const r = await exchange(new URL('/v1/crl/intermediate.crl', ca.url), {
+        timeoutMs: 5000,
+        maxBytes: 1 << 20,
+        tls: clientTlsOptions(undefined, ca.root),
+      });
+      status = r.status;
+      if (status === 200) assert.ok(crlValidity(r.body).nextUpdate!.getTime() > Date.now());
+      else await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.equal(status, 200, 'a CRL to download, not "no CRL published yet"');
   });
 
   it('bootstrap trusts the root only with its fingerprint; an agent enrolls with a token and a replay is refused', async () => {
