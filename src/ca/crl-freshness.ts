@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { messageOf } from '../errors.js';
 import { MAX_INPUT, readInput } from '../io/files.js';
+import type { Certificate } from '../pki/certificate.js';
 import { crlValidity } from '../pki/crl-writer.js';
 import { DAY } from './init.js';
 import { CRL_LIFETIME_MS, crlPaths } from './revocation.js';
@@ -8,6 +9,8 @@ import { CRL_LIFETIME_MS, crlPaths } from './revocation.js';
 /** What keeping the CRLs fresh needs of the CA (CertificateAuthority provides it). */
 export interface CrlPublisher {
   readonly home: string;
+  /** The CA whose CRL it publishes: a CRL it did not sign is replaced, never taken as a model. */
+  readonly intermediate: Certificate;
   publishCrl(opts?: { lifetimeMs?: number }): Promise<string>;
 }
 
@@ -23,7 +26,7 @@ const MAX_LOOK_MS = 60_000;
 
 /**
  * Keeps the published CRLs of `ca` fresh while a CA process runs (`mtls ca ocsp`, `mtls ca serve`): publishes at
- * once when none is published (or the published one does not parse), and again once half of the published CRL's
+ * once when none is published (or the published one does not parse, or the CA did not sign it), and again once half of the published CRL's
  * lifetime has passed, with the same lifetime (one that `mtls ca crl --next-update 7d` published is renewed after
  * 3.5 days, for 7 more). Without it, a CA whose cron job is missing leaves every hard-fail server refusing every
  * client at the CRL's nextUpdate. Looks every tenth of the lifetime (between 250 ms and a minute), and reads the
@@ -50,7 +53,8 @@ export function keepCrlsFresh(ca: CrlPublisher, events: CrlFreshnessEvents): () 
     try {
       const current = published();
       if (current === 'none') await publish(CRL_LIFETIME_MS, 'none was published');
-      else if (current === 'unreadable') await publish(CRL_LIFETIME_MS, 'the published one does not parse');
+      else if (current === 'unreadable')
+        await publish(CRL_LIFETIME_MS, 'the published one does not parse or is not signed by the intermediate');
       else {
         waitMs = Math.min(MAX_LOOK_MS, Math.max(MIN_LOOK_MS, current.lifetimeMs / 10));
         if (Date.now() >= current.thisUpdate + current.lifetimeMs / 2)
@@ -77,10 +81,12 @@ export function keepCrlsFresh(ca: CrlPublisher, events: CrlFreshnessEvents): () 
     if (known?.id !== id) {
       let v: ReturnType<typeof crlValidity>;
       try {
-        v = crlValidity(readInput(file, 'published CRL', MAX_INPUT.crl), file);
+        v = crlValidity(readInput(file, 'published CRL', MAX_INPUT.crl), file, ca.intermediate);
       } catch {
         return 'unreadable';
       }
+      // Its lifetime is copied: only from a CRL the CA signed (one written over it could ask for 1 s CRLs).
+      if (!v.signedByIssuer) return 'unreadable';
       const life = (v.nextUpdate?.getTime() ?? NaN) - v.thisUpdate.getTime();
       // A lifetime that makes no sense (none, negative, years) is not copied: the default is.
       const lifetimeMs = Number.isFinite(life) && life >= 1000 && life <= 366 * DAY ? life : CRL_LIFETIME_MS;

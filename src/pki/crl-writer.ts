@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import { MtlsError } from '../errors.js';
-import { readSignedEnvelope } from './certificate.js';
+import { readSignedEnvelope, type Certificate } from './certificate.js';
 import {
   decodeOid,
   decodeTime,
@@ -16,7 +16,7 @@ import {
 } from './der.js';
 import { signatureSchemeFor, signParts } from './keys.js';
 import { OID } from './oid.js';
-import { algorithmIdentifier } from './signing.js';
+import { algorithmIdentifier, checkSignature } from './signing.js';
 
 /** CRLReason (RFC 5280 5.3.1) by name, as `mtls revoke --reason` takes it. */
 export const REVOCATION_REASONS = {
@@ -214,11 +214,15 @@ export function appendedEntries(
 }
 
 /**
- * thisUpdate and nextUpdate of a CRL, from its top-level fields alone (no walk over its entries: cheap at 100,000).
- * Throws if `der` is not a CRL.
+ * thisUpdate and nextUpdate of a CRL, from its top-level fields alone (no walk over its entries: cheap at 100,000),
+ * and whether `issuer`'s key signed it (when given). Throws if `der` is not a CRL.
  */
-export function crlValidity(der: Buffer, what = 'CRL'): { thisUpdate: Date; nextUpdate?: Date } {
-  const { tbsT } = readSignedEnvelope(der, what);
+export function crlValidity(
+  der: Buffer,
+  what = 'CRL',
+  issuer?: Certificate,
+): { thisUpdate: Date; nextUpdate?: Date; signedByIssuer?: boolean } {
+  const { tbsT, tbsDer, alg, signature } = readSignedEnvelope(der, what);
   const f = readChildren(tbsT.value, 'tbsCertList');
   // [version], signature, issuer, thisUpdate, [nextUpdate], ...: version is an INTEGER when present.
   const at = f[0]?.tag === 0x02 ? 3 : 2;
@@ -230,5 +234,8 @@ export function crlValidity(der: Buffer, what = 'CRL'): { thisUpdate: Date; next
   return {
     thisUpdate: decodeTime(thisUpdate, 'thisUpdate'),
     ...(next ? { nextUpdate: decodeTime(next, 'nextUpdate') } : {}),
+    ...(issuer?.publicKey
+      ? { signedByIssuer: checkSignature(alg.oid, alg.params, tbsDer, signature, issuer.publicKey) === null }
+      : {}),
   };
 }

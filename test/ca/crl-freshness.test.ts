@@ -10,7 +10,8 @@ import { describe, it } from 'node:test';
 import { CertificateAuthority } from '../../src/ca/authority.js';
 import { keepCrlsFresh } from '../../src/ca/crl-freshness.js';
 import { crlPaths } from '../../src/ca/revocation.js';
-import { crlValidity } from '../../src/pki/crl-writer.js';
+import { crlValidity, encodeCrl } from '../../src/pki/crl-writer.js';
+import { generateKeyPair } from '../../src/pki/keys.js';
 import { freePort, until } from '../helpers/endpoints.js';
 import { BIN, mtls, openssl, tempDir } from '../helpers/pki.js';
 import { startProcess, trackServers } from '../helpers/process.js';
@@ -26,7 +27,7 @@ function published(home: string) {
 }
 
 describe('keeping the CRLs fresh', () => {
-  it('publishes when none is, again at half the lifetime (the same lifetime), and over a CRL that does not parse', async () => {
+  it('publishes when none is, at half the lifetime (the same lifetime), and over a CRL that does not parse or is forged', async () => {
     const home = path.join(tempDir('mtls-fresh-'), 'ca');
     const ca = await CertificateAuthority.init({ home, name: 'Fresh' });
     const published0: string[] = [];
@@ -69,9 +70,37 @@ describe('keeping the CRLs fresh', () => {
       }
     };
     await until(parses, 6000, 'a CRL over the garbage');
-    await stop();
     const fresh = published(home)!;
     assert.equal(fresh.nextUpdate - fresh.thisUpdate, 86400e3);
+
+    // A CRL in the intermediate's name that another key signed, asking for 1.5 s CRLs: replaced, not copied.
+    const forged = encodeCrl(
+      {
+        issuerDer: ca.intermediate.subjectDer,
+        issuerKeyId: ca.intermediate.subjectKeyId!,
+        thisUpdate: new Date(Date.now() - 5000),
+        nextUpdate: new Date(Date.now() - 3500),
+        number: 1000n,
+        entries: [],
+      },
+      generateKeyPair().privateKey,
+    );
+    await stop(); // a keeper that last saw a 24 h CRL looks again in a minute: a new one looks at once
+    fs.writeFileSync(crlPaths(home).intermediate, forged);
+    stop = keepCrlsFresh(ca, { onError: (m) => errors.push(m) });
+    await until(() => published(home)!.nextUpdate - published(home)!.thisUpdate === 86400e3, 6000, 'a CRL of ours');
+    await stop();
+    const r2 = openssl([
+      'crl',
+      '-in',
+      crlPaths(home).intermediate,
+      '-inform',
+      'DER',
+      '-CAfile',
+      path.join(home, 'intermediate.crt'),
+      '-noout',
+    ]);
+    assert.match(r2.stderr + r2.stdout, /verify OK/);
     assert.deepEqual(errors, []);
     await ca.close();
   });
@@ -85,6 +114,7 @@ describe('keeping the CRLs fresh', () => {
     const stop = keepCrlsFresh(
       {
         home,
+        intermediate: ca.intermediate,
         publishCrl: async () => {
           if (++calls <= 3) throw new Error('no space left on device');
           return '';
