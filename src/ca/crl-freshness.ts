@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { messageOf } from '../errors.js';
-import { MAX_INPUT, readInput } from '../io/files.js';
+import { fileIdentity, MAX_INPUT, readInput } from '../io/files.js';
 import type { Certificate } from '../pki/certificate.js';
 import { crlValidity } from '../pki/crl-writer.js';
 import { DAY } from './init.js';
@@ -26,12 +26,12 @@ const MAX_LOOK_MS = 60_000;
 
 /**
  * Keeps the published CRLs of `ca` fresh while a CA process runs (`mtls ca ocsp`, `mtls ca serve`): publishes at
- * once when none is published (or the published one does not parse, or the CA did not sign it), and again once half of the published CRL's
- * lifetime has passed, with the same lifetime (one that `mtls ca crl --next-update 7d` published is renewed after
- * 3.5 days, for 7 more). Without it, a CA whose cron job is missing leaves every hard-fail server refusing every
- * client at the CRL's nextUpdate. Looks every tenth of the lifetime (between 250 ms and a minute), and reads the
- * CRL again only when the file changed. Returns `stop`, which resolves once a publication under way has ended (close
- * the CA after it).
+ * once when none is published (or the published one does not parse, or the CA did not sign it), and again once
+ * half of the published CRL's lifetime has passed, with the same lifetime (one that `mtls ca crl --next-update 7d`
+ * published is renewed after 3.5 days, for 7 more). Without it, a CA whose cron job is missing leaves every
+ * hard-fail server refusing every client at the CRL's nextUpdate. Looks every tenth of the lifetime (between 250 ms
+ * and a minute; 5 s after a failure), and reads the CRL again only when the file changed. Returns `stop`, which
+ * resolves once a publication under way has ended (close the CA after it).
  */
 export function keepCrlsFresh(ca: CrlPublisher, events: CrlFreshnessEvents): () => Promise<void> {
   const file = crlPaths(ca.home).intermediate;
@@ -70,14 +70,19 @@ export function keepCrlsFresh(ca: CrlPublisher, events: CrlFreshnessEvents): () 
   };
   /** The intermediate's published CRL: its validity, or why there is none to go by. */
   const published = (): 'none' | 'unreadable' | { thisUpdate: number; lifetimeMs: number } => {
-    let st: fs.BigIntStats;
+    let fd: number;
     try {
-      st = fs.statSync(file, { bigint: true });
+      fd = fs.openSync(file, 'r');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'none';
       throw err;
     }
-    const id = `${st.ino}-${st.size}-${st.mtimeNs}`;
+    let id: string;
+    try {
+      id = fileIdentity(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
     if (known?.id !== id) {
       let v: ReturnType<typeof crlValidity>;
       try {

@@ -3,7 +3,7 @@ import http from 'node:http';
 import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { messageOf, MtlsError } from '../errors.js';
-import { MAX_INPUT } from '../io/files.js';
+import { fileIdentity, MAX_INPUT } from '../io/files.js';
 import type { Certificate } from '../pki/certificate.js';
 import { formatDn } from '../pki/names.js';
 import {
@@ -294,16 +294,15 @@ interface ServedCrl {
 const servedCrls = new WeakMap<OcspResponder, Map<string, ServedCrl>>();
 
 /**
- * The published CRL `file` with its validator. Its identity (inode, size, modification time in ns) is the ETag: a
- * publication renames a new file into place, so two publications never share one, even within the file system's
- * clock tick or at the same size. The octets (5 MB at 100,000 entries) are read once per publication, not per
- * download: after a revocation, every polling server downloads it.
+ * The published CRL `file` with its validator: its identity (fileIdentity) is the ETag, so two publications never
+ * share one, even of the same size within one tick of the file system's clock. The octets (5 MB at 100,000
+ * entries) are read once per publication, not per download: after a revocation, every polling server downloads it.
  */
 function servedCrl(responder: OcspResponder, file: string): ServedCrl {
   const fd = fs.openSync(file, 'r');
   try {
+    const etag = `"${fileIdentity(fd)}"`;
     const st = fs.fstatSync(fd, { bigint: true });
-    const etag = `"${[st.ino, st.size, st.mtimeNs].map((n) => n.toString(16)).join('-')}"`;
     let files = servedCrls.get(responder);
     const kept = files?.get(file);
     if (kept?.etag === etag) return kept;

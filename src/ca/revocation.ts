@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { MtlsError } from '../errors.js';
-import { MAX_INPUT, ReadBuffer, stageFiles } from '../io/files.js';
+import { fileIdentity, MAX_INPUT, ReadBuffer, stageFiles } from '../io/files.js';
 import type { Certificate } from '../pki/certificate.js';
 import { parseCrl, type Crl } from '../pki/crl.js';
 import {
@@ -129,10 +129,14 @@ export function stageCrls(
   };
 }
 
-/** Which file crl.pem is: inode, size and modification time (ns); any rewrite or replacement changes it. */
+/** Which file crl.pem is (fileIdentity): any rewrite or replacement changes it. */
 function pemIdentity(file: string): string {
-  const st = fs.statSync(file, { bigint: true });
-  return `${st.ino} ${st.size} ${st.mtimeNs}\n`;
+  const fd = fs.openSync(file, 'r');
+  try {
+    return `${fileIdentity(fd)}\n`;
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 function readIfExists(file: string): Buffer | undefined {
@@ -151,7 +155,6 @@ interface Previous {
   offset: number;
 }
 
-/** The previous intermediate CRL's entries with `added` appended, if that file is the last publication. */
 /**
  * The published CRL and crl.pem are read at each revocation into buffers kept for the process's life (about
  * 1.25x the two files: ~15 MB at 100,000 entries), never into fresh memory; what is read from them is written out
@@ -160,6 +163,7 @@ interface Previous {
 const previousDer = new ReadBuffer();
 const previousPem = new ReadBuffer();
 
+/** The previous intermediate CRL's entries with `added` appended, if that file is the last publication. */
 function readPrevious(
   file: string,
   t: { issuerDer: Buffer; number: bigint },

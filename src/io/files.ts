@@ -286,6 +286,24 @@ export function readInput(p: string, what: string, max: number = MAX_INPUT.certi
 }
 
 /**
+ * Which file the open `fd` is, as a string that changes with any replacement or change of it: its inode, size,
+ * modification and change times (ns; a change time cannot be set back) and a hash of its last 512 octets. For a
+ * published CRL those octets hold its signature, unique to each publication, even when the file system reuses a
+ * freed inode within one tick of its clock (two publications then share inode, size and times).
+ */
+export function fileIdentity(fd: number): string {
+  const st = fs.fstatSync(fd, { bigint: true });
+  const tail = Buffer.alloc(Number(st.size < 512n ? st.size : 512n));
+  const got = fs.readSync(fd, tail, 0, tail.length, Number(st.size) - tail.length);
+  return crypto
+    .createHash('sha256')
+    .update(`${st.ino} ${st.size} ${st.mtimeNs} ${st.ctimeNs}\n`)
+    .update(tail.subarray(0, got))
+    .digest('hex')
+    .slice(0, 32);
+}
+
+/**
  * Reads whole files into one buffer that it keeps for the next read. Each read returns a view that is valid only
  * until the next read of the same ReadBuffer. For files of several megabytes read again and again (the published
  * CRLs, at each revocation): on these VMs, touching freshly allocated memory costs ~20 ms per 6 MB at times, while

@@ -48,8 +48,8 @@ describe('mtls ca ocsp, native engine', { skip }, () => {
       execFile(cmd, args, { timeout: 20_000 }, (_err, stdout, stderr) => resolve({ stdout, stderr })),
     );
   const issue = (name: string) => assert.equal(mtls(['issue', 'client', name, '--out', dir], { env }).status, 0);
-  /** Sends raw bytes and returns all the server sends until it closes (or 3 s pass). */
-  const raw = (bytes: string | Buffer, port = server.port) =>
+  /** Sends raw bytes (or lets `send` write them) and returns all the server sends until it closes (or 3 s pass). */
+  const raw = (bytes: string | Buffer | ((s: net.Socket) => void), port = server.port) =>
     new Promise<string>((resolve) => {
       const s = net.connect(port, '127.0.0.1');
       const got: Buffer[] = [];
@@ -57,7 +57,8 @@ describe('mtls ca ocsp, native engine', { skip }, () => {
       s.on('error', () => {});
       s.on('close', () => resolve(Buffer.concat(got).toString('latin1')));
       s.setTimeout(3000, () => s.destroy());
-      s.write(bytes);
+      if (typeof bytes === 'function') bytes(s);
+      else s.write(bytes);
     });
 
   before(async () => {
@@ -174,27 +175,13 @@ describe('mtls ca ocsp, native engine', { skip }, () => {
     await fetch(url, { method: 'POST', body }); // the first answer comes from JavaScript and is kept
     const hits = server.stats().hits;
     // The head alone, the body 200 ms later: the connection waits in the epoll set for the rest.
-    const pieces = await new Promise<string>((resolve) => {
-      const s = net.connect(server.port, '127.0.0.1');
-      const got: Buffer[] = [];
-      s.on('data', (d) => got.push(d));
-      s.on('error', () => {});
-      s.on('close', () => resolve(Buffer.concat(got).toString('latin1')));
-      s.setTimeout(3000, () => s.destroy());
+    const pieces = await raw((s) => {
       s.write(head);
       setTimeout(() => s.write(body), 200);
     });
     assert.match(pieces, /^HTTP\/1\.1 200 /);
     // The whole request, then the client's FIN: answered, not dropped as a client gone away.
-    const halfClosed = await new Promise<string>((resolve) => {
-      const s = net.connect(server.port, '127.0.0.1');
-      const got: Buffer[] = [];
-      s.on('data', (d) => got.push(d));
-      s.on('error', () => {});
-      s.on('close', () => resolve(Buffer.concat(got).toString('latin1')));
-      s.setTimeout(3000, () => s.destroy());
-      s.end(Buffer.concat([Buffer.from(head), body]));
-    });
+    const halfClosed = await raw((s) => s.end(Buffer.concat([Buffer.from(head), body])));
     assert.match(halfClosed, /^HTTP\/1\.1 200 /);
     assert.equal(server.stats().hits - hits, 2, 'both from the native cache');
   });
