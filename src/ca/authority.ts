@@ -30,7 +30,7 @@ import { SqliteStore } from '../store/sqlite.js';
 import type { AddOptions, CertificateStore, InventoryRecord } from '../store/store.js';
 import { shortTime } from '../text/duration.js';
 import { checkPrivateFile, writeFileAtomic } from '../io/files.js';
-import { crlPaths, foreignCertificate, stageCrls, type CrlSigners } from './revocation.js';
+import { crlPaths, foreignCertificate, rootCrlNotice, stageCrls, type CrlSigners } from './revocation.js';
 import { caPaths, type CaConfig } from './home.js';
 import { createCaHome } from './init.js';
 import { BACKDATE_MS, DAY, type InitOptions } from './init.js';
@@ -95,7 +95,11 @@ export class CertificateAuthority {
    */
   static async init(opts: InitOptions): Promise<CertificateAuthority> {
     await createCaHome(opts);
-    return CertificateAuthority.open(opts.home, opts.passphrase);
+    const ca = await CertificateAuthority.open(opts.home, opts.passphrase);
+    // The first CRLs, while the root key is here to sign the root's (for a year): ca init suggests moving it
+    // offline, and revocations must not need it.
+    await ca.publishCrl();
+    return ca;
   }
 
   /**
@@ -368,6 +372,11 @@ export class CertificateAuthority {
     } catch {
       // the poll covers it
     }
+  }
+
+  /** What the root's published CRL needs of its operator (the root key, often offline), in one line, or undefined. */
+  rootCrlNotice(now = new Date()): string | undefined {
+    return rootCrlNotice(this.home, this.root, now);
   }
 
   /** Publishes fresh CRLs (`mtls ca crl`): the revoked, unexpired certificates, a new CRL number. */

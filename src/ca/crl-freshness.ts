@@ -12,6 +12,8 @@ export interface CrlPublisher {
   /** The CA whose CRL it publishes: a CRL it did not sign is replaced, never taken as a model. */
   readonly intermediate: Certificate;
   publishCrl(opts?: { lifetimeMs?: number }): Promise<string>;
+  /** What the root's CRL needs of its operator (its key is often offline), said once per cause. */
+  rootCrlNotice?(): string | undefined;
 }
 
 export interface CrlFreshnessEvents {
@@ -42,11 +44,15 @@ export function keepCrlsFresh(ca: CrlPublisher, events: CrlFreshnessEvents): () 
   /** The published CRL's validity, by the file's identity. */
   let known: { id: string; thisUpdate: number; lifetimeMs: number } | undefined;
 
+  let noticed: string | undefined;
   const publish = async (lifetimeMs: number, why: string) => {
     await ca.publishCrl({ lifetimeMs });
     events.onPublish?.(
       `published fresh CRLs (${why}); the next is due by ${new Date(Date.now() + lifetimeMs / 2).toISOString()}`,
     );
+    const notice = ca.rootCrlNotice?.();
+    if (notice && notice !== noticed) events.onError(notice);
+    noticed = notice;
   };
   const look = async () => {
     let waitMs = MAX_LOOK_MS;

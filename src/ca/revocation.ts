@@ -98,14 +98,20 @@ export function stageCrls(
   const intermediateCrl = appended
     ? signCrlParts(template, appended.entries, signers.intermediateKey)
     : [encodeCrl({ ...template, entries: p.entries().map(entry) }, signers.intermediateKey)];
-  const rootCrl = currentRootCrl(files.root, signers.root, at) ?? signRootCrl(signers, p.crlNumber, at);
+  // The root's CRL: the published one while it has a month left; else a new one when the root key is at hand;
+  // else (the key offline, as ca init suggests) the published one however old, or none: a revocation never waits
+  // for the root key, and rootCrlNotice says what the root's CRL needs.
+  const rootCrl =
+    currentRootCrl(files.root, signers.root, at) ??
+    newRootCrl(signers, p.crlNumber, at) ??
+    publishedRootCrl(files.root, signers.root);
   const pem = [
-    Buffer.from(encodePem('X509 CRL', rootCrl)),
+    ...(rootCrl ? [Buffer.from(encodePem('X509 CRL', rootCrl))] : []),
     ...((appended && reusedPem(files, appended, intermediateCrl)) ?? [
       Buffer.from(encodePem('X509 CRL', Buffer.concat(intermediateCrl))),
     ]),
   ];
-  const rootChanged = !readIfExists(files.root)?.equals(rootCrl);
+  const rootChanged = rootCrl !== undefined && !readIfExists(files.root)?.equals(rootCrl);
   fs.mkdirSync(files.dir, { recursive: true, mode: 0o755 });
   const staged = stageFiles(
     [
@@ -203,26 +209,48 @@ function reusedPem(files: ReturnType<typeof crlPaths>, previous: Previous, crl: 
   return encodePemReusing('X509 CRL', crl, block, [previous.offset, previous.offset + entries.length]);
 }
 
-/** The published root CRL while it has more than ROOT_CRL_RENEW_MS left, else undefined. */
-function currentRootCrl(file: string, root: Certificate, at: Date): Buffer | undefined {
-  let crl: Crl;
+/** The published root CRL (the root's, as its name says), or undefined. */
+function readRootCrl(file: string, root: Certificate): Crl | undefined {
   try {
-    crl = parseCrl(fs.readFileSync(file), file);
+    const crl = parseCrl(fs.readFileSync(file), file);
+    return sameDn(crl.issuer, root.subject) ? crl : undefined;
   } catch {
     return undefined;
   }
-  const fresh = crl.nextUpdate && crl.nextUpdate.getTime() - at.getTime() > ROOT_CRL_RENEW_MS;
-  return fresh && sameDn(crl.issuer, root.subject) ? crl.der : undefined;
 }
 
-function signRootCrl(signers: CrlSigners, crlNumber: bigint, at: Date): Buffer {
+/** The published root CRL while it has more than ROOT_CRL_RENEW_MS left, else undefined. */
+function currentRootCrl(file: string, root: Certificate, at: Date): Buffer | undefined {
+  const crl = readRootCrl(file, root);
+  const fresh = crl?.nextUpdate && crl.nextUpdate.getTime() - at.getTime() > ROOT_CRL_RENEW_MS;
+  return fresh ? crl.der : undefined;
+}
+
+/** The published root CRL however old, or undefined. */
+function publishedRootCrl(file: string, root: Certificate): Buffer | undefined {
+  return readRootCrl(file, root)?.der;
+}
+
+/**
+ * What the root's published CRL needs of its operator, in one line, or undefined: it is missing, due within a
+ * month or expired, and only the root key (often offline) signs a new one.
+ */
+export function rootCrlNotice(home: string, root: Certificate, at = new Date()): string | undefined {
+  const crl = readRootCrl(crlPaths(home).root, root);
+  const fix = `put root.key back in ${home}, run 'mtls ca crl', then move it offline again`;
+  if (!crl) return `the root's CRL is not published: servers that need a CRL for every CA refuse crl.pem; ${fix}`;
+  const left = (crl.nextUpdate?.getTime() ?? Infinity) - at.getTime();
+  if (left <= 0)
+    return `the root's CRL expired at ${crl.nextUpdate!.toISOString()}: servers with hard-fail CRLs refuse every client; ${fix}`;
+  if (left <= ROOT_CRL_RENEW_MS)
+    return `the root's CRL expires at ${crl.nextUpdate!.toISOString()} (in ${Math.ceil(left / DAY)} days); ${fix}`;
+  return undefined;
+}
+
+/** A new root CRL, or undefined when the root key is not at hand. */
+function newRootCrl(signers: CrlSigners, crlNumber: bigint, at: Date): Buffer | undefined {
   const key = signers.rootKey();
-  if (!key)
-    throw new MtlsError(
-      'CA_NOT_FOUND',
-      `the root's CRL must be signed again and the root key is not in the CA home; put root.key back for ` +
-        `'mtls ca crl', then move it offline again`,
-    );
+  if (!key) return undefined;
   return encodeCrl(
     {
       issuerDer: signers.root.subjectDer,

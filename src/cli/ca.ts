@@ -78,7 +78,10 @@ export function registerCa(program: Command): Command {
           console.log(`  revocation:    ${authority.config.url}/crl/intermediate.crl, ${authority.config.url}/ocsp`);
         if (o.permitDns.length || o.permitIp.length)
           console.log(`  permitted:     ${[...o.permitDns, ...o.permitIp].join(', ')}`);
-        console.log(`the root key is needed only to sign a new intermediate: move ${p.rootKey} offline.`);
+        console.log(
+          `the root key signs a new intermediate and, once a year, the root's CRL (published now): move ` +
+            `${p.rootKey} offline; mtls revoke and mtls ca crl say when the root's CRL needs it, a month ahead.`,
+        );
         await authority.close();
       },
     );

@@ -39,6 +39,8 @@ export function registerRevoke(program: Command, ca: Command): void {
         try {
           const r = await authority.revoke(what, { reason, ...(at ? { at } : {}) });
           const published = crlPaths(authority.home).pem;
+          const notice = authority.rootCrlNotice();
+          if (notice) console.error(`mtls: warning: ${notice}`);
           if (o.json)
             return printJson({
               serial: r.serial,
@@ -111,6 +113,8 @@ export function registerRevoke(program: Command, ca: Command): void {
       const authority = await CertificateAuthority.open(resolveCaHome(o.home), optionalPassphrase(o.passphraseFile));
       try {
         const pem = await authority.publishCrl({ lifetimeMs });
+        const notice = authority.rootCrlNotice();
+        if (notice) console.error(`mtls: warning: ${notice}`);
         const crls = readCrls(readInput(pem, 'CRL file', MAX_INPUT.crl), pem);
         const intermediate = crls.at(-1)!;
         if (o.out) writeFileAtomic(o.out, o.der ? intermediate.der : fs.readFileSync(pem), 0o644);

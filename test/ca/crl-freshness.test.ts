@@ -37,6 +37,7 @@ describe('keeping the CRLs fresh', () => {
   it('publishes when none is, at half the lifetime (the same lifetime), and over a CRL that does not parse or is forged', async () => {
     const home = path.join(tempDir('mtls-fresh-'), 'ca');
     const ca = await CertificateAuthority.init({ home, name: 'Fresh' });
+    fs.rmSync(crlPaths(home).dir, { recursive: true }); // as in a home from before ca init published CRLs
     const published0: string[] = [];
     const errors: string[] = [];
     let stop = keepCrlsFresh(ca, { onPublish: (m) => published0.push(m), onError: (m) => errors.push(m) });
@@ -122,6 +123,7 @@ describe('keeping the CRLs fresh', () => {
     const dir = tempDir('mtls-fresh-cli-');
     const env = { MTLS_HOME: path.join(dir, 'ca') };
     assert.equal(mtls(['ca', 'init', '--name', 'FreshCli'], { env }).status, 0);
+    fs.rmSync(crlPaths(env.MTLS_HOME).dir, { recursive: true }); // as in a home from before ca init published CRLs
     const port = await freePort();
     const p = await startProcess(
       process.execPath,

@@ -27,19 +27,27 @@ describe('mtls ca serve: enrollment, renewal and their refusals', () => {
     ca = await startCa('Svc', ['--admin', 'spiffe://svc.example/admin']);
   });
 
-  it('publishes the CRLs it serves at start, before any revocation', async () => {
-    let status = 0;
-    for (let i = 0; i < 50 && status !== 200; i++) {
-      const r = await exchange(new URL('/v1/crl/intermediate.crl', ca.url), {
-        timeoutMs: 5000,
-        maxBytes: 1 << 20,
-        tls: clientTlsOptions(undefined, ca.root),
-      });
-      status = r.status;
-      if (status === 200) assert.ok(crlValidity(r.body).nextUpdate!.getTime() > Date.now());
-      else await new Promise((res) => setTimeout(res, 100));
+  it('publishes the CRLs it serves at start when there are none (a home from before ca init published them)', async () => {
+    const home = path.join(ca.dir, 'older');
+    await (await CertificateAuthority.init({ home, name: 'Older' })).close();
+    fs.rmSync(path.join(home, 'crl'), { recursive: true });
+    const older = await startCa('', [], home);
+    try {
+      let status = 0;
+      for (let i = 0; i < 50 && status !== 200; i++) {
+        const r = await exchange(new URL('/v1/crl/intermediate.crl', older.url), {
+          timeoutMs: 5000,
+          maxBytes: 1 << 20,
+          tls: clientTlsOptions(undefined, older.root),
+        });
+        status = r.status;
+        if (status === 200) assert.ok(crlValidity(r.body).nextUpdate!.getTime() > Date.now());
+        else await new Promise((res) => setTimeout(res, 100));
+      }
+      assert.equal(status, 200, 'a CRL to download, not "no CRL published yet"');
+    } finally {
+      older.stop();
     }
-    assert.equal(status, 200, 'a CRL to download, not "no CRL published yet"');
   });
 
   it('bootstrap trusts the root only with its fingerprint; an agent enrolls with a token and a replay is refused', async () => {
