@@ -18,6 +18,7 @@
 // cached answers with keys of at most 2 KiB. One request at a time per connection; pipelined ones wait their turn.
 
 #include "napi-util.h"
+#include "net-util.h"
 #include "relay.h"
 
 #include <sys/stat.h>
@@ -655,27 +656,9 @@ napi_value Listen(napi_env env, napi_callback_info info) {
     return throwError(env, "native answers: listen takes a host string and a port number");
   sockaddr_storage addr{};
   socklen_t len = 0;
-  if (port == -1) {
-    auto* un = reinterpret_cast<sockaddr_un*>(&addr);
-    if (host.empty() || host.size() >= sizeof un->sun_path) return throwError(env, "EINVAL: unix socket path empty or too long");
-    un->sun_family = AF_UNIX;
-    memcpy(un->sun_path, host.data(), host.size());
-    len = socklen_t(offsetof(sockaddr_un, sun_path) + host.size() + 1);
-  } else {
-    auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
-    auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr);
-    if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-      v4->sin_family = AF_INET;
-      v4->sin_port = htons(uint16_t(port));
-      len = sizeof *v4;
-    } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-      v6->sin6_family = AF_INET6;
-      v6->sin6_port = htons(uint16_t(port));
-      len = sizeof *v6;
-    } else {
-      return throwError(env, "EINVAL: the host must be an IP address");
-    }
-  }
+  // Port -1: `host` is a unix socket path.
+  if (const char* why = socketAddress(host, port == -1, uint16_t(port < 0 ? 0 : port), addr, len))
+    return throwError(env, std::string("EINVAL: ") + why);
   std::unique_ptr<Server> s(new Server());
   s->markerPath = markerPath;
   s->lfd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

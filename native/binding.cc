@@ -22,6 +22,7 @@
 
 #include "relay.h"
 #include "napi-util.h"
+#include "net-util.h"
 
 namespace mtls_relay {
 
@@ -287,28 +288,10 @@ napi_value Admit(napi_env env, napi_callback_info info) {
   if (!getString(env, argv[2], host) || napi_get_value_uint32(env, argv[3], &port) != napi_ok || !getBytes(env, argv[4], c.header)) {
     return throwError(env, "native relay: admit takes a host string, a port number and a Buffer");
   }
-  if (port == 0) {
-    auto* un = reinterpret_cast<sockaddr_un*>(&c.addr);
-    if (host.empty() || host.size() >= sizeof un->sun_path) return throwError(env, "native relay: unix socket path empty or too long");
-    un->sun_family = AF_UNIX;
-    memcpy(un->sun_path, host.data(), host.size());
-    c.addrLen = socklen_t(offsetof(sockaddr_un, sun_path) + host.size() + 1);
-  } else {
-    if (port > 65535) return throwError(env, "native relay: target port must be 1 to 65535");
-    auto* v4 = reinterpret_cast<sockaddr_in*>(&c.addr);
-    auto* v6 = reinterpret_cast<sockaddr_in6*>(&c.addr);
-    if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-      v4->sin_family = AF_INET;
-      v4->sin_port = htons(uint16_t(port));
-      c.addrLen = sizeof *v4;
-    } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-      v6->sin6_family = AF_INET6;
-      v6->sin6_port = htons(uint16_t(port));
-      c.addrLen = sizeof *v6;
-    } else {
-      return throwError(env, "native relay: target host must be an IP address");
-    }
-  }
+  if (port > 65535) return throwError(env, "native relay: target port must be 1 to 65535");
+  // Port 0: `host` is a unix socket path.
+  if (const char* why = socketAddress(host, port == 0, uint16_t(port), c.addr, c.addrLen))
+    return throwError(env, std::string("native relay: target: ") + why);
   e->command(std::move(c));
   return nullptr;
 }

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { messageOf } from '../errors.js';
-import { fileIdentity, MAX_INPUT, readInput } from '../io/files.js';
+import { fileIdentity, MAX_INPUT } from '../io/files.js';
 import type { Certificate } from '../pki/certificate.js';
 import { crlValidity } from '../pki/crl-writer.js';
 import { DAY } from './init.js';
@@ -83,16 +83,15 @@ export function keepCrlsFresh(ca: CrlPublisher, events: CrlFreshnessEvents): () 
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'none';
       throw err;
     }
-    let id: string;
     try {
-      id = fileIdentity(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    if (known?.id !== id) {
+      const st = fs.fstatSync(fd, { bigint: true });
+      const id = fileIdentity(fd, st);
+      if (known?.id === id) return known;
       let v: ReturnType<typeof crlValidity>;
       try {
-        v = crlValidity(readInput(file, 'published CRL', MAX_INPUT.crl), file, ca.intermediate);
+        // The same open file as its identity: what is read is what was identified.
+        if (st.size > BigInt(MAX_INPUT.crl)) return 'unreadable';
+        v = crlValidity(fs.readFileSync(fd), file, ca.intermediate);
       } catch {
         return 'unreadable';
       }
@@ -102,6 +101,8 @@ export function keepCrlsFresh(ca: CrlPublisher, events: CrlFreshnessEvents): () 
       // A lifetime that makes no sense (none, negative, years) is not copied: the default is.
       const lifetimeMs = Number.isFinite(life) && life >= 1000 && life <= 366 * DAY ? life : CRL_LIFETIME_MS;
       known = { id, thisUpdate: v.thisUpdate.getTime(), lifetimeMs };
+    } finally {
+      fs.closeSync(fd);
     }
     return known;
   };

@@ -301,8 +301,8 @@ const servedCrls = new WeakMap<OcspResponder, Map<string, ServedCrl>>();
 function servedCrl(responder: OcspResponder, file: string): ServedCrl {
   const fd = fs.openSync(file, 'r');
   try {
-    const etag = `"${fileIdentity(fd)}"`;
     const st = fs.fstatSync(fd, { bigint: true });
+    const etag = `"${fileIdentity(fd, st)}"`;
     let files = servedCrls.get(responder);
     const kept = files?.get(file);
     if (kept?.etag === etag) return kept;

@@ -289,10 +289,10 @@ export function readInput(p: string, what: string, max: number = MAX_INPUT.certi
  * Which file the open `fd` is, as a string that changes with any replacement or change of it: its inode, size,
  * modification and change times (ns; a change time cannot be set back) and a hash of its last 512 octets. For a
  * published CRL those octets hold its signature, unique to each publication, even when the file system reuses a
- * freed inode within one tick of its clock (two publications then share inode, size and times).
+ * freed inode within one tick of its clock (two publications then share inode, size and times). `st`: the fd's
+ * fstat (bigint), when the caller has it.
  */
-export function fileIdentity(fd: number): string {
-  const st = fs.fstatSync(fd, { bigint: true });
+export function fileIdentity(fd: number, st = fs.fstatSync(fd, { bigint: true })): string {
   const tail = Buffer.alloc(Number(st.size < 512n ? st.size : 512n));
   const got = fs.readSync(fd, tail, 0, tail.length, Number(st.size) - tail.length);
   return crypto
