@@ -25,7 +25,7 @@ import {
   type LeafProfile,
   type RequestedNames,
 } from '../pki/profiles.js';
-import { PostgresStore } from '../store/postgres.js';
+import type { PostgresStore } from '../store/postgres.js';
 import { SqliteStore } from '../store/sqlite.js';
 import type { AddOptions, CertificateStore, InventoryRecord } from '../store/store.js';
 import { shortTime } from '../text/duration.js';
@@ -73,6 +73,10 @@ export function checkCertName(name: string): string {
   return name;
 }
 
+/** The PostgreSQL store's module, loaded only for a CA whose inventory is there: pg adds ~60 ms to every start. */
+async function postgres(): Promise<typeof PostgresStore> {
+  return (await import('../store/postgres.js')).PostgresStore;
+}
 /**
  * The certificate authority: a self-signed root and an online intermediate (pathlen 0) that signs leaves,
  * an inventory of everything issued, and the rules that keep issued certificates correct.
@@ -129,7 +133,9 @@ export class CertificateAuthority {
     if (recorded !== undefined) checkPrivateFile(p.store, 'inventory URL');
     const url = opts.store ?? recorded;
     const store = url
-      ? await PostgresStore.connect(url, async () => {
+      ? await (
+          await postgres()
+        ).connect(url, async () => {
           const local = new SqliteStore(p.inventory);
           try {
             return { records: await local.list(), crlNumber: local.crlNumber() };

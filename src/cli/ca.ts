@@ -10,9 +10,8 @@ import { parseKeyType } from '../pki/keys.js';
 import { parseDuration, relativeTime, shortTime } from '../text/duration.js';
 import { collect, optionalDuration, optionalPassphrase, printJson } from './common.js';
 
-export function registerCa(program: Command): Command {
-  const ca = program.command('ca').description('create and manage the certificate authority');
-
+/** The `ca` subcommands that manage the CA itself, under `ca` (made by the caller, as other modules add to it). */
+export function registerCa(ca: Command): void {
   ca.command('init')
     .description('create a root CA and an online intermediate (pathlen 0) in the CA home')
     .option('--home <dir>', 'CA home (default $MTLS_HOME, else ~/.mtls)')
@@ -152,5 +151,4 @@ export function registerCa(program: Command): Command {
         await authority.close();
       }
     });
-  return ca;
 }

@@ -11,8 +11,8 @@ function commands(c: Command, prefix = ''): [string, Command][] {
   });
 }
 
-it('every command has examples in its --help, and every flag an example uses exists on that command (issue 16)', () => {
-  const all = commands(buildProgram());
+it('every command has examples in its --help, and every flag an example uses exists on that command (issue 16)', async () => {
+  const all = commands(await buildProgram());
   assert.ok(all.length >= 18);
   for (const [key, cmd] of all) {
     let help = '';
@@ -36,9 +36,32 @@ it('every command has examples in its --help, and every flag an example uses exi
   }
 });
 
-it('sign lists only what applies to a CSR: no --key-type, no --p12 (the key stays with the requester)', () => {
-  const sign = commands(buildProgram()).find(([k]) => k === 'sign')![1];
+it('sign lists only what applies to a CSR: no --key-type, no --p12 (the key stays with the requester)', async () => {
+  const sign = commands(await buildProgram()).find(([k]) => k === 'sign')![1];
   const longs = sign.options.map((o) => o.long);
   assert.ok(!longs.includes('--key-type') && !longs.includes('--p12') && !longs.includes('--p12-password-file'));
   assert.ok(longs.includes('--profile') && longs.includes('--validity'));
+});
+
+it('a command run alone loads only its modules, and is the same command as in the whole CLI: options, subcommands, help', async () => {
+  const shape = (c: Command): unknown => ({
+    options: c.options.map((o) => o.flags),
+    help: c.helpInformation(),
+    subs: c.commands.map((s) => [s.name(), shape(s)]),
+  });
+  const all = await buildProgram();
+  const names = all.commands.map((c) => c.name());
+  for (const name of names) {
+    const alone = await buildProgram(name);
+    const mine = alone.commands.find((c) => c.name() === name);
+    assert.ok(mine, `mtls ${name} is missing when run alone`);
+    assert.deepEqual(
+      shape(mine),
+      shape(all.commands.find((c) => c.name() === name)!),
+      `mtls ${name} differs when run alone`,
+    );
+    assert.ok(alone.commands.length < names.length, `mtls ${name} loads every command`);
+  }
+  assert.equal((await buildProgram('--version')).commands.length, 0);
+  assert.equal((await buildProgram('no-such-command')).commands.length, names.length);
 });
