@@ -9,7 +9,7 @@ import {
   integerBytes,
   readChildren,
   readSingle,
-  readTlv,
+  countTlvs,
   seq,
   tlv,
   tlvHeader,
@@ -201,9 +201,7 @@ export function appendedEntries(
     }
     if (number !== expect.number) return undefined;
     const content = revoked?.value ?? Buffer.alloc(0);
-    let n = 0;
-    for (let off = 0; off < content.length; n++) off = readTlv(content, off, 'revokedCertificates').end;
-    if (n !== expect.count) return undefined;
+    if (countTlvs(content) !== expect.count) return undefined;
     return {
       entries: [content, encodeEntries([added])],
       offset: revoked ? content.byteOffset - previous.byteOffset : -1,

@@ -62,6 +62,31 @@ export function readTlv(buf: Buffer, offset: number, field: string): Tlv {
   return new LazyTlv(buf, tag, offset, p, p + len);
 }
 
+/**
+ * How many whole TLVs `buf` holds, or -1 if its bytes do not form whole DER TLVs (a low tag, a definite minimal
+ * length). The count of readChildren without its objects: a CRL's 100,000 entries are counted in one tight loop,
+ * quick even before the JIT has warmed up (readTlv's walk took ~25 ms in a fresh process).
+ */
+export function countTlvs(buf: Buffer): number {
+  let n = 0;
+  for (let p = 0; p < buf.length; n++) {
+    if (p + 2 > buf.length || (buf[p]! & 0x1f) === 0x1f) return -1;
+    let len = buf[p + 1]!;
+    p += 2;
+    if (len & 0x80) {
+      const k = len & 0x7f;
+      if (k === 0 || k > 4 || p + k > buf.length || buf[p] === 0) return -1;
+      len = 0;
+      for (let i = 0; i < k; i++) len = len * 256 + buf[p + i]!;
+      if (len < 0x80) return -1;
+      p += k;
+    }
+    p += len;
+    if (p > buf.length) return -1;
+  }
+  return n;
+}
+
 /** The children of a constructed value; refuses bytes that do not form whole TLVs. */
 export function readChildren(buf: Buffer, field: string): Tlv[] {
   const out: Tlv[] = [];

@@ -3,7 +3,7 @@ import crypto from 'node:crypto';
 import { describe, it } from 'node:test';
 import { MtlsError } from '../../src/errors.js';
 import { parseCertificate, readCertificates } from '../../src/pki/certificate.js';
-import { decodeOid, encodeOid, readSingle } from '../../src/pki/der.js';
+import { countTlvs, decodeOid, encodeOid, readChildren, readSingle } from '../../src/pki/der.js';
 import { OID } from '../../src/pki/oid.js';
 import { verifyChain } from '../../src/pki/verify.js';
 import { makeCert, openssl } from '../helpers/pki.js';
@@ -63,6 +63,27 @@ describe('certificate parsing', () => {
     for (const oid of ['1.2.840.113549.1.1.11', '2.5.29.37.0', '1.3.6.1.4.1.55555.4294967295', '2.999.3']) {
       const enc = encodeOid(oid);
       assert.equal(decodeOid(readSingle(enc, 'oid').value), oid);
+    }
+  });
+
+  it('counts whole TLVs as readChildren does, and refuses what readChildren refuses (a revocation appends only then)', () => {
+    const der = Buffer.from(leaf.cert.der);
+    const children = readSingle(der, 'certificate').value;
+    assert.equal(countTlvs(children), readChildren(children, 'certificate').length);
+    assert.equal(countTlvs(Buffer.concat([der, der, der])), 3);
+    assert.equal(countTlvs(Buffer.alloc(0)), 0);
+    for (const bad of [
+      der.subarray(0, der.length - 1), // truncated value
+      Buffer.from([0x30]), // truncated header
+      Buffer.from([0x30, 0x84, 0, 0, 0]), // truncated length
+      Buffer.from([0x30, 0x80, 0, 0]), // indefinite length
+      Buffer.from([0x30, 0x81, 0x05, 1, 2, 3, 4, 5]), // non-minimal length
+      Buffer.from([0x30, 0x82, 0x00, 0x90, ...Buffer.alloc(0x90)]), // non-minimal length, leading zero
+      Buffer.from([0x1f, 0x01, 0x00]), // high tag number
+      Buffer.from([0x30, 0x85, 1, 0, 0, 0, 0]), // length of five octets
+    ]) {
+      assert.equal(countTlvs(bad), -1, bad.toString('hex').slice(0, 20));
+      assert.throws(() => readChildren(bad, 'x'), MtlsError);
     }
   });
 
