@@ -197,3 +197,44 @@ describe('mtls ca ocsp, native engine', { skip }, () => {
     assert.match(await ask(['bob.crt']), /bob\.crt: good/);
   });
 });
+
+describe('mtls ca ocsp, native engine, with each kind of CA key', { skip }, () => {
+  // Whatever the CA's key, its responders' keys are P-256 (src/ca/ocsp-signers.ts), which the front signs with by a
+  // digest and EVP_PKEY_sign on a context made once per key: answers for each kind of CA verify, nonce included.
+  for (const keyType of ['ec-p384', 'rsa-2048', 'ed25519'])
+    it(`${keyType}: answers signed natively verify, with their nonces`, async () => {
+      const dir = tempDir(`mtls-ocsp-native-${keyType}-`);
+      const home = path.join(dir, 'ca');
+      const env = { MTLS_HOME: home };
+      assert.equal(mtls(['ca', 'init', '--name', keyType, '--key-type', keyType], { env }).status, 0);
+      assert.equal(mtls(['issue', 'client', 'dave', '--out', dir], { env }).status, 0);
+      const ca = await CertificateAuthority.open(home);
+      const server = await serveOcsp(new OcspResponder(ca), home, { host: '127.0.0.1', port: 0 }, () => {}, {
+        engine: 'native',
+      });
+      try {
+        const args = ocspArgs(
+          [[path.join(home, 'intermediate.crt'), path.join(dir, 'dave.crt')]],
+          `http://127.0.0.1:${server.port}/ocsp`,
+          path.join(home, 'root.crt'),
+        );
+        const before = server.stats();
+        for (let i = 0; i < 3; i++) {
+          const out = await new Promise<string>((resolve) =>
+            execFile('openssl', [...args, '-resp_text'], { timeout: 20_000 }, (_e, o, e) => resolve(o + e)),
+          );
+          assert.match(out, /Response verify OK/);
+          assert.match(out, /dave\.crt: good/);
+          assert.doesNotMatch(out, /no nonce|nonce verify error/i, 'no nonce warning or error');
+          assert.match(out, /OCSP Nonce/, 'the nonce echoed');
+          assert.match(out, /Signature Algorithm: /);
+          assert.match(out.split('Signature Algorithm: ')[1]!, /^ecdsa-with-SHA256/);
+        }
+        const after = server.stats();
+        assert.equal(after.hits - before.hits, 2, 'two of the three signed by the native front');
+      } finally {
+        await server.close();
+        await ca.close();
+      }
+    });
+});
