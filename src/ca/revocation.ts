@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { MtlsError } from '../errors.js';
-import { fileIdentity, MAX_INPUT, ReadBuffer, stageFiles } from '../io/files.js';
+import { fileIdentity, fileRange, MAX_INPUT, stageFiles, type FileOctets } from '../io/files.js';
 import type { Certificate } from '../pki/certificate.js';
 import { parseCrl, type Crl } from '../pki/crl.js';
 import {
@@ -16,6 +16,7 @@ import {
 import { keyIdentifier } from '../pki/extensions.js';
 import { sameDn } from '../pki/name-match.js';
 import { formatDn } from '../pki/names.js';
+import { sliceParts, type Part } from '../pki/octets.js';
 import { encodePem, encodePemReusing, pemLength } from '../pki/pem.js';
 import type { CrlPublication, RevokedEntry } from '../store/store.js';
 import { DAY } from './init.js';
@@ -76,6 +77,22 @@ export function stageCrls(
   at: Date,
   lifetimeMs = CRL_LIFETIME_MS,
 ): { commit: () => void; abort: () => void } {
+  const reading = new Reading();
+  try {
+    return stageWith(reading, home, signers, p, at, lifetimeMs);
+  } finally {
+    reading.close(); // the staged files are written and synced: commit only renames them
+  }
+}
+
+function stageWith(
+  reading: Reading,
+  home: string,
+  signers: CrlSigners,
+  p: CrlPublication,
+  at: Date,
+  lifetimeMs: number,
+): { commit: () => void; abort: () => void } {
   const files = crlPaths(home);
   const idOf = (c: Certificate) => c.subjectKeyId ?? keyIdentifier(c.publicKey!);
   const template = {
@@ -92,9 +109,9 @@ export function stageCrls(
   });
   // A revocation appends its entry to the CRL published last, when that file is exactly the last publication
   // (its number, issuer and entry count agree with the inventory): no reading of 100,000 rows, no re-encoding, no
-  // copy of the 5 MB of entries, and the lines of crl.pem around them are reused. Expired entries drop out at the
-  // next full publication (mtls ca crl, due within the CRL's lifetime).
-  const appended = p.added && readPrevious(files.intermediate, template, p, entry(p.added));
+  // copy of the 5 MB of entries, and the lines of crl.pem around them are reused; both files are read in pieces,
+  // never whole. Expired entries drop out at the next full publication (mtls ca crl, due within the CRL's lifetime).
+  const appended = p.added && readPrevious(reading, files.intermediate, template, p, entry(p.added));
   const intermediateCrl = appended
     ? signCrlParts(template, appended.entries, signers.intermediateKey)
     : [encodeCrl({ ...template, entries: p.entries().map(entry) }, signers.intermediateKey)];
@@ -107,8 +124,8 @@ export function stageCrls(
     publishedRootCrl(files.root, signers.root);
   const pem = [
     ...(rootCrl ? [Buffer.from(encodePem('X509 CRL', rootCrl))] : []),
-    ...((appended && reusedPem(files, appended, intermediateCrl)) ?? [
-      Buffer.from(encodePem('X509 CRL', Buffer.concat(intermediateCrl))),
+    ...((appended && reusedPem(reading, files, appended, intermediateCrl)) ?? [
+      Buffer.from(encodePem('X509 CRL', sliceParts(intermediateCrl, 0, Infinity))),
     ]),
   ];
   const rootChanged = rootCrl !== undefined && !readIfExists(files.root)?.equals(rootCrl);
@@ -135,6 +152,26 @@ export function stageCrls(
   };
 }
 
+/** Files opened to be read in pieces while a publication is staged, all closed once it is. */
+class Reading {
+  private readonly fds: number[] = [];
+  /** All of `file`, read in pieces, and its descriptor; undefined if it cannot be opened or is over MAX_INPUT.crl. */
+  open(file: string): { fd: number; octets: FileOctets } | undefined {
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'r');
+    } catch {
+      return undefined;
+    }
+    this.fds.push(fd);
+    const st = fs.fstatSync(fd);
+    return st.isFile() && st.size <= MAX_INPUT.crl ? { fd, octets: fileRange(fd, 0, st.size) } : undefined;
+  }
+  close(): void {
+    for (const fd of this.fds.splice(0)) fs.closeSync(fd);
+  }
+}
+
 /** Which file crl.pem is (fileIdentity): any rewrite or replacement changes it. */
 function pemIdentity(file: string): string {
   const fd = fs.openSync(file, 'r');
@@ -155,33 +192,22 @@ function readIfExists(file: string): Buffer | undefined {
 
 interface Previous {
   /** The previous intermediate CRL, as published. */
-  der: Buffer;
+  der: Part;
   /** Its entries with the new one appended, and where its entries start. */
-  entries: Buffer[];
+  entries: Part[];
   offset: number;
 }
 
-/**
- * The published CRL and crl.pem are read at each revocation into buffers kept for the process's life (about
- * 1.25x the two files: ~15 MB at 100,000 entries), never into fresh memory; what is read from them is written out
- * before stageCrls returns, so that the next read may reuse them.
- */
-const previousDer = new ReadBuffer();
-const previousPem = new ReadBuffer();
-
 /** The previous intermediate CRL's entries with `added` appended, if that file is the last publication. */
 function readPrevious(
+  reading: Reading,
   file: string,
   t: { issuerDer: Buffer; number: bigint },
   p: CrlPublication,
   added: CrlEntry,
 ): Previous | undefined {
-  let der: Buffer;
-  try {
-    der = previousDer.read(file, MAX_INPUT.crl);
-  } catch {
-    return undefined;
-  }
+  const der = reading.open(file)?.octets;
+  if (!der) return undefined;
   const appended = appendedEntries(der, { issuerDer: t.issuerDer, number: t.number - 1n, count: p.count - 1 }, added);
   return appended && { der, ...appended };
 }
@@ -191,20 +217,28 @@ function readPrevious(
  * published crl.pem where the two CRLs have the same octets; undefined (encode it all) unless crl.pem is exactly
  * the file the last publication wrote (its recorded identity agrees) and the entries start at the same offset.
  */
-function reusedPem(files: ReturnType<typeof crlPaths>, previous: Previous, crl: Buffer[]): Buffer[] | undefined {
+function reusedPem(
+  reading: Reading,
+  files: ReturnType<typeof crlPaths>,
+  previous: Previous,
+  crl: Part[],
+): Part[] | undefined {
   if (previous.offset < 0 || crl[0]!.length !== previous.offset) return undefined;
-  let text: Buffer;
+  let recorded: string;
   try {
-    if (fs.readFileSync(files.pemStat, 'latin1') !== pemIdentity(files.pem)) return undefined;
-    text = previousPem.read(files.pem, MAX_INPUT.crl);
+    recorded = fs.readFileSync(files.pemStat, 'latin1');
   } catch {
     return undefined;
   }
+  const pem = reading.open(files.pem);
+  if (!pem || recorded !== `${fileIdentity(pem.fd)}\n`) return undefined;
+  const text = pem.octets;
   // crl.pem is the root's block, then the intermediate's.
   const END = '-----END X509 CRL-----\n';
-  const rootEnd = text.indexOf(END);
-  const block = text.subarray(rootEnd + END.length);
-  if (rootEnd < 0 || block.length !== pemLength('X509 CRL', previous.der.length)) return undefined;
+  const rootEnd = text.read(0, Math.min(text.length, 65_536)).indexOf(END);
+  if (rootEnd < 0) return undefined;
+  const block = text.range(rootEnd + END.length, text.length);
+  if (block.length !== pemLength('X509 CRL', previous.der.length)) return undefined;
   const entries = previous.entries[0]!;
   return encodePemReusing('X509 CRL', crl, block, [previous.offset, previous.offset + entries.length]);
 }

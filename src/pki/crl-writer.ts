@@ -7,14 +7,18 @@ import {
   encodeOid,
   encodeTime,
   integerBytes,
+  countTlvsInPieces,
   readChildren,
   readSingle,
-  countTlvs,
+  readTlv,
+  readTlvHeader,
   seq,
   tlv,
   tlvHeader,
+  type Tlv,
 } from './der.js';
 import { signatureSchemeFor, signParts } from './keys.js';
+import { chunksOf, rangeOf, readOf, type Part } from './octets.js';
 import { OID } from './oid.js';
 import { algorithmIdentifier, checkSignature } from './signing.js';
 
@@ -135,15 +139,15 @@ export function encodeCrl(t: CrlTemplate, key: KeyObject): Buffer {
  * the entries of the previous CRL with one appended (appendedEntries): a revocation then costs no re-encoding.
  */
 export function signCrl(t: Omit<CrlTemplate, 'entries'>, entries: Buffer, key: KeyObject): Buffer {
-  return Buffer.concat(signCrlParts(t, [entries], key));
+  return Buffer.concat(signCrlParts(t, [entries], key) as Buffer[]);
 }
 
 /**
  * signCrl with the entries given as parts, and the CRL returned as parts: [everything before the entries'
- * content, ...entries, everything after]. The parts are hashed and written as they are (writev), so a revocation
- * at 100,000 entries never copies the 5 MB of entries it appends to.
+ * content, ...entries, everything after]. The parts are hashed and written as they are (writev, or piece by piece
+ * for octets read from a file), so a revocation at 100,000 entries never copies the 5 MB of entries it appends to.
  */
-export function signCrlParts(t: Omit<CrlTemplate, 'entries'>, entries: Buffer[], key: KeyObject): Buffer[] {
+export function signCrlParts(t: Omit<CrlTemplate, 'entries'>, entries: Part[], key: KeyObject): Part[] {
   const scheme = signatureSchemeFor(key);
   const alg = algorithmIdentifier(scheme.oid, scheme.params);
   const crlExtensions = tlv(
@@ -171,26 +175,44 @@ export function signCrlParts(t: Omit<CrlTemplate, 'entries'>, entries: Buffer[],
   return [Buffer.concat([outer, tbsHeader, fields]), ...entries.filter((e) => e.length), tail];
 }
 
+/** The most of a CRL's octets before its entries, and after them, that appendedEntries reads. */
+const HEAD_MAX = 16_384;
+const TAIL_MAX = 16_384;
+
 /**
  * The entries of `previous` (a CRL this writer made) with `added` appended, when `previous` is exactly the last
  * publication: issued by `issuerDer`, numbered `number` and listing `count` entries. Otherwise undefined, and the
  * caller encodes the CRL from the inventory (never a CRL built on a file someone else changed). `entries` are
- * parts for signCrlParts: the previous entries (a view into `previous`, at `offset`) and the new one.
+ * parts for signCrlParts: the previous entries (a range of `previous`, at `offset`) and the new one. Only the
+ * octets around the entries are read whole; the entries are counted piece by piece.
  */
 export function appendedEntries(
-  previous: Buffer,
+  previous: Part,
   expect: { issuerDer: Buffer; number: bigint; count: number },
   added: CrlEntry,
-): { entries: Buffer[]; offset: number } | undefined {
+): { entries: Part[]; offset: number } | undefined {
   try {
-    const { tbsT } = readSignedEnvelope(previous, 'previous CRL');
-    const f = readChildren(tbsT.value, 'tbsCertList');
-    // version, signature, issuer, thisUpdate, nextUpdate, [revokedCertificates], [0] crlExtensions
-    if (f.length < 6 || f.length > 7) return undefined;
-    if (!tbsT.value.subarray(f[2]!.start, f[2]!.end).equals(expect.issuerDer)) return undefined;
-    const revoked = f.length === 7 ? f[5]! : undefined;
-    const exts = f[f.length - 1]!;
-    if (exts.tag !== 0xa0 || (revoked && revoked.tag !== 0x30)) return undefined;
+    const size = previous.length;
+    const head = readOf(previous, 0, Math.min(size, HEAD_MAX));
+    const outer = readTlvHeader(head, 0, 'previous CRL');
+    if (outer.tag !== 0x30 || outer.valueStart + outer.length !== size) return undefined;
+    const tbs = readTlvHeader(head, outer.valueStart, 'tbsCertList');
+    if (tbs.tag !== 0x30) return undefined;
+    // version, signature, issuer, thisUpdate, nextUpdate: whole within the head; then [revokedCertificates]
+    const f: Tlv[] = [];
+    for (let off = tbs.valueStart; f.length < 5; off = f[f.length - 1]!.end) f.push(readTlv(head, off, 'tbsCertList'));
+    if (f[0]!.tag !== 0x02 || !head.subarray(f[2]!.start, f[2]!.end).equals(expect.issuerDer)) return undefined;
+    const next = readTlvHeader(head, f[4]!.end, 'tbsCertList');
+    const revoked = next.tag === 0x30 ? next : undefined;
+    const entriesEnd = revoked ? revoked.valueStart + revoked.length : f[4]!.end;
+    // After them: [0] crlExtensions (the end of the tbs), signatureAlgorithm, signatureValue (the end of the CRL).
+    if (entriesEnd > size || size - entriesEnd > TAIL_MAX) return undefined;
+    const tail = readOf(previous, entriesEnd, size);
+    const exts = readTlv(tail, 0, 'crlExtensions');
+    const alg = readTlv(tail, exts.end, 'signatureAlgorithm');
+    const sig = readTlv(tail, alg.end, 'signatureValue');
+    if (exts.tag !== 0xa0 || entriesEnd + exts.end !== tbs.valueStart + tbs.length) return undefined;
+    if (alg.tag !== 0x30 || sig.tag !== 0x03 || sig.end !== tail.length) return undefined;
     let number: bigint | undefined;
     for (const e of readChildren(readSingle(exts.value, 'crlExtensions').value, 'crlExtensions')) {
       const [oid, ...rest] = readChildren(e.value, 'extension');
@@ -200,12 +222,10 @@ export function appendedEntries(
       }
     }
     if (number !== expect.number) return undefined;
-    const content = revoked?.value ?? Buffer.alloc(0);
-    if (countTlvs(content) !== expect.count) return undefined;
-    return {
-      entries: [content, encodeEntries([added])],
-      offset: revoked ? content.byteOffset - previous.byteOffset : -1,
-    };
+    const content = revoked ? rangeOf(previous, revoked.valueStart, entriesEnd) : Buffer.alloc(0);
+    const count = countTlvsInPieces(chunksOf(content), content.length, (a, b) => readOf(content, a, b));
+    if (count !== expect.count) return undefined;
+    return { entries: [content, encodeEntries([added])], offset: revoked ? revoked.valueStart : -1 };
   } catch {
     return undefined;
   }

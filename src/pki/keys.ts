@@ -1,6 +1,7 @@
 import crypto, { type KeyObject } from 'node:crypto';
 import { MtlsError } from '../errors.js';
 import { decodeOid, readChildren, readSingle } from './der.js';
+import { chunksOf, sliceParts, type Part } from './octets.js';
 import { OID } from './oid.js';
 import { decodePem, encodePem, looksLikePem } from './pem.js';
 
@@ -62,13 +63,13 @@ export function signData(key: KeyObject, data: Uint8Array): Buffer {
   return crypto.sign(scheme.hash, data, key);
 }
 
-/** signData over the concatenation of `parts`, hashed part by part (a 5 MB CRL is not copied to be signed). */
-export function signParts(key: KeyObject, parts: Uint8Array[]): Buffer {
+/** signData over the concatenation of `parts`, hashed piece by piece (a 5 MB CRL is neither copied nor held whole). */
+export function signParts(key: KeyObject, parts: Part[]): Buffer {
   const scheme = signatureSchemeFor(key);
   // Ed25519 signs the message itself (PureEdDSA), so it needs it whole.
-  if (!scheme.hash) return crypto.sign(null, Buffer.concat(parts), key);
+  if (!scheme.hash) return crypto.sign(null, sliceParts(parts, 0, Infinity), key);
   const signer = crypto.createSign(scheme.hash);
-  for (const p of parts) signer.update(p);
+  for (const p of parts) for (const c of chunksOf(p)) signer.update(c);
   return signer.sign(key);
 }
 

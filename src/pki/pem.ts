@@ -1,4 +1,5 @@
 import { MtlsError } from '../errors.js';
+import { rangeOf, sliceParts, type Part } from './octets.js';
 
 export interface PemBlock {
   /** The label between BEGIN and END, e.g. `CERTIFICATE`. */
@@ -77,32 +78,19 @@ export function pemLength(label: string, n: number): number {
  * encodePem of the DER made of `parts`, as parts, taking the lines of the octets [same[0], same[1]) from
  * `previous`: the PEM (exactly encodePem(label, old)) of an older DER that has the same octets at the same
  * offsets. Only the lines around them are encoded: a revocation appended to a 5 MB CRL re-encodes a few lines
- * of its 6.6 MB PEM instead of all 100,000.
+ * of its 6.6 MB PEM instead of all 100,000, and never holds the rest (parts and `previous` may be read in pieces).
  */
-export function encodePemReusing(label: string, parts: Buffer[], previous: Buffer, same: [number, number]): Buffer[] {
+export function encodePemReusing(label: string, parts: Part[], previous: Part, same: [number, number]): Part[] {
   const total = parts.reduce((n, p) => n + p.length, 0);
   const first = Math.ceil(same[0] / 48);
   const end = Math.floor(same[1] / 48);
-  if (end <= first || same[1] > total) return [Buffer.from(encodePem(label, Buffer.concat(parts)))];
+  if (end <= first || same[1] > total) return [Buffer.from(encodePem(label, sliceParts(parts, 0, total)))];
   const begin = 17 + label.length;
   return [
     Buffer.from(`-----BEGIN ${label}-----\n${pemLines(sliceParts(parts, 0, first * 48))}`),
-    previous.subarray(begin + 65 * first, begin + 65 * end),
+    rangeOf(previous, begin + 65 * first, begin + 65 * end),
     Buffer.from(`${pemLines(sliceParts(parts, end * 48, total))}-----END ${label}-----\n`),
   ];
-}
-
-/** The octets [from, to) of the concatenation of `parts`. */
-function sliceParts(parts: Buffer[], from: number, to: number): Buffer {
-  const out: Buffer[] = [];
-  let at = 0;
-  for (const p of parts) {
-    const lo = Math.max(from - at, 0);
-    const hi = Math.min(to - at, p.length);
-    if (hi > lo) out.push(p.subarray(lo, hi));
-    at += p.length;
-  }
-  return Buffer.concat(out);
 }
 
 /** The certificates of a PEM bundle, in file order. Throws if there is none. */

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { ReadBuffer } from '../../src/io/files.js';
+import { fileRange } from '../../src/io/files.js';
 import { BIN, ROOT, tempDir } from '../helpers/pki.js';
 
 /** `mtls ...` with a hard timeout: a command that reads without bound would hang here, not answer. */
@@ -53,21 +53,33 @@ describe('endless or huge input is refused, never read without bound', () => {
   });
 });
 
-describe('ReadBuffer (the published CRLs, read again at each revocation)', () => {
-  it('returns exactly the octets of each file, growing as needed, and refuses past its limit (/dev/zero too)', () => {
-    const dir = tempDir('mtls-readbuffer-');
-    const big = crypto.randomBytes(300_000);
-    const small = crypto.randomBytes(1_000);
-    fs.writeFileSync(path.join(dir, 'big'), big);
-    fs.writeFileSync(path.join(dir, 'small'), small);
-    const rb = new ReadBuffer();
-    assert.ok(rb.read(path.join(dir, 'small'), 1 << 20).equals(small));
-    assert.ok(rb.read(path.join(dir, 'big'), 1 << 20).equals(big));
-    // A smaller file after a bigger one: its own octets, not the rest of the kept buffer.
-    assert.ok(rb.read(path.join(dir, 'small'), 1 << 20).equals(small));
-    assert.throws(() => rb.read(path.join(dir, 'big'), 100_000), /is larger than 100000 bytes/);
-    // fstat says 0 octets; the reads never end: refused at the limit.
-    assert.throws(() => rb.read('/dev/zero', 1 << 20), /is larger than 1 MiB/);
-    assert.throws(() => rb.read(path.join(dir, 'missing'), 1 << 20), /ENOENT/);
+describe('fileRange (the published CRLs, read in pieces at each revocation)', () => {
+  // Each piece is valid until the next is asked for: copied as it comes.
+  const whole = (r: ReturnType<typeof fileRange>) => Buffer.concat(Array.from(r.chunks(), (c) => Buffer.from(c)));
+  it('gives exactly the octets of its range in pieces of any size, and stops at its end however the file grows', () => {
+    const dir = tempDir('mtls-filerange-');
+    const data = crypto.randomBytes(300_000);
+    const file = path.join(dir, 'f');
+    fs.writeFileSync(file, data);
+    const fd = fs.openSync(file, 'r');
+    try {
+      for (const piece of [1, 7, 4096, 256 * 1024, 1 << 20]) {
+        const r = fileRange(fd, 1000, 250_000, piece);
+        const got = whole(r);
+        assert.ok(got.equals(data.subarray(1000, 250_000)), `piece ${piece}`);
+        assert.ok(r.read(5, 70).equals(data.subarray(1005, 1070)));
+        assert.ok(r.range(100, 200).read(0, 100).equals(data.subarray(1100, 1200)));
+      }
+      assert.throws(() => fileRange(fd, 0, 10).read(5, 11), RangeError);
+      assert.throws(() => fileRange(fd, 0, 10).range(-1, 3), RangeError);
+      // The file grows while read: the range ends where it was told to.
+      fs.appendFileSync(file, Buffer.alloc(1 << 20));
+      assert.equal(whole(fileRange(fd, 0, data.length)).length, data.length);
+      // The file shrinks under it: an error, not short data taken as whole.
+      fs.truncateSync(file, 1000);
+      assert.throws(() => whole(fileRange(fd, 0, data.length)), /became shorter/);
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 });

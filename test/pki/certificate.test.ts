@@ -3,7 +3,15 @@ import crypto from 'node:crypto';
 import { describe, it } from 'node:test';
 import { MtlsError } from '../../src/errors.js';
 import { parseCertificate, readCertificates } from '../../src/pki/certificate.js';
-import { countTlvs, decodeOid, encodeOid, readChildren, readSingle } from '../../src/pki/der.js';
+import {
+  countTlvs,
+  countTlvsInPieces,
+  decodeOid,
+  encodeOid,
+  readChildren,
+  readSingle,
+  tlv,
+} from '../../src/pki/der.js';
 import { OID } from '../../src/pki/oid.js';
 import { verifyChain } from '../../src/pki/verify.js';
 import { makeCert, openssl } from '../helpers/pki.js';
@@ -84,6 +92,21 @@ describe('certificate parsing', () => {
     ]) {
       assert.equal(countTlvs(bad), -1, bad.toString('hex').slice(0, 20));
       assert.throws(() => readChildren(bad, 'x'), MtlsError);
+    }
+    // In pieces of any size (a header may be cut by a piece's end), the same counts, good and bad.
+    const inPieces = (b: Buffer, size: number) => {
+      const pieces = function* () {
+        const scratch = Buffer.alloc(size); // each piece valid only until the next, as fileRange gives them
+        for (let at = 0; at < b.length; at += size) yield scratch.subarray(0, b.copy(scratch, 0, at, at + size));
+      };
+      return countTlvsInPieces(pieces(), b.length, (from, to) => Buffer.from(b.subarray(from, to)));
+    };
+    const many = Buffer.concat(Array.from({ length: 50 }, (_, i) => Buffer.from(tlv(0x30, Buffer.alloc(i * 7, i)))));
+    for (const size of [1, 2, 3, 5, 6, 7, 13, 64, 1 << 16]) {
+      assert.equal(inPieces(many, size), 50, `pieces of ${size}`);
+      assert.equal(inPieces(der, size), 1);
+      assert.equal(inPieces(many.subarray(0, many.length - 1), size), -1, `truncated, pieces of ${size}`);
+      assert.equal(inPieces(Buffer.from([0x30, 0x81, 0x05, 1, 2, 3, 4, 5]), size), -1);
     }
   });
 
