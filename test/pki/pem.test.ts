@@ -14,17 +14,22 @@ import { tempDir } from '../helpers/pki.js';
 
 const joined = (parts: Part[]) => sliceParts(parts, 0, Infinity).toString();
 
+/** An old DER and its PEM, and a new DER that keeps the old one's octets [a, b) at the same offsets. */
+function pemCase(most: number) {
+  const oldDer = crypto.randomBytes(1 + crypto.randomInt(most));
+  const a = crypto.randomInt(oldDer.length);
+  const b = a + crypto.randomInt(oldDer.length - a + 1);
+  // Everything else may differ, and the new one may be longer.
+  const fresh = crypto.randomBytes(b + crypto.randomInt(300));
+  oldDer.copy(fresh, a, a, b);
+  return { oldDer, a, b, fresh, previous: Buffer.from(encodePem('X509 CRL', oldDer)) };
+}
+
 it('encodePemReusing equals encodePem for any unchanged range and any split into parts', () => {
   for (let round = 0; round < 300; round++) {
-    const oldDer = crypto.randomBytes(1 + crypto.randomInt(2000));
-    const a = crypto.randomInt(oldDer.length);
-    const b = a + crypto.randomInt(oldDer.length - a + 1);
-    // The new DER keeps [a, b) of the old one at the same offsets; everything else may differ, and it may be longer.
-    const fresh = crypto.randomBytes(b + crypto.randomInt(300));
-    oldDer.copy(fresh, a, a, b);
+    const { oldDer, a, b, fresh, previous } = pemCase(2000);
     const cut = crypto.randomInt(fresh.length + 1);
     const parts = [fresh.subarray(0, cut), fresh.subarray(cut)];
-    const previous = Buffer.from(encodePem('X509 CRL', oldDer));
     assert.equal(previous.length, pemLength('X509 CRL', oldDer.length));
     const got = joined(encodePemReusing('X509 CRL', parts, previous, [a, b]));
     assert.equal(got, encodePem('X509 CRL', fresh), `old ${oldDer.length}, same [${a}, ${b}), new ${fresh.length}`);
@@ -47,12 +52,7 @@ it('reuses the lines it is told are unchanged, and only those', () => {
 it('gives the same from octets read from files in pieces of any size as from buffers (a revocation reads them so)', () => {
   const dir = tempDir('mtls-pem-pieces-');
   for (let round = 0; round < 100; round++) {
-    const oldDer = crypto.randomBytes(1 + crypto.randomInt(3000));
-    const a = crypto.randomInt(oldDer.length);
-    const b = a + crypto.randomInt(oldDer.length - a + 1);
-    const fresh = crypto.randomBytes(b + crypto.randomInt(300));
-    oldDer.copy(fresh, a, a, b);
-    const previous = Buffer.from(encodePem('X509 CRL', oldDer));
+    const { a, b, fresh, previous } = pemCase(3000);
     // The old PEM after 100 octets of something else, as the intermediate's block follows the root's in crl.pem;
     // the new DER's middle from a file too, as the entries of the previous CRL are.
     const file = path.join(dir, `r${round}`);
