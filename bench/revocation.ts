@@ -131,14 +131,24 @@ async function startLogged(
   }
 }
 
-/**
- * Requests per second that ab measures for `n` POSTs of `file`, `c` at a time, a new connection each (with
- * `keepAlive`, connections are kept when the server keeps them: openssl ocsp closes each anyway).
- */
 /** How many ab runs were tried again: withCpu leaves out the CPU of a run that was. */
 let abRetries = 0;
 
-function abRate(port: number, file: string, n: number, c: number, keepAlive = false, retried = false): number {
+/**
+ * Requests per second that ab measures for `n` POSTs of `file`, `c` at a time, a new connection each (with
+ * `keepAlive`, connections are kept when the server keeps them: openssl ocsp closes each anyway). `restart`, if given, starts the server afresh before the one more try: `openssl ocsp` spins for good on a
+ * connection that closes without a request (reproduced by hand: connect, close; every later client times out), and
+ * ab now and then leaves one at the end of a run. In this session's second bench run the retry alone stalled again.
+ */
+async function abRate(
+  port: number,
+  file: string,
+  n: number,
+  c: number,
+  keepAlive = false,
+  restart?: () => Promise<void>,
+  retried = false,
+): Promise<number> {
   const url = `http://127.0.0.1:${port}/ocsp`;
   const args = [
     ...(keepAlive ? ['-k'] : []),
@@ -151,26 +161,30 @@ function abRate(port: number, file: string, n: number, c: number, keepAlive = fa
   const broken = /Non-2xx responses|\(Connect: [1-9]|Receive: [1-9]|Exceptions: [1-9]/.exec(r.stdout);
   if (r.status !== 0 || !rate || broken) {
     const why = `ab against ${url}: ${broken?.[0] ?? ''} ${r.stderr.trim()}`;
-    // openssl ocsp serves one connection at a time with blocking reads: twice in eight runs it stalled for good
-    // on one connection (ab waited 30 s). ab's exit closes that connection; one more try, said on stderr.
     if (retried) throw new Error(why);
-    process.stderr.write(`${why}; trying once more\n`);
+    process.stderr.write(`${why}; ${restart ? 'restarting the server, then ' : ''}trying once more\n`);
     abRetries++;
-    return abRate(port, file, n, c, keepAlive, true);
+    await restart?.();
+    return abRate(port, file, n, c, keepAlive, restart, true);
   }
   return Number(rate);
 }
 
 /**
- * Runs `ab` (`rate`) and adds to `acc` the CPU that the server `pid` spent meanwhile (its own process, from /proc)
- * and the requests it answered: what an answer costs the responder, whatever the client's cost (on 2 cores, ab's own
- * ~45 µs per request caps the rate it can measure near 22,000/s).
+ * Runs `ab` (`rate`) and adds to `acc` the CPU that the server `pid()` spent meanwhile (its own process, from
+ * /proc) and the requests it answered: what an answer costs the responder, whatever the client's cost (on 2 cores,
+ * ab's own ~45 µs per request caps the rate it can measure near 22,000/s). A run tried again is left out.
  */
-function withCpu(acc: { cpu: number; n: number }, pid: number, n: number, rate: () => number): number {
-  const [c0, retries] = [treeCpuSeconds(pid), abRetries];
-  const r = rate();
+async function withCpu(
+  acc: { cpu: number; n: number },
+  pid: () => number,
+  n: number,
+  rate: () => Promise<number>,
+): Promise<number> {
+  const [p, c0, retries] = [pid(), treeCpuSeconds(pid()), abRetries];
+  const r = await rate();
   if (abRetries === retries) {
-    acc.cpu += treeCpuSeconds(pid) - c0;
+    acc.cpu += treeCpuSeconds(p) - c0;
     acc.n += n;
   }
   return r;
@@ -482,32 +496,42 @@ export async function revocationSection(): Promise<string> {
     }
     const peerPort = await freePort();
     // openssl reads the index first, then says it waits. (Not a TCP probe: a connection that closes without a
-    // request stalls openssl ocsp, which serves one connection at a time with blocking reads.) Its output goes to
-    // a file: it writes a line per request, and a pipe nobody reads during spawnSync(ab) stalls it.
-    child = (
-      await startLogged(
-        'openssl',
-        [
-          'ocsp',
-          '-index',
-          path.join(dir, 'index.txt'),
-          '-port',
-          String(peerPort),
-          '-rsigner',
-          path.join(home, 'ocsp', 'responder.crt'),
-          '-rkey',
-          path.join(home, 'ocsp', 'responder.key'),
-          '-CA',
-          path.join(home, 'intermediate.crt'),
-        ],
-        path.join(dir, 'openssl-ocsp.log'),
-        /waiting for OCSP client connections/,
-        'openssl ocsp',
-      )
-    ).child;
+    // request makes openssl ocsp spin on it for good; see abRate.) Its output goes to a file: it writes a line per
+    // request, and a pipe nobody reads during spawnSync(ab) stalls it.
+    const startPeer = async () => {
+      child = (
+        await startLogged(
+          'openssl',
+          [
+            'ocsp',
+            '-index',
+            path.join(dir, 'index.txt'),
+            '-port',
+            String(peerPort),
+            '-rsigner',
+            path.join(home, 'ocsp', 'responder.crt'),
+            '-rkey',
+            path.join(home, 'ocsp', 'responder.key'),
+            '-CA',
+            path.join(home, 'intermediate.crt'),
+          ],
+          path.join(dir, 'openssl-ocsp.log'),
+          /waiting for OCSP client connections/,
+          'openssl ocsp',
+        )
+      ).child;
+    };
+    const restartPeer = async () => {
+      const exited = new Promise((r) => child!.once('exit', r));
+      child!.kill('SIGKILL');
+      await exited;
+      await startPeer();
+    };
+    await startPeer();
     // Each row: [label, our rate, openssl's rate], medians of 3 rounds; the rounds interleave the rows.
-    type Case = { label: string; ours: () => number; peer: () => number };
-    const [nativePid, peerPid] = [children[0]?.pid ?? 0, child!.pid!];
+    type Case = { label: string; ours: () => Promise<number>; peer: () => Promise<number> };
+    const nativePid = () => children[0]?.pid ?? 0;
+    const peerPid = () => child!.pid!;
     const sum = () => ({ cpu: 0, n: 0 });
     const cpu = { nonce: { ours: sum(), peer: sum() }, plain: { ours: sum(), peer: sum() } };
     const cases: Case[] = AB
@@ -524,16 +548,17 @@ export async function revocationSection(): Promise<string> {
           ).map(([label, file, c, k]) => {
             // The CPU rows come from the rows with a new connection per request, 8 at a time.
             const acc = c === 8 && !k ? (file === reqFile ? cpu.nonce : cpu.plain) : undefined;
-            const measured = (port: number, who: 'ours' | 'peer', pid: number) => () =>
-              acc
-                ? withCpu(acc[who], pid, AB_REQUESTS, () => abRate(port, file, AB_REQUESTS, c, k))
-                : abRate(port, file, AB_REQUESTS, c, k);
+            const measured = (port: number, who: 'ours' | 'peer', pid: () => number) => () => {
+              const restart = who === 'peer' ? restartPeer : undefined;
+              const rate = () => abRate(port, file, AB_REQUESTS, c, k, restart);
+              return acc ? withCpu(acc[who], pid, AB_REQUESTS, rate) : rate();
+            };
             return { label, ours: measured(ourPort, 'ours', nativePid), peer: measured(peerPort, 'peer', peerPid) };
           }),
           {
             label: 'reference: `mtls ca ocsp --engine node` (every answer in Node), with a nonce, `ab -c 8`',
             ours: () => abRate(nodePort, reqFile, AB_REQUESTS, 8),
-            peer: () => abRate(peerPort, reqFile, AB_REQUESTS, 8),
+            peer: () => abRate(peerPort, reqFile, AB_REQUESTS, 8, false, restartPeer),
           },
           ...(NGINX
             ? [
@@ -542,7 +567,7 @@ export async function revocationSection(): Promise<string> {
                     'reference: nginx answering a constant (no OCSP work at all), a new connection per ' +
                     'request, `ab -c 8`',
                   ours: () => abRate(constantPort, plainFile, AB_REQUESTS, 8),
-                  peer: () => abRate(peerPort, plainFile, AB_REQUESTS, 8),
+                  peer: () => abRate(peerPort, plainFile, AB_REQUESTS, 8, false, restartPeer),
                 },
               ]
             : []),
@@ -550,16 +575,16 @@ export async function revocationSection(): Promise<string> {
       : [
           {
             label: 'OCSP answers / s (Node client in the bench process; install apache2-utils for `ab`)',
-            ours: () => NaN,
-            peer: () => NaN,
+            ours: async () => NaN,
+            peer: async () => NaN,
           },
         ];
     const rates = cases.map(() => ({ ours: [] as number[], peer: [] as number[] }));
     for (let r = 0; r < 3; r++) {
       for (const [i, c] of cases.entries()) {
         if (AB) {
-          rates[i]!.ours.push(c.ours());
-          rates[i]!.peer.push(c.peer());
+          rates[i]!.ours.push(await c.ours());
+          rates[i]!.peer.push(await c.peer());
         } else {
           rates[i]!.ours.push(await ocspRate(ourPort, req, OCSP_REQUESTS));
           rates[i]!.peer.push(await ocspRate(peerPort, req, OCSP_REQUESTS));
@@ -654,13 +679,13 @@ ${hsRow('nodecrl', "reference: Node's TLS server with its `crl` option (the path
 ${hsRow('openssl', 'reference: `openssl s_server -crl_check_all` (handshake only)')}
 
 Vault was reported to take 2-3 s of CPU per revocation at 17,000 revoked certificates (hashicorp/vault#9176).
-Where a revocation's time goes at this size (measured inside one, in ms, on a quiet machine): reading the last
-CRL (5 MB), appending the entry and signing it part by part, never copying the entries, 4-10; crl.pem 1-2 (its
-lines around the unchanged entries are taken from the published file, which must be the one the last publication
-wrote: same inode, size and mtime); writing and fsyncing the files 10; the renames and the commit 5-6. That is
-20-35 ms. Both files are read into buffers that the process keeps for its next revocation: on these VMs, memory
-touched for the first time costs up to ~20 ms per 6 MB (a readFileSync of crl.pem took 0.6 ms or 20-35 ms, at
-random), so the first revocation of a process takes longer (the slowest above is usually that one).
+Where a revocation's time goes at this size (measured inside one, in ms, on a quiet machine): counting the entries
+of the last CRL (5 MB), appending the entry and signing it piece by piece, 4-10; crl.pem 1-2 (its lines around
+the unchanged entries are taken from the published file, which must be the one the last publication wrote: same
+inode, size, times and last 512 octets); writing and fsyncing the files 10; the renames and the commit 5-6. That
+is 20-35 ms. Both files are read in 256 KiB pieces into one buffer the process keeps, never whole: on these VMs,
+memory touched for the first time costs ~3 ms per MB, and reading both files whole made the first revocation of a
+process 81-106 ms (45-63 now; it still warms up SQLite's cache and the code, so it is usually the slowest above).
 The version before took ~130 ms: it copied the 5 MB of entries three times and encoded the 6.6 MB PEM afresh;
 the first version took 2.5 s, reading and encoding all 100,000 rows.
 OCSP: a new TCP connection per request costs more than the answer itself: ${ceilingText} Where the client keeps
