@@ -73,10 +73,22 @@ export function checkCertName(name: string): string {
   return name;
 }
 
-/** The PostgreSQL store's module, loaded only for a CA whose inventory is there: pg adds ~60 ms to every start. */
-async function postgres(): Promise<typeof PostgresStore> {
-  return (await import('../store/postgres.js')).PostgresStore;
+/**
+ * The inventory in PostgreSQL at `url`; a new database takes the home's SQLite inventory. Its module is loaded only
+ * for a CA whose inventory is there: pg adds ~60 ms to every start.
+ */
+async function connectPostgres(url: string, sqlite: string): Promise<PostgresStore> {
+  const { PostgresStore } = await import('../store/postgres.js');
+  return PostgresStore.connect(url, async () => {
+    const local = new SqliteStore(sqlite);
+    try {
+      return { records: await local.list(), crlNumber: local.crlNumber() };
+    } finally {
+      await local.close();
+    }
+  });
 }
+
 /**
  * The certificate authority: a self-signed root and an online intermediate (pathlen 0) that signs leaves,
  * an inventory of everything issued, and the rules that keep issued certificates correct.
@@ -132,18 +144,7 @@ export class CertificateAuthority {
     const recorded = fs.existsSync(p.store) ? fs.readFileSync(p.store, 'utf8').trim() : undefined;
     if (recorded !== undefined) checkPrivateFile(p.store, 'inventory URL');
     const url = opts.store ?? recorded;
-    const store = url
-      ? await (
-          await postgres()
-        ).connect(url, async () => {
-          const local = new SqliteStore(p.inventory);
-          try {
-            return { records: await local.list(), crlNumber: local.crlNumber() };
-          } finally {
-            await local.close();
-          }
-        })
-      : new SqliteStore(p.inventory);
+    const store = url ? await connectPostgres(url, p.inventory) : new SqliteStore(p.inventory);
     if (url && url !== recorded) writeFileAtomic(p.store, `${url}\n`, 0o600);
     return new CertificateAuthority(home, config, root, intermediate, store, passphrase);
   }

@@ -100,23 +100,10 @@ export function readTlv(buf: Buffer, offset: number, field: string): Tlv {
 }
 
 /**
- * How many whole TLVs `buf` holds, or -1 if its bytes do not form whole DER TLVs. The count of readChildren
- * without its objects: a CRL's 100,000 entries are counted in one tight loop, quick even before the JIT has warmed
- * up (readTlv's walk took ~25 ms in a fresh process).
- */
-export function countTlvs(buf: Uint8Array): number {
-  let n = 0;
-  for (let p = 0; p < buf.length; n++) {
-    const v = headerAt(buf, p);
-    if (v < 0 || v + headerLength > buf.length) return -1;
-    p = v + headerLength;
-  }
-  return n;
-}
-
-/**
- * countTlvs of octets that come in pieces (`chunks`, `total` octets in all; each piece valid only until the next is
- * asked for): a header cut by a piece's end is read with `read` (at most 6 octets). -1 if they are not whole TLVs.
+ * How many whole TLVs the octets of `chunks` hold (`total` in all, in pieces, each valid only until the next is
+ * asked for), or -1 if they do not form whole DER TLVs: the count of readChildren without its objects, in one tight
+ * loop, quick even before the JIT has warmed up (readTlv's walk over a CRL's 100,000 entries took ~25 ms in a fresh
+ * process). A header cut by a piece's end is read with `read` (at most 6 octets).
  */
 export function countTlvsInPieces(
   chunks: Iterable<Uint8Array>,
