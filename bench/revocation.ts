@@ -17,7 +17,7 @@ import { serveOcsp } from '../src/ca/ocsp-server.js';
 import net from 'node:net';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { fmt, freePort, median, treeCpuSeconds, waitForPort } from './lib.js';
+import { fmt, freePort, median, opensslSpeed, treeCpuSeconds, waitForPort } from './lib.js';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/mtls.js');
 const HS_BLOCK = Number(process.env['BENCH_HANDSHAKES'] ?? 200);
@@ -396,6 +396,7 @@ export async function revocationSection(): Promise<string> {
   let child: ReturnType<typeof spawn> | undefined;
   const children: ReturnType<typeof spawn>[] = [];
   let constantPort = 0;
+  let constantPid = 0;
   try {
     const home = path.join(dir, 'ca');
     const ca = await CertificateAuthority.init({ home, name: 'Bench' });
@@ -494,7 +495,9 @@ export async function revocationSection(): Promise<string> {
       }
       if (NGINX) {
         constantPort = await freePort();
-        children.push(await startConstantNginx(dir, constantPort));
+        const nginx = await startConstantNginx(dir, constantPort);
+        children.push(nginx);
+        constantPid = nginx.pid!;
       }
     }
     const peerPort = await freePort();
@@ -536,7 +539,12 @@ export async function revocationSection(): Promise<string> {
     const nativePid = () => children[0]?.pid ?? 0;
     const peerPid = () => child!.pid!;
     const sum = () => ({ cpu: 0, n: 0 });
-    const cpu = { nonce: { ours: sum(), peer: sum() }, plain: { ours: sum(), peer: sum() } };
+    const cpu = {
+      nonce: { ours: sum(), peer: sum() },
+      plain: { ours: sum(), peer: sum() },
+      // nginx's CPU per request (master and worker), beside openssl's without a nonce: a connection's own cost here
+      constant: { ours: sum(), peer: sum() },
+    };
     const cases: Case[] = AB
       ? [
           ...(
@@ -569,8 +577,17 @@ export async function revocationSection(): Promise<string> {
                   label:
                     'reference: nginx answering a constant (no OCSP work at all), a new connection per ' +
                     'request, `ab -c 8`',
-                  ours: () => abRate(constantPort, plainFile, AB_REQUESTS, 8),
-                  peer: () => abRate(peerPort, plainFile, AB_REQUESTS, 8, false, restartPeer),
+                  ours: () =>
+                    withCpu(
+                      cpu.constant.ours,
+                      () => constantPid,
+                      AB_REQUESTS,
+                      () => abRate(constantPort, plainFile, AB_REQUESTS, 8),
+                    ),
+                  peer: () =>
+                    withCpu(cpu.constant.peer, peerPid, AB_REQUESTS, () =>
+                      abRate(peerPort, plainFile, AB_REQUESTS, 8, false, restartPeer),
+                    ),
                 },
               ]
             : []),
@@ -609,11 +626,17 @@ export async function revocationSection(): Promise<string> {
               [
                 ['with a nonce', cpu.nonce],
                 ['RFC 5019 (no nonce)', cpu.plain],
+                [
+                  'reference: nginx answering a constant (no OCSP work at all), beside openssl without a nonce',
+                  cpu.constant,
+                ],
               ] as const
-            ).map(([what, acc]) => {
-              const [ou, pe] = [(acc.ours.cpu / acc.ours.n) * 1e6, (acc.peer.cpu / acc.peer.n) * 1e6];
-              return `| OCSP server CPU per answer, µs (lower is better), ${what}, a new connection each (the \`ab -c 8\` rows: ${fmt(acc.ours.n)} requests) | ${fmt(ou, 1)} | ${fmt(pe, 1)} | ${fmt(pe / ou, 2)} |`;
-            })
+            )
+              .filter(([, acc]) => acc.ours.n > 0)
+              .map(([what, acc]) => {
+                const [ou, pe] = [(acc.ours.cpu / acc.ours.n) * 1e6, (acc.peer.cpu / acc.peer.n) * 1e6];
+                return `| OCSP server CPU per answer, µs (lower is better), ${what}, a new connection each (the \`ab -c 8\` rows: ${fmt(acc.ours.n)} requests) | ${fmt(ou, 1)} | ${fmt(pe, 1)} | ${fmt(pe / ou, 2)} |`;
+              })
           : [],
       )
       .join('\n');
@@ -627,6 +650,16 @@ export async function revocationSection(): Promise<string> {
     const nonce8 = ratioOf('with a nonce, 8 at a time (`ab -c 8`)');
     const costRatio = (acc: typeof cpu.nonce) => (acc.ours.n ? acc.peer.cpu / acc.ours.cpu : undefined);
     const [nonceCost, plainCost] = [costRatio(cpu.nonce), costRatio(cpu.plain)];
+    // The floor of an answer with a nonce, in this run: a connection as nginx handles it, plus one ECDSA P-256
+    // signature as \`openssl speed\` makes it.
+    const perAnswer = (acc: { cpu: number; n: number }) => (acc.n ? (acc.cpu / acc.n) * 1e6 : undefined);
+    const [connection, nonceAnswer] = [perAnswer(cpu.constant.ours), perAnswer(cpu.nonce.ours)];
+    const signature = 1e6 / (opensslSpeed('ecdsap256', spawnSync)[0] ?? NaN);
+    const floorText =
+      connection !== undefined && nonceAnswer !== undefined
+        ? ` In this run that is ${fmt(connection, 1)} µs for nginx's connection and ${fmt(signature, 1)} µs for the signature: a floor of
+${fmt(connection + signature, 1)} µs, against ${fmt(nonceAnswer, 1)} µs for \`mtls ca ocsp\`.`
+        : '';
     const ceilingText =
       ceiling !== undefined && plain8 !== undefined && nonce8 !== undefined
         ? `nginx answering a constant, with no OCSP work at all, does ${fmt(ceiling, 2)}x \`openssl ocsp\` in this run (its
@@ -636,7 +669,7 @@ per request caps what it can measure near 22,000/s).${
             nonceCost !== undefined && plainCost !== undefined
               ? ` What an answer costs the responder itself, its process's CPU from /proc (the "server CPU" rows): \`openssl ocsp\`
 spends ${fmt(nonceCost, 2)}x the CPU of \`mtls ca ocsp\` per answer with a nonce, and ${fmt(plainCost, 2)}x without one. With a nonce the
-floor is one ECDSA P-256 signature (~19 µs by \`openssl speed\` here) plus the kernel's work for a TCP connection.`
+floor is one ECDSA P-256 signature plus the kernel's work for a TCP connection.${floorText}`
               : ''
           }`
         : 'install nginx for the reference row: what a new connection per request costs here, with no OCSP work.';
