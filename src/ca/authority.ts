@@ -361,9 +361,13 @@ export class CertificateAuthority {
     // The files are renamed into place inside the transaction, before it commits: a failure to write them rolls
     // the revocation back; a crash between the renames and the commit publishes a revocation the inventory lacks
     // (the safe side; 'mtls revoke' again records it).
-    const record = await this.store.revoke(serial, opts.reason ?? 'unspecified', at, (p) => {
-      stageCrls(this.home, this.crlSigners(), p, now).commit();
-    });
+    const record = await this.store.revoke(
+      serial,
+      opts.reason ?? 'unspecified',
+      at,
+      (p) => stageCrls(this.home, this.crlSigners(), p, now).commit(),
+      now,
+    );
     this.markRevocations();
     return record;
   }

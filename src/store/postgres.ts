@@ -3,6 +3,7 @@ import { MtlsError } from '../errors.js';
 import type { RevocationReason } from '../pki/crl-writer.js';
 import {
   fromRow,
+  keptLiveCount,
   listQuery,
   notRevocable,
   recordParams,
@@ -204,6 +205,7 @@ export class PostgresStore implements CertificateStore {
     reason: RevocationReason,
     at: Date,
     publish: (p: CrlPublication) => void,
+    now = at,
   ): Promise<InventoryRecord> {
     const s = serial.toLowerCase();
     return this.tx(async (c) => {
@@ -212,7 +214,7 @@ export class PostgresStore implements CertificateStore {
         const row = await c.query(SQL.statusBySerial, [s]);
         throw notRevocable(serial, row.rows.length > 0);
       }
-      await this.publishIn(c, at, publish, { serial: s, revokedAt: at, reason });
+      await this.publishIn(c, now, publish, { serial: s, revokedAt: at, reason });
       return fromRow((await c.query<Row>(SQL.bySerial, [s])).rows[0]!);
     });
   }
@@ -235,8 +237,8 @@ export class PostgresStore implements CertificateStore {
     const n = await c.query<{ value: number }>(
       "INSERT INTO counters (name, value) VALUES ('crl_number', 1) ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
     );
-    const count = await c.query<{ n: string }>(SQL.revokedCount, [at.getTime()]);
-    const base = { crlNumber: BigInt(n.rows[0]!.value), count: Number(count.rows[0]!.n), ...(added ? { added } : {}) };
+    const count = await this.liveCount(c, at, added);
+    const base = { crlNumber: BigInt(n.rows[0]!.value), count, ...(added ? { added } : {}) };
     try {
       publish({
         ...base,
@@ -250,9 +252,25 @@ export class PostgresStore implements CertificateStore {
         SQL.revokedEntries,
         [at.getTime()],
       );
+      await c.query(SQL.setCounter, ['revoked_live', rows.rows.length]); // puts right a kept count that was wrong
       const entries = rows.rows.map((r) => revokedEntry(r, at));
       publish({ ...base, entries: () => entries });
     }
+  }
+
+  /** How many revoked certificates are unexpired at `at`, kept for the next revocation (keptLiveCount). */
+  private async liveCount(c: pg.PoolClient, at: Date, added?: RevokedEntry): Promise<number> {
+    const t = at.getTime();
+    const kept = keptLiveCount(at, added, (await c.query<{ name: string; value: number }>(SQL.liveRevoked)).rows);
+    const first = async (sql: string, args: unknown[]) => Number(Object.values((await c.query(sql, args)).rows[0]!)[0]);
+    const n = kept
+      ? kept.n -
+        (await first(SQL.revokedExpiredBetween, [kept.at, t, added!.serial])) +
+        ((await first(SQL.notAfterOf, [added!.serial])) > t ? 1 : 0)
+      : await first(SQL.revokedCount, [t]);
+    await c.query(SQL.setCounter, ['revoked_live', n]);
+    await c.query(SQL.setCounter, ['revoked_live_at', t]);
+    return n;
   }
 
   private async query<T extends pg.QueryResultRow>(sql: string, args: unknown[] = []): Promise<pg.QueryResult<T>> {

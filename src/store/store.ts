@@ -85,15 +85,17 @@ export interface CertificateStore {
   list(filter?: ListFilter): Promise<InventoryRecord[]>;
   count(): Promise<number>;
   /**
-   * Marks a valid certificate revoked and, in the same transaction, runs `publish` with the CA's revoked certificates
-   * that have not expired (the new one included, also as `added`) and the next CRL number; when `publish` throws,
-   * nothing changed. Refuses (NOT_REVOCABLE) a certificate already revoked or unknown.
+   * Marks a valid certificate revoked as of `at` and, in the same transaction, runs `publish` with the CA's revoked
+   * certificates that have not expired by `now` (the publication's time; `at` may be earlier: --at) (the new one
+   * included, also as `added`) and the next CRL number; when `publish` throws, nothing changed. Refuses
+   * (NOT_REVOCABLE) a certificate already revoked or unknown.
    */
   revoke(
     serial: string,
     reason: RevocationReason,
     at: Date,
     publish: (p: CrlPublication) => void,
+    now?: Date,
   ): Promise<InventoryRecord>;
   /** Runs `publish` with the revoked, unexpired certificates and the next CRL number, in one transaction. */
   publishCrl(at: Date, publish: (p: CrlPublication) => void): Promise<void>;

@@ -3,6 +3,7 @@
  * publishes fresh ones; checked with openssl (crl -verify, verify -crl_check_all) and enforced by a running proxy.
  */
 import assert from 'node:assert/strict';
+import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -412,12 +413,14 @@ describe('CRLs at scale and with expired entries', () => {
           names: { spiffeId: `spiffe://rev.example/${name}` },
           ...(validityMs ? { validityMs } : {}),
         });
-      const [a, b, c, d, e] = [
+      const [a, b, c, d, e, f, g] = [
         await issue('a'),
         await issue('b'),
         await issue('c'),
         await issue('d', 60_000),
         await issue('e'),
+        await issue('f'),
+        await issue('g'),
       ];
       const t0 = Date.now();
       await authority.revoke(a.certificate, { at: new Date(t0 - 1000) });
@@ -450,9 +453,28 @@ describe('CRLs at scale and with expired entries', () => {
         [c, b, a, e].map((x) => x.certificate.serialHex),
         'rebuilt without the expired one',
       );
+      // The count a revocation checks the file against is kept from the last publication (not counted again over
+      // every revoked row): kept wrong (an older mtlskit revoked without keeping it), the CRL is rebuilt, which
+      // puts the count right, and the next revocation appends again.
+      const db = new Database(path.join(ca.home, 'inventory.db'));
+      db.prepare("UPDATE counters SET value = value - 3 WHERE name = 'revoked_live'").run();
+      db.close();
+      const later = Date.now() + 3 * 60_000;
+      await authority.revoke(f.certificate, { now: new Date(later), at: new Date(t0 - 180_000) });
+      assert.deepEqual(
+        serials(),
+        [f, c, b, a, e].map((x) => x.certificate.serialHex),
+        'rebuilt after a wrong kept count',
+      );
+      await authority.revoke(g.certificate, { now: new Date(later), at: new Date(t0 - 240_000) });
+      assert.deepEqual(
+        serials(),
+        [f, c, b, a, e, g].map((x) => x.certificate.serialHex),
+        'appended again',
+      );
       assert.match(verified(), /verify OK/i);
       const numbers = openssl(['crl', '-inform', 'DER', '-in', file, '-noout', '-crlnumber']).stdout;
-      assert.match(numbers, /crlNumber=0x0?6\b/i, 'five publications after the one at init, six numbers');
+      assert.match(numbers, /crlNumber=0x0?8\b/i, 'seven publications after the one at init, eight numbers');
     } finally {
       await authority.close();
     }
