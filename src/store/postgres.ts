@@ -3,7 +3,6 @@ import { MtlsError } from '../errors.js';
 import type { RevocationReason } from '../pki/crl-writer.js';
 import {
   fromRow,
-  keptLiveCount,
   listQuery,
   notRevocable,
   recordParams,
@@ -237,8 +236,8 @@ export class PostgresStore implements CertificateStore {
     const n = await c.query<{ value: number }>(
       "INSERT INTO counters (name, value) VALUES ('crl_number', 1) ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
     );
-    const count = await this.liveCount(c, at, added);
-    const base = { crlNumber: BigInt(n.rows[0]!.value), count, ...(added ? { added } : {}) };
+    const count = await c.query<{ n: string }>(SQL.revokedCount, [at.getTime()]);
+    const base = { crlNumber: BigInt(n.rows[0]!.value), count: Number(count.rows[0]!.n), ...(added ? { added } : {}) };
     try {
       publish({
         ...base,
@@ -252,25 +251,9 @@ export class PostgresStore implements CertificateStore {
         SQL.revokedEntries,
         [at.getTime()],
       );
-      await c.query(SQL.setCounter, ['revoked_live', rows.rows.length]); // puts right a kept count that was wrong
       const entries = rows.rows.map((r) => revokedEntry(r, at));
       publish({ ...base, entries: () => entries });
     }
-  }
-
-  /** How many revoked certificates are unexpired at `at`, kept for the next revocation (keptLiveCount). */
-  private async liveCount(c: pg.PoolClient, at: Date, added?: RevokedEntry): Promise<number> {
-    const t = at.getTime();
-    const kept = keptLiveCount(at, added, (await c.query<{ name: string; value: number }>(SQL.liveRevoked)).rows);
-    const first = async (sql: string, args: unknown[]) => Number(Object.values((await c.query(sql, args)).rows[0]!)[0]);
-    const n = kept
-      ? kept.n -
-        (await first(SQL.revokedExpiredBetween, [kept.at, t, added!.serial])) +
-        ((await first(SQL.notAfterOf, [added!.serial])) > t ? 1 : 0)
-      : await first(SQL.revokedCount, [t]);
-    await c.query(SQL.setCounter, ['revoked_live', n]);
-    await c.query(SQL.setCounter, ['revoked_live_at', t]);
-    return n;
   }
 
   private async query<T extends pg.QueryResultRow>(sql: string, args: unknown[] = []): Promise<pg.QueryResult<T>> {

@@ -126,37 +126,10 @@ export function statements(mark: (i: number) => string) {
     unsupersede: `UPDATE certificates SET superseded_by = NULL WHERE superseded_by = ${a}`,
     revoke: `UPDATE certificates SET status = 'revoked', revoked_at = ${a}, revocation_reason = ${b} WHERE serial = ${c} AND status = 'valid'`,
     revokedCount: `SELECT count(*) AS n FROM certificates WHERE status = 'revoked' AND not_after > ${a}`,
-    /** The revoked certificates that expired in (a, b], but c (the one revoked now). */
-    revokedExpiredBetween:
-      `SELECT count(*) AS n FROM certificates WHERE status = 'revoked' AND not_after > ${a} AND not_after <= ${b} ` +
-      `AND serial <> ${c}`,
-    notAfterOf: `SELECT not_after FROM certificates WHERE serial = ${a}`,
-    liveRevoked: `SELECT name, value FROM counters WHERE name IN ('revoked_live', 'revoked_live_at')`,
-    setCounter: `INSERT INTO counters (name, value) VALUES (${a}, ${b}) ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
     revokedEntries:
       `SELECT serial, revoked_at, revocation_reason FROM certificates WHERE status = 'revoked' AND not_after > ${a} ` +
       'ORDER BY revoked_at, serial',
   };
-}
-
-/**
- * The count of revoked, unexpired certificates kept at the last publication (`n`, counted at `at` ms), when a
- * revocation at `at` may bring it forward instead of counting the 100,000 of them again (9 ms in a fresh process,
- * reading the index into SQLite's cache; a scan of the whole index in PostgreSQL): minus those expired since, plus
- * the one revoked now if it has not expired. undefined when they must be counted in full: a plain publication, no
- * count kept, or one kept at a later time (a backdated --at, another replica's clock). A wrong count costs only
- * time: stageCrls compares it with the published CRL's entries and encodes the CRL in full when they differ (which
- * also drops the expired entries).
- */
-export function keptLiveCount(
-  at: Date,
-  added: RevokedEntry | undefined,
-  kept: { name: string; value: number | string }[],
-): { n: number; at: number } | undefined {
-  const value = (name: string) => kept.find((k) => k.name === name)?.value;
-  const [n, keptAt] = [value('revoked_live'), value('revoked_live_at')];
-  if (!added || n === undefined || keptAt === undefined || Number(keptAt) > at.getTime()) return undefined;
-  return { n: Number(n), at: Number(keptAt) };
 }
 
 /** A revoked row as a CRL entry. */

@@ -8,7 +8,6 @@ import {
   notRevocable,
   recordParams,
   revokedEntry,
-  keptLiveCount,
   statements,
   statusFromRow,
   tokenSpent,
@@ -211,35 +210,13 @@ export class SqliteStore implements CertificateStore {
       { value: number } | undefined;
     const next = (row?.value ?? 0) + 1;
     this.db.prepare("INSERT OR REPLACE INTO counters (name, value) VALUES ('crl_number', ?)").run(next);
-    const count = this.liveCount(at, added);
-    // 100,000 rows: raw arrays from the driver (no object per row there), one entry each. Read only when the CRL
-    // is encoded in full, which also puts right a kept count that was wrong.
-    const entries = () => {
-      const rows = this.db.prepare(SQL.revokedEntries).raw().all(at.getTime()) as [
-        string,
-        number | null,
-        string | null,
-      ][];
-      this.db.prepare(SQL.setCounter).run('revoked_live', rows.length);
-      return rows.map(([serial, revoked_at, revocation_reason]) =>
-        revokedEntry({ serial, revoked_at, revocation_reason }, at),
+    const count = (this.db.prepare(SQL.revokedCount).get(at.getTime()) as { n: number }).n;
+    // 100,000 rows: raw arrays from the driver (no object per row there), one entry each.
+    const entries = () =>
+      (this.db.prepare(SQL.revokedEntries).raw().all(at.getTime()) as [string, number | null, string | null][]).map(
+        ([serial, revoked_at, revocation_reason]) => revokedEntry({ serial, revoked_at, revocation_reason }, at),
       );
-    };
     publish({ crlNumber: BigInt(next), count, entries, ...(added ? { added } : {}) });
-  }
-
-  /** How many revoked certificates are unexpired at `at`, kept for the next revocation (keptLiveCount). */
-  private liveCount(at: Date, added?: RevokedEntry): number {
-    const t = at.getTime();
-    const kept = keptLiveCount(at, added, this.db.prepare(SQL.liveRevoked).all() as { name: string; value: number }[]);
-    const n = kept
-      ? kept.n -
-        (this.db.prepare(SQL.revokedExpiredBetween).get(kept.at, t, added!.serial) as { n: number }).n +
-        ((this.db.prepare(SQL.notAfterOf).get(added!.serial) as { not_after: number }).not_after > t ? 1 : 0)
-      : (this.db.prepare(SQL.revokedCount).get(t) as { n: number }).n;
-    this.db.prepare(SQL.setCounter).run('revoked_live', n);
-    this.db.prepare(SQL.setCounter).run('revoked_live_at', t);
-    return n;
   }
 
   async close(): Promise<void> {
