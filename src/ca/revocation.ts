@@ -31,7 +31,7 @@ export const crlPaths = (home: string) => {
   return {
     dir,
     pem: path.join(dir, 'crl.pem'),
-    /** crl.pem's inode, size and mtime once published: its lines are reused only while it is that file. */
+    /** crl.pem's identity once published (fileIdentity): its lines are reused only while it is that file. */
     pemStat: path.join(dir, '.crl.pem.stat'),
     intermediate: path.join(dir, 'intermediate.crl'),
     root: path.join(dir, 'root.crl'),
