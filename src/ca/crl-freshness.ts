@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { messageOf } from '../errors.js';
-import { fileIdentity, MAX_INPUT } from '../io/files.js';
+import { MAX_INPUT, withIdentifiedFile } from '../io/files.js';
 import type { Certificate } from '../pki/certificate.js';
 import { crlValidity } from '../pki/crl-writer.js';
 import { DAY } from './init.js';
@@ -76,35 +76,28 @@ export function keepCrlsFresh(ca: CrlPublisher, events: CrlFreshnessEvents): () 
   };
   /** The intermediate's published CRL: its validity, or why there is none to go by. */
   const published = (): 'none' | 'unreadable' | { thisUpdate: number; lifetimeMs: number } => {
-    let fd: number;
     try {
-      fd = fs.openSync(file, 'r');
+      return withIdentifiedFile(file, ({ fd, st, id }) => {
+        if (known?.id === id) return known;
+        let v: ReturnType<typeof crlValidity>;
+        try {
+          // The same open file as its identity: what is read is what was identified.
+          if (st.size > BigInt(MAX_INPUT.crl)) return 'unreadable';
+          v = crlValidity(fs.readFileSync(fd), file, ca.intermediate);
+        } catch {
+          return 'unreadable';
+        }
+        // Its lifetime is copied: only from a CRL the CA signed (one written over it could ask for 1 s CRLs).
+        if (!v.signedByIssuer) return 'unreadable';
+        const life = (v.nextUpdate?.getTime() ?? NaN) - v.thisUpdate.getTime();
+        // A lifetime that makes no sense (none, negative, years) is not copied: the default is.
+        const lifetimeMs = Number.isFinite(life) && life >= 1000 && life <= 366 * DAY ? life : CRL_LIFETIME_MS;
+        return (known = { id, thisUpdate: v.thisUpdate.getTime(), lifetimeMs });
+      });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'none';
       throw err;
     }
-    try {
-      const st = fs.fstatSync(fd, { bigint: true });
-      const id = fileIdentity(fd, st);
-      if (known?.id === id) return known;
-      let v: ReturnType<typeof crlValidity>;
-      try {
-        // The same open file as its identity: what is read is what was identified.
-        if (st.size > BigInt(MAX_INPUT.crl)) return 'unreadable';
-        v = crlValidity(fs.readFileSync(fd), file, ca.intermediate);
-      } catch {
-        return 'unreadable';
-      }
-      // Its lifetime is copied: only from a CRL the CA signed (one written over it could ask for 1 s CRLs).
-      if (!v.signedByIssuer) return 'unreadable';
-      const life = (v.nextUpdate?.getTime() ?? NaN) - v.thisUpdate.getTime();
-      // A lifetime that makes no sense (none, negative, years) is not copied: the default is.
-      const lifetimeMs = Number.isFinite(life) && life >= 1000 && life <= 366 * DAY ? life : CRL_LIFETIME_MS;
-      known = { id, thisUpdate: v.thisUpdate.getTime(), lifetimeMs };
-    } finally {
-      fs.closeSync(fd);
-    }
-    return known;
   };
 
   running = look();

@@ -3,7 +3,7 @@ import http from 'node:http';
 import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { messageOf, MtlsError } from '../errors.js';
-import { fileIdentity, MAX_INPUT } from '../io/files.js';
+import { MAX_INPUT, withIdentifiedFile } from '../io/files.js';
 import type { Certificate } from '../pki/certificate.js';
 import { formatDn } from '../pki/names.js';
 import {
@@ -299,25 +299,17 @@ const servedCrls = new WeakMap<OcspResponder, Map<string, ServedCrl>>();
  * entries) are read once per publication, not per download: after a revocation, every polling server downloads it.
  */
 function servedCrl(responder: OcspResponder, file: string): ServedCrl {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const st = fs.fstatSync(fd, { bigint: true });
-    const etag = `"${fileIdentity(fd, st)}"`;
+  return withIdentifiedFile(file, ({ fd, st, id }) => {
+    const etag = `"${id}"`;
     let files = servedCrls.get(responder);
     const kept = files?.get(file);
     if (kept?.etag === etag) return kept;
     if (st.size > BigInt(MAX_INPUT.crl)) throw new MtlsError('BAD_INPUT', `${file} is larger than a CRL may be`);
-    const served = {
-      etag,
-      modified: new Date(Number(st.mtimeMs)).toUTCString(),
-      body: fs.readFileSync(fd),
-    };
+    const served = { etag, modified: new Date(Number(st.mtimeMs)).toUTCString(), body: fs.readFileSync(fd) };
     if (!files) servedCrls.set(responder, (files = new Map()));
     files.set(file, served);
     return served;
-  } finally {
-    fs.closeSync(fd);
-  }
+  });
 }
 
 /**

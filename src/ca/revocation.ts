@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { MtlsError } from '../errors.js';
-import { fileIdentity, fileRange, MAX_INPUT, stageFiles, type FileOctets } from '../io/files.js';
+import { fileIdentity, fileRange, MAX_INPUT, stageFiles, withIdentifiedFile, type FileOctets } from '../io/files.js';
 import type { Certificate } from '../pki/certificate.js';
 import { parseCrl, type Crl } from '../pki/crl.js';
 import {
@@ -118,17 +118,16 @@ function stageWith(
   // The root's CRL: the published one while it has a month left; else a new one when the root key is at hand;
   // else (the key offline, as ca init suggests) the published one however old, or none: a revocation never waits
   // for the root key, and rootCrlNotice says what the root's CRL needs.
-  const rootCrl =
-    currentRootCrl(files.root, signers.root, at) ??
-    newRootCrl(signers, p.crlNumber, at) ??
-    publishedRootCrl(files.root, signers.root);
+  const published = readRootCrl(files.root, signers.root);
+  const current = published?.nextUpdate && published.nextUpdate.getTime() - at.getTime() > ROOT_CRL_RENEW_MS;
+  const rootCrl = (current ? published.der : undefined) ?? newRootCrl(signers, p.crlNumber, at) ?? published?.der;
   const pem = [
     ...(rootCrl ? [Buffer.from(encodePem('X509 CRL', rootCrl))] : []),
     ...((appended && reusedPem(reading, files, appended, intermediateCrl)) ?? [
       Buffer.from(encodePem('X509 CRL', sliceParts(intermediateCrl, 0, Infinity))),
     ]),
   ];
-  const rootChanged = rootCrl !== undefined && !readIfExists(files.root)?.equals(rootCrl);
+  const rootChanged = rootCrl !== undefined && !published?.der.equals(rootCrl);
   fs.mkdirSync(files.dir, { recursive: true, mode: 0o755 });
   const staged = stageFiles(
     [
@@ -144,7 +143,7 @@ function stageWith(
       staged.commit();
       // Best effort, after the fact: a missing or stale record only costs the next revocation a full encoding.
       try {
-        fs.writeFileSync(files.pemStat, pemIdentity(files.pem), { mode: 0o644 });
+        fs.writeFileSync(files.pemStat, `${withIdentifiedFile(files.pem, (f) => f.id)}\n`, { mode: 0o644 });
       } catch {
         // the next revocation encodes crl.pem in full
       }
@@ -169,24 +168,6 @@ class Reading {
   }
   close(): void {
     for (const fd of this.fds.splice(0)) fs.closeSync(fd);
-  }
-}
-
-/** Which file crl.pem is (fileIdentity): any rewrite or replacement changes it. */
-function pemIdentity(file: string): string {
-  const fd = fs.openSync(file, 'r');
-  try {
-    return `${fileIdentity(fd)}\n`;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function readIfExists(file: string): Buffer | undefined {
-  try {
-    return fs.readFileSync(file);
-  } catch {
-    return undefined;
   }
 }
 
@@ -251,18 +232,6 @@ function readRootCrl(file: string, root: Certificate): Crl | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** The published root CRL while it has more than ROOT_CRL_RENEW_MS left, else undefined. */
-function currentRootCrl(file: string, root: Certificate, at: Date): Buffer | undefined {
-  const crl = readRootCrl(file, root);
-  const fresh = crl?.nextUpdate && crl.nextUpdate.getTime() - at.getTime() > ROOT_CRL_RENEW_MS;
-  return fresh ? crl.der : undefined;
-}
-
-/** The published root CRL however old, or undefined. */
-function publishedRootCrl(file: string, root: Certificate): Buffer | undefined {
-  return readRootCrl(file, root)?.der;
 }
 
 /**

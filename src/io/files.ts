@@ -319,6 +319,20 @@ export function fileIdentity(fd: number, st = fs.fstatSync(fd, { bigint: true })
 }
 
 /**
+ * Opens `file` and gives `use` its descriptor, fstat (bigint) and identity (fileIdentity), then closes it: what is
+ * read through `fd` is the file identified, even when `file` is replaced meanwhile.
+ */
+export function withIdentifiedFile<T>(file: string, use: (f: { fd: number; st: fs.BigIntStats; id: string }) => T): T {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const st = fs.fstatSync(fd, { bigint: true });
+    return use({ fd, st, id: fileIdentity(fd, st) });
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
  * Octets of a file read in pieces (the shape of src/pki/octets.ts Octets, which the pure layers take): see
  * fileRange.
  */
