@@ -357,8 +357,11 @@ void Server::respond(HttpConn* c, const Answer& a) {
 }
 
 void Server::flush(HttpConn* c) {
+  // An answer the connection closes after is held (MSG_MORE) until the close or shutdown below, which sends it with
+  // the FIN in one segment instead of two: one segment less to send and to receive, for us and the client.
+  int flags = MSG_NOSIGNAL | (c->keepAlive ? 0 : MSG_MORE);
   while (c->outOff < c->out.size()) {
-    ssize_t n = ::send(c->fd, c->out.data() + c->outOff, c->out.size() - c->outOff, MSG_NOSIGNAL);
+    ssize_t n = ::send(c->fd, c->out.data() + c->outOff, c->out.size() - c->outOff, flags);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       interest(c, EPOLLOUT);
