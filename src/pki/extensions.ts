@@ -1,10 +1,9 @@
 import crypto, { type KeyObject } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import * as asn from '@peculiar/asn1-x509';
 import { decodeOid, encodeOid, readChildren, readSingle, seq, tlv, type Tlv } from './der.js';
 import { addGeneralName, emptyNames, parseGeneralNames, type SubjectNames } from './general-names.js';
 import { spkiDer, spkiKeyBits } from './keys.js';
-import { buildName, ipBytes } from './names.js';
+import { MtlsError } from '../errors.js';
+import { buildName, ipBytes, parseIp, printable } from './names.js';
 import { OID } from './oid.js';
 
 /** An extension as it sits in a certificate. */
@@ -39,10 +38,6 @@ export interface NameConstraints {
 }
 
 // ---- building ----
-
-function der(value: unknown): Buffer {
-  return Buffer.from(AsnConvert.serialize(value));
-}
 
 export function basicConstraintsExt(ca: boolean, pathLen?: number): RawExtension {
   const parts: Buffer[] = [];
@@ -106,34 +101,43 @@ export interface NameConstraintsInput {
 
 /** NameConstraints, critical as RFC 5280 requires. IPs are CIDR text (`10.0.0.0/8`). */
 export function nameConstraintsExt(nc: NameConstraintsInput): RawExtension {
+  // GeneralSubtrees ::= SEQUENCE SIZE (1..MAX) OF GeneralSubtree { base GeneralName } (minimum and maximum
+  // absent), under the [0] or [1] IMPLICIT tag of its field.
   const subtrees = (
+    tag: number,
     dns: string[] = [],
     ip: string[] = [],
     uri: string[] = [],
     email: string[] = [],
     dirs: { oid: string; value: string }[][] = [],
-  ) => {
-    const list = [
-      ...dirs.map((d) => new asn.GeneralName({ directoryName: buildName(d) })),
-      ...dns.map((d) => new asn.GeneralName({ dNSName: d })),
-      ...ip.map((i) => new asn.GeneralName({ iPAddress: i })),
-      ...uri.map((u) => new asn.GeneralName({ uniformResourceIdentifier: u })),
-      ...email.map((e) => new asn.GeneralName({ rfc822Name: e })),
-    ].map((base) => new asn.GeneralSubtree({ base }));
-    return list.length ? new asn.GeneralSubtrees(list) : undefined;
+  ): Buffer[] => {
+    const ia5 = (nameTag: number) => (v: string) => tlv(nameTag, Buffer.from(v, 'latin1'));
+    const bases = [
+      ...dirs.map((d) => tlv(0xa4, buildName(d))),
+      ...dns.map(ia5(0x82)),
+      ...ip.map((i) => tlv(0x87, cidrBytes(i))),
+      ...uri.map(ia5(0x86)),
+      ...email.map(ia5(0x81)),
+    ];
+    return bases.length ? [tlv(tag, Buffer.concat(bases.map((base) => seq(base))))] : [];
   };
-  const value = new asn.NameConstraints({});
-  const permitted = subtrees(
-    nc.permittedDns,
-    nc.permittedIp,
-    nc.permittedUri,
-    nc.permittedEmail,
-    nc.permittedDirectory,
+  const value = seq(
+    ...subtrees(0xa0, nc.permittedDns, nc.permittedIp, nc.permittedUri, nc.permittedEmail, nc.permittedDirectory),
+    ...subtrees(0xa1, nc.excludedDns, nc.excludedIp),
   );
-  const excluded = subtrees(nc.excludedDns, nc.excludedIp);
-  if (permitted) value.permittedSubtrees = permitted;
-  if (excluded) value.excludedSubtrees = excluded;
-  return { oid: OID.nameConstraints, critical: true, value: der(value) };
+  return { oid: OID.nameConstraints, critical: true, value };
+}
+
+/** A CIDR range (`10.0.0.0/8`, `fd00::/8`) as a name constraint's iPAddress: the address, then the mask. */
+function cidrBytes(cidr: string): Buffer {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(cidr);
+  const addr = m ? parseIp(m[1]!) : undefined;
+  const prefix = m ? Number(m[2]) : -1;
+  if (!addr || prefix > addr.length * 8)
+    throw new MtlsError('BAD_NAME', `'${printable(cidr)}' is not a CIDR range; write it like 10.0.0.0/8 or fd00::/8`);
+  const mask = Buffer.alloc(addr.length);
+  for (let i = 0; i < prefix; i++) mask[i >> 3]! |= 0x80 >> (i & 7);
+  return Buffer.concat([addr, mask]);
 }
 
 /** CRLDistributionPoints (RFC 5280 4.2.1.13) with one full-name URI per point, not critical. */

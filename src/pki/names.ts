@@ -1,6 +1,5 @@
-import * as asn from '@peculiar/asn1-x509';
 import { MtlsError } from '../errors.js';
-import { decodeOid, readChildren, readSingle } from './der.js';
+import { decodeOid, encodeOid, readChildren, readSingle, seq, tlv } from './der.js';
 import { OID } from './oid.js';
 import { printable } from '../text/printable.js';
 import { checkIpAddress, parseIp } from './ip.js';
@@ -92,10 +91,13 @@ export function formatDn(attrs: DnAttribute[]): string {
     .join(', ');
 }
 
-/** Builds a Name from attributes listed most-general first (C, O, OU, CN). */
-export function buildName(attrs: { oid: string; value: string }[]): asn.Name {
-  return new asn.Name(
-    attrs.map(({ oid, value }) => {
+/**
+ * The DER of a Name from attributes listed most-general first (C, O, OU, CN): one attribute per RDN
+ * (RFC 5280 4.1.2.4), countryName a PrintableString, every other value a UTF8String.
+ */
+export function buildName(attrs: { oid: string; value: string }[]): Buffer {
+  return seq(
+    ...attrs.map(({ oid, value }) => {
       if (value.length === 0)
         throw new MtlsError('BAD_NAME', `empty value for ${SHORT[oid] ?? oid} in a distinguished name`);
       if (value.includes('\0'))
@@ -106,12 +108,11 @@ export function buildName(attrs: { oid: string; value: string }[]): asn.Name {
           `common name '${value.slice(0, 20)}...' is ${value.length} characters; X.509 allows 64 at most`,
         );
       }
-      // RFC 5280: countryName is a PrintableString of two letters; everything else UTF8String.
       const av =
         oid === OID.countryName
-          ? new asn.AttributeValue({ printableString: checkCountry(value) })
-          : new asn.AttributeValue({ utf8String: value });
-      return new asn.RelativeDistinguishedName([new asn.AttributeTypeAndValue({ type: oid, value: av })]);
+          ? tlv(0x13, Buffer.from(checkCountry(value), 'latin1'))
+          : tlv(0x0c, Buffer.from(value, 'utf8'));
+      return tlv(0x31, seq(encodeOid(oid), av));
     }),
   );
 }

@@ -1,6 +1,4 @@
 import crypto, { type KeyObject } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import * as asn from '@peculiar/asn1-x509';
 import { encodeOid, encodeTime, integerBytes, seq, tlv } from './der.js';
 import { type RawExtension } from './extensions.js';
 import { signatureSchemeFor, signData, spkiDer } from './keys.js';
@@ -82,9 +80,9 @@ export function checkSignature(
 export interface CertificateTemplate {
   /** Big-endian serial octets, positive and minimally encoded (see randomSerial). */
   serial: Buffer;
-  /** A Name, or its DER (e.g. the issuer certificate's subjectDer, reused byte for byte). */
-  issuer: asn.Name | Buffer;
-  subject: asn.Name | Buffer;
+  /** The DER of a Name (buildName's, or e.g. the issuer certificate's subjectDer, reused byte for byte). */
+  issuer: Buffer;
+  subject: Buffer;
   notBefore: Date;
   notAfter: Date;
   publicKey: KeyObject;
@@ -94,8 +92,6 @@ export interface CertificateTemplate {
 export function algorithmIdentifier(oid: string, params: null | undefined): Buffer {
   return params === null ? seq(encodeOid(oid), Buffer.from([0x05, 0x00])) : seq(encodeOid(oid));
 }
-
-export const nameDer = (n: asn.Name | Buffer) => (Buffer.isBuffer(n) ? n : Buffer.from(AsnConvert.serialize(n)));
 
 /** Encodes the TBSCertificate with our DER writer, signs it with `signingKey` (RFC 5280 4.1) and returns the DER certificate. */
 export function signCertificate(t: CertificateTemplate, signingKey: KeyObject): Buffer {
@@ -108,9 +104,9 @@ export function signCertificate(t: CertificateTemplate, signingKey: KeyObject): 
     tlv(0xa0, integerBytes(Buffer.from([2]))),
     integerBytes(t.serial),
     alg,
-    nameDer(t.issuer),
+    t.issuer,
     seq(encodeTime(t.notBefore), encodeTime(t.notAfter)),
-    nameDer(t.subject),
+    t.subject,
     spkiDer(t.publicKey),
     ...(exts.length ? [tlv(0xa3, seq(...exts))] : []),
   );

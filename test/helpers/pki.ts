@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import crypto, { type KeyObject } from 'node:crypto';
 import { parseCertificate, type Certificate } from '../../src/pki/certificate.js';
-import { nameDer, randomSerial, signCertificate } from '../../src/pki/signing.js';
+import { randomSerial, signCertificate } from '../../src/pki/signing.js';
 import { encodeOid, readChildren, readSingle, seq, tlv } from '../../src/pki/der.js';
 import {
   authorityKeyIdExt,
@@ -123,7 +123,7 @@ export function makeCert(o: MakeCertOptions): TestCert {
   return { cert: parseCertificate(final), key: privateKey, pem: encodePem('CERTIFICATE', final) };
 }
 
-const issuerNameDer = (o: MakeCertOptions) => nameDer(buildName(o.subject ?? [{ oid: OID.commonName, value: o.cn }]));
+const issuerNameDer = (o: MakeCertOptions) => buildName(o.subject ?? [{ oid: OID.commonName, value: o.cn }]);
 
 /**
  * The certificate re-signed by `key` after editing its TBS: `sha1` puts ecdsa-with-SHA1 in (no CA may sign so any
