@@ -1,11 +1,10 @@
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { MtlsError } from '../errors.js';
 import { randomSerial, signCertificate, wholeSeconds } from '../pki/signing.js';
 import { keyIdentifier, type NameConstraintsInput } from '../pki/extensions.js';
 import { DEFAULT_KEY_TYPE, exportPrivateKey, generateKeyPair, parseKeyType, type KeyType } from '../pki/keys.js';
-import { buildName, checkDnsName, checkTrustDomain, printable } from '../pki/names.js';
+import { buildName, checkCidr, checkDnsName, checkTrustDomain, printable } from '../pki/names.js';
 import { OID } from '../pki/oid.js';
 import { encodePem } from '../pki/pem.js';
 import { intermediateExtensions, revocationUrls, rootExtensions } from '../pki/profiles.js';
@@ -59,15 +58,6 @@ export function checkBaseUrl(text: string): string {
       `--url '${printable(text)}' must be a plain http(s) URL without query, fragment or credentials (200 characters at most)`,
     );
   return u.href.replace(/\/+$/, '');
-}
-
-export function checkCidr(cidr: string): string {
-  const m = /^([^/]+)\/(\d{1,3})$/.exec(cidr);
-  const family = m ? (m[1]!.includes(':') ? 6 : 4) : 0;
-  if (!m || !net.isIP(m[1]!) || Number(m[2]) > (family === 6 ? 128 : 32)) {
-    throw new MtlsError('BAD_NAME', `'${printable(cidr)}' is not a CIDR range; write it like 10.0.0.0/8 or fd00::/8`);
-  }
-  return cidr;
 }
 
 /** Creates a CA home: the root, the intermediate, the config and an empty inventory, all or nothing. */

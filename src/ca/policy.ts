@@ -3,10 +3,9 @@ import path from 'node:path';
 import { MtlsError } from '../errors.js';
 import { checkPrivateFile, readInput, stageFiles } from '../io/files.js';
 import { dnsWithinConstraint, ipWithinCidr } from '../pki/name-match.js';
-import { compileSpiffePattern, parseSpiffeId, printable } from '../pki/names.js';
+import { checkCidr, compileSpiffePattern, parseSpiffeId, printable } from '../pki/names.js';
 import type { LeafNames, LeafProfile } from '../pki/profiles.js';
 import { parseDuration } from '../text/duration.js';
-import { checkCidr } from './init.js';
 
 /**
  * What the CA service grants per profile (issue 15): the default and the longest lifetime, and the names a token

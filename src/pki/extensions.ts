@@ -2,8 +2,7 @@ import crypto, { type KeyObject } from 'node:crypto';
 import { decodeOid, encodeOid, readChildren, readSingle, seq, tlv, type Tlv } from './der.js';
 import { addGeneralName, emptyNames, parseGeneralNames, type SubjectNames } from './general-names.js';
 import { spkiDer, spkiKeyBits } from './keys.js';
-import { MtlsError } from '../errors.js';
-import { buildName, ipBytes, parseIp, printable } from './names.js';
+import { buildName, checkCidr, ipBytes, parseCidr } from './names.js';
 import { OID } from './oid.js';
 
 /** An extension as it sits in a certificate. */
@@ -130,11 +129,7 @@ export function nameConstraintsExt(nc: NameConstraintsInput): RawExtension {
 
 /** A CIDR range (`10.0.0.0/8`, `fd00::/8`) as a name constraint's iPAddress: the address, then the mask. */
 function cidrBytes(cidr: string): Buffer {
-  const m = /^([^/]+)\/(\d{1,3})$/.exec(cidr);
-  const addr = m ? parseIp(m[1]!) : undefined;
-  const prefix = m ? Number(m[2]) : -1;
-  if (!addr || prefix > addr.length * 8)
-    throw new MtlsError('BAD_NAME', `'${printable(cidr)}' is not a CIDR range; write it like 10.0.0.0/8 or fd00::/8`);
+  const { addr, prefix } = parseCidr(checkCidr(cidr))!;
   const mask = Buffer.alloc(addr.length);
   for (let i = 0; i < prefix; i++) mask[i >> 3]! |= 0x80 >> (i & 7);
   return Buffer.concat([addr, mask]);

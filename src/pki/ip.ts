@@ -55,6 +55,21 @@ export function parseIp(text: string): Buffer | undefined {
   return v4 ? Buffer.from(v4) : undefined;
 }
 
+/** A CIDR range (`10.0.0.0/8`, `fd00::/8`): its address octets and prefix length, or undefined when it is not one. */
+export function parseCidr(text: string): { addr: Buffer; prefix: number } | undefined {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(text);
+  const addr = m ? parseIp(m[1]!) : undefined;
+  const prefix = m ? Number(m[2]) : -1;
+  return addr && prefix <= addr.length * 8 ? { addr, prefix } : undefined;
+}
+
+/** Validates a CIDR range (for a name constraint or an issuance policy) and returns it. */
+export function checkCidr(cidr: string): string {
+  if (!parseCidr(cidr))
+    throw new MtlsError('BAD_NAME', `'${printable(cidr)}' is not a CIDR range; write it like 10.0.0.0/8 or fd00::/8`);
+  return cidr;
+}
+
 /** Validates an IPv4 or IPv6 address and returns its canonical text form. */
 export function checkIpAddress(addr: string): string {
   if (addr.includes('%'))

@@ -1,6 +1,6 @@
 import type { NameConstraints } from './extensions.js';
 import type { SubjectNames } from './general-names.js';
-import { ipBytes, type DnAttribute } from './names.js';
+import { ipBytes, parseCidr, type DnAttribute } from './names.js';
 
 /**
  * Host name matching as RFC 6125 and rustls-webpki do it: case-insensitive; a wildcard is only the whole
@@ -27,14 +27,12 @@ export function dnsWithinConstraint(name: string, constraint: string): boolean {
 }
 
 export function ipWithinCidr(addr: string, cidr: string): boolean {
-  const [net, prefixText] = cidr.split('/') as [string, string];
   const a = ipBytes(addr);
-  const n = ipBytes(net);
-  if (a.length !== n.length) return false;
-  let bits = Number(prefixText);
-  for (let i = 0; i < a.length && bits > 0; i++, bits -= 8) {
+  const range = parseCidr(cidr);
+  if (!range || a.length !== range.addr.length) return false;
+  for (let i = 0, bits = range.prefix; i < a.length && bits > 0; i++, bits -= 8) {
     const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
-    if ((a[i]! & mask) !== (n[i]! & mask)) return false;
+    if ((a[i]! & mask) !== (range.addr[i]! & mask)) return false;
   }
   return true;
 }

@@ -5,7 +5,7 @@ import { printable } from '../text/printable.js';
 import { checkIpAddress, parseIp } from './ip.js';
 
 export { printable };
-export { checkIpAddress, ipBytes, ipBytesToText, parseIp } from './ip.js';
+export { checkCidr, checkIpAddress, ipBytes, ipBytesToText, parseCidr, parseIp } from './ip.js';
 
 /** One attribute of a distinguished name, as parsed (not as Node's string form). */
 export interface DnAttribute {

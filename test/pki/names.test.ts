@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { AsnConvert } from '@peculiar/asn1-schema';
@@ -259,6 +260,11 @@ describe('encoding names and name constraints', () => {
     assert.deepEqual(parseNameConstraints(ext.value).permitted?.ip, ['::ffff:a00:0/104']);
     rejects(() => nameConstraintsExt({ permittedIp: ['10.0.0.0/33'] }), 'BAD_NAME', /not a CIDR range/);
     rejects(() => nameConstraintsExt({ permittedIp: ['10.0.0/8'] }), 'BAD_NAME', /not a CIDR range/);
+    rejects(() => nameConstraintsExt({ permittedIp: ['::ffff:10.0.0.0/129'] }), 'BAD_NAME', /not a CIDR range/);
+    // One parser for ranges: policy checks (ipWithinCidr) read a range as the constraint's encoder does.
+    assert.equal(ipWithinCidr('::ffff:10.1.2.3', '::ffff:10.0.0.0/104'), true);
+    assert.equal(ipWithinCidr('::ffff:11.1.2.3', '::ffff:10.0.0.0/104'), false);
+    assert.equal(ipWithinCidr('10.1.2.3', 'not a range'), false);
   });
 
   it('openssl reads the constraints of `mtls ca init --permit-ip` as given', () => {
@@ -280,5 +286,11 @@ describe('encoding names and name constraints', () => {
     assert.equal(text.status, 0, text.stderr);
     assert.match(text.stdout, /IP:0:0:0:0:0:FFFF:A00:0\/FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FF00:0/);
     assert.match(text.stdout, /IP:10\.0\.0\.0\/255\.0\.0\.0/);
+    // A zone is no part of a range: a clear line (it was "Invalid IPv6 address part"), and no CA home.
+    const zoned = path.join(tempDir(), 'ca');
+    const bad = mtls(['ca', 'init', '--home', zoned, '--name', 'NC', '--permit-ip', 'fe80::%eth0/10']);
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /'fe80::%eth0\/10' is not a CIDR range; write it like 10\.0\.0\.0\/8/);
+    assert.equal(fs.existsSync(zoned), false);
   });
 });
