@@ -10,11 +10,11 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as asn from '@peculiar/asn1-x509';
 import pg from 'pg';
 import { CertificateAuthority } from '../src/ca/authority.js';
 import { makeToken, provisionerKey, tokenAudience } from '../src/ca/tokens.js';
 import { createCsr, parseCsr } from '../src/pki/csr.js';
+import { buildName } from '../src/pki/names.js';
 import { exportPrivateKey, generateKeyPair } from '../src/pki/keys.js';
 import { OID } from '../src/pki/oid.js';
 import { encodePem } from '../src/pki/pem.js';
@@ -37,11 +37,7 @@ interface Request {
 
 function csrFor(name: string): { csr: string; key: string } {
   const { privateKey } = generateKeyPair('ec-p256');
-  const subject = new asn.Name([
-    new asn.RelativeDistinguishedName([
-      new asn.AttributeTypeAndValue({ type: OID.commonName, value: new asn.AttributeValue({ utf8String: name }) }),
-    ]),
-  ]);
+  const subject = buildName([{ oid: OID.commonName, value: name }]);
   return { csr: encodePem('CERTIFICATE REQUEST', createCsr(privateKey, subject)), key: exportPrivateKey(privateKey) };
 }
 

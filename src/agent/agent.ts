@@ -3,12 +3,12 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import * as asn from '@peculiar/asn1-x509';
 import { MtlsError, messageOf, type MtlsErrorCode } from '../errors.js';
 import { exchange } from '../io/http-exchange.js';
 import { checkPrivateFile, readInput, stageFiles } from '../io/files.js';
 import { readCertificates, type Certificate } from '../pki/certificate.js';
 import { createCsr } from '../pki/csr.js';
+import { buildName } from '../pki/names.js';
 import { generateKeyPair } from '../pki/keys.js';
 import { OID } from '../pki/oid.js';
 import { encodePem } from '../pki/pem.js';
@@ -267,11 +267,7 @@ export class Agent {
   /** Asks the CA for a certificate for a new key (sign with the token, or renew over mTLS), then installs it. */
   private async obtain(name: string, route: '/v1/sign' | '/v1/renew', creds: Credentials | undefined): Promise<void> {
     const { privateKey } = generateKeyPair('ec-p256');
-    const subject = new asn.Name([
-      new asn.RelativeDistinguishedName([
-        new asn.AttributeTypeAndValue({ type: OID.commonName, value: new asn.AttributeValue({ utf8String: name }) }),
-      ]),
-    ]);
+    const subject = buildName([{ oid: OID.commonName, value: name }]);
     const csrPem = encodePem('CERTIFICATE REQUEST', createCsr(privateKey, subject));
     const body = Buffer.from(
       JSON.stringify(route === '/v1/sign' ? { csr: csrPem, token: this.o.token } : { csr: csrPem }),

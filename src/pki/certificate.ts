@@ -254,7 +254,7 @@ function definePublicKey(c: Certificate, problems: string[]): void {
 }
 
 /** Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }. */
-function readExtension(t: Tlv, problems: string[]): RawExtension {
+export function readExtension(t: Tlv, problems: string[]): RawExtension {
   if (t.tag !== 0x30) throw new Error('extension is not a SEQUENCE');
   const parts = readChildren(t.value, 'extension');
   const [oidT, a, b, extra] = parts;

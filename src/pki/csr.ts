@@ -1,16 +1,14 @@
 import crypto, { type KeyObject } from 'node:crypto';
-import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
-import * as asnCsr from '@peculiar/asn1-csr';
-import * as asn from '@peculiar/asn1-x509';
 import { MtlsError } from '../errors.js';
-import { checkSignature } from './signing.js';
-import { readSingle } from './der.js';
-import { parseBasicConstraints, parseSubjectAltName, type RawExtension } from './extensions.js';
+import { readExtension, readSignedEnvelope } from './certificate.js';
+import { decodeOid, encodeOid, readChildren, seq, tlv, type Tlv } from './der.js';
+import { extensionDer, parseBasicConstraints, parseSubjectAltName, type RawExtension } from './extensions.js';
 import type { SubjectNames } from './general-names.js';
-import { keyWeakness, signatureSchemeFor, signData } from './keys.js';
+import { keyWeakness, signatureSchemeFor, signData, spkiDer } from './keys.js';
 import { parseNameDer, type DnAttribute } from './names.js';
 import { OID } from './oid.js';
 import { decodePem, looksLikePem } from './pem.js';
+import { algorithmIdentifier, checkSignature } from './signing.js';
 
 /** A PKCS#10 certificate request whose signature has been checked. */
 export interface CertificateRequest {
@@ -23,7 +21,7 @@ export interface CertificateRequest {
   requestsCa: boolean;
 }
 
-/** Parses a CSR (PEM or DER), verifies its self-signature and key strength. */
+/** Parses a CSR (PEM or DER) with the strict DER reader, verifies its self-signature and key strength. */
 export function parseCsr(data: Buffer, what = 'CSR'): CertificateRequest {
   let der = data;
   if (looksLikePem(data)) {
@@ -34,59 +32,34 @@ export function parseCsr(data: Buffer, what = 'CSR'): CertificateRequest {
       throw new MtlsError('BAD_CSR', `${what}: expected one 'BEGIN CERTIFICATE REQUEST' block, found ${blocks.length}`);
     der = blocks[0]!.der;
   }
-  let req: asnCsr.CertificationRequest;
+  let request: ReturnType<typeof readRequest>;
   try {
-    readSingle(der, what);
-    req = AsnConvert.parse(der, asnCsr.CertificationRequest);
+    request = readRequest(Buffer.from(der), what);
   } catch (err) {
     throw new MtlsError(
       'BAD_CSR',
       `${what} is not a valid PKCS#10 certificate request (${(err as Error).message.split('\n')[0]})`,
     );
   }
-  const info = req.certificationRequestInfo;
-  const infoDer = req.certificationRequestInfoRaw
-    ? Buffer.from(req.certificationRequestInfoRaw)
-    : Buffer.from(AsnConvert.serialize(info));
+  const { envelope, subjectDer, spkiDer: spki, extensions } = request;
   let publicKey: KeyObject;
   try {
-    publicKey = crypto.createPublicKey({
-      key: Buffer.from(AsnConvert.serialize(info.subjectPKInfo)),
-      format: 'der',
-      type: 'spki',
-    });
+    publicKey = crypto.createPublicKey({ key: spki, format: 'der', type: 'spki' });
   } catch {
     throw new MtlsError('BAD_CSR', `${what}: its public key cannot be read; generate the request with an EC P-256 key`);
   }
   const weak = keyWeakness(publicKey);
   if (weak) throw new MtlsError('CSR_REFUSED', `${what}: ${weak}`);
-  const params = req.signatureAlgorithm.parameters ? Buffer.from(req.signatureAlgorithm.parameters) : undefined;
   const sigProblem = checkSignature(
-    req.signatureAlgorithm.algorithm,
-    params,
-    infoDer,
-    Buffer.from(req.signature),
+    envelope.alg.oid,
+    envelope.alg.params,
+    envelope.tbsDer,
+    envelope.signature,
     publicKey,
   );
   if (sigProblem)
     throw new MtlsError('BAD_CSR', `${what}: ${sigProblem}; the request was altered or not signed by its own key`);
-
-  const extensions: RawExtension[] = [];
-  for (const attr of info.attributes) {
-    if (attr.type !== OID.extensionRequest) continue;
-    for (const v of attr.values) {
-      const exts = AsnConvert.parse(v, asn.Extensions);
-      for (const e of exts)
-        extensions.push({ oid: e.extnID, critical: e.critical, value: Buffer.from(e.extnValue.buffer) });
-    }
-  }
-  const out: CertificateRequest = {
-    der,
-    subject: parseNameDer(Buffer.from(AsnConvert.serialize(info.subject))),
-    publicKey,
-    extensions,
-    requestsCa: false,
-  };
+  const out: CertificateRequest = { der, subject: parseNameDer(subjectDer), publicKey, extensions, requestsCa: false };
   for (const e of extensions) {
     try {
       if (e.oid === OID.subjectAltName) out.san = parseSubjectAltName(e.value);
@@ -100,30 +73,48 @@ export function parseCsr(data: Buffer, what = 'CSR'): CertificateRequest {
   return out;
 }
 
-/** Builds a signed PKCS#10 request (for clients that enroll, and for tests). */
-export function createCsr(key: KeyObject, subject: asn.Name, extensions: RawExtension[] = []): Buffer {
-  const spki = AsnConvert.parse(
-    crypto.createPublicKey(key).export({ type: 'spki', format: 'der' }),
-    asn.SubjectPublicKeyInfo,
-  );
-  const attributes = new asnCsr.Attributes();
-  if (extensions.length > 0) {
-    const exts = new asn.Extensions(
-      extensions.map(
-        (e) => new asn.Extension({ extnID: e.oid, critical: e.critical, extnValue: new OctetString(e.value) }),
-      ),
-    );
-    attributes.push(new asn.Attribute({ type: OID.extensionRequest, values: [AsnConvert.serialize(exts)] }));
+/**
+ * CertificationRequest ::= SEQUENCE { certificationRequestInfo, signatureAlgorithm, signature BIT STRING }, where
+ * CertificationRequestInfo ::= SEQUENCE { version INTEGER (v1: 0), subject Name, subjectPKInfo, attributes [0]
+ * IMPLICIT SET OF Attribute } (RFC 2986 4). The subject and key are sliced from the input, and the signature is
+ * checked over the exact bytes signed. Extensions come from extensionRequest attributes (RFC 2985 5.4.2).
+ */
+function readRequest(der: Buffer, what: string) {
+  const envelope = readSignedEnvelope(der, what);
+  const [versionT, subjectT, spkiT, attributesT, extra] = readChildren(envelope.tbsT.value, 'certificationRequestInfo');
+  if (!versionT || versionT.tag !== 0x02 || versionT.value.length !== 1 || versionT.value[0] !== 0)
+    throw new Error('version is not v1 (0)');
+  if (!subjectT || subjectT.tag !== 0x30 || !spkiT || spkiT.tag !== 0x30)
+    throw new Error('subject or subjectPKInfo is missing');
+  // The attributes are required by RFC 2986; some clients leave the empty set out, which costs nothing to accept.
+  if ((attributesT && attributesT.tag !== 0xa0) || extra) throw new Error('unexpected fields after subjectPKInfo');
+  const slice = (t: Tlv) => envelope.tbsT.value.subarray(t.start, t.end);
+  const extensions: RawExtension[] = [];
+  for (const attr of attributesT ? readChildren(attributesT.value, 'attributes') : []) {
+    const [typeT, valuesT, more] = attr.tag === 0x30 ? readChildren(attr.value, 'Attribute') : [];
+    if (!typeT || typeT.tag !== 0x06 || !valuesT || valuesT.tag !== 0x31 || more)
+      throw new Error('an attribute is malformed');
+    if (decodeOid(typeT.value, 'attribute type') !== OID.extensionRequest) continue;
+    for (const list of readChildren(valuesT.value, 'extensionRequest')) {
+      if (list.tag !== 0x30) throw new Error('extensionRequest is not a SEQUENCE of extensions');
+      for (const e of readChildren(list.value, 'extensionRequest')) extensions.push(readExtension(e, []));
+    }
   }
-  const info = new asnCsr.CertificationRequestInfo({ version: 0, subject, subjectPKInfo: spki, attributes });
-  const infoDer = Buffer.from(AsnConvert.serialize(info));
+  return { envelope, subjectDer: slice(subjectT), spkiDer: slice(spkiT), extensions };
+}
+
+/** Builds a signed PKCS#10 request (for clients that enroll, and for tests); `subject` is a Name's DER (buildName). */
+export function createCsr(key: KeyObject, subject: Buffer, extensions: RawExtension[] = []): Buffer {
+  const attributes = extensions.length
+    ? [seq(encodeOid(OID.extensionRequest), tlv(0x31, seq(...extensions.map(extensionDer))))]
+    : [];
+  const info = seq(
+    tlv(0x02, Buffer.from([0])),
+    subject,
+    spkiDer(crypto.createPublicKey(key)),
+    tlv(0xa0, Buffer.concat(attributes)),
+  );
   const scheme = signatureSchemeFor(key);
-  const alg = new asn.AlgorithmIdentifier({ algorithm: scheme.oid });
-  if (scheme.params === null) alg.parameters = null;
-  const req = new asnCsr.CertificationRequest({
-    certificationRequestInfo: info,
-    signatureAlgorithm: alg,
-    signature: new Uint8Array(signData(key, infoDer)).buffer,
-  });
-  return Buffer.from(AsnConvert.serialize(req));
+  const alg = algorithmIdentifier(scheme.oid, scheme.params);
+  return seq(info, alg, tlv(0x03, Buffer.concat([Buffer.from([0]), signData(key, info)])));
 }

@@ -38,6 +38,11 @@ export interface NameConstraints {
 
 // ---- building ----
 
+/** Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE (absent when false), extnValue OCTET STRING }. */
+export function extensionDer(e: RawExtension): Buffer {
+  return seq(encodeOid(e.oid), ...(e.critical ? [Buffer.from([0x01, 0x01, 0xff])] : []), tlv(0x04, e.value));
+}
+
 export function basicConstraintsExt(ca: boolean, pathLen?: number): RawExtension {
   const parts: Buffer[] = [];
   if (ca) parts.push(Buffer.from([0x01, 0x01, 0xff]));

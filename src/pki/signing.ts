@@ -1,6 +1,6 @@
 import crypto, { type KeyObject } from 'node:crypto';
 import { encodeOid, encodeTime, integerBytes, seq, tlv } from './der.js';
-import { type RawExtension } from './extensions.js';
+import { extensionDer, type RawExtension } from './extensions.js';
 import { signatureSchemeFor, signData, spkiDer } from './keys.js';
 import { OID, oidName } from './oid.js';
 
@@ -97,9 +97,7 @@ export function algorithmIdentifier(oid: string, params: null | undefined): Buff
 export function signCertificate(t: CertificateTemplate, signingKey: KeyObject): Buffer {
   const scheme = signatureSchemeFor(signingKey);
   const alg = algorithmIdentifier(scheme.oid, scheme.params);
-  const exts = t.extensions.map((e) =>
-    seq(encodeOid(e.oid), ...(e.critical ? [Buffer.from([0x01, 0x01, 0xff])] : []), tlv(0x04, e.value)),
-  );
+  const exts = t.extensions.map(extensionDer);
   const tbs = seq(
     tlv(0xa0, integerBytes(Buffer.from([2]))),
     integerBytes(t.serial),

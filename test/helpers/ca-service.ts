@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import * as asn from '@peculiar/asn1-x509';
 import { CertificateAuthority } from '../../src/ca/authority.js';
 import { exchange } from '../../src/io/http-exchange.js';
 import { makeToken, provisionerKey, tokenAudience } from '../../src/ca/tokens.js';
@@ -13,6 +12,7 @@ import { checkLeafNames } from '../../src/pki/profiles.js';
 import { parseDuration } from '../../src/text/duration.js';
 import { subjectAltNameExt } from '../../src/pki/extensions.js';
 import { createCsr } from '../../src/pki/csr.js';
+import { buildName } from '../../src/pki/names.js';
 import { exportPrivateKey, generateKeyPair } from '../../src/pki/keys.js';
 import { OID } from '../../src/pki/oid.js';
 import { encodePem } from '../../src/pki/pem.js';
@@ -108,11 +108,7 @@ export async function api(
 /** A CSR for a new key, asking for `dns` names (none: the grant's names are used). */
 export function csr(cn: string, dns: string[] = []): { csr: string; key: string } {
   const { privateKey } = generateKeyPair('ec-p256');
-  const subject = new asn.Name([
-    new asn.RelativeDistinguishedName([
-      new asn.AttributeTypeAndValue({ type: OID.commonName, value: new asn.AttributeValue({ utf8String: cn }) }),
-    ]),
-  ]);
+  const subject = buildName([{ oid: OID.commonName, value: cn }]);
   const exts = dns.length ? [subjectAltNameExt({ dns }, false)] : [];
   return {
     csr: encodePem('CERTIFICATE REQUEST', createCsr(privateKey, subject, exts)),
