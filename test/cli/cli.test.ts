@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
-import { makeCert, mtls, openssl, tempDir, writePem } from '../helpers/pki.js';
+import { makeCert, mtls, openssl, opensslCsr, tempDir, writePem } from '../helpers/pki.js';
 
 /** One CA home for the suite; each test writes into its own --out directory. */
 let home: string;
@@ -108,28 +108,7 @@ describe('mtls issue + openssl verify', () => {
 });
 
 describe('mtls sign', () => {
-  const csr = (dir: string, subj: string, ext: string[] = []) => {
-    const key = path.join(dir, 'req.key');
-    const req = path.join(dir, 'req.csr');
-    const r = openssl([
-      'req',
-      '-new',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      req,
-      '-subj',
-      subj,
-      ...ext.flatMap((e) => ['-addext', e]),
-    ]);
-    assert.equal(r.status, 0, r.stderr);
-    return { key, req };
-  };
+  const csr = opensslCsr;
 
   it('signs an openssl CSR with the server profile; the result verifies', () => {
     const out = outDir();

@@ -208,6 +208,30 @@ export function openssl(args: string[], input?: string): RunResult {
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** A P-256 key and a PKCS#10 request for it made by `openssl req` in `dir`, with `-addext` for each of `ext`. */
+export function opensslCsr(dir: string, subj: string, ext: string[] = [], name = 'req'): { key: string; req: string } {
+  const key = path.join(dir, `${name}.key`);
+  const req = path.join(dir, `${name}.csr`);
+  const r = openssl([
+    'req',
+    '-new',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    key,
+    '-out',
+    req,
+    '-subj',
+    subj,
+    ...ext.flatMap((e) => ['-addext', e]),
+  ]);
+  if (r.status !== 0) throw new Error(`openssl req: ${r.stderr}`);
+  return { key, req };
+}
+
 const crlTime = (d: Date) => d.toISOString().replace(/[-:T]/g, '').slice(2, 14) + 'Z';
 
 /**

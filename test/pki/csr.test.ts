@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import path from 'node:path';
 import { describe, it } from 'node:test';
 import { MtlsError } from '../../src/errors.js';
 import { createCsr, parseCsr } from '../../src/pki/csr.js';
@@ -10,7 +9,7 @@ import { generateKeyPair } from '../../src/pki/keys.js';
 import { buildName } from '../../src/pki/names.js';
 import { OID } from '../../src/pki/oid.js';
 import { encodePem } from '../../src/pki/pem.js';
-import { openssl, tempDir } from '../helpers/pki.js';
+import { openssl, opensslCsr, tempDir } from '../helpers/pki.js';
 
 // PKCS#10 requests are built and read by our DER code (src/pki/csr.ts); openssl is the peer that checks both ways.
 describe('certificate requests (PKCS#10)', () => {
@@ -47,27 +46,8 @@ describe('certificate requests (PKCS#10)', () => {
 
   it('parseCsr reads what openssl makes: requested names and a CA request', () => {
     const dir = tempDir();
-    const make = (ext: string[]) => {
-      const out = path.join(dir, `r${ext.length}.csr`);
-      const r = openssl([
-        'req',
-        '-new',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-keyout',
-        path.join(dir, 'k.pem'),
-        '-out',
-        out,
-        '-subj',
-        '/O=Acme/CN=from openssl',
-        ...ext.flatMap((e) => ['-addext', e]),
-      ]);
-      assert.equal(r.status, 0, r.stderr);
-      return parseCsr(fs.readFileSync(out));
-    };
+    const make = (ext: string[]) =>
+      parseCsr(fs.readFileSync(opensslCsr(dir, '/O=Acme/CN=from openssl', ext, `r${ext.length}`).req));
     const plain = make([]);
     assert.deepEqual(
       plain.subject.map((a) => a.value),
