@@ -2,7 +2,7 @@ import crypto, { type KeyObject } from 'node:crypto';
 import { decodeOid, encodeOid, readChildren, readSingle, seq, tlv, type Tlv } from './der.js';
 import { addGeneralName, emptyNames, parseGeneralNames, type SubjectNames } from './general-names.js';
 import { spkiDer, spkiKeyBits } from './keys.js';
-import { buildName, checkCidr, ipBytes, parseCidr } from './names.js';
+import { buildName, cidrRange, ipBytes } from './names.js';
 import { OID } from './oid.js';
 
 /** An extension as it sits in a certificate. */
@@ -134,7 +134,7 @@ export function nameConstraintsExt(nc: NameConstraintsInput): RawExtension {
 
 /** A CIDR range (`10.0.0.0/8`, `fd00::/8`) as a name constraint's iPAddress: the address, then the mask. */
 function cidrBytes(cidr: string): Buffer {
-  const { addr, prefix } = parseCidr(checkCidr(cidr))!;
+  const { addr, prefix } = cidrRange(cidr);
   const mask = Buffer.alloc(addr.length);
   for (let i = 0; i < prefix; i++) mask[i >> 3]! |= 0x80 >> (i & 7);
   return Buffer.concat([addr, mask]);

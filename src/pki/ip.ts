@@ -63,10 +63,17 @@ export function parseCidr(text: string): { addr: Buffer; prefix: number } | unde
   return addr && prefix <= addr.length * 8 ? { addr, prefix } : undefined;
 }
 
+/** parseCidr, throwing a one-line BAD_NAME when the text is not a range. */
+export function cidrRange(cidr: string): { addr: Buffer; prefix: number } {
+  const range = parseCidr(cidr);
+  if (!range)
+    throw new MtlsError('BAD_NAME', `'${printable(cidr)}' is not a CIDR range; write it like 10.0.0.0/8 or fd00::/8`);
+  return range;
+}
+
 /** Validates a CIDR range (for a name constraint or an issuance policy) and returns it. */
 export function checkCidr(cidr: string): string {
-  if (!parseCidr(cidr))
-    throw new MtlsError('BAD_NAME', `'${printable(cidr)}' is not a CIDR range; write it like 10.0.0.0/8 or fd00::/8`);
+  cidrRange(cidr);
   return cidr;
 }
 

@@ -5,7 +5,7 @@ import { printable } from '../text/printable.js';
 import { checkIpAddress, parseIp } from './ip.js';
 
 export { printable };
-export { checkCidr, checkIpAddress, ipBytes, ipBytesToText, parseCidr, parseIp } from './ip.js';
+export { checkCidr, checkIpAddress, cidrRange, ipBytes, ipBytesToText, parseCidr, parseIp } from './ip.js';
 
 /** One attribute of a distinguished name, as parsed (not as Node's string form). */
 export interface DnAttribute {
