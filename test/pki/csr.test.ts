@@ -105,4 +105,37 @@ describe('certificate requests (PKCS#10)', () => {
     // The same request with its parts intact still parses: the cases above fail for their defect alone.
     assert.equal(parseCsr(withInfo(infoParts)).requestsCa, false);
   });
+
+  it('hostile bytes: 3,000 mutated requests each parse or fail with one BAD_CSR/CSR_REFUSED line, never a crash', () => {
+    const { privateKey } = generateKeyPair('ec-p256');
+    const good = createCsr(privateKey, subject, [
+      subjectAltNameExt({ dns: ['a.example.org'], uri: ['spiffe://example.org/a'] }, false),
+      basicConstraintsExt(false),
+    ]);
+    let seed = 0x2545f491;
+    const rand = (n: number) => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) % n;
+    };
+    const codes = new Map<string, number>();
+    for (let i = 0; i < 3000; i++) {
+      const der = Buffer.from(good);
+      // 1-4 changes: an octet set, one cut short, or one grown by garbage.
+      for (let k = rand(4) + 1; k > 0; k--) der[rand(der.length)] = rand(256);
+      const input = i % 10 === 0 ? der.subarray(0, rand(der.length)) : der;
+      try {
+        parseCsr(input);
+        codes.set('parsed', (codes.get('parsed') ?? 0) + 1);
+      } catch (e) {
+        assert.ok(e instanceof MtlsError, `case ${i}: ${(e as Error).stack}`);
+        assert.ok(['BAD_CSR', 'CSR_REFUSED'].includes(e.code), `case ${i}: ${e.code} ${e.message}`);
+        assert.ok(!e.message.includes('\n') && e.message.length < 400, `case ${i}: ${e.message}`);
+        codes.set(e.code, (codes.get(e.code) ?? 0) + 1);
+      }
+    }
+    // Most mutations break the signature or the structure; the test must have exercised both sides.
+    assert.ok((codes.get('BAD_CSR') ?? 0) > 2500, JSON.stringify([...codes]));
+  });
 });
