@@ -80,9 +80,11 @@ export interface SanInput {
   uri?: string[];
 }
 
+/** A GeneralName of an IA5String form (rfc822Name 0x81, dNSName 0x82, URI 0x86), under its context tag. */
+const ia5 = (tag: number) => (v: string) => tlv(tag, Buffer.from(v, 'latin1'));
+
 /** RFC 5280: the SAN must be critical when the subject is empty. */
 export function subjectAltNameExt(names: SanInput, critical: boolean): RawExtension {
-  const ia5 = (tag: number) => (v: string) => tlv(tag, Buffer.from(v, 'latin1'));
   const value = seq(
     ...(names.dns ?? []).map(ia5(0x82)),
     ...(names.ip ?? []).map((i) => tlv(0x87, ipBytes(i))),
@@ -115,7 +117,6 @@ export function nameConstraintsExt(nc: NameConstraintsInput): RawExtension {
     email: string[] = [],
     dirs: { oid: string; value: string }[][] = [],
   ): Buffer[] => {
-    const ia5 = (nameTag: number) => (v: string) => tlv(nameTag, Buffer.from(v, 'latin1'));
     const bases = [
       ...dirs.map((d) => tlv(0xa4, buildName(d))),
       ...dns.map(ia5(0x82)),
