@@ -125,7 +125,9 @@ for (const backend of ['sqlite', 'postgres'] as const) {
         const results = await Promise.all(
           holders.map((h, i) => api(i % 2 ? a : b, '/v1/revoke', { body: { serial: h.serial }, as: h })),
         );
-        for (const r of results) assert.equal(r.status, 200, JSON.stringify(r.json));
+        // A failure here once came as a bare 500 under CI load: the replicas' logs say what threw.
+        for (const r of results)
+          assert.equal(r.status, 200, `${JSON.stringify(r.json)}\nreplica a:\n${a.log()}\nreplica b:\n${b.log()}`);
         const crl = openssl([
           'crl',
           '-inform',

@@ -32,6 +32,8 @@ export interface Ca {
   fingerprint: string;
   stop: () => void;
   restart: () => Promise<void>;
+  /** What the service wrote to stderr (its log), for a failure message. */
+  log: () => string;
 }
 
 export async function startCa(name: string, extra: string[] = [], home?: string): Promise<Ca> {
@@ -67,6 +69,7 @@ export async function startCa(name: string, extra: string[] = [], home?: string)
     rootFile,
     fingerprint,
     stop: () => proc.child.kill('SIGKILL'),
+    log: () => proc.output(),
     restart: async () => {
       proc.child.kill('SIGKILL');
       await new Promise((r) => setTimeout(r, 200));
