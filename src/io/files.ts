@@ -1,5 +1,6 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { MtlsError } from '../errors.js';
 
@@ -67,8 +68,11 @@ export function recoverDir(dir: string, now = Date.now()): void {
   for (const n of names.filter((x) => JOURNAL_RE.test(x))) {
     const journal = path.join(dir, n);
     try {
-      const moves = JSON.parse(fs.readFileSync(journal, 'utf8')) as { tmp: string; final: string }[];
-      for (const m of moves) {
+      const parsed = JSON.parse(fs.readFileSync(journal, 'utf8')) as Journal | Journal['moves'];
+      // A journal of a writer still renaming (another replica on this home, mid-commit) is its own: replaying it
+      // would move its files from under it. Only a dead writer's journal, or one older than a minute, is finished.
+      if (!Array.isArray(parsed) && writerAlive(parsed, journal, now)) continue;
+      for (const m of Array.isArray(parsed) ? parsed : parsed.moves) {
         // Only moves inside this directory: a journal is not a way to rename files elsewhere.
         if (path.dirname(m.tmp) !== dir || path.dirname(m.final) !== dir) continue;
         if (fs.existsSync(m.tmp)) fs.renameSync(m.tmp, m.final);
@@ -81,6 +85,28 @@ export function recoverDir(dir: string, now = Date.now()): void {
     }
   }
   removeStale(dir, (n) => TMP_RE.test(n), now);
+}
+
+/** What a commit of several files writes before its renames: the renames, and who makes them. */
+interface Journal {
+  pid: number;
+  host: string;
+  moves: { tmp: string; final: string }[];
+}
+
+/**
+ * Whether the writer of `journal` may still be renaming: younger than a minute, and its process alive on this
+ * host (a journal from another host, e.g. a home on shared storage, counts as alive until it is a minute old).
+ */
+function writerAlive(j: Journal, journal: string, now: number): boolean {
+  if (now - fs.statSync(journal).mtimeMs > STALE_TMP_MS) return false;
+  if (j.host !== os.hostname()) return true;
+  try {
+    process.kill(j.pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /**
@@ -194,7 +220,7 @@ export function stageFiles(
           throw new MtlsError('IO', 'a replacement must stay in one directory');
         const fd = fs.openSync(journal, 'wx', 0o600);
         try {
-          fs.writeSync(fd, JSON.stringify(staged));
+          fs.writeSync(fd, JSON.stringify({ pid: process.pid, host: os.hostname(), moves: staged } satisfies Journal));
           fs.fsyncSync(fd);
         } finally {
           fs.closeSync(fd);
